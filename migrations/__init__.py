@@ -1,0 +1,1 @@
+"""Alembic migrations for pgrecall (shipped in the wheel as ``pgrecall.migrations``)."""

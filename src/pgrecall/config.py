@@ -1,0 +1,190 @@
+"""Settings: the only place pgrecall reads the environment (prefix ``PGRECALL_``, ``.env`` too)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import platformdirs
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pgrecall.errors import ConfigurationError
+
+ENV_PREFIX = "PGRECALL_"
+OLLAMA_DEFAULT_PORT = 11434
+DEFAULT_OLLAMA_MODEL = "mxbai-embed-large"
+LOCAL_MODEL = "all-minilm-l6-v2-int8"
+# pgvector's HNSW index accepts `vector` columns of at most 2,000 dimensions.
+MAX_INDEXED_DIMENSIONS = 2000
+
+
+def ollama_host_to_url(value: str) -> str:
+    """Turn an ``OLLAMA_HOST``-style value (``0.0.0.0``, ``:11434``, ``host:port``) into a URL.
+
+    Follows Ollama's own parsing (``envconfig.Host``): scheme defaults to http, port to 11434
+    (80/443 when a scheme is given without one). A bind-all address is not somewhere a client
+    can send to, so it becomes loopback.
+    """
+    text = value.strip()
+    scheme, sep, rest = text.partition("://")
+    default_port = OLLAMA_DEFAULT_PORT
+    if not sep:
+        scheme, rest = "http", text
+    elif scheme == "http":
+        default_port = 80
+    elif scheme == "https":
+        default_port = 443
+    else:
+        raise ValueError(f"unsupported scheme {scheme!r}: use http or https")
+    hostport, _, path = rest.partition("/")
+    parsed = urlsplit(f"//{hostport}")
+    try:
+        port = parsed.port or default_port
+    except ValueError as exc:
+        raise ValueError(f"invalid port in {value!r}") from exc
+    host = parsed.hostname or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):  # noqa: S104 - translating a bind address, not binding
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{ipaddress.ip_address(host)}]"
+    suffix = f"/{path}".rstrip("/")
+    return f"{scheme}://{host}:{port}{suffix}"
+
+
+class Settings(BaseSettings):
+    """Everything configurable, validated once at start."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL DSN; unset runs the embedded PostgreSQL"
+    )
+    data_dir: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_data_dir("pgrecall")),
+        description="where the embedded PostgreSQL keeps its data",
+    )
+    embedder: Literal["ollama", "local"] = Field(
+        default="ollama", description="ollama (HTTP) or local (in-process all-MiniLM-L6-v2)"
+    )
+    ollama_url: str = Field(
+        default=f"http://localhost:{OLLAMA_DEFAULT_PORT}",
+        validation_alias=AliasChoices("PGRECALL_OLLAMA_URL", "OLLAMA_HOST", "ollama_url"),
+        description="Ollama base URL; falls back to Ollama's own OLLAMA_HOST",
+    )
+    embed_model: str | None = Field(
+        default=None,
+        description=f"embedding model; default {DEFAULT_OLLAMA_MODEL} (ollama) or {LOCAL_MODEL}",
+    )
+    embed_dimensions: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_INDEXED_DIMENSIONS,
+        description="vector size; unset means the model's full size",
+    )
+    document_prefix: str | None = Field(
+        default=None, description="text put before every stored memory; unset = the model's own"
+    )
+    query_prefix: str | None = Field(
+        default=None, description="text put before every query; unset = the model's own"
+    )
+    ollama_timeout: float = Field(default=120.0, gt=0, description="seconds per embed request")
+    ollama_connect_timeout: float = Field(default=5.0, gt=0, description="seconds to connect")
+    ollama_keep_alive: str | None = Field(
+        default=None, description='how long Ollama keeps the model loaded ("5m", "-1")'
+    )
+    ollama_truncate: bool = Field(
+        default=True, description="let Ollama cut over-long inputs (false = error instead)"
+    )
+    ollama_options: dict[str, Any] | None = Field(
+        default=None, description='runner options as JSON, e.g. {"num_ctx": 512}'
+    )
+    ollama_max_attempts: int = Field(default=5, ge=1, le=50, description="tries per request")
+    ollama_retry_budget: float = Field(
+        default=60.0, gt=0, description="seconds spent retrying one request at most"
+    )
+    embed_batch_size: int = Field(default=64, ge=1, le=4096, description="texts per request")
+    embed_batch_chars: int = Field(
+        default=64_000, ge=1, description="characters per request at most"
+    )
+    embed_concurrency: int = Field(default=2, ge=1, le=64, description="requests in flight")
+    pool_min_size: int = Field(default=1, ge=0, le=100, description="database pool minimum")
+    pool_max_size: int = Field(default=10, ge=1, le=1000, description="database pool maximum")
+
+    @field_validator("ollama_url", mode="before")
+    @classmethod
+    def _normalise_ollama_url(cls, value: object) -> object:
+        if isinstance(value, str):
+            return ollama_host_to_url(value)
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        scheme = urlsplit(value).scheme
+        if scheme not in ("postgresql", "postgres"):
+            raise ValueError("must start with postgresql:// (or postgres://)")
+        return value
+
+    @field_validator("ollama_options", mode="before")
+    @classmethod
+    def _parse_options(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"is not JSON: {exc.msg}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> Settings:
+        if self.embedder == "local" and self.embed_model not in (None, LOCAL_MODEL):
+            raise ValueError(
+                f"the local embedder runs only {LOCAL_MODEL}; unset PGRECALL_EMBED_MODEL "
+                "or choose PGRECALL_EMBEDDER=ollama"
+            )
+        if self.pool_min_size > self.pool_max_size:
+            raise ValueError("PGRECALL_POOL_MIN_SIZE is larger than PGRECALL_POOL_MAX_SIZE")
+        return self
+
+    @property
+    def model(self) -> str:
+        """The embedding model in effect, defaults applied."""
+        if self.embed_model is not None:
+            return self.embed_model
+        return LOCAL_MODEL if self.embedder == "local" else DEFAULT_OLLAMA_MODEL
+
+
+def _env_name(location: tuple[int | str, ...]) -> str:
+    if not location:
+        return "settings"
+    return ENV_PREFIX + str(location[0]).upper()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings from the environment (and overrides), or raise one ConfigurationError
+    listing every bad value."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            message = error["msg"].removeprefix("Value error, ")
+            where = _env_name(error["loc"])
+            if error["loc"] and error["type"] != "missing":
+                problems.append(f"  {where}={error['input']!r}: {message}")
+            else:
+                problems.append(f"  {where}: {message}")
+        raise ConfigurationError("invalid settings:\n" + "\n".join(problems)) from exc

@@ -1,0 +1,1 @@
+"""Database access: schema, migrations, pool, and the embedded default server."""

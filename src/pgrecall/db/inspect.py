@@ -1,0 +1,48 @@
+"""Read what a database holds: server and pgvector versions, vector size, indexes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from pgrecall.db.schema import MEMORIES
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaReport:
+    """What ``pgrecall migrate`` reports after upgrading."""
+
+    server_version: str
+    pgvector_version: str | None
+    vector_dimensions: int | None
+    indexes: tuple[str, ...]
+
+
+async def vector_dimensions(connection: asyncpg.Connection) -> int | None:
+    """The declared size of ``memories.embedding``, or None when the table does not exist."""
+    value = await connection.fetchval(
+        """
+        SELECT a.atttypmod FROM pg_attribute a
+        WHERE a.attrelid = to_regclass($1) AND a.attname = 'embedding' AND NOT a.attisdropped
+        """,
+        MEMORIES,
+    )
+    return int(value) if value is not None else None
+
+
+async def describe(connection: asyncpg.Connection) -> SchemaReport:
+    """A report of the schema as the server has it."""
+    server_version = await connection.fetchval("SHOW server_version")
+    pgvector_version = await connection.fetchval(
+        "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
+    )
+    index_rows = await connection.fetch(
+        "SELECT indexdef FROM pg_indexes WHERE tablename = $1 ORDER BY indexname", MEMORIES
+    )
+    return SchemaReport(
+        server_version=str(server_version),
+        pgvector_version=pgvector_version,
+        vector_dimensions=await vector_dimensions(connection),
+        indexes=tuple(str(row["indexdef"]) for row in index_rows),
+    )

@@ -1,0 +1,56 @@
+"""The asyncpg pool: one per process, pgvector's binary codecs registered on every connection."""
+
+from __future__ import annotations
+
+import asyncpg
+from pgvector.asyncpg import register_vector
+
+from pgrecall.errors import DatabaseUnavailableError, SchemaError
+
+# Each connection's prepared statements survive in asyncpg's cache; keep enough for every
+# query shape a service uses.
+STATEMENT_CACHE_SIZE = 256
+
+
+def redact(dsn: str) -> str:
+    """The DSN without its password, for messages."""
+    scheme, sep, rest = dsn.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    if not sep or not at:
+        return dsn
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{location}" if ":" in credentials else dsn
+
+
+async def _init_connection(connection: asyncpg.Connection) -> None:
+    try:
+        await register_vector(connection)
+    except ValueError as exc:
+        raise SchemaError(
+            "the database has no pgvector extension: run `pgrecall migrate` first"
+        ) from exc
+
+
+async def connect(dsn: str) -> asyncpg.Connection:
+    """One connection with the pgvector codecs, for admin work outside the pool."""
+    try:
+        connection = await asyncpg.connect(dsn)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise DatabaseUnavailableError(f"cannot connect to {redact(dsn)}: {exc}") from exc
+    return connection
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    """The process's pool; raises DatabaseUnavailableError or SchemaError, never asyncpg's."""
+    try:
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            init=_init_connection,
+            statement_cache_size=STATEMENT_CACHE_SIZE,
+        )
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise DatabaseUnavailableError(f"cannot connect to {redact(dsn)}: {exc}") from exc
+    assert pool is not None
+    return pool

@@ -1,0 +1,114 @@
+"""The schema, once, as SQLAlchemy Table objects: what Alembic migrations must produce.
+
+The vector size is a property of a deployment, so the tables are built for a given dimension.
+Ready for Citus: `memories` keys and unique constraints all lead with `namespace` (its
+distribution column); `embedding_spaces` is small and would become a reference table.
+"""
+
+from __future__ import annotations
+
+from pgvector.sqlalchemy import VECTOR
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+MEMORIES = "memories"
+EMBEDDING_SPACES = "embedding_spaces"
+HNSW_INDEX = "memories_embedding_hnsw"
+# HNSW build parameters; pgvector's defaults, named so benchmarks and migrations agree.
+HNSW_M = 16
+HNSW_EF_CONSTRUCTION = 64
+
+
+def build_metadata(dimensions: int) -> MetaData:
+    """Return the tables of a pgrecall database whose vectors have ``dimensions`` values."""
+    metadata = MetaData()
+    Table(
+        EMBEDDING_SPACES,
+        metadata,
+        Column("id", Integer, Identity(always=True), primary_key=True),
+        Column("kind", Text, nullable=False),
+        Column("model", Text, nullable=False),
+        Column("dimensions", Integer, nullable=False),
+        Column("document_prefix", Text, nullable=False),
+        Column("query_prefix", Text, nullable=False),
+        Column("embedder_version", Text, nullable=False),
+        Column("first_used_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        UniqueConstraint(
+            "kind",
+            "model",
+            "dimensions",
+            "document_prefix",
+            "query_prefix",
+            "embedder_version",
+            name="embedding_spaces_identity_key",
+        ),
+        CheckConstraint("dimensions > 0", name="embedding_spaces_dimensions_positive"),
+    )
+    Table(
+        MEMORIES,
+        metadata,
+        Column("namespace", Text, nullable=False),
+        Column("id", UUID(as_uuid=True), nullable=False, server_default=func.gen_random_uuid()),
+        Column("content", Text, nullable=False),
+        Column("content_hash", LargeBinary, nullable=False),
+        Column("key", Text, nullable=True),
+        Column("metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+        Column("embedding", VECTOR(dimensions), nullable=True),
+        Column(
+            "space_id",
+            Integer,
+            ForeignKey(f"{EMBEDDING_SPACES}.id", name="memories_space_id_fkey"),
+            nullable=True,
+        ),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("expires_at", DateTime(timezone=True), nullable=True),
+        PrimaryKeyConstraint("namespace", "id", name="memories_pkey"),
+        CheckConstraint("namespace <> ''", name="memories_namespace_not_empty"),
+        CheckConstraint("jsonb_typeof(metadata) = 'object'", name="memories_metadata_is_object"),
+        CheckConstraint("octet_length(content_hash) = 32", name="memories_content_hash_sha256"),
+        CheckConstraint(
+            "(embedding IS NULL) = (space_id IS NULL)", name="memories_embedding_has_space"
+        ),
+        Index("memories_namespace_created_at", "namespace", "created_at", "id"),
+        # Without an external key a memory is identified by its text; with one, by the key.
+        Index(
+            "memories_namespace_content_hash_key",
+            "namespace",
+            "content_hash",
+            unique=True,
+            postgresql_where=text("key IS NULL"),
+        ),
+        Index(
+            "memories_namespace_key_key",
+            "namespace",
+            "key",
+            unique=True,
+            postgresql_where=text("key IS NOT NULL"),
+        ),
+        Index("memories_metadata_gin", "metadata", postgresql_using="gin"),
+        Index(
+            HNSW_INDEX,
+            "embedding",
+            postgresql_using="hnsw",
+            postgresql_with={"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION},
+            postgresql_ops={"embedding": "vector_ip_ops"},
+        ),
+    )
+    return metadata

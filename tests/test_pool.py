@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+
+import pytest
+
+from pgrecall.db.pool import create_pool, redact
+from pgrecall.errors import DatabaseUnavailableError, SchemaError
+
+from .conftest import TEST_DIMENSIONS
+
+
+def _unit_vector(seed: int) -> list[float]:
+    generator = random.Random(seed)
+    values = [generator.gauss(0.0, 1.0) for _ in range(TEST_DIMENSIONS)]
+    norm = math.sqrt(sum(v * v for v in values))
+    return [v / norm for v in values]
+
+
+async def test_vectors_round_trip_in_binary(migrated_dsn: str) -> None:
+    pool = await create_pool(migrated_dsn, min_size=1, max_size=2)
+    try:
+        async with pool.acquire() as connection:
+            space_id = await connection.fetchval(
+                "INSERT INTO embedding_spaces (kind, model, dimensions, document_prefix, "
+                "query_prefix, embedder_version) VALUES ('local', 'm', $1, '', '', '') "
+                "RETURNING id",
+                TEST_DIMENSIONS,
+            )
+            vectors = [_unit_vector(seed) for seed in range(20)]
+            await connection.copy_records_to_table(
+                "memories",
+                records=[
+                    (
+                        f"ns{i % 2}",
+                        f"text {i}",
+                        hashlib.sha256(f"text {i}".encode()).digest(),
+                        vector,
+                        space_id,
+                    )
+                    for i, vector in enumerate(vectors)
+                ],
+                columns=["namespace", "content", "content_hash", "embedding", "space_id"],
+            )
+            rows = await connection.fetch(
+                "SELECT content, embedding, -(embedding <#> $1) AS score FROM memories "
+                "ORDER BY embedding <#> $1 LIMIT 3",
+                vectors[7],
+            )
+    finally:
+        await pool.close()
+    assert rows[0]["content"] == "text 7"
+    assert rows[0]["score"] == pytest.approx(1.0, abs=1e-5)
+    stored = rows[0]["embedding"].to_list()
+    assert len(stored) == TEST_DIMENSIONS
+    assert stored == pytest.approx(vectors[7], abs=1e-7)  # float32 precision
+    assert rows[1]["score"] < rows[0]["score"]
+
+
+async def test_unmigrated_database_is_a_schema_error(empty_dsn: str) -> None:
+    with pytest.raises(SchemaError, match="pgrecall migrate"):
+        await create_pool(empty_dsn, min_size=1, max_size=1)
+
+
+async def test_unreachable_server_is_a_typed_error() -> None:
+    dsn = "postgresql://someone:secret@127.0.0.1:1/nowhere"
+    with pytest.raises(DatabaseUnavailableError) as caught:
+        await create_pool(dsn, min_size=1, max_size=1)
+    assert "secret" not in str(caught.value)
+    assert "127.0.0.1:1" in str(caught.value)
+
+
+def test_redact_hides_only_the_password() -> None:
+    assert redact("postgresql://u:pw@h:5/d") == "postgresql://u:***@h:5/d"
+    assert redact("postgresql://u@h/d") == "postgresql://u@h/d"
+    assert redact("postgresql://postgres:@/postgres?host=/tmp/x") == (
+        "postgresql://postgres:***@/postgres?host=/tmp/x"
+    )
