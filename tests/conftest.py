@@ -22,6 +22,8 @@ import pytest
 from pgrecall.db import migrate
 from pgrecall.db.embedded import EmbeddedPostgres
 
+from .ollama_standin import OllamaStandin
+
 TEST_DIMENSIONS = 384
 _TEMPLATE_DB = "pgrecall_template"
 
@@ -142,3 +144,11 @@ async def migrated_dsn(server_dsn: str, migrated_template: str) -> AsyncIterator
     dsn = await _create_database(server_dsn, name, template=migrated_template)
     yield dsn
     await _drop_database(server_dsn, name)
+
+
+@pytest.fixture
+def ollama() -> Iterator[OllamaStandin]:
+    """A stand-in Ollama on 127.0.0.1 for one test."""
+    standin = OllamaStandin().start()
+    yield standin
+    standin.stop()

@@ -2,6 +2,7 @@
 
     PgRecallError
     ├── ConfigurationError           bad settings (lists every bad value)
+    ├── InvalidInputError            bad text, metadata, filter or argument (also a ValueError)
     ├── DatabaseError
     │   ├── DatabaseUnavailableError  cannot connect / the embedded server will not start
     │   └── SchemaError               pgvector missing or too old, database not migrated
@@ -28,6 +29,14 @@ class PgRecallError(Exception):
 
 class ConfigurationError(PgRecallError):
     """Settings are invalid; the message lists every bad value."""
+
+
+class InvalidInputError(PgRecallError, ValueError):
+    """An argument is unusable; ``position`` names the offending item of a batch, if any."""
+
+    def __init__(self, message: str, *, position: int | None = None) -> None:
+        super().__init__(message)
+        self.position = position
 
 
 class DatabaseError(PgRecallError):
