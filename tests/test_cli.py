@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -9,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from .ollama_standin import OllamaStandin
 
 
 @pytest.fixture
@@ -61,3 +64,46 @@ def test_unreachable_database_is_one_clear_error() -> None:
     assert "Traceback" not in completed.stderr
     assert "127.0.0.1:1" in completed.stderr
     assert "hunter2" not in completed.stderr
+
+
+def test_doctor_reports_every_check(ollama: OllamaStandin, data_dir: Path) -> None:
+    environment = {
+        "PGRECALL_OLLAMA_URL": ollama.url,
+        "PGRECALL_EMBED_MODEL": "nomic-embed-text",
+        "PGRECALL_DATA_DIR": str(data_dir),
+    }
+    assert _pgrecall("migrate", **environment).returncode == 0
+    completed = _pgrecall("doctor", "--json", **environment)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    checks = {check["name"]: check for check in json.loads(completed.stdout)}
+    assert checks["ollama reachable"]["detail"].endswith("version 0.33.0")
+    assert checks["model present"]["detail"] == "nomic-embed-text:latest"
+    assert checks["embedding capability"]["ok"]
+    assert checks["model size"]["detail"].startswith("768 dimensions")
+    assert checks["database column"]["detail"] == "vector(768) matches the model"
+
+    mismatch = _pgrecall("doctor", **{**environment, "PGRECALL_EMBED_MODEL": "all-minilm"})
+    assert mismatch.returncode == 1
+    assert "vector(768) but the model makes 384-dimensional vectors" in mismatch.stdout
+
+    missing = _pgrecall("doctor", **{**environment, "PGRECALL_EMBED_MODEL": "bge-m3"})
+    assert missing.returncode == 1
+    assert "run pgrecall pull bge-m3:latest" in missing.stdout
+
+
+def test_doctor_fails_when_ollama_is_down(ollama: OllamaStandin, data_dir: Path) -> None:
+    url = ollama.url
+    ollama.stop()
+    completed = _pgrecall("doctor", PGRECALL_OLLAMA_URL=url, PGRECALL_DATA_DIR=str(data_dir))
+    assert completed.returncode == 1
+    assert f"not reachable at {url}" in completed.stdout
+
+
+def test_pull_shows_progress_and_fails_clearly(ollama: OllamaStandin) -> None:
+    pulled = _pgrecall("pull", "bge-m3", PGRECALL_OLLAMA_URL=ollama.url)
+    assert pulled.returncode == 0, pulled.stderr
+    assert "bge-m3 is ready" in pulled.stdout
+    unknown = _pgrecall("pull", "no-such-model", PGRECALL_OLLAMA_URL=ollama.url)
+    assert unknown.returncode == 2
+    assert "file does not exist" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
