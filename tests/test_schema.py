@@ -82,7 +82,7 @@ async def test_every_unique_constraint_leads_with_namespace(
         WHERE i.indrelid = 'memories'::regclass AND i.indisunique
         """
     )
-    assert len(rows) == 3
+    assert len(rows) == 3  # pkey, content hash, key
     assert {row["first_column"] for row in rows} == {"namespace"}
 
 

@@ -1,9 +1,11 @@
 """pgrecall: semantic memory for AI agents on PostgreSQL + pgvector."""
 
 from pgrecall.config import Settings, load_settings
+from pgrecall.embedding.space import EmbeddingSpace
 from pgrecall.errors import (
     BadEmbeddingResponseError,
     ConfigurationError,
+    ConflictError,
     DatabaseError,
     DatabaseUnavailableError,
     DimensionMismatchError,
@@ -12,31 +14,57 @@ from pgrecall.errors import (
     EmbeddingError,
     EmbeddingSpaceMismatchError,
     InputTooLongError,
+    InvalidFilterError,
     InvalidInputError,
     ModelNotFoundError,
     NotAnEmbeddingModelError,
+    NotFoundError,
     PgRecallError,
     SchemaError,
 )
+from pgrecall.records import (
+    Hit,
+    Memory,
+    MemoryInput,
+    NamespaceStats,
+    Page,
+    RecallResult,
+    Remembered,
+    Stats,
+)
+from pgrecall.store import MemoryStore
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BadEmbeddingResponseError",
     "ConfigurationError",
+    "ConflictError",
     "DatabaseError",
     "DatabaseUnavailableError",
     "DimensionMismatchError",
     "EmbedderBusyError",
     "EmbedderUnavailableError",
     "EmbeddingError",
+    "EmbeddingSpace",
     "EmbeddingSpaceMismatchError",
+    "Hit",
     "InputTooLongError",
+    "InvalidFilterError",
     "InvalidInputError",
+    "Memory",
+    "MemoryInput",
+    "MemoryStore",
     "ModelNotFoundError",
+    "NamespaceStats",
     "NotAnEmbeddingModelError",
+    "NotFoundError",
+    "Page",
     "PgRecallError",
+    "RecallResult",
+    "Remembered",
     "SchemaError",
     "Settings",
+    "Stats",
     "load_settings",
 ]

@@ -118,6 +118,23 @@ class Settings(BaseSettings):
         default=64_000, ge=1, description="characters per request at most"
     )
     embed_concurrency: int = Field(default=2, ge=1, le=64, description="requests in flight")
+    auto_migrate: bool = Field(
+        default=True, description="upgrade the schema when a store opens (false: refuse instead)"
+    )
+    max_content_chars: int = Field(
+        default=100_000, ge=1, description="longest memory text accepted, in characters"
+    )
+    ingest_chunk_size: int = Field(
+        default=512, ge=1, le=100_000, description="memories embedded and written per step"
+    )
+    exact_scan_max_rows: int = Field(
+        default=20_000,
+        ge=0,
+        description="namespaces up to this size are searched exactly; larger ones by HNSW",
+    )
+    hnsw_ef_search: int = Field(
+        default=200, ge=1, le=1000, description="HNSW candidate list size for large namespaces"
+    )
     pool_min_size: int = Field(default=1, ge=0, le=100, description="database pool minimum")
     pool_max_size: int = Field(default=10, ge=1, le=1000, description="database pool maximum")
 

@@ -3,6 +3,9 @@
     PgRecallError
     ├── ConfigurationError           bad settings (lists every bad value)
     ├── InvalidInputError            bad text, metadata, filter or argument (also a ValueError)
+    │   └── InvalidFilterError        malformed filter or unknown operator
+    ├── NotFoundError                no memory with that id, or a namespace with no memories
+    ├── ConflictError                an update would duplicate another memory
     ├── DatabaseError
     │   ├── DatabaseUnavailableError  cannot connect / the embedded server will not start
     │   └── SchemaError               pgvector missing or too old, database not migrated
@@ -37,6 +40,18 @@ class InvalidInputError(PgRecallError, ValueError):
     def __init__(self, message: str, *, position: int | None = None) -> None:
         super().__init__(message)
         self.position = position
+
+
+class InvalidFilterError(InvalidInputError):
+    """A metadata filter is malformed; the message names where and what is allowed."""
+
+
+class NotFoundError(PgRecallError, LookupError):
+    """The memory or namespace asked for does not exist."""
+
+
+class ConflictError(PgRecallError):
+    """The change would make two memories with the same identity (text or key) in a namespace."""
 
 
 class DatabaseError(PgRecallError):

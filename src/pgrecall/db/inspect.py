@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from pgrecall.db.schema import MEMORIES
 
@@ -19,7 +20,9 @@ class SchemaReport:
     indexes: tuple[str, ...]
 
 
-async def vector_dimensions(connection: asyncpg.Connection) -> int | None:
+async def vector_dimensions(
+    connection: asyncpg.Connection | PoolConnectionProxy[asyncpg.Record],
+) -> int | None:
     """The declared size of ``memories.embedding``, or None when the table does not exist."""
     value = await connection.fetchval(
         """

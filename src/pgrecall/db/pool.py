@@ -40,8 +40,14 @@ async def connect(dsn: str) -> asyncpg.Connection:
     return connection
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    """The process's pool; raises DatabaseUnavailableError or SchemaError, never asyncpg's."""
+async def create_pool(
+    dsn: str, *, min_size: int = 1, max_size: int = 10, hnsw_ef_search: int = 200
+) -> asyncpg.Pool:
+    """The process's pool; raises DatabaseUnavailableError or SchemaError, never asyncpg's.
+
+    HNSW scans keep going until enough rows pass the namespace and metadata filters
+    (``iterative_scan``), from a candidate list of ``hnsw_ef_search``.
+    """
     try:
         pool = await asyncpg.create_pool(
             dsn,
@@ -49,6 +55,10 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
             max_size=max_size,
             init=_init_connection,
             statement_cache_size=STATEMENT_CACHE_SIZE,
+            server_settings={
+                "hnsw.ef_search": str(hnsw_ef_search),
+                "hnsw.iterative_scan": "relaxed_order",
+            },
         )
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise DatabaseUnavailableError(f"cannot connect to {redact(dsn)}: {exc}") from exc

@@ -87,6 +87,7 @@ def build_metadata(dimensions: int) -> MetaData:
             "(embedding IS NULL) = (space_id IS NULL)", name="memories_embedding_has_space"
         ),
         Index("memories_namespace_created_at", "namespace", "created_at", "id"),
+        Index("memories_id", "id"),
         # Without an external key a memory is identified by its text; with one, by the key.
         Index(
             "memories_namespace_content_hash_key",

@@ -1,0 +1,158 @@
+"""Reading and deleting memories by id, namespace and filter: get, list, forget, stats."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from pgrecall import validation
+from pgrecall.db.errors import database_errors
+from pgrecall.errors import InvalidInputError
+from pgrecall.filters import SqlParams, compile_filter
+from pgrecall.records import Memory, NamespaceStats, Page, Stats
+
+MEMORY_COLUMNS = (
+    "id, namespace, content, metadata, key, created_at, updated_at, expires_at, "
+    "embedding IS NOT NULL AS embedded"
+)
+MAX_PAGE = 1000
+
+
+def memory_from_row(row: asyncpg.Record) -> Memory:
+    """A Memory from a row selected with MEMORY_COLUMNS."""
+    return Memory(
+        id=row["id"],
+        namespace=row["namespace"],
+        content=row["content"],
+        metadata=json.loads(row["metadata"]),
+        key=row["key"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        expires_at=row["expires_at"],
+        embedded=row["embedded"],
+    )
+
+
+def memory_id(value: object) -> UUID:
+    """A memory id from a UUID or its text."""
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(str(value))
+    except ValueError as exc:
+        raise InvalidInputError(f"{value!r} is not a memory id (a UUID)") from exc
+
+
+def encode_cursor(created_at: datetime, identifier: UUID) -> str:
+    """An opaque keyset cursor: the last row's (created_at, id)."""
+    raw = f"{created_at.isoformat()}|{identifier}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    """The (created_at, id) inside a cursor made by ``encode_cursor``."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, identifier = raw.split("|")
+        return datetime.fromisoformat(stamp), UUID(identifier)
+    except (ValueError, binascii.Error) as exc:
+        raise InvalidInputError("cursor is not one pgrecall returned") from exc
+
+
+class Catalog:
+    """Memories by id and namespace."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def get(self, identifier: UUID, namespace: str | None = None) -> Memory | None:
+        """One memory, or None. Naming the namespace routes to one shard (Citus)."""
+        params = SqlParams()
+        where = f"id = {params.add(identifier, 'uuid')}"
+        if namespace is not None:
+            where += f" AND namespace = {params.add(validation.namespace(namespace), 'text')}"
+        with database_errors():
+            row = await self._pool.fetchrow(
+                f"SELECT {MEMORY_COLUMNS} FROM memories WHERE {where}", *params.values
+            )
+        return memory_from_row(row) if row is not None else None
+
+    async def page(self, namespace: str, *, limit: int = 50, cursor: str | None = None) -> Page:
+        """Memories of a namespace, newest first, ``limit`` per page."""
+        name = validation.namespace(namespace)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise InvalidInputError(f"limit must be a whole number from 1 to {MAX_PAGE}")
+        params = SqlParams()
+        where = f"namespace = {params.add(name, 'text')}"
+        if cursor is not None:
+            created_at, identifier = decode_cursor(cursor)
+            where += (
+                f" AND (created_at, id) < ({params.add(created_at, 'timestamptz')}, "
+                f"{params.add(identifier, 'uuid')})"
+            )
+        sql = (
+            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE {where} "
+            f"ORDER BY created_at DESC, id DESC LIMIT {params.add(limit + 1, 'int')}"
+        )
+        with database_errors():
+            rows = await self._pool.fetch(sql, *params.values)
+        memories = [memory_from_row(row) for row in rows[:limit]]
+        more = len(rows) > limit
+        last = memories[-1] if memories else None
+        next_cursor = encode_cursor(last.created_at, last.id) if more and last else None
+        return Page(memories=memories, next_cursor=next_cursor)
+
+    async def forget_ids(
+        self, identifiers: Sequence[UUID], namespace: str | None = None
+    ) -> list[tuple[UUID, str]]:
+        """Delete memories by id; returns (id, namespace) of those deleted."""
+        params = SqlParams()
+        where = f"id = ANY({params.add(list(identifiers), 'uuid[]')})"
+        if namespace is not None:
+            where += f" AND namespace = {params.add(validation.namespace(namespace), 'text')}"
+        with database_errors():
+            rows = await self._pool.fetch(
+                f"DELETE FROM memories WHERE {where} RETURNING id, namespace", *params.values
+            )
+        return [(row["id"], row["namespace"]) for row in rows]
+
+    async def forget_matching(self, namespace: str, filter_document: Mapping[str, Any]) -> int:
+        """Delete the memories of a namespace that match a filter; returns how many."""
+        name = validation.namespace(namespace)
+        params = SqlParams()
+        where = (
+            f"namespace = {params.add(name, 'text')} AND {compile_filter(filter_document, params)}"
+        )
+        with database_errors():
+            status = await self._pool.execute(f"DELETE FROM memories WHERE {where}", *params.values)
+        return int(status.split()[-1])
+
+    async def stats(self, namespace: str | None = None) -> Stats:
+        """Counts per namespace (one namespace, or all of them)."""
+        params = SqlParams()
+        where = "TRUE"
+        if namespace is not None:
+            where = f"namespace = {params.add(validation.namespace(namespace), 'text')}"
+        with database_errors():
+            rows = await self._pool.fetch(
+                f"""
+                SELECT namespace, count(*) AS memories, count(embedding) AS embedded
+                FROM memories WHERE {where} GROUP BY namespace ORDER BY namespace
+                """,
+                *params.values,
+            )
+        per_namespace = [
+            NamespaceStats(row["namespace"], row["memories"], row["embedded"]) for row in rows
+        ]
+        return Stats(
+            memories=sum(n.memories for n in per_namespace),
+            embedded=sum(n.embedded for n in per_namespace),
+            namespaces=per_namespace,
+        )

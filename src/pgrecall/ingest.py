@@ -1,0 +1,260 @@
+"""Ingestion: validate, hash, skip what is already stored, embed in chunks, write in bulk.
+
+Identity of a memory inside its namespace: its external key when it has one, else its text
+(SHA-256 of the content). Remembering the same text twice gives the same id and one row (its
+metadata is merged, newest keys winning; its expiry is the newest call's). A keyed memory is
+upserted: new text, metadata and expiry replace the old.
+
+Chunks are pipelined: while chunk N is written, chunk N+1 is embedded. A chunk is written with
+one ``INSERT .. SELECT FROM unnest(..) ON CONFLICT`` per identity kind (binary arrays in one
+round trip), never a round trip per row. Texts whose row already holds a vector of the store's
+space for the same content are not embedded again, so a re-run import costs no embedding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+from pgvector import Vector
+
+from pgrecall import validation
+from pgrecall.config import Settings
+from pgrecall.db.errors import database_errors
+from pgrecall.embedding.base import Embedder
+from pgrecall.records import MemoryInput, Remembered
+from pgrecall.spaces import SpaceRegistry
+
+_FIND_EXISTING = """
+    SELECT m.namespace, m.content_hash, m.key
+    FROM memories m
+    JOIN unnest($1::text[], $2::bytea[], $3::text[]) AS wanted(namespace, content_hash, key)
+      ON m.namespace = wanted.namespace
+     AND m.content_hash = wanted.content_hash
+     AND m.key IS NOT DISTINCT FROM wanted.key
+    WHERE m.embedding IS NOT NULL AND m.space_id = $4
+"""
+
+_UPSERT_BY_CONTENT = """
+    INSERT INTO memories (namespace, content, content_hash, metadata, embedding, space_id,
+                          expires_at, created_at, updated_at)
+    SELECT namespace, content, content_hash, metadata, embedding, space_id, expires_at,
+           clock_timestamp(), clock_timestamp()
+    FROM unnest($1::text[], $2::text[], $3::bytea[], $4::jsonb[], $5::vector[], $6::int[],
+                $7::timestamptz[])
+         AS incoming(namespace, content, content_hash, metadata, embedding, space_id, expires_at)
+    ON CONFLICT (namespace, content_hash) WHERE key IS NULL DO UPDATE SET
+        metadata = memories.metadata || EXCLUDED.metadata,
+        expires_at = EXCLUDED.expires_at,
+        embedding = COALESCE(EXCLUDED.embedding, memories.embedding),
+        space_id = COALESCE(EXCLUDED.space_id, memories.space_id),
+        updated_at = now()
+    RETURNING id, namespace, content_hash, (xmax = 0) AS inserted
+"""
+
+# Rows of one batch get increasing created_at (clock_timestamp), so "newest first" follows the
+# input order. A keyed row whose text changed under us keeps no stale vector: it is cleared.
+_UPSERT_BY_KEY = """
+    INSERT INTO memories (namespace, key, content, content_hash, metadata, embedding, space_id,
+                          expires_at, created_at, updated_at)
+    SELECT namespace, key, content, content_hash, metadata, embedding, space_id, expires_at,
+           clock_timestamp(), clock_timestamp()
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::jsonb[], $6::vector[],
+                $7::int[], $8::timestamptz[])
+         AS incoming(namespace, key, content, content_hash, metadata, embedding, space_id,
+                     expires_at)
+    ON CONFLICT (namespace, key) WHERE key IS NOT NULL DO UPDATE SET
+        content = EXCLUDED.content,
+        content_hash = EXCLUDED.content_hash,
+        metadata = EXCLUDED.metadata,
+        expires_at = EXCLUDED.expires_at,
+        embedding = CASE
+            WHEN EXCLUDED.embedding IS NOT NULL THEN EXCLUDED.embedding
+            WHEN memories.content_hash = EXCLUDED.content_hash THEN memories.embedding
+        END,
+        space_id = CASE
+            WHEN EXCLUDED.embedding IS NOT NULL THEN EXCLUDED.space_id
+            WHEN memories.content_hash = EXCLUDED.content_hash THEN memories.space_id
+        END,
+        updated_at = now()
+    RETURNING id, namespace, key, (xmax = 0) AS inserted
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A validated memory, ready to embed and write."""
+
+    namespace: str
+    content: str
+    content_hash: bytes
+    metadata: str
+    key: str | None
+    expires_at: datetime | None
+
+    @property
+    def identity(self) -> tuple[str, str, str | bytes]:
+        """What makes two inputs the same memory."""
+        if self.key is not None:
+            return (self.namespace, "key", self.key)
+        return (self.namespace, "content", self.content_hash)
+
+
+def content_hash(text: str) -> bytes:
+    """SHA-256 of the UTF-8 text: the identity of an unkeyed memory in its namespace."""
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+def prepare(
+    items: Sequence[MemoryInput], *, default_namespace: str | None, max_chars: int
+) -> list[Prepared]:
+    """Validate every item (errors name the item's position) and hash its text."""
+    prepared = []
+    for position, item in enumerate(items):
+        name = validation.namespace(item.namespace or default_namespace, position)
+        text = validation.content(item.content, max_chars, position)
+        prepared.append(
+            Prepared(
+                namespace=name,
+                content=text,
+                content_hash=content_hash(text),
+                metadata=validation.metadata(item.metadata, position),
+                key=validation.key(item.key, position),
+                expires_at=validation.timestamp(item.expires_at, "expires_at", position),
+            )
+        )
+    return prepared
+
+
+@dataclass(slots=True)
+class _Chunk:
+    """Distinct memories of one step, and for each input position which of them it is."""
+
+    unique: list[Prepared]
+    positions: list[tuple[int, int]]  # (input position, index into unique)
+    vectors: list[list[float] | None]
+
+
+def _dedupe(prepared: Sequence[Prepared], offset: int) -> _Chunk:
+    index_of: dict[tuple[str, str, str | bytes], int] = {}
+    unique: list[Prepared] = []
+    positions = []
+    for position, memory in enumerate(prepared, start=offset):
+        index = index_of.get(memory.identity)
+        if index is None:
+            index = index_of[memory.identity] = len(unique)
+            unique.append(memory)
+        elif memory.key is not None:
+            unique[index] = memory  # the last version of a keyed memory wins
+        positions.append((position, index))
+    return _Chunk(unique=unique, positions=positions, vectors=[None] * len(unique))
+
+
+class IngestionService:
+    """Writes memories: the ``remember`` path of the store."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        embedder: Embedder,
+        spaces: SpaceRegistry,
+        settings: Settings,
+    ) -> None:
+        self._pool = pool
+        self._embedder = embedder
+        self._spaces = spaces
+        self._chunk_size = settings.ingest_chunk_size
+
+    async def remember(self, prepared: Sequence[Prepared]) -> list[Remembered]:
+        """Store ``prepared`` memories; results in input order."""
+        space_id = await self._spaces.ensure(self._embedder.space)
+        results: list[Remembered | None] = [None] * len(prepared)
+        writing: asyncio.Task[None] | None = None
+        try:
+            for start in range(0, len(prepared), self._chunk_size):
+                chunk = _dedupe(prepared[start : start + self._chunk_size], start)
+                await self._embed(chunk, space_id)
+                if writing is not None:
+                    await writing
+                writing = asyncio.create_task(self._write(chunk, space_id, results))
+            if writing is not None:
+                await writing
+        finally:
+            if writing is not None and not writing.done():
+                writing.cancel()
+        assert all(result is not None for result in results)
+        return [result for result in results if result is not None]
+
+    async def _embed(self, chunk: _Chunk, space_id: int) -> None:
+        with database_errors():
+            stored = await self._pool.fetch(
+                _FIND_EXISTING,
+                [m.namespace for m in chunk.unique],
+                [m.content_hash for m in chunk.unique],
+                [m.key for m in chunk.unique],
+                space_id,
+            )
+        ready = {(r["namespace"], r["content_hash"], r["key"]) for r in stored}
+        missing = [
+            index
+            for index, m in enumerate(chunk.unique)
+            if (m.namespace, m.content_hash, m.key) not in ready
+        ]
+        if not missing:
+            return
+        embeddings = await self._embedder.embed_documents(
+            [chunk.unique[i].content for i in missing]
+        )
+        for index, vector in zip(missing, embeddings.vectors, strict=True):
+            chunk.vectors[index] = vector
+
+    async def _write(self, chunk: _Chunk, space_id: int, results: list[Remembered | None]) -> None:
+        by_identity: dict[tuple[str, str, str | bytes], Remembered] = {}
+        keyed = [i for i, m in enumerate(chunk.unique) if m.key is not None]
+        unkeyed = [i for i, m in enumerate(chunk.unique) if m.key is None]
+        with database_errors():
+            async with self._pool.acquire() as connection:
+                if unkeyed:
+                    rows = await connection.fetch(
+                        _UPSERT_BY_CONTENT, *self._columns(chunk, unkeyed, space_id, keyed=False)
+                    )
+                    for row in rows:
+                        identity = (row["namespace"], "content", row["content_hash"])
+                        by_identity[identity] = Remembered(
+                            row["id"], row["namespace"], row["inserted"]
+                        )
+                if keyed:
+                    rows = await connection.fetch(
+                        _UPSERT_BY_KEY, *self._columns(chunk, keyed, space_id, keyed=True)
+                    )
+                    for row in rows:
+                        identity = (row["namespace"], "key", row["key"])
+                        by_identity[identity] = Remembered(
+                            row["id"], row["namespace"], row["inserted"]
+                        )
+        for position, index in chunk.positions:
+            results[position] = by_identity[chunk.unique[index].identity]
+
+    @staticmethod
+    def _columns(
+        chunk: _Chunk, indexes: list[int], space_id: int, *, keyed: bool
+    ) -> list[list[object]]:
+        memories = [chunk.unique[i] for i in indexes]
+        vectors = [chunk.vectors[i] for i in indexes]
+        columns: list[list[object]] = [[m.namespace for m in memories]]
+        if keyed:
+            columns.append([m.key for m in memories])
+        columns += [
+            [m.content for m in memories],
+            [m.content_hash for m in memories],
+            [m.metadata for m in memories],
+            # Wrapped, or asyncpg would read a list of lists as a two-dimensional array.
+            [Vector(v) if v is not None else None for v in vectors],
+            [space_id if v is not None else None for v in vectors],
+            [m.expires_at for m in memories],
+        ]
+        return columns

@@ -1,0 +1,111 @@
+"""The values that cross pgrecall's API: what to remember, what comes back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, overload
+from uuid import UUID
+
+from pgrecall.embedding.space import EmbeddingSpace
+
+EmbedStatus = Literal["embedded", "pending", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryInput:
+    """One memory to store; fields left None take the ``remember`` call's values."""
+
+    content: str
+    namespace: str | None = None
+    metadata: Mapping[str, Any] | None = None
+    key: str | None = None
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Remembered:
+    """The outcome for one remembered text: its id, and whether a new row was made."""
+
+    id: UUID
+    namespace: str
+    created: bool
+    status: EmbedStatus = "embedded"
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """A stored memory."""
+
+    id: UUID
+    namespace: str
+    content: str
+    metadata: dict[str, Any]
+    key: str | None
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None
+    embedded: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A recalled memory and its score (inner product of unit vectors, higher is closer)."""
+
+    id: UUID
+    namespace: str
+    content: str
+    score: float
+    metadata: dict[str, Any]
+    key: str | None
+    created_at: datetime
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RecallResult(Sequence[Hit]):
+    """Hits, best first; behaves as a sequence of them."""
+
+    hits: tuple[Hit, ...]
+    exact: bool = True
+
+    @overload
+    def __getitem__(self, index: int) -> Hit: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Hit]: ...
+    def __getitem__(self, index: int | slice) -> Hit | Sequence[Hit]:
+        return self.hits[index]
+
+    def __len__(self) -> int:
+        return len(self.hits)
+
+    def __iter__(self) -> Iterator[Hit]:
+        return iter(self.hits)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of ``list``, newest first; pass ``next_cursor`` to get the next."""
+
+    memories: list[Memory]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceStats:
+    """Counts for one namespace."""
+
+    namespace: str
+    memories: int
+    embedded: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """What the store holds."""
+
+    memories: int
+    embedded: int
+    namespaces: list[NamespaceStats] = field(default_factory=list)
+    space: EmbeddingSpace | None = None

@@ -1,0 +1,94 @@
+"""The embedding-space guard: the first write records the space; others are refused."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from pgrecall.embedding.space import EmbeddingSpace
+from pgrecall.errors import EmbeddingSpaceMismatchError
+
+# pg_advisory_xact_lock key held while recording the first space: ASCII "pgsp".
+SPACE_LOCK_KEY = 0x70677370
+
+_SELECT = """
+    SELECT id, kind, model, dimensions, document_prefix, query_prefix, embedder_version
+    FROM embedding_spaces ORDER BY id LIMIT 1
+"""
+
+
+def _space(row: asyncpg.Record) -> EmbeddingSpace:
+    return EmbeddingSpace(
+        kind=row["kind"],
+        model=row["model"],
+        dimensions=row["dimensions"],
+        document_prefix=row["document_prefix"],
+        query_prefix=row["query_prefix"],
+        embedder_version=row["embedder_version"],
+    )
+
+
+def mismatch(recorded: EmbeddingSpace, asked: EmbeddingSpace) -> EmbeddingSpaceMismatchError:
+    """The error for vectors from ``asked`` meeting a store built in ``recorded``."""
+    return EmbeddingSpaceMismatchError(
+        f"this store holds vectors of {recorded.describe()}, but the embedder is "
+        f"{asked.describe()}: configure the store's model, size and prefixes again, or re-embed "
+        "the memories into a new store"
+    )
+
+
+class SpaceRegistry:
+    """The store's recorded space, read once and cached."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._recorded: tuple[int, EmbeddingSpace] | None = None
+        self._lock = asyncio.Lock()
+
+    async def recorded(self) -> tuple[int, EmbeddingSpace] | None:
+        """The id and space the store was built with, or None before the first write."""
+        if self._recorded is None:
+            row = await self._pool.fetchrow(_SELECT)
+            if row is not None:
+                self._recorded = (row["id"], _space(row))
+        return self._recorded
+
+    async def require(self, space: EmbeddingSpace) -> int | None:
+        """The recorded space's id if ``space`` is it; None when nothing is recorded yet."""
+        recorded = await self.recorded()
+        if recorded is None:
+            return None
+        if recorded[1] != space:
+            raise mismatch(recorded[1], space)
+        return recorded[0]
+
+    async def ensure(self, space: EmbeddingSpace) -> int:
+        """Record ``space`` if the store has none yet (one writer wins); return its id."""
+        known = await self.require(space)
+        if known is not None:
+            return known
+        async with self._lock, self._pool.acquire() as connection, connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", SPACE_LOCK_KEY)
+            row = await connection.fetchrow(_SELECT)
+            if row is None:
+                row = await connection.fetchrow(
+                    """
+                    INSERT INTO embedding_spaces (kind, model, dimensions, document_prefix,
+                                                  query_prefix, embedder_version)
+                    VALUES ($1, $2, $3, $4, $5, $6)
+                    RETURNING id, kind, model, dimensions, document_prefix, query_prefix,
+                              embedder_version
+                    """,
+                    space.kind,
+                    space.model,
+                    space.dimensions,
+                    space.document_prefix,
+                    space.query_prefix,
+                    space.embedder_version,
+                )
+            assert row is not None
+        self._recorded = (row["id"], _space(row))
+        if self._recorded[1] != space:
+            raise mismatch(self._recorded[1], space)
+        return int(row["id"])

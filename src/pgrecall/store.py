@@ -1,0 +1,274 @@
+"""MemoryStore: the facade that wires settings, database and embedder to the services."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AsyncExitStack
+from datetime import datetime
+from types import TracebackType
+from typing import Any, overload
+from uuid import UUID
+
+import asyncpg
+
+from pgrecall import validation
+from pgrecall.catalog import Catalog, memory_id
+from pgrecall.config import Settings, load_settings
+from pgrecall.db import inspect, migrate
+from pgrecall.db.embedded import database_dsn
+from pgrecall.db.pool import create_pool
+from pgrecall.embedding.base import Embedder
+from pgrecall.embedding.factory import create_embedder
+from pgrecall.errors import (
+    DimensionMismatchError,
+    InvalidInputError,
+    NotFoundError,
+    SchemaError,
+)
+from pgrecall.ingest import IngestionService, prepare
+from pgrecall.query import NamespaceSizes, QueryService
+from pgrecall.records import Memory, MemoryInput, Page, RecallResult, Remembered, Stats
+from pgrecall.spaces import SpaceRegistry
+from pgrecall.update import UNSET, Change, UpdateService, _Unset
+
+
+async def _check_schema(dsn: str, settings: Settings, dimensions: int) -> None:
+    if settings.auto_migrate:
+        await migrate.upgrade(dsn, dimensions)
+        return
+    current = await migrate.current_revision(dsn)
+    if current != migrate.head_revision():
+        raise SchemaError(
+            f"the database schema is at {current or 'nothing'}, pgrecall needs "
+            f"{migrate.head_revision()}: run pgrecall migrate"
+        )
+
+
+async def _check_column(pool: asyncpg.Pool, dimensions: int) -> None:
+    async with pool.acquire() as connection:
+        column = await inspect.vector_dimensions(connection)
+    if column != dimensions:
+        raise DimensionMismatchError(
+            f"the database stores vector({column}) but the embedder makes {dimensions}-dimensional "
+            f"vectors: use the model this database was made with, set "
+            f"PGRECALL_EMBED_DIMENSIONS={column}, or use another database"
+        )
+
+
+class MemoryStore:
+    """Semantic memory for agents: ``remember`` texts, ``recall`` them by meaning.
+
+    Open with ``await MemoryStore.open()`` (or ``async with MemoryStore.open() as store`` is not
+    needed: ``async with await MemoryStore.open() as store``), and close when done.
+    """
+
+    def __init__(
+        self, settings: Settings, pool: asyncpg.Pool, embedder: Embedder, resources: AsyncExitStack
+    ) -> None:
+        self.settings = settings
+        self.embedder = embedder
+        self._resources = resources
+        self._spaces = SpaceRegistry(pool)
+        self._sizes = NamespaceSizes(pool, settings.exact_scan_max_rows)
+        self._catalog = Catalog(pool)
+        self._ingest = IngestionService(pool, embedder, self._spaces, settings)
+        self._updates = UpdateService(pool, embedder, self._spaces, settings)
+        self._query = QueryService(pool, embedder, self._spaces, self._sizes, settings)
+
+    @classmethod
+    async def open(
+        cls,
+        settings: Settings | None = None,
+        *,
+        dsn: str | None = None,
+        embedder: Embedder | None = None,
+    ) -> MemoryStore:
+        """Connect (starting the embedded PostgreSQL when no DSN is configured), migrate or
+        check the schema, and check that the embedder fits the database."""
+        settings = settings or load_settings()
+        resources = AsyncExitStack()
+        try:
+            if embedder is None:
+                embedder = create_embedder(settings)
+                resources.push_async_callback(embedder.aclose)
+            if dsn is None:
+                dsn = await resources.enter_async_context(
+                    database_dsn(settings.database_url, settings.data_dir)
+                )
+            dimensions = embedder.space.dimensions
+            await _check_schema(dsn, settings, dimensions)
+            pool = await create_pool(
+                dsn,
+                min_size=settings.pool_min_size,
+                max_size=settings.pool_max_size,
+                hnsw_ef_search=settings.hnsw_ef_search,
+            )
+            resources.push_async_callback(pool.close)
+            await _check_column(pool, dimensions)
+        except BaseException:
+            await resources.aclose()
+            raise
+        return cls(settings, pool, embedder, resources)
+
+    async def close(self) -> None:
+        """Close the pool and the embedder, and let go of the embedded server."""
+        await self._resources.aclose()
+
+    async def __aenter__(self) -> MemoryStore:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @overload
+    async def remember(  # type: ignore[overload-overlap]  # str is also a Sequence[str]
+        self,
+        content: str,
+        *,
+        namespace: str,
+        metadata: Mapping[str, Any] | None = None,
+        key: str | None = None,
+        expires_at: datetime | None = None,
+    ) -> Remembered: ...
+    @overload
+    async def remember(
+        self,
+        content: Sequence[str | MemoryInput],
+        *,
+        namespace: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        key: None = None,
+        expires_at: datetime | None = None,
+    ) -> list[Remembered]: ...
+    async def remember(
+        self,
+        content: str | Sequence[str | MemoryInput],
+        *,
+        namespace: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        key: str | None = None,
+        expires_at: datetime | None = None,
+    ) -> Remembered | list[Remembered]:
+        """Store one text (returns its Remembered) or a batch (a list, in order).
+
+        Batch items may be MemoryInput to carry their own namespace, metadata, key or expiry;
+        the call's values fill in what they leave out.
+        """
+        single = isinstance(content, str)
+        if not single and key is not None:
+            raise InvalidInputError("key names one memory: pass it per item with MemoryInput")
+        raw = [content] if isinstance(content, str) else list(content)
+        items = [
+            item
+            if isinstance(item, MemoryInput)
+            else MemoryInput(content=item, key=key, metadata=metadata, expires_at=expires_at)
+            for item in raw
+        ]
+        items = [
+            MemoryInput(
+                content=item.content,
+                namespace=item.namespace,
+                metadata=item.metadata if item.metadata is not None else metadata,
+                key=item.key,
+                expires_at=item.expires_at if item.expires_at is not None else expires_at,
+            )
+            for item in items
+        ]
+        prepared = prepare(
+            items, default_namespace=namespace, max_chars=self.settings.max_content_chars
+        )
+        results = await self._ingest.remember(prepared)
+        self._sizes.forget(list({memory.namespace for memory in prepared}))
+        return results[0] if single else results
+
+    async def recall(
+        self,
+        query: str,
+        *,
+        namespace: str | Sequence[str],
+        k: int = 10,
+        filter: Mapping[str, Any] | None = None,
+        min_score: float | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        exact: bool = False,
+    ) -> RecallResult:
+        """The ``k`` memories of ``namespace`` (one or several) closest in meaning to
+        ``query``, best first; ``exact=True`` forces an exact scan."""
+        return await self._query.recall(
+            query,
+            namespace,
+            k=k,
+            filter=filter,
+            min_score=min_score,
+            created_after=created_after,
+            created_before=created_before,
+            exact=exact,
+        )
+
+    async def get(self, memory: UUID | str, *, namespace: str | None = None) -> Memory:
+        """One memory by id; NotFoundError if there is none."""
+        identifier = memory_id(memory)
+        found = await self._catalog.get(identifier, namespace)
+        if found is None:
+            raise NotFoundError(f"no memory {identifier}")
+        return found
+
+    async def update(
+        self,
+        memory: UUID | str,
+        *,
+        namespace: str | None = None,
+        content: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        expires_at: datetime | _Unset | None = UNSET,
+    ) -> Memory:
+        """Change a memory's text (embedded again), metadata (replaced) or expiry (None
+        clears it); returns the memory as stored now."""
+        current = await self.get(memory, namespace=namespace)
+        change = Change(content=content, metadata=metadata, expires_at=expires_at)
+        await self._updates.update(current, change)
+        return await self.get(current.id, namespace=current.namespace)
+
+    async def forget(
+        self,
+        ids: Sequence[UUID | str] | None = None,
+        *,
+        namespace: str | None = None,
+        filter: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Delete memories by id, or those of ``namespace`` matching ``filter`` (``{}`` means
+        all of them); returns how many were deleted."""
+        if ids is not None:
+            if filter is not None:
+                raise InvalidInputError("forget takes ids or a filter, not both")
+            deleted = await self._catalog.forget_ids([memory_id(i) for i in ids], namespace)
+            self._sizes.forget(list({name for _, name in deleted}))
+            return len(deleted)
+        if namespace is None or filter is None:
+            raise InvalidInputError(
+                "forget needs ids, or a namespace and a filter ({} forgets the whole namespace)"
+            )
+        count = await self._catalog.forget_matching(namespace, filter)
+        self._sizes.forget([validation.namespace(namespace)])
+        return count
+
+    async def stats(self, *, namespace: str | None = None) -> Stats:
+        """How many memories, embedded or not, per namespace; and the store's space."""
+        counts = await self._catalog.stats(namespace)
+        recorded = await self._spaces.recorded()
+        return Stats(
+            memories=counts.memories,
+            embedded=counts.embedded,
+            namespaces=counts.namespaces,
+            space=recorded[1] if recorded else None,
+        )
+
+    async def list(self, namespace: str, *, limit: int = 50, cursor: str | None = None) -> Page:
+        """A page of a namespace's memories, newest first; follow ``next_cursor``."""
+        return await self._catalog.page(namespace, limit=limit, cursor=cursor)

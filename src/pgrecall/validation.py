@@ -1,0 +1,145 @@
+"""Checks on what users hand in; each failure is an InvalidInputError naming the problem."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from pgrecall.errors import InvalidInputError
+
+MAX_NAMESPACE_LENGTH = 256
+MAX_KEY_LENGTH = 512
+MAX_METADATA_BYTES = 64 * 1024
+MAX_K = 1000
+
+
+def _where(position: int | None) -> str:
+    return "" if position is None else f" (item {position})"
+
+
+def namespace(value: object, position: int | None = None) -> str:
+    """A namespace: 1 to 256 printable characters."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInputError(
+            f"namespace must be a non-empty string{_where(position)}", position=position
+        )
+    if len(value) > MAX_NAMESPACE_LENGTH or not value.isprintable():
+        raise InvalidInputError(
+            f"namespace must be at most {MAX_NAMESPACE_LENGTH} printable characters"
+            f"{_where(position)}",
+            position=position,
+        )
+    return value
+
+
+def namespaces(value: str | Sequence[str]) -> list[str]:
+    """One namespace or several, without repeats, in the order given."""
+    names = [value] if isinstance(value, str) else list(value)
+    if not names:
+        raise InvalidInputError("name at least one namespace")
+    return list(dict.fromkeys(namespace(name) for name in names))
+
+
+def content(value: object, max_chars: int, position: int | None = None) -> str:
+    """Memory text: not empty, not only whitespace, not too long, no NUL characters."""
+    if not isinstance(value, str):
+        raise InvalidInputError(f"content must be a string{_where(position)}", position=position)
+    if not value.strip():
+        raise InvalidInputError(
+            f"content is empty or only whitespace{_where(position)}", position=position
+        )
+    if len(value) > max_chars:
+        raise InvalidInputError(
+            f"content has {len(value)} characters, more than the {max_chars} allowed"
+            f"{_where(position)} (PGRECALL_MAX_CONTENT_CHARS)",
+            position=position,
+        )
+    if "\x00" in value:
+        raise InvalidInputError(
+            f"content contains a NUL character{_where(position)}", position=position
+        )
+    return value
+
+
+def metadata(value: object, position: int | None = None) -> str:
+    """Metadata as JSON text: a JSON object with string keys, finite numbers, no NUL."""
+    if value is None:
+        return "{}"
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(
+            f"metadata must be a JSON object, not {type(value).__name__}{_where(position)}",
+            position=position,
+        )
+    try:
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"metadata is not plain JSON ({exc}){_where(position)}", position=position
+        ) from exc
+    if "\\u0000" in text or "\x00" in text:
+        raise InvalidInputError(
+            f"metadata contains a NUL character{_where(position)}", position=position
+        )
+    if len(text.encode()) > MAX_METADATA_BYTES:
+        raise InvalidInputError(
+            f"metadata is larger than {MAX_METADATA_BYTES} bytes{_where(position)}",
+            position=position,
+        )
+    return text
+
+
+def key(value: object, position: int | None = None) -> str | None:
+    """An external key: None, or 1 to 512 printable characters."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, str)
+        or not value.strip()
+        or len(value) > MAX_KEY_LENGTH
+        or not value.isprintable()
+    ):
+        raise InvalidInputError(
+            f"key must be 1 to {MAX_KEY_LENGTH} printable characters{_where(position)}",
+            position=position,
+        )
+    return value
+
+
+def timestamp(value: object, name: str, position: int | None = None) -> datetime | None:
+    """A timezone-aware datetime (or None); naive ones are ambiguous and refused."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise InvalidInputError(
+            f"{name} must be a timezone-aware datetime{_where(position)}", position=position
+        )
+    return value
+
+
+def k(value: object) -> int:
+    """How many hits: 1 to 1000."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_K:
+        raise InvalidInputError(f"k must be a whole number from 1 to {MAX_K}")
+    return value
+
+
+def min_score(value: object) -> float | None:
+    """A score threshold in [-1, 1], or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not -1 <= value <= 1:
+        raise InvalidInputError("min_score must be a number from -1 to 1")
+    return float(value)
+
+
+def json_object(text: str, what: str) -> dict[str, Any]:
+    """Parse JSON text that must be an object (CLI and HTTP inputs)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"{what} is not valid JSON: {exc.msg}") from exc
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"{what} must be a JSON object")
+    return value
