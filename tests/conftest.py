@@ -19,8 +19,12 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from pgrecall import MemoryStore
+from pgrecall.config import Settings, load_settings
 from pgrecall.db import migrate
 from pgrecall.db.embedded import EmbeddedPostgres
+from pgrecall.embedding.local import LocalEmbedder
+from pgrecall.embedding.space import configured_space
 
 from .ollama_standin import OllamaStandin
 
@@ -152,3 +156,22 @@ def ollama() -> Iterator[OllamaStandin]:
     standin = OllamaStandin().start()
     yield standin
     standin.stop()
+
+
+@pytest.fixture(scope="session")
+def local_embedder() -> LocalEmbedder:
+    """The in-process MiniLM, loaded once per session."""
+    return LocalEmbedder(configured_space(load_settings(embedder="local")))
+
+
+def store_settings(**overrides: object) -> Settings:
+    """Settings for a store under test: no env file influence, small plan threshold."""
+    return load_settings(**{"embedder": "local", "auto_migrate": False, **overrides})
+
+
+@pytest.fixture
+async def store(migrated_dsn: str, local_embedder: LocalEmbedder) -> AsyncIterator[MemoryStore]:
+    """A MemoryStore on a fresh migrated database with the local model."""
+    opened = await MemoryStore.open(store_settings(), dsn=migrated_dsn, embedder=local_embedder)
+    yield opened
+    await opened.close()

@@ -107,3 +107,128 @@ def test_pull_shows_progress_and_fails_clearly(ollama: OllamaStandin) -> None:
     assert unknown.returncode == 2
     assert "file does not exist" in unknown.stderr
     assert "Traceback" not in unknown.stderr
+
+
+def _store_env(dsn: str) -> dict[str, str]:
+    return {"PGRECALL_DATABASE_URL": dsn, "PGRECALL_EMBEDDER": "local"}
+
+
+def test_remember_recall_get_list_forget_stats(migrated_dsn: str) -> None:
+    environment = _store_env(migrated_dsn)
+    remembered = _pgrecall(
+        "remember",
+        "The user's dog is called Rex.",
+        "The user works night shifts.",
+        "--namespace",
+        "agent",
+        "--metadata",
+        '{"source": "chat"}',
+        "--json",
+        **environment,
+    )
+    assert remembered.returncode == 0, remembered.stderr
+    ids = [item["id"] for item in json.loads(remembered.stdout)]
+    assert len(ids) == 2
+
+    plain = _pgrecall("remember", "Rex is a beagle.", "-n", "agent", **environment)
+    assert plain.returncode == 0, plain.stderr
+    assert len(plain.stdout.split()) == 1
+
+    recalled = _pgrecall(
+        "recall", "What is the name of the pet?", "-n", "agent", "-k", "2", "--json", **environment
+    )
+    assert recalled.returncode == 0, recalled.stderr
+    hits = json.loads(recalled.stdout)
+    assert len(hits) == 2
+    assert set(hits[0]) == {"id", "namespace", "content", "score", "metadata", "created_at"}
+    assert hits[0]["content"] in ("The user's dog is called Rex.", "Rex is a beagle.")
+    assert hits[0]["score"] >= hits[1]["score"]
+
+    filtered = _pgrecall(
+        "recall", "pet", "-n", "agent", "--filter", '{"source": "chat"}', "--json", **environment
+    )
+    assert {hit["metadata"]["source"] for hit in json.loads(filtered.stdout)} == {"chat"}
+
+    got = _pgrecall("get", ids[0], "--json", **environment)
+    assert json.loads(got.stdout)["content"] == "The user's dog is called Rex."
+
+    listed = _pgrecall("list", "-n", "agent", "--limit", "2", "--json", **environment)
+    assert [m["content"] for m in json.loads(listed.stdout)] == [
+        "Rex is a beagle.",
+        "The user works night shifts.",
+    ]
+    assert "next page: --cursor" in listed.stderr
+
+    forgotten = _pgrecall("forget", ids[1], "--json", **environment)
+    assert json.loads(forgotten.stdout) == {"forgotten": 1}
+
+    stats = json.loads(_pgrecall("stats", "--json", **environment).stdout)
+    assert stats["memories"] == 2
+    assert stats["namespaces"] == [{"namespace": "agent", "memories": 2, "embedded": 2}]
+    assert stats["space"].startswith("local:all-minilm-l6-v2-int8")
+
+
+def test_import_reports_bad_lines_and_is_safe_to_rerun(migrated_dsn: str, tmp_path: Path) -> None:
+    lines = [
+        json.dumps({"content": "first memory"}),
+        "not json",
+        json.dumps({"text": "second memory", "metadata": {"n": 2}}),
+        json.dumps({"content": ""}),
+        json.dumps({"content": "elsewhere", "namespace": "other"}),
+        json.dumps({"content": "keyed", "key": "k1"}),
+        json.dumps({"metadata": {}}),
+        json.dumps({"content": "bad metadata", "metadata": [1]}),
+    ]
+    source = tmp_path / "memories.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    environment = _store_env(migrated_dsn)
+    for _ in range(2):
+        completed = _pgrecall("import", str(source), "-n", "imported", "--json", **environment)
+        assert completed.returncode == 0, completed.stderr
+        report = json.loads(completed.stdout)
+        assert report["stored"] == 4
+        assert [r["line"] for r in report["rejected"]] == [2, 4, 7, 8]
+        assert "not JSON" in report["rejected"][0]["reason"]
+    assert report["created"] == 0  # the second run found everything already stored
+    stats = json.loads(_pgrecall("stats", "--json", **environment).stdout)
+    assert {n["namespace"]: n["memories"] for n in stats["namespaces"]} == {
+        "imported": 3,
+        "other": 1,
+    }
+    piped = subprocess.run(
+        [sys.executable, "-m", "pgrecall.cli", "import", "-", "-n", "piped"],
+        input=json.dumps({"content": "from stdin"}) + "\n",
+        env={**os.environ, **environment},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert "1 stored (1 new), 0 rejected" in piped.stdout
+
+
+def test_user_mistakes_are_one_line_errors(migrated_dsn: str) -> None:
+    environment = _store_env(migrated_dsn)
+    for arguments, message in [
+        (["remember", "x", "-n", "a", "--metadata", "[1]"], "metadata must be a JSON object"),
+        (["remember", "   ", "-n", "a"], "empty or only whitespace"),
+        (["recall", "q", "-n", "nowhere"], "no memories in namespace 'nowhere'"),
+        (["recall", "q", "-n", "a", "--filter", "{bad"], "filter is not valid JSON"),
+        (["get", "123"], "not a memory id"),
+        (["forget", "-n", "a"], "forget needs ids"),
+        (["import", "/nonexistent.jsonl"], "cannot read /nonexistent.jsonl"),
+    ]:
+        completed = _pgrecall(*arguments, **environment)
+        assert completed.returncode == 2, (arguments, completed.stdout, completed.stderr)
+        assert message in completed.stderr, (arguments, completed.stderr)
+        assert "Traceback" not in completed.stderr
+        assert len(completed.stderr.strip().splitlines()) == 1, completed.stderr
+
+
+def test_demo_runs_on_the_embedded_default(data_dir: Path) -> None:
+    completed = _pgrecall("demo", PGRECALL_DATA_DIR=str(data_dir))
+    assert completed.returncode == 0, completed.stderr
+    assert "Ada is allergic to peanuts." in completed.stdout
+    assert "What should I avoid when ordering food for Ada?" in completed.stdout
+    assert (data_dir / "demo" / "postgres").is_dir()

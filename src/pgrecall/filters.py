@@ -137,15 +137,14 @@ class _Compiler:
         self.conditions += 1
         if self.conditions > MAX_CONDITIONS:
             raise InvalidFilterError(f"filter has more than {MAX_CONDITIONS} conditions")
+        if op in ("eq", "ne") and not isinstance(value, dict | list):
+            # Containment of a scalar is equality, and the GIN index serves it.
+            nested = _json(_nested(path, value), where)
+            sql = f"(metadata @> {self.params.add(nested, 'jsonb')})"
+            return sql if op == "eq" else f"({sql} IS NOT TRUE)"
         field = f"(metadata #> {self.params.add(path, 'text[]')})"
         if op in ("eq", "ne"):
-            if isinstance(value, dict | list):
-                sql = f"({field} = {self.params.add(_json(value, where), 'jsonb')})"
-            else:
-                # Containment of a scalar is equality, and the GIN index serves it.
-                sql = (
-                    f"(metadata @> {self.params.add(_json(_nested(path, value), where), 'jsonb')})"
-                )
+            sql = f"({field} = {self.params.add(_json(value, where), 'jsonb')})"
             return sql if op == "eq" else f"({sql} IS NOT TRUE)"
         if op in ("in", "nin"):
             if not isinstance(value, list) or not value:

@@ -109,25 +109,31 @@ def content_hash(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
+def prepare_one(
+    item: MemoryInput, *, default_namespace: str | None, max_chars: int, position: int | None
+) -> Prepared:
+    """Validate one item (errors name ``position`` when given) and hash its text."""
+    text = validation.content(item.content, max_chars, position)
+    return Prepared(
+        namespace=validation.namespace(item.namespace or default_namespace, position),
+        content=text,
+        content_hash=content_hash(text),
+        metadata=validation.metadata(item.metadata, position),
+        key=validation.key(item.key, position),
+        expires_at=validation.timestamp(item.expires_at, "expires_at", position),
+    )
+
+
 def prepare(
     items: Sequence[MemoryInput], *, default_namespace: str | None, max_chars: int
 ) -> list[Prepared]:
     """Validate every item (errors name the item's position) and hash its text."""
-    prepared = []
-    for position, item in enumerate(items):
-        name = validation.namespace(item.namespace or default_namespace, position)
-        text = validation.content(item.content, max_chars, position)
-        prepared.append(
-            Prepared(
-                namespace=name,
-                content=text,
-                content_hash=content_hash(text),
-                metadata=validation.metadata(item.metadata, position),
-                key=validation.key(item.key, position),
-                expires_at=validation.timestamp(item.expires_at, "expires_at", position),
-            )
+    return [
+        prepare_one(
+            item, default_namespace=default_namespace, max_chars=max_chars, position=position
         )
-    return prepared
+        for position, item in enumerate(items)
+    ]
 
 
 @dataclass(slots=True)

@@ -1,0 +1,1 @@
+"""The commands of the ``pgrecall`` CLI, one module per group."""

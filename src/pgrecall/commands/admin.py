@@ -1,0 +1,88 @@
+"""Admin commands: migrate, doctor, pull."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+from pgrecall import doctor
+from pgrecall.commands.base import JSON_OPTION, app, err, out, print_json, run, settings
+from pgrecall.config import Settings
+from pgrecall.db import inspect, migrate
+from pgrecall.db.embedded import database_dsn
+from pgrecall.db.pool import connect
+from pgrecall.embedding.ollama_http import OllamaClient
+from pgrecall.embedding.space import configured_space
+
+
+async def _migrate(config: Settings) -> inspect.SchemaReport:
+    dimensions = configured_space(config).dimensions
+    async with database_dsn(config.database_url, config.data_dir) as dsn:
+        await migrate.upgrade(dsn, dimensions)
+        connection = await connect(dsn)
+        try:
+            return await inspect.describe(connection)
+        finally:
+            await connection.close()
+
+
+@app.command("migrate")
+def migrate_command() -> None:
+    """Create or upgrade the schema (the embedded PostgreSQL when no DSN is set) and report it."""
+    report = run(_migrate(settings()))
+    out.print(
+        f"schema at {migrate.head_revision()} on PostgreSQL {report.server_version}, "
+        f"pgvector {report.pgvector_version}"
+    )
+    out.print(f"memories.embedding: vector({report.vector_dimensions})")
+    for definition in report.indexes:
+        out.print(f"  {definition}", highlight=False)
+
+
+@app.command("doctor")
+def doctor_command(as_json: bool = JSON_OPTION) -> None:
+    """Check Ollama (reachable, version, model, capability, size) and the database column."""
+    checks = run(doctor.run_checks(settings()))
+    if as_json:
+        print_json([dataclasses.asdict(check) for check in checks])
+    else:
+        for check in checks:
+            mark = "[green]ok[/green]  " if check.ok else "[red]FAIL[/red]"
+            out.print(f"{mark} {check.name}: {check.detail}", highlight=False)
+    if not all(check.ok for check in checks):
+        raise typer.Exit(code=1)
+
+
+@app.command("pull")
+def pull_command(
+    model: str | None = typer.Argument(None, help="model to pull; default PGRECALL_EMBED_MODEL"),
+) -> None:
+    """Pull an embedding model into Ollama, with a progress bar."""
+    config = settings()
+    name = model or config.model
+
+    async def work() -> None:
+        client = OllamaClient(config.ollama_url, connect_timeout=config.ollama_connect_timeout)
+        try:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                console=err,
+            ) as progress:
+                task = progress.add_task(f"pulling {name}", total=None)
+                async for step in client.pull(name):
+                    progress.update(
+                        task,
+                        description=step.status,
+                        total=step.total,
+                        completed=step.completed or 0,
+                    )
+        finally:
+            await client.aclose()
+
+    run(work())
+    out.print(f"{name} is ready")

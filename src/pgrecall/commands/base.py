@@ -1,0 +1,71 @@
+"""What every command shares: the Typer app, consoles, error handling, opening the store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from pgrecall.config import Settings, load_settings
+from pgrecall.errors import PgRecallError
+from pgrecall.store import MemoryStore
+
+app = typer.Typer(
+    name="pgrecall",
+    help="Semantic memory for AI agents on PostgreSQL + pgvector.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+T = TypeVar("T")
+
+JSON_OPTION = typer.Option(False, "--json", help="print JSON instead of text")
+NAMESPACE_OPTION = typer.Option(..., "--namespace", "-n", help="the namespace (agent, user, …)")
+
+
+@app.callback()
+def _root() -> None:
+    """Semantic memory for AI agents on PostgreSQL + pgvector."""
+
+
+def fail(exc: PgRecallError) -> typer.Exit:
+    """Print one line for a user-facing error; the command exits 2."""
+    err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+    return typer.Exit(code=2)
+
+
+def settings(**overrides: Any) -> Settings:
+    """Settings from the environment, or a clean exit listing every bad value."""
+    try:
+        return load_settings(**overrides)
+    except PgRecallError as exc:
+        raise fail(exc) from None
+
+
+def run(work: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine; PgRecallError becomes one line on stderr and exit code 2."""
+    try:
+        return asyncio.run(work)
+    except PgRecallError as exc:
+        raise fail(exc) from None
+
+
+def with_store(work: Callable[[MemoryStore], Awaitable[T]], config: Settings | None = None) -> T:
+    """Open the store, do ``work``, close it."""
+
+    async def go() -> T:
+        async with await MemoryStore.open(config or settings()) as store:
+            return await work(store)
+
+    return run(go())
+
+
+def print_json(value: object) -> None:
+    """JSON on stdout (UUIDs and datetimes as text)."""
+    print(json.dumps(value, indent=2, default=str, ensure_ascii=False))

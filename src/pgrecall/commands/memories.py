@@ -1,0 +1,262 @@
+"""Memory commands: remember, import, recall, get, list, forget, stats."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pgrecall import validation
+from pgrecall.commands.base import (
+    JSON_OPTION,
+    NAMESPACE_OPTION,
+    app,
+    err,
+    fail,
+    out,
+    print_json,
+    with_store,
+)
+from pgrecall.errors import InvalidInputError
+from pgrecall.filters import parse_filter
+from pgrecall.importer import ImportReport, import_lines
+from pgrecall.records import Hit, Memory, Page, RecallResult, Remembered, Stats
+from pgrecall.store import MemoryStore
+
+
+def _json_argument(text: str | None, what: str) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        return parse_filter(text) if what == "filter" else validation.json_object(text, what)
+    except InvalidInputError as exc:
+        raise fail(exc) from None
+
+
+def _memory_json(memory: Memory) -> dict[str, Any]:
+    return {
+        "id": str(memory.id),
+        "namespace": memory.namespace,
+        "content": memory.content,
+        "metadata": memory.metadata,
+        "key": memory.key,
+        "created_at": memory.created_at.isoformat(),
+        "updated_at": memory.updated_at.isoformat(),
+        "expires_at": memory.expires_at.isoformat() if memory.expires_at else None,
+        "embedded": memory.embedded,
+    }
+
+
+def _hit_json(hit: Hit) -> dict[str, Any]:
+    return {
+        "id": str(hit.id),
+        "namespace": hit.namespace,
+        "content": hit.content,
+        "score": round(hit.score, 6),
+        "metadata": hit.metadata,
+        "created_at": hit.created_at.isoformat(),
+    }
+
+
+@app.command("remember")
+def remember_command(
+    texts: list[str] = typer.Argument(..., help="one or more texts to remember"),
+    namespace: str = NAMESPACE_OPTION,
+    metadata: str | None = typer.Option(None, "--metadata", "-m", help="a JSON object"),
+    key: str | None = typer.Option(None, "--key", help="external key (upserts; one text only)"),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Remember texts; prints their ids (the same text twice gives the same id)."""
+    document = _json_argument(metadata, "metadata")
+    if key is not None and len(texts) != 1:
+        raise fail(InvalidInputError("--key names one memory: give exactly one text"))
+
+    async def work(store: MemoryStore) -> list[Remembered]:
+        if key is not None:
+            return [await store.remember(texts[0], namespace=namespace, metadata=document, key=key)]
+        return await store.remember(texts, namespace=namespace, metadata=document)
+
+    results = with_store(work)
+    if as_json:
+        print_json(
+            [{"id": str(r.id), "namespace": r.namespace, "created": r.created} for r in results]
+        )
+    else:
+        for result in results:
+            print(result.id)
+
+
+@app.command("import")
+def import_command(
+    file: str = typer.Argument(..., help="JSONL file, or - for standard input"),
+    namespace: str | None = typer.Option(
+        None, "--namespace", "-n", help="namespace for lines that name none"
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Import JSONL ({"content" or "text", "namespace"?, "metadata"?, "key"?}); safe to re-run."""
+    if file == "-":
+        stream = sys.stdin
+    else:
+        try:
+            stream = Path(file).open(encoding="utf-8")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise fail(InvalidInputError(f"cannot read {file}: {exc.strerror}")) from None
+    started = time.monotonic()
+    try:
+        with Progress(
+            TextColumn("importing"),
+            BarColumn(),
+            TextColumn("{task.fields[stored]} stored, {task.fields[rate]:.0f}/s"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=as_json,
+        ) as progress:
+            task = progress.add_task("import", total=None, stored=0, rate=0.0)
+
+            def show(report: ImportReport) -> None:
+                rate = report.stored / max(time.monotonic() - started, 1e-9)
+                progress.update(task, stored=report.stored, rate=rate)
+
+            report = with_store(
+                lambda store: import_lines(store, stream, namespace=namespace, on_progress=show)
+            )
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+    rejected = [{"line": r.line, "reason": r.reason} for r in report.rejected]
+    if as_json:
+        print_json(
+            {
+                "lines": report.lines,
+                "stored": report.stored,
+                "created": report.created,
+                "rejected": rejected,
+            }
+        )
+    else:
+        out.print(f"{report.stored} stored ({report.created} new), {len(rejected)} rejected")
+        for item in rejected:
+            err.print(f"line {item['line']}: {item['reason']}", highlight=False)
+
+
+@app.command("recall")
+def recall_command(
+    query: str = typer.Argument(..., help="what to look for"),
+    namespace: list[str] = typer.Option(..., "--namespace", "-n", help="namespace(s) to search"),
+    k: int = typer.Option(10, "-k", help="how many memories"),
+    filter_text: str | None = typer.Option(None, "--filter", help="metadata filter (JSON)"),
+    min_score: float | None = typer.Option(None, "--min-score", help="drop hits below this"),
+    exact: bool = typer.Option(False, "--exact", help="exact scan, whatever the size"),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Recall the memories closest in meaning to QUERY, best first."""
+    document = _json_argument(filter_text, "filter")
+
+    async def work(store: MemoryStore) -> RecallResult:
+        return await store.recall(
+            query, namespace=namespace, k=k, filter=document, min_score=min_score, exact=exact
+        )
+
+    hits = with_store(work)
+    if as_json:
+        print_json([_hit_json(hit) for hit in hits])
+        return
+    table = Table("score", "content", "namespace", "id", box=None)
+    for hit in hits:
+        table.add_row(f"{hit.score:.3f}", hit.content, hit.namespace, str(hit.id))
+    out.print(table)
+
+
+@app.command("get")
+def get_command(
+    memory: str = typer.Argument(..., help="memory id"),
+    namespace: str | None = typer.Option(None, "--namespace", "-n"),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Show one memory."""
+    found = with_store(lambda store: store.get(memory, namespace=namespace))
+    if as_json:
+        print_json(_memory_json(found))
+    else:
+        for name, value in _memory_json(found).items():
+            out.print(f"{name}: {value}", highlight=False)
+
+
+@app.command("list")
+def list_command(
+    namespace: str = NAMESPACE_OPTION,
+    limit: int = typer.Option(50, "--limit", help="memories per page"),
+    cursor: str | None = typer.Option(None, "--cursor", help="from a previous page"),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """List a namespace's memories, newest first."""
+    page: Page = with_store(lambda store: store.list(namespace, limit=limit, cursor=cursor))
+    if as_json:
+        print_json([_memory_json(memory) for memory in page.memories])
+    else:
+        for memory in page.memories:
+            out.print(
+                f"{memory.created_at:%Y-%m-%d %H:%M:%S}  {memory.id}  {memory.content}",
+                highlight=False,
+            )
+    if page.next_cursor:
+        err.print(f"next page: --cursor {page.next_cursor}", highlight=False)
+
+
+@app.command("forget")
+def forget_command(
+    memories: list[str] = typer.Argument(None, help="ids of the memories to forget"),
+    namespace: str | None = typer.Option(None, "--namespace", "-n"),
+    filter_text: str | None = typer.Option(
+        None, "--filter", help="forget the namespace's memories matching this ({} = all)"
+    ),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Forget memories by id, or by namespace and filter."""
+    document = _json_argument(filter_text, "filter")
+
+    async def work(store: MemoryStore) -> int:
+        if memories:
+            return await store.forget(memories, namespace=namespace, filter=document)
+        return await store.forget(namespace=namespace, filter=document)
+
+    count = with_store(work)
+    if as_json:
+        print_json({"forgotten": count})
+    else:
+        out.print(f"{count} forgotten")
+
+
+@app.command("stats")
+def stats_command(
+    namespace: str | None = typer.Option(None, "--namespace", "-n"),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Counts per namespace and the store's embedding space."""
+    stats: Stats = with_store(lambda store: store.stats(namespace=namespace))
+    if as_json:
+        print_json(
+            {
+                "memories": stats.memories,
+                "embedded": stats.embedded,
+                "space": stats.space.describe() if stats.space else None,
+                "namespaces": [
+                    {"namespace": n.namespace, "memories": n.memories, "embedded": n.embedded}
+                    for n in stats.namespaces
+                ],
+            }
+        )
+        return
+    out.print(f"{stats.memories} memories, {stats.embedded} embedded")
+    if stats.space:
+        out.print(f"space: {stats.space.describe()}", highlight=False)
+    table = Table("namespace", "memories", "embedded", box=None)
+    for item in stats.namespaces:
+        table.add_row(item.namespace, str(item.memories), str(item.embedded))
+    out.print(table)

@@ -1,0 +1,110 @@
+"""Recall is exact inside small namespaces of a large table and near-exact in large ones."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pgrecall import MemoryInput, MemoryStore
+
+from .conftest import store_settings
+from .fakes import HashEmbedder, text_vector
+
+BIG = 2500
+SMALL = 40
+THRESHOLD = 500
+
+
+@pytest.fixture
+async def plan_store(migrated_dsn: str) -> AsyncIterator[MemoryStore]:
+    store = await MemoryStore.open(
+        store_settings(exact_scan_max_rows=THRESHOLD, ingest_chunk_size=2000),
+        dsn=migrated_dsn,
+        embedder=HashEmbedder(),
+    )
+    yield store
+    await store.close()
+
+
+def _true_top(texts: list[str], query: str, k: int) -> list[str]:
+    matrix = np.stack([text_vector(text) for text in texts])
+    scores = matrix @ text_vector(query)
+    return [texts[i] for i in np.argsort(-scores, kind="stable")[:k]]
+
+
+async def test_small_namespace_in_a_large_table_gets_the_true_top_k(
+    plan_store: MemoryStore, migrated_dsn: str
+) -> None:
+    big = [f"big memory {i}" for i in range(BIG)]
+    small = [f"small memory {i}" for i in range(SMALL)]
+    await plan_store.remember(big, namespace="everyone")
+    await plan_store.remember(small, namespace="tiny")
+    connection = await asyncpg.connect(migrated_dsn)
+    try:
+        await connection.execute("ANALYZE memories")
+    finally:
+        await connection.close()
+
+    for query in ("what is small?", "query two", "a third question"):
+        hits = await plan_store.recall(query, namespace="tiny", k=10)
+        assert hits.exact
+        assert [hit.content for hit in hits] == _true_top(small, query, 10)
+
+
+async def test_large_namespace_uses_the_index_and_stays_near_exact(
+    plan_store: MemoryStore,
+) -> None:
+    big = [f"big memory {i}" for i in range(BIG)]
+    await plan_store.remember(big, namespace="everyone")
+    await plan_store.remember([f"other {i}" for i in range(500)], namespace="neighbour")
+    overlaps = []
+    for query in (f"question {i}" for i in range(10)):
+        approximate = await plan_store.recall(query, namespace="everyone", k=10)
+        exact = await plan_store.recall(query, namespace="everyone", k=10, exact=True)
+        assert not approximate.exact
+        assert exact.exact
+        assert len(approximate) == 10
+        assert [hit.content for hit in exact] == _true_top(big, query, 10)
+        overlaps.append(len({h.id for h in approximate} & {h.id for h in exact}) / 10)
+        assert all(hit.namespace == "everyone" for hit in approximate)
+    assert sum(overlaps) / len(overlaps) >= 0.95
+
+
+names = st.text(alphabet="abcdefgh", min_size=1, max_size=6)
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    layout=st.dictionaries(
+        names, st.lists(st.integers(0, 50), min_size=1, max_size=8), min_size=2, max_size=5
+    ),
+    probe=st.integers(0, 4),
+)
+async def test_namespaces_never_leak(
+    plan_store: MemoryStore, layout: dict[str, list[int]], probe: int
+) -> None:
+    run = f"run{np.random.default_rng().integers(1 << 40)}-"
+    items = [
+        MemoryInput(f"shared text {n}", namespace=run + name)
+        for name, numbers in layout.items()
+        for n in numbers
+    ]
+    await plan_store.remember(items)
+    target = sorted(layout)[probe % len(layout)]
+    hits = await plan_store.recall("shared text 7", namespace=run + target, k=50)
+    assert {hit.namespace for hit in hits} == {run + target}
+    assert sorted(hit.content for hit in hits) == sorted(
+        {f"shared text {n}" for n in layout[target]}
+    )
+    pair = sorted(layout)[:2]
+    both = await plan_store.recall("shared text", namespace=[run + n for n in pair], k=100)
+    assert {hit.namespace for hit in both} <= {run + n for n in pair}
