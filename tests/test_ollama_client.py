@@ -253,7 +253,7 @@ async def test_client_errors_are_never_retried(
     [
         (Fault.NAN, BadEmbeddingResponseError, "NaN"),
         (Fault.WRONG_COUNT, BadEmbeddingResponseError, "returned 1 vectors for 2 texts"),
-        (Fault.WRONG_SIZE, DimensionMismatchError, "767-dimensional"),
+        (Fault.WRONG_SIZE, BadEmbeddingResponseError, "767-dimensional"),
     ],
 )
 async def test_bad_responses_are_rejected(

@@ -39,10 +39,11 @@ async def test_vectors_round_trip_in_binary(migrated_dsn: str) -> None:
                         hashlib.sha256(f"text {i}".encode()).digest(),
                         vector,
                         space_id,
+                        "embedded",
                     )
                     for i, vector in enumerate(vectors)
                 ],
-                columns=["namespace", "content", "content_hash", "embedding", "space_id"],
+                columns=["namespace", "content", "content_hash", "embedding", "space_id", "status"],
             )
             rows = await connection.fetch(
                 "SELECT content, embedding, -(embedding <#> $1) AS score FROM memories "

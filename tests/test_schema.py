@@ -113,8 +113,8 @@ async def test_namespace_must_not_be_empty(connection: asyncpg.Connection) -> No
 async def test_an_embedding_needs_its_space(connection: asyncpg.Connection) -> None:
     with pytest.raises(asyncpg.CheckViolationError, match="memories_embedding_has_space"):
         await connection.execute(
-            "INSERT INTO memories (namespace, content, content_hash, embedding) "
-            "VALUES ('ns', 'x', $1, $2::vector)",
+            "INSERT INTO memories (namespace, content, content_hash, embedding, status) "
+            "VALUES ('ns', 'x', $1, $2::vector, 'embedded')",
             _digest("x"),
             "[" + ",".join(["0.1"] * TEST_DIMENSIONS) + "]",
         )
@@ -132,3 +132,15 @@ async def test_wrong_vector_size_is_refused(connection: asyncpg.Connection) -> N
             _digest("x"),
             space_id,
         )
+
+
+async def test_status_follows_the_vector(connection: asyncpg.Connection) -> None:
+    await _insert(connection, "ns", "waiting")
+    row = await connection.fetchrow("SELECT status, embed_attempts, embed_after FROM memories")
+    assert row["status"] == "pending"
+    assert row["embed_attempts"] == 0
+    assert row["embed_after"] is not None
+    with pytest.raises(asyncpg.CheckViolationError, match="memories_embedded_has_vector"):
+        await connection.execute("UPDATE memories SET status = 'embedded'")
+    with pytest.raises(asyncpg.CheckViolationError, match="memories_status_known"):
+        await connection.execute("UPDATE memories SET status = 'lost'")

@@ -16,11 +16,11 @@ from pgrecall import validation
 from pgrecall.db.errors import database_errors
 from pgrecall.errors import InvalidInputError
 from pgrecall.filters import SqlParams, compile_filter
-from pgrecall.records import Memory, NamespaceStats, Page, Stats
+from pgrecall.records import EmbedStatus, Memory, NamespaceStats, Page, Stats
 
 MEMORY_COLUMNS = (
-    "id, namespace, content, metadata, key, created_at, updated_at, expires_at, "
-    "embedding IS NOT NULL AS embedded"
+    "id, namespace, content, metadata, key, created_at, updated_at, expires_at, status, "
+    "embed_error, embed_attempts"
 )
 MAX_PAGE = 1000
 
@@ -36,7 +36,9 @@ def memory_from_row(row: asyncpg.Record) -> Memory:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         expires_at=row["expires_at"],
-        embedded=row["embedded"],
+        status=row["status"],
+        embed_error=row["embed_error"],
+        embed_attempts=row["embed_attempts"],
     )
 
 
@@ -84,21 +86,35 @@ class Catalog:
             )
         return memory_from_row(row) if row is not None else None
 
-    async def page(self, namespace: str, *, limit: int = 50, cursor: str | None = None) -> Page:
-        """Memories of a namespace, newest first, ``limit`` per page."""
-        name = validation.namespace(namespace)
+    async def page(
+        self,
+        namespace: str | None,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        status: EmbedStatus | None = None,
+    ) -> Page:
+        """Memories of a namespace (or of all, when listing by ``status``), newest first."""
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise InvalidInputError(f"limit must be a whole number from 1 to {MAX_PAGE}")
+        if namespace is None and status is None:
+            raise InvalidInputError("name a namespace (or list by status, e.g. the failed ones)")
         params = SqlParams()
-        where = f"namespace = {params.add(name, 'text')}"
+        conditions = []
+        if namespace is not None:
+            conditions.append(f"namespace = {params.add(validation.namespace(namespace), 'text')}")
+        if status is not None:
+            if status not in ("pending", "embedded", "failed"):
+                raise InvalidInputError("status is one of pending, embedded, failed")
+            conditions.append(f"status = {params.add(status, 'text')}")
         if cursor is not None:
             created_at, identifier = decode_cursor(cursor)
-            where += (
-                f" AND (created_at, id) < ({params.add(created_at, 'timestamptz')}, "
+            conditions.append(
+                f"(created_at, id) < ({params.add(created_at, 'timestamptz')}, "
                 f"{params.add(identifier, 'uuid')})"
             )
         sql = (
-            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE {where} "
+            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE {' AND '.join(conditions)} "
             f"ORDER BY created_at DESC, id DESC LIMIT {params.add(limit + 1, 'int')}"
         )
         with database_errors():
@@ -108,6 +124,20 @@ class Catalog:
         last = memories[-1] if memories else None
         next_cursor = encode_cursor(last.created_at, last.id) if more and last else None
         return Page(memories=memories, next_cursor=next_cursor)
+
+    async def retry_failed(self, namespace: str | None = None) -> int:
+        """Put failed memories back in the queue (attempts reset); returns how many."""
+        params = SqlParams()
+        where = "status = 'failed'"
+        if namespace is not None:
+            where += f" AND namespace = {params.add(validation.namespace(namespace), 'text')}"
+        with database_errors():
+            status = await self._pool.execute(
+                f"UPDATE memories SET status = 'pending', embed_attempts = 0, embed_after = now() "
+                f"WHERE {where}",
+                *params.values,
+            )
+        return int(status.split()[-1])
 
     async def forget_ids(
         self, identifiers: Sequence[UUID], namespace: str | None = None
@@ -143,16 +173,28 @@ class Catalog:
         with database_errors():
             rows = await self._pool.fetch(
                 f"""
-                SELECT namespace, count(*) AS memories, count(embedding) AS embedded
+                SELECT namespace, count(*) AS memories,
+                       count(*) FILTER (WHERE status = 'embedded') AS embedded,
+                       count(*) FILTER (WHERE status = 'pending') AS pending,
+                       count(*) FILTER (WHERE status = 'failed') AS failed,
+                       extract(epoch FROM now() - min(created_at) FILTER
+                               (WHERE status = 'pending')) AS oldest_pending
                 FROM memories WHERE {where} GROUP BY namespace ORDER BY namespace
                 """,
                 *params.values,
             )
         per_namespace = [
-            NamespaceStats(row["namespace"], row["memories"], row["embedded"]) for row in rows
+            NamespaceStats(
+                row["namespace"], row["memories"], row["embedded"], row["pending"], row["failed"]
+            )
+            for row in rows
         ]
+        ages = [float(row["oldest_pending"]) for row in rows if row["oldest_pending"] is not None]
         return Stats(
             memories=sum(n.memories for n in per_namespace),
             embedded=sum(n.embedded for n in per_namespace),
+            pending=sum(n.pending for n in per_namespace),
+            failed=sum(n.failed for n in per_namespace),
+            oldest_pending_seconds=max(ages) if ages else None,
             namespaces=per_namespace,
         )

@@ -127,6 +127,27 @@ class Settings(BaseSettings):
     ingest_chunk_size: int = Field(
         default=512, ge=1, le=100_000, description="memories embedded and written per step"
     )
+    inline_embed_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="seconds remember waits for the embedder before storing memories as pending",
+    )
+    worker: bool = Field(
+        default=True, description="run the embedding worker inside every MemoryStore"
+    )
+    worker_batch_size: int = Field(default=64, ge=1, le=4096, description="memories per claim")
+    worker_poll_seconds: float = Field(
+        default=5.0, gt=0, description="the worker looks for due work at least this often"
+    )
+    embed_max_attempts: int = Field(
+        default=8, ge=1, le=100, description="worker tries before a memory is marked failed"
+    )
+    embed_backoff_seconds: float = Field(
+        default=2.0, gt=0, description="first retry delay of the worker; doubles per attempt"
+    )
+    embed_backoff_max_seconds: float = Field(
+        default=300.0, gt=0, description="longest delay between two worker attempts"
+    )
     exact_scan_max_rows: int = Field(
         default=20_000,
         ge=0,

@@ -67,15 +67,25 @@ class SchemaError(DatabaseError):
 
 
 class EmbeddingError(PgRecallError):
-    """The embedder could not turn texts into vectors."""
+    """The embedder could not turn texts into vectors.
+
+    ``transient`` errors may pass by themselves (server down, busy, garbled answer): durable
+    ingestion keeps the memory pending and tries again. Others need the user to act.
+    """
+
+    transient = False
 
 
 class EmbedderUnavailableError(EmbeddingError):
     """The embedding server cannot be reached."""
 
+    transient = True
+
 
 class EmbedderBusyError(EmbeddingError):
     """The embedding server kept answering busy (429/503) through every retry."""
+
+    transient = True
 
 
 class ModelNotFoundError(EmbeddingError):
@@ -96,6 +106,8 @@ class InputTooLongError(EmbeddingError):
 
 class BadEmbeddingResponseError(EmbeddingError):
     """The embedding server answered something unusable (wrong count, NaN, malformed, 5xx)."""
+
+    transient = True
 
 
 class DimensionMismatchError(EmbeddingError):

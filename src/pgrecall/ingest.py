@@ -9,6 +9,14 @@ Chunks are pipelined: while chunk N is written, chunk N+1 is embedded. A chunk i
 one ``INSERT .. SELECT FROM unnest(..) ON CONFLICT`` per identity kind (binary arrays in one
 round trip), never a round trip per row. Texts whose row already holds a vector of the store's
 space for the same content are not embedded again, so a re-run import costs no embedding.
+
+Durable: the text is written atomically with its vector, or without one. When the embedder
+fails transiently (down, busy, garbled, slower than ``inline_embed_timeout``) the memories are
+stored as ``pending`` and the worker embeds them later; once that happens, the rest of the call
+(and calls for a while after, see ``health``) store pending at once instead of waiting out
+retries. A permanent failure (model missing, input too long with truncation off) is stored as
+``failed`` with its reason and reported per memory; it never blocks the others. Writes are
+replayed after a lost connection: they are idempotent.
 """
 
 from __future__ import annotations
@@ -25,9 +33,15 @@ from pgvector import Vector
 from pgrecall import validation
 from pgrecall.config import Settings
 from pgrecall.db.errors import database_errors
+from pgrecall.db.retry import with_reconnect
 from pgrecall.embedding.base import Embedder
-from pgrecall.records import MemoryInput, Remembered
+from pgrecall.errors import EmbeddingError, InputTooLongError
+from pgrecall.health import EmbedderHealth
+from pgrecall.records import EmbedStatus, MemoryInput, Remembered
 from pgrecall.spaces import SpaceRegistry
+
+# NOTIFY channel the workers LISTEN on: pending memories were written.
+PENDING_CHANNEL = "pgrecall_pending"
 
 _FIND_EXISTING = """
     SELECT m.namespace, m.content_hash, m.key
@@ -41,32 +55,39 @@ _FIND_EXISTING = """
 
 _UPSERT_BY_CONTENT = """
     INSERT INTO memories (namespace, content, content_hash, metadata, embedding, space_id,
-                          expires_at, created_at, updated_at)
+                          expires_at, status, embed_error, created_at, updated_at)
     SELECT namespace, content, content_hash, metadata, embedding, space_id, expires_at,
-           clock_timestamp(), clock_timestamp()
+           status, embed_error, clock_timestamp(), clock_timestamp()
     FROM unnest($1::text[], $2::text[], $3::bytea[], $4::jsonb[], $5::vector[], $6::int[],
-                $7::timestamptz[])
-         AS incoming(namespace, content, content_hash, metadata, embedding, space_id, expires_at)
+                $7::timestamptz[], $8::text[], $9::text[])
+         AS incoming(namespace, content, content_hash, metadata, embedding, space_id, expires_at,
+                     status, embed_error)
     ON CONFLICT (namespace, content_hash) WHERE key IS NULL DO UPDATE SET
         metadata = memories.metadata || EXCLUDED.metadata,
         expires_at = EXCLUDED.expires_at,
         embedding = COALESCE(EXCLUDED.embedding, memories.embedding),
         space_id = COALESCE(EXCLUDED.space_id, memories.space_id),
-        updated_at = now()
-    RETURNING id, namespace, content_hash, (xmax = 0) AS inserted
+        status = CASE WHEN COALESCE(EXCLUDED.embedding, memories.embedding) IS NOT NULL
+                      THEN 'embedded' ELSE EXCLUDED.status END,
+        embed_error = CASE WHEN COALESCE(EXCLUDED.embedding, memories.embedding) IS NOT NULL
+                           THEN NULL ELSE EXCLUDED.embed_error END,
+        embed_attempts = 0,
+        embed_after = now(),
+        updated_at = clock_timestamp()
+    RETURNING id, namespace, content_hash, (xmax = 0) AS inserted, status, embed_error
 """
 
 # Rows of one batch get increasing created_at (clock_timestamp), so "newest first" follows the
-# input order. A keyed row whose text changed under us keeps no stale vector: it is cleared.
+# input order. A keyed row whose text changed under us keeps no stale vector: it goes pending.
 _UPSERT_BY_KEY = """
     INSERT INTO memories (namespace, key, content, content_hash, metadata, embedding, space_id,
-                          expires_at, created_at, updated_at)
+                          expires_at, status, embed_error, created_at, updated_at)
     SELECT namespace, key, content, content_hash, metadata, embedding, space_id, expires_at,
-           clock_timestamp(), clock_timestamp()
+           status, embed_error, clock_timestamp(), clock_timestamp()
     FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::jsonb[], $6::vector[],
-                $7::int[], $8::timestamptz[])
+                $7::int[], $8::timestamptz[], $9::text[], $10::text[])
          AS incoming(namespace, key, content, content_hash, metadata, embedding, space_id,
-                     expires_at)
+                     expires_at, status, embed_error)
     ON CONFLICT (namespace, key) WHERE key IS NOT NULL DO UPDATE SET
         content = EXCLUDED.content,
         content_hash = EXCLUDED.content_hash,
@@ -80,8 +101,22 @@ _UPSERT_BY_KEY = """
             WHEN EXCLUDED.embedding IS NOT NULL THEN EXCLUDED.space_id
             WHEN memories.content_hash = EXCLUDED.content_hash THEN memories.space_id
         END,
-        updated_at = now()
-    RETURNING id, namespace, key, (xmax = 0) AS inserted
+        status = CASE
+            WHEN EXCLUDED.embedding IS NOT NULL THEN 'embedded'
+            WHEN memories.content_hash = EXCLUDED.content_hash
+                 AND memories.embedding IS NOT NULL THEN 'embedded'
+            ELSE EXCLUDED.status
+        END,
+        embed_error = CASE
+            WHEN EXCLUDED.embedding IS NOT NULL THEN NULL
+            WHEN memories.content_hash = EXCLUDED.content_hash
+                 AND memories.embedding IS NOT NULL THEN NULL
+            ELSE EXCLUDED.embed_error
+        END,
+        embed_attempts = 0,
+        embed_after = now(),
+        updated_at = clock_timestamp()
+    RETURNING id, namespace, key, (xmax = 0) AS inserted, status, embed_error
 """
 
 
@@ -143,6 +178,13 @@ class _Chunk:
     unique: list[Prepared]
     positions: list[tuple[int, int]]  # (input position, index into unique)
     vectors: list[list[float] | None]
+    errors: list[str | None]
+
+    def status(self, index: int) -> EmbedStatus:
+        """What the row will be: embedded (vector now), failed (error), else pending."""
+        if self.vectors[index] is not None:
+            return "embedded"
+        return "failed" if self.errors[index] is not None else "pending"
 
 
 def _dedupe(prepared: Sequence[Prepared], offset: int) -> _Chunk:
@@ -157,7 +199,8 @@ def _dedupe(prepared: Sequence[Prepared], offset: int) -> _Chunk:
         elif memory.key is not None:
             unique[index] = memory  # the last version of a keyed memory wins
         positions.append((position, index))
-    return _Chunk(unique=unique, positions=positions, vectors=[None] * len(unique))
+    empty: list[None] = [None] * len(unique)
+    return _Chunk(unique=unique, positions=positions, vectors=list(empty), errors=list(empty))
 
 
 class IngestionService:
@@ -168,82 +211,117 @@ class IngestionService:
         pool: asyncpg.Pool,
         embedder: Embedder,
         spaces: SpaceRegistry,
+        health: EmbedderHealth,
         settings: Settings,
     ) -> None:
         self._pool = pool
         self._embedder = embedder
         self._spaces = spaces
+        self._health = health
         self._chunk_size = settings.ingest_chunk_size
+        self._inline_timeout = settings.inline_embed_timeout
 
     async def remember(self, prepared: Sequence[Prepared]) -> list[Remembered]:
         """Store ``prepared`` memories; results in input order."""
         space_id = await self._spaces.ensure(self._embedder.space)
         results: list[Remembered | None] = [None] * len(prepared)
-        writing: asyncio.Task[None] | None = None
+        writing: asyncio.Task[bool] | None = None
+        any_pending = False
         try:
             for start in range(0, len(prepared), self._chunk_size):
                 chunk = _dedupe(prepared[start : start + self._chunk_size], start)
                 await self._embed(chunk, space_id)
                 if writing is not None:
-                    await writing
+                    any_pending |= await writing
                 writing = asyncio.create_task(self._write(chunk, space_id, results))
             if writing is not None:
-                await writing
+                any_pending |= await writing
         finally:
             if writing is not None and not writing.done():
                 writing.cancel()
-        assert all(result is not None for result in results)
+        if any_pending:
+            await with_reconnect(self._notify)
         return [result for result in results if result is not None]
 
-    async def _embed(self, chunk: _Chunk, space_id: int) -> None:
+    async def _notify(self) -> None:
         with database_errors():
-            stored = await self._pool.fetch(
-                _FIND_EXISTING,
-                [m.namespace for m in chunk.unique],
-                [m.content_hash for m in chunk.unique],
-                [m.key for m in chunk.unique],
-                space_id,
-            )
-        ready = {(r["namespace"], r["content_hash"], r["key"]) for r in stored}
-        missing = [
+            await self._pool.execute(f"NOTIFY {PENDING_CHANNEL}")
+
+    async def _missing(self, chunk: _Chunk, space_id: int) -> list[int]:
+        """Indexes of the chunk's memories that hold no vector of this space for this text."""
+
+        async def find() -> list[asyncpg.Record]:
+            with database_errors():
+                return await self._pool.fetch(
+                    _FIND_EXISTING,
+                    [m.namespace for m in chunk.unique],
+                    [m.content_hash for m in chunk.unique],
+                    [m.key for m in chunk.unique],
+                    space_id,
+                )
+
+        ready = {(r["namespace"], r["content_hash"], r["key"]) for r in await with_reconnect(find)}
+        return [
             index
             for index, m in enumerate(chunk.unique)
             if (m.namespace, m.content_hash, m.key) not in ready
         ]
-        if not missing:
-            return
-        embeddings = await self._embedder.embed_documents(
-            [chunk.unique[i].content for i in missing]
-        )
-        for index, vector in zip(missing, embeddings.vectors, strict=True):
-            chunk.vectors[index] = vector
 
-    async def _write(self, chunk: _Chunk, space_id: int, results: list[Remembered | None]) -> None:
-        by_identity: dict[tuple[str, str, str | bytes], Remembered] = {}
+    async def _embed(self, chunk: _Chunk, space_id: int) -> None:
+        remaining = await self._missing(chunk, space_id)
+        if not remaining or self._health.down:
+            return  # already stored, or the embedder is down: store pending at once
+        while remaining:
+            texts = [chunk.unique[i].content for i in remaining]
+            try:
+                embeddings = await asyncio.wait_for(
+                    self._embedder.embed_documents(texts), self._inline_timeout
+                )
+            except InputTooLongError as exc:
+                if exc.position is None:
+                    raise
+                index = remaining.pop(exc.position)
+                chunk.errors[index] = str(exc)
+                continue
+            except TimeoutError:
+                self._health.mark_down()
+                return
+            except EmbeddingError as exc:
+                if exc.transient:
+                    self._health.mark_down()
+                else:
+                    for index in remaining:
+                        chunk.errors[index] = str(exc)
+                return
+            self._health.mark_up()
+            for index, vector in zip(remaining, embeddings.vectors, strict=True):
+                chunk.vectors[index] = vector
+            return
+
+    async def _write(self, chunk: _Chunk, space_id: int, results: list[Remembered | None]) -> bool:
+        """Upsert the chunk; True when some rows were left pending."""
         keyed = [i for i, m in enumerate(chunk.unique) if m.key is not None]
         unkeyed = [i for i, m in enumerate(chunk.unique) if m.key is None]
-        with database_errors():
-            async with self._pool.acquire() as connection:
-                if unkeyed:
-                    rows = await connection.fetch(
-                        _UPSERT_BY_CONTENT, *self._columns(chunk, unkeyed, space_id, keyed=False)
-                    )
-                    for row in rows:
-                        identity = (row["namespace"], "content", row["content_hash"])
-                        by_identity[identity] = Remembered(
-                            row["id"], row["namespace"], row["inserted"]
-                        )
-                if keyed:
-                    rows = await connection.fetch(
-                        _UPSERT_BY_KEY, *self._columns(chunk, keyed, space_id, keyed=True)
-                    )
-                    for row in rows:
-                        identity = (row["namespace"], "key", row["key"])
-                        by_identity[identity] = Remembered(
-                            row["id"], row["namespace"], row["inserted"]
-                        )
+
+        async def upsert() -> dict[tuple[str, str, str | bytes], Remembered]:
+            written: dict[tuple[str, str, str | bytes], Remembered] = {}
+            with database_errors():
+                async with self._pool.acquire() as connection:
+                    if unkeyed:
+                        columns = self._columns(chunk, unkeyed, space_id, keyed=False)
+                        for row in await connection.fetch(_UPSERT_BY_CONTENT, *columns):
+                            identity = (row["namespace"], "content", row["content_hash"])
+                            written[identity] = _remembered(row)
+                    if keyed:
+                        columns = self._columns(chunk, keyed, space_id, keyed=True)
+                        for row in await connection.fetch(_UPSERT_BY_KEY, *columns):
+                            written[(row["namespace"], "key", row["key"])] = _remembered(row)
+            return written
+
+        written = await with_reconnect(upsert)
         for position, index in chunk.positions:
-            results[position] = by_identity[chunk.unique[index].identity]
+            results[position] = written[chunk.unique[index].identity]
+        return any(result.status == "pending" for result in written.values())
 
     @staticmethod
     def _columns(
@@ -262,5 +340,17 @@ class IngestionService:
             [Vector(v) if v is not None else None for v in vectors],
             [space_id if v is not None else None for v in vectors],
             [m.expires_at for m in memories],
+            [chunk.status(i) for i in indexes],
+            [chunk.errors[i] for i in indexes],
         ]
         return columns
+
+
+def _remembered(row: asyncpg.Record) -> Remembered:
+    return Remembered(
+        id=row["id"],
+        namespace=row["namespace"],
+        created=row["inserted"],
+        status=row["status"],
+        error=row["embed_error"],
+    )

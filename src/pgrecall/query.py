@@ -79,14 +79,14 @@ class NamespaceSizes:
 
 def _scope_sql(
     params: SqlParams,
-    namespaces: list[str],
+    namespaces: str,
     space_id: int,
     filter_document: Mapping[str, Any] | None,
     created_after: datetime | None,
     created_before: datetime | None,
 ) -> str:
     conditions = [
-        f"namespace = ANY({params.add(namespaces, 'text[]')})",
+        f"namespace = ANY({namespaces})",
         "embedding IS NOT NULL",
         f"space_id = {params.add(space_id, 'int')}",
         "(expires_at IS NULL OR expires_at > now())",
@@ -163,7 +163,8 @@ class QueryService:
 
         use_exact = exact or sum(sizes.values()) <= self._exact_max
         q = params.add(vector, "vector")
-        scope = _scope_sql(params, names, space_id, filter, after, before)
+        in_scope = params.add(names, "text[]")
+        scope = _scope_sql(params, in_scope, space_id, filter, after, before)
         limit = params.add(k, "int")
         if use_exact:
             sql = f"""
@@ -185,9 +186,18 @@ class QueryService:
                 ORDER BY distance, id
                 LIMIT {limit}
             """
+        # Same round trip: how many memories in scope still wait for a vector.
+        sql = f"""
+            SELECT pending.n AS pending, hits.* FROM
+                (SELECT count(*) AS n FROM memories
+                 WHERE namespace = ANY({in_scope}) AND status = 'pending') AS pending
+                LEFT JOIN LATERAL ({sql}) AS hits ON TRUE
+            ORDER BY hits.score DESC NULLS LAST, hits.id
+        """
         with database_errors():
             rows = await self._pool.fetch(sql, *params.values)
-        hits = tuple(_hit(row) for row in rows)
+        pending = rows[0]["pending"] if rows else 0
+        hits = tuple(_hit(row) for row in rows if row["id"] is not None)
         if threshold is not None:
             hits = tuple(hit for hit in hits if hit.score >= threshold)
-        return RecallResult(hits=hits, exact=use_exact)
+        return RecallResult(hits=hits, exact=use_exact, pending=pending)

@@ -32,6 +32,12 @@ class Remembered:
     namespace: str
     created: bool
     status: EmbedStatus = "embedded"
+    error: str | None = None
+
+    @property
+    def pending(self) -> bool:
+        """True when the memory is stored but waits for its vector."""
+        return self.status == "pending"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +52,14 @@ class Memory:
     created_at: datetime
     updated_at: datetime
     expires_at: datetime | None
-    embedded: bool
+    status: EmbedStatus
+    embed_error: str | None = None
+    embed_attempts: int = 0
+
+    @property
+    def embedded(self) -> bool:
+        """True once the memory has its vector and can be recalled."""
+        return self.status == "embedded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +82,7 @@ class RecallResult(Sequence[Hit]):
 
     hits: tuple[Hit, ...]
     exact: bool = True
+    pending: int = 0  # memories in scope still waiting for a vector: the answer may be incomplete
 
     @overload
     def __getitem__(self, index: int) -> Hit: ...
@@ -99,6 +113,8 @@ class NamespaceStats:
     namespace: str
     memories: int
     embedded: int
+    pending: int = 0
+    failed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,5 +123,8 @@ class Stats:
 
     memories: int
     embedded: int
+    pending: int = 0
+    failed: int = 0
+    oldest_pending_seconds: float | None = None
     namespaces: list[NamespaceStats] = field(default_factory=list)
     space: EmbeddingSpace | None = None

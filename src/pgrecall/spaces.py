@@ -6,6 +6,7 @@ import asyncio
 
 import asyncpg
 
+from pgrecall.db.errors import database_errors
 from pgrecall.embedding.space import EmbeddingSpace
 from pgrecall.errors import EmbeddingSpaceMismatchError
 
@@ -49,7 +50,8 @@ class SpaceRegistry:
     async def recorded(self) -> tuple[int, EmbeddingSpace] | None:
         """The id and space the store was built with, or None before the first write."""
         if self._recorded is None:
-            row = await self._pool.fetchrow(_SELECT)
+            with database_errors():
+                row = await self._pool.fetchrow(_SELECT)
             if row is not None:
                 self._recorded = (row["id"], _space(row))
         return self._recorded
@@ -68,6 +70,14 @@ class SpaceRegistry:
         known = await self.require(space)
         if known is not None:
             return known
+        with database_errors():
+            row = await self._record(space)
+        self._recorded = (row["id"], _space(row))
+        if self._recorded[1] != space:
+            raise mismatch(self._recorded[1], space)
+        return int(row["id"])
+
+    async def _record(self, space: EmbeddingSpace) -> asyncpg.Record:
         async with self._lock, self._pool.acquire() as connection, connection.transaction():
             await connection.execute("SELECT pg_advisory_xact_lock($1)", SPACE_LOCK_KEY)
             row = await connection.fetchrow(_SELECT)
@@ -88,7 +98,4 @@ class SpaceRegistry:
                     space.embedder_version,
                 )
             assert row is not None
-        self._recorded = (row["id"], _space(row))
-        if self._recorded[1] != space:
-            raise mismatch(self._recorded[1], space)
-        return int(row["id"])
+            return row

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from datetime import datetime
@@ -25,11 +28,23 @@ from pgrecall.errors import (
     NotFoundError,
     SchemaError,
 )
+from pgrecall.health import EmbedderHealth
 from pgrecall.ingest import IngestionService, prepare
 from pgrecall.query import NamespaceSizes, QueryService
-from pgrecall.records import Memory, MemoryInput, Page, RecallResult, Remembered, Stats
+from pgrecall.records import (
+    Memory,
+    MemoryInput,
+    Page,
+    RecallResult,
+    Remembered,
+    Stats,
+)
 from pgrecall.spaces import SpaceRegistry
 from pgrecall.update import UNSET, Change, UpdateService, _Unset
+from pgrecall.worker import EmbeddingWorker
+
+# How long closing a store waits for the worker's batch before rolling it back.
+SHUTDOWN_GRACE_SECONDS = 10.0
 
 
 async def _check_schema(dsn: str, settings: Settings, dimensions: int) -> None:
@@ -63,17 +78,43 @@ class MemoryStore:
     """
 
     def __init__(
-        self, settings: Settings, pool: asyncpg.Pool, embedder: Embedder, resources: AsyncExitStack
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        dsn: str,
+        embedder: Embedder,
+        resources: AsyncExitStack,
     ) -> None:
         self.settings = settings
         self.embedder = embedder
         self._resources = resources
+        health = EmbedderHealth()
         self._spaces = SpaceRegistry(pool)
         self._sizes = NamespaceSizes(pool, settings.exact_scan_max_rows)
         self._catalog = Catalog(pool)
-        self._ingest = IngestionService(pool, embedder, self._spaces, settings)
+        self._ingest = IngestionService(pool, embedder, self._spaces, health, settings)
         self._updates = UpdateService(pool, embedder, self._spaces, settings)
         self._query = QueryService(pool, embedder, self._spaces, self._sizes, settings)
+        self.worker = EmbeddingWorker(pool, dsn, embedder, self._spaces, health, settings)
+        self._stop_worker = asyncio.Event()
+        self._worker_task: asyncio.Task[None] | None = None
+
+    def start_worker(self) -> None:
+        """Run the embedding worker as a background task of this store (idempotent)."""
+        if self._worker_task is None:
+            self._worker_task = asyncio.create_task(self.worker.run(self._stop_worker))
+
+    async def _stop_worker_task(self) -> None:
+        """Let the worker finish its batch; roll it back if that takes too long."""
+        if self._worker_task is None:
+            return
+        self._stop_worker.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._worker_task), SHUTDOWN_GRACE_SECONDS)
+        except TimeoutError:
+            self._worker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker_task
 
     @classmethod
     async def open(
@@ -108,10 +149,14 @@ class MemoryStore:
         except BaseException:
             await resources.aclose()
             raise
-        return cls(settings, pool, embedder, resources)
+        store = cls(settings, pool, dsn, embedder, resources)
+        resources.push_async_callback(store._stop_worker_task)
+        if settings.worker:
+            store.start_worker()
+        return store
 
     async def close(self) -> None:
-        """Close the pool and the embedder, and let go of the embedded server."""
+        """Stop the worker, close the pool and the embedder, let go of the embedded server."""
         await self._resources.aclose()
 
     async def __aenter__(self) -> MemoryStore:
@@ -262,12 +307,7 @@ class MemoryStore:
         """How many memories, embedded or not, per namespace; and the store's space."""
         counts = await self._catalog.stats(namespace)
         recorded = await self._spaces.recorded()
-        return Stats(
-            memories=counts.memories,
-            embedded=counts.embedded,
-            namespaces=counts.namespaces,
-            space=recorded[1] if recorded else None,
-        )
+        return dataclasses.replace(counts, space=recorded[1] if recorded else None)
 
     async def list(self, namespace: str, *, limit: int = 50, cursor: str | None = None) -> Page:
         """A page of a namespace's memories, newest first; follow ``next_cursor``."""

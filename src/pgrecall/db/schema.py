@@ -79,12 +79,23 @@ def build_metadata(dimensions: int) -> MetaData:
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         Column("expires_at", DateTime(timezone=True), nullable=True),
+        # Durable ingestion: pending rows wait for the worker; failed ones for `pgrecall retry`.
+        Column("status", Text, nullable=False, server_default=text("'pending'")),
+        Column("embed_attempts", Integer, nullable=False, server_default=text("0")),
+        Column("embed_error", Text, nullable=True),
+        Column("embed_after", DateTime(timezone=True), nullable=False, server_default=func.now()),
         PrimaryKeyConstraint("namespace", "id", name="memories_pkey"),
         CheckConstraint("namespace <> ''", name="memories_namespace_not_empty"),
         CheckConstraint("jsonb_typeof(metadata) = 'object'", name="memories_metadata_is_object"),
         CheckConstraint("octet_length(content_hash) = 32", name="memories_content_hash_sha256"),
         CheckConstraint(
             "(embedding IS NULL) = (space_id IS NULL)", name="memories_embedding_has_space"
+        ),
+        CheckConstraint(
+            "status IN ('pending', 'embedded', 'failed')", name="memories_status_known"
+        ),
+        CheckConstraint(
+            "(status = 'embedded') = (embedding IS NOT NULL)", name="memories_embedded_has_vector"
         ),
         Index("memories_namespace_created_at", "namespace", "created_at", "id"),
         Index("memories_id", "id"),
@@ -104,6 +115,13 @@ def build_metadata(dimensions: int) -> MetaData:
             postgresql_where=text("key IS NOT NULL"),
         ),
         Index("memories_metadata_gin", "metadata", postgresql_using="gin"),
+        Index("memories_pending_queue", "embed_after", postgresql_where=text("status = 'pending'")),
+        Index(
+            "memories_unembedded_namespace",
+            "namespace",
+            "status",
+            postgresql_where=text("status <> 'embedded'"),
+        ),
         Index(
             HNSW_INDEX,
             "embedding",

@@ -17,7 +17,6 @@ from typing import Protocol, runtime_checkable
 from pgrecall.embedding.space import EmbeddingSpace
 from pgrecall.errors import (
     BadEmbeddingResponseError,
-    DimensionMismatchError,
     InputTooLongError,
     InvalidInputError,
 )
@@ -70,14 +69,13 @@ class Embedder(Protocol):
 def check_vector(vector: Sequence[float], position: int, dimensions: int) -> tuple[Vector, bool]:
     """Return the vector as a unit-length list and whether it had to be re-normalised.
 
-    Raises DimensionMismatchError for the wrong size, BadEmbeddingResponseError for NaN/Inf
-    or a zero vector.
+    Raises BadEmbeddingResponseError for the wrong size (the model's own size is checked
+    before the first request, so this is a garbled answer), NaN/Inf or a zero vector.
     """
     if len(vector) != dimensions:
-        raise DimensionMismatchError(
+        raise BadEmbeddingResponseError(
             f"the embedder returned a {len(vector)}-dimensional vector at position {position}, "
-            f"but this store holds {dimensions}-dimensional ones: check PGRECALL_EMBED_MODEL and "
-            "PGRECALL_EMBED_DIMENSIONS"
+            f"but this store holds {dimensions}-dimensional ones"
         )
     squares = 0.0
     for value in vector:

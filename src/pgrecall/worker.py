@@ -1,0 +1,204 @@
+"""The embedding worker: gives pending memories their vectors.
+
+Choice: the HTTP call to the embedder happens *inside* the claiming transaction. A batch is
+claimed with ``SELECT .. FOR UPDATE SKIP LOCKED``, embedded, and its vectors written and the
+pending state cleared in the same transaction. That holds a connection and row locks for the
+length of one embed call (seconds), and buys the simplest guarantees: two workers never embed the
+same memory (the second skips locked rows); a worker killed mid-batch leaves nothing claimed,
+because PostgreSQL rolls its transaction back when the connection dies; no lease to expire.
+
+On a transient failure the batch's rows record the attempt, the error and a next attempt time
+(exponential backoff with jitter); after ``embed_max_attempts`` they are marked failed. A
+permanent failure marks them failed at once (an over-long input only itself). Workers wake on
+``NOTIFY pgrecall_pending`` and on a timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TypeAlias
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+from pgvector import Vector
+
+from pgrecall.config import Settings
+from pgrecall.db.errors import database_errors
+from pgrecall.db.pool import connect
+from pgrecall.embedding.base import Embedder
+from pgrecall.errors import DatabaseUnavailableError, EmbeddingError, InputTooLongError
+from pgrecall.health import EmbedderHealth
+from pgrecall.ingest import PENDING_CHANNEL
+from pgrecall.spaces import SpaceRegistry
+
+logger = logging.getLogger(__name__)
+_Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
+
+_CLAIM = """
+    SELECT namespace, id, content FROM memories
+    WHERE status = 'pending' AND embed_after <= now()
+    ORDER BY embed_after
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+"""
+
+_STORE_VECTORS = """
+    UPDATE memories m SET embedding = done.embedding, space_id = $4, status = 'embedded',
+                          embed_error = NULL
+    FROM unnest($1::text[], $2::uuid[], $3::vector[]) AS done(namespace, id, embedding)
+    WHERE m.namespace = done.namespace AND m.id = done.id
+"""
+
+# Backoff doubles per attempt from $4 seconds up to $5, half of it jittered.
+_RECORD_FAILURE = """
+    UPDATE memories m SET
+        embed_attempts = m.embed_attempts + 1,
+        embed_error = $3,
+        status = CASE WHEN $6 OR m.embed_attempts + 1 >= $7 THEN 'failed' ELSE 'pending' END,
+        embed_after = now() + make_interval(
+            secs => least($5::float8, $4::float8 * 2 ^ m.embed_attempts) * (0.5 + random() / 2))
+    FROM unnest($1::text[], $2::uuid[]) AS claimed(namespace, id)
+    WHERE m.namespace = claimed.namespace AND m.id = claimed.id
+"""
+
+_NEXT_DUE = """
+    SELECT extract(epoch FROM min(embed_after) - now()) FROM memories WHERE status = 'pending'
+"""
+
+
+class EmbeddingWorker:
+    """Claims, embeds and stores pending memories until stopped."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        dsn: str,
+        embedder: Embedder,
+        spaces: SpaceRegistry,
+        health: EmbedderHealth,
+        settings: Settings,
+    ) -> None:
+        self._pool = pool
+        self._dsn = dsn
+        self._embedder = embedder
+        self._spaces = spaces
+        self._health = health
+        self._settings = settings
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look for work now (this process queued some)."""
+        self._wake.set()
+
+    async def run_once(self) -> int:
+        """Handle one batch of due pending memories; returns how many were claimed."""
+        with database_errors():
+            async with self._pool.acquire() as connection, connection.transaction():
+                rows = await connection.fetch(_CLAIM, self._settings.worker_batch_size)
+                if rows:
+                    await self._handle(connection, rows)
+                return len(rows)
+
+    async def _handle(self, connection: _Connection, rows: list[asyncpg.Record]) -> None:
+        space_id = await self._spaces.ensure(self._embedder.space)
+        claimed = list(rows)
+        while claimed:
+            try:
+                embeddings = await self._embedder.embed_documents([r["content"] for r in claimed])
+            except InputTooLongError as exc:
+                if exc.position is None:
+                    await self._record_failure(connection, claimed, exc, permanent=True)
+                    return
+                await self._record_failure(connection, [claimed.pop(exc.position)], exc, True)
+                continue
+            except EmbeddingError as exc:
+                if exc.transient:
+                    self._health.mark_down()
+                await self._record_failure(connection, claimed, exc, permanent=not exc.transient)
+                return
+            self._health.mark_up()
+            await connection.execute(
+                _STORE_VECTORS,
+                [r["namespace"] for r in claimed],
+                [r["id"] for r in claimed],
+                [Vector(v) for v in embeddings.vectors],
+                space_id,
+            )
+            return
+
+    async def _record_failure(
+        self,
+        connection: _Connection,
+        rows: list[asyncpg.Record],
+        error: EmbeddingError,
+        permanent: bool,
+    ) -> None:
+        settings = self._settings
+        await connection.execute(
+            _RECORD_FAILURE,
+            [r["namespace"] for r in rows],
+            [r["id"] for r in rows],
+            str(error),
+            settings.embed_backoff_seconds,
+            settings.embed_backoff_max_seconds,
+            permanent,
+            settings.embed_max_attempts,
+        )
+
+    async def _seconds_until_due(self) -> float:
+        with database_errors():
+            due = await self._pool.fetchval(_NEXT_DUE)
+        poll = self._settings.worker_poll_seconds
+        return poll if due is None else max(0.0, min(float(due), poll))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until ``stop`` is set; the batch in hand is finished (or rolled back when
+        cancelled) first."""
+        listening = asyncio.create_task(self._listen(stop))
+        try:
+            while not stop.is_set():
+                try:
+                    if await self.run_once():
+                        continue
+                    wait = await self._seconds_until_due()
+                except DatabaseUnavailableError as exc:
+                    logger.warning("embedding worker: %s", exc)
+                    wait = 1.0
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(_first(self._wake, stop), wait)
+        finally:
+            listening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listening
+
+    async def _listen(self, stop: asyncio.Event) -> None:
+        """Keep a LISTEN connection (reconnecting when it drops) that wakes the loop."""
+        while not stop.is_set():
+            try:
+                connection = await connect(self._dsn)
+            except DatabaseUnavailableError:
+                await asyncio.sleep(1.0)
+                continue
+            lost = asyncio.Event()
+            connection.add_termination_listener(lambda _, lost=lost: lost.set())
+            try:
+                await connection.add_listener(PENDING_CHANNEL, lambda *_: self._wake.set())
+                await _first(lost, stop)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await connection.close(timeout=2)
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Return when any of ``events`` is set."""
+    waiters = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
