@@ -164,7 +164,10 @@ def test_remember_recall_get_list_forget_stats(migrated_dsn: str) -> None:
 
     stats = json.loads(_pgrecall("stats", "--json", **environment).stdout)
     assert stats["memories"] == 2
-    assert stats["namespaces"] == [{"namespace": "agent", "memories": 2, "embedded": 2}]
+    assert stats["namespaces"] == [
+        {"namespace": "agent", "memories": 2, "embedded": 2, "pending": 0, "failed": 0}
+    ]
+    assert (stats["pending"], stats["failed"], stats["oldest_pending_seconds"]) == (0, 0, None)
     assert stats["space"].startswith("local:all-minilm-l6-v2-int8")
 
 

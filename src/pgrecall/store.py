@@ -32,6 +32,7 @@ from pgrecall.health import EmbedderHealth
 from pgrecall.ingest import IngestionService, prepare
 from pgrecall.query import NamespaceSizes, QueryService
 from pgrecall.records import (
+    EmbedStatus,
     Memory,
     MemoryInput,
     Page,
@@ -309,6 +310,21 @@ class MemoryStore:
         recorded = await self._spaces.recorded()
         return dataclasses.replace(counts, space=recorded[1] if recorded else None)
 
-    async def list(self, namespace: str, *, limit: int = 50, cursor: str | None = None) -> Page:
-        """A page of a namespace's memories, newest first; follow ``next_cursor``."""
-        return await self._catalog.page(namespace, limit=limit, cursor=cursor)
+    async def retry_failed(self, *, namespace: str | None = None) -> int:
+        """Queue failed memories again (after pulling the model, say); returns how many."""
+        count = await self._catalog.retry_failed(namespace)
+        if count:
+            self.worker.wake()
+        return count
+
+    async def list(
+        self,
+        namespace: str | None = None,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        status: EmbedStatus | None = None,
+    ) -> Page:
+        """A page of memories, newest first: a namespace's, or every namespace's with a given
+        ``status`` (e.g. ``"failed"``); follow ``next_cursor``."""
+        return await self._catalog.page(namespace, limit=limit, cursor=cursor, status=status)

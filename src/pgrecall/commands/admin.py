@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import signal
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from pgrecall import doctor
-from pgrecall.commands.base import JSON_OPTION, app, err, out, print_json, run, settings
+from pgrecall.commands.base import (
+    JSON_OPTION,
+    app,
+    err,
+    out,
+    print_json,
+    run,
+    settings,
+    with_store,
+)
 from pgrecall.config import Settings
 from pgrecall.db import inspect, migrate
 from pgrecall.db.embedded import database_dsn
 from pgrecall.db.pool import connect
 from pgrecall.embedding.ollama_http import OllamaClient
 from pgrecall.embedding.space import configured_space
+from pgrecall.store import MemoryStore
 
 
 async def _migrate(config: Settings) -> inspect.SchemaReport:
@@ -86,3 +98,19 @@ def pull_command(
 
     run(work())
     out.print(f"{name} is ready")
+
+
+@app.command("worker")
+def worker_command() -> None:
+    """Embed pending memories until SIGINT or SIGTERM (the batch in hand is finished first)."""
+
+    async def work(store: MemoryStore) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signal_number in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signal_number, stop.set)
+        err.print("worker running; Ctrl-C stops it", highlight=False)
+        await stop.wait()
+
+    # The store's own background worker does the work; closing the store stops it cleanly.
+    with_store(work, settings(worker=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from pgrecall.commands.base import (
 from pgrecall.errors import InvalidInputError
 from pgrecall.filters import parse_filter
 from pgrecall.importer import ImportReport, import_lines
-from pgrecall.records import Hit, Memory, Page, RecallResult, Remembered, Stats
+from pgrecall.records import EmbedStatus, Hit, Memory, Page, RecallResult, Remembered, Stats
 from pgrecall.store import MemoryStore
 
 
@@ -48,7 +49,8 @@ def _memory_json(memory: Memory) -> dict[str, Any]:
         "created_at": memory.created_at.isoformat(),
         "updated_at": memory.updated_at.isoformat(),
         "expires_at": memory.expires_at.isoformat() if memory.expires_at else None,
-        "embedded": memory.embedded,
+        "status": memory.status,
+        "embed_error": memory.embed_error,
     }
 
 
@@ -164,6 +166,11 @@ def recall_command(
         )
 
     hits = with_store(work)
+    if hits.pending:
+        err.print(
+            f"{hits.pending} memories in scope are still pending: the answer may be incomplete",
+            highlight=False,
+        )
     if as_json:
         print_json([_hit_json(hit) for hit in hits])
         return
@@ -190,23 +197,41 @@ def get_command(
 
 @app.command("list")
 def list_command(
-    namespace: str = NAMESPACE_OPTION,
+    namespace: str | None = typer.Option(None, "--namespace", "-n", help="the namespace"),
+    failed: bool = typer.Option(False, "--failed", help="memories that could not be embedded"),
+    pending: bool = typer.Option(False, "--pending", help="memories waiting for a vector"),
     limit: int = typer.Option(50, "--limit", help="memories per page"),
     cursor: str | None = typer.Option(None, "--cursor", help="from a previous page"),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """List a namespace's memories, newest first."""
-    page: Page = with_store(lambda store: store.list(namespace, limit=limit, cursor=cursor))
+    """List memories newest first: a namespace's, or (--failed / --pending) every namespace's."""
+    status: EmbedStatus | None = "failed" if failed else "pending" if pending else None
+    page: Page = with_store(
+        lambda store: store.list(namespace, limit=limit, cursor=cursor, status=status)
+    )
     if as_json:
         print_json([_memory_json(memory) for memory in page.memories])
     else:
         for memory in page.memories:
-            out.print(
-                f"{memory.created_at:%Y-%m-%d %H:%M:%S}  {memory.id}  {memory.content}",
-                highlight=False,
-            )
+            line = f"{memory.created_at:%Y-%m-%d %H:%M:%S}  {memory.id}  {memory.content}"
+            if memory.status != "embedded":
+                line += f"  [{memory.status}: {memory.embed_error or 'waiting'}]"
+            out.print(line, highlight=False)
     if page.next_cursor:
         err.print(f"next page: --cursor {page.next_cursor}", highlight=False)
+
+
+@app.command("retry")
+def retry_command(
+    namespace: str | None = typer.Option(None, "--namespace", "-n"),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Queue failed memories for embedding again (after fixing the cause)."""
+    count = with_store(lambda store: store.retry_failed(namespace=namespace))
+    if as_json:
+        print_json({"requeued": count})
+    else:
+        out.print(f"{count} queued again")
 
 
 @app.command("forget")
@@ -245,18 +270,29 @@ def stats_command(
             {
                 "memories": stats.memories,
                 "embedded": stats.embedded,
+                "pending": stats.pending,
+                "failed": stats.failed,
+                "oldest_pending_seconds": stats.oldest_pending_seconds,
                 "space": stats.space.describe() if stats.space else None,
-                "namespaces": [
-                    {"namespace": n.namespace, "memories": n.memories, "embedded": n.embedded}
-                    for n in stats.namespaces
-                ],
+                "namespaces": [dataclasses.asdict(n) for n in stats.namespaces],
             }
         )
         return
-    out.print(f"{stats.memories} memories, {stats.embedded} embedded")
+    out.print(
+        f"{stats.memories} memories: {stats.embedded} embedded, {stats.pending} pending, "
+        f"{stats.failed} failed"
+    )
+    if stats.oldest_pending_seconds is not None:
+        out.print(f"oldest pending: {stats.oldest_pending_seconds:.0f} s")
     if stats.space:
         out.print(f"space: {stats.space.describe()}", highlight=False)
-    table = Table("namespace", "memories", "embedded", box=None)
+    table = Table("namespace", "memories", "embedded", "pending", "failed", box=None)
     for item in stats.namespaces:
-        table.add_row(item.namespace, str(item.memories), str(item.embedded))
+        table.add_row(
+            item.namespace,
+            str(item.memories),
+            str(item.embedded),
+            str(item.pending),
+            str(item.failed),
+        )
     out.print(table)
