@@ -138,3 +138,18 @@ async def test_alembic_command_line_uses_settings(empty_dsn: str) -> None:
     finally:
         await connection.close()
     assert dimensions == 768
+
+
+async def test_unembedded_rows_become_pending_on_upgrade(empty_dsn: str) -> None:
+    await migrate.upgrade(empty_dsn, TEST_DIMENSIONS, revision="0002")
+    connection = await asyncpg.connect(empty_dsn)
+    try:
+        await connection.execute(
+            "INSERT INTO memories (namespace, content, content_hash) "
+            "VALUES ('ns', 'no vector yet', sha256('no vector yet'::bytea))"
+        )
+        await migrate.upgrade(empty_dsn, TEST_DIMENSIONS)
+        status = await connection.fetchval("SELECT status FROM memories")
+    finally:
+        await connection.close()
+    assert status == "pending"

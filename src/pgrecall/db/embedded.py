@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import subprocess
+import tempfile
 import time
 import warnings
 from collections.abc import AsyncIterator
@@ -66,14 +67,20 @@ def _pg_tool(name: str) -> str:
 
 
 def _run_pg_ctl(pgdata: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [_pg_tool("pg_ctl"), "-D", str(pgdata), *args],
-        user=_system_user(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    """Run pg_ctl as the server's user. Output goes through a file, not a pipe: a server it
+    starts inherits the descriptors and would hold a pipe open forever."""
+    with tempfile.TemporaryFile("w+") as output:
+        completed = subprocess.run(
+            [_pg_tool("pg_ctl"), "-D", str(pgdata), "-l", str(pgdata / "log"), *args],
+            user=_system_user(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        output.seek(0)
+        return subprocess.CompletedProcess(completed.args, completed.returncode, output.read(), "")
 
 
 def _answers(pgdata: Path) -> bool:
