@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -31,13 +32,25 @@ def test_compose_config_validates() -> None:
     command = _compose_command()
     if command is None:
         pytest.skip("neither `docker compose` nor `docker-compose` is installed")
+    environment = {**os.environ, "PGRECALL_API_KEYS": '{"a-key-of-enough-length": ["*"]}'}
     completed = subprocess.run(
         [*command, "-f", str(COMPOSE_FILE), "config", "-q"],
         capture_output=True,
         text=True,
         check=False,
+        env=environment,
     )
     assert completed.returncode == 0, completed.stderr
+    without_keys = {k: v for k, v in environment.items() if k != "PGRECALL_API_KEYS"}
+    refused = subprocess.run(
+        [*command, "-f", str(COMPOSE_FILE), "config", "-q"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=without_keys,
+    )
+    assert refused.returncode != 0
+    assert "PGRECALL_API_KEYS" in refused.stderr
 
 
 def test_database_and_ollama_have_healthchecks(services: dict[str, Any]) -> None:
@@ -55,7 +68,9 @@ def test_model_is_pulled_once_before_pgrecall_starts(services: dict[str, Any]) -
     pgrecall = services["pgrecall"]
     assert pgrecall["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert pgrecall["depends_on"]["ollama-pull"]["condition"] == ("service_completed_successfully")
-    assert pgrecall["command"] == ["pgrecall", "migrate"]
+    assert "pgrecall migrate && exec pgrecall serve" in pgrecall["command"][-1]
+    assert pgrecall["ports"] == ["127.0.0.1:8080:8080"]
+    assert "/readyz" in " ".join(pgrecall["healthcheck"]["test"])
     environment = pgrecall["environment"]
     assert environment["PGRECALL_DATABASE_URL"].startswith("postgresql://")
     assert environment["PGRECALL_OLLAMA_URL"] == "http://ollama:11434"

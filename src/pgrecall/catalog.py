@@ -125,6 +125,22 @@ class Catalog:
         next_cursor = encode_cursor(last.created_at, last.id) if more and last else None
         return Page(memories=memories, next_cursor=next_cursor)
 
+    async def revision(self) -> str | None:
+        """The schema's Alembic revision, or None when never migrated."""
+        with database_errors():
+            exists = await self._pool.fetchval("SELECT to_regclass('alembic_version')")
+            if exists is None:
+                return None
+            value = await self._pool.fetchval("SELECT version_num FROM alembic_version")
+        return str(value) if value is not None else None
+
+    async def pending_count(self) -> int:
+        """Pending memories in all namespaces (served by the pending-queue index)."""
+        with database_errors():
+            return int(
+                await self._pool.fetchval("SELECT count(*) FROM memories WHERE status = 'pending'")
+            )
+
     async def retry_failed(self, namespace: str | None = None) -> int:
         """Put failed memories back in the queue (attempts reset); returns how many."""
         params = SqlParams()

@@ -156,6 +156,17 @@ class Settings(BaseSettings):
     hnsw_ef_search: int = Field(
         default=200, ge=1, le=1000, description="HNSW candidate list size for large namespaces"
     )
+    api_keys: dict[str, list[str]] | None = Field(
+        default=None,
+        description='HTTP API keys and the namespaces each may use, as JSON: {"key": ["ns", '
+        '"prefix-*"]}; "*" is every namespace',
+    )
+    http_max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="largest HTTP request body accepted"
+    )
+    http_max_batch: int = Field(
+        default=1000, ge=1, description="most memories one HTTP request may carry"
+    )
     pool_min_size: int = Field(default=1, ge=0, le=100, description="database pool minimum")
     pool_max_size: int = Field(default=10, ge=1, le=1000, description="database pool maximum")
 
@@ -174,6 +185,28 @@ class Settings(BaseSettings):
         scheme = urlsplit(value).scheme
         if scheme not in ("postgresql", "postgres"):
             raise ValueError("must start with postgresql:// (or postgres://)")
+        return value
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_api_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"is not JSON: {exc.msg}") from exc
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_api_keys(cls, value: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        if value is None:
+            return None
+        for key, namespaces in value.items():
+            if len(key) < 16:
+                raise ValueError("every API key needs at least 16 characters")
+            if not namespaces:
+                raise ValueError("every API key needs at least one namespace pattern")
         return value
 
     @field_validator("ollama_options", mode="before")

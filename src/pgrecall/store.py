@@ -26,6 +26,7 @@ from pgrecall.errors import (
     DimensionMismatchError,
     InvalidInputError,
     NotFoundError,
+    PgRecallError,
     SchemaError,
 )
 from pgrecall.health import EmbedderHealth
@@ -309,6 +310,30 @@ class MemoryStore:
         counts = await self._catalog.stats(namespace)
         recorded = await self._spaces.recorded()
         return dataclasses.replace(counts, space=recorded[1] if recorded else None)
+
+    async def readiness(self) -> tuple[bool, dict[str, str]]:
+        """Database reachable, schema at head, embedder answering: (all fine, detail each)."""
+        detail: dict[str, str] = {}
+        ok = True
+        try:
+            revision = await self._catalog.revision()
+            detail["database"] = "reachable"
+            head = migrate.head_revision()
+            detail["migrations"] = f"at {revision}" + ("" if revision == head else f", head {head}")
+            ok = revision == head
+        except PgRecallError as exc:
+            detail["database"] = detail["migrations"] = str(exc)
+            ok = False
+        try:
+            detail["embedder"] = await self.embedder.ping()
+        except PgRecallError as exc:
+            detail["embedder"] = str(exc)
+            ok = False
+        return ok, detail
+
+    async def pending_count(self) -> int:
+        """Memories waiting for a vector, in every namespace."""
+        return await self._catalog.pending_count()
 
     async def retry_failed(self, *, namespace: str | None = None) -> int:
         """Queue failed memories again (after pulling the model, say); returns how many."""

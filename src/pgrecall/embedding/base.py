@@ -65,6 +65,10 @@ class Embedder(Protocol):
         """Release connections, sessions and threads."""
         ...
 
+    async def ping(self) -> str:
+        """Check the embedder can work now; a short description, or an EmbeddingError."""
+        ...
+
 
 def check_vector(vector: Sequence[float], position: int, dimensions: int) -> tuple[Vector, bool]:
     """Return the vector as a unit-length list and whether it had to be re-normalised.
@@ -142,6 +146,10 @@ class BatchingEmbedder:
 
     async def aclose(self) -> None:
         """Nothing to release by default."""
+
+    async def ping(self) -> str:
+        """In-process embedders are ready once built."""
+        return f"{self._space.kind}:{self._space.model} in process"
 
     async def _embed_batch(self, texts: list[str]) -> BatchOutput:
         raise NotImplementedError

@@ -60,6 +60,12 @@ class OllamaEmbedder(BatchingEmbedder):
         """Close the HTTP client."""
         await self.client.aclose()
 
+    async def ping(self) -> str:
+        """Ollama answers and has the model (asked every time: this is a health check)."""
+        version = await self.client.version()
+        await self.model_facts()
+        return f"ollama {version} at {self.client.base_url}, model {self._model}"
+
     async def model_facts(self) -> ModelFacts:
         """The model's facts, checked against the space; asked once."""
         async with self._facts_lock:

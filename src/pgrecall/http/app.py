@@ -1,0 +1,103 @@
+"""The ASGI app: FastAPI over one MemoryStore, with auth, limits, errors and metrics."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pgrecall.config import Settings
+from pgrecall.embedding.factory import create_embedder
+from pgrecall.http import errors
+from pgrecall.http.errors import error_response
+from pgrecall.http.metrics import InstrumentedEmbedder, Metrics, RequestMetrics
+from pgrecall.http.routes import api, probes
+from pgrecall.store import MemoryStore
+
+
+class BodyLimit:
+    """Refuse bodies over ``limit`` bytes with 413, by header or while reading."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        received = 0
+
+        async def counting() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counting, send)
+        except _TooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(413, "payload_too_large", f"request body over {self.limit} bytes")
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding to ``host`` keeps the server on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def create_app(settings: Settings, *, store: MemoryStore | None = None) -> FastAPI:
+    """The app; it opens (and closes) its own store unless one is given."""
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if store is not None:
+            app.state.store = store
+            yield
+            return
+        embedder = InstrumentedEmbedder(create_embedder(settings), metrics)
+        opened = await MemoryStore.open(settings, embedder=embedder)
+        app.state.store = opened
+        try:
+            yield
+        finally:
+            await opened.close()
+            await embedder.aclose()
+
+    app = FastAPI(
+        title="pgrecall",
+        version="1",
+        summary="Semantic memory for AI agents on PostgreSQL + pgvector",
+        lifespan=lifespan,
+    )
+    app.state.api_keys = settings.api_keys
+    app.state.max_batch = settings.http_max_batch
+    app.state.metrics = metrics
+    errors.install(app)
+    app.include_router(api)
+    app.include_router(probes)
+    app.add_middleware(BodyLimit, limit=settings.http_max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=metrics)
+    return app

@@ -1,0 +1,195 @@
+"""The endpoints. Each checks the caller's namespaces, calls MemoryStore, shapes the answer."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import generate_latest
+
+from pgrecall.catalog import MAX_PAGE
+from pgrecall.http.auth import Access, access
+from pgrecall.http.errors import PayloadTooLarge
+from pgrecall.http.metrics import Metrics
+from pgrecall.http.schemas import (
+    ErrorResponse,
+    ForgetRequest,
+    ForgetResponse,
+    HitOut,
+    MemoryIn,
+    MemoryOut,
+    MemoryPatch,
+    PageOut,
+    Readiness,
+    RecallRequest,
+    RecallResponse,
+    RememberedOut,
+    RememberRequest,
+    RememberResponse,
+    StatsOut,
+    Status,
+)
+from pgrecall.records import MemoryInput
+from pgrecall.store import MemoryStore
+from pgrecall.update import UNSET
+from pgrecall.validation import MAX_NAMESPACE_LENGTH
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 409, 413, 422, 503)
+}
+api = APIRouter(prefix="/v1", responses=ERRORS)
+probes = APIRouter()
+Caller = Annotated[Access, Depends(access)]
+NamespaceQuery = Query(min_length=1, max_length=MAX_NAMESPACE_LENGTH)
+
+
+def _store(request: Request) -> MemoryStore:
+    store: MemoryStore = request.app.state.store
+    return store
+
+
+StoreDependency = Annotated[MemoryStore, Depends(_store)]
+
+
+def _memory_input(item: MemoryIn) -> MemoryInput:
+    return MemoryInput(
+        content=item.content,
+        namespace=item.namespace,
+        metadata=item.metadata,
+        key=item.key,
+        expires_at=item.expires_at,
+    )
+
+
+@api.post("/memories", response_model=RememberResponse)
+async def remember(
+    body: RememberRequest, request: Request, caller: Caller, store: StoreDependency
+) -> RememberResponse:
+    """Store one or many memories; each comes back embedded, pending or failed."""
+    limit: int = request.app.state.max_batch
+    if len(body.memories) > limit:
+        raise PayloadTooLarge(f"{len(body.memories)} memories in one request; at most {limit}")
+    caller.require(item.namespace for item in body.memories)
+    results = await store.remember([_memory_input(item) for item in body.memories])
+    return RememberResponse(memories=[RememberedOut.of(result) for result in results])
+
+
+@api.post("/recall", response_model=RecallResponse)
+async def recall(body: RecallRequest, caller: Caller, store: StoreDependency) -> RecallResponse:
+    """The k memories closest in meaning to the query, best first."""
+    caller.require(body.namespaces)
+    result = await store.recall(
+        body.query,
+        namespace=body.namespaces,
+        k=body.k,
+        filter=body.filter,
+        min_score=body.min_score,
+        created_after=body.created_after,
+        created_before=body.created_before,
+        exact=body.exact,
+    )
+    return RecallResponse(
+        hits=[HitOut.of(hit) for hit in result], pending=result.pending, exact=result.exact
+    )
+
+
+@api.get("/memories/{memory_id}", response_model=MemoryOut)
+async def get_memory(memory_id: UUID, caller: Caller, store: StoreDependency) -> MemoryOut:
+    """One memory by id."""
+    memory = await store.get(memory_id)
+    caller.require([memory.namespace])
+    return MemoryOut.of(memory)
+
+
+@api.patch("/memories/{memory_id}", response_model=MemoryOut)
+async def update_memory(
+    memory_id: UUID, body: MemoryPatch, caller: Caller, store: StoreDependency
+) -> MemoryOut:
+    """Change text (embedded again), metadata (replaced) or expiry (null clears it)."""
+    current = await store.get(memory_id)
+    caller.require([current.namespace])
+    expires_at = body.expires_at if "expires_at" in body.model_fields_set else UNSET
+    updated = await store.update(
+        memory_id,
+        namespace=current.namespace,
+        content=body.content,
+        metadata=body.metadata,
+        expires_at=expires_at,
+    )
+    return MemoryOut.of(updated)
+
+
+@api.delete("/memories/{memory_id}", response_model=ForgetResponse)
+async def delete_memory(memory_id: UUID, caller: Caller, store: StoreDependency) -> ForgetResponse:
+    """Forget one memory."""
+    current = await store.get(memory_id)
+    caller.require([current.namespace])
+    return ForgetResponse(forgotten=await store.forget([memory_id], namespace=current.namespace))
+
+
+@api.get("/memories", response_model=PageOut)
+async def list_memories(
+    caller: Caller,
+    store: StoreDependency,
+    namespace: Annotated[str | None, NamespaceQuery] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    status: Status | None = None,
+) -> PageOut:
+    """A page of memories, newest first: a namespace's, or (with ``status``) all of them."""
+    if namespace is None:
+        caller.require_everything("listing")
+    else:
+        caller.require([namespace])
+    page = await store.list(namespace, limit=limit, cursor=cursor, status=status)
+    return PageOut.of(page)
+
+
+@api.post("/memories:forget", response_model=ForgetResponse)
+async def forget(body: ForgetRequest, caller: Caller, store: StoreDependency) -> ForgetResponse:
+    """Forget the namespace's memories that match the filter."""
+    caller.require([body.namespace])
+    return ForgetResponse(
+        forgotten=await store.forget(namespace=body.namespace, filter=body.filter)
+    )
+
+
+@api.get("/stats", response_model=StatsOut)
+async def stats(
+    caller: Caller,
+    store: StoreDependency,
+    namespace: Annotated[str | None, NamespaceQuery] = None,
+) -> StatsOut:
+    """Counts per namespace, pending and failed, the oldest pending age, the space."""
+    if namespace is None:
+        caller.require_everything("stats")
+    else:
+        caller.require([namespace])
+    return StatsOut.of(await store.stats(namespace=namespace))
+
+
+@probes.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@probes.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+async def readyz(store: StoreDependency) -> Response:
+    """Database reachable, migrations at head, embedder reachable."""
+    ok, detail = await store.readiness()
+    body = Readiness(ready=ok, **detail)
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+
+@probes.get("/metrics", response_class=PlainTextResponse)
+async def metrics(request: Request, store: StoreDependency) -> PlainTextResponse:
+    """Prometheus text format."""
+    collected: Metrics = request.app.state.metrics
+    collected.pending.set(await store.pending_count())
+    return PlainTextResponse(
+        generate_latest(collected.registry).decode(),
+        media_type="text/plain; version=0.0.4; charset=utf-8",
+    )

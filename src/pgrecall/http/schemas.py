@@ -1,0 +1,235 @@
+"""Request and response bodies of the HTTP API (the OpenAPI document is built from these)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from pgrecall.records import Hit, Memory, Page, Remembered, Stats
+from pgrecall.validation import MAX_K, MAX_KEY_LENGTH, MAX_NAMESPACE_LENGTH
+
+Namespace = Field(min_length=1, max_length=MAX_NAMESPACE_LENGTH)
+Status = Literal["pending", "embedded", "failed"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MemoryIn(_Strict):
+    """One memory to store."""
+
+    namespace: str = Namespace
+    content: str = Field(min_length=1)
+    metadata: dict[str, Any] | None = None
+    key: str | None = Field(default=None, min_length=1, max_length=MAX_KEY_LENGTH)
+    expires_at: AwareDatetime | None = None
+
+
+class RememberRequest(_Strict):
+    """Memories to store, in one request."""
+
+    memories: list[MemoryIn] = Field(min_length=1)
+
+
+class RememberedOut(BaseModel):
+    """What became of one memory: its id, whether it is new, embedded or pending."""
+
+    id: UUID
+    namespace: str
+    created: bool
+    status: Status
+    error: str | None
+
+    @classmethod
+    def of(cls, result: Remembered) -> RememberedOut:
+        return cls(
+            id=result.id,
+            namespace=result.namespace,
+            created=result.created,
+            status=result.status,
+            error=result.error,
+        )
+
+
+class RememberResponse(BaseModel):
+    """One entry per memory sent, in order."""
+
+    memories: list[RememberedOut]
+
+
+class RecallRequest(_Strict):
+    """A search by meaning inside one or more namespaces."""
+
+    query: str = Field(min_length=1)
+    namespaces: list[str] = Field(min_length=1, max_length=100)
+    k: int = Field(default=10, ge=1, le=MAX_K)
+    filter: dict[str, Any] | None = None
+    min_score: float | None = Field(default=None, ge=-1, le=1)
+    created_after: AwareDatetime | None = None
+    created_before: AwareDatetime | None = None
+    exact: bool = False
+
+
+class HitOut(BaseModel):
+    """A recalled memory, score = inner product (cosine) in [-1, 1]."""
+
+    id: UUID
+    namespace: str
+    content: str
+    score: float
+    metadata: dict[str, Any]
+    key: str | None
+    created_at: datetime
+    expires_at: datetime | None
+
+    @classmethod
+    def of(cls, hit: Hit) -> HitOut:
+        return cls(
+            id=hit.id,
+            namespace=hit.namespace,
+            content=hit.content,
+            score=hit.score,
+            metadata=hit.metadata,
+            key=hit.key,
+            created_at=hit.created_at,
+            expires_at=hit.expires_at,
+        )
+
+
+class RecallResponse(BaseModel):
+    """Hits best first; ``pending`` memories in scope are not searchable yet."""
+
+    hits: list[HitOut]
+    pending: int
+    exact: bool
+
+
+class MemoryOut(BaseModel):
+    """A stored memory."""
+
+    id: UUID
+    namespace: str
+    content: str
+    metadata: dict[str, Any]
+    key: str | None
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None
+    status: Status
+    embed_error: str | None
+
+    @classmethod
+    def of(cls, memory: Memory) -> MemoryOut:
+        return cls(
+            id=memory.id,
+            namespace=memory.namespace,
+            content=memory.content,
+            metadata=memory.metadata,
+            key=memory.key,
+            created_at=memory.created_at,
+            updated_at=memory.updated_at,
+            expires_at=memory.expires_at,
+            status=memory.status,
+            embed_error=memory.embed_error,
+        )
+
+
+class PageOut(BaseModel):
+    """Memories newest first; pass ``next_cursor`` as ``cursor`` for the next page."""
+
+    memories: list[MemoryOut]
+    next_cursor: str | None
+
+    @classmethod
+    def of(cls, page: Page) -> PageOut:
+        return cls(memories=[MemoryOut.of(m) for m in page.memories], next_cursor=page.next_cursor)
+
+
+class MemoryPatch(_Strict):
+    """Fields to change; ``expires_at: null`` clears the expiry, leaving it out keeps it."""
+
+    content: str | None = Field(default=None, min_length=1)
+    metadata: dict[str, Any] | None = None
+    expires_at: AwareDatetime | None = None
+
+
+class ForgetRequest(_Strict):
+    """Forget a namespace's memories matching a filter (``{}``: all of them)."""
+
+    namespace: str = Namespace
+    filter: dict[str, Any]
+
+
+class ForgetResponse(BaseModel):
+    """How many memories were deleted."""
+
+    forgotten: int
+
+
+class NamespaceStatsOut(BaseModel):
+    """Counts of one namespace."""
+
+    namespace: str
+    memories: int
+    embedded: int
+    pending: int
+    failed: int
+
+
+class StatsOut(BaseModel):
+    """Counts, the oldest pending age, and the store's embedding space."""
+
+    memories: int
+    embedded: int
+    pending: int
+    failed: int
+    oldest_pending_seconds: float | None
+    space: str | None
+    namespaces: list[NamespaceStatsOut]
+
+    @classmethod
+    def of(cls, stats: Stats) -> StatsOut:
+        return cls(
+            memories=stats.memories,
+            embedded=stats.embedded,
+            pending=stats.pending,
+            failed=stats.failed,
+            oldest_pending_seconds=stats.oldest_pending_seconds,
+            space=stats.space.describe() if stats.space else None,
+            namespaces=[
+                NamespaceStatsOut(
+                    namespace=n.namespace,
+                    memories=n.memories,
+                    embedded=n.embedded,
+                    pending=n.pending,
+                    failed=n.failed,
+                )
+                for n in stats.namespaces
+            ],
+        )
+
+
+class ErrorDetail(BaseModel):
+    """A machine-readable code and a message that says what to do."""
+
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """Every error response has this body."""
+
+    error: ErrorDetail
+
+
+class Readiness(BaseModel):
+    """What /readyz checked; ``ready`` only when all hold."""
+
+    ready: bool
+    database: str
+    migrations: str
+    embedder: str
