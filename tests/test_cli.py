@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from pgrecall.http.app import is_loopback
+
 from .ollama_standin import OllamaStandin
 
 
@@ -235,3 +237,14 @@ def test_demo_runs_on_the_embedded_default(data_dir: Path) -> None:
     assert "Ada is allergic to peanuts." in completed.stdout
     assert "What should I avoid when ordering food for Ada?" in completed.stdout
     assert (data_dir / "demo" / "postgres").is_dir()
+
+
+def test_serve_refuses_to_bind_beyond_loopback_without_keys() -> None:
+    completed = _pgrecall("serve", "--host", "0.0.0.0")  # noqa: S104 - the refusal is the test
+    assert completed.returncode == 2
+    assert "refusing to serve on 0.0.0.0 without API keys" in completed.stderr
+    assert is_loopback("127.0.0.1")
+    assert is_loopback("::1")
+    assert is_loopback("localhost")
+    assert not is_loopback("0.0.0.0")  # noqa: S104
+    assert not is_loopback("example.org")
