@@ -43,6 +43,7 @@ def _run_locked(connection: Connection) -> None:
 async def _run_from_settings() -> None:
     settings = load_settings()
     config.attributes.setdefault("dimensions", configured_space(settings).dimensions)
+    config.attributes.setdefault("text_search_config", settings.text_search_config)
     embedded = None if settings.database_url else EmbeddedPostgres(settings.data_dir)
     dsn = settings.database_url or embedded.start()  # type: ignore[union-attr]
     engine = create_async_engine(

@@ -222,7 +222,12 @@ def test_embedder_down_is_503_and_remember_still_stores(migrated_dsn: str) -> No
         with httpx.Client(base_url=running.url, headers={"X-API-Key": ADMIN_KEY}) as client:
             stored = _remember(client, {"namespace": "n", "content": "kept while down"})
             assert stored.json()["memories"][0]["status"] == "pending"
-            down = client.post("/v1/recall", json={"query": "kept", "namespaces": ["n"]})
+            degraded = client.post("/v1/recall", json={"query": "kept", "namespaces": ["n"]})
+            assert degraded.json()["degraded"]
+            assert [h["content"] for h in degraded.json()["hits"]] == ["kept while down"]
+            down = client.post(
+                "/v1/recall", json={"query": "kept", "namespaces": ["n"], "mode": "vector"}
+            )
             assert "not reachable" in _error(down, 503, "embedder_unavailable")
             ready = client.get("/readyz")
             assert ready.status_code == 503

@@ -51,7 +51,7 @@ async def test_small_namespace_in_a_large_table_gets_the_true_top_k(
         await connection.close()
 
     for query in ("what is small?", "query two", "a third question"):
-        hits = await plan_store.recall(query, namespace="tiny", k=10)
+        hits = await plan_store.recall(query, namespace="tiny", k=10, mode="vector")
         assert hits.exact
         assert [hit.content for hit in hits] == _true_top(small, query, 10)
 
@@ -64,8 +64,10 @@ async def test_large_namespace_uses_the_index_and_stays_near_exact(
     await plan_store.remember([f"other {i}" for i in range(500)], namespace="neighbour")
     overlaps = []
     for query in (f"question {i}" for i in range(10)):
-        approximate = await plan_store.recall(query, namespace="everyone", k=10)
-        exact = await plan_store.recall(query, namespace="everyone", k=10, exact=True)
+        approximate = await plan_store.recall(query, namespace="everyone", k=10, mode="vector")
+        exact = await plan_store.recall(
+            query, namespace="everyone", k=10, exact=True, mode="vector"
+        )
         assert not approximate.exact
         assert exact.exact
         assert len(approximate) == 10

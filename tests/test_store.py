@@ -39,7 +39,9 @@ async def test_paraphrase_is_recalled_first(store: MemoryStore) -> None:
         ],
         namespace="agent",
     )
-    hits = await store.recall("Which city does the user live in now?", namespace="agent", k=4)
+    hits = await store.recall(
+        "Which city does the user live in now?", namespace="agent", k=4, mode="vector"
+    )
     assert hits[0].content == "The user moved from Berlin to Lisbon last spring."
     assert [hit.score for hit in hits] == sorted((hit.score for hit in hits), reverse=True)
     assert all(-1.0 <= hit.score <= 1.0 for hit in hits)
@@ -50,7 +52,7 @@ async def test_exact_ranking_equals_numpy(store: MemoryStore, migrated_dsn: str)
     texts = [f"note {i}: {word} {i % 13}" for i, word in enumerate(["alpha", "beta", "gamma"] * 40)]
     await store.remember(texts, namespace="bulk")
     query = "gamma 7"
-    hits = await store.recall(query, namespace="bulk", k=25, exact=True)
+    hits = await store.recall(query, namespace="bulk", k=25, exact=True, mode="vector")
 
     connection = await asyncpg.connect(migrated_dsn)
     try:

@@ -118,6 +118,19 @@ class Settings(BaseSettings):
         default=64_000, ge=1, description="characters per request at most"
     )
     embed_concurrency: int = Field(default=2, ge=1, le=64, description="requests in flight")
+    text_search_config: str = Field(
+        default="pgrecall_simple",
+        pattern=r"^[a-z_][a-z0-9_]*$",
+        description="PostgreSQL text search configuration of keyword search (set at migration)",
+    )
+    index_template: str = Field(
+        default="{content}",
+        description="text embedded and indexed, from content and metadata: '{speaker}: {content}'",
+    )
+    namespace_templates: dict[str, str] | None = Field(
+        default=None,
+        description='templates per namespace (exact or "prefix*"), as JSON',
+    )
     auto_migrate: bool = Field(
         default=True, description="upgrade the schema when a store opens (false: refuse instead)"
     )
@@ -153,6 +166,20 @@ class Settings(BaseSettings):
         ge=0,
         description="namespaces up to this size are searched exactly; larger ones by HNSW",
     )
+    hybrid_vector_weight: float = Field(
+        default=1.0, ge=0, description="weight of the vector ranking in hybrid fusion"
+    )
+    hybrid_keyword_weight: float = Field(
+        default=1.0, ge=0, description="weight of the keyword ranking in hybrid fusion"
+    )
+    hybrid_depth: int = Field(
+        default=50, ge=1, le=1000, description="candidates taken from each ranking before fusion"
+    )
+    rrf_k: float = Field(
+        default=60.0, gt=0, description="reciprocal-rank-fusion constant: 1 / (rrf_k + rank)"
+    )
+    bm25_k1: float = Field(default=0.9, ge=0, description="BM25 term-frequency saturation")
+    bm25_b: float = Field(default=0.4, ge=0, le=1, description="BM25 length normalisation")
     hnsw_ef_search: int = Field(
         default=200, ge=1, le=1000, description="HNSW candidate list size for large namespaces"
     )
@@ -185,6 +212,16 @@ class Settings(BaseSettings):
         scheme = urlsplit(value).scheme
         if scheme not in ("postgresql", "postgres"):
             raise ValueError("must start with postgresql:// (or postgres://)")
+        return value
+
+    @field_validator("namespace_templates", mode="before")
+    @classmethod
+    def _parse_templates(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"is not JSON: {exc.msg}") from exc
         return value
 
     @field_validator("api_keys", mode="before")

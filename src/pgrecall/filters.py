@@ -56,11 +56,14 @@ def parse_filter(text: str) -> dict[str, Any]:
     return document
 
 
-def compile_filter(document: Mapping[str, Any] | None, params: SqlParams) -> str:
-    """SQL for ``document`` over the ``metadata`` column; ``TRUE`` when there is no filter."""
+def compile_filter(
+    document: Mapping[str, Any] | None, params: SqlParams, column: str = "metadata"
+) -> str:
+    """SQL for ``document`` over the metadata ``column`` (a fixed name such as
+    ``m.metadata``, never user input); ``TRUE`` when there is no filter."""
     if document is None or (isinstance(document, Mapping) and not document):
         return "TRUE"
-    return _Compiler(params).node(document, "filter", 0)
+    return _Compiler(params, column).node(document, "filter", 0)
 
 
 def _is_timestamp(value: object) -> bool:
@@ -87,8 +90,9 @@ def _nested(path: list[str], value: object) -> object:
 
 
 class _Compiler:
-    def __init__(self, params: SqlParams) -> None:
+    def __init__(self, params: SqlParams, column: str) -> None:
         self.params = params
+        self.column = column
         self.conditions = 0
 
     def node(self, document: object, where: str, depth: int) -> str:
@@ -140,9 +144,9 @@ class _Compiler:
         if op in ("eq", "ne") and not isinstance(value, dict | list):
             # Containment of a scalar is equality, and the GIN index serves it.
             nested = _json(_nested(path, value), where)
-            sql = f"(metadata @> {self.params.add(nested, 'jsonb')})"
+            sql = f"({self.column} @> {self.params.add(nested, 'jsonb')})"
             return sql if op == "eq" else f"({sql} IS NOT TRUE)"
-        field = f"(metadata #> {self.params.add(path, 'text[]')})"
+        field = f"({self.column} #> {self.params.add(path, 'text[]')})"
         if op in ("eq", "ne"):
             sql = f"({field} = {self.params.add(_json(value, where), 'jsonb')})"
             return sql if op == "eq" else f"({sql} IS NOT TRUE)"

@@ -97,6 +97,7 @@ async def import_lines(
                 item,
                 default_namespace=None,
                 max_chars=store.settings.max_content_chars,
+                templates=store.templates,
                 position=None,
             )
         except InvalidInputError as exc:

@@ -39,6 +39,7 @@ from pgrecall.errors import EmbeddingError, InputTooLongError
 from pgrecall.health import EmbedderHealth
 from pgrecall.records import EmbedStatus, MemoryInput, Remembered
 from pgrecall.spaces import SpaceRegistry
+from pgrecall.templates import TextTemplates
 
 # NOTIFY channel the workers LISTEN on: pending memories were written.
 PENDING_CHANNEL = "pgrecall_pending"
@@ -46,31 +47,50 @@ PENDING_CHANNEL = "pgrecall_pending"
 _FIND_EXISTING = """
     SELECT m.namespace, m.content_hash, m.key
     FROM memories m
-    JOIN unnest($1::text[], $2::bytea[], $3::text[]) AS wanted(namespace, content_hash, key)
+    JOIN unnest($1::text[], $2::bytea[], $3::text[], $5::text[])
+         AS wanted(namespace, content_hash, key, search_text)
       ON m.namespace = wanted.namespace
      AND m.content_hash = wanted.content_hash
      AND m.key IS NOT DISTINCT FROM wanted.key
+     AND m.search_text IS NOT DISTINCT FROM wanted.search_text
     WHERE m.embedding IS NOT NULL AND m.space_id = $4
 """
 
 _UPSERT_BY_CONTENT = """
     INSERT INTO memories (namespace, content, content_hash, metadata, embedding, space_id,
-                          expires_at, status, embed_error, created_at, updated_at)
+                          expires_at, status, embed_error, search_text, created_at, updated_at)
     SELECT namespace, content, content_hash, metadata, embedding, space_id, expires_at,
-           status, embed_error, clock_timestamp(), clock_timestamp()
+           status, embed_error, search_text, clock_timestamp(), clock_timestamp()
     FROM unnest($1::text[], $2::text[], $3::bytea[], $4::jsonb[], $5::vector[], $6::int[],
-                $7::timestamptz[], $8::text[], $9::text[])
+                $7::timestamptz[], $8::text[], $9::text[], $10::text[])
          AS incoming(namespace, content, content_hash, metadata, embedding, space_id, expires_at,
-                     status, embed_error)
+                     status, embed_error, search_text)
     ON CONFLICT (namespace, content_hash) WHERE key IS NULL DO UPDATE SET
         metadata = memories.metadata || EXCLUDED.metadata,
+        search_text = EXCLUDED.search_text,
         expires_at = EXCLUDED.expires_at,
-        embedding = COALESCE(EXCLUDED.embedding, memories.embedding),
-        space_id = COALESCE(EXCLUDED.space_id, memories.space_id),
-        status = CASE WHEN COALESCE(EXCLUDED.embedding, memories.embedding) IS NOT NULL
-                      THEN 'embedded' ELSE EXCLUDED.status END,
-        embed_error = CASE WHEN COALESCE(EXCLUDED.embedding, memories.embedding) IS NOT NULL
-                           THEN NULL ELSE EXCLUDED.embed_error END,
+        embedding = CASE
+            WHEN EXCLUDED.embedding IS NOT NULL THEN EXCLUDED.embedding
+            WHEN memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
+                 THEN memories.embedding
+        END,
+        space_id = CASE
+            WHEN EXCLUDED.embedding IS NOT NULL THEN EXCLUDED.space_id
+            WHEN memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
+                 THEN memories.space_id
+        END,
+        status = CASE
+            WHEN EXCLUDED.embedding IS NOT NULL THEN 'embedded'
+            WHEN memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
+                 AND memories.embedding IS NOT NULL THEN 'embedded'
+            ELSE EXCLUDED.status
+        END,
+        embed_error = CASE
+            WHEN EXCLUDED.embedding IS NOT NULL THEN NULL
+            WHEN memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
+                 AND memories.embedding IS NOT NULL THEN NULL
+            ELSE EXCLUDED.embed_error
+        END,
         embed_attempts = 0,
         embed_after = now(),
         updated_at = clock_timestamp()
@@ -81,35 +101,42 @@ _UPSERT_BY_CONTENT = """
 # input order. A keyed row whose text changed under us keeps no stale vector: it goes pending.
 _UPSERT_BY_KEY = """
     INSERT INTO memories (namespace, key, content, content_hash, metadata, embedding, space_id,
-                          expires_at, status, embed_error, created_at, updated_at)
+                          expires_at, status, embed_error, search_text, created_at, updated_at)
     SELECT namespace, key, content, content_hash, metadata, embedding, space_id, expires_at,
-           status, embed_error, clock_timestamp(), clock_timestamp()
+           status, embed_error, search_text, clock_timestamp(), clock_timestamp()
     FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::jsonb[], $6::vector[],
-                $7::int[], $8::timestamptz[], $9::text[], $10::text[])
+                $7::int[], $8::timestamptz[], $9::text[], $10::text[], $11::text[])
          AS incoming(namespace, key, content, content_hash, metadata, embedding, space_id,
-                     expires_at, status, embed_error)
+                     expires_at, status, embed_error, search_text)
     ON CONFLICT (namespace, key) WHERE key IS NOT NULL DO UPDATE SET
         content = EXCLUDED.content,
+        search_text = EXCLUDED.search_text,
         content_hash = EXCLUDED.content_hash,
         metadata = EXCLUDED.metadata,
         expires_at = EXCLUDED.expires_at,
         embedding = CASE
             WHEN EXCLUDED.embedding IS NOT NULL THEN EXCLUDED.embedding
-            WHEN memories.content_hash = EXCLUDED.content_hash THEN memories.embedding
+            WHEN memories.content_hash = EXCLUDED.content_hash
+                 AND memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
+                 THEN memories.embedding
         END,
         space_id = CASE
             WHEN EXCLUDED.embedding IS NOT NULL THEN EXCLUDED.space_id
-            WHEN memories.content_hash = EXCLUDED.content_hash THEN memories.space_id
+            WHEN memories.content_hash = EXCLUDED.content_hash
+                 AND memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
+                 THEN memories.space_id
         END,
         status = CASE
             WHEN EXCLUDED.embedding IS NOT NULL THEN 'embedded'
             WHEN memories.content_hash = EXCLUDED.content_hash
+                 AND memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
                  AND memories.embedding IS NOT NULL THEN 'embedded'
             ELSE EXCLUDED.status
         END,
         embed_error = CASE
             WHEN EXCLUDED.embedding IS NOT NULL THEN NULL
             WHEN memories.content_hash = EXCLUDED.content_hash
+                 AND memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
                  AND memories.embedding IS NOT NULL THEN NULL
             ELSE EXCLUDED.embed_error
         END,
@@ -130,6 +157,12 @@ class Prepared:
     metadata: str
     key: str | None
     expires_at: datetime | None
+    search_text: str | None = None  # rendered by the template; None: the content itself
+
+    @property
+    def embed_text(self) -> str:
+        """What the embedder sees."""
+        return self.search_text or self.content
 
     @property
     def identity(self) -> tuple[str, str, str | bytes]:
@@ -145,27 +178,43 @@ def content_hash(text: str) -> bytes:
 
 
 def prepare_one(
-    item: MemoryInput, *, default_namespace: str | None, max_chars: int, position: int | None
+    item: MemoryInput,
+    *,
+    default_namespace: str | None,
+    max_chars: int,
+    templates: TextTemplates,
+    position: int | None,
 ) -> Prepared:
-    """Validate one item (errors name ``position`` when given) and hash its text."""
+    """Validate one item (errors name ``position`` when given), hash it, render its text."""
     text = validation.content(item.content, max_chars, position)
+    namespace = validation.namespace(item.namespace or default_namespace, position)
+    metadata = validation.metadata(item.metadata, position)
     return Prepared(
-        namespace=validation.namespace(item.namespace or default_namespace, position),
+        namespace=namespace,
         content=text,
         content_hash=content_hash(text),
-        metadata=validation.metadata(item.metadata, position),
+        metadata=metadata,
         key=validation.key(item.key, position),
         expires_at=validation.timestamp(item.expires_at, "expires_at", position),
+        search_text=templates.render(namespace, text, item.metadata or {}),
     )
 
 
 def prepare(
-    items: Sequence[MemoryInput], *, default_namespace: str | None, max_chars: int
+    items: Sequence[MemoryInput],
+    *,
+    default_namespace: str | None,
+    max_chars: int,
+    templates: TextTemplates,
 ) -> list[Prepared]:
-    """Validate every item (errors name the item's position) and hash its text."""
+    """Validate every item (errors name the item's position), hash it, render its text."""
     return [
         prepare_one(
-            item, default_namespace=default_namespace, max_chars=max_chars, position=position
+            item,
+            default_namespace=default_namespace,
+            max_chars=max_chars,
+            templates=templates,
+            position=position,
         )
         for position, item in enumerate(items)
     ]
@@ -258,6 +307,7 @@ class IngestionService:
                     [m.content_hash for m in chunk.unique],
                     [m.key for m in chunk.unique],
                     space_id,
+                    [m.search_text for m in chunk.unique],
                 )
 
         ready = {(r["namespace"], r["content_hash"], r["key"]) for r in await with_reconnect(find)}
@@ -272,7 +322,7 @@ class IngestionService:
         if not remaining or self._health.down:
             return  # already stored, or the embedder is down: store pending at once
         while remaining:
-            texts = [chunk.unique[i].content for i in remaining]
+            texts = [chunk.unique[i].embed_text for i in remaining]
             try:
                 embeddings = await asyncio.wait_for(
                     self._embedder.embed_documents(texts), self._inline_timeout
@@ -342,6 +392,7 @@ class IngestionService:
             [m.expires_at for m in memories],
             [chunk.status(i) for i in indexes],
             [chunk.errors[i] for i in indexes],
+            [m.search_text for m in memories],
         ]
         return columns
 

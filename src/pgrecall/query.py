@@ -1,4 +1,8 @@
-"""Recall: embed the query, then one SQL statement that scopes, filters and ranks.
+"""Recall: embed the query, then one SQL statement that scopes, filters, ranks and fuses.
+
+Modes: ``vector`` (inner product), ``keyword`` (BM25 over the tsvector, needs no embedder) and
+``hybrid`` (default: reciprocal-rank fusion of both, weights and depth in settings). In hybrid
+mode a transient embedder failure falls back to keywords (``degraded=True``) instead of failing.
 
 The plan depends on how many memories the namespaces in scope hold. A global HNSW index with a
 namespace filter returns almost nothing for a small namespace inside a large table (measured:
@@ -16,9 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
-from datetime import datetime
-from typing import Any
+from collections.abc import Sequence
 
 import asyncpg
 
@@ -26,16 +28,17 @@ from pgrecall import validation
 from pgrecall.config import Settings
 from pgrecall.db.errors import database_errors
 from pgrecall.embedding.base import Embedder
-from pgrecall.errors import NotFoundError
+from pgrecall.errors import EmbeddingError, InvalidInputError, NotFoundError
 from pgrecall.filters import SqlParams, compile_filter
-from pgrecall.records import Hit, RecallResult
+from pgrecall.query_sql import HIT_COLUMNS, Scope, fused, keyword_ranking, vector_ranking
+from pgrecall.records import MODES, Hit, RecallOptions, RecallResult
+from pgrecall.rerank import check_boosts, needs_candidates, rerank
 from pgrecall.spaces import SpaceRegistry
 
 SIZE_CACHE_SECONDS = 10.0
 # HNSW candidates fetched per wanted hit, before the exact re-sort.
 CANDIDATE_FACTOR = 4
 
-_COLUMNS = "id, namespace, content, metadata, key, created_at, expires_at"
 
 _COUNT = """
     SELECT wanted.namespace,
@@ -77,26 +80,22 @@ class NamespaceSizes:
         return known
 
 
-def _scope_sql(
+def _scope(
     params: SqlParams,
-    namespaces: str,
-    space_id: int,
-    filter_document: Mapping[str, Any] | None,
-    created_after: datetime | None,
-    created_before: datetime | None,
-) -> str:
+    names: list[str],
+    options: RecallOptions,
+) -> Scope:
+    namespaces = params.add(names, "text[]")
     conditions = [
-        f"namespace = ANY({namespaces})",
-        "embedding IS NOT NULL",
-        f"space_id = {params.add(space_id, 'int')}",
-        "(expires_at IS NULL OR expires_at > now())",
+        f"m.namespace = ANY({namespaces})",
+        "(m.expires_at IS NULL OR m.expires_at > now())",
     ]
-    if created_after is not None:
-        conditions.append(f"created_at >= {params.add(created_after, 'timestamptz')}")
-    if created_before is not None:
-        conditions.append(f"created_at < {params.add(created_before, 'timestamptz')}")
-    conditions.append(compile_filter(filter_document, params))
-    return " AND ".join(conditions)
+    if options.created_after is not None:
+        conditions.append(f"m.created_at >= {params.add(options.created_after, 'timestamptz')}")
+    if options.created_before is not None:
+        conditions.append(f"m.created_at < {params.add(options.created_before, 'timestamptz')}")
+    conditions.append(compile_filter(options.filter, params, column="m.metadata"))
+    return Scope(namespaces=namespaces, conditions=" AND ".join(conditions))
 
 
 def _hit(row: asyncpg.Record) -> Hit:
@@ -109,7 +108,27 @@ def _hit(row: asyncpg.Record) -> Hit:
         key=row["key"],
         created_at=row["created_at"],
         expires_at=row["expires_at"],
+        vector_score=row["vector_score"],
+        keyword_score=row["keyword_score"],
     )
+
+
+def _check(options: RecallOptions) -> None:
+    validation.k(options.k)
+    validation.min_score(options.min_score)
+    validation.timestamp(options.created_after, "created_after")
+    validation.timestamp(options.created_before, "created_before")
+    if options.mode not in MODES:
+        raise InvalidInputError(f"mode must be one of {', '.join(MODES)}")
+    if options.mode == "keyword" and options.min_score is not None:
+        raise InvalidInputError("min_score bounds vector similarity: not in keyword mode")
+    for name in ("vector_weight", "keyword_weight"):
+        value = getattr(options, name)
+        if value is not None and (isinstance(value, bool) or not 0 <= value <= 100):
+            raise InvalidInputError(f"{name} must be a number from 0 to 100")
+    check_boosts(options.diversity, options.recency_half_life)
+    # Compile the filter before any work, so a malformed one fails fast and costs nothing.
+    compile_filter(options.filter, SqlParams())
 
 
 class QueryService:
@@ -127,77 +146,130 @@ class QueryService:
         self._embedder = embedder
         self._spaces = spaces
         self._sizes = sizes
-        self._exact_max = settings.exact_scan_max_rows
+        self._settings = settings
 
     async def recall(
-        self,
-        query: str,
-        namespaces: str | Sequence[str],
-        *,
-        k: int = 10,
-        filter: Mapping[str, Any] | None = None,
-        min_score: float | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        exact: bool = False,
+        self, query: str, namespaces: str | Sequence[str], options: RecallOptions
     ) -> RecallResult:
-        """The ``k`` memories closest to ``query`` inside ``namespaces``, best first."""
+        """The ``k`` best memories for ``query`` inside ``namespaces``, best first."""
         names = validation.namespaces(namespaces)
-        k = validation.k(k)
-        threshold = validation.min_score(min_score)
         text = validation.content(query, 10**6)
-        after = validation.timestamp(created_after, "created_after")
-        before = validation.timestamp(created_before, "created_before")
-        params = SqlParams()
-        # Compile the filter before any work, so a malformed one fails fast and costs nothing.
-        compile_filter(filter, SqlParams())
-
+        _check(options)
         sizes = await self._sizes.sizes(names)
         unknown = [name for name in names if not sizes.get(name)]
         if unknown:
             raise NotFoundError(f"no memories in namespace {', '.join(map(repr, unknown))}")
-        space_id = await self._spaces.require(self._embedder.space)
-        if space_id is None:
-            return RecallResult(hits=())
-        vector = (await self._embedder.embed_queries([text])).vectors[0]
 
-        use_exact = exact or sum(sizes.values()) <= self._exact_max
-        q = params.add(vector, "vector")
-        in_scope = params.add(names, "text[]")
-        scope = _scope_sql(params, in_scope, space_id, filter, after, before)
-        limit = params.add(k, "int")
-        if use_exact:
-            sql = f"""
-                SELECT {_COLUMNS}, -(embedding <#> {q}) AS score FROM memories
-                WHERE {scope}
-                ORDER BY (embedding <#> {q}) + 0, id
-                LIMIT {limit}
-            """
+        mode = options.mode
+        vector: list[float] | None = None
+        space_id: int | None = None
+        degraded = False
+        if mode != "keyword":
+            space_id = await self._spaces.require(self._embedder.space)
+            try:
+                vector = (await self._embedder.embed_queries([text])).vectors[0]
+            except EmbeddingError as exc:
+                if mode != "hybrid" or not exc.transient:
+                    raise
+                mode, degraded = "keyword", True  # the embedder is down: keywords still work
+            if space_id is None and mode != "keyword":
+                mode = "keyword" if mode == "hybrid" else mode
+                if mode == "vector":
+                    return RecallResult(hits=())
+        exact = options.exact or sum(sizes.values()) <= self._settings.exact_scan_max_rows
+        rows = await self._fetch(text, names, vector, space_id, mode, exact, options)
+        pending = rows[0]["pending"] if rows else 0
+        hits = [_hit(row) for row in rows if row["id"] is not None]
+        if options.min_score is not None:
+            hits = [
+                h
+                for h in hits
+                if h.vector_score is not None and h.vector_score >= options.min_score
+            ]
+        embeddings = [row["embedding"] for row in rows if row["id"] is not None]
+        hits = rerank(hits, embeddings, options)
+        return RecallResult(
+            hits=tuple(hits[: options.k]),
+            exact=exact,
+            pending=pending,
+            mode=mode,
+            degraded=degraded,
+        )
+
+    async def _fetch(
+        self,
+        text: str,
+        names: list[str],
+        vector: list[float] | None,
+        space_id: int | None,
+        mode: str,
+        exact: bool,
+        options: RecallOptions,
+    ) -> list[asyncpg.Record]:
+        settings = self._settings
+        params = SqlParams()
+        scope = _scope(params, names, options)
+        reranking = needs_candidates(options)
+        wanted = max(options.k, settings.hybrid_depth) if reranking else options.k
+        depth = max(settings.hybrid_depth, wanted)
+        vector_sql = keyword_sql = None
+        query = None
+        if mode in ("vector", "hybrid") and vector is not None and space_id is not None:
+            query = params.add(vector, "vector")
+            # Alone, the vector ranking is the answer; through HNSW it fetches a few more
+            # candidates than asked, for the exact re-sort.
+            size = wanted if mode == "vector" else depth
+            if not exact:
+                size = max(size, options.k * CANDIDATE_FACTOR)
+            vector_sql = vector_ranking(
+                params, scope, query, params.add(space_id, "int"), params.add(size, "int"), exact
+            )
+        if mode in ("keyword", "hybrid"):
+            size = wanted if mode == "keyword" else depth
+            keyword_sql = keyword_ranking(
+                params,
+                scope,
+                params.add(text, "text"),
+                params.add(size, "int"),
+                settings.bm25_k1,
+                settings.bm25_b,
+            )
+        if vector_sql is not None and keyword_sql is not None:
+            ranking = fused(
+                vector_sql,
+                keyword_sql,
+                (
+                    params.add(
+                        _weight(options.vector_weight, settings.hybrid_vector_weight), "float8"
+                    ),
+                    params.add(
+                        _weight(options.keyword_weight, settings.hybrid_keyword_weight), "float8"
+                    ),
+                ),
+                params.add(settings.rrf_k, "float8"),
+            )
         else:
-            candidates = params.add(k * CANDIDATE_FACTOR, "int")
-            sql = f"""
-                WITH candidates AS MATERIALIZED (
-                    SELECT {_COLUMNS}, embedding <#> {q} AS distance FROM memories
-                    WHERE {scope}
-                    ORDER BY embedding <#> {q}
-                    LIMIT {candidates}
-                )
-                SELECT {_COLUMNS}, -distance AS score FROM candidates
-                ORDER BY distance, id
-                LIMIT {limit}
-            """
-        # Same round trip: how many memories in scope still wait for a vector.
+            ranking = fused(vector_sql, keyword_sql, ("", ""), "")
+        vector_score = f"-(m.embedding <#> {query})" if query else "f.vector_score"
+        embedding = "m.embedding" if options.diversity > 0 else "NULL::vector"
+        limit = params.add(wanted, "int")
         sql = f"""
             SELECT pending.n AS pending, hits.* FROM
                 (SELECT count(*) AS n FROM memories
-                 WHERE namespace = ANY({in_scope}) AND status = 'pending') AS pending
-                LEFT JOIN LATERAL ({sql}) AS hits ON TRUE
-            ORDER BY hits.score DESC NULLS LAST, hits.id
+                 WHERE namespace = ANY({scope.namespaces}) AND status = 'pending') AS pending
+                LEFT JOIN LATERAL (
+                    SELECT {HIT_COLUMNS}, f.fused AS score, {vector_score} AS vector_score,
+                           f.keyword_score, {embedding} AS embedding
+                    FROM ({ranking}) AS f
+                    JOIN memories m ON m.namespace = f.namespace AND m.id = f.id
+                    ORDER BY f.fused DESC, {vector_score} DESC NULLS LAST, f.id
+                    LIMIT {limit}
+                ) AS hits ON TRUE
+            ORDER BY hits.score DESC NULLS LAST, hits.vector_score DESC NULLS LAST, hits.id
         """
         with database_errors():
-            rows = await self._pool.fetch(sql, *params.values)
-        pending = rows[0]["pending"] if rows else 0
-        hits = tuple(_hit(row) for row in rows if row["id"] is not None)
-        if threshold is not None:
-            hits = tuple(hit for hit in hits if hit.score >= threshold)
-        return RecallResult(hits=hits, exact=use_exact, pending=pending)
+            return list(await self._pool.fetch(sql, *params.values))
+
+
+def _weight(given: float | None, default: float) -> float:
+    return float(default if given is None else given)

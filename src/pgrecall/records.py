@@ -11,6 +11,8 @@ from uuid import UUID
 from pgrecall.embedding.space import EmbeddingSpace
 
 EmbedStatus = Literal["embedded", "pending", "failed"]
+Mode = Literal["hybrid", "vector", "keyword"]
+MODES: tuple[Mode, ...] = ("hybrid", "vector", "keyword")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,15 +76,42 @@ class Hit:
     key: str | None
     created_at: datetime
     expires_at: datetime | None
+    vector_score: float | None = None  # inner product with the query, when embedded
+    keyword_score: float | None = None  # BM25, when the memory was among the keyword hits
+
+
+@dataclass(frozen=True, slots=True)
+class RecallOptions:
+    """How to recall; the defaults are what ``MemoryStore.recall`` does without arguments."""
+
+    k: int = 10
+    filter: Mapping[str, Any] | None = None
+    min_score: float | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    exact: bool = False
+    mode: Mode = "hybrid"
+    vector_weight: float | None = None
+    keyword_weight: float | None = None
+    diversity: float = 0.0
+    recency_half_life: float | None = None
+    importance: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class RecallResult(Sequence[Hit]):
-    """Hits, best first; behaves as a sequence of them."""
+    """Hits, best first; behaves as a sequence of them.
+
+    ``score`` is the fused score in hybrid mode, the inner product in vector mode and BM25 in
+    keyword mode. ``pending`` memories in scope have no vector yet: the answer may be incomplete.
+    ``degraded`` means hybrid fell back to keywords because the embedder was unavailable.
+    """
 
     hits: tuple[Hit, ...]
     exact: bool = True
-    pending: int = 0  # memories in scope still waiting for a vector: the answer may be incomplete
+    pending: int = 0
+    mode: Mode = "hybrid"
+    degraded: bool = False
 
     @overload
     def __getitem__(self, index: int) -> Hit: ...

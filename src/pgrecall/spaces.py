@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import asyncpg
 
@@ -14,7 +15,8 @@ from pgrecall.errors import EmbeddingSpaceMismatchError
 SPACE_LOCK_KEY = 0x70677370
 
 _SELECT = """
-    SELECT id, kind, model, dimensions, document_prefix, query_prefix, embedder_version
+    SELECT id, kind, model, dimensions, document_prefix, query_prefix, embedder_version,
+           text_template
     FROM embedding_spaces ORDER BY id LIMIT 1
 """
 
@@ -27,6 +29,7 @@ def _space(row: asyncpg.Record) -> EmbeddingSpace:
         document_prefix=row["document_prefix"],
         query_prefix=row["query_prefix"],
         embedder_version=row["embedder_version"],
+        text_template=row["text_template"],
     )
 
 
@@ -40,10 +43,15 @@ def mismatch(recorded: EmbeddingSpace, asked: EmbeddingSpace) -> EmbeddingSpaceM
 
 
 class SpaceRegistry:
-    """The store's recorded space, read once and cached."""
+    """The store's recorded space, read once and cached.
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    The space compared is the embedder's plus the store's indexed-text templates
+    (``text_template``): the same model fed other text makes other vectors.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, text_template: str = "") -> None:
         self._pool = pool
+        self._text_template = text_template
         self._recorded: tuple[int, EmbeddingSpace] | None = None
         self._lock = asyncio.Lock()
 
@@ -58,6 +66,7 @@ class SpaceRegistry:
 
     async def require(self, space: EmbeddingSpace) -> int | None:
         """The recorded space's id if ``space`` is it; None when nothing is recorded yet."""
+        space = replace(space, text_template=self._text_template)
         recorded = await self.recorded()
         if recorded is None:
             return None
@@ -67,6 +76,7 @@ class SpaceRegistry:
 
     async def ensure(self, space: EmbeddingSpace) -> int:
         """Record ``space`` if the store has none yet (one writer wins); return its id."""
+        space = replace(space, text_template=self._text_template)
         known = await self.require(space)
         if known is not None:
             return known
@@ -85,10 +95,10 @@ class SpaceRegistry:
                 row = await connection.fetchrow(
                     """
                     INSERT INTO embedding_spaces (kind, model, dimensions, document_prefix,
-                                                  query_prefix, embedder_version)
-                    VALUES ($1, $2, $3, $4, $5, $6)
+                                                  query_prefix, embedder_version, text_template)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7)
                     RETURNING id, kind, model, dimensions, document_prefix, query_prefix,
-                              embedder_version
+                              embedder_version, text_template
                     """,
                     space.kind,
                     space.model,
@@ -96,6 +106,7 @@ class SpaceRegistry:
                     space.document_prefix,
                     space.query_prefix,
                     space.embedder_version,
+                    space.text_template,
                 )
             assert row is not None
             return row

@@ -36,12 +36,15 @@ from pgrecall.records import (
     EmbedStatus,
     Memory,
     MemoryInput,
+    Mode,
     Page,
+    RecallOptions,
     RecallResult,
     Remembered,
     Stats,
 )
 from pgrecall.spaces import SpaceRegistry
+from pgrecall.templates import TextTemplates
 from pgrecall.update import UNSET, Change, UpdateService, _Unset
 from pgrecall.worker import EmbeddingWorker
 
@@ -51,7 +54,7 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 
 async def _check_schema(dsn: str, settings: Settings, dimensions: int) -> None:
     if settings.auto_migrate:
-        await migrate.upgrade(dsn, dimensions)
+        await migrate.upgrade(dsn, dimensions, text_search_config=settings.text_search_config)
         return
     current = await migrate.current_revision(dsn)
     if current != migrate.head_revision():
@@ -89,13 +92,14 @@ class MemoryStore:
     ) -> None:
         self.settings = settings
         self.embedder = embedder
+        self.templates = TextTemplates(settings.index_template, settings.namespace_templates)
         self._resources = resources
         health = EmbedderHealth()
-        self._spaces = SpaceRegistry(pool)
+        self._spaces = SpaceRegistry(pool, self.templates.identity())
         self._sizes = NamespaceSizes(pool, settings.exact_scan_max_rows)
         self._catalog = Catalog(pool)
         self._ingest = IngestionService(pool, embedder, self._spaces, health, settings)
-        self._updates = UpdateService(pool, embedder, self._spaces, settings)
+        self._updates = UpdateService(pool, embedder, self._spaces, self.templates, settings)
         self._query = QueryService(pool, embedder, self._spaces, self._sizes, settings)
         self.worker = EmbeddingWorker(pool, dsn, embedder, self._spaces, health, settings)
         self._stop_worker = asyncio.Event()
@@ -227,7 +231,10 @@ class MemoryStore:
             for item in items
         ]
         prepared = prepare(
-            items, default_namespace=namespace, max_chars=self.settings.max_content_chars
+            items,
+            default_namespace=namespace,
+            max_chars=self.settings.max_content_chars,
+            templates=self.templates,
         )
         results = await self._ingest.remember(prepared)
         self._sizes.forget(list({memory.namespace for memory in prepared}))
@@ -244,19 +251,36 @@ class MemoryStore:
         created_after: datetime | None = None,
         created_before: datetime | None = None,
         exact: bool = False,
+        mode: Mode = "hybrid",
+        vector_weight: float | None = None,
+        keyword_weight: float | None = None,
+        diversity: float = 0.0,
+        recency_half_life: float | None = None,
+        importance: str | None = None,
     ) -> RecallResult:
-        """The ``k`` memories of ``namespace`` (one or several) closest in meaning to
-        ``query``, best first; ``exact=True`` forces an exact scan."""
-        return await self._query.recall(
-            query,
-            namespace,
+        """The ``k`` best memories of ``namespace`` (one or several) for ``query``.
+
+        ``mode``: ``hybrid`` (default; vector and keyword rankings fused), ``vector`` or
+        ``keyword``. ``min_score`` bounds the vector similarity (inner product). Optional:
+        ``vector_weight``/``keyword_weight`` (fusion weights), ``diversity`` 0..1 (MMR),
+        ``recency_half_life`` in seconds and ``importance`` (a metadata key holding 0..1).
+        ``exact=True`` forces an exact vector scan.
+        """
+        options = RecallOptions(
             k=k,
             filter=filter,
             min_score=min_score,
             created_after=created_after,
             created_before=created_before,
             exact=exact,
+            mode=mode,
+            vector_weight=vector_weight,
+            keyword_weight=keyword_weight,
+            diversity=diversity,
+            recency_half_life=recency_half_life,
+            importance=importance,
         )
+        return await self._query.recall(query, namespace, options)
 
     async def get(self, memory: UUID | str, *, namespace: str | None = None) -> Memory:
         """One memory by id; NotFoundError if there is none."""

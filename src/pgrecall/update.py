@@ -14,11 +14,12 @@ from pgrecall import validation
 from pgrecall.config import Settings
 from pgrecall.db.errors import database_errors
 from pgrecall.embedding.base import Embedder
-from pgrecall.errors import ConflictError, DatabaseError
+from pgrecall.errors import ConflictError, DatabaseError, EmbeddingError
 from pgrecall.filters import SqlParams
 from pgrecall.ingest import content_hash
 from pgrecall.records import Memory
 from pgrecall.spaces import SpaceRegistry
+from pgrecall.templates import TextTemplates
 
 
 class _Unset:
@@ -41,35 +42,46 @@ class UpdateService:
     """Changes one memory in place; a new text is embedded again before it is written."""
 
     def __init__(
-        self, pool: asyncpg.Pool, embedder: Embedder, spaces: SpaceRegistry, settings: Settings
+        self,
+        pool: asyncpg.Pool,
+        embedder: Embedder,
+        spaces: SpaceRegistry,
+        templates: TextTemplates,
+        settings: Settings,
     ) -> None:
         self._pool = pool
         self._embedder = embedder
         self._spaces = spaces
+        self._templates = templates
         self._max_chars = settings.max_content_chars
 
     async def update(self, current: Memory, change: Change) -> UUID:
         """Apply ``change`` to ``current``; raises ConflictError if the new text already is
-        another memory of the namespace."""
+        another memory of the namespace. A new indexed text is embedded again; if the embedder
+        is unavailable the memory goes pending (the worker embeds it), as with ``remember``."""
         params = SqlParams()
         assignments = ["updated_at = now()"]
+        text = current.content
+        metadata: Mapping[str, Any] = current.metadata
         if change.content is not None and change.content != current.content:
             text = validation.content(change.content, self._max_chars)
-            space_id = await self._spaces.ensure(self._embedder.space)
-            vector = (await self._embedder.embed_documents([text])).vectors[0]
             assignments += [
                 f"content = {params.add(text, 'text')}",
                 f"content_hash = {params.add(content_hash(text), 'bytea')}",
-                f"embedding = {params.add(vector, 'vector')}",
-                f"space_id = {params.add(space_id, 'int')}",
             ]
         if change.metadata is not None:
+            metadata = change.metadata
             assignments.append(
                 f"metadata = {params.add(validation.metadata(change.metadata), 'jsonb')}"
             )
         if not isinstance(change.expires_at, _Unset):
             expires_at = validation.timestamp(change.expires_at, "expires_at")
             assignments.append(f"expires_at = {params.add(expires_at, 'timestamptz')}")
+        before = self._templates.render(current.namespace, current.content, current.metadata)
+        after = self._templates.render(current.namespace, text, metadata)
+        if text != current.content or after != before:
+            assignments.append(f"search_text = {params.add(after, 'text')}")
+            assignments += await self._embedding_assignments(after or text, params)
         where = (
             f"namespace = {params.add(current.namespace, 'text')} "
             f"AND id = {params.add(current.id, 'uuid')}"
@@ -87,3 +99,25 @@ class UpdateService:
                 ) from exc
             raise
         return current.id
+
+    async def _embedding_assignments(self, text: str, params: SqlParams) -> list[str]:
+        space_id = await self._spaces.ensure(self._embedder.space)
+        try:
+            vector = (await self._embedder.embed_documents([text])).vectors[0]
+        except EmbeddingError as exc:
+            if not exc.transient:
+                raise
+            return [
+                "embedding = NULL",
+                "space_id = NULL",
+                "status = 'pending'",
+                "embed_after = now()",
+                "embed_attempts = 0",
+                f"embed_error = {params.add(str(exc), 'text')}",
+            ]
+        return [
+            f"embedding = {params.add(vector, 'vector')}",
+            f"space_id = {params.add(space_id, 'int')}",
+            "status = 'embedded'",
+            "embed_error = NULL",
+        ]

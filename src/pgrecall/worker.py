@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 _Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 
 _CLAIM = """
-    SELECT namespace, id, content FROM memories
+    SELECT namespace, id, coalesce(search_text, content) AS text FROM memories
     WHERE status = 'pending' AND embed_after <= now()
     ORDER BY embed_after
     LIMIT $1
@@ -106,7 +106,7 @@ class EmbeddingWorker:
         claimed = list(rows)
         while claimed:
             try:
-                embeddings = await self._embedder.embed_documents([r["content"] for r in claimed])
+                embeddings = await self._embedder.embed_documents([r["text"] for r in claimed])
             except InputTooLongError as exc:
                 if exc.position is None:
                     await self._record_failure(connection, claimed, exc, permanent=True)

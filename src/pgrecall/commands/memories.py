@@ -26,7 +26,17 @@ from pgrecall.commands.base import (
 from pgrecall.errors import InvalidInputError
 from pgrecall.filters import parse_filter
 from pgrecall.importer import ImportReport, import_lines
-from pgrecall.records import EmbedStatus, Hit, Memory, Page, RecallResult, Remembered, Stats
+from pgrecall.records import (
+    MODES,
+    EmbedStatus,
+    Hit,
+    Memory,
+    Mode,
+    Page,
+    RecallResult,
+    Remembered,
+    Stats,
+)
 from pgrecall.store import MemoryStore
 
 
@@ -155,17 +165,28 @@ def recall_command(
     filter_text: str | None = typer.Option(None, "--filter", help="metadata filter (JSON)"),
     min_score: float | None = typer.Option(None, "--min-score", help="drop hits below this"),
     exact: bool = typer.Option(False, "--exact", help="exact scan, whatever the size"),
+    mode: str = typer.Option("hybrid", "--mode", help="hybrid, vector or keyword"),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Recall the memories closest in meaning to QUERY, best first."""
+    """Recall the memories that best match QUERY (meaning and keywords), best first."""
     document = _json_argument(filter_text, "filter")
+    if mode not in MODES:
+        raise fail(InvalidInputError(f"--mode must be one of {', '.join(MODES)}"))
 
     async def work(store: MemoryStore) -> RecallResult:
         return await store.recall(
-            query, namespace=namespace, k=k, filter=document, min_score=min_score, exact=exact
+            query,
+            namespace=namespace,
+            k=k,
+            filter=document,
+            min_score=min_score,
+            exact=exact,
+            mode=mode,
         )
 
     hits = with_store(work)
+    if hits.degraded:
+        err.print("the embedder is unavailable: these are keyword matches only", highlight=False)
     if hits.pending:
         err.print(
             f"{hits.pending} memories in scope are still pending: the answer may be incomplete",

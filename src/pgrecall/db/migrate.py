@@ -26,12 +26,16 @@ MINIMUM_PGVECTOR = (0, 8)
 _alembic_in_use = asyncio.Lock()
 
 
-def alembic_config(*, dimensions: int | None = None) -> Config:
+def alembic_config(
+    *, dimensions: int | None = None, text_search_config: str | None = None
+) -> Config:
     """An Alembic Config pointing at the migrations shipped inside the package."""
     config = Config()
     config.set_main_option("script_location", str(resources.files("pgrecall.migrations")))
     if dimensions is not None:
         config.attributes["dimensions"] = dimensions
+    if text_search_config is not None:
+        config.attributes["text_search_config"] = text_search_config
     return config
 
 
@@ -77,11 +81,14 @@ async def _with_connection(dsn: str, work: Callable[[Connection], object]) -> ob
         await engine.dispose()
 
 
-async def upgrade(dsn: str, dimensions: int, revision: str = "head") -> None:
-    """Upgrade the database to ``revision``; vector columns get ``dimensions`` values."""
+async def upgrade(
+    dsn: str, dimensions: int, revision: str = "head", *, text_search_config: str | None = None
+) -> None:
+    """Upgrade the database to ``revision``; vector columns get ``dimensions`` values, keyword
+    search the given text-search configuration (default ``pgrecall_simple``)."""
 
     def run(connection: Connection) -> None:
-        config = alembic_config(dimensions=dimensions)
+        config = alembic_config(dimensions=dimensions, text_search_config=text_search_config)
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 

@@ -11,6 +11,7 @@ from pgvector.sqlalchemy import VECTOR
 from sqlalchemy import (
     CheckConstraint,
     Column,
+    Computed,
     DateTime,
     ForeignKey,
     Identity,
@@ -25,7 +26,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR, UUID
 
 MEMORIES = "memories"
 EMBEDDING_SPACES = "embedding_spaces"
@@ -48,6 +49,7 @@ def build_metadata(dimensions: int) -> MetaData:
         Column("document_prefix", Text, nullable=False),
         Column("query_prefix", Text, nullable=False),
         Column("embedder_version", Text, nullable=False),
+        Column("text_template", Text, nullable=False, server_default=text("''")),
         Column("first_used_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         UniqueConstraint(
             "kind",
@@ -56,6 +58,7 @@ def build_metadata(dimensions: int) -> MetaData:
             "document_prefix",
             "query_prefix",
             "embedder_version",
+            "text_template",
             name="embedding_spaces_identity_key",
         ),
         CheckConstraint("dimensions > 0", name="embedding_spaces_dimensions_positive"),
@@ -83,6 +86,14 @@ def build_metadata(dimensions: int) -> MetaData:
         Column("status", Text, nullable=False, server_default=text("'pending'")),
         Column("embed_attempts", Integer, nullable=False, server_default=text("0")),
         Column("embed_error", Text, nullable=True),
+        # The text embedded and indexed (rendered from content and metadata by the store's
+        # template); NULL means the content itself. `search` follows it (see migration 0004).
+        Column("search_text", Text, nullable=True),
+        Column(
+            "search",
+            TSVECTOR,
+            Computed("to_tsvector(pgrecall_text_config(), COALESCE(search_text, content))"),
+        ),
         Column("embed_after", DateTime(timezone=True), nullable=False, server_default=func.now()),
         PrimaryKeyConstraint("namespace", "id", name="memories_pkey"),
         CheckConstraint("namespace <> ''", name="memories_namespace_not_empty"),
@@ -115,6 +126,7 @@ def build_metadata(dimensions: int) -> MetaData:
             postgresql_where=text("key IS NOT NULL"),
         ),
         Index("memories_metadata_gin", "metadata", postgresql_using="gin"),
+        Index("memories_search_gin", "search", postgresql_using="gin"),
         Index("memories_pending_queue", "embed_after", postgresql_where=text("status = 'pending'")),
         Index(
             "memories_unembedded_namespace",

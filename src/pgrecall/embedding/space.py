@@ -26,12 +26,14 @@ class EmbeddingSpace:
     document_prefix: str
     query_prefix: str
     embedder_version: str = ""
+    text_template: str = ""
 
     def describe(self) -> str:
         """A one-line, human-readable name for messages."""
         prefixes = f"document prefix {self.document_prefix!r}, query prefix {self.query_prefix!r}"
         version = f", {self.embedder_version}" if self.embedder_version else ""
-        return f"{self.kind}:{self.model} ({self.dimensions}d, {prefixes}{version})"
+        template = f", template {self.text_template}" if self.text_template else ""
+        return f"{self.kind}:{self.model} ({self.dimensions}d, {prefixes}{version}{template})"
 
 
 def _local_model_info() -> ModelInfo:

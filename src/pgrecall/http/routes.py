@@ -89,9 +89,19 @@ async def recall(body: RecallRequest, caller: Caller, store: StoreDependency) ->
         created_after=body.created_after,
         created_before=body.created_before,
         exact=body.exact,
+        mode=body.mode,
+        vector_weight=body.vector_weight,
+        keyword_weight=body.keyword_weight,
+        diversity=body.diversity,
+        recency_half_life=body.recency_half_life,
+        importance=body.importance,
     )
     return RecallResponse(
-        hits=[HitOut.of(hit) for hit in result], pending=result.pending, exact=result.exact
+        hits=[HitOut.of(hit) for hit in result],
+        pending=result.pending,
+        exact=result.exact,
+        mode=result.mode,
+        degraded=result.degraded,
     )
 
 

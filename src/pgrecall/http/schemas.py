@@ -72,6 +72,12 @@ class RecallRequest(_Strict):
     created_after: AwareDatetime | None = None
     created_before: AwareDatetime | None = None
     exact: bool = False
+    mode: Literal["hybrid", "vector", "keyword"] = "hybrid"
+    vector_weight: float | None = Field(default=None, ge=0, le=100)
+    keyword_weight: float | None = Field(default=None, ge=0, le=100)
+    diversity: float = Field(default=0.0, ge=0, le=1)
+    recency_half_life: float | None = Field(default=None, gt=0)
+    importance: str | None = Field(default=None, min_length=1, max_length=256)
 
 
 class HitOut(BaseModel):
@@ -85,6 +91,8 @@ class HitOut(BaseModel):
     key: str | None
     created_at: datetime
     expires_at: datetime | None
+    vector_score: float | None
+    keyword_score: float | None
 
     @classmethod
     def of(cls, hit: Hit) -> HitOut:
@@ -97,15 +105,20 @@ class HitOut(BaseModel):
             key=hit.key,
             created_at=hit.created_at,
             expires_at=hit.expires_at,
+            vector_score=hit.vector_score,
+            keyword_score=hit.keyword_score,
         )
 
 
 class RecallResponse(BaseModel):
-    """Hits best first; ``pending`` memories in scope are not searchable yet."""
+    """Hits best first; ``pending`` memories in scope are not searchable by meaning yet;
+    ``degraded``: the embedder was down and these are keyword matches only."""
 
     hits: list[HitOut]
     pending: int
     exact: bool
+    mode: Literal["hybrid", "vector", "keyword"]
+    degraded: bool
 
 
 class MemoryOut(BaseModel):
