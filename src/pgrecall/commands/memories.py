@@ -31,7 +31,6 @@ from pgrecall.records import (
     EmbedStatus,
     Hit,
     Memory,
-    Mode,
     Page,
     RecallResult,
     Remembered,
