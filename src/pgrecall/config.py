@@ -143,7 +143,8 @@ class Settings(BaseSettings):
     inline_embed_timeout: float = Field(
         default=10.0,
         gt=0,
-        description="seconds remember waits for the embedder before storing memories as pending",
+        description="seconds remember waits per embed request's worth of texts before storing "
+        "memories as pending (not applied to the in-process model)",
     )
     worker: bool = Field(
         default=True, description="run the embedding worker inside every MemoryStore"

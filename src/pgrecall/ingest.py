@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -269,6 +270,7 @@ class IngestionService:
         self._health = health
         self._chunk_size = settings.ingest_chunk_size
         self._inline_timeout = settings.inline_embed_timeout
+        self._batch_size = settings.embed_batch_size
 
     async def remember(self, prepared: Sequence[Prepared]) -> list[Remembered]:
         """Store ``prepared`` memories; results in input order."""
@@ -325,7 +327,7 @@ class IngestionService:
             texts = [chunk.unique[i].embed_text for i in remaining]
             try:
                 embeddings = await asyncio.wait_for(
-                    self._embedder.embed_documents(texts), self._inline_timeout
+                    self._embedder.embed_documents(texts), self._timeout(len(texts))
                 )
             except InputTooLongError as exc:
                 if exc.position is None:
@@ -347,6 +349,13 @@ class IngestionService:
             for index, vector in zip(remaining, embeddings.vectors, strict=True):
                 chunk.vectors[index] = vector
             return
+
+    def _timeout(self, count: int) -> float | None:
+        """How long to wait for ``count`` texts: ``inline_embed_timeout`` per request's worth
+        of them; no limit for an in-process model, which cannot be down, only busy."""
+        if self._embedder.space.kind == "local":
+            return None
+        return self._inline_timeout * math.ceil(count / self._batch_size)
 
     async def _write(self, chunk: _Chunk, space_id: int, results: list[Remembered | None]) -> bool:
         """Upsert the chunk; True when some rows were left pending."""

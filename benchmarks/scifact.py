@@ -1,0 +1,154 @@
+"""Recall quality on SciFact (../shared/eval/scifact) with the local model, per mode.
+
+    python -m benchmarks.scifact [--tune] [--limit N] [--data-dir DIR]
+
+Ingests the 5,183 abstracts into an embedded PostgreSQL (kept in --data-dir, so a second run
+embeds nothing), then scores vector, keyword and hybrid recall with the eval folder's score.py:
+hit@1/5/10, recall@10, MRR and nDCG@10, next to its pure-Python BM25 baseline. ``--tune`` first
+searches fusion weights and depth on queries_train.jsonl; the report is on queries.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from pgrecall import MemoryInput, MemoryStore, load_settings
+
+EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval"
+DATASET = EVAL / "scifact"
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "out" / "scifact-db"
+NAMESPACE = "scifact"
+
+
+def _score_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("score", EVAL / "score.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _load(name: str, limit: int | None = None) -> list[dict[str, Any]]:
+    with (DATASET / name).open(encoding="utf-8") as lines:
+        rows = [json.loads(line) for line in lines]
+    return rows[:limit] if limit else rows
+
+
+async def ingest(store: MemoryStore, memories: list[dict[str, Any]]) -> float:
+    started = time.perf_counter()
+    for start in range(0, len(memories), 500):
+        batch = memories[start : start + 500]
+        await store.remember(
+            [MemoryInput(m["text"], key=m["id"], metadata={"doc": m["id"]}) for m in batch],
+            namespace=NAMESPACE,
+        )
+    return time.perf_counter() - started
+
+
+async def run(
+    store: MemoryStore, queries: list[dict[str, Any]], **options: Any
+) -> tuple[dict[str, list[str]], float]:
+    ranked: dict[str, list[str]] = {}
+    latencies = []
+    for query in queries:
+        started = time.perf_counter()
+        hits = await store.recall(query["question"], namespace=NAMESPACE, k=50, **options)
+        latencies.append(time.perf_counter() - started)
+        ranked[query["id"]] = [hit.key or "" for hit in hits]
+    latencies.sort()
+    return ranked, latencies[len(latencies) // 2] * 1000
+
+
+def _open(data_dir: Path, **overrides: Any) -> Any:
+    return MemoryStore.open(load_settings(embedder="local", data_dir=data_dir, **overrides))
+
+
+async def tune(data_dir: Path, score: ModuleType, queries: list[dict[str, Any]]) -> dict[str, Any]:
+    best: tuple[float, dict[str, Any]] = (-1.0, {})
+    for depth in (50, 100):
+        for rrf_k in (60.0,):
+            async with await _open(data_dir, hybrid_depth=depth, rrf_k=rrf_k) as store:
+                for keyword_weight in (0.75, 1.0, 1.5):
+                    ranked, _ = await run(store, queries, keyword_weight=keyword_weight)
+                    ndcg = score.score(queries, ranked, [10])["ALL"]["ndcg@10"]
+                    config = {
+                        "hybrid_depth": depth,
+                        "rrf_k": rrf_k,
+                        "keyword_weight": keyword_weight,
+                    }
+                    print(f"  train nDCG@10 {ndcg:.4f}  {config}")
+                    if ndcg > best[0]:
+                        best = (ndcg, config)
+    print(f"best on train: {best[1]} (nDCG@10 {best[0]:.4f})")
+    return best[1]
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tune", action="store_true")
+    parser.add_argument("--limit", type=int, default=None, help="queries per set (smoke runs)")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument(
+        "--sample",
+        type=int,
+        default=None,
+        help="keep only this many abstracts plus the gold ones of the queries used (smoke runs)",
+    )
+    arguments = parser.parse_args()
+    arguments.data_dir.mkdir(parents=True, exist_ok=True)
+    score = _score_module()
+    memories = _load("memories.jsonl")
+    if arguments.sample is not None:
+        used = _load("queries.jsonl", arguments.limit) + (
+            _load("queries_train.jsonl", arguments.limit) if arguments.tune else []
+        )
+        gold = {doc for query in used for doc in query["evidence"]}
+        memories = [m for i, m in enumerate(memories) if i < arguments.sample or m["id"] in gold]
+    async with await _open(arguments.data_dir) as store:
+        seconds = await ingest(store, memories)
+        stats = await store.stats(namespace=NAMESPACE)
+        assert stats.embedded == len(memories), stats
+        print(
+            f"ingest: {len(memories)} abstracts in {seconds:.1f} s "
+            f"({len(memories) / seconds:.0f}/s; 0 embedded again on a re-run)"
+        )
+    config: dict[str, Any] = {}
+    if arguments.tune:
+        config = await tune(
+            arguments.data_dir, score, _load("queries_train.jsonl", arguments.limit)
+        )
+    test = _load("queries.jsonl", arguments.limit)
+    ks = [1, 5, 10, 50]
+    settings = {k: v for k, v in config.items() if k != "keyword_weight"}
+    weights = {k: v for k, v in config.items() if k == "keyword_weight"}
+    rows = []
+    async with await _open(arguments.data_dir, **settings) as store:
+        for mode in ("vector", "keyword", "hybrid"):
+            ranked, p50 = await run(store, test, mode=mode, **(weights if mode == "hybrid" else {}))
+            rows.append((mode, score.score(test, ranked, ks)["ALL"], p50))
+    bm25 = score.score(test, score.bm25_run(memories, test), ks)["ALL"]
+    fusion = config or "defaults"
+    print(f"\nSciFact test ({len(test)} claims), local all-MiniLM-L6-v2 int8, fusion {fusion}")
+    header = (
+        f"{'run':<22}{'hit@1':>8}{'hit@5':>8}{'hit@10':>8}{'R@10':>8}{'MRR':>8}"
+        f"{'nDCG@10':>9}{'p50 ms':>8}"
+    )
+    print(header)
+    for name, metrics, p50 in [*rows, ("BM25 (score.py)", bm25, float("nan"))]:
+        print(
+            f"{name:<22}{metrics['hit@1']:>8.3f}{metrics['hit@5']:>8.3f}{metrics['hit@10']:>8.3f}"
+            f"{metrics['recall@10']:>8.3f}{metrics['mrr@50']:>8.3f}{metrics['ndcg@10']:>9.3f}"
+            f"{p50:>8.1f}"
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
