@@ -20,6 +20,7 @@ from types import ModuleType
 from typing import Any
 
 from pgrecall import MemoryInput, MemoryStore, load_settings
+from pgrecall.db.embedded import EmbeddedPostgres
 
 EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval"
 DATASET = EVAL / "scifact"
@@ -67,15 +68,15 @@ async def run(
     return ranked, latencies[len(latencies) // 2] * 1000
 
 
-def _open(data_dir: Path, **overrides: Any) -> Any:
-    return MemoryStore.open(load_settings(embedder="local", data_dir=data_dir, **overrides))
+def _open(dsn: str, **overrides: Any) -> Any:
+    return MemoryStore.open(load_settings(embedder="local", database_url=dsn, **overrides))
 
 
-async def tune(data_dir: Path, score: ModuleType, queries: list[dict[str, Any]]) -> dict[str, Any]:
+async def tune(dsn: str, score: ModuleType, queries: list[dict[str, Any]]) -> dict[str, Any]:
     best: tuple[float, dict[str, Any]] = (-1.0, {})
     for depth in (50, 100):
         for rrf_k in (60.0,):
-            async with await _open(data_dir, hybrid_depth=depth, rrf_k=rrf_k) as store:
+            async with await _open(dsn, hybrid_depth=depth, rrf_k=rrf_k) as store:
                 for keyword_weight in (0.75, 1.0, 1.5):
                     ranked, _ = await run(store, queries, keyword_weight=keyword_weight)
                     ndcg = score.score(queries, ranked, [10])["ALL"]["ndcg@10"]
@@ -112,7 +113,18 @@ async def main() -> None:
         )
         gold = {doc for query in used for doc in query["evidence"]}
         memories = [m for i, m in enumerate(memories) if i < arguments.sample or m["id"] in gold]
-    async with await _open(arguments.data_dir) as store:
+    server = EmbeddedPostgres(arguments.data_dir)
+    dsn = await asyncio.to_thread(server.start)
+    try:
+        await report(dsn, arguments, score, memories)
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+async def report(
+    dsn: str, arguments: argparse.Namespace, score: ModuleType, memories: list[dict[str, Any]]
+) -> None:
+    async with await _open(dsn) as store:
         seconds = await ingest(store, memories)
         stats = await store.stats(namespace=NAMESPACE)
         assert stats.embedded == len(memories), stats
@@ -122,15 +134,13 @@ async def main() -> None:
         )
     config: dict[str, Any] = {}
     if arguments.tune:
-        config = await tune(
-            arguments.data_dir, score, _load("queries_train.jsonl", arguments.limit)
-        )
+        config = await tune(dsn, score, _load("queries_train.jsonl", arguments.limit))
     test = _load("queries.jsonl", arguments.limit)
     ks = [1, 5, 10, 50]
     settings = {k: v for k, v in config.items() if k != "keyword_weight"}
     weights = {k: v for k, v in config.items() if k == "keyword_weight"}
     rows = []
-    async with await _open(arguments.data_dir, **settings) as store:
+    async with await _open(dsn, **settings) as store:
         for mode in ("vector", "keyword", "hybrid"):
             ranked, p50 = await run(store, test, mode=mode, **(weights if mode == "hybrid" else {}))
             rows.append((mode, score.score(test, ranked, ks)["ALL"], p50))

@@ -123,3 +123,17 @@ def test_prefix_overrides_apply() -> None:
     space = configured_space(settings)
     assert (space.document_prefix, space.query_prefix) == ("d: ", "")
     assert space.model == "mxbai-embed-large:latest"
+
+
+def test_json_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGRECALL_API_KEYS", '{"0123456789abcdef": ["agent-*"]}')
+    monkeypatch.setenv("PGRECALL_NAMESPACE_TEMPLATES", '{"chat-*": "{speaker}: {content}"}')
+    settings = load_settings()
+    assert settings.api_keys == {"0123456789abcdef": ["agent-*"]}
+    assert settings.namespace_templates == {"chat-*": "{speaker}: {content}"}
+    monkeypatch.setenv("PGRECALL_API_KEYS", '{"short": ["*"]}')
+    with pytest.raises(ConfigurationError, match="at least 16 characters"):
+        load_settings()
+    monkeypatch.setenv("PGRECALL_API_KEYS", "{not json")
+    with pytest.raises(ConfigurationError, match="is not JSON"):
+        load_settings()

@@ -215,26 +215,6 @@ class Settings(BaseSettings):
             raise ValueError("must start with postgresql:// (or postgres://)")
         return value
 
-    @field_validator("namespace_templates", mode="before")
-    @classmethod
-    def _parse_templates(cls, value: object) -> object:
-        if isinstance(value, str):
-            try:
-                return json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"is not JSON: {exc.msg}") from exc
-        return value
-
-    @field_validator("api_keys", mode="before")
-    @classmethod
-    def _parse_api_keys(cls, value: object) -> object:
-        if isinstance(value, str):
-            try:
-                return json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"is not JSON: {exc.msg}") from exc
-        return value
-
     @field_validator("api_keys")
     @classmethod
     def _check_api_keys(cls, value: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
@@ -247,9 +227,9 @@ class Settings(BaseSettings):
                 raise ValueError("every API key needs at least one namespace pattern")
         return value
 
-    @field_validator("ollama_options", mode="before")
+    @field_validator("ollama_options", "api_keys", "namespace_templates", mode="before")
     @classmethod
-    def _parse_options(cls, value: object) -> object:
+    def _parse_json(cls, value: object) -> object:
         if isinstance(value, str):
             try:
                 return json.loads(value)

