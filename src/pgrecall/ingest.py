@@ -38,114 +38,13 @@ from pgrecall.db.retry import with_reconnect
 from pgrecall.embedding.base import Embedder
 from pgrecall.errors import EmbeddingError, InputTooLongError
 from pgrecall.health import EmbedderHealth
+from pgrecall.ingest_sql import FIND_EXISTING, UPSERT_BY_CONTENT, UPSERT_BY_KEY
 from pgrecall.records import EmbedStatus, MemoryInput, Remembered
 from pgrecall.spaces import SpaceRegistry
 from pgrecall.templates import TextTemplates
 
 # NOTIFY channel the workers LISTEN on: pending memories were written.
 PENDING_CHANNEL = "pgrecall_pending"
-
-_FIND_EXISTING = """
-    SELECT m.namespace, m.content_hash, m.key
-    FROM memories m
-    JOIN unnest($1::text[], $2::bytea[], $3::text[], $5::text[])
-         AS wanted(namespace, content_hash, key, search_text)
-      ON m.namespace = wanted.namespace
-     AND m.content_hash = wanted.content_hash
-     AND m.key IS NOT DISTINCT FROM wanted.key
-     AND m.search_text IS NOT DISTINCT FROM wanted.search_text
-    WHERE m.embedding IS NOT NULL AND m.space_id = $4
-"""
-
-_UPSERT_BY_CONTENT = """
-    INSERT INTO memories (namespace, content, content_hash, metadata, embedding, space_id,
-                          expires_at, status, embed_error, search_text, created_at, updated_at)
-    SELECT namespace, content, content_hash, metadata, embedding, space_id, expires_at,
-           status, embed_error, search_text, clock_timestamp(), clock_timestamp()
-    FROM unnest($1::text[], $2::text[], $3::bytea[], $4::jsonb[], $5::vector[], $6::int[],
-                $7::timestamptz[], $8::text[], $9::text[], $10::text[])
-         AS incoming(namespace, content, content_hash, metadata, embedding, space_id, expires_at,
-                     status, embed_error, search_text)
-    ON CONFLICT (namespace, content_hash) WHERE key IS NULL DO UPDATE SET
-        metadata = memories.metadata || EXCLUDED.metadata,
-        search_text = EXCLUDED.search_text,
-        expires_at = EXCLUDED.expires_at,
-        embedding = CASE
-            WHEN EXCLUDED.embedding IS NOT NULL THEN EXCLUDED.embedding
-            WHEN memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
-                 THEN memories.embedding
-        END,
-        space_id = CASE
-            WHEN EXCLUDED.embedding IS NOT NULL THEN EXCLUDED.space_id
-            WHEN memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
-                 THEN memories.space_id
-        END,
-        status = CASE
-            WHEN EXCLUDED.embedding IS NOT NULL THEN 'embedded'
-            WHEN memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
-                 AND memories.embedding IS NOT NULL THEN 'embedded'
-            ELSE EXCLUDED.status
-        END,
-        embed_error = CASE
-            WHEN EXCLUDED.embedding IS NOT NULL THEN NULL
-            WHEN memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
-                 AND memories.embedding IS NOT NULL THEN NULL
-            ELSE EXCLUDED.embed_error
-        END,
-        embed_attempts = 0,
-        embed_after = now(),
-        updated_at = clock_timestamp()
-    RETURNING id, namespace, content_hash, (xmax = 0) AS inserted, status, embed_error
-"""
-
-# Rows of one batch get increasing created_at (clock_timestamp), so "newest first" follows the
-# input order. A keyed row whose text changed under us keeps no stale vector: it goes pending.
-_UPSERT_BY_KEY = """
-    INSERT INTO memories (namespace, key, content, content_hash, metadata, embedding, space_id,
-                          expires_at, status, embed_error, search_text, created_at, updated_at)
-    SELECT namespace, key, content, content_hash, metadata, embedding, space_id, expires_at,
-           status, embed_error, search_text, clock_timestamp(), clock_timestamp()
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::jsonb[], $6::vector[],
-                $7::int[], $8::timestamptz[], $9::text[], $10::text[], $11::text[])
-         AS incoming(namespace, key, content, content_hash, metadata, embedding, space_id,
-                     expires_at, status, embed_error, search_text)
-    ON CONFLICT (namespace, key) WHERE key IS NOT NULL DO UPDATE SET
-        content = EXCLUDED.content,
-        search_text = EXCLUDED.search_text,
-        content_hash = EXCLUDED.content_hash,
-        metadata = EXCLUDED.metadata,
-        expires_at = EXCLUDED.expires_at,
-        embedding = CASE
-            WHEN EXCLUDED.embedding IS NOT NULL THEN EXCLUDED.embedding
-            WHEN memories.content_hash = EXCLUDED.content_hash
-                 AND memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
-                 THEN memories.embedding
-        END,
-        space_id = CASE
-            WHEN EXCLUDED.embedding IS NOT NULL THEN EXCLUDED.space_id
-            WHEN memories.content_hash = EXCLUDED.content_hash
-                 AND memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
-                 THEN memories.space_id
-        END,
-        status = CASE
-            WHEN EXCLUDED.embedding IS NOT NULL THEN 'embedded'
-            WHEN memories.content_hash = EXCLUDED.content_hash
-                 AND memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
-                 AND memories.embedding IS NOT NULL THEN 'embedded'
-            ELSE EXCLUDED.status
-        END,
-        embed_error = CASE
-            WHEN EXCLUDED.embedding IS NOT NULL THEN NULL
-            WHEN memories.content_hash = EXCLUDED.content_hash
-                 AND memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
-                 AND memories.embedding IS NOT NULL THEN NULL
-            ELSE EXCLUDED.embed_error
-        END,
-        embed_attempts = 0,
-        embed_after = now(),
-        updated_at = clock_timestamp()
-    RETURNING id, namespace, key, (xmax = 0) AS inserted, status, embed_error
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,7 +203,7 @@ class IngestionService:
         async def find() -> list[asyncpg.Record]:
             with database_errors():
                 return await self._pool.fetch(
-                    _FIND_EXISTING,
+                    FIND_EXISTING,
                     [m.namespace for m in chunk.unique],
                     [m.content_hash for m in chunk.unique],
                     [m.key for m in chunk.unique],
@@ -368,12 +267,12 @@ class IngestionService:
                 async with self._pool.acquire() as connection:
                     if unkeyed:
                         columns = self._columns(chunk, unkeyed, space_id, keyed=False)
-                        for row in await connection.fetch(_UPSERT_BY_CONTENT, *columns):
+                        for row in await connection.fetch(UPSERT_BY_CONTENT, *columns):
                             identity = (row["namespace"], "content", row["content_hash"])
                             written[identity] = _remembered(row)
                     if keyed:
                         columns = self._columns(chunk, keyed, space_id, keyed=True)
-                        for row in await connection.fetch(_UPSERT_BY_KEY, *columns):
+                        for row in await connection.fetch(UPSERT_BY_KEY, *columns):
                             written[(row["namespace"], "key", row["key"])] = _remembered(row)
             return written
 

@@ -1,0 +1,108 @@
+"""SQL of ingestion: find rows that already hold a vector, upsert by text or by key.
+
+Identity decides: an unkeyed memory is its text (``content_hash``), a keyed one its key. A row
+keeps its vector only while its indexed text is unchanged; otherwise the new vector (or, when
+there is none yet, the pending state) replaces it, so a row never holds a stale vector.
+"""
+
+FIND_EXISTING = """
+    SELECT m.namespace, m.content_hash, m.key
+    FROM memories m
+    JOIN unnest($1::text[], $2::bytea[], $3::text[], $5::text[])
+         AS wanted(namespace, content_hash, key, search_text)
+      ON m.namespace = wanted.namespace
+     AND m.content_hash = wanted.content_hash
+     AND m.key IS NOT DISTINCT FROM wanted.key
+     AND m.search_text IS NOT DISTINCT FROM wanted.search_text
+    WHERE m.embedding IS NOT NULL AND m.space_id = $4
+"""
+
+UPSERT_BY_CONTENT = """
+    INSERT INTO memories (namespace, content, content_hash, metadata, embedding, space_id,
+                          expires_at, status, embed_error, search_text, created_at, updated_at)
+    SELECT namespace, content, content_hash, metadata, embedding, space_id, expires_at,
+           status, embed_error, search_text, clock_timestamp(), clock_timestamp()
+    FROM unnest($1::text[], $2::text[], $3::bytea[], $4::jsonb[], $5::vector[], $6::int[],
+                $7::timestamptz[], $8::text[], $9::text[], $10::text[])
+         AS incoming(namespace, content, content_hash, metadata, embedding, space_id, expires_at,
+                     status, embed_error, search_text)
+    ON CONFLICT (namespace, content_hash) WHERE key IS NULL DO UPDATE SET
+        metadata = memories.metadata || EXCLUDED.metadata,
+        search_text = EXCLUDED.search_text,
+        expires_at = EXCLUDED.expires_at,
+        embedding = CASE
+            WHEN EXCLUDED.embedding IS NOT NULL THEN EXCLUDED.embedding
+            WHEN memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
+                 THEN memories.embedding
+        END,
+        space_id = CASE
+            WHEN EXCLUDED.embedding IS NOT NULL THEN EXCLUDED.space_id
+            WHEN memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
+                 THEN memories.space_id
+        END,
+        status = CASE
+            WHEN EXCLUDED.embedding IS NOT NULL THEN 'embedded'
+            WHEN memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
+                 AND memories.embedding IS NOT NULL THEN 'embedded'
+            ELSE EXCLUDED.status
+        END,
+        embed_error = CASE
+            WHEN EXCLUDED.embedding IS NOT NULL THEN NULL
+            WHEN memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
+                 AND memories.embedding IS NOT NULL THEN NULL
+            ELSE EXCLUDED.embed_error
+        END,
+        embed_attempts = 0,
+        embed_after = now(),
+        updated_at = clock_timestamp()
+    RETURNING id, namespace, content_hash, (xmax = 0) AS inserted, status, embed_error
+"""
+
+# Rows of one batch get increasing created_at (clock_timestamp), so "newest first" follows the
+# input order. A keyed row whose text changed under us keeps no stale vector: it goes pending.
+UPSERT_BY_KEY = """
+    INSERT INTO memories (namespace, key, content, content_hash, metadata, embedding, space_id,
+                          expires_at, status, embed_error, search_text, created_at, updated_at)
+    SELECT namespace, key, content, content_hash, metadata, embedding, space_id, expires_at,
+           status, embed_error, search_text, clock_timestamp(), clock_timestamp()
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::jsonb[], $6::vector[],
+                $7::int[], $8::timestamptz[], $9::text[], $10::text[], $11::text[])
+         AS incoming(namespace, key, content, content_hash, metadata, embedding, space_id,
+                     expires_at, status, embed_error, search_text)
+    ON CONFLICT (namespace, key) WHERE key IS NOT NULL DO UPDATE SET
+        content = EXCLUDED.content,
+        search_text = EXCLUDED.search_text,
+        content_hash = EXCLUDED.content_hash,
+        metadata = EXCLUDED.metadata,
+        expires_at = EXCLUDED.expires_at,
+        embedding = CASE
+            WHEN EXCLUDED.embedding IS NOT NULL THEN EXCLUDED.embedding
+            WHEN memories.content_hash = EXCLUDED.content_hash
+                 AND memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
+                 THEN memories.embedding
+        END,
+        space_id = CASE
+            WHEN EXCLUDED.embedding IS NOT NULL THEN EXCLUDED.space_id
+            WHEN memories.content_hash = EXCLUDED.content_hash
+                 AND memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
+                 THEN memories.space_id
+        END,
+        status = CASE
+            WHEN EXCLUDED.embedding IS NOT NULL THEN 'embedded'
+            WHEN memories.content_hash = EXCLUDED.content_hash
+                 AND memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
+                 AND memories.embedding IS NOT NULL THEN 'embedded'
+            ELSE EXCLUDED.status
+        END,
+        embed_error = CASE
+            WHEN EXCLUDED.embedding IS NOT NULL THEN NULL
+            WHEN memories.content_hash = EXCLUDED.content_hash
+                 AND memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
+                 AND memories.embedding IS NOT NULL THEN NULL
+            ELSE EXCLUDED.embed_error
+        END,
+        embed_attempts = 0,
+        embed_after = now(),
+        updated_at = clock_timestamp()
+    RETURNING id, namespace, key, (xmax = 0) AS inserted, status, embed_error
+"""
