@@ -2,7 +2,8 @@
 
     python -m benchmarks.recall_latency [--namespaces 100] [--per-namespace 1000] [--queries 200]
 
-Synthetic memories: 12-word sentences drawn from a Zipf-distributed 5,000-word vocabulary, each
+Synthetic memories: 12-word sentences drawn from a Zipf-distributed 20,000-word vocabulary
+whose 100 most frequent words are left out (as stop words are from real text), each
 with a fixed random unit 384-d vector (precomputed, so the figures are the database's alone).
 They are written through MemoryStore.remember; the HNSW index is built after loading (with
 ``maintenance_work_mem`` raised), as one would for a bulk import. For each case it prints p50 /
@@ -30,7 +31,8 @@ from pgrecall.embedding.base import BatchingEmbedder, BatchOutput
 from pgrecall.embedding.space import EmbeddingSpace
 
 DIMENSIONS = 384
-VOCABULARY = 5000
+VOCABULARY = 20_000
+STOP_WORDS = 100
 WORDS_PER_MEMORY = 12
 
 
@@ -56,7 +58,7 @@ def vector_for(text: str) -> np.ndarray:
 
 
 def sentences(count: int, generator: np.random.Generator) -> list[str]:
-    ranks = generator.zipf(1.3, size=(count, WORDS_PER_MEMORY)) % VOCABULARY
+    ranks = STOP_WORDS + generator.zipf(1.1, size=(count, WORDS_PER_MEMORY)) % VOCABULARY
     return [" ".join(f"w{rank}" for rank in row) + f" n{i}" for i, row in enumerate(ranks)]
 
 

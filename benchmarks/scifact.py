@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import itertools
 import json
 import time
 from pathlib import Path
@@ -72,24 +73,46 @@ def _open(dsn: str, **overrides: Any) -> Any:
     return MemoryStore.open(load_settings(embedder="local", database_url=dsn, **overrides))
 
 
+async def _rankings(
+    store: MemoryStore, queries: list[dict[str, Any]]
+) -> dict[str, tuple[list[str], list[str]]]:
+    lists = {}
+    for query in queries:
+        vector = await store.recall(query["question"], namespace=NAMESPACE, k=100, mode="vector")
+        keyword = await store.recall(query["question"], namespace=NAMESPACE, k=100, mode="keyword")
+        lists[query["id"]] = ([h.key or "" for h in vector], [h.key or "" for h in keyword])
+    return lists
+
+
+def _fuse(
+    lists: dict[str, tuple[list[str], list[str]]], rrf_k: float, weight: float, depth: int
+) -> dict[str, list[str]]:
+    """The same reciprocal-rank fusion recall runs in SQL, over rankings fetched once."""
+    run = {}
+    for query_id, (vector, keyword) in lists.items():
+        fused: dict[str, float] = {}
+        for rank, doc in enumerate(vector[:depth], 1):
+            fused[doc] = fused.get(doc, 0.0) + 1.0 / (rrf_k + rank)
+        for rank, doc in enumerate(keyword[:depth], 1):
+            fused[doc] = fused.get(doc, 0.0) + weight / (rrf_k + rank)
+        run[query_id] = sorted(fused, key=lambda doc: -fused[doc])[:50]
+    return run
+
+
 async def tune(dsn: str, score: ModuleType, queries: list[dict[str, Any]]) -> dict[str, Any]:
-    best: tuple[float, dict[str, Any]] = (-1.0, {})
-    for depth in (50, 100):
-        for rrf_k in (60.0,):
-            async with await _open(dsn, hybrid_depth=depth, rrf_k=rrf_k) as store:
-                for keyword_weight in (0.75, 1.0, 1.5):
-                    ranked, _ = await run(store, queries, keyword_weight=keyword_weight)
-                    ndcg = score.score(queries, ranked, [10])["ALL"]["ndcg@10"]
-                    config = {
-                        "hybrid_depth": depth,
-                        "rrf_k": rrf_k,
-                        "keyword_weight": keyword_weight,
-                    }
-                    print(f"  train nDCG@10 {ndcg:.4f}  {config}")
-                    if ndcg > best[0]:
-                        best = (ndcg, config)
-    print(f"best on train: {best[1]} (nDCG@10 {best[0]:.4f})")
-    return best[1]
+    """Grid-search fusion constant, keyword weight and depth on the train claims."""
+    async with await _open(dsn) as store:
+        lists = await _rankings(store, queries)
+    grid = itertools.product((2.0, 5.0, 10.0, 20.0, 60.0), (0.75, 1.0, 1.25, 1.5, 2.0), (50, 100))
+    scored = []
+    for rrf_k, weight, depth in grid:
+        ndcg = score.score(queries, _fuse(lists, rrf_k, weight, depth), [10])["ALL"]["ndcg@10"]
+        scored.append((ndcg, {"rrf_k": rrf_k, "keyword_weight": weight, "hybrid_depth": depth}))
+    scored.sort(key=lambda item: -item[0])
+    for ndcg, config in scored[:5]:
+        print(f"  train nDCG@10 {ndcg:.4f}  {config}")
+    print(f"best on train: {scored[0][1]} (nDCG@10 {scored[0][0]:.4f})")
+    return scored[0][1]
 
 
 async def main() -> None:

@@ -65,7 +65,7 @@ async def test_modes_report_their_scores(filled: MemoryStore) -> None:
     assert top.content == MEMORIES[0]
     assert top.vector_score is not None
     assert top.keyword_score is not None
-    assert top.score == pytest.approx(1 / 61 + 1 / 61)
+    assert top.score == pytest.approx(1 / (5 + 1) + 1.25 / (5 + 1))  # default weights
 
 
 async def test_weights_change_the_order_as_documented(filled: MemoryStore) -> None:

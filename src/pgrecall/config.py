@@ -170,14 +170,15 @@ class Settings(BaseSettings):
     hybrid_vector_weight: float = Field(
         default=1.0, ge=0, description="weight of the vector ranking in hybrid fusion"
     )
+    # Fusion defaults tuned on SciFact's train claims (benchmarks/RESULTS.md).
     hybrid_keyword_weight: float = Field(
-        default=1.0, ge=0, description="weight of the keyword ranking in hybrid fusion"
+        default=1.25, ge=0, description="weight of the keyword ranking in hybrid fusion"
     )
     hybrid_depth: int = Field(
-        default=50, ge=1, le=1000, description="candidates taken from each ranking before fusion"
+        default=100, ge=1, le=1000, description="candidates taken from each ranking before fusion"
     )
     rrf_k: float = Field(
-        default=60.0, gt=0, description="reciprocal-rank-fusion constant: 1 / (rrf_k + rank)"
+        default=5.0, gt=0, description="reciprocal-rank-fusion constant: 1 / (rrf_k + rank)"
     )
     bm25_k1: float = Field(default=0.9, ge=0, description="BM25 term-frequency saturation")
     bm25_b: float = Field(default=0.4, ge=0, le=1, description="BM25 length normalisation")

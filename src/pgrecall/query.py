@@ -233,6 +233,7 @@ class QueryService:
                 params.add(size, "int"),
                 settings.bm25_k1,
                 settings.bm25_b,
+                small=exact,
             )
         if vector_sql is not None and keyword_sql is not None:
             ranking = fused(

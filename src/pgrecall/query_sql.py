@@ -46,12 +46,33 @@ def vector_ranking(
 
 
 def keyword_ranking(
-    params: SqlParams, scope: Scope, text: str, depth: str, k1: float, b: float
+    params: SqlParams, scope: Scope, text: str, depth: str, k1: float, b: float, *, small: bool
 ) -> str:
     """Top ``depth`` by BM25 over the scope. Any query word may match (OR), so natural
-    questions find memories; rare words weigh more (IDF over the namespaces in scope)."""
+    questions find memories; rare words weigh more (IDF over the namespaces in scope).
+
+    ``small`` scopes are read through the namespace btree first and matched row by row (the
+    GIN index would list matches from every namespace of the table); large ones use the GIN.
+    """
     k1_param = params.add(k1, "float8")
     b_param = params.add(b, "float8")
+    # N, the number of memories IDF is computed over: those in scope.
+    count = f"(SELECT count(*) FROM memories WHERE namespace = ANY({scope.namespaces}))"
+    if small:
+        count = "(SELECT count(*) FROM scoped)"
+        matched = f"""
+            scoped AS MATERIALIZED (
+                SELECT m.namespace, m.id, m.search FROM memories m WHERE {scope.conditions}
+            ),
+            matched AS MATERIALIZED (
+                SELECT s.namespace, s.id, s.search FROM scoped s, query WHERE s.search @@ query.tsq
+            )"""
+    else:
+        matched = f"""
+            matched AS MATERIALIZED (
+                SELECT m.namespace, m.id, m.search FROM memories m, query
+                WHERE {scope.conditions} AND m.search @@ query.tsq
+            )"""
     return f"""
         SELECT namespace, id, score, row_number() OVER (ORDER BY score DESC, id) AS rank
         FROM (
@@ -62,24 +83,22 @@ def keyword_ranking(
             ),
             query AS (
                 -- Lexemes never hold quotes or backslashes (the parser splits on them).
-                SELECT (SELECT string_agg('''' || lexeme || '''', ' | ') FROM terms)::tsquery
+                SELECT (SELECT array_agg(lexeme) FROM terms) AS lexemes,
+                       (SELECT string_agg('''' || lexeme || '''', ' | ') FROM terms)::tsquery
                        AS tsq
             ),
-            matched AS MATERIALIZED (
-                SELECT m.namespace, m.id, m.search FROM memories m, query
-                WHERE {scope.conditions} AND m.search @@ query.tsq
-            ),
+            {matched},
             postings AS (
                 SELECT d.namespace, d.id, t.lexeme, cardinality(t.positions) AS tf,
                        length(d.search) AS dl
-                FROM matched d, unnest(d.search) AS t
-                WHERE t.lexeme IN (SELECT lexeme FROM terms)
+                FROM matched d, query, unnest(d.search) AS t
+                WHERE t.lexeme = ANY(query.lexemes)
             ),
-            frequency AS (SELECT lexeme, count(*) AS df FROM postings GROUP BY lexeme),
+            frequency AS MATERIALIZED (
+                SELECT lexeme, count(*) AS df FROM postings GROUP BY lexeme
+            ),
             collection AS (
-                SELECT (SELECT count(*) FROM memories WHERE namespace = ANY({scope.namespaces}))
-                       AS n,
-                       (SELECT avg(length(search)) FROM matched) AS avgdl
+                SELECT {count} AS n, (SELECT avg(length(search)) FROM matched) AS avgdl
             )
             SELECT p.namespace, p.id,
                    sum(ln(1 + (c.n - f.df + 0.5) / (f.df + 0.5))
