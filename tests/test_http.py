@@ -80,7 +80,7 @@ def test_every_endpoint(agent: httpx.Client, admin: httpx.Client) -> None:
 
     recalled = agent.post(
         "/v1/recall",
-        json={"query": "Who is the user's sibling?", "namespaces": ["agent-a"], "k": 2},
+        json={"query": "What is the name of the sister?", "namespaces": ["agent-a"], "k": 2},
     ).json()
     assert recalled["hits"][0]["content"] == "The user's sister is called Maya."
     assert recalled["pending"] == 0
