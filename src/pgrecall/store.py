@@ -215,20 +215,14 @@ class MemoryStore:
             raise InvalidInputError("key names one memory: pass it per item with MemoryInput")
         raw = [content] if isinstance(content, str) else list(content)
         items = [
-            item
+            dataclasses.replace(
+                item,
+                metadata=item.metadata if item.metadata is not None else metadata,
+                expires_at=item.expires_at if item.expires_at is not None else expires_at,
+            )
             if isinstance(item, MemoryInput)
             else MemoryInput(content=item, key=key, metadata=metadata, expires_at=expires_at)
             for item in raw
-        ]
-        items = [
-            MemoryInput(
-                content=item.content,
-                namespace=item.namespace,
-                metadata=item.metadata if item.metadata is not None else metadata,
-                key=item.key,
-                expires_at=item.expires_at if item.expires_at is not None else expires_at,
-            )
-            for item in items
         ]
         prepared = prepare(
             items,
