@@ -30,7 +30,14 @@ from pgrecall.db.errors import database_errors
 from pgrecall.embedding.base import Embedder
 from pgrecall.errors import EmbeddingError, InvalidInputError, NotFoundError
 from pgrecall.filters import SqlParams, compile_filter
-from pgrecall.query_sql import HIT_COLUMNS, Scope, fused, keyword_ranking, vector_ranking
+from pgrecall.query_sql import (
+    HIT_COLUMNS,
+    Scope,
+    fused,
+    keyword_ranking,
+    shared_scope,
+    vector_ranking,
+)
 from pgrecall.records import MODES, Hit, RecallOptions, RecallResult
 from pgrecall.rerank import check_boosts, needs_candidates, rerank
 from pgrecall.spaces import SpaceRegistry
@@ -214,6 +221,8 @@ class QueryService:
         depth = max(settings.hybrid_depth, wanted)
         vector_sql = keyword_sql = None
         query = None
+        # A small scope read by both rankings is read once.
+        shared = exact and mode == "hybrid" and vector is not None and space_id is not None
         if mode in ("vector", "hybrid") and vector is not None and space_id is not None:
             query = params.add(vector, "vector")
             # Alone, the vector ranking is the answer; through HNSW it fetches a few more
@@ -222,7 +231,13 @@ class QueryService:
             if not exact:
                 size = max(size, options.k * CANDIDATE_FACTOR)
             vector_sql = vector_ranking(
-                params, scope, query, params.add(space_id, "int"), params.add(size, "int"), exact
+                params,
+                scope,
+                query,
+                params.add(space_id, "int"),
+                params.add(size, "int"),
+                exact,
+                shared=shared,
             )
         if mode in ("keyword", "hybrid"):
             size = wanted if mode == "keyword" else depth
@@ -234,6 +249,7 @@ class QueryService:
                 settings.bm25_k1,
                 settings.bm25_b,
                 small=exact,
+                shared=shared,
             )
         if vector_sql is not None and keyword_sql is not None:
             ranking = fused(
@@ -254,7 +270,8 @@ class QueryService:
         vector_score = f"-(m.embedding <#> {query})" if query else "f.vector_score"
         embedding = "m.embedding" if options.diversity > 0 else "NULL::vector"
         limit = params.add(wanted, "int")
-        sql = f"""
+        prefix = f"WITH {shared_scope(scope)}" if shared else ""
+        sql = f"""{prefix}
             SELECT pending.n AS pending, hits.* FROM
                 (SELECT count(*) AS n FROM memories
                  WHERE namespace = ANY({scope.namespaces}) AND status = 'pending') AS pending

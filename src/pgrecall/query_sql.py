@@ -22,12 +22,38 @@ class Scope:
     conditions: str  # namespace, expiry, created range and metadata filter, over alias m
 
 
+SHARED_SCOPE = "scoped"
+
+
+def shared_scope(scope: Scope) -> str:
+    """A CTE holding a small scope's rows once, for both rankings to read."""
+    return f"""
+        {SHARED_SCOPE} AS MATERIALIZED (
+            SELECT m.namespace, m.id, m.embedding, m.space_id, m.search FROM memories m
+            WHERE {scope.conditions}
+        )"""
+
+
 def vector_ranking(
-    params: SqlParams, scope: Scope, query: str, space: str, depth: str, exact: bool
+    params: SqlParams,
+    scope: Scope,
+    query: str,
+    space: str,
+    depth: str,
+    exact: bool,
+    *,
+    shared: bool = False,
 ) -> str:
-    """Top ``depth`` by inner product: exact sort, or HNSW with an exact re-sort."""
+    """Top ``depth`` by inner product: exact sort, or HNSW with an exact re-sort. ``shared``
+    reads the rows of ``shared_scope`` instead of the table."""
     where = f"{scope.conditions} AND m.embedding IS NOT NULL AND m.space_id = {space}"
-    if exact:
+    if shared:
+        inner = f"""
+            SELECT m.namespace, m.id, (m.embedding <#> {query}) AS distance
+            FROM {SHARED_SCOPE} m WHERE m.embedding IS NOT NULL AND m.space_id = {space}
+            ORDER BY (m.embedding <#> {query}), m.id LIMIT {depth}
+        """
+    elif exact:
         # "+ 0" keeps the planner off the HNSW index: the sort is exact.
         inner = f"""
             SELECT m.namespace, m.id, (m.embedding <#> {query}) AS distance FROM memories m
@@ -46,7 +72,15 @@ def vector_ranking(
 
 
 def keyword_ranking(
-    params: SqlParams, scope: Scope, text: str, depth: str, k1: float, b: float, *, small: bool
+    params: SqlParams,
+    scope: Scope,
+    text: str,
+    depth: str,
+    k1: float,
+    b: float,
+    *,
+    small: bool,
+    shared: bool = False,
 ) -> str:
     """Top ``depth`` by BM25 over the scope. Any query word may match (OR), so natural
     questions find memories; rare words weigh more (IDF over the namespaces in scope).
@@ -59,13 +93,12 @@ def keyword_ranking(
     # N, the number of memories IDF is computed over: those in scope.
     count = f"(SELECT count(*) FROM memories WHERE namespace = ANY({scope.namespaces}))"
     if small:
-        count = "(SELECT count(*) FROM scoped)"
-        matched = f"""
-            scoped AS MATERIALIZED (
-                SELECT m.namespace, m.id, m.search FROM memories m WHERE {scope.conditions}
-            ),
+        count = f"(SELECT count(*) FROM {SHARED_SCOPE})"
+        own_scope = "" if shared else shared_scope(scope) + ","
+        matched = f"""{own_scope}
             matched AS MATERIALIZED (
-                SELECT s.namespace, s.id, s.search FROM scoped s, query WHERE s.search @@ query.tsq
+                SELECT s.namespace, s.id, s.search FROM {SHARED_SCOPE} s, query
+                WHERE s.search @@ query.tsq
             )"""
     else:
         matched = f"""
