@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Self
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from pgrecall.records import Hit, Memory, Page, Remembered, Stats
+from pgrecall.records import Stats
 from pgrecall.validation import MAX_K, MAX_KEY_LENGTH, MAX_NAMESPACE_LENGTH
 
 Namespace = Field(min_length=1, max_length=MAX_NAMESPACE_LENGTH)
@@ -17,6 +17,17 @@ Status = Literal["pending", "embedded", "failed"]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class _FromRecord(BaseModel):
+    """A response body read from one of pgrecall's records (same field names)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    @classmethod
+    def of(cls, record: object) -> Self:
+        """The body for ``record``."""
+        return cls.model_validate(record)
 
 
 class MemoryIn(_Strict):
@@ -35,7 +46,7 @@ class RememberRequest(_Strict):
     memories: list[MemoryIn] = Field(min_length=1)
 
 
-class RememberedOut(BaseModel):
+class RememberedOut(_FromRecord):
     """What became of one memory: its id, whether it is new, embedded or pending."""
 
     id: UUID
@@ -43,16 +54,6 @@ class RememberedOut(BaseModel):
     created: bool
     status: Status
     error: str | None
-
-    @classmethod
-    def of(cls, result: Remembered) -> RememberedOut:
-        return cls(
-            id=result.id,
-            namespace=result.namespace,
-            created=result.created,
-            status=result.status,
-            error=result.error,
-        )
 
 
 class RememberResponse(BaseModel):
@@ -80,7 +81,7 @@ class RecallRequest(_Strict):
     importance: str | None = Field(default=None, min_length=1, max_length=256)
 
 
-class HitOut(BaseModel):
+class HitOut(_FromRecord):
     """A recalled memory, score = inner product (cosine) in [-1, 1]."""
 
     id: UUID
@@ -94,21 +95,6 @@ class HitOut(BaseModel):
     vector_score: float | None
     keyword_score: float | None
 
-    @classmethod
-    def of(cls, hit: Hit) -> HitOut:
-        return cls(
-            id=hit.id,
-            namespace=hit.namespace,
-            content=hit.content,
-            score=hit.score,
-            metadata=hit.metadata,
-            key=hit.key,
-            created_at=hit.created_at,
-            expires_at=hit.expires_at,
-            vector_score=hit.vector_score,
-            keyword_score=hit.keyword_score,
-        )
-
 
 class RecallResponse(BaseModel):
     """Hits best first; ``pending`` memories in scope are not searchable by meaning yet;
@@ -121,7 +107,7 @@ class RecallResponse(BaseModel):
     degraded: bool
 
 
-class MemoryOut(BaseModel):
+class MemoryOut(_FromRecord):
     """A stored memory."""
 
     id: UUID
@@ -135,31 +121,12 @@ class MemoryOut(BaseModel):
     status: Status
     embed_error: str | None
 
-    @classmethod
-    def of(cls, memory: Memory) -> MemoryOut:
-        return cls(
-            id=memory.id,
-            namespace=memory.namespace,
-            content=memory.content,
-            metadata=memory.metadata,
-            key=memory.key,
-            created_at=memory.created_at,
-            updated_at=memory.updated_at,
-            expires_at=memory.expires_at,
-            status=memory.status,
-            embed_error=memory.embed_error,
-        )
 
-
-class PageOut(BaseModel):
+class PageOut(_FromRecord):
     """Memories newest first; pass ``next_cursor`` as ``cursor`` for the next page."""
 
     memories: list[MemoryOut]
     next_cursor: str | None
-
-    @classmethod
-    def of(cls, page: Page) -> PageOut:
-        return cls(memories=[MemoryOut.of(m) for m in page.memories], next_cursor=page.next_cursor)
 
 
 class MemoryPatch(_Strict):
@@ -183,7 +150,7 @@ class ForgetResponse(BaseModel):
     forgotten: int
 
 
-class NamespaceStatsOut(BaseModel):
+class NamespaceStatsOut(_FromRecord):
     """Counts of one namespace."""
 
     namespace: str
@@ -213,16 +180,7 @@ class StatsOut(BaseModel):
             failed=stats.failed,
             oldest_pending_seconds=stats.oldest_pending_seconds,
             space=stats.space.describe() if stats.space else None,
-            namespaces=[
-                NamespaceStatsOut(
-                    namespace=n.namespace,
-                    memories=n.memories,
-                    embedded=n.embedded,
-                    pending=n.pending,
-                    failed=n.failed,
-                )
-                for n in stats.namespaces
-            ],
+            namespaces=[NamespaceStatsOut.of(n) for n in stats.namespaces],
         )
 
 
