@@ -35,7 +35,8 @@ from pgrecall.query_sql import (
     Scope,
     fused,
     keyword_ranking,
-    shared_scope,
+    query_terms,
+    small_scope,
     vector_ranking,
 )
 from pgrecall.records import MODES, Hit, RecallOptions, RecallResult
@@ -219,42 +220,42 @@ class QueryService:
         reranking = needs_candidates(options)
         wanted = max(options.k, settings.hybrid_depth) if reranking else options.k
         depth = max(settings.hybrid_depth, wanted)
-        vector_sql = keyword_sql = None
-        query = None
-        # A small scope read by both rankings is read once.
-        shared = exact and mode == "hybrid" and vector is not None and space_id is not None
+        ctes: list[str] = []
+        vector_ranked = keyword_ranked = None
+        query = space = None
         if mode in ("vector", "hybrid") and vector is not None and space_id is not None:
             query = params.add(vector, "vector")
+            space = params.add(space_id, "int")
+        keywords = mode in ("keyword", "hybrid")
+        if keywords:
+            ctes.extend(query_terms(params.add(text, "text")))
+        # A small scope that keywords must read is read once, for both rankings.
+        scoped = exact and keywords
+        if scoped:
+            ctes.append(small_scope(scope, query, space, keywords))
+        if query is not None and space is not None:
             # Alone, the vector ranking is the answer; through HNSW it fetches a few more
             # candidates than asked, for the exact re-sort.
             size = wanted if mode == "vector" else depth
             if not exact:
                 size = max(size, options.k * CANDIDATE_FACTOR)
-            vector_sql = vector_ranking(
-                params,
-                scope,
-                query,
-                params.add(space_id, "int"),
-                params.add(size, "int"),
-                exact,
-                shared=shared,
-            )
-        if mode in ("keyword", "hybrid"):
+            plan = "scoped" if scoped else "exact" if exact else "hnsw"
+            vector_ranked = vector_ranking(scope, query, space, params.add(size, "int"), plan)
+        if keywords:
             size = wanted if mode == "keyword" else depth
-            keyword_sql = keyword_ranking(
+            keyword_ranked = keyword_ranking(
                 params,
                 scope,
-                params.add(text, "text"),
                 params.add(size, "int"),
                 settings.bm25_k1,
                 settings.bm25_b,
                 small=exact,
-                shared=shared,
             )
-        if vector_sql is not None and keyword_sql is not None:
+            ctes.extend(keyword_ranked.ctes)
+        if vector_ranked is not None and keyword_ranked is not None:
             ranking = fused(
-                vector_sql,
-                keyword_sql,
+                vector_ranked,
+                keyword_ranked,
                 (
                     params.add(
                         _weight(options.vector_weight, settings.hybrid_vector_weight), "float8"
@@ -266,11 +267,11 @@ class QueryService:
                 params.add(settings.rrf_k, "float8"),
             )
         else:
-            ranking = fused(vector_sql, keyword_sql, ("", ""), "")
+            ranking = fused(vector_ranked, keyword_ranked, ("", ""), "")
         vector_score = f"-(m.embedding <#> {query})" if query else "f.vector_score"
         embedding = "m.embedding" if options.diversity > 0 else "NULL::vector"
         limit = params.add(wanted, "int")
-        prefix = f"WITH {shared_scope(scope)}" if shared else ""
+        prefix = "WITH " + ",\n".join(ctes) if ctes else ""
         sql = f"""{prefix}
             SELECT pending.n AS pending, hits.* FROM
                 (SELECT count(*) AS n FROM memories
@@ -278,10 +279,10 @@ class QueryService:
                 LEFT JOIN LATERAL (
                     SELECT {HIT_COLUMNS}, f.fused AS score, {vector_score} AS vector_score,
                            f.keyword_score, {embedding} AS embedding
-                    FROM ({ranking}) AS f
+                    FROM (SELECT * FROM ({ranking}) AS ranked
+                          ORDER BY fused DESC, vector_score DESC NULLS LAST, id
+                          LIMIT {limit}) AS f
                     JOIN memories m ON m.namespace = f.namespace AND m.id = f.id
-                    ORDER BY f.fused DESC, {vector_score} DESC NULLS LAST, f.id
-                    LIMIT {limit}
                 ) AS hits ON TRUE
             ORDER BY hits.score DESC NULLS LAST, hits.vector_score DESC NULLS LAST, hits.id
         """

@@ -1,7 +1,12 @@
 """SQL of recall: the vector ranking, the keyword (BM25) ranking, and their fusion.
 
 Everything is built here from fixed text plus bound parameters; user values never reach the SQL
-text. Each builder returns a subquery with columns (namespace, id, score, rank).
+text. A ranking is a list of named subqueries (CTEs) plus a select with columns
+(namespace, id, score, rank); the caller joins the CTEs of every ranking into one WITH.
+
+Small scopes (the exact plan) are read once, through the namespace btree, into ``scoped``: one
+narrow row per memory holding what the rankings need (the distance to the query vector, and
+the tsvector only where it matches), so neither ranking copies 1.5 kB vectors around.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from pgrecall.filters import SqlParams
 
 # A scoped row's columns for a hit.
 HIT_COLUMNS = "m.id, m.namespace, m.content, m.metadata, m.key, m.created_at, m.expires_at"
+SCOPED = "scoped"
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,147 +28,151 @@ class Scope:
     conditions: str  # namespace, expiry, created range and metadata filter, over alias m
 
 
-SHARED_SCOPE = "scoped"
+@dataclass(frozen=True, slots=True)
+class Ranking:
+    ctes: tuple[str, ...]  # "name AS (...)" subqueries the select reads
+    select: str  # columns namespace, id, score, rank
 
 
-def shared_scope(scope: Scope) -> str:
-    """A CTE holding a small scope's rows once, for both rankings to read."""
-    return f"""
-        {SHARED_SCOPE} AS MATERIALIZED (
-            SELECT m.namespace, m.id, m.embedding, m.space_id, m.search FROM memories m
-            WHERE {scope.conditions}
+def query_terms(text: str) -> tuple[str, ...]:
+    """CTEs ``terms`` (the query's distinct lexemes) and ``query`` (their OR tsquery)."""
+    return (
+        f"""terms AS (
+            SELECT DISTINCT lexeme
+            FROM unnest(tsvector_to_array(to_tsvector(pgrecall_text_config(), {text}))) AS lexeme
+        )""",
+        # Lexemes never hold quotes or backslashes (the parser splits on them).
+        """query AS (
+            SELECT (SELECT array_agg(lexeme) FROM terms) AS lexemes,
+                   (SELECT string_agg('''' || lexeme || '''', ' | ') FROM terms)::tsquery AS tsq
+        )""",
+    )
+
+
+def small_scope(scope: Scope, vector: str | None, space: str | None, keywords: bool) -> str:
+    """The ``scoped`` CTE: the small scope's rows, narrowed to what the rankings read."""
+    columns = ["m.namespace", "m.id", "length(m.search) AS dl"]
+    sources = "memories m"
+    if vector is not None and space is not None:
+        # The schema guarantees a vector wherever space_id is set.
+        columns.append(
+            f"CASE WHEN m.space_id = {space} THEN m.embedding <#> {vector} END AS distance"
+        )
+    if keywords:
+        columns.append("CASE WHEN m.search @@ query.tsq THEN m.search END AS search")
+        sources += ", query"
+    return f"""{SCOPED} AS MATERIALIZED (
+            SELECT {", ".join(columns)} FROM {sources} WHERE {scope.conditions}
         )"""
 
 
-def vector_ranking(
-    params: SqlParams,
-    scope: Scope,
-    query: str,
-    space: str,
-    depth: str,
-    exact: bool,
-    *,
-    shared: bool = False,
-) -> str:
-    """Top ``depth`` by inner product: exact sort, or HNSW with an exact re-sort. ``shared``
-    reads the rows of ``shared_scope`` instead of the table."""
+def vector_ranking(scope: Scope, vector: str, space: str, depth: str, plan: str) -> Ranking:
+    """Top ``depth`` by inner product. ``plan``: "scoped" reads the ``scoped`` CTE, "exact"
+    sorts the scope read through the namespace btree, "hnsw" walks the HNSW index (the caller
+    re-sorts its candidates exactly)."""
     where = f"{scope.conditions} AND m.embedding IS NOT NULL AND m.space_id = {space}"
-    if shared:
+    if plan == "scoped":
         inner = f"""
-            SELECT m.namespace, m.id, (m.embedding <#> {query}) AS distance
-            FROM {SHARED_SCOPE} m WHERE m.embedding IS NOT NULL AND m.space_id = {space}
-            ORDER BY (m.embedding <#> {query}), m.id LIMIT {depth}
+            SELECT s.namespace, s.id, s.distance FROM {SCOPED} s WHERE s.distance IS NOT NULL
+            ORDER BY s.distance, s.id LIMIT {depth}
         """
-    elif exact:
+    elif plan == "exact":
         # "+ 0" keeps the planner off the HNSW index: the sort is exact.
         inner = f"""
-            SELECT m.namespace, m.id, (m.embedding <#> {query}) AS distance FROM memories m
-            WHERE {where} ORDER BY (m.embedding <#> {query}) + 0, m.id LIMIT {depth}
+            SELECT m.namespace, m.id, (m.embedding <#> {vector}) AS distance FROM memories m
+            WHERE {where} ORDER BY (m.embedding <#> {vector}) + 0, m.id LIMIT {depth}
         """
     else:
         inner = f"""
-            SELECT m.namespace, m.id, (m.embedding <#> {query}) AS distance FROM memories m
-            WHERE {where} ORDER BY m.embedding <#> {query} LIMIT {depth}
+            SELECT m.namespace, m.id, (m.embedding <#> {vector}) AS distance FROM memories m
+            WHERE {where} ORDER BY m.embedding <#> {vector} LIMIT {depth}
         """
-    return f"""
-        SELECT namespace, id, -distance AS score,
-               row_number() OVER (ORDER BY distance, id) AS rank
-        FROM ({inner}) AS nearest
-    """
+    return Ranking(
+        ctes=(),
+        select=f"""
+            SELECT namespace, id, -distance AS score,
+                   row_number() OVER (ORDER BY distance, id) AS rank
+            FROM ({inner}) AS nearest
+        """,
+    )
 
 
 def keyword_ranking(
-    params: SqlParams,
-    scope: Scope,
-    text: str,
-    depth: str,
-    k1: float,
-    b: float,
-    *,
-    small: bool,
-    shared: bool = False,
-) -> str:
-    """Top ``depth`` by BM25 over the scope. Any query word may match (OR), so natural
-    questions find memories; rare words weigh more (IDF over the namespaces in scope).
+    params: SqlParams, scope: Scope, depth: str, k1: float, b: float, *, small: bool
+) -> Ranking:
+    """Top ``depth`` by BM25 over the scope; needs the ``query_terms`` CTEs (and, when
+    ``small``, the ``scoped`` one built with keywords). Any query word may match (OR), so
+    natural questions find memories; rare words weigh more (IDF over the namespaces in scope).
 
-    ``small`` scopes are read through the namespace btree first and matched row by row (the
-    GIN index would list matches from every namespace of the table); large ones use the GIN.
+    Small scopes are matched row by row in ``scoped`` (the GIN index would list matches from
+    every namespace of the table); large ones use the GIN index.
     """
     k1_param = params.add(k1, "float8")
     b_param = params.add(b, "float8")
-    # N, the number of memories IDF is computed over: those in scope.
-    count = f"(SELECT count(*) FROM memories WHERE namespace = ANY({scope.namespaces}))"
     if small:
-        count = f"(SELECT count(*) FROM {SHARED_SCOPE})"
-        own_scope = "" if shared else shared_scope(scope) + ","
-        matched = f"""{own_scope}
-            matched AS MATERIALIZED (
-                SELECT s.namespace, s.id, s.search FROM {SHARED_SCOPE} s, query
-                WHERE s.search @@ query.tsq
+        # N, the number of memories IDF is computed over: those in scope.
+        count = f"(SELECT count(*) FROM {SCOPED})"
+        matched = f"""matched AS MATERIALIZED (
+                SELECT s.namespace, s.id, s.search, s.dl FROM {SCOPED} s
+                WHERE s.search IS NOT NULL
             )"""
     else:
-        matched = f"""
-            matched AS MATERIALIZED (
-                SELECT m.namespace, m.id, m.search FROM memories m, query
+        count = f"(SELECT count(*) FROM memories WHERE namespace = ANY({scope.namespaces}))"
+        matched = f"""matched AS MATERIALIZED (
+                SELECT m.namespace, m.id, m.search, length(m.search) AS dl FROM memories m, query
                 WHERE {scope.conditions} AND m.search @@ query.tsq
             )"""
-    return f"""
-        SELECT namespace, id, score, row_number() OVER (ORDER BY score DESC, id) AS rank
-        FROM (
-            WITH terms AS (
-                SELECT DISTINCT lexeme
-                FROM unnest(tsvector_to_array(to_tsvector(pgrecall_text_config(), {text})))
-                     AS lexeme
-            ),
-            query AS (
-                -- Lexemes never hold quotes or backslashes (the parser splits on them).
-                SELECT (SELECT array_agg(lexeme) FROM terms) AS lexemes,
-                       (SELECT string_agg('''' || lexeme || '''', ' | ') FROM terms)::tsquery
-                       AS tsq
-            ),
-            {matched},
-            postings AS (
-                SELECT d.namespace, d.id, t.lexeme, cardinality(t.positions) AS tf,
-                       length(d.search) AS dl
-                FROM matched d, query, unnest(d.search) AS t
-                WHERE t.lexeme = ANY(query.lexemes)
-            ),
-            frequency AS MATERIALIZED (
-                SELECT lexeme, count(*) AS df FROM postings GROUP BY lexeme
-            ),
-            collection AS (
-                SELECT {count} AS n, (SELECT avg(length(search)) FROM matched) AS avgdl
-            )
-            SELECT p.namespace, p.id,
-                   sum(ln(1 + (c.n - f.df + 0.5) / (f.df + 0.5))
-                       * p.tf * ({k1_param} + 1)
-                       / (p.tf + {k1_param} * (1 - {b_param} + {b_param} * p.dl
-                                               / greatest(c.avgdl, 1))))
-                   AS score
-            FROM postings p JOIN frequency f USING (lexeme), collection c
-            GROUP BY p.namespace, p.id
-            ORDER BY score DESC, p.id
-            LIMIT {depth}
-        ) AS best
-    """
+    postings = """postings AS MATERIALIZED (
+            -- Only the query's lexemes are unnested: they are marked with weight A, kept.
+            SELECT d.namespace, d.id, t.lexeme, cardinality(t.positions)::float8 AS tf,
+                   d.dl::float8 AS dl
+            FROM matched d, query,
+                 unnest(ts_filter(setweight(d.search, 'A', query.lexemes), '{a}')) AS t
+        )"""
+    frequency = """frequency AS (
+            SELECT lexeme, count(*)::float8 AS df FROM postings GROUP BY lexeme
+        )"""
+    collection = f"""collection AS (
+            SELECT {count}::float8 AS n, (SELECT avg(dl) FROM matched)::float8 AS avgdl
+        )"""
+    return Ranking(
+        ctes=(matched, postings, frequency, collection),
+        select=f"""
+            SELECT namespace, id, score, row_number() OVER (ORDER BY score DESC, id) AS rank
+            FROM (
+                SELECT p.namespace, p.id,
+                       sum(ln(1 + (c.n - f.df + 0.5) / (f.df + 0.5))
+                           * p.tf * ({k1_param} + 1)
+                           / (p.tf + {k1_param} * (1 - {b_param} + {b_param} * p.dl
+                                                   / greatest(c.avgdl, 1))))
+                       AS score
+                FROM postings p JOIN frequency f USING (lexeme), collection c
+                GROUP BY p.namespace, p.id
+                ORDER BY score DESC, p.id
+                LIMIT {depth}
+            ) AS best
+        """,
+    )
 
 
-def fused(vector: str | None, keyword: str | None, weights: tuple[str, str], rrf_k: str) -> str:
+def fused(
+    vector: Ranking | None, keyword: Ranking | None, weights: tuple[str, str], rrf_k: str
+) -> str:
     """Reciprocal-rank fusion of the rankings given (one of them may be absent)."""
-    if vector is None and keyword is None:
-        raise ValueError("fusion needs at least one ranking")
-    if keyword is None:
+    if keyword is None and vector is not None:
         return f"""SELECT namespace, id, score AS vector_score, NULL::float8 AS keyword_score,
-                          score AS fused FROM ({vector}) AS v"""
-    if vector is None:
+                          score AS fused FROM ({vector.select}) AS v"""
+    if vector is None and keyword is not None:
         return f"""SELECT namespace, id, NULL::float8 AS vector_score, score AS keyword_score,
-                          score AS fused FROM ({keyword}) AS k"""
+                          score AS fused FROM ({keyword.select}) AS k"""
+    if vector is None or keyword is None:
+        raise ValueError("fusion needs at least one ranking")
     vector_weight, keyword_weight = weights
     return f"""
         SELECT coalesce(v.namespace, k.namespace) AS namespace, coalesce(v.id, k.id) AS id,
                v.score AS vector_score, k.score AS keyword_score,
                coalesce({vector_weight} / ({rrf_k} + v.rank), 0)
                + coalesce({keyword_weight} / ({rrf_k} + k.rank), 0) AS fused
-        FROM ({vector}) AS v FULL OUTER JOIN ({keyword}) AS k
+        FROM ({vector.select}) AS v FULL OUTER JOIN ({keyword.select}) AS k
              ON v.namespace = k.namespace AND v.id = k.id
     """
