@@ -62,6 +62,7 @@ async def test_large_namespace_uses_the_index_and_stays_near_exact(
     big = [f"big memory {i}" for i in range(BIG)]
     await plan_store.remember(big, namespace="everyone")
     await plan_store.remember([f"other {i}" for i in range(500)], namespace="neighbour")
+    assert await plan_store.index() == BIG  # the large namespace only, not its neighbour
     overlaps = []
     for query in (f"question {i}" for i in range(10)):
         approximate = await plan_store.recall(query, namespace="everyone", k=10, mode="vector")

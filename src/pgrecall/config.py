@@ -167,6 +167,12 @@ class Settings(BaseSettings):
         ge=0,
         description="namespaces up to this size are searched exactly; larger ones by HNSW",
     )
+    index_sweep_seconds: float = Field(
+        default=30.0, gt=0, description="how often the worker looks for large namespaces to index"
+    )
+    index_batch_size: int = Field(
+        default=1000, ge=1, le=100_000, description="rows moved into the HNSW graph per transaction"
+    )
     hybrid_vector_weight: float = Field(
         default=1.0, ge=0, description="weight of the vector ranking in hybrid fusion"
     )

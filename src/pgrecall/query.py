@@ -4,13 +4,15 @@ Modes: ``vector`` (inner product), ``keyword`` (BM25 over the tsvector, needs no
 ``hybrid`` (default: reciprocal-rank fusion of both, weights and depth in settings). In hybrid
 mode a transient embedder failure falls back to keywords (``degraded=True``) instead of failing.
 
-The plan depends on how many memories the namespaces in scope hold. A global HNSW index with a
+The plan depends on how many memories each namespace in scope holds. A graph index with a
 namespace filter returns almost nothing for a small namespace inside a large table (measured:
 0.4 rows of 10), so:
-- up to ``exact_scan_max_rows`` memories: the namespace btree, then an exact sort by inner
-  product (``ORDER BY (embedding <#> q) + 0`` keeps the planner off the HNSW index). Exact.
-- larger: the HNSW index with ``hnsw.iterative_scan = relaxed_order`` (it keeps scanning until
-  enough rows pass the filter), a generous candidate list, then an exact re-sort.
+- no namespace above ``exact_scan_max_rows`` memories: the namespace btree, then an exact sort
+  by inner product (``ORDER BY (embedding <#> q) + 0`` keeps the planner off the HNSW index).
+- a larger one: the partial HNSW index, which holds the rows of large namespaces (indexer.py),
+  with ``hnsw.iterative_scan = relaxed_order`` (it keeps scanning until enough rows pass the
+  filter) and a generous candidate list, merged with an exact sort of the scope's rows not in
+  the graph yet, then an exact re-sort.
 ``exact=True`` forces the exact plan at any size.
 
 Namespace sizes are counted with a bounded query and cached for a few seconds per process.
@@ -184,7 +186,8 @@ class QueryService:
                 mode = "keyword" if mode == "hybrid" else mode
                 if mode == "vector":
                     return RecallResult(hits=())
-        exact = options.exact or sum(sizes.values()) <= self._settings.exact_scan_max_rows
+        # Only large namespaces have rows in the graph (indexer.py): without one, it is no help.
+        exact = options.exact or max(sizes.values()) <= self._settings.exact_scan_max_rows
         rows = await self._fetch(text, names, vector, space_id, mode, exact, options)
         pending = rows[0]["pending"] if rows else 0
         hits = [_hit(row) for row in rows if row["id"] is not None]

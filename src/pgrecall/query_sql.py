@@ -68,8 +68,8 @@ def small_scope(scope: Scope, vector: str | None, space: str | None, keywords: b
 
 def vector_ranking(scope: Scope, vector: str, space: str, depth: str, plan: str) -> Ranking:
     """Top ``depth`` by inner product. ``plan``: "scoped" reads the ``scoped`` CTE, "exact"
-    sorts the scope read through the namespace btree, "hnsw" walks the HNSW index (the caller
-    re-sorts its candidates exactly)."""
+    sorts the scope read through the namespace btree, "hnsw" walks the HNSW index and adds the
+    rows not in it yet (the caller re-sorts the candidates exactly)."""
     where = f"{scope.conditions} AND m.embedding IS NOT NULL AND m.space_id = {space}"
     if plan == "scoped":
         inner = f"""
@@ -83,9 +83,18 @@ def vector_ranking(scope: Scope, vector: str, space: str, depth: str, plan: str)
             WHERE {where} ORDER BY (m.embedding <#> {vector}) + 0, m.id LIMIT {depth}
         """
     else:
+        # The graph holds the rows of large namespaces (see indexer.py); rows it has not taken
+        # in yet are few and are sorted exactly, so new memories are found at once.
         inner = f"""
-            SELECT m.namespace, m.id, (m.embedding <#> {vector}) AS distance FROM memories m
-            WHERE {where} ORDER BY m.embedding <#> {vector} LIMIT {depth}
+            SELECT * FROM (
+                (SELECT m.namespace, m.id, (m.embedding <#> {vector}) AS distance
+                 FROM memories m WHERE m.hnsw_indexed AND {where}
+                 ORDER BY m.embedding <#> {vector} LIMIT {depth})
+                UNION ALL
+                (SELECT m.namespace, m.id, (m.embedding <#> {vector}) AS distance
+                 FROM memories m WHERE NOT m.hnsw_indexed AND {where}
+                 ORDER BY (m.embedding <#> {vector}) + 0, m.id LIMIT {depth})
+            ) AS candidates ORDER BY distance, id LIMIT {depth}
         """
     return Ranking(
         ctes=(),

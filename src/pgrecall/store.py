@@ -30,6 +30,7 @@ from pgrecall.errors import (
     SchemaError,
 )
 from pgrecall.health import EmbedderHealth
+from pgrecall.indexer import Indexer
 from pgrecall.ingest import IngestionService, prepare
 from pgrecall.query import NamespaceSizes, QueryService
 from pgrecall.records import (
@@ -102,13 +103,20 @@ class MemoryStore:
         self._updates = UpdateService(pool, embedder, self._spaces, self.templates, settings)
         self._query = QueryService(pool, embedder, self._spaces, self._sizes, settings)
         self.worker = EmbeddingWorker(pool, dsn, embedder, self._spaces, health, settings)
+        self.indexer = Indexer(pool, settings)
         self._stop_worker = asyncio.Event()
         self._worker_task: asyncio.Task[None] | None = None
 
     def start_worker(self) -> None:
-        """Run the embedding worker as a background task of this store (idempotent)."""
+        """Run the embedding worker and the indexer as a background task of this store
+        (idempotent)."""
         if self._worker_task is None:
-            self._worker_task = asyncio.create_task(self.worker.run(self._stop_worker))
+            self._worker_task = asyncio.create_task(self._background())
+
+    async def _background(self) -> None:
+        await asyncio.gather(
+            self.worker.run(self._stop_worker), self.indexer.run(self._stop_worker)
+        )
 
     async def _stop_worker_task(self) -> None:
         """Let the worker finish its batch; roll it back if that takes too long."""
@@ -352,6 +360,12 @@ class MemoryStore:
     async def pending_count(self) -> int:
         """Memories waiting for a vector, in every namespace."""
         return await self._catalog.pending_count()
+
+    async def index(self, *, rebuild: bool = False) -> int:
+        """Move the rows of large namespaces into the HNSW graph now instead of waiting for
+        the worker; ``rebuild`` rebuilds the graph in one pass (after a bulk load). Returns
+        the rows moved."""
+        return await self.indexer.catch_up(rebuild=rebuild)
 
     async def retry_failed(self, *, namespace: str | None = None) -> int:
         """Queue failed memories again (after pulling the model, say); returns how many."""

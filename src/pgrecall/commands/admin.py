@@ -100,9 +100,26 @@ def pull_command(
     out.print(f"{name} is ready")
 
 
+@app.command("index")
+def index_command(
+    rebuild: bool = typer.Option(
+        False, "--rebuild", help="rebuild the HNSW graph in one pass (fastest after a bulk load)"
+    ),
+) -> None:
+    """Move the memories of large namespaces into the HNSW graph now (the worker does it in
+    the background otherwise)."""
+
+    async def work(store: MemoryStore) -> None:
+        moved = await store.index(rebuild=rebuild)
+        out.print(f"{moved} memories moved into the HNSW graph", highlight=False)
+
+    with_store(work, settings(worker=False))
+
+
 @app.command("worker")
 def worker_command() -> None:
-    """Embed pending memories until SIGINT or SIGTERM (the batch in hand is finished first)."""
+    """Embed pending memories and index large namespaces until SIGINT or SIGTERM (the batch
+    in hand is finished first)."""
 
     async def work(store: MemoryStore) -> None:
         stop = asyncio.Event()

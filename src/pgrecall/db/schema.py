@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pgvector.sqlalchemy import VECTOR
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     Column,
     Computed,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     func,
     text,
 )
@@ -95,6 +97,8 @@ def build_metadata(dimensions: int) -> MetaData:
             Computed("to_tsvector(pgrecall_text_config(), COALESCE(search_text, content))"),
         ),
         Column("embed_after", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        # In the HNSW graph: set by the indexer for rows of large namespaces (migration 0005).
+        Column("hnsw_indexed", Boolean, nullable=False, server_default=false()),
         PrimaryKeyConstraint("namespace", "id", name="memories_pkey"),
         CheckConstraint("namespace <> ''", name="memories_namespace_not_empty"),
         CheckConstraint("jsonb_typeof(metadata) = 'object'", name="memories_metadata_is_object"),
@@ -140,6 +144,12 @@ def build_metadata(dimensions: int) -> MetaData:
             postgresql_using="hnsw",
             postgresql_with={"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION},
             postgresql_ops={"embedding": "vector_ip_ops"},
+            postgresql_where=text("hnsw_indexed"),
+        ),
+        Index(
+            "memories_unindexed_namespace",
+            "namespace",
+            postgresql_where=text("NOT hnsw_indexed AND embedding IS NOT NULL"),
         ),
     )
     return metadata

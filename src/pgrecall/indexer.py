@@ -1,0 +1,130 @@
+"""The indexer: moves the memories of large namespaces into the HNSW graph, in the background.
+
+The HNSW index is partial (``WHERE hnsw_indexed``, migration 0005). Writes never pay for the
+graph; a namespace that reaches ``exact_scan_max_rows`` memories has its rows flagged here, a
+batch per transaction (``SKIP LOCKED``, so several workers share the work), and stays in the
+graph from then on. Small namespaces are searched exactly and never enter it. Recall merges the
+graph's candidates with an exact scan of the scope's unflagged rows, so results are right at
+any point; the indexer only makes large namespaces fast.
+
+``catch_up(rebuild=True)`` is for bulk loads: it flags every row at once and builds the graph
+in one parallel ``CREATE INDEX``, which is several times faster than growing it row by row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import asyncpg
+
+from pgrecall.config import Settings
+from pgrecall.db.errors import database_errors
+from pgrecall.db.schema import HNSW_EF_CONSTRUCTION, HNSW_INDEX, HNSW_M
+from pgrecall.errors import DatabaseUnavailableError
+
+logger = logging.getLogger(__name__)
+
+# Namespaces with rows outside the graph that are (or once were) large: either many unflagged
+# rows, or at least $1 rows in all.
+_LARGE_WITH_BACKLOG = """
+    SELECT u.namespace FROM (
+        SELECT namespace, count(*) AS unindexed FROM memories
+        WHERE NOT hnsw_indexed AND embedding IS NOT NULL GROUP BY namespace
+    ) AS u
+    WHERE u.unindexed >= $1
+       OR (SELECT count(*) FROM (SELECT 1 FROM memories m WHERE m.namespace = u.namespace
+                                 LIMIT $1) AS bounded) >= $1
+    ORDER BY u.namespace
+"""
+
+_FLAG_BATCH = """
+    UPDATE memories m SET hnsw_indexed = true
+    FROM (SELECT namespace, id FROM memories
+          WHERE namespace = $1 AND NOT hnsw_indexed AND embedding IS NOT NULL
+          LIMIT $2 FOR UPDATE SKIP LOCKED) AS batch
+    WHERE m.namespace = batch.namespace AND m.id = batch.id
+"""
+
+_FLAG_ALL = """
+    UPDATE memories SET hnsw_indexed = true
+    WHERE namespace = ANY($1::text[]) AND NOT hnsw_indexed AND embedding IS NOT NULL
+"""
+
+CREATE_HNSW = (
+    f"CREATE INDEX {HNSW_INDEX} ON memories USING hnsw (embedding vector_ip_ops) "
+    f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION}) WHERE hnsw_indexed"
+)
+
+
+class Indexer:
+    """Flags the rows of large namespaces so the partial HNSW index takes them in."""
+
+    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
+        self._pool = pool
+        self._settings = settings
+
+    async def large_namespaces_behind(self) -> list[str]:
+        """Namespaces at or above the exact-scan limit with rows not yet in the graph."""
+        # Larger than the exact-scan limit, as recall counts it (query.py).
+        threshold = self._settings.exact_scan_max_rows + 1
+        with database_errors():
+            rows = await self._pool.fetch(_LARGE_WITH_BACKLOG, threshold)
+        return [row["namespace"] for row in rows]
+
+    async def flag_batch(self, namespace: str) -> int:
+        """Move one batch of ``namespace``'s rows into the graph; returns how many."""
+        with database_errors():
+            status = await self._pool.execute(
+                _FLAG_BATCH, namespace, self._settings.index_batch_size
+            )
+        return int(status.split()[-1])
+
+    async def catch_up(
+        self,
+        *,
+        rebuild: bool = False,
+        maintenance_work_mem: str = "1GB",
+        stop: asyncio.Event | None = None,
+    ) -> int:
+        """Index every large namespace's backlog now (or until ``stop`` is set); returns the
+        rows flagged. ``rebuild`` drops the graph and builds it again in one pass (for bulk
+        loads; recall on large namespaces is exact, so slow, while it runs)."""
+        namespaces = await self.large_namespaces_behind()
+        if rebuild:
+            return await self._rebuild(namespaces, maintenance_work_mem)
+        flagged = 0
+        for namespace in namespaces:
+            while not (stop and stop.is_set()) and (moved := await self.flag_batch(namespace)):
+                flagged += moved
+        return flagged
+
+    async def _rebuild(self, namespaces: list[str], maintenance_work_mem: str) -> int:
+        with database_errors():
+            async with self._pool.acquire() as connection:
+                await connection.execute(f"DROP INDEX IF EXISTS {HNSW_INDEX}")
+                try:
+                    status = await connection.execute(_FLAG_ALL, namespaces)
+                finally:
+                    # set_config binds the value; SET would need it in the SQL text.
+                    await connection.execute(
+                        "SELECT set_config('maintenance_work_mem', $1, false)",
+                        maintenance_work_mem,
+                    )
+                    await connection.execute(CREATE_HNSW)
+                    await connection.execute("RESET maintenance_work_mem")
+                await connection.execute("ANALYZE memories")
+        return int(status.split()[-1])
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Sweep for large namespaces every ``index_sweep_seconds`` until ``stop`` is set."""
+        while not stop.is_set():
+            try:
+                flagged = await self.catch_up(stop=stop)
+                if flagged:
+                    logger.info("indexer: %d memories moved into the HNSW graph", flagged)
+            except DatabaseUnavailableError as exc:
+                logger.warning("indexer: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._settings.index_sweep_seconds)
