@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import shutil
@@ -11,6 +12,7 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import psutil
 import pytest
 
@@ -134,4 +136,25 @@ def test_works_for_an_unprivileged_user(data_dir: Path) -> None:
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == "postgres"
     assert (data_dir / "postgres").stat().st_uid == nobody.pw_uid
+    assert not _server_running(data_dir)
+
+
+def test_a_new_cluster_is_sized_to_the_machine(data_dir: Path) -> None:
+    server = EmbeddedPostgres(data_dir)
+    dsn = server.start()
+
+    async def shared_buffers() -> str:
+        connection = await asyncpg.connect(dsn)
+        try:
+            return str(await connection.fetchval("SHOW shared_buffers"))
+        finally:
+            await connection.close()
+
+    try:
+        megabytes = psutil.virtual_memory().total // 2**20
+        expected = min(max(megabytes // 4, 128), 2048)
+        running = asyncio.run(shared_buffers())
+        assert running in (f"{expected}MB", f"{expected // 1024}GB")
+    finally:
+        server.stop()
     assert not _server_running(data_dir)

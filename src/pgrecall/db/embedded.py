@@ -131,6 +131,18 @@ def _recover_orphan(pgdata: Path) -> None:
         _run_pg_ctl(pgdata, "-m", "immediate", "-w", "-t", "20", "stop")
 
 
+def _tuning_statements() -> str:
+    """ALTER SYSTEM statements sizing a new cluster to this machine's memory."""
+    megabytes = psutil.virtual_memory().total // 2**20
+    shared_buffers = min(max(megabytes // 4, 128), 2048)
+    settings = {
+        "shared_buffers": f"{shared_buffers}MB",
+        "effective_cache_size": f"{max(megabytes // 2, 512)}MB",
+        "maintenance_work_mem": f"{min(max(megabytes // 16, 64), 1024)}MB",
+    }
+    return "".join(f"ALTER SYSTEM SET {name} = '{value}';\n" for name, value in settings.items())
+
+
 class EmbeddedPostgres:
     """A handle on the private server in ``data_dir``; ``start`` returns its DSN."""
 
@@ -153,7 +165,14 @@ class EmbeddedPostgres:
                     _forget_dead_handles(self.pgdata)
                 _recover_orphan(self.pgdata)
 
+            fresh = not (self.pgdata / "PG_VERSION").exists()
             self._server = get_server(self.pgdata, cleanup_mode="stop")
+            if fresh:
+                # initdb's defaults (128 MB of shared buffers) suit no vector table; the new
+                # settings take effect on a restart, through the wheel so it keeps track.
+                self._server.psql(_tuning_statements())
+                self._server.cleanup()
+                self._server = get_server(self.pgdata, cleanup_mode="stop")
             _handles_in_process[self.pgdata] = _handles_in_process.get(self.pgdata, 0) + 1
             return str(self._server.get_uri())
         except (OSError, subprocess.SubprocessError, AssertionError, RuntimeError) as exc:
