@@ -222,11 +222,16 @@ class MemoryStore:
         if not single and key is not None:
             raise InvalidInputError("key names one memory: pass it per item with MemoryInput")
         raw = [content] if isinstance(content, str) else list(content)
+        fills = metadata is not None or expires_at is not None
         items = [
-            dataclasses.replace(
-                item,
-                metadata=item.metadata if item.metadata is not None else metadata,
-                expires_at=item.expires_at if item.expires_at is not None else expires_at,
+            (
+                dataclasses.replace(
+                    item,
+                    metadata=item.metadata if item.metadata is not None else metadata,
+                    expires_at=item.expires_at if item.expires_at is not None else expires_at,
+                )
+                if fills
+                else item
             )
             if isinstance(item, MemoryInput)
             else MemoryInput(content=item, key=key, metadata=metadata, expires_at=expires_at)

@@ -12,6 +12,8 @@ from pgrecall.errors import InvalidInputError
 MAX_NAMESPACE_LENGTH = 256
 MAX_KEY_LENGTH = 512
 MAX_METADATA_BYTES = 64 * 1024
+# One encoder for every call: json.dumps with options builds a new one each time.
+_JSON = json.JSONEncoder(allow_nan=False, ensure_ascii=False)
 MAX_K = 1000
 
 
@@ -73,7 +75,7 @@ def metadata(value: object, position: int | None = None) -> str:
             position=position,
         )
     try:
-        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+        text = _JSON.encode(value)
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(
             f"metadata is not plain JSON ({exc}){_where(position)}", position=position

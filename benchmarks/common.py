@@ -1,0 +1,162 @@
+"""What the benchmark scripts share: synthetic memories, precomputed vectors, a server, timing.
+
+Vectors are synthetic but not uniform: real sentence embeddings live near a low-dimensional
+subspace of the sphere, and HNSW recall depends on that. Each vector is a random mix of
+``INTRINSIC`` directions plus a little noise, normalised (uniform random vectors, the worst case
+for any graph index, are an option of the recall benchmark).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import numpy as np
+
+from pgrecall.db import migrate
+from pgrecall.db.embedded import EmbeddedPostgres
+from pgrecall.embedding.base import BatchingEmbedder, BatchOutput
+from pgrecall.embedding.space import EmbeddingSpace
+
+DIMENSIONS = 384
+INTRINSIC = 48
+VOCABULARY = 20_000
+STOP_WORDS = 100
+WORDS_PER_MEMORY = 12
+OUT = Path(__file__).resolve().parent / "out"
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Memories to load: text, metadata, namespace and a unit vector each."""
+
+    texts: list[str]
+    metadata: list[dict[str, object]]
+    namespaces: list[str]
+    vectors: np.ndarray  # float32, (n, DIMENSIONS), unit rows
+
+
+def sentences(count: int, generator: np.random.Generator, tag: str = "") -> list[str]:
+    """12 words from a Zipf vocabulary without its 100 most frequent words (as stop words are
+    left out of real text), plus a unique token so every text is distinct."""
+    ranks = STOP_WORDS + generator.zipf(1.1, size=(count, WORDS_PER_MEMORY)) % VOCABULARY
+    return [" ".join(f"w{rank}" for rank in row) + f" n{tag}{i}" for i, row in enumerate(ranks)]
+
+
+_BASIS = np.random.default_rng(12345).standard_normal((INTRINSIC, DIMENSIONS)).astype(np.float32)
+
+
+def unit_vectors(count: int, generator: np.random.Generator, uniform: bool = False) -> np.ndarray:
+    if uniform:
+        raw = generator.standard_normal((count, DIMENSIONS), dtype=np.float32)
+    else:
+        mix = generator.standard_normal((count, INTRINSIC), dtype=np.float32)
+        noise = generator.standard_normal((count, DIMENSIONS), dtype=np.float32)
+        raw = mix @ _BASIS + 0.5 * noise
+    return raw / np.linalg.norm(raw, axis=1, keepdims=True)
+
+
+def corpus(namespaces: Sequence[tuple[str, int]], seed: int = 1, uniform: bool = False) -> Corpus:
+    """``count`` memories per ``(namespace, count)``, with dialogue-like metadata."""
+    generator = np.random.default_rng(seed)
+    texts: list[str] = []
+    names: list[str] = []
+    for name, count in namespaces:
+        texts.extend(sentences(count, generator, tag=f"{name}-"))
+        names.extend([name] * count)
+    metadata: list[dict[str, object]] = [
+        {"speaker": ("user", "assistant")[i % 2], "turn": i, "session": f"s{i // 50}"}
+        for i in range(len(texts))
+    ]
+    return Corpus(texts, metadata, names, unit_vectors(len(texts), generator, uniform))
+
+
+class PrecomputedEmbedder(BatchingEmbedder):
+    """Returns vectors computed beforehand (``known``), or a seeded one for other texts, so the
+    figures are the database's and the store's alone."""
+
+    def __init__(self, known: dict[str, np.ndarray] | None = None) -> None:
+        super().__init__(
+            EmbeddingSpace("bench", "precomputed", DIMENSIONS, "", ""),
+            batch_size=100_000,
+            batch_chars=10**12,
+            concurrency=1,
+        )
+        self.known = known if known is not None else {}
+
+    async def _embed_batch(self, texts: list[str]) -> BatchOutput:
+        return BatchOutput(vectors=[self.vector(text).tolist() for text in texts])
+
+    def vector(self, text: str) -> np.ndarray:
+        found = self.known.get(text)
+        if found is not None:
+            return found
+        seed = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+        return unit_vectors(1, np.random.default_rng(seed))[0]
+
+
+def percentiles(samples: Sequence[float]) -> tuple[float, float, float]:
+    """p50, p95, p99 of ``samples`` (seconds) in milliseconds."""
+    ordered = sorted(samples)
+    return tuple(  # type: ignore[return-value]
+        ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 for q in (0.5, 0.95, 0.99)
+    )
+
+
+async def timed(calls: Sequence[Callable[[], Awaitable[object]]], warmup: int = 10) -> list[float]:
+    """Latency of each call, after ``warmup`` untimed ones."""
+    for call in calls[:warmup]:
+        await call()
+    latencies = []
+    for call in calls:
+        started = time.perf_counter()
+        await call()
+        latencies.append(time.perf_counter() - started)
+    return latencies
+
+
+@contextlib.asynccontextmanager
+async def embedded_server(data_dir: Path | None = None) -> AsyncIterator[str]:
+    """A private embedded PostgreSQL (a temporary one unless ``data_dir``); yields its DSN."""
+    directory = data_dir or Path(tempfile.mkdtemp(prefix="pgrecall-bench-"))
+    server = EmbeddedPostgres(directory)
+    dsn = await asyncio.to_thread(server.start)
+    try:
+        yield dsn
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+async def fresh_database(dsn: str, name: str, migrated: bool = True) -> str:
+    """Create database ``name`` (dropping an old one) on ``dsn``'s server; return its DSN."""
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    database_dsn = dsn.replace("/postgres?", f"/{name}?", 1)
+    if migrated:
+        await migrate.upgrade(database_dsn, DIMENSIONS)
+    return database_dsn
+
+
+def machine() -> str:
+    """One line describing where the figures come from."""
+    cores = os.cpu_count()
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cores} cores, {memory:.0f} GiB RAM"
+
+
+def write_json(path: Path, payload: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2))

@@ -1,0 +1,253 @@
+"""Ingest rate: pgrecall's path against the physical limit and against the peers, one server.
+
+    python -m benchmarks.ingest [--rows 100000] [--namespaces 100] [--peer-rows 100000]
+                                [--model-rows 3000] [--skip-peers]
+
+Every system gets the same synthetic memories (12-word texts, dialogue metadata, precomputed
+384-d vectors), into its own fresh database on one embedded PostgreSQL:
+
+- raw COPY: asyncpg's binary ``copy_records_to_table`` into pgrecall's ``memories`` table, rows
+  (hashes included) built before the clock starts: what the table itself can take.
+- pgrecall: ``MemoryStore.remember`` in calls of one namespace's 1,000 memories, with an
+  embedder that returns the precomputed vectors; then one memory per call.
+- langchain-postgres ``PGVectorStore.aadd_embeddings`` and pgmemory ``add_many`` (from PyPI, in
+  their own virtualenv), fed the same vectors, batches of 1,000.
+
+Then end to end with the local model: ``remember`` on short real sentences (SciFact titles)
+against the model alone embedding the same texts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from pgvector.asyncpg import register_vector
+
+from benchmarks.common import (
+    OUT,
+    Corpus,
+    PrecomputedEmbedder,
+    corpus,
+    embedded_server,
+    fresh_database,
+    machine,
+    write_json,
+)
+from benchmarks.peers import run_peer, write_data
+from pgrecall import MemoryInput, MemoryStore, load_settings
+from pgrecall.embedding.local import LocalEmbedder
+from pgrecall.embedding.space import configured_space
+
+SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "eval" / "scifact" / "memories.jsonl"
+COPY_COLUMNS = (
+    "namespace",
+    "content",
+    "content_hash",
+    "metadata",
+    "embedding",
+    "space_id",
+    "status",
+)
+
+
+async def raw_copy(dsn: str, data: Corpus) -> float:
+    connection = await asyncpg.connect(dsn)
+    try:
+        await register_vector(connection)
+        space_id = await connection.fetchval(
+            "INSERT INTO embedding_spaces (kind, model, dimensions, document_prefix, "
+            "query_prefix, embedder_version) VALUES ('copy', 'precomputed', $1, '', '', '') "
+            "RETURNING id",
+            data.vectors.shape[1],
+        )
+        records = [
+            (
+                data.namespaces[i],
+                text,
+                hashlib.sha256(text.encode()).digest(),
+                json.dumps(data.metadata[i]),
+                data.vectors[i],
+                space_id,
+                "embedded",
+            )
+            for i, text in enumerate(data.texts)
+        ]
+        started = time.perf_counter()
+        await connection.copy_records_to_table("memories", records=records, columns=COPY_COLUMNS)
+        return time.perf_counter() - started
+    finally:
+        await connection.close()
+
+
+def _store_settings(dsn: str) -> Any:
+    return load_settings(database_url=dsn, worker=False, auto_migrate=False)
+
+
+async def through_remember(dsn: str, data: Corpus) -> float:
+    known = {text: data.vectors[i] for i, text in enumerate(data.texts)}
+    store = await MemoryStore.open(_store_settings(dsn), embedder=PrecomputedEmbedder(known))
+    try:
+        started = time.perf_counter()
+        start = 0
+        while start < len(data.texts):
+            namespace = data.namespaces[start]
+            end = start
+            while (
+                end < len(data.texts) and data.namespaces[end] == namespace and end - start < 1000
+            ):
+                end += 1
+            items = [
+                MemoryInput(data.texts[i], metadata=data.metadata[i]) for i in range(start, end)
+            ]
+            await store.remember(items, namespace=namespace)
+            start = end
+        return time.perf_counter() - started
+    finally:
+        await store.close()
+
+
+async def one_at_a_time(dsn: str, data: Corpus, count: int) -> float:
+    known = {text: data.vectors[i] for i, text in enumerate(data.texts[:count])}
+    store = await MemoryStore.open(_store_settings(dsn), embedder=PrecomputedEmbedder(known))
+    try:
+        started = time.perf_counter()
+        for i in range(count):
+            await store.remember(
+                data.texts[i], namespace=data.namespaces[i], metadata=data.metadata[i]
+            )
+        return time.perf_counter() - started
+    finally:
+        await store.close()
+
+
+def titles(count: int) -> list[str]:
+    """Short real sentences: the titles of SciFact abstracts."""
+    with SCIFACT.open(encoding="utf-8") as lines:
+        texts = [json.loads(line)["text"].split(". ")[0] for line in lines]
+    return list(dict.fromkeys(texts))[:count]
+
+
+async def end_to_end(dsn: str, count: int) -> tuple[float, float, int]:
+    texts = titles(count)
+    embedder = LocalEmbedder(configured_space(load_settings(embedder="local")))
+    try:
+        await embedder.embed_documents(texts[:64])  # load the model, warm up
+        started = time.perf_counter()
+        for start in range(0, len(texts), 1000):
+            await embedder.embed_documents(texts[start : start + 1000])
+        model_seconds = time.perf_counter() - started
+        store = await MemoryStore.open(_store_settings(dsn), embedder=embedder)
+        try:
+            started = time.perf_counter()
+            for start in range(0, len(texts), 1000):
+                await store.remember(texts[start : start + 1000], namespace="e2e")
+            store_seconds = time.perf_counter() - started
+        finally:
+            await store.close()
+    finally:
+        await embedder.aclose()
+    return model_seconds, store_seconds, len(texts)
+
+
+def _row(name: str, rows: int, seconds: float, copy_rate: float, pgrecall_rate: float) -> str:
+    rate = rows / seconds
+    return (
+        f"{name:<44}{rows:>8}{seconds:>9.1f}{rate:>10.0f}{rate / copy_rate:>10.3f}"
+        f"{pgrecall_rate / rate:>12.1f}"
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--namespaces", type=int, default=100)
+    parser.add_argument("--peer-rows", type=int, default=100_000)
+    parser.add_argument("--single-rows", type=int, default=2000)
+    parser.add_argument("--model-rows", type=int, default=3000)
+    parser.add_argument("--skip-peers", action="store_true")
+    arguments = parser.parse_args()
+    per_namespace = arguments.rows // arguments.namespaces
+    data = corpus([(f"agent-{i:03d}", per_namespace) for i in range(arguments.namespaces)])
+    rows = len(data.texts)
+    results: dict[str, Any] = {"machine": machine(), "rows": rows}
+    print(f"{machine()}; {rows} memories in {arguments.namespaces} namespaces, 384-d\n")
+    async with embedded_server() as dsn:
+        copy_seconds = await raw_copy(await fresh_database(dsn, "ingest_copy"), data)
+        copy_rate = rows / copy_seconds
+        pgrecall_seconds = await through_remember(
+            await fresh_database(dsn, "ingest_pgrecall"), data
+        )
+        pgrecall_rate = rows / pgrecall_seconds
+        single = min(arguments.single_rows, rows)
+        single_seconds = await one_at_a_time(
+            await fresh_database(dsn, "ingest_single"), data, single
+        )
+        results.update(
+            copy_seconds=copy_seconds,
+            pgrecall_seconds=pgrecall_seconds,
+            single_rows=single,
+            single_seconds=single_seconds,
+        )
+        peers: dict[str, dict[str, Any]] = {}
+        if not arguments.skip_peers:
+            count = min(arguments.peer_rows, rows)
+            directory = write_data(
+                OUT / "ingest-data",
+                data.texts[:count],
+                data.metadata[:count],
+                data.namespaces[:count],
+                data.vectors[:count],
+            )
+            for peer in ("langchain", "pgmemory"):
+                database = await fresh_database(dsn, f"ingest_{peer}", migrated=False)
+                peers[peer] = await run_peer(peer, database, directory, ef_search=200)
+        results["peers"] = peers
+        print(
+            f"{'system':<44}{'rows':>8}{'seconds':>9}{'rows/s':>10}{'x COPY':>10}{'pgrecall/x':>12}"
+        )
+        print(
+            _row(
+                "raw asyncpg binary COPY (the limit)", rows, copy_seconds, copy_rate, pgrecall_rate
+            )
+        )
+        print(
+            _row(
+                "pgrecall remember, 1,000 per call",
+                rows,
+                pgrecall_seconds,
+                copy_rate,
+                pgrecall_rate,
+            )
+        )
+        print(
+            _row("pgrecall remember, 1 per call", single, single_seconds, copy_rate, pgrecall_rate)
+        )
+        names = {"langchain": "langchain-postgres aadd_embeddings", "pgmemory": "pgmemory add_many"}
+        for peer, result in peers.items():
+            print(
+                _row(
+                    names[peer], result["rows"], result["ingest_seconds"], copy_rate, pgrecall_rate
+                )
+            )
+        if arguments.model_rows:
+            database = await fresh_database(dsn, "ingest_e2e")
+            model_seconds, store_seconds, count = await end_to_end(database, arguments.model_rows)
+            results.update(model_seconds=model_seconds, e2e_seconds=store_seconds, e2e_rows=count)
+            print(f"\nend to end, local model, {count} short sentences (SciFact titles):")
+            print(f"  model alone        {count / model_seconds:8.1f} texts/s")
+            print(
+                f"  pgrecall remember  {count / store_seconds:8.1f} memories/s "
+                f"({model_seconds / store_seconds:.3f}x the model alone)"
+            )
+    write_json(OUT / "ingest.json", results)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
