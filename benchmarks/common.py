@@ -1,14 +1,17 @@
 """What the benchmark scripts share: synthetic memories, precomputed vectors, a server, timing.
 
-Vectors are synthetic but not uniform: real sentence embeddings live near a low-dimensional
-subspace of the sphere, and HNSW recall depends on that. Each vector is a random mix of
-``INTRINSIC`` directions plus a little noise, normalised (uniform random vectors, the worst case
-for any graph index, are an option of the recall benchmark).
+Vectors are synthetic around real ones: HNSW accuracy depends on how vectors are spread, and
+real sentence embeddings are clustered by topic, nothing like uniform noise. The local model
+embeds the SciFact abstracts' titles once (cached in ``out/centers.npy``); each memory is one
+of those vectors plus Gaussian noise of norm ``SPREAD`` (cosine ~0.78 to its centre, as far
+as two different memories on one topic), normalised. ``uniform=True`` gives uniform random
+unit vectors instead: the worst case for a graph.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import json
@@ -28,7 +31,6 @@ from pgrecall.embedding.base import BatchingEmbedder, BatchOutput
 from pgrecall.embedding.space import EmbeddingSpace
 
 DIMENSIONS = 384
-INTRINSIC = 48
 VOCABULARY = 20_000
 STOP_WORDS = 100
 WORDS_PER_MEMORY = 12
@@ -52,16 +54,51 @@ def sentences(count: int, generator: np.random.Generator, tag: str = "") -> list
     return [" ".join(f"w{rank}" for rank in row) + f" n{tag}{i}" for i, row in enumerate(ranks)]
 
 
-_BASIS = np.random.default_rng(12345).standard_normal((INTRINSIC, DIMENSIONS)).astype(np.float32)
+SPREAD = 0.8
+SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "eval" / "scifact" / "memories.jsonl"
+
+
+def titles(count: int | None = None) -> list[str]:
+    """Short real sentences: the distinct titles of the SciFact abstracts."""
+    with SCIFACT.open(encoding="utf-8") as lines:
+        texts = [json.loads(line)["text"].split(". ")[0] for line in lines]
+    return list(dict.fromkeys(texts))[:count]
+
+
+def centers() -> np.ndarray:
+    """Real MiniLM vectors of the SciFact titles (computed once, then read from the cache)."""
+    cache = OUT / "centers.npy"
+    if cache.exists():
+        return np.load(cache)
+    from pgrecall import load_settings
+    from pgrecall.embedding.local import LocalEmbedder
+    from pgrecall.embedding.space import configured_space
+
+    async def embed() -> list[list[float]]:
+        embedder = LocalEmbedder(configured_space(load_settings(embedder="local")))
+        try:
+            return (await embedder.embed_documents(titles())).vectors
+        finally:
+            await embedder.aclose()
+
+    print("embedding the SciFact titles once for the benchmark vectors", flush=True)
+    # A thread of its own: callers may be inside a running event loop.
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        computed = thread.submit(asyncio.run, embed()).result()
+    vectors = np.asarray(computed, dtype=np.float32)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.save(cache, vectors)
+    return vectors
 
 
 def unit_vectors(count: int, generator: np.random.Generator, uniform: bool = False) -> np.ndarray:
+    """``count`` unit vectors: around random real centres, or uniform on the sphere."""
+    noise = generator.standard_normal((count, DIMENSIONS), dtype=np.float32)
     if uniform:
-        raw = generator.standard_normal((count, DIMENSIONS), dtype=np.float32)
+        raw = noise
     else:
-        mix = generator.standard_normal((count, INTRINSIC), dtype=np.float32)
-        noise = generator.standard_normal((count, DIMENSIONS), dtype=np.float32)
-        raw = mix @ _BASIS + 0.5 * noise
+        real = centers()
+        raw = real[generator.integers(0, len(real), count)] + SPREAD / np.sqrt(DIMENSIONS) * noise
     return raw / np.linalg.norm(raw, axis=1, keepdims=True)
 
 

@@ -24,7 +24,6 @@ import asyncio
 import hashlib
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -38,6 +37,7 @@ from benchmarks.common import (
     embedded_server,
     fresh_database,
     machine,
+    titles,
     write_json,
 )
 from benchmarks.peers import run_peer, write_data
@@ -45,7 +45,6 @@ from pgrecall import MemoryInput, MemoryStore, load_settings
 from pgrecall.embedding.local import LocalEmbedder
 from pgrecall.embedding.space import configured_space
 
-SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "eval" / "scifact" / "memories.jsonl"
 COPY_COLUMNS = (
     "namespace",
     "content",
@@ -127,13 +126,6 @@ async def one_at_a_time(dsn: str, data: Corpus, count: int) -> float:
         await store.close()
 
 
-def titles(count: int) -> list[str]:
-    """Short real sentences: the titles of SciFact abstracts."""
-    with SCIFACT.open(encoding="utf-8") as lines:
-        texts = [json.loads(line)["text"].split(". ")[0] for line in lines]
-    return list(dict.fromkeys(texts))[:count]
-
-
 async def end_to_end(dsn: str, count: int) -> tuple[float, float, int]:
     texts = titles(count)
     embedder = LocalEmbedder(configured_space(load_settings(embedder="local")))
@@ -207,7 +199,7 @@ async def main() -> None:
             )
             for peer in ("langchain", "pgmemory"):
                 database = await fresh_database(dsn, f"ingest_{peer}", migrated=False)
-                peers[peer] = await run_peer(peer, database, directory, ef_search=200)
+                peers[peer] = await run_peer(peer, database, directory)
         results["peers"] = peers
         print(
             f"{'system':<44}{'rows':>8}{'seconds':>9}{'rows/s':>10}{'x COPY':>10}{'pgrecall/x':>12}"

@@ -73,7 +73,13 @@ def sqlalchemy_url(dsn: str, driver: str) -> str:
 async def run_peer(peer: str, dsn: str, data: Path, **options: Any) -> dict[str, Any]:
     """Run one peer job to completion; returns its JSON result."""
     driver = "psycopg" if peer == "langchain" else "asyncpg"
-    job = {"peer": peer, "url": sqlalchemy_url(dsn, driver), "data": str(data), **options}
+    job = {
+        "peer": peer,
+        "url": sqlalchemy_url(dsn, driver),
+        "dsn": dsn,
+        "data": str(data),
+        **options,
+    }
     python = await asyncio.to_thread(peers_python)
     process = await asyncio.create_subprocess_exec(
         str(python),

@@ -1,153 +1,225 @@
-"""Recall latency per mode on the 100-namespaces-of-1,000 case (and one namespace of all).
+"""Recall latency and accuracy, query vector precomputed, against the peers on the same server.
 
-    python -m benchmarks.recall_latency [--namespaces 100] [--per-namespace 1000] [--queries 200]
+    python -m benchmarks.recall_latency [--cases a,b,c] [--rows 100000] [--table 1000000]
+                                        [--queries 200] [--uniform] [--skip-peers]
 
-Synthetic memories: 12-word sentences drawn from a Zipf-distributed 20,000-word vocabulary
-whose 100 most frequent words are left out (as stop words are from real text), each
-with a fixed random unit 384-d vector (precomputed, so the figures are the database's alone).
-They are written through MemoryStore.remember; the HNSW index is built after loading (with
-``maintenance_work_mem`` raised), as one would for a bulk import. For each case it prints p50 /
-p95 / p99 of vector, keyword and hybrid recall through MemoryStore, recall@10 of the default
-plan against ``exact=True``, and the hybrid / vector p50 ratio (target: at most 2).
+Cases (synthetic memories and vectors, see common.py):
+  (a) one namespace holding all ``--rows`` memories;
+  (b) 100 namespaces of ``--rows / 100``, recall inside one;
+  (c) one namespace of ``--rows`` inside a table of ``--table`` spread over namespaces of 1,000.
+Memories are written through ``remember``; large namespaces then enter the HNSW graph with
+``MemoryStore.index(rebuild=True)`` (what ``pgrecall index --rebuild`` does after a bulk load).
+Each query is a stored memory's vector plus noise of the same spread as the corpus (common.py),
+its text four of that memory's words, inside that memory's namespace. Per mode: p50/p95/p99
+through ``MemoryStore.recall`` (Python included); for vector mode recall@10 against the exact
+top 10 (numpy over the scope) and whether the full k came back. Peers, fed the same vectors:
+langchain-postgres PGVectorStore on (a), with the same HNSW index (m=16, ef_construction=64,
+inner product, the same ef_search), and pgmemory ``search`` scoped to one user on (b).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import tempfile
 import time
-from collections.abc import Sequence
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Any
 
-import asyncpg
 import numpy as np
 
+from benchmarks.common import (
+    OUT,
+    SPREAD,
+    Corpus,
+    PrecomputedEmbedder,
+    corpus,
+    embedded_server,
+    fresh_database,
+    machine,
+    percentiles,
+    timed,
+    write_json,
+)
+from benchmarks.peers import run_peer, write_data
 from pgrecall import MemoryInput, MemoryStore, load_settings
-from pgrecall.db import migrate
-from pgrecall.db.embedded import EmbeddedPostgres
-from pgrecall.embedding.base import BatchingEmbedder, BatchOutput
-from pgrecall.embedding.space import EmbeddingSpace
 
-DIMENSIONS = 384
-VOCABULARY = 20_000
-STOP_WORDS = 100
-WORDS_PER_MEMORY = 12
+MODES = ("vector", "keyword", "hybrid")
 
 
-class PrecomputedEmbedder(BatchingEmbedder):
-    """Vectors from a seeded generator per text: no model time in the figures."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            EmbeddingSpace("bench", "precomputed", DIMENSIONS, "", ""),
-            batch_size=10_000,
-            batch_chars=10**9,
-            concurrency=1,
-        )
-
-    async def _embed_batch(self, texts: list[str]) -> BatchOutput:
-        return BatchOutput(vectors=[vector_for(text).tolist() for text in texts])
+@dataclass(frozen=True)
+class Queries:
+    texts: list[str]
+    namespaces: list[str]
+    vectors: np.ndarray
+    truth: list[set[str]]  # exact top-10 contents per query
 
 
-def vector_for(text: str) -> np.ndarray:
-    seed = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
-    vector = np.random.default_rng(seed).standard_normal(DIMENSIONS).astype(np.float32)
-    return vector / np.linalg.norm(vector)
+def make_queries(data: Corpus, scope: str | None, count: int, seed: int = 7) -> Queries:
+    """``count`` queries near memories of namespace ``scope`` (any namespace when None)."""
+    generator = np.random.default_rng(seed)
+    names = np.array(data.namespaces)
+    candidates = np.flatnonzero(names == scope) if scope else np.arange(len(names))
+    picks = generator.choice(candidates, size=count, replace=False)
+    noise = generator.standard_normal((count, data.vectors.shape[1]), dtype=np.float32)
+    noisy = data.vectors[picks] + SPREAD / np.sqrt(data.vectors.shape[1]) * noise
+    vectors = (noisy / np.linalg.norm(noisy, axis=1, keepdims=True)).astype(np.float32)
+    texts, namespaces, truth = [], [], []
+    for row, pick in enumerate(picks):
+        words = data.texts[pick].split()[:-1]
+        texts.append(" ".join(generator.choice(words, size=4, replace=False)) + f" q{row}")
+        namespace = data.namespaces[pick]
+        namespaces.append(namespace)
+        members = np.flatnonzero(names == namespace)
+        scores = data.vectors[members] @ vectors[row]
+        best = members[np.argsort(-scores)[:10]]
+        truth.append({data.texts[i] for i in best})
+    return Queries(texts, namespaces, vectors, truth)
 
 
-def sentences(count: int, generator: np.random.Generator) -> list[str]:
-    ranks = STOP_WORDS + generator.zipf(1.1, size=(count, WORDS_PER_MEMORY)) % VOCABULARY
-    return [" ".join(f"w{rank}" for rank in row) + f" n{i}" for i, row in enumerate(ranks)]
-
-
-def percentiles(samples: Sequence[float]) -> tuple[float, float, float]:
-    ordered = sorted(samples)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000  # noqa: E731
-    return pick(0.5), pick(0.95), pick(0.99)
-
-
-async def load(store: MemoryStore, namespaces: list[str], per_namespace: int) -> float:
-    generator = np.random.default_rng(1)
+async def load(dsn: str, data: Corpus) -> MemoryStore:
+    known = {text: data.vectors[i] for i, text in enumerate(data.texts)}
+    settings = load_settings(database_url=dsn, worker=False, auto_migrate=False)
+    store = await MemoryStore.open(settings, embedder=PrecomputedEmbedder(known))
     started = time.perf_counter()
-    for name in namespaces:
-        texts = sentences(per_namespace, generator)
-        await store.remember([MemoryInput(text) for text in texts], namespace=name)
-    return time.perf_counter() - started
+    for start in range(0, len(data.texts), 1000):
+        items = [
+            MemoryInput(data.texts[i], metadata=data.metadata[i], namespace=data.namespaces[i])
+            for i in range(start, min(start + 1000, len(data.texts)))
+        ]
+        await store.remember(items)
+    loaded = time.perf_counter() - started
+    started = time.perf_counter()
+    await store.index(rebuild=True)
+    count = len(data.texts)
+    print(
+        f"  loaded {count} memories in {loaded:.1f} s ({count / loaded:.0f}/s), "
+        f"HNSW graph of the large namespaces built in {time.perf_counter() - started:.1f} s"
+    )
+    return store
 
 
-async def measure(
-    store: MemoryStore, namespaces: list[str], queries: int, label: str
-) -> dict[str, float]:
-    generator = np.random.default_rng(2)
-    questions = [" ".join(s.split()[:4]) for s in sentences(queries, generator)]
-    targets = [namespaces[i % len(namespaces)] for i in range(queries)]
-    results: dict[str, float] = {}
-    for mode in ("vector", "keyword", "hybrid"):
-        for question, target in zip(questions[:10], targets[:10], strict=True):  # warm up
-            await store.recall(question, namespace=target, mode=mode)
-        latencies = []
-        for question, target in zip(questions, targets, strict=True):
-            started = time.perf_counter()
-            await store.recall(question, namespace=target, mode=mode)
-            latencies.append(time.perf_counter() - started)
+def recall_at_10(found: list[list[str]], truth: list[set[str]]) -> tuple[float, float]:
+    """Mean overlap with the exact top 10, and the share of queries that got all 10."""
+    overlap = [len(set(hits) & best) / 10 for hits, best in zip(found, truth, strict=True)]
+    full = [len(hits) == 10 for hits in found]
+    return float(np.mean(overlap)), float(np.mean(full))
+
+
+async def measure(store: MemoryStore, queries: Queries, label: str) -> dict[str, Any]:
+    embedder = store.embedder
+    assert isinstance(embedder, PrecomputedEmbedder)
+    for text, vector in zip(queries.texts, queries.vectors, strict=True):
+        embedder.known[text] = vector
+    results: dict[str, Any] = {}
+    for mode in MODES:
+        found: list[list[str]] = []
+
+        def call(i: int, mode: str = mode, found: list[list[str]] = found) -> Any:
+            async def run() -> None:
+                result = await store.recall(
+                    queries.texts[i],
+                    namespace=queries.namespaces[i],
+                    mode=mode,  # type: ignore[arg-type]
+                )
+                found.append([hit.content for hit in result])
+
+            return run
+
+        calls = [call(i) for i in range(len(queries.texts))]
+        latencies = await timed(calls)
         p50, p95, p99 = percentiles(latencies)
-        results[mode] = p50
-        print(f"  {label:<28}{mode:<9} p50 {p50:6.2f} ms  p95 {p95:6.2f}  p99 {p99:6.2f}")
-    overlap = []
-    for question, target in zip(questions[:50], targets[:50], strict=True):
-        plan = await store.recall(question, namespace=target, mode="vector")
-        exact = await store.recall(question, namespace=target, mode="vector", exact=True)
-        overlap.append(len({h.id for h in plan} & {h.id for h in exact}) / max(len(exact), 1))
-    recall_at_10 = sum(overlap) / len(overlap)
-    print(f"  {label:<28}recall@10 of the default vector plan vs exact: {recall_at_10:.4f}")
-    print(f"  {label:<28}hybrid / vector p50: {results['hybrid'] / results['vector']:.2f}x")
+        row: dict[str, Any] = {"p50": p50, "p95": p95, "p99": p99}
+        line = f"  {label:<34}{mode:<9}p50 {p50:6.2f} ms  p95 {p95:6.2f}  p99 {p99:6.2f}"
+        if mode == "vector":
+            accuracy, full = recall_at_10(found[-len(queries.texts) :], queries.truth)
+            row.update(recall_at_10=accuracy, full_k=full)
+            line += f"  recall@10 {accuracy:.4f}  full k {full:.0%}"
+        print(line)
+        results[mode] = row
+    ratio = results["hybrid"]["p50"] / results["vector"]["p50"]
+    print(f"  {label:<34}hybrid / vector p50: {ratio:.2f}x")
     return results
+
+
+async def peer(name: str, dsn: str, data: Corpus, queries: Queries, label: str) -> dict[str, Any]:
+    directory = write_data(
+        OUT / f"recall-{name}",
+        data.texts,
+        data.metadata,
+        data.namespaces,
+        data.vectors,
+        queries.texts,
+        queries.namespaces,
+        queries.vectors,
+    )
+    database = await fresh_database(dsn, f"recall_{name}", migrated=False)
+    ef_search = load_settings().hnsw_ef_search
+    result = await run_peer(
+        name, database, directory, ef_search=ef_search, search=True, load="copy"
+    )
+    p50, p95, p99 = percentiles(result["latencies"])
+    accuracy, full = recall_at_10(result["hits"], queries.truth)
+    print(
+        f"  {label:<34}{'vector':<9}p50 {p50:6.2f} ms  p95 {p95:6.2f}  p99 {p99:6.2f}"
+        f"  recall@10 {accuracy:.4f}  full k {full:.0%}"
+    )
+    return {"p50": p50, "p95": p95, "p99": p99, "recall_at_10": accuracy, "full_k": full}
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--namespaces", type=int, default=100)
-    parser.add_argument("--per-namespace", type=int, default=1000)
+    parser.add_argument("--cases", default="a,b,c")
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--table", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--uniform", action="store_true", help="uniform random vectors")
+    parser.add_argument("--skip-peers", action="store_true")
     arguments = parser.parse_args()
-    data_dir = Path(tempfile.mkdtemp(prefix="pgrecall-bench-"))
-    server = EmbeddedPostgres(data_dir)
-    dsn = server.start()
-    try:
-        await migrate.upgrade(dsn, DIMENSIONS)
-        settings = load_settings(database_url=dsn, worker=False, ingest_chunk_size=2000)
-        admin = await asyncpg.connect(dsn)
-        await admin.execute("DROP INDEX memories_embedding_hnsw")  # bulk load, then index
-        store = await MemoryStore.open(settings, embedder=PrecomputedEmbedder())
-        try:
-            names = [f"agent-{i:03d}" for i in range(arguments.namespaces)]
-            seconds = await load(store, names, arguments.per_namespace)
-            rows = arguments.namespaces * arguments.per_namespace
-            print(
-                f"loaded {rows} memories through remember() in {seconds:.1f} s "
-                f"({rows / seconds:.0f}/s, HNSW index dropped during the load)"
-            )
-            started = time.perf_counter()
-            await admin.execute("SET maintenance_work_mem = '1GB'")
-            await admin.execute("SET max_parallel_maintenance_workers = 2")
-            await admin.execute(
-                "CREATE INDEX memories_embedding_hnsw ON memories USING hnsw "
-                "(embedding vector_ip_ops) WITH (m = 16, ef_construction = 64)"
-            )
-            await admin.execute("ANALYZE memories")
-            await admin.close()
-            print(f"HNSW build: {time.perf_counter() - started:.1f} s")
-            print(
-                f"\n{arguments.namespaces} namespaces of {arguments.per_namespace}, "
-                f"recall inside one ({arguments.queries} queries, k=10):"
-            )
-            await measure(store, names, arguments.queries, "one of many namespaces")
-        finally:
-            await store.close()
-    finally:
-        server.stop()
+    cases = set(arguments.cases.split(","))
+    rows = arguments.rows
+    report: dict[str, Any] = {"machine": machine(), "rows": rows}
+    print(f"{machine()}; k=10, {arguments.queries} queries per mode\n")
+    async with embedded_server() as dsn:
+        if "a" in cases:
+            print(f"(a) one namespace of {rows}")
+            data = corpus([("everything", rows)], uniform=arguments.uniform)
+            queries = make_queries(data, None, arguments.queries)
+            store = await load(await fresh_database(dsn, "recall_a"), data)
+            try:
+                report["a"] = await measure(store, queries, "pgrecall")
+            finally:
+                await store.close()
+            if not arguments.skip_peers:
+                report["a_langchain"] = await peer(
+                    "langchain", dsn, data, queries, "langchain-postgres (same HNSW)"
+                )
+        if "b" in cases:
+            namespaces = 100
+            print(f"\n(b) {namespaces} namespaces of {rows // namespaces}, recall inside one")
+            layout = [(f"agent-{i:03d}", rows // namespaces) for i in range(namespaces)]
+            data = corpus(layout, uniform=arguments.uniform)
+            queries = make_queries(data, None, arguments.queries)
+            store = await load(await fresh_database(dsn, "recall_b"), data)
+            try:
+                report["b"] = await measure(store, queries, "pgrecall")
+            finally:
+                await store.close()
+            if not arguments.skip_peers:
+                report["b_pgmemory"] = await peer(
+                    "pgmemory", dsn, data, queries, "pgmemory search (one user)"
+                )
+        if "c" in cases:
+            small = (arguments.table - rows) // 1000
+            print(f"\n(c) one namespace of {rows} inside a table of {rows + small * 1000}")
+            layout = [("big", rows)] + [(f"small-{i:05d}", 1000) for i in range(small)]
+            data = corpus(layout, uniform=arguments.uniform)
+            queries = make_queries(data, "big", arguments.queries)
+            store = await load(await fresh_database(dsn, "recall_c"), data)
+            try:
+                report["c"] = await measure(store, queries, "pgrecall")
+            finally:
+                await store.close()
+    write_json(OUT / "recall_latency.json", report)
 
 
 if __name__ == "__main__":

@@ -188,8 +188,9 @@ class Settings(BaseSettings):
     )
     bm25_k1: float = Field(default=0.9, ge=0, description="BM25 term-frequency saturation")
     bm25_b: float = Field(default=0.4, ge=0, le=1, description="BM25 length normalisation")
+    # 64: recall@10 1.0 at 1.5 ms on 100k clustered vectors (benchmarks/RESULTS.md).
     hnsw_ef_search: int = Field(
-        default=200, ge=1, le=1000, description="HNSW candidate list size for large namespaces"
+        default=64, ge=1, le=1000, description="HNSW candidate list size for large namespaces"
     )
     api_keys: dict[str, list[str]] | None = Field(
         default=None,

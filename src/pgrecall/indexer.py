@@ -114,7 +114,8 @@ class Indexer:
                     )
                     await connection.execute(CREATE_HNSW)
                     await connection.execute("RESET maintenance_work_mem")
-                await connection.execute("ANALYZE memories")
+                # The flagging left a dead version of every row it touched behind.
+                await connection.execute("VACUUM (ANALYZE) memories")
         return int(status.split()[-1])
 
     async def run(self, stop: asyncio.Event) -> None:
