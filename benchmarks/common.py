@@ -118,10 +118,11 @@ def corpus(namespaces: Sequence[tuple[str, int]], seed: int = 1, uniform: bool =
 
 
 class PrecomputedEmbedder(BatchingEmbedder):
-    """Returns vectors computed beforehand (``known``), or a seeded one for other texts, so the
-    figures are the database's and the store's alone."""
+    """Returns vectors computed beforehand (``known``, as lists: what an embedder client hands
+    over), or a seeded one for other texts, so the figures are the database's and the store's
+    alone."""
 
-    def __init__(self, known: dict[str, np.ndarray] | None = None) -> None:
+    def __init__(self, known: dict[str, list[float]] | None = None) -> None:
         super().__init__(
             EmbeddingSpace("bench", "precomputed", DIMENSIONS, "", ""),
             batch_size=100_000,
@@ -131,14 +132,14 @@ class PrecomputedEmbedder(BatchingEmbedder):
         self.known = known if known is not None else {}
 
     async def _embed_batch(self, texts: list[str]) -> BatchOutput:
-        return BatchOutput(vectors=[self.vector(text).tolist() for text in texts])
+        return BatchOutput(vectors=[self.vector(text) for text in texts])
 
-    def vector(self, text: str) -> np.ndarray:
+    def vector(self, text: str) -> list[float]:
         found = self.known.get(text)
         if found is not None:
             return found
         seed = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
-        return unit_vectors(1, np.random.default_rng(seed))[0]
+        return unit_vectors(1, np.random.default_rng(seed))[0].tolist()  # type: ignore[no-any-return]
 
 
 def percentiles(samples: Sequence[float]) -> tuple[float, float, float]:

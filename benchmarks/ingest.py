@@ -90,7 +90,7 @@ def _store_settings(dsn: str) -> Any:
 
 
 async def through_remember(dsn: str, data: Corpus) -> float:
-    known = {text: data.vectors[i] for i, text in enumerate(data.texts)}
+    known = dict(zip(data.texts, data.vectors.tolist(), strict=True))
     store = await MemoryStore.open(_store_settings(dsn), embedder=PrecomputedEmbedder(known))
     try:
         started = time.perf_counter()
@@ -113,7 +113,7 @@ async def through_remember(dsn: str, data: Corpus) -> float:
 
 
 async def one_at_a_time(dsn: str, data: Corpus, count: int) -> float:
-    known = {text: data.vectors[i] for i, text in enumerate(data.texts[:count])}
+    known = dict(zip(data.texts[:count], data.vectors[:count].tolist(), strict=True))
     store = await MemoryStore.open(_store_settings(dsn), embedder=PrecomputedEmbedder(known))
     try:
         started = time.perf_counter()

@@ -77,7 +77,7 @@ def make_queries(data: Corpus, scope: str | None, count: int, seed: int = 7) -> 
 
 
 async def load(dsn: str, data: Corpus) -> MemoryStore:
-    known = {text: data.vectors[i] for i, text in enumerate(data.texts)}
+    known = dict(zip(data.texts, data.vectors.tolist(), strict=True))
     settings = load_settings(database_url=dsn, worker=False, auto_migrate=False)
     store = await MemoryStore.open(settings, embedder=PrecomputedEmbedder(known))
     started = time.perf_counter()
@@ -109,7 +109,7 @@ async def measure(store: MemoryStore, queries: Queries, label: str) -> dict[str,
     embedder = store.embedder
     assert isinstance(embedder, PrecomputedEmbedder)
     for text, vector in zip(queries.texts, queries.vectors, strict=True):
-        embedder.known[text] = vector
+        embedder.known[text] = vector.tolist()
     results: dict[str, Any] = {}
     for mode in MODES:
         found: list[list[str]] = []

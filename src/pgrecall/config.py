@@ -138,7 +138,7 @@ class Settings(BaseSettings):
         default=100_000, ge=1, description="longest memory text accepted, in characters"
     )
     ingest_chunk_size: int = Field(
-        default=1000, ge=1, le=100_000, description="memories embedded and written per step"
+        default=250, ge=1, le=100_000, description="memories embedded and written per step"
     )
     inline_embed_timeout: float = Field(
         default=10.0,

@@ -179,11 +179,13 @@ class IngestionService:
         any_pending = False
         try:
             for start in range(0, len(prepared), self._chunk_size):
+                # While chunk N is written, chunk N+1 is looked up, embedded and encoded.
                 chunk = _dedupe(prepared[start : start + self._chunk_size], start)
                 await self._embed(chunk, space_id)
+                statements = _statements(chunk, space_id)
                 if writing is not None:
                     any_pending |= await writing
-                writing = asyncio.create_task(self._write(chunk, space_id, results))
+                writing = asyncio.create_task(self._write(chunk, statements, results))
             if writing is not None:
                 any_pending |= await writing
         finally:
@@ -256,24 +258,21 @@ class IngestionService:
             return None
         return self._inline_timeout * math.ceil(count / self._batch_size)
 
-    async def _write(self, chunk: _Chunk, space_id: int, results: list[Remembered | None]) -> bool:
+    async def _write(
+        self,
+        chunk: _Chunk,
+        statements: list[tuple[str, str, list[list[object]]]],
+        results: list[Remembered | None],
+    ) -> bool:
         """Upsert the chunk; True when some rows were left pending."""
-        keyed = [i for i, m in enumerate(chunk.unique) if m.key is not None]
-        unkeyed = [i for i, m in enumerate(chunk.unique) if m.key is None]
 
         async def upsert() -> dict[tuple[str, str, str | bytes], Remembered]:
             written: dict[tuple[str, str, str | bytes], Remembered] = {}
             with database_errors():
                 async with self._pool.acquire() as connection:
-                    if unkeyed:
-                        columns = self._columns(chunk, unkeyed, space_id, keyed=False)
-                        for row in await connection.fetch(UPSERT_BY_CONTENT, *columns):
-                            identity = (row["namespace"], "content", row["content_hash"])
-                            written[identity] = _remembered(row)
-                    if keyed:
-                        columns = self._columns(chunk, keyed, space_id, keyed=True)
-                        for row in await connection.fetch(UPSERT_BY_KEY, *columns):
-                            written[(row["namespace"], "key", row["key"])] = _remembered(row)
+                    for kind, sql, columns in statements:
+                        for row in await connection.fetch(sql, *columns):
+                            written[_identity(kind, row)] = _remembered(row)
             return written
 
         written = await with_reconnect(upsert)
@@ -281,28 +280,46 @@ class IngestionService:
             results[position] = written[chunk.unique[index].identity]
         return any(result.status == "pending" for result in written.values())
 
-    @staticmethod
-    def _columns(
-        chunk: _Chunk, indexes: list[int], space_id: int, *, keyed: bool
-    ) -> list[list[object]]:
-        memories = [chunk.unique[i] for i in indexes]
-        vectors = [chunk.vectors[i] for i in indexes]
-        columns: list[list[object]] = [[m.namespace for m in memories]]
-        if keyed:
-            columns.append([m.key for m in memories])
-        columns += [
-            [m.content for m in memories],
-            [m.content_hash for m in memories],
-            [m.metadata for m in memories],
-            # Wrapped, or asyncpg would read a list of lists as a two-dimensional array.
-            [Vector(v) if v is not None else None for v in vectors],
-            [space_id if v is not None else None for v in vectors],
-            [m.expires_at for m in memories],
-            [chunk.status(i) for i in indexes],
-            [chunk.errors[i] for i in indexes],
-            [m.search_text for m in memories],
-        ]
-        return columns
+
+def _statements(chunk: _Chunk, space_id: int) -> list[tuple[str, str, list[list[object]]]]:
+    """The upserts that write ``chunk``: identity kind, statement, column arrays."""
+    keyed = [i for i, m in enumerate(chunk.unique) if m.key is not None]
+    unkeyed = [i for i, m in enumerate(chunk.unique) if m.key is None]
+    statements = []
+    if unkeyed:
+        columns = _columns(chunk, unkeyed, space_id, keyed=False)
+        statements.append(("content", UPSERT_BY_CONTENT, columns))
+    if keyed:
+        statements.append(("key", UPSERT_BY_KEY, _columns(chunk, keyed, space_id, keyed=True)))
+    return statements
+
+
+def _columns(
+    chunk: _Chunk, indexes: list[int], space_id: int, *, keyed: bool
+) -> list[list[object]]:
+    memories = [chunk.unique[i] for i in indexes]
+    vectors = [chunk.vectors[i] for i in indexes]
+    columns: list[list[object]] = [[m.namespace for m in memories]]
+    if keyed:
+        columns.append([m.key for m in memories])
+    columns += [
+        [m.content for m in memories],
+        [m.content_hash for m in memories],
+        [m.metadata for m in memories],
+        # Wrapped, or asyncpg would read a list of lists as a two-dimensional array.
+        [Vector(v) if v is not None else None for v in vectors],
+        [space_id if v is not None else None for v in vectors],
+        [m.expires_at for m in memories],
+        [chunk.status(i) for i in indexes],
+        [chunk.errors[i] for i in indexes],
+        [m.search_text for m in memories],
+    ]
+    return columns
+
+
+def _identity(kind: str, row: asyncpg.Record) -> tuple[str, str, str | bytes]:
+    """The identity (see Prepared.identity) of a row an upsert of ``kind`` returned."""
+    return (row["namespace"], kind, row["key" if kind == "key" else "content_hash"])
 
 
 def _remembered(row: asyncpg.Record) -> Remembered:

@@ -5,16 +5,26 @@ keeps its vector only while its indexed text is unchanged; otherwise the new vec
 there is none yet, the pending state) replaces it, so a row never holds a stale vector.
 """
 
+# One branch per identity kind, each joined on the columns of its unique partial index, so
+# every wanted row is one index probe (a join on "key IS NOT DISTINCT FROM" can use neither
+# index and scanned the namespace or the table).
 FIND_EXISTING = """
+    WITH wanted AS (
+        SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $5::text[])
+                      AS w(namespace, content_hash, key, search_text)
+    )
     SELECT m.namespace, m.content_hash, m.key
-    FROM memories m
-    JOIN unnest($1::text[], $2::bytea[], $3::text[], $5::text[])
-         AS wanted(namespace, content_hash, key, search_text)
-      ON m.namespace = wanted.namespace
-     AND m.content_hash = wanted.content_hash
-     AND m.key IS NOT DISTINCT FROM wanted.key
-     AND m.search_text IS NOT DISTINCT FROM wanted.search_text
-    WHERE m.embedding IS NOT NULL AND m.space_id = $4
+    FROM wanted w
+    JOIN memories m ON m.namespace = w.namespace AND m.content_hash = w.content_hash
+                   AND m.key IS NULL
+    WHERE w.key IS NULL AND m.embedding IS NOT NULL AND m.space_id = $4
+      AND m.search_text IS NOT DISTINCT FROM w.search_text
+    UNION ALL
+    SELECT m.namespace, m.content_hash, m.key
+    FROM wanted w
+    JOIN memories m ON m.namespace = w.namespace AND m.key = w.key
+    WHERE m.content_hash = w.content_hash AND m.embedding IS NOT NULL AND m.space_id = $4
+      AND m.search_text IS NOT DISTINCT FROM w.search_text
 """
 
 UPSERT_BY_CONTENT = """

@@ -46,7 +46,7 @@ async def create_pool(
     """The process's pool; raises DatabaseUnavailableError or SchemaError, never asyncpg's.
 
     HNSW scans keep going until enough rows pass the namespace and metadata filters
-    (``iterative_scan``), from a candidate list of ``hnsw_ef_search``. Plans are generic.
+    (``iterative_scan``), from a candidate list of ``hnsw_ef_search``.
     """
     try:
         pool = await asyncpg.create_pool(
@@ -58,10 +58,6 @@ async def create_pool(
             server_settings={
                 "hnsw.ef_search": str(hnsw_ef_search),
                 "hnsw.iterative_scan": "relaxed_order",
-                # Every statement is prepared and its plan shape is fixed by its text (the
-                # exact or the HNSW plan is chosen in Python), so planning it again on each
-                # execution only costs time: 0.3-0.5 ms of a 1.5 ms recall.
-                "plan_cache_mode": "force_generic_plan",
             },
         )
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

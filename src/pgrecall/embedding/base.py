@@ -92,7 +92,7 @@ def check_vector(vector: Sequence[float], position: int, dimensions: int) -> tup
             f"the embedder returned an all-zero vector at position {position}"
         )
     if abs(norm - 1.0) <= UNIT_NORM_TOLERANCE:
-        return list(vector), False
+        return vector if isinstance(vector, list) else list(vector), False
     return [value / norm for value in vector], True
 
 
