@@ -52,6 +52,25 @@ async def test_vector_column_has_the_configured_size(connection: asyncpg.Connect
     assert storage == "p"  # PLAIN: vectors stay in the row
 
 
+async def test_a_memory_row_stays_in_one_piece(connection: asyncpg.Connection) -> None:
+    options = await connection.fetchval(
+        "SELECT reloptions FROM pg_class WHERE relname = 'memories'"
+    )
+    assert "toast_tuple_target=8160" in options
+    await connection.execute(
+        "INSERT INTO memories (namespace, content, content_hash, metadata) "
+        "VALUES ('n', $1, sha256('x'::bytea), $2::jsonb)",
+        # Distinct random-looking words: neither the text nor its tsvector compress.
+        " ".join(hashlib.sha256(str(i).encode()).hexdigest()[:12] for i in range(100)),
+        '{"speaker": "user", "turn": 7, "session": "s1"}',
+    )
+    # A row of ~4 kB (tsvector included) is stored inline: nothing went to the TOAST table.
+    toasted = await connection.fetchval(
+        "SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE relname = 'memories'"
+    )
+    assert toasted == 0
+
+
 async def test_indexes(connection: asyncpg.Connection) -> None:
     definitions = {
         row["indexname"]: row["indexdef"]
@@ -60,6 +79,7 @@ async def test_indexes(connection: asyncpg.Connection) -> None:
         )
     }
     assert "USING hnsw (embedding vector_ip_ops)" in definitions["memories_embedding_hnsw"]
+    assert definitions["memories_embedding_hnsw"].endswith("WHERE hnsw_indexed")
     assert "USING gin (metadata)" in definitions["memories_metadata_gin"]
     assert "(namespace, created_at, id)" in definitions["memories_namespace_created_at"]
     assert definitions["memories_namespace_content_hash_key"].startswith("CREATE UNIQUE INDEX")

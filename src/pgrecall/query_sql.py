@@ -18,6 +18,9 @@ from pgrecall.filters import SqlParams
 # A scoped row's columns for a hit.
 HIT_COLUMNS = "m.id, m.namespace, m.content, m.metadata, m.key, m.created_at, m.expires_at"
 SCOPED = "scoped"
+# A matching row's tsvector cut down to the query's lexemes (marked with weight A, kept), so
+# term frequencies are read from a vector of one or two entries.
+QUERY_LEXEMES = "ts_filter(setweight(m.search, 'A', query.lexemes), '{a}')"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +62,7 @@ def small_scope(scope: Scope, vector: str | None, space: str | None, keywords: b
             f"CASE WHEN m.space_id = {space} THEN m.embedding <#> {vector} END AS distance"
         )
     if keywords:
-        columns.append("CASE WHEN m.search @@ query.tsq THEN m.search END AS search")
+        columns.append(f"CASE WHEN m.search @@ query.tsq THEN {QUERY_LEXEMES} END AS hits")
         sources += ", query"
     return f"""{SCOPED} AS MATERIALIZED (
             SELECT {", ".join(columns)} FROM {sources} WHERE {scope.conditions}
@@ -121,22 +124,20 @@ def keyword_ranking(
     if small:
         # N, the number of memories IDF is computed over: those in scope.
         count = f"(SELECT count(*) FROM {SCOPED})"
-        matched = f"""matched AS MATERIALIZED (
-                SELECT s.namespace, s.id, s.search, s.dl FROM {SCOPED} s
-                WHERE s.search IS NOT NULL
+        matched = f"""matched AS (
+                SELECT s.namespace, s.id, s.hits, s.dl FROM {SCOPED} s WHERE s.hits IS NOT NULL
             )"""
     else:
         count = f"(SELECT count(*) FROM memories WHERE namespace = ANY({scope.namespaces}))"
         matched = f"""matched AS MATERIALIZED (
-                SELECT m.namespace, m.id, m.search, length(m.search) AS dl FROM memories m, query
+                SELECT m.namespace, m.id, {QUERY_LEXEMES} AS hits, length(m.search) AS dl
+                FROM memories m, query
                 WHERE {scope.conditions} AND m.search @@ query.tsq
             )"""
     postings = """postings AS MATERIALIZED (
-            -- Only the query's lexemes are unnested: they are marked with weight A, kept.
             SELECT d.namespace, d.id, t.lexeme, cardinality(t.positions)::float8 AS tf,
                    d.dl::float8 AS dl
-            FROM matched d, query,
-                 unnest(ts_filter(setweight(d.search, 'A', query.lexemes), '{a}')) AS t
+            FROM matched d, unnest(d.hits) AS t
         )"""
     frequency = """frequency AS (
             SELECT lexeme, count(*)::float8 AS df FROM postings GROUP BY lexeme
