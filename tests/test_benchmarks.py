@@ -42,3 +42,54 @@ def test_scifact_benchmark_runs(tmp_path: Path) -> None:
         ndcg = float(rows[mode][6])
         assert 0.0 <= ndcg <= 1.0
     assert float(rows["hybrid"][6]) > 0.3  # 5 claims over ~65 abstracts: well above chance
+
+
+def _run(*arguments: str) -> str:
+    completed = subprocess.run(
+        [sys.executable, "-m", *arguments],
+        cwd=REPO,
+        env={k: v for k, v in os.environ.items() if not k.startswith("PGRECALL_")},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return completed.stdout
+
+
+@pytest.mark.skipif(not SCIFACT.is_dir(), reason="../shared/eval/scifact is not beside the repo")
+def test_ingest_benchmark_runs() -> None:
+    out = _run(
+        "benchmarks.ingest",
+        *("--rows", "600", "--namespaces", "3", "--single-rows", "20", "--model-rows", "20"),
+        "--skip-peers",
+    )
+    ratios = {
+        line[:44].strip(): float(line.split()[-2])
+        for line in out.splitlines()
+        if line.startswith(("raw asyncpg", "pgrecall remember,"))
+    }
+    assert ratios["raw asyncpg binary COPY (the limit)"] == 1.0  # COPY against itself
+    assert ratios["pgrecall remember, 1,000 per call"] > 0.0  # a share of COPY's rate
+    assert "x the model alone" in out
+
+
+@pytest.mark.skipif(not SCIFACT.is_dir(), reason="../shared/eval/scifact is not beside the repo")
+def test_recall_and_scale_benchmarks_run() -> None:
+    out = _run(
+        "benchmarks.recall_latency",
+        *("--rows", "3000", "--table", "6000", "--queries", "20"),
+        "--skip-peers",
+    )
+    accuracies = [
+        float(line.split("recall@10")[1].split()[0])
+        for line in out.splitlines()
+        if "recall@10" in line
+    ]
+    assert len(accuracies) == 3  # cases a, b and c
+    assert min(accuracies) >= 0.9
+    out = _run("benchmarks.scale", "--steps", "2000,4000", "--queries", "10")
+    assert (
+        len([line for line in out.splitlines() if line.strip().startswith(("2000", "4000"))]) == 2
+    )
