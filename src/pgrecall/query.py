@@ -38,7 +38,6 @@ from pgrecall.query_sql import (
     fused,
     keyword_ranking,
     query_terms,
-    small_scope,
     vector_ranking,
 )
 from pgrecall.records import MODES, Hit, RecallOptions, RecallResult
@@ -232,17 +231,13 @@ class QueryService:
         keywords = mode in ("keyword", "hybrid")
         if keywords:
             ctes.extend(query_terms(params.add(text, "text")))
-        # A small scope that keywords must read is read once, for both rankings.
-        scoped = exact and keywords
-        if scoped:
-            ctes.append(small_scope(scope, query, space, keywords))
         if query is not None and space is not None:
             # Alone, the vector ranking is the answer; through HNSW it fetches a few more
             # candidates than asked, for the exact re-sort.
             size = wanted if mode == "vector" else depth
             if not exact:
                 size = max(size, options.k * CANDIDATE_FACTOR)
-            plan = "scoped" if scoped else "exact" if exact else "hnsw"
+            plan = "exact" if exact else "hnsw"
             vector_ranked = vector_ranking(scope, query, space, params.add(size, "int"), plan)
         if keywords:
             size = wanted if mode == "keyword" else depth
@@ -252,7 +247,6 @@ class QueryService:
                 params.add(size, "int"),
                 settings.bm25_k1,
                 settings.bm25_b,
-                small=exact,
             )
             ctes.extend(keyword_ranked.ctes)
         if vector_ranked is not None and keyword_ranked is not None:
