@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pgrecall.filters import SqlParams
 
-# A scoped row's columns for a hit.
+# A memory's columns in a hit.
 HIT_COLUMNS = "m.id, m.namespace, m.content, m.metadata, m.key, m.created_at, m.expires_at"
 # A matching row's tsvector cut down to the query's lexemes (marked with weight A, kept), so
 # term frequencies are read from a vector of one or two entries.
