@@ -25,6 +25,7 @@ from pathlib import Path
 import asyncpg
 import numpy as np
 
+from pgrecall import MemoryInput, MemoryStore
 from pgrecall.db import migrate
 from pgrecall.db.embedded import EmbeddedPostgres
 from pgrecall.embedding.base import BatchingEmbedder, BatchOutput
@@ -123,21 +124,25 @@ def corpus(namespaces: Sequence[tuple[str, int]], seed: int = 1, uniform: bool =
 
 
 class PrecomputedEmbedder(BatchingEmbedder):
-    """Returns vectors computed beforehand (``known``, as lists: what an embedder client hands
-    over), or a seeded one for other texts, so the figures are the database's and the store's
+    """Returns vectors computed beforehand (``learn``; kept as lists, what an embedder client
+    hands over), or a seeded one for other texts, so the figures are the database's and the store's
     alone."""
 
-    def __init__(self, known: dict[str, list[float]] | None = None) -> None:
+    def __init__(self) -> None:
         super().__init__(
             EmbeddingSpace("bench", "precomputed", DIMENSIONS, "", ""),
             batch_size=100_000,
             batch_chars=10**12,
             concurrency=1,
         )
-        self.known = known if known is not None else {}
+        self.known: dict[str, list[float]] = {}
 
     async def _embed_batch(self, texts: list[str]) -> BatchOutput:
         return BatchOutput(vectors=[self.vector(text) for text in texts])
+
+    def learn(self, texts: Sequence[str], vectors: np.ndarray) -> None:
+        """Answer ``texts`` with ``vectors`` from now on."""
+        self.known.update(zip(texts, vectors.tolist(), strict=True))
 
     def vector(self, text: str) -> list[float]:
         found = self.known.get(text)
@@ -145,6 +150,18 @@ class PrecomputedEmbedder(BatchingEmbedder):
             return found
         seed = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
         return unit_vectors(1, np.random.default_rng(seed))[0].tolist()  # type: ignore[no-any-return]
+
+
+async def remember_all(store: MemoryStore, data: Corpus, per_call: int = 1000) -> float:
+    """Write ``data`` through ``remember``, ``per_call`` memories a call; returns seconds."""
+    started = time.perf_counter()
+    for start in range(0, len(data.texts), per_call):
+        items = [
+            MemoryInput(data.texts[i], metadata=data.metadata[i], namespace=data.namespaces[i])
+            for i in range(start, min(start + per_call, len(data.texts)))
+        ]
+        await store.remember(items)
+    return time.perf_counter() - started
 
 
 def percentiles(samples: Sequence[float]) -> tuple[float, float, float]:

@@ -37,11 +37,12 @@ from benchmarks.common import (
     embedded_server,
     fresh_database,
     machine,
+    remember_all,
     titles,
     write_json,
 )
 from benchmarks.peers import run_peer, write_data
-from pgrecall import MemoryInput, MemoryStore, load_settings
+from pgrecall import MemoryStore, load_settings
 from pgrecall.embedding.local import LocalEmbedder
 from pgrecall.embedding.space import configured_space
 
@@ -90,31 +91,19 @@ def _store_settings(dsn: str) -> Any:
 
 
 async def through_remember(dsn: str, data: Corpus) -> float:
-    known = dict(zip(data.texts, data.vectors.tolist(), strict=True))
-    store = await MemoryStore.open(_store_settings(dsn), embedder=PrecomputedEmbedder(known))
+    embedder = PrecomputedEmbedder()
+    embedder.learn(data.texts, data.vectors)
+    store = await MemoryStore.open(_store_settings(dsn), embedder=embedder)
     try:
-        started = time.perf_counter()
-        start = 0
-        while start < len(data.texts):
-            namespace = data.namespaces[start]
-            end = start
-            while (
-                end < len(data.texts) and data.namespaces[end] == namespace and end - start < 1000
-            ):
-                end += 1
-            items = [
-                MemoryInput(data.texts[i], metadata=data.metadata[i]) for i in range(start, end)
-            ]
-            await store.remember(items, namespace=namespace)
-            start = end
-        return time.perf_counter() - started
+        return await remember_all(store, data)
     finally:
         await store.close()
 
 
 async def one_at_a_time(dsn: str, data: Corpus, count: int) -> float:
-    known = dict(zip(data.texts[:count], data.vectors[:count].tolist(), strict=True))
-    store = await MemoryStore.open(_store_settings(dsn), embedder=PrecomputedEmbedder(known))
+    embedder = PrecomputedEmbedder()
+    embedder.learn(data.texts[:count], data.vectors[:count])
+    store = await MemoryStore.open(_store_settings(dsn), embedder=embedder)
     try:
         started = time.perf_counter()
         for i in range(count):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,11 +38,12 @@ from benchmarks.common import (
     fresh_database,
     machine,
     percentiles,
+    remember_all,
     timed,
     write_json,
 )
 from benchmarks.peers import run_peer, write_data
-from pgrecall import MemoryInput, MemoryStore, load_settings
+from pgrecall import MemoryStore, load_settings
 
 MODES = ("vector", "keyword", "hybrid")
 
@@ -77,17 +79,11 @@ def make_queries(data: Corpus, scope: str | None, count: int, seed: int = 7) -> 
 
 
 async def load(dsn: str, data: Corpus) -> MemoryStore:
-    known = dict(zip(data.texts, data.vectors.tolist(), strict=True))
+    embedder = PrecomputedEmbedder()
+    embedder.learn(data.texts, data.vectors)
     settings = load_settings(database_url=dsn, worker=False, auto_migrate=False)
-    store = await MemoryStore.open(settings, embedder=PrecomputedEmbedder(known))
-    started = time.perf_counter()
-    for start in range(0, len(data.texts), 1000):
-        items = [
-            MemoryInput(data.texts[i], metadata=data.metadata[i], namespace=data.namespaces[i])
-            for i in range(start, min(start + 1000, len(data.texts)))
-        ]
-        await store.remember(items)
-    loaded = time.perf_counter() - started
+    store = await MemoryStore.open(settings, embedder=embedder)
+    loaded = await remember_all(store, data)
     started = time.perf_counter()
     await store.index(rebuild=True)
     count = len(data.texts)
@@ -105,33 +101,39 @@ def recall_at_10(found: list[list[str]], truth: list[set[str]]) -> tuple[float, 
     return float(np.mean(overlap)), float(np.mean(full))
 
 
-async def measure(store: MemoryStore, queries: Queries, label: str) -> dict[str, Any]:
+async def run_mode(
+    store: MemoryStore, queries: Queries, mode: str
+) -> tuple[list[float], list[list[str]]]:
+    """Latency of every query in ``mode`` (after a warm-up) and the contents each returned."""
     embedder = store.embedder
     assert isinstance(embedder, PrecomputedEmbedder)
-    for text, vector in zip(queries.texts, queries.vectors, strict=True):
-        embedder.known[text] = vector.tolist()
+    embedder.learn(queries.texts, queries.vectors)
+    found: list[list[str]] = []
+
+    def call(i: int) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            result = await store.recall(
+                queries.texts[i],
+                namespace=queries.namespaces[i],
+                mode=mode,  # type: ignore[arg-type]
+            )
+            found.append([hit.content for hit in result])
+
+        return run
+
+    latencies = await timed([call(i) for i in range(len(queries.texts))])
+    return latencies, found[-len(queries.texts) :]  # the warm-up's answers come first
+
+
+async def measure(store: MemoryStore, queries: Queries, label: str) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for mode in MODES:
-        found: list[list[str]] = []
-
-        def call(i: int, mode: str = mode, found: list[list[str]] = found) -> Any:
-            async def run() -> None:
-                result = await store.recall(
-                    queries.texts[i],
-                    namespace=queries.namespaces[i],
-                    mode=mode,  # type: ignore[arg-type]
-                )
-                found.append([hit.content for hit in result])
-
-            return run
-
-        calls = [call(i) for i in range(len(queries.texts))]
-        latencies = await timed(calls)
+        latencies, found = await run_mode(store, queries, mode)
         p50, p95, p99 = percentiles(latencies)
         row: dict[str, Any] = {"p50": p50, "p95": p95, "p99": p99}
         line = f"  {label:<34}{mode:<9}p50 {p50:6.2f} ms  p95 {p95:6.2f}  p99 {p99:6.2f}"
         if mode == "vector":
-            accuracy, full = recall_at_10(found[-len(queries.texts) :], queries.truth)
+            accuracy, full = recall_at_10(found, queries.truth)
             row.update(recall_at_10=accuracy, full_k=full)
             line += f"  recall@10 {accuracy:.4f}  full k {full:.0%}"
         print(line)

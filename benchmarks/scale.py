@@ -28,11 +28,11 @@ from benchmarks.common import (
     fresh_database,
     machine,
     percentiles,
-    timed,
+    remember_all,
     write_json,
 )
-from benchmarks.recall_latency import make_queries, recall_at_10
-from pgrecall import MemoryInput, MemoryStore, load_settings
+from benchmarks.recall_latency import make_queries, recall_at_10, run_mode
+from pgrecall import MemoryStore, load_settings
 
 SIZES = """
     SELECT pg_relation_size('memories') AS heap,
@@ -74,42 +74,20 @@ def _merge(first: Corpus | None, second: Corpus) -> Corpus:
 async def write(store: MemoryStore, data: Corpus) -> float:
     embedder = store.embedder
     assert isinstance(embedder, PrecomputedEmbedder)
-    embedder.known.update(zip(data.texts, data.vectors.tolist(), strict=True))
-    started = time.perf_counter()
-    for start in range(0, len(data.texts), 1000):
-        items = [
-            MemoryInput(data.texts[i], metadata=data.metadata[i], namespace=data.namespaces[i])
-            for i in range(start, min(start + 1000, len(data.texts)))
-        ]
-        await store.remember(items)
+    embedder.learn(data.texts, data.vectors)
+    seconds = await remember_all(store, data)
     embedder.known.clear()
-    return time.perf_counter() - started
+    return seconds
 
 
 async def latency(store: MemoryStore, data: Corpus, scope: str, count: int) -> dict[str, Any]:
     queries = make_queries(data, scope, count)
-    embedder = store.embedder
-    assert isinstance(embedder, PrecomputedEmbedder)
-    embedder.known.update(zip(queries.texts, queries.vectors.tolist(), strict=True))
     row: dict[str, Any] = {}
     for mode in ("vector", "hybrid"):
-        found: list[list[str]] = []
-
-        def call(i: int, mode: str = mode, found: list[list[str]] = found) -> Any:
-            async def run() -> None:
-                result = await store.recall(
-                    queries.texts[i],
-                    namespace=queries.namespaces[i],
-                    mode=mode,  # type: ignore[arg-type]
-                )
-                found.append([hit.content for hit in result])
-
-            return run
-
-        latencies = await timed([call(i) for i in range(count)])
+        latencies, found = await run_mode(store, queries, mode)
         row[mode] = percentiles(latencies)[0]
         if mode == "vector":
-            row["recall_at_10"] = recall_at_10(found[-count:], queries.truth)[0]
+            row["recall_at_10"] = recall_at_10(found, queries.truth)[0]
     return row
 
 

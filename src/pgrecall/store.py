@@ -222,21 +222,19 @@ class MemoryStore:
         if not single and key is not None:
             raise InvalidInputError("key names one memory: pass it per item with MemoryInput")
         raw = [content] if isinstance(content, str) else list(content)
-        fills = metadata is not None or expires_at is not None
-        items = [
-            (
-                dataclasses.replace(
-                    item,
-                    metadata=item.metadata if item.metadata is not None else metadata,
-                    expires_at=item.expires_at if item.expires_at is not None else expires_at,
-                )
-                if fills
-                else item
+
+        def with_call_values(item: str | MemoryInput) -> MemoryInput:
+            if not isinstance(item, MemoryInput):
+                return MemoryInput(content=item, key=key, metadata=metadata, expires_at=expires_at)
+            if metadata is None and expires_at is None:
+                return item
+            return dataclasses.replace(
+                item,
+                metadata=item.metadata if item.metadata is not None else metadata,
+                expires_at=item.expires_at if item.expires_at is not None else expires_at,
             )
-            if isinstance(item, MemoryInput)
-            else MemoryInput(content=item, key=key, metadata=metadata, expires_at=expires_at)
-            for item in raw
-        ]
+
+        items = [with_call_values(item) for item in raw]
         prepared = prepare(
             items,
             default_namespace=namespace,
