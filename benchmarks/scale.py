@@ -76,7 +76,7 @@ async def write(store: MemoryStore, data: Corpus) -> float:
     assert isinstance(embedder, PrecomputedEmbedder)
     embedder.learn(data.texts, data.vectors)
     seconds = await remember_all(store, data)
-    embedder.known.clear()
+    embedder.forget()
     return seconds
 
 

@@ -5,10 +5,13 @@ Identity of a memory inside its namespace: its external key when it has one, els
 metadata is merged, newest keys winning; its expiry is the newest call's). A keyed memory is
 upserted: new text, metadata and expiry replace the old.
 
-Chunks are pipelined: while chunk N is written, chunk N+1 is embedded. A chunk is written with
-one ``INSERT .. SELECT FROM unnest(..) ON CONFLICT`` per identity kind (binary arrays in one
-round trip), never a round trip per row. Texts whose row already holds a vector of the store's
-space for the same content are not embedded again, so a re-run import costs no embedding.
+Chunks are pipelined: while chunk N is written, chunk N+1 is embedded. One lookup per chunk
+finds which memories already have a row: new ones go in by binary COPY, the others by one
+``INSERT .. SELECT FROM unnest(..) ON CONFLICT`` per identity kind; never a round trip per row.
+When another writer stores one of the new memories between the lookup and the COPY, the unique
+index refuses the COPY and the chunk's new memories are upserted instead. Texts whose row
+already holds a vector of the store's space for the same content are not embedded again, so a
+re-run import costs no embedding.
 
 Durable: the text is written atomically with its vector, or without one. When the embedder
 fails transiently (down, busy, garbled, slower than ``inline_embed_timeout``) the memories are
@@ -24,27 +27,31 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import asyncpg
-from pgvector import Vector
 
 from pgrecall import validation
 from pgrecall.config import Settings
 from pgrecall.db.errors import database_errors
 from pgrecall.db.retry import with_reconnect
+from pgrecall.db.vectors import vector_binary
 from pgrecall.embedding.base import Embedder
 from pgrecall.errors import EmbeddingError, InputTooLongError
 from pgrecall.health import EmbedderHealth
-from pgrecall.ingest_sql import FIND_EXISTING, UPSERT_BY_CONTENT, UPSERT_BY_KEY
+from pgrecall.ingest_sql import COPY_COLUMNS, FIND_EXISTING, UPSERT_BY_CONTENT, UPSERT_BY_KEY
 from pgrecall.records import EmbedStatus, MemoryInput, Remembered
 from pgrecall.spaces import SpaceRegistry
 from pgrecall.templates import TextTemplates
 
 # NOTIFY channel the workers LISTEN on: pending memories were written.
 PENDING_CHANNEL = "pgrecall_pending"
+
+
+_Identity = tuple[str, str, str | bytes]  # see Prepared.identity
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +72,7 @@ class Prepared:
         return self.search_text or self.content
 
     @property
-    def identity(self) -> tuple[str, str, str | bytes]:
+    def identity(self) -> _Identity:
         """What makes two inputs the same memory."""
         if self.key is not None:
             return (self.namespace, "key", self.key)
@@ -126,8 +133,9 @@ class _Chunk:
 
     unique: list[Prepared]
     positions: list[tuple[int, int]]  # (input position, index into unique)
-    vectors: list[list[float] | None]
+    vectors: list[bytes | None]  # pgvector's binary format
     errors: list[str | None]
+    stored: set[int] = field(default_factory=set)  # indexes of memories that have a row
 
     def status(self, index: int) -> EmbedStatus:
         """What the row will be: embedded (vector now), failed (error), else pending."""
@@ -136,8 +144,20 @@ class _Chunk:
         return "failed" if self.errors[index] is not None else "pending"
 
 
+def _chunk_bounds(count: int, size: int) -> list[tuple[int, int]]:
+    """Where the chunks of ``count`` memories start and end. The first is a quarter of ``size``:
+    nothing is being written while it is looked up, embedded and encoded, so it starts the
+    writes sooner."""
+    bounds = []
+    start, end = 0, min(count, max(1, size // 4))
+    while start < count:
+        bounds.append((start, end))
+        start, end = end, min(count, end + size)
+    return bounds
+
+
 def _dedupe(prepared: Sequence[Prepared], offset: int) -> _Chunk:
-    index_of: dict[tuple[str, str, str | bytes], int] = {}
+    index_of: dict[_Identity, int] = {}
     unique: list[Prepared] = []
     positions = []
     for position, memory in enumerate(prepared, start=offset):
@@ -178,14 +198,14 @@ class IngestionService:
         writing: asyncio.Task[bool] | None = None
         any_pending = False
         try:
-            for start in range(0, len(prepared), self._chunk_size):
+            for start, end in _chunk_bounds(len(prepared), self._chunk_size):
                 # While chunk N is written, chunk N+1 is looked up, embedded and encoded.
-                chunk = _dedupe(prepared[start : start + self._chunk_size], start)
+                chunk = _dedupe(prepared[start:end], start)
                 await self._embed(chunk, space_id)
-                statements = _statements(chunk, space_id)
+                plan = _plan(chunk, space_id)
                 if writing is not None:
                     any_pending |= await writing
-                writing = asyncio.create_task(self._write(chunk, statements, results))
+                writing = asyncio.create_task(self._write(chunk, plan, results))
             if writing is not None:
                 any_pending |= await writing
         finally:
@@ -199,8 +219,9 @@ class IngestionService:
         with database_errors():
             await self._pool.execute(f"NOTIFY {PENDING_CHANNEL}")
 
-    async def _missing(self, chunk: _Chunk, space_id: int) -> list[int]:
-        """Indexes of the chunk's memories that hold no vector of this space for this text."""
+    async def _lookup(self, chunk: _Chunk, space_id: int) -> list[int]:
+        """Note which of the chunk's memories have a row; return the indexes of those that hold
+        no vector of this space for this text."""
 
         async def find() -> list[asyncpg.Record]:
             with database_errors():
@@ -213,15 +234,16 @@ class IngestionService:
                     [m.search_text for m in chunk.unique],
                 )
 
-        ready = {(r["namespace"], r["content_hash"], r["key"]) for r in await with_reconnect(find)}
-        return [
-            index
-            for index, m in enumerate(chunk.unique)
-            if (m.namespace, m.content_hash, m.key) not in ready
-        ]
+        reusable = set()
+        for row in await with_reconnect(find):
+            index = row["position"] - 1
+            chunk.stored.add(index)
+            if row["reusable"]:
+                reusable.add(index)
+        return [index for index in range(len(chunk.unique)) if index not in reusable]
 
     async def _embed(self, chunk: _Chunk, space_id: int) -> None:
-        remaining = await self._missing(chunk, space_id)
+        remaining = await self._lookup(chunk, space_id)
         if not remaining or self._health.down:
             return  # already stored, or the embedder is down: store pending at once
         while remaining:
@@ -248,7 +270,7 @@ class IngestionService:
                 return
             self._health.mark_up()
             for index, vector in zip(remaining, embeddings.vectors, strict=True):
-                chunk.vectors[index] = vector
+                chunk.vectors[index] = vector_binary(vector)
             return
 
     def _timeout(self, count: int) -> float | None:
@@ -259,55 +281,106 @@ class IngestionService:
         return self._inline_timeout * math.ceil(count / self._batch_size)
 
     async def _write(
-        self,
-        chunk: _Chunk,
-        statements: list[tuple[str, str, list[list[object]]]],
-        results: list[Remembered | None],
+        self, chunk: _Chunk, plan: _WritePlan, results: list[Remembered | None]
     ) -> bool:
-        """Upsert the chunk; True when some rows were left pending."""
+        """Write the chunk; True when some rows were left pending."""
 
-        async def upsert() -> dict[tuple[str, str, str | bytes], Remembered]:
-            written: dict[tuple[str, str, str | bytes], Remembered] = {}
+        async def write() -> dict[_Identity, Remembered]:
+            written: dict[_Identity, Remembered] = {}
+            upserts = plan.upserts
             with database_errors():
                 async with self._pool.acquire() as connection:
-                    for kind, sql, columns in statements:
+                    if plan.copied:
+                        try:
+                            await connection.copy_records_to_table(
+                                "memories", records=plan.records, columns=COPY_COLUMNS
+                            )
+                        except asyncpg.UniqueViolationError:
+                            # Stored by another writer since the lookup: upsert them instead.
+                            upserts = upserts + _upserts(chunk, plan.copied, plan.space_id)
+                        else:
+                            for index, identifier in zip(plan.copied, plan.ids, strict=True):
+                                written[chunk.unique[index].identity] = _copied(
+                                    chunk, index, identifier
+                                )
+                    for kind, sql, columns in upserts:
                         for row in await connection.fetch(sql, *columns):
                             written[_identity(kind, row)] = _remembered(row)
             return written
 
-        written = await with_reconnect(upsert)
+        written = await with_reconnect(write)
         for position, index in chunk.positions:
             results[position] = written[chunk.unique[index].identity]
         return any(result.status == "pending" for result in written.values())
 
 
-def _statements(chunk: _Chunk, space_id: int) -> list[tuple[str, str, list[list[object]]]]:
-    """The upserts that write ``chunk``: identity kind, statement, column arrays."""
-    keyed = [i for i, m in enumerate(chunk.unique) if m.key is not None]
-    unkeyed = [i for i, m in enumerate(chunk.unique) if m.key is None]
-    statements = []
+_Upsert = tuple[str, str, list[Sequence[object]]]  # identity kind, statement, column arrays
+
+
+@dataclass(frozen=True, slots=True)
+class _WritePlan:
+    """How a chunk is written: its new memories copied in, the others upserted."""
+
+    space_id: int
+    copied: list[int]  # indexes of the new memories
+    ids: list[uuid.UUID]  # their ids
+    records: Sequence[tuple[object, ...]]  # their rows, in COPY_COLUMNS order
+    upserts: list[_Upsert]
+
+
+def _plan(chunk: _Chunk, space_id: int) -> _WritePlan:
+    copied = [index for index in range(len(chunk.unique)) if index not in chunk.stored]
+    ids = [uuid.uuid4() for _ in copied]
+    records = []
+    for index, identifier in zip(copied, ids, strict=True):
+        memory = chunk.unique[index]
+        vector = chunk.vectors[index]
+        records.append(
+            (
+                identifier,
+                memory.namespace,
+                memory.key,
+                memory.content,
+                memory.content_hash,
+                memory.metadata,
+                vector,
+                space_id if vector is not None else None,
+                memory.expires_at,
+                chunk.status(index),
+                chunk.errors[index],
+                memory.search_text,
+            )
+        )
+    upserts = _upserts(chunk, sorted(chunk.stored), space_id)
+    return _WritePlan(space_id, copied, ids, records, upserts)
+
+
+def _upserts(chunk: _Chunk, indexes: list[int], space_id: int) -> list[_Upsert]:
+    """The upserts that write the chunk's memories at ``indexes``, one per identity kind."""
+    keyed = [i for i in indexes if chunk.unique[i].key is not None]
+    unkeyed = [i for i in indexes if chunk.unique[i].key is None]
+    upserts = []
     if unkeyed:
         columns = _columns(chunk, unkeyed, space_id, keyed=False)
-        statements.append(("content", UPSERT_BY_CONTENT, columns))
+        upserts.append(("content", UPSERT_BY_CONTENT, columns))
     if keyed:
-        statements.append(("key", UPSERT_BY_KEY, _columns(chunk, keyed, space_id, keyed=True)))
-    return statements
+        upserts.append(("key", UPSERT_BY_KEY, _columns(chunk, keyed, space_id, keyed=True)))
+    return upserts
 
 
 def _columns(
     chunk: _Chunk, indexes: list[int], space_id: int, *, keyed: bool
-) -> list[list[object]]:
+) -> list[Sequence[object]]:
     memories = [chunk.unique[i] for i in indexes]
     vectors = [chunk.vectors[i] for i in indexes]
-    columns: list[list[object]] = [[m.namespace for m in memories]]
+    columns: list[Sequence[object]] = [[m.namespace for m in memories]]
     if keyed:
         columns.append([m.key for m in memories])
     columns += [
         [m.content for m in memories],
         [m.content_hash for m in memories],
         [m.metadata for m in memories],
-        # Wrapped, or asyncpg would read a list of lists as a two-dimensional array.
-        [Vector(v) if v is not None else None for v in vectors],
+        vectors,
         [space_id if v is not None else None for v in vectors],
         [m.expires_at for m in memories],
         [chunk.status(i) for i in indexes],
@@ -317,7 +390,17 @@ def _columns(
     return columns
 
 
-def _identity(kind: str, row: asyncpg.Record) -> tuple[str, str, str | bytes]:
+def _copied(chunk: _Chunk, index: int, identifier: uuid.UUID) -> Remembered:
+    return Remembered(
+        id=identifier,
+        namespace=chunk.unique[index].namespace,
+        created=True,
+        status=chunk.status(index),
+        error=chunk.errors[index],
+    )
+
+
+def _identity(kind: str, row: asyncpg.Record) -> _Identity:
     """The identity (see Prepared.identity) of a row an upsert of ``kind`` returned."""
     return (row["namespace"], kind, row["key" if kind == "key" else "content_hash"])
 

@@ -5,27 +5,47 @@ keeps its vector only while its indexed text is unchanged; otherwise the new vec
 there is none yet, the pending state) replaces it, so a row never holds a stale vector.
 """
 
+# Which of a chunk's memories already have a row (they are upserted; the others are copied in),
+# and which of those rows hold a vector this store can keep (their text is not embedded again).
 # One branch per identity kind, each joined on the columns of its unique partial index, so
 # every wanted row is one index probe (a join on "key IS NOT DISTINCT FROM" can use neither
 # index and scanned the namespace or the table).
 FIND_EXISTING = """
     WITH wanted AS (
-        SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $5::text[])
-                      AS w(namespace, content_hash, key, search_text)
+        SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $5::text[]) WITH ORDINALITY
+                      AS w(namespace, content_hash, key, search_text, position)
     )
-    SELECT m.namespace, m.content_hash, m.key
+    SELECT w.position,
+           m.embedding IS NOT NULL AND m.space_id = $4
+           AND m.search_text IS NOT DISTINCT FROM w.search_text AS reusable
     FROM wanted w
     JOIN memories m ON m.namespace = w.namespace AND m.content_hash = w.content_hash
                    AND m.key IS NULL
-    WHERE w.key IS NULL AND m.embedding IS NOT NULL AND m.space_id = $4
-      AND m.search_text IS NOT DISTINCT FROM w.search_text
+    WHERE w.key IS NULL
     UNION ALL
-    SELECT m.namespace, m.content_hash, m.key
+    SELECT w.position,
+           m.content_hash = w.content_hash AND m.embedding IS NOT NULL AND m.space_id = $4
+           AND m.search_text IS NOT DISTINCT FROM w.search_text
     FROM wanted w
     JOIN memories m ON m.namespace = w.namespace AND m.key = w.key
-    WHERE m.content_hash = w.content_hash AND m.embedding IS NOT NULL AND m.space_id = $4
-      AND m.search_text IS NOT DISTINCT FROM w.search_text
 """
+
+# New memories go in by binary COPY (ids made by the client); created_at/updated_at take the
+# column defaults, clock_timestamp(), so rows of one batch are ordered as they were given.
+COPY_COLUMNS = (
+    "id",
+    "namespace",
+    "key",
+    "content",
+    "content_hash",
+    "metadata",
+    "embedding",
+    "space_id",
+    "expires_at",
+    "status",
+    "embed_error",
+    "search_text",
+)
 
 UPSERT_BY_CONTENT = """
     INSERT INTO memories (namespace, content, content_hash, metadata, embedding, space_id,

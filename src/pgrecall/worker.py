@@ -22,11 +22,11 @@ from typing import TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
-from pgvector import Vector
 
 from pgrecall.config import Settings
 from pgrecall.db.errors import database_errors
 from pgrecall.db.pool import connect
+from pgrecall.db.vectors import vector_binary
 from pgrecall.embedding.base import Embedder
 from pgrecall.errors import DatabaseUnavailableError, EmbeddingError, InputTooLongError
 from pgrecall.health import EmbedderHealth
@@ -123,7 +123,7 @@ class EmbeddingWorker:
                 _STORE_VECTORS,
                 [r["namespace"] for r in claimed],
                 [r["id"] for r in claimed],
-                [Vector(v) for v in embeddings.vectors],
+                [vector_binary(v) for v in embeddings.vectors],
                 space_id,
             )
             return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 from pgvector.asyncpg import register_vector
 
+from pgrecall.db.vectors import register_vector_codec
 from pgrecall.errors import DatabaseUnavailableError, SchemaError
 
 # Each connection's prepared statements survive in asyncpg's cache; keep enough for every
@@ -25,6 +26,7 @@ def redact(dsn: str) -> str:
 async def _init_connection(connection: asyncpg.Connection) -> None:
     try:
         await register_vector(connection)
+        await register_vector_codec(connection)
     except ValueError as exc:
         raise SchemaError(
             "the database has no pgvector extension: run `pgrecall migrate` first"

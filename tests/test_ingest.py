@@ -1,0 +1,101 @@
+"""Ingestion's write path on a real PostgreSQL: new memories copied in, the rest upserted."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from pgrecall import MemoryInput, MemoryStore
+from pgrecall.ingest import IngestionService
+
+from .conftest import store_settings
+from .fakes import HashEmbedder
+
+CHUNK = 8  # small chunks: a call of a few dozen memories crosses several
+
+
+@pytest.fixture
+async def chunked(migrated_dsn: str) -> AsyncIterator[MemoryStore]:
+    opened = await MemoryStore.open(
+        store_settings(ingest_chunk_size=CHUNK), dsn=migrated_dsn, embedder=HashEmbedder()
+    )
+    yield opened
+    await opened.close()
+
+
+async def _rows(dsn: str, namespace: str) -> list[asyncpg.Record]:
+    connection = await asyncpg.connect(dsn)
+    try:
+        return await connection.fetch(
+            "SELECT id, key, content, status, embedding IS NOT NULL AS embedded "
+            "FROM memories WHERE namespace = $1",
+            namespace,
+        )
+    finally:
+        await connection.close()
+
+
+async def test_a_call_across_chunks_keeps_its_order_ids_and_vectors(
+    chunked: MemoryStore, migrated_dsn: str
+) -> None:
+    texts = [f"observation number {i}" for i in range(5 * CHUNK + 3)]
+    results = await chunked.remember(texts, namespace="log")
+    assert all(result.created and result.status == "embedded" for result in results)
+    rows = {row["id"]: row for row in await _rows(migrated_dsn, "log")}
+    assert [rows[result.id]["content"] for result in results] == texts
+    assert all(row["embedded"] for row in rows.values())
+    page = await chunked.list("log", limit=len(texts))
+    assert [memory.content for memory in page.memories] == list(reversed(texts))
+
+
+async def test_repeats_in_different_chunks_of_one_call(
+    chunked: MemoryStore, migrated_dsn: str
+) -> None:
+    fillers = [MemoryInput(f"filler {i}") for i in range(3 * CHUNK)]
+    items = [
+        MemoryInput("The user lives in Paris.", key="home"),
+        MemoryInput("Ada likes tea."),
+        *fillers,
+        MemoryInput("The user lives in Rome.", key="home"),
+        MemoryInput("Ada likes tea."),
+    ]
+    results = await chunked.remember(items, namespace="n")
+    assert results[0].id == results[-2].id
+    assert results[1].id == results[-1].id
+    assert results[0].created
+    assert results[1].created
+    rows = await _rows(migrated_dsn, "n")
+    assert len(rows) == len(fillers) + 2
+    home = [row for row in rows if row["key"] == "home"]
+    assert [row["content"] for row in home] == ["The user lives in Rome."]
+
+
+async def test_a_writer_storing_the_same_memory_between_lookup_and_copy(
+    chunked: MemoryStore, migrated_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = await MemoryStore.open(store_settings(), dsn=migrated_dsn, embedder=HashEmbedder())
+    raced: list[str] = []
+    service: IngestionService = chunked._ingest
+    lookup = service._lookup
+
+    async def lookup_then_race(chunk: object, space_id: int) -> object:
+        missing = await lookup(chunk, space_id)  # type: ignore[arg-type]
+        if not raced:
+            # Another process stores the chunk's first memory before this one writes it.
+            raced.append(str((await other.remember("contested", namespace="n")).id))
+        return missing
+
+    monkeypatch.setattr(service, "_lookup", lookup_then_race)
+    try:
+        texts = ["contested", *[f"uncontested {i}" for i in range(CHUNK - 1)]]
+        results = await chunked.remember(texts, namespace="n")
+    finally:
+        await other.close()
+    assert str(results[0].id) == raced[0]
+    assert not results[0].created
+    assert all(result.created for result in results[1:])
+    rows = await _rows(migrated_dsn, "n")
+    assert sorted(row["content"] for row in rows) == sorted(texts)
+    assert all(row["status"] == "embedded" and row["embedded"] for row in rows)
