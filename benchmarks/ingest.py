@@ -1,6 +1,6 @@
 """Ingest rate: pgrecall's path against the physical limit and against the peers, one server.
 
-    python -m benchmarks.ingest [--rows 100000] [--namespaces 100] [--peer-rows 100000]
+    python -m benchmarks.ingest [--rows 100000] [--namespaces 100] [--rounds 3] [--peer-rows 100000]
                                 [--model-rows 3000] [--skip-peers]
 
 Every system gets the same synthetic memories (12-word texts, dialogue metadata, precomputed
@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import statistics
 import time
 from typing import Any
 
@@ -152,6 +153,7 @@ async def main() -> None:
     parser.add_argument("--peer-rows", type=int, default=100_000)
     parser.add_argument("--single-rows", type=int, default=2000)
     parser.add_argument("--model-rows", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=3, help="COPY and remember runs each")
     parser.add_argument("--skip-peers", action="store_true")
     arguments = parser.parse_args()
     per_namespace = arguments.rows // arguments.namespaces
@@ -160,11 +162,16 @@ async def main() -> None:
     results: dict[str, Any] = {"machine": machine(), "rows": rows}
     print(f"{machine()}; {rows} memories in {arguments.namespaces} namespaces, 384-d\n")
     async with embedded_server() as dsn:
-        copy_seconds = await raw_copy(await fresh_database(dsn, "ingest_copy"), data)
+        # The VM's speed drifts between runs: COPY and remember alternate, the medians compare.
+        copy_runs, pgrecall_runs = [], []
+        for _ in range(arguments.rounds):
+            copy_runs.append(await raw_copy(await fresh_database(dsn, "ingest_copy"), data))
+            pgrecall_runs.append(
+                await through_remember(await fresh_database(dsn, "ingest_pgrecall"), data)
+            )
+        copy_seconds = statistics.median(copy_runs)
+        pgrecall_seconds = statistics.median(pgrecall_runs)
         copy_rate = rows / copy_seconds
-        pgrecall_seconds = await through_remember(
-            await fresh_database(dsn, "ingest_pgrecall"), data
-        )
         pgrecall_rate = rows / pgrecall_seconds
         single = min(arguments.single_rows, rows)
         single_seconds = await one_at_a_time(
@@ -173,6 +180,8 @@ async def main() -> None:
         results.update(
             copy_seconds=copy_seconds,
             pgrecall_seconds=pgrecall_seconds,
+            copy_runs=copy_runs,
+            pgrecall_runs=pgrecall_runs,
             single_rows=single,
             single_seconds=single_seconds,
         )
@@ -210,6 +219,8 @@ async def main() -> None:
         print(
             _row("pgrecall remember, 1 per call", single, single_seconds, copy_rate, pgrecall_rate)
         )
+        ratios = ", ".join(f"{c / p:.2f}" for c, p in zip(copy_runs, pgrecall_runs, strict=True))
+        print(f"{'  (median of each; remember/COPY by round: ' + ratios + ')':<44}")
         names = {"langchain": "langchain-postgres aadd_embeddings", "pgmemory": "pgmemory add_many"}
         for peer, result in peers.items():
             print(
