@@ -8,7 +8,7 @@ The plan depends on how many memories each namespace in scope holds. A graph ind
 namespace filter returns almost nothing for a small namespace inside a large table (measured:
 0.4 rows of 10), so:
 - no namespace above ``exact_scan_max_rows`` memories: the namespace btree, then an exact sort
-  by inner product (``ORDER BY (embedding <#> q) + 0`` keeps the planner off the HNSW index).
+  by inner product (sorting a subquery's output keeps the planner off the HNSW index).
 - a larger one: the partial HNSW index, which holds the rows of large namespaces (indexer.py),
   with ``hnsw.iterative_scan = relaxed_order`` (it keeps scanning until enough rows pass the
   filter) and a generous candidate list, merged with an exact sort of the scope's rows not in
@@ -38,6 +38,7 @@ from pgrecall.query_sql import (
     fused,
     keyword_ranking,
     query_terms,
+    vector_hits,
     vector_ranking,
 )
 from pgrecall.records import MODES, Hit, RecallOptions, RecallResult
@@ -222,65 +223,60 @@ class QueryService:
         reranking = needs_candidates(options)
         wanted = max(options.k, settings.hybrid_depth) if reranking else options.k
         depth = max(settings.hybrid_depth, wanted)
-        ctes: list[str] = []
-        vector_ranked = keyword_ranked = None
+        embedding = "m.embedding" if options.diversity > 0 else "NULL::vector"
+        limit = params.add(wanted, "int")
+        plan = "exact" if exact else "hnsw"
         query = space = None
         if mode in ("vector", "hybrid") and vector is not None and space_id is not None:
             query = params.add(vector, "vector")
             space = params.add(space_id, "int")
-        keywords = mode in ("keyword", "hybrid")
-        if keywords:
+        # Through HNSW the vector ranking fetches a few more candidates than asked, for the
+        # exact re-sort.
+        candidates = wanted if exact else max(wanted, options.k * CANDIDATE_FACTOR)
+        ctes: list[str] = []
+        if mode == "vector" and query is not None and space is not None:
+            size = params.add(candidates, "int")
+            hits = vector_hits(scope, query, space, size, plan, limit, embedding)
+        else:
             ctes.extend(query_terms(params.add(text, "text")))
-        if query is not None and space is not None:
-            # Alone, the vector ranking is the answer; through HNSW it fetches a few more
-            # candidates than asked, for the exact re-sort.
-            size = wanted if mode == "vector" else depth
-            if not exact:
-                size = max(size, options.k * CANDIDATE_FACTOR)
-            plan = "exact" if exact else "hnsw"
-            vector_ranked = vector_ranking(scope, query, space, params.add(size, "int"), plan)
-        if keywords:
-            size = wanted if mode == "keyword" else depth
+            vector_ranked = None
+            if query is not None and space is not None:
+                size = params.add(max(depth, candidates), "int")
+                vector_ranked = vector_ranking(scope, query, space, size, plan)
             keyword_ranked = keyword_ranking(
                 params,
                 scope,
-                params.add(size, "int"),
+                params.add(depth if vector_ranked else wanted, "int"),
                 settings.bm25_k1,
                 settings.bm25_b,
             )
             ctes.extend(keyword_ranked.ctes)
-        if vector_ranked is not None and keyword_ranked is not None:
-            ranking = fused(
-                vector_ranked,
-                keyword_ranked,
-                (
-                    params.add(
-                        _weight(options.vector_weight, settings.hybrid_vector_weight), "float8"
-                    ),
-                    params.add(
-                        _weight(options.keyword_weight, settings.hybrid_keyword_weight), "float8"
-                    ),
-                ),
-                params.add(settings.rrf_k, "float8"),
-            )
-        else:
-            ranking = fused(vector_ranked, keyword_ranked, ("", ""), "")
-        vector_score = f"-(m.embedding <#> {query})" if query else "f.vector_score"
-        embedding = "m.embedding" if options.diversity > 0 else "NULL::vector"
-        limit = params.add(wanted, "int")
+            if vector_ranked is None:
+                ranking = fused(None, keyword_ranked, ("", ""), "")
+            else:
+                vector_weight = _weight(options.vector_weight, settings.hybrid_vector_weight)
+                keyword_weight = _weight(options.keyword_weight, settings.hybrid_keyword_weight)
+                weights = (
+                    params.add(vector_weight, "float8"),
+                    params.add(keyword_weight, "float8"),
+                )
+                rrf_k = params.add(settings.rrf_k, "float8")
+                ranking = fused(vector_ranked, keyword_ranked, weights, rrf_k)
+            vector_score = f"-(m.embedding <#> {query})" if query else "f.vector_score"
+            hits = f"""
+                SELECT {HIT_COLUMNS}, f.fused AS score, {vector_score} AS vector_score,
+                       f.keyword_score, {embedding} AS embedding
+                FROM (SELECT * FROM ({ranking}) AS ranked
+                      ORDER BY fused DESC, vector_score DESC NULLS LAST, id
+                      LIMIT {limit}) AS f
+                JOIN memories m ON m.namespace = f.namespace AND m.id = f.id
+            """
         prefix = "WITH " + ",\n".join(ctes) if ctes else ""
         sql = f"""{prefix}
             SELECT pending.n AS pending, hits.* FROM
                 (SELECT count(*) AS n FROM memories
                  WHERE namespace = ANY({scope.namespaces}) AND status = 'pending') AS pending
-                LEFT JOIN LATERAL (
-                    SELECT {HIT_COLUMNS}, f.fused AS score, {vector_score} AS vector_score,
-                           f.keyword_score, {embedding} AS embedding
-                    FROM (SELECT * FROM ({ranking}) AS ranked
-                          ORDER BY fused DESC, vector_score DESC NULLS LAST, id
-                          LIMIT {limit}) AS f
-                    JOIN memories m ON m.namespace = f.namespace AND m.id = f.id
-                ) AS hits ON TRUE
+                LEFT JOIN LATERAL ({hits}) AS hits ON TRUE
             ORDER BY hits.score DESC NULLS LAST, hits.vector_score DESC NULLS LAST, hits.id
         """
         with database_errors():

@@ -47,31 +47,35 @@ def query_terms(text: str) -> tuple[str, ...]:
     )
 
 
-def vector_ranking(scope: Scope, vector: str, space: str, depth: str, plan: str) -> Ranking:
-    """Top ``depth`` by inner product. ``plan``: "exact" sorts the scope read through the
-    namespace btree, "hnsw" walks the HNSW index and adds the rows not in it yet (the caller
-    re-sorts the candidates exactly)."""
+def nearest(scope: Scope, vector: str, space: str, depth: str, plan: str, columns: str) -> str:
+    """``columns`` and ``distance`` of the top ``depth`` rows by inner product, nearest first.
+
+    ``plan`` "exact" sorts the scope read through the namespace btree; "hnsw" walks the HNSW
+    index and adds the rows not in it yet (the graph holds the rows of large namespaces, see
+    indexer.py; the few it has not taken in yet are sorted exactly, so new memories are found
+    at once), then sorts the candidates exactly.
+    """
     where = f"{scope.conditions} AND m.embedding IS NOT NULL AND m.space_id = {space}"
+    scored = f"SELECT {columns}, m.embedding <#> {vector} AS distance FROM memories m"
+    # Sorting a subquery's output (the OFFSET 0 keeps it one) keeps the planner off the HNSW
+    # index, and computes each row's distance once.
+    exact = f"""SELECT * FROM ({scored} WHERE {{rows}} OFFSET 0) AS scoped
+                ORDER BY distance, id LIMIT {depth}"""
     if plan == "exact":
-        # "+ 0" keeps the planner off the HNSW index: the sort is exact.
-        inner = f"""
-            SELECT m.namespace, m.id, (m.embedding <#> {vector}) AS distance FROM memories m
-            WHERE {where} ORDER BY (m.embedding <#> {vector}) + 0, m.id LIMIT {depth}
-        """
-    else:
-        # The graph holds the rows of large namespaces (see indexer.py); rows it has not taken
-        # in yet are few and are sorted exactly, so new memories are found at once.
-        inner = f"""
-            SELECT * FROM (
-                (SELECT m.namespace, m.id, (m.embedding <#> {vector}) AS distance
-                 FROM memories m WHERE m.hnsw_indexed AND {where}
-                 ORDER BY m.embedding <#> {vector} LIMIT {depth})
-                UNION ALL
-                (SELECT m.namespace, m.id, (m.embedding <#> {vector}) AS distance
-                 FROM memories m WHERE NOT m.hnsw_indexed AND {where}
-                 ORDER BY (m.embedding <#> {vector}) + 0, m.id LIMIT {depth})
-            ) AS candidates ORDER BY distance, id LIMIT {depth}
-        """
+        return exact.format(rows=where)
+    return f"""
+        SELECT * FROM (
+            ({scored} WHERE m.hnsw_indexed AND {where}
+             ORDER BY m.embedding <#> {vector} LIMIT {depth})
+            UNION ALL
+            ({exact.format(rows=f"NOT m.hnsw_indexed AND {where}")})
+        ) AS candidates ORDER BY distance, id LIMIT {depth}
+    """
+
+
+def vector_ranking(scope: Scope, vector: str, space: str, depth: str, plan: str) -> Ranking:
+    """Top ``depth`` by inner product (see ``nearest``), ranked for fusion."""
+    inner = nearest(scope, vector, space, depth, plan, "m.namespace, m.id")
     return Ranking(
         ctes=(),
         select=f"""
@@ -80,6 +84,20 @@ def vector_ranking(scope: Scope, vector: str, space: str, depth: str, plan: str)
             FROM ({inner}) AS nearest
         """,
     )
+
+
+def vector_hits(
+    scope: Scope, vector: str, space: str, depth: str, plan: str, limit: str, embedding: str
+) -> str:
+    """Vector mode alone: the hits straight from the ranking, no fusion and no second read of
+    the rows (a leaner statement: 0.1 ms of planning instead of 0.4)."""
+    inner = nearest(scope, vector, space, depth, plan, f"{HIT_COLUMNS}, {embedding} AS embedding")
+    return f"""
+        SELECT id, namespace, content, metadata, key, created_at, expires_at,
+               -distance AS score, -distance AS vector_score, NULL::float8 AS keyword_score,
+               embedding
+        FROM ({inner}) AS nearest ORDER BY distance, id LIMIT {limit}
+    """
 
 
 def keyword_ranking(params: SqlParams, scope: Scope, depth: str, k1: float, b: float) -> Ranking:
@@ -131,18 +149,12 @@ def keyword_ranking(params: SqlParams, scope: Scope, depth: str, k1: float, b: f
     )
 
 
-def fused(
-    vector: Ranking | None, keyword: Ranking | None, weights: tuple[str, str], rrf_k: str
-) -> str:
-    """Reciprocal-rank fusion of the rankings given (one of them may be absent)."""
-    if keyword is None and vector is not None:
-        return f"""SELECT namespace, id, score AS vector_score, NULL::float8 AS keyword_score,
-                          score AS fused FROM ({vector.select}) AS v"""
-    if vector is None and keyword is not None:
+def fused(vector: Ranking | None, keyword: Ranking, weights: tuple[str, str], rrf_k: str) -> str:
+    """Reciprocal-rank fusion of the vector and keyword rankings; the keyword ranking alone
+    when there is no vector one."""
+    if vector is None:
         return f"""SELECT namespace, id, NULL::float8 AS vector_score, score AS keyword_score,
                           score AS fused FROM ({keyword.select}) AS k"""
-    if vector is None or keyword is None:
-        raise ValueError("fusion needs at least one ranking")
     vector_weight, keyword_weight = weights
     return f"""
         SELECT coalesce(v.namespace, k.namespace) AS namespace, coalesce(v.id, k.id) AS id,
