@@ -79,3 +79,14 @@ def test_redact_hides_only_the_password() -> None:
     assert redact("postgresql://postgres:@/postgres?host=/tmp/x") == (
         "postgresql://postgres:***@/postgres?host=/tmp/x"
     )
+
+
+async def test_a_released_connection_is_not_reset(migrated_dsn: str) -> None:
+    # asyncpg's default reset (RESET ALL and more) would cost a round trip on every release.
+    pool = await create_pool(migrated_dsn, min_size=1, max_size=1)
+    try:
+        await pool.fetchval("SELECT set_config('application_name', 'marker', false)")
+        kept = await pool.fetchval("SHOW application_name")
+    finally:
+        await pool.close()
+    assert kept == "marker"

@@ -112,8 +112,11 @@ class Indexer:
                         "SELECT set_config('maintenance_work_mem', $1, false)",
                         maintenance_work_mem,
                     )
-                    await connection.execute(CREATE_HNSW)
-                    await connection.execute("RESET maintenance_work_mem")
+                    try:
+                        await connection.execute(CREATE_HNSW)
+                    finally:
+                        # The pool hands connections back as they are (db/pool.py).
+                        await connection.execute("RESET maintenance_work_mem")
                 # The flagging left a dead version of every row it touched behind.
                 await connection.execute("VACUUM (ANALYZE) memories")
         return int(status.split()[-1])
