@@ -89,14 +89,15 @@ def vector_ranking(scope: Scope, vector: str, space: str, depth: str, plan: str)
 def vector_hits(
     scope: Scope, vector: str, space: str, depth: str, plan: str, limit: str, embedding: str
 ) -> str:
-    """Vector mode alone: the hits straight from the ranking, no fusion and no second read of
-    the rows (a leaner statement: 0.1 ms of planning instead of 0.4)."""
-    inner = nearest(scope, vector, space, depth, plan, f"{HIT_COLUMNS}, {embedding} AS embedding")
+    """Vector mode alone: the hits of the ranking, without fusion (0.2 ms of planning instead
+    of 0.4). The ranking sorts narrow rows and only the winners are read whole: carrying every
+    candidate's text through the sort cost 2.5 ms on 5,000 abstracts."""
+    inner = nearest(scope, vector, space, depth, plan, "m.namespace, m.id")
     return f"""
-        SELECT id, namespace, content, metadata, key, created_at, expires_at,
-               -distance AS score, -distance AS vector_score, NULL::float8 AS keyword_score,
-               embedding
-        FROM ({inner}) AS nearest ORDER BY distance, id LIMIT {limit}
+        SELECT {HIT_COLUMNS}, -n.distance AS score, -n.distance AS vector_score,
+               NULL::float8 AS keyword_score, {embedding} AS embedding
+        FROM (SELECT * FROM ({inner}) AS nearest ORDER BY distance, id LIMIT {limit}) AS n
+        JOIN memories m ON m.namespace = n.namespace AND m.id = n.id
     """
 
 
