@@ -6,6 +6,7 @@ against numpy; texts of the form "cluster:<n> ..." lean towards a shared directi
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
 import numpy as np
@@ -35,3 +36,15 @@ class HashEmbedder(BatchingEmbedder):
         self.calls += 1
         self.texts_embedded += len(texts)
         return BatchOutput(vectors=[text_vector(text).tolist() for text in texts])
+
+
+class SlowHashEmbedder(HashEmbedder):
+    """A HashEmbedder that takes ``delay`` seconds per request, like a model at work."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    async def _embed_batch(self, texts: list[str]) -> BatchOutput:
+        await asyncio.sleep(self.delay)
+        return await super()._embed_batch(texts)

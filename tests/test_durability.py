@@ -26,7 +26,7 @@ from pgrecall.db.embedded import EmbeddedPostgres, _run_pg_ctl
 from pgrecall.importer import import_lines
 
 from .conftest import TEST_DIMENSIONS, store_settings
-from .fakes import HashEmbedder
+from .fakes import HashEmbedder, SlowHashEmbedder
 from .ollama_standin import Fault, OllamaStandin, StandinModel, _hash_vector, _normalise, _tokens
 
 MODEL = "test-384"
@@ -308,8 +308,9 @@ async def test_postgres_restart_during_import(
     dsn, pgdata = restartable_server
     await migrate.upgrade(dsn, TEST_DIMENSIONS)
     lines = [f'{{"content": "line {i} of the import"}}' for i in range(4000)]
+    # 20 chunks at 50 ms of embedding each: the import is still running at the restart.
     store = await MemoryStore.open(
-        store_settings(ingest_chunk_size=200), dsn=dsn, embedder=HashEmbedder()
+        store_settings(ingest_chunk_size=200), dsn=dsn, embedder=SlowHashEmbedder(0.05)
     )
     try:
         importing = asyncio.create_task(import_lines(store, lines, namespace="restart"))
