@@ -27,7 +27,7 @@ import numpy as np
 
 from pgrecall import MemoryInput, MemoryStore
 from pgrecall.db import migrate
-from pgrecall.db.embedded import EmbeddedPostgres
+from pgrecall.db.embedded import database_dsn
 from pgrecall.embedding.base import BatchingEmbedder, BatchOutput
 from pgrecall.embedding.space import EmbeddingSpace
 
@@ -200,12 +200,8 @@ async def timed(calls: Sequence[Callable[[], Awaitable[object]]], warmup: int = 
 async def embedded_server(data_dir: Path | None = None) -> AsyncIterator[str]:
     """A private embedded PostgreSQL (a temporary one unless ``data_dir``); yields its DSN."""
     directory = data_dir or Path(tempfile.mkdtemp(prefix="pgrecall-bench-"))
-    server = EmbeddedPostgres(directory)
-    dsn = await asyncio.to_thread(server.start)
-    try:
+    async with database_dsn(None, directory) as dsn:
         yield dsn
-    finally:
-        await asyncio.to_thread(server.stop)
 
 
 async def fresh_database(dsn: str, name: str, migrated: bool = True) -> str:
@@ -216,10 +212,10 @@ async def fresh_database(dsn: str, name: str, migrated: bool = True) -> str:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    database_dsn = dsn.replace("/postgres?", f"/{name}?", 1)
+    created = dsn.replace("/postgres?", f"/{name}?", 1)
     if migrated:
-        await migrate.upgrade(database_dsn, DIMENSIONS)
-    return database_dsn
+        await migrate.upgrade(created, DIMENSIONS)
+    return created
 
 
 def machine() -> str:

@@ -143,6 +143,15 @@ async def measure(store: MemoryStore, queries: Queries, label: str) -> dict[str,
     return results
 
 
+async def run_case(dsn: str, database: str, data: Corpus, queries: Queries) -> dict[str, Any]:
+    """Load ``data`` into a fresh ``database`` and measure every mode on ``queries``."""
+    store = await load(await fresh_database(dsn, database), data)
+    try:
+        return await measure(store, queries, "pgrecall")
+    finally:
+        await store.close()
+
+
 async def peer(name: str, dsn: str, data: Corpus, queries: Queries, label: str) -> dict[str, Any]:
     directory = write_data(
         OUT / f"recall-{name}",
@@ -186,11 +195,7 @@ async def main() -> None:
             print(f"(a) one namespace of {rows}")
             data = corpus([("everything", rows)], uniform=arguments.uniform)
             queries = make_queries(data, None, arguments.queries)
-            store = await load(await fresh_database(dsn, "recall_a"), data)
-            try:
-                report["a"] = await measure(store, queries, "pgrecall")
-            finally:
-                await store.close()
+            report["a"] = await run_case(dsn, "recall_a", data, queries)
             if not arguments.skip_peers:
                 report["a_langchain"] = await peer(
                     "langchain", dsn, data, queries, "langchain-postgres (same HNSW)"
@@ -201,11 +206,7 @@ async def main() -> None:
             layout = [(f"agent-{i:03d}", rows // namespaces) for i in range(namespaces)]
             data = corpus(layout, uniform=arguments.uniform)
             queries = make_queries(data, None, arguments.queries)
-            store = await load(await fresh_database(dsn, "recall_b"), data)
-            try:
-                report["b"] = await measure(store, queries, "pgrecall")
-            finally:
-                await store.close()
+            report["b"] = await run_case(dsn, "recall_b", data, queries)
             if not arguments.skip_peers:
                 report["b_pgmemory"] = await peer(
                     "pgmemory", dsn, data, queries, "pgmemory search (one user)"
@@ -216,11 +217,7 @@ async def main() -> None:
             layout = [("big", rows)] + [(f"small-{i:05d}", 1000) for i in range(small)]
             data = corpus(layout, uniform=arguments.uniform)
             queries = make_queries(data, "big", arguments.queries)
-            store = await load(await fresh_database(dsn, "recall_c"), data)
-            try:
-                report["c"] = await measure(store, queries, "pgrecall")
-            finally:
-                await store.close()
+            report["c"] = await run_case(dsn, "recall_c", data, queries)
     write_json(OUT / "recall_latency.json", report)
 
 

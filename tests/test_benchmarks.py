@@ -15,28 +15,11 @@ SCIFACT = REPO.parent / "shared" / "eval" / "scifact"
 
 @pytest.mark.skipif(not SCIFACT.is_dir(), reason="../shared/eval/scifact is not beside the repo")
 def test_scifact_benchmark_runs(tmp_path: Path) -> None:
-    data_dir = tmp_path / "db"
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.scifact",
-            "--limit",
-            "5",
-            "--sample",
-            "60",
-            "--data-dir",
-            str(data_dir),
-        ],
-        cwd=REPO,
-        env={k: v for k, v in os.environ.items() if not k.startswith("PGRECALL_")},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    out = _run(
+        "benchmarks.scifact",
+        *("--limit", "5", "--sample", "60", "--data-dir", str(tmp_path / "db")),
     )
-    assert completed.returncode == 0, completed.stderr
-    lines = completed.stdout.splitlines()
+    lines = out.splitlines()
     rows = {line.split()[0]: line.split() for line in lines if line.split()[:1]}
     for mode in ("vector", "keyword", "hybrid"):
         ndcg = float(rows[mode][6])
