@@ -11,6 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pgrecall import MemoryInput, MemoryStore
+from pgrecall.db.pool import create_pool
+from pgrecall.query import NamespaceSizes, QueryService
+from pgrecall.query_sql import row_limit
+from pgrecall.records import RecallOptions
+from pgrecall.spaces import SpaceRegistry
 
 from .conftest import store_settings
 from .fakes import HashEmbedder, text_vector
@@ -80,6 +85,41 @@ async def test_large_namespace_uses_the_index_and_stays_near_exact(
     assert sum(overlaps) / len(overlaps) >= 0.95
 
 
+async def test_repeated_recall_in_one_namespace_reuses_a_generic_plan(
+    plan_store: MemoryStore, migrated_dsn: str
+) -> None:
+    # Planning a recall statement costs 0.3 ms and more; PostgreSQL keeps a prepared
+    # statement's generic plan only when it costs no more than the custom ones (a bound LIMIT
+    # or a namespace array made every recall be planned anew).
+    await plan_store.remember([f"big memory {i}" for i in range(BIG)], namespace="everyone")
+    await plan_store.index()
+    settings = plan_store.settings
+    pool = await create_pool(
+        migrated_dsn, min_size=1, max_size=1, hnsw_ef_search=settings.hnsw_ef_search
+    )
+    try:
+        service = QueryService(
+            pool,
+            plan_store.embedder,
+            SpaceRegistry(pool, plan_store.templates.identity()),
+            NamespaceSizes(pool, settings.exact_scan_max_rows),
+            settings,
+        )
+        for i in range(10):
+            for mode in ("vector", "keyword", "hybrid"):
+                result = await service.recall(f"memory {i}", "everyone", RecallOptions(mode=mode))
+                assert len(result) == 10
+        plans = await pool.fetch(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+            " WHERE statement LIKE '%AS pending%'"
+            " AND statement NOT LIKE '%pg_prepared_statements%'"
+        )
+    finally:
+        await pool.close()
+    assert len(plans) == 3  # one statement per mode
+    assert all(plan["generic_plans"] >= 5 for plan in plans), [dict(p) for p in plans]
+
+
 names = st.text(alphabet="abcdefgh", min_size=1, max_size=6)
 
 
@@ -113,3 +153,9 @@ async def test_namespaces_never_leak(
     pair = sorted(layout)[:2]
     both = await plan_store.recall("shared text", namespace=[run + n for n in pair], k=100)
     assert {hit.namespace for hit in both} <= {run + n for n in pair}
+
+
+@pytest.mark.parametrize("count", [True, -1, "10", 10.0, "10; DROP TABLE memories"])
+def test_a_row_limit_is_written_only_from_a_non_negative_int(count: object) -> None:
+    with pytest.raises(ValueError, match="row limit"):
+        row_limit(count)  # type: ignore[arg-type]

@@ -38,6 +38,7 @@ from pgrecall.query_sql import (
     fused,
     keyword_ranking,
     query_terms,
+    row_limit,
     vector_hits,
     vector_ranking,
 )
@@ -95,9 +96,14 @@ def _scope(
     names: list[str],
     options: RecallOptions,
 ) -> Scope:
-    namespaces = params.add(names, "text[]")
+    # One namespace is compared with "=": its row estimate (rows / namespaces) equals the one a
+    # custom plan gets, so PostgreSQL keeps one generic plan instead of planning every recall.
+    if len(names) == 1:
+        in_namespaces = f"= {params.add(names[0], 'text')}"
+    else:
+        in_namespaces = f"= ANY({params.add(names, 'text[]')})"
     conditions = [
-        f"m.namespace = ANY({namespaces})",
+        f"m.namespace {in_namespaces}",
         "(m.expires_at IS NULL OR m.expires_at > now())",
     ]
     if options.created_after is not None:
@@ -105,7 +111,7 @@ def _scope(
     if options.created_before is not None:
         conditions.append(f"m.created_at < {params.add(options.created_before, 'timestamptz')}")
     conditions.append(compile_filter(options.filter, params, column="m.metadata"))
-    return Scope(namespaces=namespaces, conditions=" AND ".join(conditions))
+    return Scope(in_namespaces=in_namespaces, conditions=" AND ".join(conditions))
 
 
 def _hit(row: asyncpg.Record) -> Hit:
@@ -224,7 +230,7 @@ class QueryService:
         wanted = max(options.k, settings.hybrid_depth) if reranking else options.k
         depth = max(settings.hybrid_depth, wanted)
         embedding = "m.embedding" if options.diversity > 0 else "NULL::vector"
-        limit = params.add(wanted, "int")
+        limit = row_limit(wanted)
         plan = "exact" if exact else "hnsw"
         query = space = None
         if mode in ("vector", "hybrid") and vector is not None and space_id is not None:
@@ -235,18 +241,18 @@ class QueryService:
         candidates = wanted if exact else max(wanted, options.k * CANDIDATE_FACTOR)
         ctes: list[str] = []
         if mode == "vector" and query is not None and space is not None:
-            size = params.add(candidates, "int")
+            size = row_limit(candidates)
             hits = vector_hits(scope, query, space, size, plan, limit, embedding)
         else:
             ctes.extend(query_terms(params.add(text, "text")))
             vector_ranked = None
             if query is not None and space is not None:
-                size = params.add(max(depth, candidates), "int")
+                size = row_limit(max(depth, candidates))
                 vector_ranked = vector_ranking(scope, query, space, size, plan)
             keyword_ranked = keyword_ranking(
                 params,
                 scope,
-                params.add(depth if vector_ranked else wanted, "int"),
+                row_limit(depth if vector_ranked else wanted),
                 settings.bm25_k1,
                 settings.bm25_b,
             )
@@ -275,7 +281,7 @@ class QueryService:
         sql = f"""{prefix}
             SELECT pending.n AS pending, hits.* FROM
                 (SELECT count(*) AS n FROM memories
-                 WHERE namespace = ANY({scope.namespaces}) AND status = 'pending') AS pending
+                 WHERE namespace {scope.in_namespaces} AND status = 'pending') AS pending
                 LEFT JOIN LATERAL ({hits}) AS hits ON TRUE
             ORDER BY hits.score DESC NULLS LAST, hits.vector_score DESC NULLS LAST, hits.id
         """
