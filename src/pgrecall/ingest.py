@@ -42,6 +42,7 @@ from pgrecall.db.vectors import vector_binary
 from pgrecall.embedding.base import Embedder
 from pgrecall.errors import EmbeddingError, InputTooLongError
 from pgrecall.health import EmbedderHealth
+from pgrecall.ids import new_ids
 from pgrecall.ingest_sql import COPY_COLUMNS, FIND_EXISTING, UPSERT_BY_CONTENT, UPSERT_BY_KEY
 from pgrecall.records import EmbedStatus, MemoryInput, Remembered
 from pgrecall.spaces import SpaceRegistry
@@ -330,7 +331,7 @@ class _WritePlan:
 
 def _plan(chunk: _Chunk, space_id: int) -> _WritePlan:
     copied = [index for index in range(len(chunk.unique)) if index not in chunk.stored]
-    ids = [uuid.uuid4() for _ in copied]
+    ids = new_ids(len(copied))
     records = []
     for index, identifier in zip(copied, ids, strict=True):
         memory = chunk.unique[index]
