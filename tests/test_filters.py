@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import pytest
 
 from pgrecall import MemoryStore
@@ -118,3 +119,20 @@ def test_limits_and_parsing() -> None:
     assert "a'b" not in sql
     assert params.values[0] == ["a'b"]
     assert "$3::text[]" in sql
+
+
+@pytest.mark.parametrize("document", [{"kind": "fact"}, {"person.name": "Ada"}, {"n": 3}])
+async def test_equality_on_a_scalar_is_served_by_the_metadata_index(
+    migrated_dsn: str, document: dict[str, Any]
+) -> None:
+    params = SqlParams()
+    condition = compile_filter(document, params)
+    connection = await asyncpg.connect(migrated_dsn)
+    try:
+        await connection.execute("SET enable_seqscan = off")
+        rows = await connection.fetch(
+            f"EXPLAIN SELECT id FROM memories WHERE {condition}", *params.values
+        )
+    finally:
+        await connection.close()
+    assert "memories_metadata_gin" in "\n".join(row[0] for row in rows)

@@ -80,7 +80,7 @@ async def test_indexes(connection: asyncpg.Connection) -> None:
     }
     assert "USING hnsw (embedding vector_ip_ops)" in definitions["memories_embedding_hnsw"]
     assert definitions["memories_embedding_hnsw"].endswith("WHERE hnsw_indexed")
-    assert "USING gin (metadata)" in definitions["memories_metadata_gin"]
+    assert "USING gin (metadata jsonb_path_ops)" in definitions["memories_metadata_gin"]
     assert "(namespace, created_at, id)" in definitions["memories_namespace_created_at"]
     assert definitions["memories_namespace_content_hash_key"].startswith("CREATE UNIQUE INDEX")
     assert (

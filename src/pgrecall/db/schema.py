@@ -129,7 +129,13 @@ def build_metadata(dimensions: int) -> MetaData:
             unique=True,
             postgresql_where=text("key IS NOT NULL"),
         ),
-        Index("memories_metadata_gin", "metadata", postgresql_using="gin"),
+        # Filters reach it only through containment (metadata @> ...): path-and-value pairs.
+        Index(
+            "memories_metadata_gin",
+            "metadata",
+            postgresql_using="gin",
+            postgresql_ops={"metadata": "jsonb_path_ops"},
+        ),
         Index("memories_search_gin", "search", postgresql_using="gin"),
         Index("memories_pending_queue", "embed_after", postgresql_where=text("status = 'pending'")),
         Index(
