@@ -6,9 +6,11 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pgrecall import MemoryInput, MemoryStore
-from pgrecall.ingest import IngestionService
+from pgrecall.ingest import IngestionService, _chunk_bounds
 
 from .conftest import store_settings
 from .fakes import HashEmbedder
@@ -99,3 +101,14 @@ async def test_a_writer_storing_the_same_memory_between_lookup_and_copy(
     rows = await _rows(migrated_dsn, "n")
     assert sorted(row["content"] for row in rows) == sorted(texts)
     assert all(row["status"] == "embedded" and row["embedded"] for row in rows)
+
+
+@given(count=st.integers(0, 3000), size=st.integers(1, 600))
+def test_chunks_cover_the_input_in_order_with_short_ends(count: int, size: int) -> None:
+    bounds = _chunk_bounds(count, size)
+    assert [index for start, end in bounds for index in range(start, end)] == list(range(count))
+    assert all(0 < end - start <= size for start, end in bounds)
+    edge = max(1, size // 4)
+    if bounds:
+        assert bounds[0][1] - bounds[0][0] <= edge
+        assert bounds[-1][1] - bounds[-1][0] <= edge

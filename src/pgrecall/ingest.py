@@ -146,14 +146,18 @@ class _Chunk:
 
 
 def _chunk_bounds(count: int, size: int) -> list[tuple[int, int]]:
-    """Where the chunks of ``count`` memories start and end. The first is a quarter of ``size``:
-    nothing is being written while it is looked up, embedded and encoded, so it starts the
-    writes sooner."""
+    """Where the chunks of ``count`` memories start and end. The first and the last are a
+    quarter of ``size``: nothing is being written while the first is looked up, embedded and
+    encoded, and nothing prepared while the last is written."""
+    edge = max(1, size // 4)
     bounds = []
-    start, end = 0, min(count, max(1, size // 4))
+    start, end = 0, min(count, edge)
     while start < count:
         bounds.append((start, end))
         start, end = end, min(count, end + size)
+    last_start, last_end = bounds[-1] if bounds else (0, 0)
+    if last_end - last_start > edge:
+        bounds[-1:] = [(last_start, last_end - edge), (last_end - edge, last_end)]
     return bounds
 
 
