@@ -204,6 +204,11 @@ async def embedded_server(data_dir: Path | None = None) -> AsyncIterator[str]:
         yield dsn
 
 
+def database_url(dsn: str, name: str) -> str:
+    """The DSN of database ``name`` on the server of ``dsn`` (an embedded server's DSN)."""
+    return dsn.replace("/postgres?", f"/{name}?", 1)
+
+
 async def fresh_database(dsn: str, name: str, migrated: bool = True) -> str:
     """Create database ``name`` (dropping an old one) on ``dsn``'s server; return its DSN."""
     admin = await asyncpg.connect(dsn)
@@ -212,7 +217,7 @@ async def fresh_database(dsn: str, name: str, migrated: bool = True) -> str:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    created = dsn.replace("/postgres?", f"/{name}?", 1)
+    created = database_url(dsn, name)
     if migrated:
         await migrate.upgrade(created, DIMENSIONS)
     return created

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import numpy as np
 
 from benchmarks.common import (
@@ -34,6 +35,7 @@ from benchmarks.common import (
     Corpus,
     PrecomputedEmbedder,
     corpus,
+    database_url,
     embedded_server,
     fresh_database,
     machine,
@@ -44,6 +46,7 @@ from benchmarks.common import (
 )
 from benchmarks.peers import run_peer, write_data
 from pgrecall import MemoryStore, load_settings
+from pgrecall.db.vectors import register_vector_codec
 
 MODES = ("vector", "keyword", "hybrid")
 
@@ -152,6 +155,33 @@ async def run_case(dsn: str, database: str, data: Corpus, queries: Queries) -> d
         await store.close()
 
 
+# What any client pays on (a) for the graph walk and one round trip: no scope, expiry,
+# freshness (rows not in the graph yet), hit columns or result objects.
+BARE_HNSW = (
+    "SELECT id, content, metadata FROM memories WHERE hnsw_indexed "
+    "ORDER BY embedding <#> $1 LIMIT 10"
+)
+
+
+async def bare_hnsw(dsn: str, queries: Queries, label: str) -> dict[str, Any]:
+    """p50/p95/p99 of ``BARE_HNSW`` prepared once on one asyncpg connection: the floor of (a)."""
+    ef_search = str(load_settings().hnsw_ef_search)
+    connection = await asyncpg.connect(dsn, server_settings={"hnsw.ef_search": ef_search})
+    try:
+        await register_vector_codec(connection)
+        statement = await connection.prepare(BARE_HNSW)
+
+        def call(vector: list[float]) -> Callable[[], Awaitable[object]]:
+            return lambda: statement.fetch(vector)
+
+        latencies = await timed([call(vector.tolist()) for vector in queries.vectors])
+    finally:
+        await connection.close()
+    p50, p95, p99 = percentiles(latencies)
+    print(f"  {label:<34}{'vector':<9}p50 {p50:6.2f} ms  p95 {p95:6.2f}  p99 {p99:6.2f}")
+    return {"p50": p50, "p95": p95, "p99": p99}
+
+
 async def peer(name: str, dsn: str, data: Corpus, queries: Queries, label: str) -> dict[str, Any]:
     directory = write_data(
         OUT / f"recall-{name}",
@@ -196,6 +226,9 @@ async def main() -> None:
             data = corpus([("everything", rows)], uniform=arguments.uniform)
             queries = make_queries(data, None, arguments.queries)
             report["a"] = await run_case(dsn, "recall_a", data, queries)
+            report["a_bare"] = await bare_hnsw(
+                database_url(dsn, "recall_a"), queries, "bare HNSW query (the floor)"
+            )
             if not arguments.skip_peers:
                 report["a_langchain"] = await peer(
                     "langchain", dsn, data, queries, "langchain-postgres (same HNSW)"

@@ -85,39 +85,49 @@ async def test_large_namespace_uses_the_index_and_stays_near_exact(
     assert sum(overlaps) / len(overlaps) >= 0.95
 
 
-async def test_repeated_recall_in_one_namespace_reuses_a_generic_plan(
+async def test_recall_reuses_a_generic_plan_only_inside_small_namespaces(
     plan_store: MemoryStore, migrated_dsn: str
 ) -> None:
-    # Planning a recall statement costs 0.3 ms and more; PostgreSQL keeps a prepared
-    # statement's generic plan only when it costs no more than the custom ones (a bound LIMIT
-    # or a namespace array made every recall be planned anew).
+    # Planning a recall statement costs 0.3 ms and more; a small namespace's statement settles
+    # on one generic plan. A large namespace's must be planned for it each time: a generic plan
+    # takes it for an average (small) one and sorts it exactly instead of walking the graph.
     await plan_store.remember([f"big memory {i}" for i in range(BIG)], namespace="everyone")
+    for group in range(20):
+        await plan_store.remember(
+            [f"small memory {group} {i}" for i in range(SMALL)], namespace=f"tiny-{group}"
+        )
     await plan_store.index()
     settings = plan_store.settings
-    pool = await create_pool(
-        migrated_dsn, min_size=1, max_size=1, hnsw_ef_search=settings.hnsw_ef_search
-    )
-    try:
-        service = QueryService(
-            pool,
-            plan_store.embedder,
-            SpaceRegistry(pool, plan_store.templates.identity()),
-            NamespaceSizes(pool, settings.exact_scan_max_rows),
-            settings,
+
+    async def plans_after_ten_rounds(namespace: str) -> list[asyncpg.Record]:
+        pool = await create_pool(
+            migrated_dsn, min_size=1, max_size=1, hnsw_ef_search=settings.hnsw_ef_search
         )
-        for i in range(10):
-            for mode in ("vector", "keyword", "hybrid"):
-                result = await service.recall(f"memory {i}", "everyone", RecallOptions(mode=mode))
-                assert len(result) == 10
-        plans = await pool.fetch(
-            "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
-            " WHERE statement LIKE '%AS pending%'"
-            " AND statement NOT LIKE '%pg_prepared_statements%'"
-        )
-    finally:
-        await pool.close()
-    assert len(plans) == 3  # one statement per mode
-    assert all(plan["generic_plans"] >= 5 for plan in plans), [dict(p) for p in plans]
+        try:
+            service = QueryService(
+                pool,
+                plan_store.embedder,
+                SpaceRegistry(pool, plan_store.templates.identity()),
+                NamespaceSizes(pool, settings.exact_scan_max_rows),
+                settings,
+            )
+            for i in range(10):
+                for mode in ("vector", "keyword", "hybrid"):
+                    options = RecallOptions(mode=mode)
+                    assert len(await service.recall(f"memory {i}", namespace, options)) == 10
+            return await pool.fetch(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                " WHERE statement LIKE '%AS pending%'"
+                " AND statement NOT LIKE '%pg_prepared_statements%'"
+            )
+        finally:
+            await pool.close()
+
+    small = await plans_after_ten_rounds("tiny-3")
+    large = await plans_after_ten_rounds("everyone")
+    assert len(small) == len(large) == 3  # one statement per mode
+    assert all(plan["generic_plans"] >= 5 for plan in small), [dict(p) for p in small]
+    assert all(plan["generic_plans"] == 0 for plan in large), [dict(p) for p in large]
 
 
 names = st.text(alphabet="abcdefgh", min_size=1, max_size=6)

@@ -91,14 +91,8 @@ class NamespaceSizes:
         return known
 
 
-def _scope(
-    params: SqlParams,
-    names: list[str],
-    options: RecallOptions,
-) -> Scope:
-    # One namespace is compared with "=": its row estimate (rows / namespaces) equals the one a
-    # custom plan gets, so PostgreSQL keeps one generic plan instead of planning every recall.
-    if len(names) == 1:
+def _scope(params: SqlParams, names: list[str], options: RecallOptions, *, generic: bool) -> Scope:
+    if generic and len(names) == 1:
         in_namespaces = f"= {params.add(names[0], 'text')}"
     else:
         in_namespaces = f"= ANY({params.add(names, 'text[]')})"
@@ -225,12 +219,22 @@ class QueryService:
     ) -> list[asyncpg.Record]:
         settings = self._settings
         params = SqlParams()
-        scope = _scope(params, names, options)
+        # Inside small namespaces the statement settles on one generic plan: the LIMITs are
+        # written out and one namespace is compared with "=", so a generic plan costs what a
+        # custom one does (it takes a namespace for an average one, small too). With a large
+        # namespace in scope they stay bound and "= ANY", and every call is planned for its
+        # namespaces: a generic plan took a 100k namespace for an average one and sorted it
+        # exactly instead of walking the graph (100 ms a recall).
+        scope = _scope(params, names, options, generic=exact)
         reranking = needs_candidates(options)
         wanted = max(options.k, settings.hybrid_depth) if reranking else options.k
         depth = max(settings.hybrid_depth, wanted)
         embedding = "m.embedding" if options.diversity > 0 else "NULL::vector"
-        limit = row_limit(wanted)
+
+        def rows(count: int) -> str:
+            return row_limit(count) if exact else params.add(count, "int")
+
+        limit = rows(wanted)
         plan = "exact" if exact else "hnsw"
         query = space = None
         if mode in ("vector", "hybrid") and vector is not None and space_id is not None:
@@ -241,18 +245,18 @@ class QueryService:
         candidates = wanted if exact else max(wanted, options.k * CANDIDATE_FACTOR)
         ctes: list[str] = []
         if mode == "vector" and query is not None and space is not None:
-            size = row_limit(candidates)
+            size = rows(candidates)
             hits = vector_hits(scope, query, space, size, plan, limit, embedding)
         else:
             ctes.extend(query_terms(params.add(text, "text")))
             vector_ranked = None
             if query is not None and space is not None:
-                size = row_limit(max(depth, candidates))
+                size = rows(max(depth, candidates))
                 vector_ranked = vector_ranking(scope, query, space, size, plan)
             keyword_ranked = keyword_ranking(
                 params,
                 scope,
-                row_limit(depth if vector_ranked else wanted),
+                rows(depth if vector_ranked else wanted),
                 settings.bm25_k1,
                 settings.bm25_b,
             )
