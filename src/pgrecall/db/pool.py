@@ -1,9 +1,8 @@
-"""The asyncpg pool: one per process, pgvector's binary codecs registered on every connection."""
+"""The asyncpg pool: one per process, the binary codec for pgvector's vector on every connection."""
 
 from __future__ import annotations
 
 import asyncpg
-from pgvector.asyncpg import register_vector
 
 from pgrecall.db.vectors import register_vector_codec
 from pgrecall.errors import DatabaseUnavailableError, SchemaError
@@ -25,7 +24,6 @@ def redact(dsn: str) -> str:
 
 async def _init_connection(connection: asyncpg.Connection) -> None:
     try:
-        await register_vector(connection)
         await register_vector_codec(connection)
     except ValueError as exc:
         raise SchemaError(
