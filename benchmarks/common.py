@@ -36,6 +36,7 @@ VOCABULARY = 20_000
 STOP_WORDS = 100
 WORDS_PER_MEMORY = 12
 OUT = Path(__file__).resolve().parent / "out"
+SETTLE_SECONDS = 600
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,24 @@ async def fresh_database(dsn: str, name: str, migrated: bool = True) -> str:
     created = database_url(dsn, name)
     if migrated:
         await migrate.upgrade(created, DIMENSIONS)
+    await settle(dsn)
     return created
+
+
+async def settle(dsn: str) -> None:
+    """Wait until no autovacuum worker is busy, then CHECKPOINT: the vacuum of the table a
+    previous run filled took a core from the next run for seconds (8 s after a 100k COPY), and
+    a checkpoint falling inside a run floods it with full-page images."""
+    admin = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while time.monotonic() < deadline and await admin.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+        ):
+            await asyncio.sleep(0.2)
+        await admin.execute("CHECKPOINT")
+    finally:
+        await admin.close()
 
 
 def machine() -> str:

@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 import asyncpg
 
@@ -55,9 +56,9 @@ PENDING_CHANNEL = "pgrecall_pending"
 _Identity = tuple[str, str, str | bytes]  # see Prepared.identity
 
 
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A validated memory, ready to embed and write."""
+class Prepared(NamedTuple):
+    """A validated memory, ready to embed and write (a tuple: made for every memory, and a
+    frozen dataclass took 1 us of the caller's time each)."""
 
     namespace: str
     content: str
@@ -98,13 +99,13 @@ def prepare_one(
     namespace = validation.namespace(item.namespace or default_namespace, position)
     metadata = validation.metadata(item.metadata, position)
     return Prepared(
-        namespace=namespace,
-        content=text,
-        content_hash=content_hash(text),
-        metadata=metadata,
-        key=validation.key(item.key, position),
-        expires_at=validation.timestamp(item.expires_at, "expires_at", position),
-        search_text=templates.render(namespace, text, item.metadata or {}),
+        namespace,
+        text,
+        content_hash(text),
+        metadata,
+        validation.key(item.key, position),
+        validation.timestamp(item.expires_at, "expires_at", position),
+        templates.render(namespace, text, item.metadata or {}),
     )
 
 
@@ -290,8 +291,8 @@ class IngestionService:
     ) -> bool:
         """Write the chunk; True when some rows were left pending."""
 
-        async def write() -> dict[_Identity, Remembered]:
-            written: dict[_Identity, Remembered] = {}
+        async def write() -> dict[int, Remembered]:
+            written: dict[int, Remembered] = {}  # by index into chunk.unique
             upserts = plan.upserts
             with database_errors():
                 async with self._pool.acquire() as connection:
@@ -305,21 +306,21 @@ class IngestionService:
                             upserts = upserts + _upserts(chunk, plan.copied, plan.space_id)
                         else:
                             for index, identifier in zip(plan.copied, plan.ids, strict=True):
-                                written[chunk.unique[index].identity] = _copied(
-                                    chunk, index, identifier
-                                )
-                    for kind, sql, columns in upserts:
+                                written[index] = _copied(chunk, index, identifier)
+                    for kind, sql, indexes, columns in upserts:
+                        index_of = {chunk.unique[index].identity: index for index in indexes}
                         for row in await connection.fetch(sql, *columns):
-                            written[_identity(kind, row)] = _remembered(row)
+                            written[index_of[_identity(kind, row)]] = _remembered(row)
             return written
 
         written = await with_reconnect(write)
         for position, index in chunk.positions:
-            results[position] = written[chunk.unique[index].identity]
+            results[position] = written[index]
         return any(result.status == "pending" for result in written.values())
 
 
-_Upsert = tuple[str, str, list[Sequence[object]]]  # identity kind, statement, column arrays
+# identity kind, statement, indexes of the memories written, their column arrays
+_Upsert = tuple[str, str, list[int], list[Sequence[object]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,9 +368,9 @@ def _upserts(chunk: _Chunk, indexes: list[int], space_id: int) -> list[_Upsert]:
     upserts = []
     if unkeyed:
         columns = _columns(chunk, unkeyed, space_id, keyed=False)
-        upserts.append(("content", UPSERT_BY_CONTENT, columns))
+        upserts.append(("content", UPSERT_BY_CONTENT, unkeyed, columns))
     if keyed:
-        upserts.append(("key", UPSERT_BY_KEY, _columns(chunk, keyed, space_id, keyed=True)))
+        upserts.append(("key", UPSERT_BY_KEY, keyed, _columns(chunk, keyed, space_id, keyed=True)))
     return upserts
 
 
@@ -397,11 +398,7 @@ def _columns(
 
 def _copied(chunk: _Chunk, index: int, identifier: uuid.UUID) -> Remembered:
     return Remembered(
-        id=identifier,
-        namespace=chunk.unique[index].namespace,
-        created=True,
-        status=chunk.status(index),
-        error=chunk.errors[index],
+        identifier, chunk.unique[index].namespace, True, chunk.status(index), chunk.errors[index]
     )
 
 
