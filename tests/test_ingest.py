@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -101,6 +102,101 @@ async def test_a_writer_storing_the_same_memory_between_lookup_and_copy(
     rows = await _rows(migrated_dsn, "n")
     assert sorted(row["content"] for row in rows) == sorted(texts)
     assert all(row["status"] == "embedded" and row["embedded"] for row in rows)
+
+
+async def _versions(dsn: str, namespace: str) -> dict[str, tuple[object, ...]]:
+    """Per content: the row's xmin (a new one with every written version), updated_at, metadata,
+    expiry, status and attempts."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        rows = await connection.fetch(
+            "SELECT content, xmin::text AS version, updated_at, metadata, expires_at, status, "
+            "embed_attempts FROM memories WHERE namespace = $1",
+            namespace,
+        )
+    finally:
+        await connection.close()
+    return {row["content"]: tuple(row.values())[1:] for row in rows}
+
+
+async def _execute(dsn: str, sql: str, *args: object) -> None:
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute(sql, *args)
+    finally:
+        await connection.close()
+
+
+EXPIRY = datetime(2040, 1, 1, tzinfo=UTC)
+KNOWN = [
+    MemoryInput("Ada likes tea.", metadata={"source": "chat", "topic": {"drink": "tea"}}),
+    MemoryInput("Ada lives in Paris.", key="home", metadata={"source": "chat", "sure": True}),
+    MemoryInput("The meeting is on Monday.", expires_at=EXPIRY),
+    *(MemoryInput(f"filler {i}") for i in range(2 * CHUNK)),
+]
+
+
+async def test_remembering_what_is_stored_writes_no_row(
+    chunked: MemoryStore, migrated_dsn: str
+) -> None:
+    first = await chunked.remember(KNOWN, namespace="n")
+    before = await _versions(migrated_dsn, "n")
+    again = await chunked.remember(KNOWN, namespace="n")
+    assert [result.id for result in again] == [result.id for result in first]
+    assert all(not result.created and result.status == "embedded" for result in again)
+    # Metadata the merge already holds changes nothing either.
+    subset = await chunked.remember("Ada likes tea.", namespace="n", metadata={"source": "chat"})
+    assert subset.id == first[0].id
+    assert await _versions(migrated_dsn, "n") == before  # same row versions, same updated_at
+
+
+@pytest.mark.parametrize(
+    ("content", "change"),
+    [
+        ("Ada likes tea.", MemoryInput("Ada likes tea.", metadata={"mood": "good"})),
+        # The merge is shallow: a nested object is replaced, not merged.
+        ("Ada likes tea.", MemoryInput("Ada likes tea.", metadata={"topic": {}})),
+        # A keyed memory's metadata is replaced: a subset of it is a change.
+        (
+            "Ada lives in Paris.",
+            MemoryInput("Ada lives in Paris.", key="home", metadata={"source": "chat"}),
+        ),
+        ("The meeting is on Monday.", MemoryInput("The meeting is on Monday.")),
+    ],
+)
+async def test_remembering_a_change_writes_the_row(
+    chunked: MemoryStore, migrated_dsn: str, content: str, change: MemoryInput
+) -> None:
+    await chunked.remember(KNOWN, namespace="n")
+    before = await _versions(migrated_dsn, "n")
+    await chunked.remember([change], namespace="n")
+    after = await _versions(migrated_dsn, "n")
+    assert after[content][0] != before[content][0]  # a new version of that row
+    assert after[content][1] > before[content][1]  # updated_at moved
+    assert {c: v for c, v in after.items() if c != content} == {
+        c: v for c, v in before.items() if c != content
+    }
+
+
+async def test_remembering_an_unsettled_row_writes_it(
+    chunked: MemoryStore, migrated_dsn: str
+) -> None:
+    first = await chunked.remember(KNOWN, namespace="n")
+    await _execute(
+        migrated_dsn,
+        "UPDATE memories SET embed_attempts = 2 WHERE id = $1",
+        first[1].id,
+    )
+    await _execute(
+        migrated_dsn,
+        "UPDATE memories SET status = 'pending', embedding = NULL, space_id = NULL WHERE id = $1",
+        first[2].id,
+    )
+    again = await chunked.remember(KNOWN[:3], namespace="n")
+    assert [result.status for result in again] == ["embedded"] * 3
+    after = await _versions(migrated_dsn, "n")
+    assert after["Ada lives in Paris."][4:] == ("embedded", 0)  # its attempts were reset
+    assert after["The meeting is on Monday."][4:] == ("embedded", 0)  # embedded now
 
 
 @given(count=st.integers(0, 3000), size=st.integers(1, 600))

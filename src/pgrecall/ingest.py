@@ -11,7 +11,9 @@ finds which memories already have a row: new ones go in by binary COPY, the othe
 When another writer stores one of the new memories between the lookup and the COPY, the unique
 index refuses the COPY and the chunk's new memories are upserted instead. Texts whose row
 already holds a vector of the store's space for the same content are not embedded again, so a
-re-run import costs no embedding.
+re-run import costs no embedding; rows the upsert would not change (same text, vector,
+metadata after the merge and expiry) are not written either, so remembering a known fact again
+leaves its row, and its ``updated_at``, as they are.
 
 Durable: the text is written atomically with its vector, or without one. When the embedder
 fails transiently (down, busy, garbled, slower than ``inline_embed_timeout``) the memories are
@@ -44,7 +46,13 @@ from pgrecall.embedding.base import Embedder
 from pgrecall.errors import EmbeddingError, InputTooLongError
 from pgrecall.health import EmbedderHealth
 from pgrecall.ids import new_ids
-from pgrecall.ingest_sql import COPY_COLUMNS, FIND_EXISTING, UPSERT_BY_CONTENT, UPSERT_BY_KEY
+from pgrecall.ingest_sql import (
+    COPY_COLUMNS,
+    FIND_EXISTING,
+    FIND_UNCHANGED,
+    UPSERT_BY_CONTENT,
+    UPSERT_BY_KEY,
+)
 from pgrecall.records import EmbedStatus, MemoryInput, Remembered
 from pgrecall.spaces import SpaceRegistry
 from pgrecall.templates import TextTemplates
@@ -138,6 +146,8 @@ class _Chunk:
     vectors: list[bytes | None]  # pgvector's binary format
     errors: list[str | None]
     stored: set[int] = field(default_factory=set)  # indexes of memories that have a row
+    # indexes of stored memories the write would not change, and their rows' ids
+    unchanged: dict[int, uuid.UUID] = field(default_factory=dict)
 
     def status(self, index: int) -> EmbedStatus:
         """What the row will be: embedded (vector now), failed (error), else pending."""
@@ -226,27 +236,35 @@ class IngestionService:
             await self._pool.execute(f"NOTIFY {PENDING_CHANNEL}")
 
     async def _lookup(self, chunk: _Chunk, space_id: int) -> list[int]:
-        """Note which of the chunk's memories have a row; return the indexes of those that hold
-        no vector of this space for this text."""
+        """Note which of the chunk's memories have a row and which the write would not change;
+        return the indexes of those that hold no vector of this space for this text."""
 
-        async def find() -> list[asyncpg.Record]:
+        async def find(sql: str, memories: list[Prepared], *extra: object) -> list[asyncpg.Record]:
             with database_errors():
                 return await self._pool.fetch(
-                    FIND_EXISTING,
-                    [m.namespace for m in chunk.unique],
-                    [m.content_hash for m in chunk.unique],
-                    [m.key for m in chunk.unique],
+                    sql,
+                    [m.namespace for m in memories],
+                    [m.content_hash for m in memories],
+                    [m.key for m in memories],
                     space_id,
-                    [m.search_text for m in chunk.unique],
+                    [m.search_text for m in memories],
+                    *extra,
                 )
 
-        reusable = set()
-        for row in await with_reconnect(find):
+        reusable = []
+        for row in await with_reconnect(lambda: find(FIND_EXISTING, chunk.unique)):
             index = row["position"] - 1
             chunk.stored.add(index)
             if row["reusable"]:
-                reusable.add(index)
-        return [index for index in range(len(chunk.unique)) if index not in reusable]
+                reusable.append(index)
+        if reusable:
+            known = [chunk.unique[index] for index in reusable]
+            metadata = [m.metadata for m in known]
+            expiry = [m.expires_at for m in known]
+            for row in await with_reconnect(lambda: find(FIND_UNCHANGED, known, metadata, expiry)):
+                chunk.unchanged[reusable[row["position"] - 1]] = row["id"]
+        kept = set(reusable)
+        return [index for index in range(len(chunk.unique)) if index not in kept]
 
     async def _embed(self, chunk: _Chunk, space_id: int) -> None:
         remaining = await self._lookup(chunk, space_id)
@@ -292,8 +310,13 @@ class IngestionService:
         """Write the chunk; True when some rows were left pending."""
 
         async def write() -> dict[int, Remembered]:
-            written: dict[int, Remembered] = {}  # by index into chunk.unique
+            written = {  # by index into chunk.unique
+                index: Remembered(identifier, chunk.unique[index].namespace, False)
+                for index, identifier in chunk.unchanged.items()
+            }
             upserts = plan.upserts
+            if not plan.copied and not upserts:
+                return written
             with database_errors():
                 async with self._pool.acquire() as connection:
                     if plan.copied:
@@ -325,7 +348,7 @@ _Upsert = tuple[str, str, list[int], list[Sequence[object]]]
 
 @dataclass(frozen=True, slots=True)
 class _WritePlan:
-    """How a chunk is written: its new memories copied in, the others upserted."""
+    """How a chunk is written: its new memories copied in, the changed others upserted."""
 
     space_id: int
     copied: list[int]  # indexes of the new memories
@@ -357,7 +380,7 @@ def _plan(chunk: _Chunk, space_id: int) -> _WritePlan:
                 memory.search_text,
             )
         )
-    upserts = _upserts(chunk, sorted(chunk.stored), space_id)
+    upserts = _upserts(chunk, sorted(chunk.stored.difference(chunk.unchanged)), space_id)
     return _WritePlan(space_id, copied, ids, records, upserts)
 
 

@@ -30,6 +30,39 @@ FIND_EXISTING = """
     JOIN memories m ON m.namespace = w.namespace AND m.key = w.key
 """
 
+# Which of the chunk's memories found with a reusable vector the upsert would leave as they
+# are but for updated_at: the same text and vector of this space, settled (embedded, no error
+# or attempts to reset), the same expiry, metadata the merge (unkeyed) or replacement (keyed)
+# would not change. Those are not written at all: remembering a known fact again costs the two
+# lookups, not a new version of the row in every index. Asked only about memories found
+# reusable, so a chunk of new memories sends its metadata once, in the COPY.
+FIND_UNCHANGED = """
+    WITH wanted AS (
+        SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $5::text[], $6::text[],
+                             $7::timestamptz[]) WITH ORDINALITY
+                      AS w(namespace, content_hash, key, search_text, metadata, expires_at,
+                           position)
+    )
+    SELECT w.position, m.id
+    FROM wanted w
+    JOIN memories m ON m.namespace = w.namespace AND m.content_hash = w.content_hash
+                   AND m.key IS NULL
+    WHERE w.key IS NULL AND m.status = 'embedded' AND m.embed_error IS NULL
+      AND m.embed_attempts = 0 AND m.space_id = $4
+      AND m.search_text IS NOT DISTINCT FROM w.search_text
+      AND m.expires_at IS NOT DISTINCT FROM w.expires_at
+      AND m.metadata || w.metadata::jsonb = m.metadata
+    UNION ALL
+    SELECT w.position, m.id
+    FROM wanted w
+    JOIN memories m ON m.namespace = w.namespace AND m.key = w.key
+    WHERE m.content_hash = w.content_hash AND m.status = 'embedded' AND m.embed_error IS NULL
+      AND m.embed_attempts = 0 AND m.space_id = $4
+      AND m.search_text IS NOT DISTINCT FROM w.search_text
+      AND m.expires_at IS NOT DISTINCT FROM w.expires_at
+      AND m.metadata = w.metadata::jsonb
+"""
+
 # New memories go in by binary COPY (ids made by the client); created_at/updated_at take the
 # column defaults, clock_timestamp(), so rows of one batch are ordered as they were given.
 COPY_COLUMNS = (
