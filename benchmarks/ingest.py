@@ -9,7 +9,8 @@ Every system gets the same synthetic memories (12-word texts, dialogue metadata,
 - raw COPY: asyncpg's binary ``copy_records_to_table`` into pgrecall's ``memories`` table, rows
   (hashes included) built before the clock starts: what the table itself can take.
 - pgrecall: ``MemoryStore.remember`` in calls of one namespace's 1,000 memories, with an
-  embedder that returns the precomputed vectors; then one memory per call.
+  embedder that returns the precomputed vectors; then the same memories again (all known, so
+  nothing is written), and one memory per call.
 - langchain-postgres ``PGVectorStore.aadd_embeddings`` and pgmemory ``add_many`` (from PyPI, in
   their own virtualenv), fed the same vectors, batches of 1,000.
 
@@ -39,6 +40,7 @@ from benchmarks.common import (
     fresh_database,
     machine,
     remember_all,
+    settle,
     titles,
     write_json,
 )
@@ -92,6 +94,18 @@ def _store_settings(dsn: str) -> Any:
 
 
 async def through_remember(dsn: str, data: Corpus) -> float:
+    embedder = PrecomputedEmbedder()
+    embedder.learn(data.texts, data.vectors)
+    store = await MemoryStore.open(_store_settings(dsn), embedder=embedder)
+    try:
+        return await remember_all(store, data)
+    finally:
+        await store.close()
+
+
+async def known_again(dsn: str, data: Corpus) -> float:
+    """``remember`` of memories all stored already, unchanged (into a database ``through_remember``
+    filled): what a re-run import or an agent repeating itself costs."""
     embedder = PrecomputedEmbedder()
     embedder.learn(data.texts, data.vectors)
     store = await MemoryStore.open(_store_settings(dsn), embedder=embedder)
@@ -156,6 +170,8 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="COPY and remember runs each")
     parser.add_argument("--skip-peers", action="store_true")
     arguments = parser.parse_args()
+    if arguments.rounds < 1:
+        parser.error("--rounds must be at least 1")
     per_namespace = arguments.rows // arguments.namespaces
     data = corpus([(f"agent-{i:03d}", per_namespace) for i in range(arguments.namespaces)])
     rows = len(data.texts)
@@ -166,9 +182,10 @@ async def main() -> None:
         copy_runs, pgrecall_runs = [], []
         for _ in range(arguments.rounds):
             copy_runs.append(await raw_copy(await fresh_database(dsn, "ingest_copy"), data))
-            pgrecall_runs.append(
-                await through_remember(await fresh_database(dsn, "ingest_pgrecall"), data)
-            )
+            filled = await fresh_database(dsn, "ingest_pgrecall")
+            pgrecall_runs.append(await through_remember(filled, data))
+        await settle(dsn)
+        again_seconds = await known_again(filled, data)
         copy_seconds = statistics.median(copy_runs)
         pgrecall_seconds = statistics.median(pgrecall_runs)
         copy_rate = rows / copy_seconds
@@ -184,6 +201,7 @@ async def main() -> None:
             pgrecall_runs=pgrecall_runs,
             single_rows=single,
             single_seconds=single_seconds,
+            again_seconds=again_seconds,
         )
         peers: dict[str, dict[str, Any]] = {}
         if not arguments.skip_peers:
@@ -218,6 +236,11 @@ async def main() -> None:
         )
         print(
             _row("pgrecall remember, 1 per call", single, single_seconds, copy_rate, pgrecall_rate)
+        )
+        print(
+            _row(
+                "pgrecall remember, all known again", rows, again_seconds, copy_rate, pgrecall_rate
+            )
         )
         ratios = ", ".join(f"{c / p:.2f}" for c, p in zip(copy_runs, pgrecall_runs, strict=True))
         print(f"{'  (median of each; remember/COPY by round: ' + ratios + ')':<44}")
