@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import pytest
@@ -83,8 +87,8 @@ async def test_a_writer_storing_the_same_memory_between_lookup_and_copy(
     service: IngestionService = chunked._ingest
     lookup = service._lookup
 
-    async def lookup_then_race(chunk: object, space_id: int) -> object:
-        missing = await lookup(chunk, space_id)  # type: ignore[arg-type]
+    async def lookup_then_race(chunk: object, space_id: int, rewritten: object) -> object:
+        missing = await lookup(chunk, space_id, rewritten)  # type: ignore[arg-type]
         if not raced:
             # Another process stores the chunk's first memory before this one writes it.
             raced.append(str((await other.remember("contested", namespace="n")).id))
@@ -197,6 +201,36 @@ async def test_remembering_an_unsettled_row_writes_it(
     after = await _versions(migrated_dsn, "n")
     assert after["Ada lives in Paris."][4:] == ("embedded", 0)  # its attempts were reset
     assert after["The meeting is on Monday."][4:] == ("embedded", 0)  # embedded now
+
+
+async def test_a_later_item_of_the_call_wins_over_its_earlier_change(
+    chunked: MemoryStore, migrated_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await chunked.remember(KNOWN, namespace="n")
+    service: IngestionService = chunked._ingest
+    write = service._write
+
+    async def slow_write(*args: Any) -> bool:
+        await asyncio.sleep(0.05)  # later chunks are looked up before this one is written
+        return await write(*args)
+
+    monkeypatch.setattr(service, "_write", slow_write)
+    fillers = [MemoryInput(f"more filler {i}") for i in range(CHUNK)]
+    home, tea = KNOWN[1], KNOWN[0]
+    changes = [
+        MemoryInput("Ada lives in Rome.", key="home"),
+        replace(tea, metadata={"source": "x"}),
+    ]
+    # Chunks of 2, 8 and 2: the changes open the second, the items as stored fill the third.
+    items = [*fillers[:2], *changes, *fillers[2:], home, tea]
+    assert _chunk_bounds(len(items), CHUNK) == [(0, 2), (2, 10), (10, 12)]
+    results = await chunked.remember(items, namespace="n")
+    assert results[2].id == results[-2].id
+    rows = await _rows(migrated_dsn, "n")
+    assert [row["content"] for row in rows if row["key"] == "home"] == ["Ada lives in Paris."]
+    after = await _versions(migrated_dsn, "n")
+    assert json.loads(str(after["Ada lives in Paris."][2])) == home.metadata
+    assert json.loads(str(after["Ada likes tea."][2]))["source"] == "chat"
 
 
 @given(count=st.integers(0, 3000), size=st.integers(1, 600))

@@ -213,12 +213,20 @@ class IngestionService:
         results: list[Remembered | None] = [None] * len(prepared)
         writing: asyncio.Task[bool] | None = None
         any_pending = False
+        # Memories an earlier chunk of this call writes: a later item is written after them
+        # even when it matches the row as stored (the earlier write may not have landed yet).
+        rewritten: set[_Identity] = set()
         try:
             for start, end in _chunk_bounds(len(prepared), self._chunk_size):
                 # While chunk N is written, chunk N+1 is looked up, embedded and encoded.
                 chunk = _dedupe(prepared[start:end], start)
-                await self._embed(chunk, space_id)
+                await self._embed(chunk, space_id, rewritten)
                 plan = _plan(chunk, space_id)
+                rewritten.update(
+                    memory.identity
+                    for index, memory in enumerate(chunk.unique)
+                    if index not in chunk.unchanged
+                )
                 if writing is not None:
                     any_pending |= await writing
                 writing = asyncio.create_task(self._write(chunk, plan, results))
@@ -235,9 +243,10 @@ class IngestionService:
         with database_errors():
             await self._pool.execute(f"NOTIFY {PENDING_CHANNEL}")
 
-    async def _lookup(self, chunk: _Chunk, space_id: int) -> list[int]:
-        """Note which of the chunk's memories have a row and which the write would not change;
-        return the indexes of those that hold no vector of this space for this text."""
+    async def _lookup(self, chunk: _Chunk, space_id: int, rewritten: set[_Identity]) -> list[int]:
+        """Note which of the chunk's memories have a row and which the write would not change
+        (never one in ``rewritten``); return the indexes of those that hold no vector of this
+        space for this text."""
 
         async def find(sql: str, memories: list[Prepared], *extra: object) -> list[asyncpg.Record]:
             with database_errors():
@@ -257,17 +266,18 @@ class IngestionService:
             chunk.stored.add(index)
             if row["reusable"]:
                 reusable.append(index)
-        if reusable:
-            known = [chunk.unique[index] for index in reusable]
+        candidates = [index for index in reusable if chunk.unique[index].identity not in rewritten]
+        if candidates:
+            known = [chunk.unique[index] for index in candidates]
             metadata = [m.metadata for m in known]
             expiry = [m.expires_at for m in known]
             for row in await with_reconnect(lambda: find(FIND_UNCHANGED, known, metadata, expiry)):
-                chunk.unchanged[reusable[row["position"] - 1]] = row["id"]
+                chunk.unchanged[candidates[row["position"] - 1]] = row["id"]
         kept = set(reusable)
         return [index for index in range(len(chunk.unique)) if index not in kept]
 
-    async def _embed(self, chunk: _Chunk, space_id: int) -> None:
-        remaining = await self._lookup(chunk, space_id)
+    async def _embed(self, chunk: _Chunk, space_id: int, rewritten: set[_Identity]) -> None:
+        remaining = await self._lookup(chunk, space_id, rewritten)
         if not remaining or self._health.down:
             return  # already stored, or the embedder is down: store pending at once
         while remaining:
