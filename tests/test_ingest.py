@@ -79,6 +79,19 @@ async def test_repeats_in_different_chunks_of_one_call(
     assert [row["content"] for row in home] == ["The user lives in Rome."]
 
 
+async def test_one_text_twice_in_a_chunk_ends_as_after_two_calls(chunked: MemoryStore) -> None:
+    first = MemoryInput("Ada likes tea.", metadata={"source": "chat", "sure": False})
+    second = MemoryInput("Ada likes tea.", metadata={"sure": True}, expires_at=EXPIRY)
+    together = await chunked.remember([first, second], namespace="one")
+    await chunked.remember([first], namespace="two")
+    await chunked.remember([second], namespace="two")
+    assert together[0].id == together[1].id
+    one = await chunked.get(together[0].id)
+    two = (await chunked.list("two")).memories[0]
+    assert one.metadata == two.metadata == {"source": "chat", "sure": True}
+    assert one.expires_at == two.expires_at == EXPIRY
+
+
 async def test_a_writer_storing_the_same_memory_between_lookup_and_copy(
     chunked: MemoryStore, migrated_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import math
 import uuid
 from collections.abc import Sequence
@@ -183,9 +184,18 @@ def _dedupe(prepared: Sequence[Prepared], offset: int) -> _Chunk:
             unique.append(memory)
         elif memory.key is not None:
             unique[index] = memory  # the last version of a keyed memory wins
+        else:
+            unique[index] = _merged(unique[index], memory)
         positions.append((position, index))
     empty: list[None] = [None] * len(unique)
     return _Chunk(unique=unique, positions=positions, vectors=list(empty), errors=list(empty))
+
+
+def _merged(earlier: Prepared, later: Prepared) -> Prepared:
+    """An unkeyed memory given twice in one chunk, as two calls would leave it: the metadata
+    merged (the later keys win), the later expiry and indexed text."""
+    metadata = {**json.loads(earlier.metadata), **json.loads(later.metadata)}
+    return later._replace(metadata=json.dumps(metadata, ensure_ascii=False))
 
 
 class IngestionService:
