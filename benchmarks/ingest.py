@@ -103,18 +103,6 @@ async def through_remember(dsn: str, data: Corpus) -> float:
         await store.close()
 
 
-async def known_again(dsn: str, data: Corpus) -> float:
-    """``remember`` of memories all stored already, unchanged (into a database ``through_remember``
-    filled): what a re-run import or an agent repeating itself costs."""
-    embedder = PrecomputedEmbedder()
-    embedder.learn(data.texts, data.vectors)
-    store = await MemoryStore.open(_store_settings(dsn), embedder=embedder)
-    try:
-        return await remember_all(store, data)
-    finally:
-        await store.close()
-
-
 async def one_at_a_time(dsn: str, data: Corpus, count: int) -> float:
     embedder = PrecomputedEmbedder()
     embedder.learn(data.texts[:count], data.vectors[:count])
@@ -185,7 +173,9 @@ async def main() -> None:
             filled = await fresh_database(dsn, "ingest_pgrecall")
             pgrecall_runs.append(await through_remember(filled, data))
         await settle(dsn)
-        again_seconds = await known_again(filled, data)
+        # The same memories into the database just filled: all known, as a re-run import or an
+        # agent repeating itself.
+        again_seconds = await through_remember(filled, data)
         copy_seconds = statistics.median(copy_runs)
         pgrecall_seconds = statistics.median(pgrecall_runs)
         copy_rate = rows / copy_seconds
