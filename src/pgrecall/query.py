@@ -219,9 +219,11 @@ class QueryService:
     ) -> list[asyncpg.Record]:
         settings = self._settings
         params = SqlParams()
-        # Inside small namespaces the statement settles on one generic plan: the LIMITs are
+        # Inside small namespaces the statement can settle on one generic plan: the LIMITs are
         # written out and one namespace is compared with "=", so a generic plan costs what a
-        # custom one does (it takes a namespace for an average one, small too). With a large
+        # custom one does (it takes a namespace for an average one, small too) as long as the
+        # namespaces are of like sizes; beside much larger ones PostgreSQL keeps planning each
+        # call, for its statistics put the average above a small namespace. With a large
         # namespace in scope they stay bound and "= ANY", and every call is planned for its
         # namespaces: a generic plan took a 100k namespace for an average one and sorted it
         # exactly instead of walking the graph (100 ms a recall).
