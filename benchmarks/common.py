@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -215,10 +216,15 @@ async def timed(calls: Sequence[Callable[[], Awaitable[object]]], warmup: int = 
 
 @contextlib.asynccontextmanager
 async def embedded_server(data_dir: Path | None = None) -> AsyncIterator[str]:
-    """A private embedded PostgreSQL (a temporary one unless ``data_dir``); yields its DSN."""
+    """A private embedded PostgreSQL (a temporary one unless ``data_dir``, removed once the
+    server has stopped); yields its DSN."""
     directory = data_dir or Path(tempfile.mkdtemp(prefix="pgrecall-bench-"))
-    async with database_dsn(None, directory) as dsn:
-        yield dsn
+    try:
+        async with database_dsn(None, directory) as dsn:
+            yield dsn
+    finally:
+        if data_dir is None:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def database_url(dsn: str, name: str) -> str:
