@@ -100,8 +100,8 @@ async def test_a_writer_storing_the_same_memory_between_lookup_and_copy(
     service: IngestionService = chunked._ingest
     lookup = service._lookup
 
-    async def lookup_then_race(chunk: object, space_id: int, rewritten: object) -> object:
-        missing = await lookup(chunk, space_id, rewritten)  # type: ignore[arg-type]
+    async def lookup_then_race(chunk: object, space_id: int, in_flight: object) -> object:
+        missing = await lookup(chunk, space_id, in_flight)  # type: ignore[arg-type]
         if not raced:
             # Another process stores the chunk's first memory before this one writes it.
             raced.append(str((await other.remember("contested", namespace="n")).id))

@@ -39,6 +39,14 @@ async def plan_store(migrated_dsn: str) -> AsyncIterator[MemoryStore]:
     await store.close()
 
 
+async def _analyze(dsn: str) -> None:
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute("ANALYZE memories")
+    finally:
+        await connection.close()
+
+
 def _true_top(texts: list[str], query: str, k: int) -> list[str]:
     matrix = np.stack([text_vector(text) for text in texts])
     scores = matrix @ text_vector(query)
@@ -52,11 +60,7 @@ async def test_small_namespace_in_a_large_table_gets_the_true_top_k(
     small = [f"small memory {i}" for i in range(SMALL)]
     await plan_store.remember(big, namespace="everyone")
     await plan_store.remember(small, namespace="tiny")
-    connection = await asyncpg.connect(migrated_dsn)
-    try:
-        await connection.execute("ANALYZE memories")
-    finally:
-        await connection.close()
+    await _analyze(migrated_dsn)
 
     for query in ("what is small?", "query two", "a third question"):
         hits = await plan_store.recall(query, namespace="tiny", k=10, mode="vector")
@@ -98,13 +102,6 @@ async def test_recall_reuses_a_generic_plan_only_inside_small_namespaces(
     # sorted it exactly (100 ms).
     settings = plan_store.settings
 
-    async def analyze() -> None:
-        connection = await asyncpg.connect(migrated_dsn)
-        try:
-            await connection.execute("ANALYZE memories")
-        finally:
-            await connection.close()
-
     async def plans_after_ten_rounds(namespace: str) -> list[asyncpg.Record]:
         pool = await create_pool(
             migrated_dsn, min_size=1, max_size=1, hnsw_ef_search=settings.hnsw_ef_search
@@ -133,11 +130,11 @@ async def test_recall_reuses_a_generic_plan_only_inside_small_namespaces(
         await plan_store.remember(
             [f"small memory {group} {i}" for i in range(SMALL)], namespace=f"tiny-{group}"
         )
-    await analyze()  # as autovacuum would: the outcome must not hang on its timing
+    await _analyze(migrated_dsn)  # as autovacuum would: the outcome must not hang on its timing
     small = await plans_after_ten_rounds("tiny-3")
     await plan_store.remember([f"big memory {i}" for i in range(BIG)], namespace="everyone")
     await plan_store.index()
-    await analyze()
+    await _analyze(migrated_dsn)
     large = await plans_after_ten_rounds("everyone")
     assert len(small) == len(large) == 3  # one statement per mode
     assert all(plan["generic_plans"] >= 5 for plan in small), [

@@ -223,20 +223,14 @@ class IngestionService:
         results: list[Remembered | None] = [None] * len(prepared)
         writing: asyncio.Task[bool] | None = None
         any_pending = False
-        # Memories an earlier chunk of this call writes: a later item is written after them
-        # even when it matches the row as stored (the earlier write may not have landed yet).
-        rewritten: set[_Identity] = set()
+        in_flight: _Chunk | None = None  # the chunk being written while the next is looked up
         try:
             for start, end in _chunk_bounds(len(prepared), self._chunk_size):
                 # While chunk N is written, chunk N+1 is looked up, embedded and encoded.
                 chunk = _dedupe(prepared[start:end], start)
-                await self._embed(chunk, space_id, rewritten)
+                await self._embed(chunk, space_id, in_flight)
                 plan = _plan(chunk, space_id)
-                rewritten.update(
-                    memory.identity
-                    for index, memory in enumerate(chunk.unique)
-                    if index not in chunk.unchanged
-                )
+                in_flight = chunk
                 if writing is not None:
                     any_pending |= await writing
                 writing = asyncio.create_task(self._write(chunk, plan, results))
@@ -253,10 +247,12 @@ class IngestionService:
         with database_errors():
             await self._pool.execute(f"NOTIFY {PENDING_CHANNEL}")
 
-    async def _lookup(self, chunk: _Chunk, space_id: int, rewritten: set[_Identity]) -> list[int]:
-        """Note which of the chunk's memories have a row and which the write would not change
-        (never one in ``rewritten``); return the indexes of those that hold no vector of this
-        space for this text."""
+    async def _lookup(self, chunk: _Chunk, space_id: int, in_flight: _Chunk | None) -> list[int]:
+        """Note which of the chunk's memories have a row and which the write would not change;
+        return the indexes of those that hold no vector of this space for this text.
+
+        A memory the ``in_flight`` chunk writes is never taken as unchanged: its row as looked
+        up may not hold that write yet, and the later item must win."""
 
         async def find(sql: str, memories: list[Prepared], *extra: object) -> list[asyncpg.Record]:
             with database_errors():
@@ -276,7 +272,14 @@ class IngestionService:
             chunk.stored.add(index)
             if row["reusable"]:
                 reusable.append(index)
-        candidates = [index for index in reusable if chunk.unique[index].identity not in rewritten]
+        candidates = reusable
+        if candidates and in_flight is not None:
+            written = {
+                memory.identity
+                for index, memory in enumerate(in_flight.unique)
+                if index not in in_flight.unchanged
+            }
+            candidates = [i for i in reusable if chunk.unique[i].identity not in written]
         if candidates:
             known = [chunk.unique[index] for index in candidates]
             metadata = [m.metadata for m in known]
@@ -286,8 +289,8 @@ class IngestionService:
         kept = set(reusable)
         return [index for index in range(len(chunk.unique)) if index not in kept]
 
-    async def _embed(self, chunk: _Chunk, space_id: int, rewritten: set[_Identity]) -> None:
-        remaining = await self._lookup(chunk, space_id, rewritten)
+    async def _embed(self, chunk: _Chunk, space_id: int, in_flight: _Chunk | None) -> None:
+        remaining = await self._lookup(chunk, space_id, in_flight)
         if not remaining or self._health.down:
             return  # already stored, or the embedder is down: store pending at once
         while remaining:

@@ -224,9 +224,9 @@ class QueryService:
         # custom one does (it takes a namespace for an average one, small too) as long as the
         # namespaces are of like sizes; beside much larger ones PostgreSQL keeps planning each
         # call, for its statistics put the average above a small namespace. With a large
-        # namespace in scope they stay bound and "= ANY", and every call is planned for its
-        # namespaces: a generic plan took a 100k namespace for an average one and sorted it
-        # exactly instead of walking the graph (100 ms a recall).
+        # namespace in scope they stay bound and "= ANY", so that even a generic plan walks the
+        # graph: with them written out, a generic plan took a 100k namespace for an average one
+        # and sorted it exactly (100 ms a recall).
         scope = _scope(params, names, options, generic=exact)
         reranking = needs_candidates(options)
         wanted = max(options.k, settings.hybrid_depth) if reranking else options.k
