@@ -246,6 +246,99 @@ async def test_a_later_item_of_the_call_wins_over_its_earlier_change(
     assert json.loads(str(after["Ada likes tea."][2]))["source"] == "chat"
 
 
+def _watch_writes(service: IngestionService, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Slow every chunk's write a little and log when each starts and ends, by its first
+    memory's text."""
+    log: list[str] = []
+    write = service._write
+
+    async def watched(chunk: Any, *args: Any) -> bool:
+        name = chunk.unique[0].content
+        log.append(f"start {name}")
+        await asyncio.sleep(0.03)
+        try:
+            return await write(chunk, *args)
+        finally:
+            log.append(f"end {name}")
+
+    monkeypatch.setattr(service, "_write", watched)
+    return log
+
+
+def _most_at_once(log: list[str]) -> int:
+    running = most = 0
+    for event in log:
+        running += 1 if event.startswith("start") else -1
+        most = max(most, running)
+    return most
+
+
+@pytest.mark.parametrize("writers", [1, 2, 3])
+async def test_chunks_of_a_call_are_written_concurrently_in_input_order(
+    migrated_dsn: str, monkeypatch: pytest.MonkeyPatch, writers: int
+) -> None:
+    store = await MemoryStore.open(
+        store_settings(ingest_chunk_size=CHUNK, ingest_concurrent_writes=writers),
+        dsn=migrated_dsn,
+        embedder=HashEmbedder(),
+    )
+    try:
+        log = _watch_writes(store._ingest, monkeypatch)
+        texts = [f"observation number {i}" for i in range(6 * CHUNK)]
+        connection = await asyncpg.connect(migrated_dsn)
+        try:
+            before = await connection.fetchval("SELECT clock_timestamp()")
+            results = await store.remember(texts, namespace="log")
+            after = await connection.fetchval("SELECT clock_timestamp()")
+            rows = await connection.fetch(
+                "SELECT id, created_at, updated_at FROM memories WHERE namespace = 'log'"
+            )
+        finally:
+            await connection.close()
+    finally:
+        await store.close()
+    assert _most_at_once(log) == writers
+    stamps = {row["id"]: (row["created_at"], row["updated_at"]) for row in rows}
+    created = [stamps[result.id][0] for result in results]
+    assert created == sorted(created)
+    assert len(set(created)) == len(texts)  # strictly increasing in input order
+    assert before <= created[0]
+    assert created[-1] <= after
+    assert all(created_at == updated_at for created_at, updated_at in stamps.values())
+
+
+async def test_a_chunk_sharing_memories_with_a_write_in_flight_waits_for_it(
+    chunked: MemoryStore, migrated_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = _watch_writes(chunked._ingest, monkeypatch)
+    first = [
+        MemoryInput("Ada likes tea.", metadata={"said": 1, "first": True}),
+        MemoryInput("Bob likes coffee.", metadata={"said": 1}),
+        MemoryInput("Ada lives in Paris.", key="home"),
+        *(MemoryInput(f"filler {i}") for i in range(CHUNK - 3)),
+    ]
+    second = [  # the same memories in another order: concurrent copies would deadlock
+        MemoryInput("Ada lives in Rome.", key="home"),
+        MemoryInput("Bob likes coffee.", metadata={"said": 2}),
+        MemoryInput("Ada likes tea.", metadata={"said": 2}),
+        *(MemoryInput(f"other filler {i}") for i in range(CHUNK - 3)),
+    ]
+    items = [MemoryInput("opening"), MemoryInput("opening too"), *first, *second]
+    assert _chunk_bounds(len(items), CHUNK)[1:3] == [(2, 10), (10, 16)]
+    results = await chunked.remember(items, namespace="n")
+    # The second chunk opens with "Ada likes tea.", the third with "Ada lives in Rome.".
+    assert log.index("start Ada lives in Rome.") > log.index("end Ada likes tea.")
+    assert results[2].id == results[12].id
+    assert not results[12].created
+    tea = await chunked.get(results[2].id)
+    assert tea.metadata == {"said": 2, "first": True}
+    coffee = await chunked.get(results[3].id)
+    assert coffee.metadata == {"said": 2}
+    rows = await _rows(migrated_dsn, "n")
+    assert [row["content"] for row in rows if row["key"] == "home"] == ["Ada lives in Rome."]
+    assert len(rows) == len(items) - 3
+
+
 @given(count=st.integers(0, 3000), size=st.integers(1, 600))
 def test_chunks_cover_the_input_in_order_with_short_ends(count: int, size: int) -> None:
     bounds = _chunk_bounds(count, size)

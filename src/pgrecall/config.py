@@ -140,6 +140,12 @@ class Settings(BaseSettings):
     ingest_chunk_size: int = Field(
         default=250, ge=1, le=100_000, description="memories embedded and written per step"
     )
+    ingest_concurrent_writes: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="chunks of one remember call written at once, each on its own connection",
+    )
     inline_embed_timeout: float = Field(
         default=10.0,
         gt=0,

@@ -5,9 +5,13 @@ Identity of a memory inside its namespace: its external key when it has one, els
 metadata is merged, newest keys winning; its expiry is the newest call's). A keyed memory is
 upserted: new text, metadata and expiry replace the old.
 
-Chunks are pipelined: while chunk N is written, chunk N+1 is embedded. One lookup per chunk
-finds which memories already have a row: new ones go in by binary COPY, the others by one
+Chunks are pipelined: while chunk N is written, chunk N+1 is embedded, and up to
+``ingest_concurrent_writes`` chunks are written at once, on their own connections (a chunk that
+shares a memory with a write in flight waits for it). One lookup per chunk finds which memories
+already have a row: new ones go in by binary COPY, the others by one
 ``INSERT .. SELECT FROM unnest(..) ON CONFLICT`` per identity kind; never a round trip per row.
+A call's new rows are stamped from the server's clock at its first lookup, one microsecond
+apart in input order, so concurrent chunks keep "newest first" in the order given.
 When another writer stores one of the new memories between the lookup and the COPY, the unique
 index refuses the COPY and the chunk's new memories are upserted instead. Texts whose row
 already holds a vector of the store's space for the same content are not embedded again, so a
@@ -33,8 +37,8 @@ import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import NamedTuple
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -144,11 +148,21 @@ class _Chunk:
 
     unique: list[Prepared]
     positions: list[tuple[int, int]]  # (input position, index into unique)
+    index_of: dict[_Identity, int]  # which of unique each identity is
+    first_positions: list[int]  # input position where each of unique first appears
     vectors: list[bytes | None]  # pgvector's binary format
     errors: list[str | None]
     stored: set[int] = field(default_factory=set)  # indexes of memories that have a row
     # indexes of stored memories the write would not change, and their rows' ids
     unchanged: dict[int, uuid.UUID] = field(default_factory=dict)
+
+    def writes(self, identity: _Identity) -> bool:
+        """Whether this chunk's write changes the memory of ``identity``."""
+        index = self.index_of.get(identity)
+        return index is not None and index not in self.unchanged
+
+    def shares_memories_with(self, other: _Chunk) -> bool:
+        return any(identity in other.index_of for identity in self.index_of)
 
     def status(self, index: int) -> EmbedStatus:
         """What the row will be: embedded (vector now), failed (error), else pending."""
@@ -176,19 +190,28 @@ def _chunk_bounds(count: int, size: int) -> list[tuple[int, int]]:
 def _dedupe(prepared: Sequence[Prepared], offset: int) -> _Chunk:
     index_of: dict[_Identity, int] = {}
     unique: list[Prepared] = []
+    first_positions = []
     positions = []
     for position, memory in enumerate(prepared, start=offset):
         index = index_of.get(memory.identity)
         if index is None:
             index = index_of[memory.identity] = len(unique)
             unique.append(memory)
+            first_positions.append(position)
         elif memory.key is not None:
             unique[index] = memory  # the last version of a keyed memory wins
         else:
             unique[index] = _merged(unique[index], memory)
         positions.append((position, index))
     empty: list[None] = [None] * len(unique)
-    return _Chunk(unique=unique, positions=positions, vectors=list(empty), errors=list(empty))
+    return _Chunk(
+        unique=unique,
+        positions=positions,
+        index_of=index_of,
+        first_positions=first_positions,
+        vectors=list(empty),
+        errors=list(empty),
+    )
 
 
 def _merged(earlier: Prepared, later: Prepared) -> Prepared:
@@ -214,6 +237,7 @@ class IngestionService:
         self._spaces = spaces
         self._health = health
         self._chunk_size = settings.ingest_chunk_size
+        self._concurrent_writes = settings.ingest_concurrent_writes
         self._inline_timeout = settings.inline_embed_timeout
         self._batch_size = settings.embed_batch_size
 
@@ -221,24 +245,51 @@ class IngestionService:
         """Store ``prepared`` memories; results in input order."""
         space_id = await self._spaces.ensure(self._embedder.space)
         results: list[Remembered | None] = [None] * len(prepared)
-        writing: asyncio.Task[bool] | None = None
+        chunks = (
+            _dedupe(prepared[start:end], start)
+            for start, end in _chunk_bounds(len(prepared), self._chunk_size)
+        )
+        chunk = next(chunks, None)
+        looking: asyncio.Task[tuple[list[int], datetime]] | None = None
+        if chunk is not None:
+            looking = asyncio.create_task(self._lookup(chunk, space_id, []))
+        writing: list[tuple[_Chunk, asyncio.Task[bool]]] = []  # in flight, oldest first
+        call_clock: datetime | None = None  # the server's, at the call's first lookup
         any_pending = False
-        in_flight: _Chunk | None = None  # the chunk being written while the next is looked up
         try:
-            for start, end in _chunk_bounds(len(prepared), self._chunk_size):
-                # While chunk N is written, chunk N+1 is looked up, embedded and encoded.
-                chunk = _dedupe(prepared[start:end], start)
-                await self._embed(chunk, space_id, in_flight)
-                plan = _plan(chunk, space_id)
-                in_flight = chunk
-                if writing is not None:
-                    any_pending |= await writing
-                writing = asyncio.create_task(self._write(chunk, plan, results))
-            if writing is not None:
-                any_pending |= await writing
+            while chunk is not None and looking is not None:
+                remaining, clock = await looking
+                # The next chunk is looked up while this one is embedded and planned; the writes
+                # not done yet, this one's included, are those its lookup cannot trust.
+                following = next(chunks, None)
+                looking = None
+                if following is not None:
+                    unsettled = [earlier for earlier, _ in writing] + [chunk]
+                    looking = asyncio.create_task(self._lookup(following, space_id, unsettled))
+                await self._embed(chunk, remaining)
+                call_clock = call_clock or clock
+                plan = _plan(chunk, space_id, call_clock)
+                # Wait for the oldest writes until there is room, and for every write of a
+                # memory this chunk also writes: the later item wins, and two writes never wait
+                # on each other's rows.
+                waits = len(writing) - self._concurrent_writes + 1
+                for position, (earlier, _) in enumerate(writing):
+                    if earlier.shares_memories_with(chunk):
+                        waits = max(waits, position + 1)
+                for _ in range(waits):
+                    any_pending |= await writing.pop(0)[1]
+                writing.append((chunk, asyncio.create_task(self._write(chunk, plan, results))))
+                chunk = following
+            while writing:
+                any_pending |= await writing.pop(0)[1]
         finally:
-            if writing is not None and not writing.done():
-                writing.cancel()
+            # After a failure: nothing of this call goes on behind the caller's back.
+            unfinished: list[asyncio.Task[Any]] = [task for _, task in writing]
+            if looking is not None:
+                unfinished.append(looking)
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
         if any_pending:
             await with_reconnect(self._notify)
         return [result for result in results if result is not None]
@@ -247,12 +298,15 @@ class IngestionService:
         with database_errors():
             await self._pool.execute(f"NOTIFY {PENDING_CHANNEL}")
 
-    async def _lookup(self, chunk: _Chunk, space_id: int, in_flight: _Chunk | None) -> list[int]:
+    async def _lookup(
+        self, chunk: _Chunk, space_id: int, in_flight: list[_Chunk]
+    ) -> tuple[list[int], datetime]:
         """Note which of the chunk's memories have a row and which the write would not change;
-        return the indexes of those that hold no vector of this space for this text.
+        return the indexes of those that hold no vector of this space for this text, and the
+        server's clock.
 
-        A memory the ``in_flight`` chunk writes is never taken as unchanged: its row as looked
-        up may not hold that write yet, and the later item must win."""
+        A memory a chunk ``in_flight`` writes is never taken as unchanged: its row as looked up
+        may not hold that write yet, and the later item must win."""
 
         async def find(sql: str, memories: list[Prepared], *extra: object) -> list[asyncpg.Record]:
             with database_errors():
@@ -266,20 +320,19 @@ class IngestionService:
                     *extra,
                 )
 
+        found = (await with_reconnect(lambda: find(FIND_EXISTING, chunk.unique)))[0]
         reusable = []
-        for row in await with_reconnect(lambda: find(FIND_EXISTING, chunk.unique)):
-            index = row["position"] - 1
-            chunk.stored.add(index)
-            if row["reusable"]:
-                reusable.append(index)
+        for position, kept in zip(found["positions"], found["reusable"], strict=True):
+            chunk.stored.add(position - 1)
+            if kept:
+                reusable.append(position - 1)
         candidates = reusable
-        if candidates and in_flight is not None:
-            written = {
-                memory.identity
-                for index, memory in enumerate(in_flight.unique)
-                if index not in in_flight.unchanged
-            }
-            candidates = [i for i in reusable if chunk.unique[i].identity not in written]
+        if candidates and in_flight:
+            candidates = [
+                index
+                for index in reusable
+                if not any(other.writes(chunk.unique[index].identity) for other in in_flight)
+            ]
         if candidates:
             known = [chunk.unique[index] for index in candidates]
             metadata = [m.metadata for m in known]
@@ -287,12 +340,12 @@ class IngestionService:
             for row in await with_reconnect(lambda: find(FIND_UNCHANGED, known, metadata, expiry)):
                 chunk.unchanged[candidates[row["position"] - 1]] = row["id"]
         kept = set(reusable)
-        return [index for index in range(len(chunk.unique)) if index not in kept]
+        return [index for index in range(len(chunk.unique)) if index not in kept], found["clock"]
 
-    async def _embed(self, chunk: _Chunk, space_id: int, in_flight: _Chunk | None) -> None:
-        remaining = await self._lookup(chunk, space_id, in_flight)
-        if not remaining or self._health.down:
-            return  # already stored, or the embedder is down: store pending at once
+    async def _embed(self, chunk: _Chunk, remaining: list[int]) -> None:
+        """Embed the chunk's memories at the ``remaining`` indexes."""
+        if self._health.down:
+            return  # store them pending at once
         while remaining:
             texts = [chunk.unique[i].embed_text for i in remaining]
             try:
@@ -349,7 +402,9 @@ class IngestionService:
                             )
                         except asyncpg.UniqueViolationError:
                             # Stored by another writer since the lookup: upsert them instead.
-                            upserts = upserts + _upserts(chunk, plan.copied, plan.space_id)
+                            upserts = upserts + _upserts(
+                                chunk, plan.copied, plan.space_id, plan.call_clock
+                            )
                         else:
                             for index, identifier in zip(plan.copied, plan.ids, strict=True):
                                 written[index] = _copied(chunk, index, identifier)
@@ -374,21 +429,25 @@ class _WritePlan:
     """How a chunk is written: its new memories copied in, the changed others upserted."""
 
     space_id: int
+    call_clock: datetime
     copied: list[int]  # indexes of the new memories
     ids: list[uuid.UUID]  # their ids
     records: Sequence[tuple[object, ...]]  # their rows, in COPY_COLUMNS order
     upserts: list[_Upsert]
 
 
-def _plan(chunk: _Chunk, space_id: int) -> _WritePlan:
+def _plan(chunk: _Chunk, space_id: int, call_clock: datetime) -> _WritePlan:
     copied = [index for index in range(len(chunk.unique)) if index not in chunk.stored]
     ids = new_ids(len(copied))
     records = []
     for index, identifier in zip(copied, ids, strict=True):
         memory = chunk.unique[index]
         vector = chunk.vectors[index]
+        created = _stamp(call_clock, chunk.first_positions[index])
         records.append(
             (
+                created,
+                created,
                 identifier,
                 memory.namespace,
                 memory.key,
@@ -403,25 +462,34 @@ def _plan(chunk: _Chunk, space_id: int) -> _WritePlan:
                 memory.search_text,
             )
         )
-    upserts = _upserts(chunk, sorted(chunk.stored.difference(chunk.unchanged)), space_id)
-    return _WritePlan(space_id, copied, ids, records, upserts)
+    stored = sorted(chunk.stored.difference(chunk.unchanged))
+    upserts = _upserts(chunk, stored, space_id, call_clock)
+    return _WritePlan(space_id, call_clock, copied, ids, records, upserts)
 
 
-def _upserts(chunk: _Chunk, indexes: list[int], space_id: int) -> list[_Upsert]:
+def _stamp(call_clock: datetime, position: int) -> datetime:
+    """created_at of a new row: the call's clock, one microsecond per input position."""
+    return call_clock + timedelta(microseconds=position)
+
+
+def _upserts(
+    chunk: _Chunk, indexes: list[int], space_id: int, call_clock: datetime
+) -> list[_Upsert]:
     """The upserts that write the chunk's memories at ``indexes``, one per identity kind."""
     keyed = [i for i in indexes if chunk.unique[i].key is not None]
     unkeyed = [i for i in indexes if chunk.unique[i].key is None]
     upserts = []
     if unkeyed:
-        columns = _columns(chunk, unkeyed, space_id, keyed=False)
+        columns = _columns(chunk, unkeyed, space_id, call_clock, keyed=False)
         upserts.append(("content", UPSERT_BY_CONTENT, unkeyed, columns))
     if keyed:
-        upserts.append(("key", UPSERT_BY_KEY, keyed, _columns(chunk, keyed, space_id, keyed=True)))
+        columns = _columns(chunk, keyed, space_id, call_clock, keyed=True)
+        upserts.append(("key", UPSERT_BY_KEY, keyed, columns))
     return upserts
 
 
 def _columns(
-    chunk: _Chunk, indexes: list[int], space_id: int, *, keyed: bool
+    chunk: _Chunk, indexes: list[int], space_id: int, call_clock: datetime, *, keyed: bool
 ) -> list[Sequence[object]]:
     memories = [chunk.unique[i] for i in indexes]
     vectors = [chunk.vectors[i] for i in indexes]
@@ -438,6 +506,7 @@ def _columns(
         [chunk.status(i) for i in indexes],
         [chunk.errors[i] for i in indexes],
         [m.search_text for m in memories],
+        [_stamp(call_clock, chunk.first_positions[i]) for i in indexes],
     ]
     return columns
 

@@ -6,28 +6,34 @@ there is none yet, the pending state) replaces it, so a row never holds a stale 
 """
 
 # Which of a chunk's memories already have a row (they are upserted; the others are copied in),
-# and which of those rows hold a vector this store can keep (their text is not embedded again).
-# One branch per identity kind, each joined on the columns of its unique partial index, so
-# every wanted row is one index probe (a join on "key IS NOT DISTINCT FROM" can use neither
-# index and scanned the namespace or the table).
+# and which of those rows hold a vector this store can keep (their text is not embedded again);
+# one row: the positions found, whether each is reusable, and the server's clock (new rows of a
+# call are stamped from it, see COPY_COLUMNS). One branch per identity kind, each joined on the
+# columns of its unique partial index, so every wanted row is one index probe (a join on
+# "key IS NOT DISTINCT FROM" can use neither index and scanned the namespace or the table).
 FIND_EXISTING = """
     WITH wanted AS (
         SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $5::text[]) WITH ORDINALITY
                       AS w(namespace, content_hash, key, search_text, position)
+    ), found AS (
+        SELECT w.position,
+               m.embedding IS NOT NULL AND m.space_id = $4
+               AND m.search_text IS NOT DISTINCT FROM w.search_text AS reusable
+        FROM wanted w
+        JOIN memories m ON m.namespace = w.namespace AND m.content_hash = w.content_hash
+                       AND m.key IS NULL
+        WHERE w.key IS NULL
+        UNION ALL
+        SELECT w.position,
+               m.content_hash = w.content_hash AND m.embedding IS NOT NULL AND m.space_id = $4
+               AND m.search_text IS NOT DISTINCT FROM w.search_text
+        FROM wanted w
+        JOIN memories m ON m.namespace = w.namespace AND m.key = w.key
     )
-    SELECT w.position,
-           m.embedding IS NOT NULL AND m.space_id = $4
-           AND m.search_text IS NOT DISTINCT FROM w.search_text AS reusable
-    FROM wanted w
-    JOIN memories m ON m.namespace = w.namespace AND m.content_hash = w.content_hash
-                   AND m.key IS NULL
-    WHERE w.key IS NULL
-    UNION ALL
-    SELECT w.position,
-           m.content_hash = w.content_hash AND m.embedding IS NOT NULL AND m.space_id = $4
-           AND m.search_text IS NOT DISTINCT FROM w.search_text
-    FROM wanted w
-    JOIN memories m ON m.namespace = w.namespace AND m.key = w.key
+    SELECT clock_timestamp() AS clock,
+           coalesce(array_agg(position), '{}') AS positions,
+           coalesce(array_agg(reusable), '{}') AS reusable
+    FROM found
 """
 
 # Which of the chunk's memories found with a reusable vector the upsert would leave as they
@@ -63,9 +69,13 @@ FIND_UNCHANGED = """
       AND m.metadata = w.metadata::jsonb
 """
 
-# New memories go in by binary COPY (ids made by the client); created_at/updated_at take the
-# column defaults, clock_timestamp(), so rows of one batch are ordered as they were given.
+# New memories go in by binary COPY (ids made by the client). A call's new rows are stamped
+# created_at = updated_at = the server's clock at its first lookup plus one microsecond per input
+# position: its chunks are written concurrently, and "newest first" still follows the order the
+# memories were given in.
 COPY_COLUMNS = (
+    "created_at",
+    "updated_at",
     "id",
     "namespace",
     "key",
@@ -84,11 +94,11 @@ UPSERT_BY_CONTENT = """
     INSERT INTO memories (namespace, content, content_hash, metadata, embedding, space_id,
                           expires_at, status, embed_error, search_text, created_at, updated_at)
     SELECT namespace, content, content_hash, metadata, embedding, space_id, expires_at,
-           status, embed_error, search_text, clock_timestamp(), clock_timestamp()
+           status, embed_error, search_text, created_at, created_at
     FROM unnest($1::text[], $2::text[], $3::bytea[], $4::jsonb[], $5::vector[], $6::int[],
-                $7::timestamptz[], $8::text[], $9::text[], $10::text[])
+                $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::timestamptz[])
          AS incoming(namespace, content, content_hash, metadata, embedding, space_id, expires_at,
-                     status, embed_error, search_text)
+                     status, embed_error, search_text, created_at)
     ON CONFLICT (namespace, content_hash) WHERE key IS NULL DO UPDATE SET
         metadata = memories.metadata || EXCLUDED.metadata,
         search_text = EXCLUDED.search_text,
@@ -121,17 +131,18 @@ UPSERT_BY_CONTENT = """
     RETURNING id, namespace, content_hash, (xmax = 0) AS inserted, status, embed_error
 """
 
-# Rows of one batch get increasing created_at (clock_timestamp), so "newest first" follows the
-# input order. A keyed row whose text changed under us keeps no stale vector: it goes pending.
+# A new row takes the call's stamp (see COPY_COLUMNS). A keyed row whose text changed under us
+# keeps no stale vector: it goes pending.
 UPSERT_BY_KEY = """
     INSERT INTO memories (namespace, key, content, content_hash, metadata, embedding, space_id,
                           expires_at, status, embed_error, search_text, created_at, updated_at)
     SELECT namespace, key, content, content_hash, metadata, embedding, space_id, expires_at,
-           status, embed_error, search_text, clock_timestamp(), clock_timestamp()
+           status, embed_error, search_text, created_at, created_at
     FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::jsonb[], $6::vector[],
-                $7::int[], $8::timestamptz[], $9::text[], $10::text[], $11::text[])
+                $7::int[], $8::timestamptz[], $9::text[], $10::text[], $11::text[],
+                $12::timestamptz[])
          AS incoming(namespace, key, content, content_hash, metadata, embedding, space_id,
-                     expires_at, status, embed_error, search_text)
+                     expires_at, status, embed_error, search_text, created_at)
     ON CONFLICT (namespace, key) WHERE key IS NOT NULL DO UPDATE SET
         content = EXCLUDED.content,
         search_text = EXCLUDED.search_text,
