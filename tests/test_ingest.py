@@ -100,8 +100,8 @@ async def test_a_writer_storing_the_same_memory_between_lookup_and_copy(
     service: IngestionService = chunked._ingest
     lookup = service._lookup
 
-    async def lookup_then_race(chunk: object, space_id: int, in_flight: object) -> object:
-        missing = await lookup(chunk, space_id, in_flight)  # type: ignore[arg-type]
+    async def lookup_then_race(chunk: object, space_id: int, unsettled: object) -> object:
+        missing = await lookup(chunk, space_id, unsettled)  # type: ignore[arg-type]
         if not raced:
             # Another process stores the chunk's first memory before this one writes it.
             raced.append(str((await other.remember("contested", namespace="n")).id))
@@ -337,6 +337,31 @@ async def test_a_chunk_sharing_memories_with_a_write_in_flight_waits_for_it(
     rows = await _rows(migrated_dsn, "n")
     assert [row["content"] for row in rows if row["key"] == "home"] == ["Ada lives in Rome."]
     assert len(rows) == len(items) - 3
+
+
+async def test_a_failed_write_stops_the_call_with_nothing_left_running(
+    chunked: MemoryStore, migrated_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service: IngestionService = chunked._ingest
+    write = service._write
+    finished: list[str] = []
+
+    async def second_fails(chunk: Any, *args: Any) -> bool:
+        name = chunk.unique[0].content
+        if name == "observation 2":  # the second chunk: (0, 2), (2, 10), (10, 18), ...
+            raise RuntimeError("the disk is full")
+        await asyncio.sleep(0.1)
+        written = await write(chunk, *args)
+        finished.append(name)
+        return written
+
+    monkeypatch.setattr(service, "_write", second_fails)
+    texts = [f"observation {i}" for i in range(5 * CHUNK)]
+    with pytest.raises(RuntimeError, match="the disk is full"):
+        await chunked.remember(texts, namespace="log")
+    await asyncio.sleep(0.3)  # a write left running would finish by now
+    assert finished == ["observation 0"]  # the third chunk's write was under way, and stopped
+    assert sorted(row["content"] for row in await _rows(migrated_dsn, "log")) == texts[:2]
 
 
 @given(count=st.integers(0, 3000), size=st.integers(1, 600))

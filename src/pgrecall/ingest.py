@@ -299,14 +299,15 @@ class IngestionService:
             await self._pool.execute(f"NOTIFY {PENDING_CHANNEL}")
 
     async def _lookup(
-        self, chunk: _Chunk, space_id: int, in_flight: list[_Chunk]
+        self, chunk: _Chunk, space_id: int, unsettled: list[_Chunk]
     ) -> tuple[list[int], datetime]:
         """Note which of the chunk's memories have a row and which the write would not change;
         return the indexes of those that hold no vector of this space for this text, and the
         server's clock.
 
-        A memory a chunk ``in_flight`` writes is never taken as unchanged: its row as looked up
-        may not hold that write yet, and the later item must win."""
+        A memory that an ``unsettled`` chunk (being written, or planned before this one) writes
+        is never taken as unchanged: its row as looked up may not hold that write yet, and the
+        later item must win."""
 
         async def find(sql: str, memories: list[Prepared], *extra: object) -> list[asyncpg.Record]:
             with database_errors():
@@ -327,11 +328,11 @@ class IngestionService:
             if kept:
                 reusable.append(position - 1)
         candidates = reusable
-        if candidates and in_flight:
+        if candidates and unsettled:
             candidates = [
                 index
                 for index in reusable
-                if not any(other.writes(chunk.unique[index].identity) for other in in_flight)
+                if not any(other.writes(chunk.unique[index].identity) for other in unsettled)
             ]
         if candidates:
             known = [chunk.unique[index] for index in candidates]
