@@ -327,13 +327,11 @@ class IngestionService:
             chunk.stored.add(position - 1)
             if kept:
                 reusable.append(position - 1)
-        candidates = reusable
-        if candidates and unsettled:
-            candidates = [
-                index
-                for index in reusable
-                if not any(other.writes(chunk.unique[index].identity) for other in unsettled)
-            ]
+        candidates = [
+            index
+            for index in reusable
+            if not any(other.writes(chunk.unique[index].identity) for other in unsettled)
+        ]
         if candidates:
             known = [chunk.unique[index] for index in candidates]
             metadata = [m.metadata for m in known]
