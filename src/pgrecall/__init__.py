@@ -1,5 +1,7 @@
 """pgrecall: semantic memory for AI agents on PostgreSQL + pgvector."""
 
+from importlib.metadata import version as _distribution_version
+
 from pgrecall.config import Settings, load_settings
 from pgrecall.embedding.space import EmbeddingSpace
 from pgrecall.errors import (
@@ -34,7 +36,8 @@ from pgrecall.records import (
 )
 from pgrecall.store import MemoryStore
 
-__version__ = "0.1.0"
+# One source of truth: the version in pyproject.toml, read from the installed metadata.
+__version__ = _distribution_version("pgrecall")
 
 __all__ = [
     "BadEmbeddingResponseError",

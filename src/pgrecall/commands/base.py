@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
+import pgrecall
 from pgrecall.config import Settings, load_settings
 from pgrecall.errors import PgRecallError
 from pgrecall.store import MemoryStore
@@ -29,8 +30,18 @@ JSON_OPTION = typer.Option(False, "--json", help="print JSON instead of text")
 NAMESPACE_OPTION = typer.Option(..., "--namespace", "-n", help="the namespace (agent, user, …)")
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        out.print(f"pgrecall {pgrecall.__version__}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="print the version"
+    ),
+) -> None:
     """Semantic memory for AI agents on PostgreSQL + pgvector."""
 
 
