@@ -162,6 +162,9 @@ def _parse_keep_alive(value: Any) -> None:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle on, a kept-alive connection holds
+    # the body until the client's delayed ACK: 44-54 ms per embed call here, 0.8-6 ms with it off.
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -167,3 +168,18 @@ def test_faults(http: httpx.Client, ollama: OllamaStandin) -> None:
     ollama.script(Fault.DROP)
     with pytest.raises(httpx.RemoteProtocolError):
         _embed(http, body)
+
+
+def test_answers_are_sent_without_waiting_for_a_delayed_ack(
+    ollama: OllamaStandin, http: httpx.Client
+) -> None:
+    # Headers and body are separate writes: with Nagle's algorithm on, each answer on a kept-alive
+    # connection waited ~40 ms for the client's delayed ACK, in every test that embeds.
+    assert _embed(http, {"model": "all-minilm", "input": "x"}).status_code == 200
+    server = ollama._server
+    assert server is not None
+    with server.connections_lock:
+        connections = list(server.open_connections)
+    assert connections
+    for connection in connections:
+        assert connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
