@@ -16,6 +16,7 @@ from pgrecall import validation
 from pgrecall.db.errors import database_errors
 from pgrecall.errors import InvalidInputError
 from pgrecall.filters import SqlParams, compile_filter
+from pgrecall.offload import off_loop
 from pgrecall.records import EmbedStatus, Memory, NamespaceStats, Page, Stats
 
 MEMORY_COLUMNS = (
@@ -119,7 +120,8 @@ class Catalog:
         )
         with database_errors():
             rows = await self._pool.fetch(sql, *params.values)
-        memories = [memory_from_row(row) for row in rows[:limit]]
+        kept = rows[:limit]
+        memories = await off_loop(len(kept), lambda: [memory_from_row(row) for row in kept])
         more = len(rows) > limit
         last = memories[-1] if memories else None
         next_cursor = encode_cursor(last.created_at, last.id) if more and last else None

@@ -20,7 +20,6 @@ Namespace sizes are counted with a bounded query and cached for a few seconds pe
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Sequence
@@ -33,6 +32,7 @@ from pgrecall.db.errors import database_errors
 from pgrecall.embedding.base import Embedder
 from pgrecall.errors import EmbeddingError, InvalidInputError, NotFoundError
 from pgrecall.filters import SqlParams, compile_filter
+from pgrecall.offload import off_loop
 from pgrecall.query_sql import (
     HIT_COLUMNS,
     Scope,
@@ -48,11 +48,6 @@ from pgrecall.rerank import check_boosts, needs_candidates, rerank
 from pgrecall.spaces import SpaceRegistry
 
 SIZE_CACHE_SECONDS = 10.0
-# Up to this many fetched rows become hits on the event loop; more are decoded (metadata JSON)
-# and re-ranked in a worker thread, so one large recall never holds up other requests. MMR over
-# 10 candidates took 50 us and over 20 0.3 ms, a hop to a thread 35 us; 100 (the fewest a
-# diverse recall fetches by default) took 1-4 ms, 200 of 1024 dimensions 3 ms.
-INLINE_MAX_ROWS = 16
 # HNSW candidates fetched per wanted hit, before the exact re-sort.
 CANDIDATE_FACTOR = 4
 
@@ -210,10 +205,9 @@ class QueryService:
         exact = options.exact or max(sizes.values()) <= self._settings.exact_scan_max_rows
         rows = await self._fetch(text, names, vector, space_id, mode, exact, options)
         pending = rows[0]["pending"] if rows else 0
-        if len(rows) <= INLINE_MAX_ROWS:
-            hits = _ranked_hits(rows, options)
-        else:
-            hits = await asyncio.to_thread(_ranked_hits, rows, options)
+        # Off the loop when large: MMR over 100 candidates (the fewest a diverse recall
+        # fetches by default) took 1-4 ms, decoding 1,000 rows' metadata up to 0.3 s.
+        hits = await off_loop(len(rows), lambda: _ranked_hits(rows, options))
         return RecallResult(
             hits=tuple(hits[: options.k]),
             exact=exact,
