@@ -119,7 +119,7 @@ def prepare_one(
         content_hash(text),
         metadata,
         validation.key(item.key, position),
-        validation.timestamp(item.expires_at, "expires_at", position),
+        validation.check_timestamp(item.expires_at, "expires_at", position),
         templates.render(namespace, text, item.metadata or {}),
     )
 
@@ -131,7 +131,8 @@ def prepare(
     max_chars: int,
     templates: TextTemplates,
 ) -> list[Prepared]:
-    """Validate every item (errors name the item's position), hash it, render its text."""
+    """Validate every item (errors name the item's position), hash it, render its text; all of
+    them before the caller writes any, so one invalid item refuses the whole batch."""
     return [
         prepare_one(
             item,

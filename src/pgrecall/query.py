@@ -141,8 +141,8 @@ def _ranked_hits(rows: list[asyncpg.Record], options: RecallOptions) -> list[Hit
 def _check(options: RecallOptions) -> None:
     validation.k(options.k)
     validation.min_score(options.min_score)
-    validation.timestamp(options.created_after, "created_after")
-    validation.timestamp(options.created_before, "created_before")
+    validation.check_timestamp(options.created_after, "created_after")
+    validation.check_timestamp(options.created_before, "created_before")
     if options.mode not in MODES:
         raise InvalidInputError(f"mode must be one of {', '.join(MODES)}")
     if options.mode == "keyword" and options.min_score is not None:

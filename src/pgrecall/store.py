@@ -216,7 +216,9 @@ class MemoryStore:
         """Store one text (returns its Remembered) or a batch (a list, in order).
 
         Batch items may be MemoryInput to carry their own namespace, metadata, key or expiry;
-        the call's values fill in what they leave out.
+        the call's values fill in what they leave out. The batch is validated whole before
+        anything is written: one invalid item raises InvalidInputError naming its position
+        and field, and nothing of the call is stored.
         """
         single = isinstance(content, str)
         if not single and key is not None:
