@@ -31,6 +31,7 @@ from pgrecall.config import Settings
 from pgrecall.db.errors import database_errors
 from pgrecall.embedding.base import Embedder
 from pgrecall.errors import EmbeddingError, InvalidInputError, NotFoundError
+from pgrecall.expiry import unexpired
 from pgrecall.filters import SqlParams, compile_filter
 from pgrecall.offload import off_loop
 from pgrecall.query_sql import (
@@ -52,10 +53,11 @@ SIZE_CACHE_SECONDS = 10.0
 CANDIDATE_FACTOR = 4
 
 
-_COUNT = """
+_COUNT = f"""
     SELECT wanted.namespace,
            (SELECT count(*) FROM (SELECT 1 FROM memories m
-                                  WHERE m.namespace = wanted.namespace LIMIT $2) bounded) AS n
+                                  WHERE m.namespace = wanted.namespace AND {unexpired("m")}
+                                  LIMIT $2) bounded) AS n
     FROM unnest($1::text[]) AS wanted(namespace)
 """
 
@@ -99,7 +101,7 @@ def _scope(params: SqlParams, names: list[str], options: RecallOptions, *, gener
         in_namespaces = f"= ANY({params.add(names, 'text[]')})"
     conditions = [
         f"m.namespace {in_namespaces}",
-        "(m.expires_at IS NULL OR m.expires_at > now())",
+        unexpired("m"),
     ]
     if options.created_after is not None:
         conditions.append(f"m.created_at >= {params.add(options.created_after, 'timestamptz')}")
@@ -296,7 +298,8 @@ class QueryService:
         sql = f"""{prefix}
             SELECT pending.n AS pending, hits.* FROM
                 (SELECT count(*) AS n FROM memories
-                 WHERE namespace {scope.in_namespaces} AND status = 'pending') AS pending
+                 WHERE namespace {scope.in_namespaces} AND status = 'pending'
+                   AND {unexpired()}) AS pending
                 LEFT JOIN LATERAL ({hits}) AS hits ON TRUE
             ORDER BY hits.score DESC NULLS LAST, hits.vector_score DESC NULLS LAST, hits.id
         """
