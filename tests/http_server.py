@@ -1,15 +1,22 @@
-"""Run the real app on uvicorn, on 127.0.0.1, in a thread of its own (its own event loop)."""
+"""Run the real app on uvicorn, on 127.0.0.1: in a thread of its own (its own event loop), or in
+the test's loop (``serving``)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 import threading
 import time
+from collections.abc import AsyncIterator
 
 import uvicorn
+from fastapi import FastAPI
 
 from pgrecall.config import Settings
 from pgrecall.http.app import create_app
+
+_START_SECONDS = 30.0
 
 
 class ServerThread:
@@ -40,3 +47,27 @@ class ServerThread:
         self._server.should_exit = True
         self._thread.join(timeout=30)
         self._socket.close()
+
+
+@contextlib.asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[str]:
+    """Serve ``app`` with uvicorn on 127.0.0.1 in the running event loop; yield its base URL.
+
+    The server shares the caller's loop, as every request of one process shares it: whatever
+    holds the loop holds every other request."""
+    listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listening.bind(("127.0.0.1", 0))
+    port = listening.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve(sockets=[listening]))
+    try:
+        deadline = time.monotonic() + _START_SECONDS
+        while not server.started:
+            if task.done() or time.monotonic() > deadline:
+                raise RuntimeError("the HTTP server did not start")
+            await asyncio.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, _START_SECONDS)
+        listening.close()

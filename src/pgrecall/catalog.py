@@ -15,7 +15,9 @@ import asyncpg
 from pgrecall import validation
 from pgrecall.db.errors import database_errors
 from pgrecall.errors import InvalidInputError
+from pgrecall.expiry import unexpired
 from pgrecall.filters import SqlParams, compile_filter
+from pgrecall.offload import off_loop
 from pgrecall.records import EmbedStatus, Memory, NamespaceStats, Page, Stats
 
 MEMORY_COLUMNS = (
@@ -74,10 +76,15 @@ class Catalog:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def get(self, identifier: UUID, namespace: str | None = None) -> Memory | None:
-        """One memory, or None. Naming the namespace routes to one shard (Citus)."""
+    async def get(
+        self, identifier: UUID, namespace: str | None = None, *, expired: bool = False
+    ) -> Memory | None:
+        """One memory, or None (also once expired, unless ``expired``: what an update that
+        just set a past expiry wrote). Naming the namespace routes to one shard (Citus)."""
         params = SqlParams()
         where = f"id = {params.add(identifier, 'uuid')}"
+        if not expired:
+            where += f" AND {unexpired()}"
         if namespace is not None:
             where += f" AND namespace = {params.add(validation.namespace(namespace), 'text')}"
         with database_errors():
@@ -100,7 +107,7 @@ class Catalog:
         if namespace is None and status is None:
             raise InvalidInputError("name a namespace (or list by status, e.g. the failed ones)")
         params = SqlParams()
-        conditions = []
+        conditions = [unexpired()]
         if namespace is not None:
             conditions.append(f"namespace = {params.add(validation.namespace(namespace), 'text')}")
         if status is not None:
@@ -119,7 +126,8 @@ class Catalog:
         )
         with database_errors():
             rows = await self._pool.fetch(sql, *params.values)
-        memories = [memory_from_row(row) for row in rows[:limit]]
+        kept = rows[:limit]
+        memories = await off_loop(len(kept), lambda: [memory_from_row(row) for row in kept])
         more = len(rows) > limit
         last = memories[-1] if memories else None
         next_cursor = encode_cursor(last.created_at, last.id) if more and last else None
@@ -138,7 +146,9 @@ class Catalog:
         """Pending memories in all namespaces (served by the pending-queue index)."""
         with database_errors():
             return int(
-                await self._pool.fetchval("SELECT count(*) FROM memories WHERE status = 'pending'")
+                await self._pool.fetchval(
+                    f"SELECT count(*) FROM memories WHERE status = 'pending' AND {unexpired()}"
+                )
             )
 
     async def retry_failed(self, namespace: str | None = None) -> int:
@@ -181,11 +191,11 @@ class Catalog:
         return int(status.split()[-1])
 
     async def stats(self, namespace: str | None = None) -> Stats:
-        """Counts per namespace (one namespace, or all of them)."""
+        """Counts per namespace (one namespace, or all of them), expired memories left out."""
         params = SqlParams()
-        where = "TRUE"
+        where = unexpired()
         if namespace is not None:
-            where = f"namespace = {params.add(validation.namespace(namespace), 'text')}"
+            where += f" AND namespace = {params.add(validation.namespace(namespace), 'text')}"
         with database_errors():
             rows = await self._pool.fetch(
                 f"""

@@ -168,6 +168,15 @@ class Settings(BaseSettings):
     embed_backoff_max_seconds: float = Field(
         default=300.0, gt=0, description="longest delay between two worker attempts"
     )
+    expired_grace_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="seconds an expired memory (already gone from every read) is kept before "
+        "the worker deletes it",
+    )
+    expired_sweep_seconds: float = Field(
+        default=60.0, gt=0, description="how often the worker deletes expired memories"
+    )
     exact_scan_max_rows: int = Field(
         default=20_000,
         ge=0,

@@ -8,6 +8,7 @@
     ├── ConflictError                an update would duplicate another memory
     ├── DatabaseError
     │   ├── DatabaseUnavailableError  cannot connect / the embedded server will not start
+    │   │   └── DatabaseBusyError     concurrent writes kept colliding (deadlock) through replays
     │   └── SchemaError               pgvector missing or too old, database not migrated
     ├── EmbeddingError
     │   ├── EmbedderUnavailableError  Ollama not reachable (URL shown)
@@ -60,6 +61,11 @@ class DatabaseError(PgRecallError):
 
 class DatabaseUnavailableError(DatabaseError):
     """The database cannot be reached, or the embedded server cannot be started."""
+
+
+class DatabaseBusyError(DatabaseUnavailableError):
+    """Concurrent writes to the same rows collided (deadlock, serialization failure) and went
+    on colliding through every replay; the operation changed nothing and may be sent again."""
 
 
 class SchemaError(DatabaseError):

@@ -25,7 +25,9 @@ stored as ``pending`` and the worker embeds them later; once that happens, the r
 (and calls for a while after, see ``health``) store pending at once instead of waiting out
 retries. A permanent failure (model missing, input too long with truncation off) is stored as
 ``failed`` with its reason and reported per memory; it never blocks the others. Writes are
-replayed after a lost connection: they are idempotent.
+replayed after a lost connection or a write conflict: they are idempotent. Every statement
+takes its rows in one order (namespace, key, text hash), so concurrent calls writing the same
+memories in other orders do not deadlock each other.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ import asyncpg
 from pgrecall import validation
 from pgrecall.config import Settings
 from pgrecall.db.errors import database_errors
-from pgrecall.db.retry import with_reconnect
+from pgrecall.db.retry import with_replays
 from pgrecall.db.vectors import vector_binary
 from pgrecall.embedding.base import Embedder
 from pgrecall.errors import EmbeddingError, InputTooLongError
@@ -117,7 +119,7 @@ def prepare_one(
         content_hash(text),
         metadata,
         validation.key(item.key, position),
-        validation.timestamp(item.expires_at, "expires_at", position),
+        validation.check_timestamp(item.expires_at, "expires_at", position),
         templates.render(namespace, text, item.metadata or {}),
     )
 
@@ -129,7 +131,8 @@ def prepare(
     max_chars: int,
     templates: TextTemplates,
 ) -> list[Prepared]:
-    """Validate every item (errors name the item's position), hash it, render its text."""
+    """Validate every item (errors name the item's position), hash it, render its text; all of
+    them before the caller writes any, so one invalid item refuses the whole batch."""
     return [
         prepare_one(
             item,
@@ -291,7 +294,7 @@ class IngestionService:
                 task.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
         if any_pending:
-            await with_reconnect(self._notify)
+            await with_replays(self._notify)
         return [result for result in results if result is not None]
 
     async def _notify(self) -> None:
@@ -321,7 +324,7 @@ class IngestionService:
                     *extra,
                 )
 
-        found = (await with_reconnect(lambda: find(FIND_EXISTING, chunk.unique)))[0]
+        found = (await with_replays(lambda: find(FIND_EXISTING, chunk.unique)))[0]
         reusable = []
         for position, kept in zip(found["positions"], found["reusable"], strict=True):
             chunk.stored.add(position - 1)
@@ -336,7 +339,7 @@ class IngestionService:
             known = [chunk.unique[index] for index in candidates]
             metadata = [m.metadata for m in known]
             expiry = [m.expires_at for m in known]
-            for row in await with_reconnect(lambda: find(FIND_UNCHANGED, known, metadata, expiry)):
+            for row in await with_replays(lambda: find(FIND_UNCHANGED, known, metadata, expiry)):
                 chunk.unchanged[candidates[row["position"] - 1]] = row["id"]
         kept = set(reusable)
         return [index for index in range(len(chunk.unique)) if index not in kept], found["clock"]
@@ -413,7 +416,7 @@ class IngestionService:
                             written[index_of[_identity(kind, row)]] = _remembered(row)
             return written
 
-        written = await with_reconnect(write)
+        written = await with_replays(write)
         for position, index in chunk.positions:
             results[position] = written[index]
         return any(result.status == "pending" for result in written.values())
@@ -437,9 +440,10 @@ class _WritePlan:
 
 def _plan(chunk: _Chunk, space_id: int, call_clock: datetime) -> _WritePlan:
     copied = [index for index in range(len(chunk.unique)) if index not in chunk.stored]
-    ids = new_ids(len(copied))
+    ids = new_ids(len(copied))  # in input order, as the call's stamps
     records = []
-    for index, identifier in zip(copied, ids, strict=True):
+    new = sorted(zip(copied, ids, strict=True), key=lambda pair: _write_order(chunk, pair[0]))
+    for index, identifier in new:
         memory = chunk.unique[index]
         vector = chunk.vectors[index]
         created = _stamp(call_clock, chunk.first_positions[index])
@@ -466,6 +470,15 @@ def _plan(chunk: _Chunk, space_id: int, call_clock: datetime) -> _WritePlan:
     return _WritePlan(space_id, call_clock, copied, ids, records, upserts)
 
 
+def _write_order(chunk: _Chunk, index: int) -> tuple[str, str, bytes]:
+    """Where a memory's row comes in every write statement: one order for all writers. Rows
+    locked in other orders by two statements deadlock (SQLSTATE 40P01): 8 clients writing
+    the same 200 memories shuffled failed in 7 of 8 calls. PostgreSQL takes the rows of a
+    COPY and of an INSERT .. SELECT FROM unnest(..) in the order given."""
+    memory = chunk.unique[index]
+    return (memory.namespace, memory.key or "", memory.content_hash)
+
+
 def _stamp(call_clock: datetime, position: int) -> datetime:
     """created_at of a new row: the call's clock, one microsecond per input position."""
     return call_clock + timedelta(microseconds=position)
@@ -475,8 +488,9 @@ def _upserts(
     chunk: _Chunk, indexes: list[int], space_id: int, call_clock: datetime
 ) -> list[_Upsert]:
     """The upserts that write the chunk's memories at ``indexes``, one per identity kind."""
-    keyed = [i for i in indexes if chunk.unique[i].key is not None]
-    unkeyed = [i for i in indexes if chunk.unique[i].key is None]
+    ordered = sorted(indexes, key=lambda index: _write_order(chunk, index))
+    keyed = [i for i in ordered if chunk.unique[i].key is not None]
+    unkeyed = [i for i in ordered if chunk.unique[i].key is None]
     upserts = []
     if unkeyed:
         columns = _columns(chunk, unkeyed, space_id, call_clock, keyed=False)

@@ -90,7 +90,17 @@ COPY_COLUMNS = (
     "search_text",
 )
 
-UPSERT_BY_CONTENT = """
+# A row past its expiry is gone to every read (expiry.py) until the sweeper deletes it: written
+# again, it starts afresh under its id, as a new row would: nothing of its metadata carried
+# over, stamped like the call's new rows (created_at = updated_at, which tells it from an
+# update in RETURNING: an update is stamped later, at its clock_timestamp()).
+EXPIRED = "memories.expires_at <= now()"
+STAMPS = f"""        created_at = CASE WHEN {EXPIRED} THEN EXCLUDED.created_at
+                          ELSE memories.created_at END,
+        updated_at = CASE WHEN {EXPIRED} THEN EXCLUDED.created_at ELSE clock_timestamp() END"""
+INSERTED = "(xmax = 0 OR created_at = updated_at) AS inserted"
+
+UPSERT_BY_CONTENT = f"""
     INSERT INTO memories (namespace, content, content_hash, metadata, embedding, space_id,
                           expires_at, status, embed_error, search_text, created_at, updated_at)
     SELECT namespace, content, content_hash, metadata, embedding, space_id, expires_at,
@@ -100,7 +110,8 @@ UPSERT_BY_CONTENT = """
          AS incoming(namespace, content, content_hash, metadata, embedding, space_id, expires_at,
                      status, embed_error, search_text, created_at)
     ON CONFLICT (namespace, content_hash) WHERE key IS NULL DO UPDATE SET
-        metadata = memories.metadata || EXCLUDED.metadata,
+        metadata = CASE WHEN {EXPIRED} THEN EXCLUDED.metadata
+                        ELSE memories.metadata || EXCLUDED.metadata END,
         search_text = EXCLUDED.search_text,
         expires_at = EXCLUDED.expires_at,
         embedding = CASE
@@ -127,13 +138,13 @@ UPSERT_BY_CONTENT = """
         END,
         embed_attempts = 0,
         embed_after = now(),
-        updated_at = clock_timestamp()
-    RETURNING id, namespace, content_hash, (xmax = 0) AS inserted, status, embed_error
+{STAMPS}
+    RETURNING id, namespace, content_hash, {INSERTED}, status, embed_error
 """
 
 # A new row takes the call's stamp (see COPY_COLUMNS). A keyed row whose text changed under us
 # keeps no stale vector: it goes pending.
-UPSERT_BY_KEY = """
+UPSERT_BY_KEY = f"""
     INSERT INTO memories (namespace, key, content, content_hash, metadata, embedding, space_id,
                           expires_at, status, embed_error, search_text, created_at, updated_at)
     SELECT namespace, key, content, content_hash, metadata, embedding, space_id, expires_at,
@@ -177,6 +188,6 @@ UPSERT_BY_KEY = """
         END,
         embed_attempts = 0,
         embed_after = now(),
-        updated_at = clock_timestamp()
-    RETURNING id, namespace, key, (xmax = 0) AS inserted, status, embed_error
+{STAMPS}
+    RETURNING id, namespace, key, {INSERTED}, status, embed_error
 """

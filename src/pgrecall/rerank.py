@@ -16,6 +16,9 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+from pgvector import Vector
+
 from pgrecall.errors import InvalidInputError
 from pgrecall.records import Hit, RecallOptions
 
@@ -50,40 +53,41 @@ def _boosted(hit: Hit, options: RecallOptions, now: datetime) -> Hit:
     return replace(hit, score=score)
 
 
-def _mmr(hits: list[Hit], vectors: Sequence[Any], k: int, diversity: float) -> list[Hit]:
-    scores = [hit.score for hit in hits]
-    low, high = min(scores), max(scores)
-    spread = (high - low) or 1.0
-    relevance = [(score - low) / spread for score in scores]
-    unit = [list(vector.to_list()) if vector is not None else None for vector in vectors]
+def _mmr(hits: list[Hit], vectors: Sequence[Vector | None], k: int, diversity: float) -> list[Hit]:
+    """Greedy MMR: one matrix product (BLAS) gives every pairwise similarity, then each of the
+    k steps is O(candidates), keeping each memory's highest similarity to those picked up to
+    date instead of recomputing it. A memory without a vector is similar to nothing."""
+    scores = np.array([hit.score for hit in hits], dtype=np.float64)
+    low, high = float(scores.min()), float(scores.max())
+    relevance = (1 - diversity) * (scores - low) / ((high - low) or 1.0)
+    dimensions = next((v.dimensions() for v in vectors if v is not None), 0)
+    unit = np.zeros((len(hits), dimensions), dtype=np.float32)
+    for row, vector in enumerate(vectors):
+        if vector is not None:
+            unit[row] = vector.to_numpy()
+    similarity = unit @ unit.T
+    # Each memory's highest similarity to the hits picked so far (none yet: no penalty).
+    closest = np.zeros(len(hits), dtype=np.float32)
+    picked = np.zeros(len(hits), dtype=bool)
     chosen: list[int] = []
-    remaining = list(range(len(hits)))
-    while remaining and len(chosen) < k:
-
-        def value(i: int) -> float:
-            similarity = max((_dot(unit[i], unit[j]) for j in chosen), default=0.0)
-            return (1 - diversity) * relevance[i] - diversity * similarity
-
-        best = max(remaining, key=value)
+    for _ in range(min(k, len(hits))):
+        value = relevance - diversity * closest
+        value[picked] = -np.inf
+        best = int(np.argmax(value))  # the first of equals, as the ranking had them
         chosen.append(best)
-        remaining.remove(best)
+        picked[best] = True
+        closest = similarity[best] if len(chosen) == 1 else np.maximum(closest, similarity[best])
     return [hits[i] for i in chosen]
 
 
-def _dot(a: list[float] | None, b: list[float] | None) -> float:
-    if a is None or b is None:
-        return 0.0
-    return math.fsum(x * y for x, y in zip(a, b, strict=True))
-
-
-def rerank(hits: list[Hit], vectors: Sequence[Any], options: RecallOptions) -> list[Hit]:
+def rerank(hits: list[Hit], vectors: Sequence[Vector | None], options: RecallOptions) -> list[Hit]:
     """Apply the boosts and MMR the options ask for; otherwise return ``hits`` unchanged."""
     if not needs_candidates(options) or not hits:
         return hits
     now = datetime.now(UTC)
-    order = sorted(range(len(hits)), key=lambda i: -_boosted(hits[i], options, now).score)
-    boosted = [_boosted(hits[i], options, now) for i in order]
-    ordered_vectors = [vectors[i] for i in order]
+    boosted = [_boosted(hit, options, now) for hit in hits]
+    order = sorted(range(len(hits)), key=lambda i: -boosted[i].score)
+    ordered = [boosted[i] for i in order]
     if options.diversity:
-        return _mmr(boosted, ordered_vectors, options.k, options.diversity)
-    return boosted
+        return _mmr(ordered, [vectors[i] for i in order], options.k, options.diversity)
+    return ordered

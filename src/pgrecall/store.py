@@ -29,6 +29,7 @@ from pgrecall.errors import (
     PgRecallError,
     SchemaError,
 )
+from pgrecall.expiry import ExpirySweeper
 from pgrecall.health import EmbedderHealth
 from pgrecall.indexer import Indexer
 from pgrecall.ingest import IngestionService, prepare
@@ -104,18 +105,21 @@ class MemoryStore:
         self._query = QueryService(pool, embedder, self._spaces, self._sizes, settings)
         self.worker = EmbeddingWorker(pool, dsn, embedder, self._spaces, health, settings)
         self.indexer = Indexer(pool, settings)
+        self.sweeper = ExpirySweeper(pool, settings)
         self._stop_worker = asyncio.Event()
         self._worker_task: asyncio.Task[None] | None = None
 
     def start_worker(self) -> None:
-        """Run the embedding worker and the indexer as a background task of this store
-        (idempotent)."""
+        """Run the embedding worker, the indexer and the expiry sweeper as a background task
+        of this store (idempotent)."""
         if self._worker_task is None:
             self._worker_task = asyncio.create_task(self._background())
 
     async def _background(self) -> None:
         await asyncio.gather(
-            self.worker.run(self._stop_worker), self.indexer.run(self._stop_worker)
+            self.worker.run(self._stop_worker),
+            self.indexer.run(self._stop_worker),
+            self.sweeper.run(self._stop_worker),
         )
 
     async def _stop_worker_task(self) -> None:
@@ -216,7 +220,9 @@ class MemoryStore:
         """Store one text (returns its Remembered) or a batch (a list, in order).
 
         Batch items may be MemoryInput to carry their own namespace, metadata, key or expiry;
-        the call's values fill in what they leave out.
+        the call's values fill in what they leave out. The batch is validated whole before
+        anything is written: one invalid item raises InvalidInputError naming its position
+        and field, and nothing of the call is stored.
         """
         single = isinstance(content, str)
         if not single and key is not None:
@@ -309,7 +315,11 @@ class MemoryStore:
         current = await self.get(memory, namespace=namespace)
         change = Change(content=content, metadata=metadata, expires_at=expires_at)
         await self._updates.update(current, change)
-        return await self.get(current.id, namespace=current.namespace)
+        # As written, even when the change was an expiry in the past (it is gone from now on).
+        updated = await self._catalog.get(current.id, current.namespace, expired=True)
+        if updated is None:
+            raise NotFoundError(f"no memory {current.id}")
+        return updated
 
     async def forget(
         self,

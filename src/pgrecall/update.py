@@ -75,7 +75,7 @@ class UpdateService:
                 f"metadata = {params.add(validation.metadata(change.metadata), 'jsonb')}"
             )
         if not isinstance(change.expires_at, _Unset):
-            expires_at = validation.timestamp(change.expires_at, "expires_at")
+            expires_at = validation.check_timestamp(change.expires_at, "expires_at")
             assignments.append(f"expires_at = {params.add(expires_at, 'timestamptz')}")
         before = self._templates.render(current.namespace, current.content, current.metadata)
         after = self._templates.render(current.namespace, text, metadata)

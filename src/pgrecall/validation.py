@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pgrecall.errors import InvalidInputError
@@ -15,6 +15,9 @@ MAX_METADATA_BYTES = 64 * 1024
 # One encoder for every call: json.dumps with options builds a new one each time.
 _JSON = json.JSONEncoder(allow_nan=False, ensure_ascii=False)
 MAX_K = 1000
+# The first and last microseconds a timestamp may not be (see check_timestamp).
+_FIRST = datetime.min.replace(tzinfo=UTC)
+_LAST = datetime.max.replace(tzinfo=UTC)
 
 
 def _where(position: int | None) -> str:
@@ -109,13 +112,27 @@ def key(value: object, position: int | None = None) -> str | None:
     return value
 
 
-def timestamp(value: object, name: str, position: int | None = None) -> datetime | None:
-    """A timezone-aware datetime (or None); naive ones are ambiguous and refused."""
+def check_timestamp(value: object, name: str, position: int | None = None) -> datetime | None:
+    """A timezone-aware datetime (or None) that can be stored: every timestamp a user hands in
+    passes here before anything is written. Naive ones are ambiguous. PostgreSQL takes years
+    4713 BC to 294276 AD, but asyncpg sends a timestamptz as UTC through Python's datetime
+    (years 1 to 9999): 9999-12-31T23:59:59-14:00 overflows there, mid-COPY. The two very ends
+    of that range it sends as -infinity and infinity, and reads back without a time zone."""
     if value is None:
         return None
-    if not isinstance(value, datetime) or value.tzinfo is None:
+    if not isinstance(value, datetime) or value.utcoffset() is None:
         raise InvalidInputError(
             f"{name} must be a timezone-aware datetime{_where(position)}", position=position
+        )
+    try:
+        in_range = _FIRST < value.astimezone(UTC) < _LAST
+    except OverflowError:
+        in_range = False
+    if not in_range:
+        raise InvalidInputError(
+            f"{name} {value.isoformat()} is out of range: it must fall within the years 1 to "
+            f"9999 in UTC{_where(position)}",
+            position=position,
         )
     return value
 

@@ -29,6 +29,7 @@ from pgrecall.db.pool import connect
 from pgrecall.db.vectors import vector_binary
 from pgrecall.embedding.base import Embedder
 from pgrecall.errors import DatabaseUnavailableError, EmbeddingError, InputTooLongError
+from pgrecall.expiry import unexpired
 from pgrecall.health import EmbedderHealth
 from pgrecall.ingest import PENDING_CHANNEL
 from pgrecall.spaces import SpaceRegistry
@@ -36,9 +37,10 @@ from pgrecall.spaces import SpaceRegistry
 logger = logging.getLogger(__name__)
 _Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 
-_CLAIM = """
+# Expired memories are gone (expiry.py): not worth a vector.
+_CLAIM = f"""
     SELECT namespace, id, coalesce(search_text, content) AS text FROM memories
-    WHERE status = 'pending' AND embed_after <= now()
+    WHERE status = 'pending' AND embed_after <= now() AND {unexpired()}
     ORDER BY embed_after
     LIMIT $1
     FOR UPDATE SKIP LOCKED
@@ -63,8 +65,9 @@ _RECORD_FAILURE = """
     WHERE m.namespace = claimed.namespace AND m.id = claimed.id
 """
 
-_NEXT_DUE = """
-    SELECT extract(epoch FROM min(embed_after) - now()) FROM memories WHERE status = 'pending'
+_NEXT_DUE = f"""
+    SELECT extract(epoch FROM min(embed_after) - now()) FROM memories
+    WHERE status = 'pending' AND {unexpired()}
 """
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import asyncpg
 
-from pgrecall.errors import DatabaseError, DatabaseUnavailableError, SchemaError
+from pgrecall.errors import DatabaseBusyError, DatabaseError, DatabaseUnavailableError, SchemaError
 
 _CONNECTION_LOST = (
     OSError,
@@ -32,6 +32,11 @@ def database_errors() -> Iterator[None]:
     except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError) as exc:
         raise SchemaError(
             f"the database schema is not current ({exc}): run pgrecall migrate"
+        ) from exc
+    except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
+        # PostgreSQL rolled the statement back; its text names server processes: not shown.
+        raise DatabaseBusyError(
+            "concurrent writes to the same memories collided; send the request again"
         ) from exc
     except asyncpg.PostgresError as exc:
         raise DatabaseError(f"the database refused the operation: {exc}") from exc

@@ -1,4 +1,6 @@
-"""Replaying idempotent database work across dropped connections and server restarts."""
+"""Replaying idempotent database work across dropped connections, server restarts and
+write conflicts (a deadlock or serialization failure rolls the statement back: a replay is
+what PostgreSQL asks for)."""
 
 from __future__ import annotations
 
@@ -11,14 +13,15 @@ from typing import TypeVar
 from pgrecall.errors import DatabaseUnavailableError
 
 T = TypeVar("T")
-RECONNECT_BUDGET_SECONDS = 30.0
+REPLAY_BUDGET_SECONDS = 30.0
 
 
-async def with_reconnect(
-    operation: Callable[[], Awaitable[T]], *, budget_seconds: float = RECONNECT_BUDGET_SECONDS
+async def with_replays(
+    operation: Callable[[], Awaitable[T]], *, budget_seconds: float = REPLAY_BUDGET_SECONDS
 ) -> T:
-    """Run ``operation`` (idempotent: a replay must be a no-op), again after a lost connection,
-    with backoff, for at most ``budget_seconds``; the pool hands out fresh connections."""
+    """Run ``operation`` (idempotent: a replay must be a no-op), again after a lost connection
+    or a write conflict (DatabaseUnavailableError and its DatabaseBusyError), with jittered
+    backoff, for at most ``budget_seconds``; the pool hands out fresh connections."""
     started = time.monotonic()
     delay = 0.1
     while True:

@@ -138,6 +138,8 @@ def build_metadata(dimensions: int) -> MetaData:
         ),
         Index("memories_search_gin", "search", postgresql_using="gin"),
         Index("memories_pending_queue", "embed_after", postgresql_where=text("status = 'pending'")),
+        # The sweeper's way to expired memories (expiry.py); rows without an expiry stay out.
+        Index("memories_expiry", "expires_at", postgresql_where=text("expires_at IS NOT NULL")),
         Index(
             "memories_unembedded_namespace",
             "namespace",

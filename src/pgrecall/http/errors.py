@@ -54,6 +54,7 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (errors.ConflictError, 409, "conflict"),
     (errors.EmbeddingSpaceMismatchError, 409, "embedding_space_mismatch"),
     (errors.EmbeddingError, 503, "embedder_unavailable"),
+    (errors.DatabaseBusyError, 503, "database_busy"),
     (errors.DatabaseError, 503, "database_unavailable"),
     (errors.ConfigurationError, 503, "misconfigured"),
 ]

@@ -13,6 +13,7 @@ from pgrecall.catalog import MAX_PAGE
 from pgrecall.http.auth import Access, access
 from pgrecall.http.errors import PayloadTooLarge
 from pgrecall.http.metrics import Metrics
+from pgrecall.http.rendering import json_answer
 from pgrecall.http.schemas import (
     ErrorResponse,
     ForgetRequest,
@@ -77,7 +78,7 @@ async def remember(
 
 
 @api.post("/recall", response_model=RecallResponse)
-async def recall(body: RecallRequest, caller: Caller, store: StoreDependency) -> RecallResponse:
+async def recall(body: RecallRequest, caller: Caller, store: StoreDependency) -> Response:
     """The k memories closest in meaning to the query, best first."""
     caller.require(body.namespaces)
     result = await store.recall(
@@ -96,13 +97,14 @@ async def recall(body: RecallRequest, caller: Caller, store: StoreDependency) ->
         recency_half_life=body.recency_half_life,
         importance=body.importance,
     )
-    return RecallResponse(
-        hits=[HitOut.of(hit) for hit in result],
+    answer = RecallResponse(
+        hits=[],
         pending=result.pending,
         exact=result.exact,
         mode=result.mode,
         degraded=result.degraded,
     )
+    return json_answer(answer, "hits", (HitOut.of(hit) for hit in result))
 
 
 @api.get("/memories/{memory_id}", response_model=MemoryOut)
@@ -147,14 +149,15 @@ async def list_memories(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     status: Status | None = None,
-) -> PageOut:
+) -> Response:
     """A page of memories, newest first: a namespace's, or (with ``status``) all of them."""
     if namespace is None:
         caller.require_everything("listing")
     else:
         caller.require([namespace])
     page = await store.list(namespace, limit=limit, cursor=cursor, status=status)
-    return PageOut.of(page)
+    answer = PageOut(memories=[], next_cursor=page.next_cursor)
+    return json_answer(answer, "memories", (MemoryOut.of(memory) for memory in page.memories))
 
 
 @api.post("/memories:forget", response_model=ForgetResponse)

@@ -1,0 +1,81 @@
+"""Large JSON answers are streamed item by item: the same JSON, the event loop free between."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import Iterator
+
+import pytest
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from pgrecall.http.rendering import CHUNK_BYTES, json_answer
+
+
+class Item(BaseModel):
+    text: str
+    score: float | None
+
+
+class Answer(BaseModel):
+    items: list[Item]
+    cursor: str | None
+    total: int
+
+
+class OnlyItems(BaseModel):
+    items: list[Item]
+
+
+async def _body(response: StreamingResponse) -> bytes:
+    chunks = [chunk async for chunk in response.body_iterator]
+    assert all(isinstance(chunk, bytes) for chunk in chunks)
+    return b"".join(chunk for chunk in chunks if isinstance(chunk, bytes))
+
+
+@pytest.mark.parametrize("count", [0, 1, 3, 200])
+async def test_streamed_json_is_the_model_json(count: int) -> None:
+    items = [Item(text=f'é {i} "quoted" ' + "x" * 1000, score=i / 3) for i in range(count)]
+    whole = Answer(items=items, cursor=None, total=count)
+    response = json_answer(Answer(items=[], cursor=None, total=count), "items", iter(items))
+    body = await _body(response)
+    assert json.loads(body) == json.loads(whole.model_dump_json())
+    assert response.media_type == "application/json"
+    if count == 200:
+        assert len(body) > 2 * CHUNK_BYTES
+
+
+async def test_an_answer_of_items_alone() -> None:
+    items = [Item(text="a", score=None), Item(text="b", score=1.0)]
+    body = await _body(json_answer(OnlyItems(items=[]), "items", iter(items)))
+    expected = [{"text": "a", "score": None}, {"text": "b", "score": 1.0}]
+    assert json.loads(body) == {"items": expected}
+
+
+async def test_other_tasks_run_between_items() -> None:
+    """What keeps /healthz answering while 80 MB of memories are rendered: each item is
+    rendered in a turn of the event loop of its own."""
+    turns = 0
+    stop = asyncio.Event()
+
+    async def other_request() -> None:
+        nonlocal turns
+        while not stop.is_set():
+            turns += 1
+            await asyncio.sleep(0)
+
+    seen: list[int] = []
+
+    def items() -> Iterator[Item]:
+        for i in range(5):
+            seen.append(turns)
+            yield Item(text=str(i), score=None)
+
+    running = asyncio.create_task(other_request())
+    await asyncio.sleep(0)
+    await _body(json_answer(Answer(items=[], cursor=None, total=5), "items", items()))
+    stop.set()
+    await running
+    assert all(later > earlier for earlier, later in itertools.pairwise(seen))
