@@ -23,6 +23,7 @@ from pgrecall.errors import (
     SchemaError,
 )
 from pgrecall.records import (
+    Embedding,
     Hit,
     Memory,
     MemoryInput,
@@ -45,6 +46,7 @@ __all__ = [
     "DimensionMismatchError",
     "EmbedderBusyError",
     "EmbedderUnavailableError",
+    "Embedding",
     "EmbeddingError",
     "EmbeddingSpace",
     "EmbeddingSpaceMismatchError",
