@@ -22,6 +22,7 @@ from pgrecall.errors import (
     PgRecallError,
     SchemaError,
 )
+from pgrecall.exporter import ExportScope
 from pgrecall.records import (
     Embedding,
     Hit,
@@ -50,6 +51,7 @@ __all__ = [
     "EmbeddingError",
     "EmbeddingSpace",
     "EmbeddingSpaceMismatchError",
+    "ExportScope",
     "Hit",
     "InputTooLongError",
     "InvalidFilterError",
