@@ -191,7 +191,7 @@ async def test_a_scope_exports_its_namespaces_only(source: MemoryStore) -> None:
     assert namespaces(await _export(source, scope=ExportScope.of(["bob", "nobody"]))) == {"bob"}
     prefixed = ExportScope(names=("bob",), prefixes=("team-",))
     assert namespaces(await _export(source, scope=prefixed)) == {"bob", "team-blue"}
-    assert await export_total(await source.stats(), prefixed) == 2
+    assert export_total(await source.stats(), prefixed) == 2
     with pytest.raises(InvalidInputError, match="namespace"):
         ExportScope.of([""])
 

@@ -149,7 +149,7 @@ def _memory(namespace: str, row: asyncpg.Record, spaces: dict[int, EmbeddingSpac
     )
 
 
-async def export_total(stats: Stats, scope: ExportScope) -> int:
+def export_total(stats: Stats, scope: ExportScope) -> int:
     """How many memories an export of ``scope`` writes, from the store's ``stats``."""
     return sum(item.memories for item in stats.namespaces if scope.covers(item.namespace))
 

@@ -41,7 +41,7 @@ def export_command(
                 pages = store.export(scope, with_vectors=with_vectors)
                 if not show_progress:
                     return await write_export(pages, sink)
-                total = await export_total(await store.stats(), scope)
+                total = export_total(await store.stats(), scope)
                 with Progress(
                     TextColumn("exporting"),
                     BarColumn(),
