@@ -25,7 +25,9 @@ from pgrecall.errors import (
     PgRecallError,
     SchemaError,
 )
+from pgrecall.exporter import ExportScope
 from pgrecall.records import (
+    Embedding,
     Hit,
     Memory,
     MemoryInput,
@@ -50,9 +52,11 @@ __all__ = [
     "DimensionMismatchError",
     "EmbedderBusyError",
     "EmbedderUnavailableError",
+    "Embedding",
     "EmbeddingError",
     "EmbeddingSpace",
     "EmbeddingSpaceMismatchError",
+    "ExportScope",
     "Hit",
     "InputTooLongError",
     "InvalidFilterError",

@@ -1,22 +1,25 @@
 """Bulk import of JSONL: one memory per line, bad lines reported and skipped, re-runnable.
 
-A line is ``{"content" or "text": ..., "namespace"?: ..., "metadata"?: {...}, "key"?: ...,
-"expires_at"?: ISO-8601}``; its namespace overrides the default. Re-running an import stores
-nothing twice: unkeyed memories are identified by their text, keyed ones by their key.
+A line is what ``export`` writes (see ``transfer``); its namespace overrides the default.
+Re-running an import stores nothing twice: unkeyed memories are identified by their text, keyed
+ones by their key. A memory already stored is remembered again as ``remember`` does it: unkeyed,
+its metadata merged (the line's keys win) and the line's expiry taken; keyed, the line's text,
+metadata and expiry replace the stored ones. Either way it keeps its own id and ``created_at``.
+A new memory takes the line's ``created_at``. A line's vector is stored as given when its space
+is the store's (nothing embedded); a vector of another space is dropped and the text embedded
+afresh (counted in ``embedded_afresh``).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
 
 from pgrecall.errors import InvalidInputError
 from pgrecall.ingest import prepare_one
 from pgrecall.records import MemoryInput
 from pgrecall.store import MemoryStore
+from pgrecall.transfer import parse_line
 
 IMPORT_BATCH = 2000
 
@@ -36,35 +39,8 @@ class ImportReport:
     lines: int = 0
     stored: int = 0
     created: int = 0
+    embedded_afresh: int = 0  # lines whose vector was of another space than the store's
     rejected: list[Rejected] = field(default_factory=list)
-
-
-def parse_line(text: str, default_namespace: str | None) -> MemoryInput:
-    """One JSONL line as a MemoryInput; InvalidInputError says what is wrong with it."""
-    try:
-        document: Any = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"not JSON: {exc.msg}") from exc
-    if not isinstance(document, dict):
-        raise InvalidInputError("not a JSON object")
-    content = document.get("content", document.get("text"))
-    if content is None:
-        raise InvalidInputError('no "content" (or "text") field')
-    expires = document.get("expires_at")
-    try:
-        expires_at = datetime.fromisoformat(expires) if isinstance(expires, str) else expires
-    except ValueError as exc:
-        raise InvalidInputError(f"expires_at is not an ISO-8601 timestamp: {expires!r}") from exc
-    item = MemoryInput(
-        content=content,
-        namespace=document.get("namespace") or default_namespace,
-        metadata=document.get("metadata"),
-        key=document.get("key"),
-        expires_at=expires_at,
-    )
-    if item.namespace is None:
-        raise InvalidInputError("no namespace: give one on the line or with --namespace")
-    return item
 
 
 async def import_lines(
@@ -77,6 +53,7 @@ async def import_lines(
     """Import every valid line; invalid ones are listed in the report, not fatal."""
     report = ImportReport()
     batch: list[MemoryInput] = []
+    space = store.space
 
     async def flush() -> None:
         if batch:
@@ -93,16 +70,19 @@ async def import_lines(
             continue
         try:
             item = parse_line(text, namespace)
-            prepare_one(
+            prepared = prepare_one(
                 item,
                 default_namespace=None,
                 max_chars=store.settings.max_content_chars,
                 templates=store.templates,
+                space=space,
                 position=None,
             )
         except InvalidInputError as exc:
             report.rejected.append(Rejected(number, str(exc)))
             continue
+        if item.embedding is not None and prepared.vector is None:
+            report.embedded_afresh += 1
         batch.append(item)
         if len(batch) >= IMPORT_BATCH:
             await flush()

@@ -11,7 +11,9 @@ shares a memory with a write in flight waits for it). One lookup per chunk finds
 already have a row: new ones go in by binary COPY, the others by one
 ``INSERT .. SELECT FROM unnest(..) ON CONFLICT`` per identity kind; never a round trip per row.
 A call's new rows are stamped from the server's clock at its first lookup, one microsecond
-apart in input order, so concurrent chunks keep "newest first" in the order given.
+apart in input order, so concurrent chunks keep "newest first" in the order given; a memory given
+its ``created_at`` (an import) keeps it. A memory given a vector of the store's space is not
+embedded (see ``prepare_one``).
 When another writer stores one of the new memories between the lookup and the COPY, the unique
 index refuses the COPY and the chunk's new memories are upserted instead. Texts whose row
 already holds a vector of the store's space for the same content are not embedded again, so a
@@ -50,6 +52,7 @@ from pgrecall.db.errors import database_errors
 from pgrecall.db.retry import with_replays
 from pgrecall.db.vectors import vector_binary
 from pgrecall.embedding.base import Embedder
+from pgrecall.embedding.space import EmbeddingSpace
 from pgrecall.errors import EmbeddingError, InputTooLongError
 from pgrecall.health import EmbedderHealth
 from pgrecall.ids import new_ids
@@ -82,6 +85,8 @@ class Prepared(NamedTuple):
     key: str | None
     expires_at: datetime | None
     search_text: str | None = None  # rendered by the template; None: the content itself
+    created_at: datetime | None = None  # given (an import); None: stamped at the write
+    vector: bytes | None = None  # given in the store's space (pgvector binary); None: embed
 
     @property
     def embed_text(self) -> str:
@@ -107,12 +112,21 @@ def prepare_one(
     default_namespace: str | None,
     max_chars: int,
     templates: TextTemplates,
+    space: EmbeddingSpace,
     position: int | None,
 ) -> Prepared:
-    """Validate one item (errors name ``position`` when given), hash it, render its text."""
+    """Validate one item (errors name ``position`` when given), hash it, render its text.
+
+    A given vector is kept only when it was made in ``space``, the store's: a vector of another
+    space is dropped and the text embedded afresh, so two spaces never meet in one store.
+    """
     text = validation.content(item.content, max_chars, position)
     namespace = validation.namespace(item.namespace or default_namespace, position)
     metadata = validation.metadata(item.metadata, position)
+    given = item.embedding
+    vector = None
+    if given is not None and given.space == space:
+        vector = validation.vector(given.vector, space.dimensions, position)
     return Prepared(
         namespace,
         text,
@@ -121,6 +135,8 @@ def prepare_one(
         validation.key(item.key, position),
         validation.check_timestamp(item.expires_at, "expires_at", position),
         templates.render(namespace, text, item.metadata or {}),
+        validation.check_timestamp(item.created_at, "created_at", position),
+        vector,
     )
 
 
@@ -130,6 +146,7 @@ def prepare(
     default_namespace: str | None,
     max_chars: int,
     templates: TextTemplates,
+    space: EmbeddingSpace,
 ) -> list[Prepared]:
     """Validate every item (errors name the item's position), hash it, render its text; all of
     them before the caller writes any, so one invalid item refuses the whole batch."""
@@ -139,6 +156,7 @@ def prepare(
             default_namespace=default_namespace,
             max_chars=max_chars,
             templates=templates,
+            space=space,
             position=position,
         )
         for position, item in enumerate(items)
@@ -345,7 +363,11 @@ class IngestionService:
         return [index for index in range(len(chunk.unique)) if index not in kept], found["clock"]
 
     async def _embed(self, chunk: _Chunk, remaining: list[int]) -> None:
-        """Embed the chunk's memories at the ``remaining`` indexes."""
+        """Embed the chunk's memories at the ``remaining`` indexes (those given a vector in the
+        store's space take it instead)."""
+        for index in remaining:
+            chunk.vectors[index] = chunk.unique[index].vector
+        remaining = [index for index in remaining if chunk.vectors[index] is None]
         if self._health.down:
             return  # store them pending at once
         while remaining:
@@ -446,7 +468,7 @@ def _plan(chunk: _Chunk, space_id: int, call_clock: datetime) -> _WritePlan:
     for index, identifier in new:
         memory = chunk.unique[index]
         vector = chunk.vectors[index]
-        created = _stamp(call_clock, chunk.first_positions[index])
+        created = _created(chunk, index, call_clock)
         records.append(
             (
                 created,
@@ -479,9 +501,13 @@ def _write_order(chunk: _Chunk, index: int) -> tuple[str, str, bytes]:
     return (memory.namespace, memory.key or "", memory.content_hash)
 
 
-def _stamp(call_clock: datetime, position: int) -> datetime:
-    """created_at of a new row: the call's clock, one microsecond per input position."""
-    return call_clock + timedelta(microseconds=position)
+def _created(chunk: _Chunk, index: int, call_clock: datetime) -> datetime:
+    """created_at (and first updated_at) of a new row: the one given (an import keeps the
+    exported time), else the call's clock plus one microsecond per input position."""
+    given = chunk.unique[index].created_at
+    if given is not None:
+        return given
+    return call_clock + timedelta(microseconds=chunk.first_positions[index])
 
 
 def _upserts(
@@ -519,7 +545,7 @@ def _columns(
         [chunk.status(i) for i in indexes],
         [chunk.errors[i] for i in indexes],
         [m.search_text for m in memories],
-        [_stamp(call_clock, chunk.first_positions[i]) for i in indexes],
+        [_created(chunk, i, call_clock) for i in indexes],
     ]
     return columns
 

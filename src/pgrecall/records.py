@@ -16,14 +16,30 @@ MODES: tuple[Mode, ...] = ("hybrid", "vector", "keyword")
 
 
 @dataclass(frozen=True, slots=True)
+class Embedding:
+    """A vector and the space that made it. ``remember`` stores it as given when ``space`` is
+    the store's (an export imported into the same space embeds nothing) and embeds the text
+    afresh otherwise: vectors of two spaces are never mixed."""
+
+    space: EmbeddingSpace
+    vector: Sequence[float]
+
+
+@dataclass(frozen=True, slots=True)
 class MemoryInput:
-    """One memory to store; fields left None take the ``remember`` call's values."""
+    """One memory to store; fields left None take the ``remember`` call's values.
+
+    ``created_at`` backdates a new memory (an import keeps the exported time); a memory already
+    stored keeps its own. ``embedding`` is a vector made earlier, see ``Embedding``.
+    """
 
     content: str
     namespace: str | None = None
     metadata: Mapping[str, Any] | None = None
     key: str | None = None
     expires_at: datetime | None = None
+    created_at: datetime | None = None
+    embedding: Embedding | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,11 +14,10 @@ from pgrecall.errors import EmbeddingSpaceMismatchError
 # pg_advisory_xact_lock key held while recording the first space: ASCII "pgsp".
 SPACE_LOCK_KEY = 0x70677370
 
-_SELECT = """
-    SELECT id, kind, model, dimensions, document_prefix, query_prefix, embedder_version,
-           text_template
-    FROM embedding_spaces ORDER BY id LIMIT 1
+_COLUMNS = """
+    id, kind, model, dimensions, document_prefix, query_prefix, embedder_version, text_template
 """
+_SELECT = f"SELECT {_COLUMNS} FROM embedding_spaces ORDER BY id LIMIT 1"
 
 
 def _space(row: asyncpg.Record) -> EmbeddingSpace:
@@ -64,9 +63,19 @@ class SpaceRegistry:
                 self._recorded = (row["id"], _space(row))
         return self._recorded
 
+    async def every(self) -> dict[int, EmbeddingSpace]:
+        """Every space recorded, by id (an export names the space of each vector it writes)."""
+        with database_errors():
+            rows = await self._pool.fetch(f"SELECT {_COLUMNS} FROM embedding_spaces")
+        return {row["id"]: _space(row) for row in rows}
+
+    def stored_as(self, space: EmbeddingSpace) -> EmbeddingSpace:
+        """The space this store's vectors are in when ``space``'s embedder makes them."""
+        return replace(space, text_template=self._text_template)
+
     async def require(self, space: EmbeddingSpace) -> int | None:
         """The recorded space's id if ``space`` is it; None when nothing is recorded yet."""
-        space = replace(space, text_template=self._text_template)
+        space = self.stored_as(space)
         recorded = await self.recorded()
         if recorded is None:
             return None
@@ -76,7 +85,7 @@ class SpaceRegistry:
 
     async def ensure(self, space: EmbeddingSpace) -> int:
         """Record ``space`` if the store has none yet (one writer wins); return its id."""
-        space = replace(space, text_template=self._text_template)
+        space = self.stored_as(space)
         known = await self.require(space)
         if known is not None:
             return known

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from datetime import datetime
 from types import TracebackType
@@ -22,6 +22,7 @@ from pgrecall.db.embedded import database_dsn
 from pgrecall.db.pool import create_pool
 from pgrecall.embedding.base import Embedder
 from pgrecall.embedding.factory import create_embedder
+from pgrecall.embedding.space import EmbeddingSpace
 from pgrecall.errors import (
     DimensionMismatchError,
     InvalidInputError,
@@ -30,6 +31,7 @@ from pgrecall.errors import (
     SchemaError,
 )
 from pgrecall.expiry import ExpirySweeper
+from pgrecall.exporter import Exporter, ExportScope
 from pgrecall.health import EmbedderHealth
 from pgrecall.indexer import Indexer
 from pgrecall.ingest import IngestionService, prepare
@@ -106,8 +108,14 @@ class MemoryStore:
         self.worker = EmbeddingWorker(pool, dsn, embedder, self._spaces, health, settings)
         self.indexer = Indexer(pool, settings)
         self.sweeper = ExpirySweeper(pool, settings)
+        self._exporter = Exporter(pool, self._spaces)
         self._stop_worker = asyncio.Event()
         self._worker_task: asyncio.Task[None] | None = None
+
+    @property
+    def space(self) -> EmbeddingSpace:
+        """The space this store's vectors are in: its embedder's, with its indexed-text template."""
+        return self._spaces.stored_as(self.embedder.space)
 
     def start_worker(self) -> None:
         """Run the embedding worker, the indexer and the expiry sweeper as a background task
@@ -246,6 +254,7 @@ class MemoryStore:
             default_namespace=namespace,
             max_chars=self.settings.max_content_chars,
             templates=self.templates,
+            space=self.space,
         )
         results = await self._ingest.remember(prepared)
         self._sizes.forget(list({memory.namespace for memory in prepared}))
@@ -386,6 +395,14 @@ class MemoryStore:
         if count:
             self.worker.wake()
         return count
+
+    def export(
+        self, scope: ExportScope | None = None, *, with_vectors: bool = False
+    ) -> AsyncIterator[list[MemoryInput]]:
+        """The memories of ``scope`` (every namespace by default) as MemoryInput that
+        ``remember`` takes back, in pages, oldest first; with their vectors and spaces if asked.
+        Read in keyset pages: memory stays constant whatever the size of the store."""
+        return self._exporter.pages(scope or ExportScope.everything(), with_vectors=with_vectors)
 
     async def list(
         self,

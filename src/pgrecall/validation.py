@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from pgrecall.db.vectors import vector_binary
+from pgrecall.embedding.base import UNIT_NORM_TOLERANCE
 from pgrecall.errors import InvalidInputError
 
 MAX_NAMESPACE_LENGTH = 256
@@ -135,6 +138,28 @@ def check_timestamp(value: object, name: str, position: int | None = None) -> da
             position=position,
         )
     return value
+
+
+def vector(values: Sequence[float], dimensions: int, position: int | None = None) -> bytes:
+    """A given vector in pgvector's binary format: ``dimensions`` finite values of unit length
+    (every stored vector is; scores are inner products)."""
+    if len(values) != dimensions:
+        raise InvalidInputError(
+            f"the vector has {len(values)} dimensions, its space {dimensions}{_where(position)}",
+            position=position,
+        )
+    try:
+        norm = math.hypot(*values)  # in C; NaN or Inf when any value is
+    except TypeError as exc:
+        raise InvalidInputError(
+            f"the vector holds something else than numbers{_where(position)}", position=position
+        ) from exc
+    if not math.isfinite(norm) or abs(norm - 1.0) > UNIT_NORM_TOLERANCE:
+        raise InvalidInputError(
+            f"the vector is not finite and of unit length (norm {norm}){_where(position)}",
+            position=position,
+        )
+    return vector_binary(values)
 
 
 def k(value: object) -> int:

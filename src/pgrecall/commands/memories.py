@@ -110,7 +110,8 @@ def import_command(
     ),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Import JSONL ({"content" or "text", "namespace"?, "metadata"?, "key"?}); safe to re-run."""
+    """Import JSONL ({"content" or "text", "namespace"?, "metadata"?, "key"?, "created_at"?,
+    "expires_at"?}, or what pgrecall export writes); safe to re-run."""
     if file == "-":
         stream = sys.stdin
     else:
@@ -147,11 +148,18 @@ def import_command(
                 "lines": report.lines,
                 "stored": report.stored,
                 "created": report.created,
+                "embedded_afresh": report.embedded_afresh,
                 "rejected": rejected,
             }
         )
     else:
         out.print(f"{report.stored} stored ({report.created} new), {len(rejected)} rejected")
+        if report.embedded_afresh:
+            err.print(
+                f"{report.embedded_afresh} vectors of another embedding space were dropped: "
+                "their texts were embedded afresh",
+                highlight=False,
+            )
         for item in rejected:
             err.print(f"line {item['line']}: {item['reason']}", highlight=False)
 

@@ -7,6 +7,8 @@ packs its vectors once with ``vector_binary`` (3 us) and the codec passes such b
 from __future__ import annotations
 
 import struct
+import sys
+from array import array
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -23,6 +25,20 @@ def _layout(dimensions: int) -> struct.Struct:
 def vector_binary(values: Sequence[float]) -> bytes:
     """``values`` in the binary format PostgreSQL's ``vector_recv`` reads."""
     return _layout(len(values)).pack(len(values), 0, *values)
+
+
+def float32_bytes(values: Sequence[float]) -> bytes:
+    """``values`` as big-endian float32: pgvector's binary format without its 4-byte header."""
+    return vector_binary(values)[4:]
+
+
+def float32_values(packed: bytes) -> array[float]:
+    """Big-endian float32 values (pgvector's binary format after its 4-byte header) as a
+    compact array: 4 bytes a value where a list of floats takes 32."""
+    values = array("f", packed)
+    if sys.byteorder == "little":
+        values.byteswap()
+    return values
 
 
 def _encode(value: object) -> bytes:

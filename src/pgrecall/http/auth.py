@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from pgrecall.exporter import ExportScope
 from pgrecall.http.errors import Forbidden, Unauthorized
 
 
@@ -42,6 +43,15 @@ class Access:
         for namespace in namespaces:
             if not self.allows(namespace):
                 raise Forbidden(f"this API key may not use namespace {namespace!r}")
+
+    def export_scope(self) -> ExportScope:
+        """Every namespace this access may use, as the scope of an export."""
+        if self.patterns is None or self.everything:
+            return ExportScope.everything()
+        return ExportScope(
+            names=tuple(p for p in self.patterns if not p.endswith("*")),
+            prefixes=tuple(p[:-1] for p in self.patterns if p.endswith("*")),
+        )
 
     def require_everything(self, what: str) -> None:
         """Raise Forbidden unless the caller may see every namespace."""

@@ -6,10 +6,11 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import generate_latest
 
 from pgrecall.catalog import MAX_PAGE
+from pgrecall.exporter import ExportScope, export_chunks
 from pgrecall.http.auth import Access, access
 from pgrecall.http.errors import PayloadTooLarge
 from pgrecall.http.metrics import Metrics
@@ -44,6 +45,7 @@ api = APIRouter(prefix="/v1", responses=ERRORS)
 probes = APIRouter()
 Caller = Annotated[Access, Depends(access)]
 NamespaceQuery = Query(min_length=1, max_length=MAX_NAMESPACE_LENGTH)
+NDJSON = "application/x-ndjson"
 
 
 def _store(request: Request) -> MemoryStore:
@@ -181,6 +183,29 @@ async def stats(
     else:
         caller.require([namespace])
     return StatsOut.of(await store.stats(namespace=namespace))
+
+
+@api.get(
+    "/export",
+    response_class=StreamingResponse,
+    responses={200: {"content": {NDJSON: {"schema": {"type": "string"}}}}},
+)
+async def export(
+    caller: Caller,
+    store: StoreDependency,
+    namespace: Annotated[list[str] | None, Query()] = None,
+    with_vectors: bool = False,
+) -> StreamingResponse:
+    """Stream memories as NDJSON, one per line, as ``pgrecall import`` reads them: the
+    ``namespace``s named (repeat it), else every namespace the key may use; ``with_vectors``
+    adds each vector and its embedding space. Read in pages: the server holds one at a time."""
+    if namespace:
+        scope = ExportScope.of(namespace)
+        caller.require(scope.names)
+    else:
+        scope = caller.export_scope()
+    chunks = export_chunks(store.export(scope, with_vectors=with_vectors))
+    return StreamingResponse(chunks, media_type=NDJSON)
 
 
 @probes.get("/healthz")
