@@ -302,7 +302,8 @@ class OllamaClient:
             return EmbedderUnavailableError(
                 f"Ollama is not reachable at {self.base_url} ({why}): start it with "
                 f"`ollama serve`{pull}, set PGRECALL_OLLAMA_URL to where it runs, or set "
-                "PGRECALL_EMBEDDER=local to embed in process"
+                "PGRECALL_EMBEDDER=local to embed in process (a store keeps the model it was "
+                "made with: give that a new PGRECALL_DATA_DIR or database)"
             )
         if isinstance(exc, httpx.TimeoutException):
             return EmbedderUnavailableError(
