@@ -10,14 +10,15 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
+from pgrecall.commands.menu import MenuGroup
 from pgrecall.config import Settings, load_settings
 from pgrecall.errors import PgRecallError
 from pgrecall.store import MemoryStore
 
 app = typer.Typer(
+    cls=MenuGroup,
     name="pgrecall",
     help="Semantic memory for AI agents on PostgreSQL + pgvector.",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
@@ -29,9 +30,18 @@ JSON_OPTION = typer.Option(False, "--json", help="print JSON instead of text")
 NAMESPACE_OPTION = typer.Option(..., "--namespace", "-n", help="the namespace (agent, user, …)")
 
 
-@app.callback()
-def _root() -> None:
+FIRST_STEP = "New here? Try: pgrecall demo  (the local model and database, nothing to set up)"
+
+
+@app.callback(invoke_without_command=True)
+def _root(ctx: typer.Context) -> None:
     """Semantic memory for AI agents on PostgreSQL + pgvector."""
+    if ctx.invoked_subcommand is None:
+        # Typer's rich help prints itself and returns ""; plain help comes back as text.
+        text = ctx.get_help()
+        if text:
+            print(text)
+        out.print(FIRST_STEP, highlight=False)
 
 
 def fail(exc: PgRecallError) -> typer.Exit:
