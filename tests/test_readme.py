@@ -190,9 +190,18 @@ class Reader:
             assert background, "pgrecall serve runs in the foreground in the README"
             self._serve(arguments)
             return
+        command = [sys.executable, "-m", "pgrecall.cli", *arguments]
+        environment = self.environment
+        if any(_is_operator(argument) for argument in arguments):
+            # A pipe or a redirection: bash runs the line, with this environment's pgrecall (the
+            # exit status is the last command's, as in a reader's shell; stderr tells the rest).
+            line = " ".join(a if _is_operator(a) else shlex.quote(a) for a in arguments)
+            command = ["bash", "-c", f"pgrecall {line}"]
+            path = f"{Path(sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}"
+            environment = {**environment, "PATH": path}
         completed = subprocess.run(
-            [sys.executable, "-m", "pgrecall.cli", *arguments],
-            env=self.environment,
+            command,
+            env=environment,
             cwd=self.directory,
             capture_output=True,
             text=True,
@@ -203,6 +212,8 @@ class Reader:
         expected = EXPECTED_EXIT.get((arguments[0], self.configuration), 0)
         assert completed.returncode == expected, shown
         assert "Traceback" not in completed.stderr, shown
+        if expected == 0:  # "error: ..." from pgrecall, an "Error" panel from a usage mistake
+            assert "error" not in completed.stderr.lower(), shown
         if arguments[0] == "remember":
             self.memory_ids += [line for line in completed.stdout.split() if _is_uuid(line)]
 
@@ -257,12 +268,39 @@ class Reader:
             server.wait(timeout=30)
 
 
+def _is_operator(word: str) -> bool:
+    """A shell pipe or redirection token (``|``, ``>``, ``>>``, ``<``, ``>&``)."""
+    return bool(word) and set(word) <= set("|<>&")
+
+
 def _is_uuid(text: str) -> bool:
     try:
         uuid.UUID(text)
     except ValueError:
         return False
     return True
+
+
+def test_shell_lines_are_split_as_a_reader_types_them() -> None:
+    code = (
+        "python3 -m venv .venv && .venv/bin/pgrecall demo\n"
+        'pgrecall list -n ada          pgrecall get ID     # a comment with "quotes"\n'
+        "pgrecall serve &\n"
+        "curl -s localhost:8080/x \\\n  -d '{\"a\": 1}'\n"
+        "pgrecall recall 'two words' -n ada | head -3 > out.txt\n"
+    )
+    assert shell_commands(code) == [
+        Command(("python3", "-m", "venv", ".venv"), background=False),
+        Command((".venv/bin/pgrecall", "demo"), background=False),
+        Command(("pgrecall", "list", "-n", "ada"), background=False),
+        Command(("pgrecall", "get", "ID"), background=False),
+        Command(("pgrecall", "serve"), background=True),
+        Command(("curl", "-s", "localhost:8080/x", "-d", '{"a": 1}'), background=False),
+        Command(
+            ("pgrecall", "recall", "two words", "-n", "ada", "|", "head", "-3", ">", "out.txt"),
+            background=False,
+        ),
+    ]
 
 
 def test_the_readme_has_examples_to_run() -> None:

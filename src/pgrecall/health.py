@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 # How long after a failure in-line embedding is skipped.
 DOWN_SECONDS = 15.0
 
+# What the user reads after the reason of an outage, and when it is over.
 MEANWHILE = (
     "Meanwhile memories are kept as pending (embedded once it answers) and recall ranks by "
     "keywords only."

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     # Typer that moves them cannot break the command at run time).
     from typer import _click as click
 
+# Panels in the order shown, each with its commands in order (names, so a command may be listed
+# before its module registers it).
 MENU: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "Memories",
