@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import tempfile
 import uuid
 import warnings
@@ -29,6 +30,8 @@ from pgrecall.embedding.space import configured_space
 from .ollama_standin import OllamaStandin
 
 TEST_DIMENSIONS = 384
+# RFC 2606 reserves .invalid: the name fails to resolve locally, with no network.
+UNRESOLVABLE_URL = "http://ollama.pgrecall.invalid:11434"
 _TEMPLATE_DB = "pgrecall_template"
 
 
@@ -156,6 +159,15 @@ def ollama() -> Iterator[OllamaStandin]:
     standin = OllamaStandin().start()
     yield standin
     standin.stop()
+
+
+@pytest.fixture
+def closed_port_url() -> str:
+    """An http URL on 127.0.0.1 where nothing listens: a port bound, then let go."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="session")

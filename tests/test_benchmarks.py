@@ -77,3 +77,20 @@ def test_recall_and_scale_benchmarks_run() -> None:
     assert (
         len([line for line in out.splitlines() if line.strip().startswith(("2000", "4000"))]) == 2
     )
+
+
+def test_first_recall_benchmark_runs() -> None:
+    # In this environment: the routes after the install, which only a full run times.
+    out = _run("benchmarks.first_recall", "--environment", sys.prefix)
+    seconds = {
+        line[:48].strip(): float(line.split()[-2])
+        for line in out.splitlines()
+        if line.endswith(" s") and line[:1].isalpha()
+    }
+    assert set(seconds) == {
+        "pgrecall demo (new database)",
+        "pgrecall demo again",
+        "README example, no Ollama",
+    }
+    assert "keyword matches only" in out
+    assert "Ollama is not reachable" in out

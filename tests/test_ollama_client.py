@@ -24,6 +24,7 @@ from pgrecall.errors import (
     NotAnEmbeddingModelError,
 )
 
+from .conftest import UNRESOLVABLE_URL
 from .ollama_standin import Fault, OllamaStandin, StandinModel
 
 FAST_RETRY = RetryPolicy(max_attempts=4, budget_seconds=10, base_delay=0.01, max_delay=0.05)
@@ -284,6 +285,29 @@ async def test_unreachable_server_names_the_url(make_embedder: Any, ollama: Olla
     with pytest.raises(EmbedderUnavailableError, match=f"not reachable at {url}"):
         await embedder.embed_documents(["x"])
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(
+    ("where", "reason"),
+    [("closed port", "connection refused"), ("unresolvable name", "name does not resolve")],
+)
+async def test_nothing_listening_is_not_retried(
+    closed_port_url: str, where: str, reason: str
+) -> None:
+    url = closed_port_url if where == "closed port" else UNRESOLVABLE_URL
+    patient = RetryPolicy(max_attempts=50, budget_seconds=60, base_delay=0.25, max_delay=8)
+    client = OllamaClient(url, retry=patient)
+    started = time.monotonic()
+    try:
+        with pytest.raises(EmbedderUnavailableError) as caught:
+            await client.embed("nomic-embed-text", {"input": ["x"]})
+    finally:
+        await client.aclose()
+    assert time.monotonic() - started < 1  # one attempt: the first retry alone waits 0.125 s+
+    message = str(caught.value)
+    assert f"not reachable at {url} ({reason})" in message
+    assert "`ollama serve` and `ollama pull nomic-embed-text`" in message
+    assert "PGRECALL_EMBEDDER=local" in message
 
 
 async def test_paraphrase_beats_unrelated_through_http(make_embedder: Any) -> None:

@@ -372,10 +372,9 @@ class IngestionService:
             return  # store them pending at once
         while remaining:
             texts = [chunk.unique[i].embed_text for i in remaining]
+            timeout = self._timeout(len(texts))
             try:
-                embeddings = await asyncio.wait_for(
-                    self._embedder.embed_documents(texts), self._timeout(len(texts))
-                )
+                embeddings = await asyncio.wait_for(self._embedder.embed_documents(texts), timeout)
             except InputTooLongError as exc:
                 if exc.position is None:
                     raise
@@ -383,11 +382,14 @@ class IngestionService:
                 chunk.errors[index] = str(exc)
                 continue
             except TimeoutError:
-                self._health.mark_down()
+                self._health.mark_down(
+                    f"the embedder did not answer within {timeout:g} s "
+                    "(PGRECALL_INLINE_EMBED_TIMEOUT)"
+                )
                 return
             except EmbeddingError as exc:
                 if exc.transient:
-                    self._health.mark_down()
+                    self._health.mark_down(str(exc))
                 else:
                     for index in remaining:
                         chunk.errors[index] = str(exc)

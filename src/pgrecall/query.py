@@ -33,6 +33,7 @@ from pgrecall.embedding.base import Embedder
 from pgrecall.errors import EmbeddingError, InvalidInputError, NotFoundError
 from pgrecall.expiry import unexpired
 from pgrecall.filters import SqlParams, compile_filter
+from pgrecall.health import EmbedderHealth
 from pgrecall.offload import off_loop
 from pgrecall.query_sql import (
     HIT_COLUMNS,
@@ -168,12 +169,15 @@ class QueryService:
         spaces: SpaceRegistry,
         sizes: NamespaceSizes,
         settings: Settings,
+        health: EmbedderHealth | None = None,
     ) -> None:
         self._pool = pool
         self._embedder = embedder
         self._spaces = spaces
         self._sizes = sizes
         self._settings = settings
+        # Shared with ingestion and the worker in a store, so an outage is told once.
+        self._health = health or EmbedderHealth()
 
     async def recall(
         self, query: str, namespaces: str | Sequence[str], options: RecallOptions
@@ -196,9 +200,13 @@ class QueryService:
             try:
                 vector = (await self._embedder.embed_queries([text])).vectors[0]
             except EmbeddingError as exc:
+                if exc.transient:
+                    self._health.mark_down(str(exc))
                 if mode != "hybrid" or not exc.transient:
                     raise
                 mode, degraded = "keyword", True  # the embedder is down: keywords still work
+            else:
+                self._health.mark_up()
             if space_id is None and mode != "keyword":
                 mode = "keyword" if mode == "hybrid" else mode
                 if mode == "vector":

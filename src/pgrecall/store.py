@@ -104,7 +104,7 @@ class MemoryStore:
         self._catalog = Catalog(pool)
         self._ingest = IngestionService(pool, embedder, self._spaces, health, settings)
         self._updates = UpdateService(pool, embedder, self._spaces, self.templates, settings)
-        self._query = QueryService(pool, embedder, self._spaces, self._sizes, settings)
+        self._query = QueryService(pool, embedder, self._spaces, self._sizes, settings, health)
         self.worker = EmbeddingWorker(pool, dsn, embedder, self._spaces, health, settings)
         self.indexer = Indexer(pool, settings)
         self.sweeper = ExpirySweeper(pool, settings)

@@ -118,7 +118,7 @@ class EmbeddingWorker:
                 continue
             except EmbeddingError as exc:
                 if exc.transient:
-                    self._health.mark_down()
+                    self._health.mark_down(str(exc))
                 await self._record_failure(connection, claimed, exc, permanent=not exc.transient)
                 return
             self._health.mark_up()

@@ -42,7 +42,10 @@ async def _migrate(config: Settings) -> inspect.SchemaReport:
 
 @app.command("migrate")
 def migrate_command() -> None:
-    """Create or upgrade the schema (the embedded PostgreSQL when no DSN is set) and report it."""
+    """Create or upgrade the database schema, and report it.
+
+    The embedded PostgreSQL when PGRECALL_DATABASE_URL is not set.
+    """
     report = run(_migrate(settings()))
     out.print(
         f"schema at {migrate.head_revision()} on PostgreSQL {report.server_version}, "
@@ -55,7 +58,10 @@ def migrate_command() -> None:
 
 @app.command("doctor")
 def doctor_command(as_json: bool = JSON_OPTION) -> None:
-    """Check Ollama (reachable, version, model, capability, size) and the database column."""
+    """Check that Ollama, the model and the database fit together.
+
+    Ollama reachable, its version, the model pulled and able to embed, its size and the column's.
+    """
     checks = run(doctor.run_checks(settings()))
     if as_json:
         print_json([dataclasses.asdict(check) for check in checks])
@@ -71,7 +77,7 @@ def doctor_command(as_json: bool = JSON_OPTION) -> None:
 def pull_command(
     model: str | None = typer.Argument(None, help="model to pull; default PGRECALL_EMBED_MODEL"),
 ) -> None:
-    """Pull an embedding model into Ollama, with a progress bar."""
+    """Pull an embedding model into Ollama."""
     config = settings()
     name = model or config.model
 
@@ -106,8 +112,10 @@ def index_command(
         False, "--rebuild", help="rebuild the HNSW graph in one pass (fastest after a bulk load)"
     ),
 ) -> None:
-    """Move the memories of large namespaces into the HNSW graph now (the worker does it in
-    the background otherwise)."""
+    """Move the memories of large namespaces into the HNSW graph now.
+
+    The worker does it in the background otherwise.
+    """
 
     async def work(store: MemoryStore) -> None:
         moved = await store.index(rebuild=rebuild)
@@ -118,8 +126,10 @@ def index_command(
 
 @app.command("worker")
 def worker_command() -> None:
-    """Embed pending memories and index large namespaces until SIGINT or SIGTERM (the batch
-    in hand is finished first)."""
+    """Embed pending memories until stopped (Ctrl-C or SIGTERM).
+
+    It also indexes large namespaces; the batch in hand is finished before it stops.
+    """
 
     async def work(store: MemoryStore) -> None:
         stop = asyncio.Event()

@@ -11,14 +11,15 @@ import typer
 from rich.console import Console
 
 import pgrecall
+from pgrecall.commands.menu import MenuGroup
 from pgrecall.config import Settings, load_settings
 from pgrecall.errors import PgRecallError
 from pgrecall.store import MemoryStore
 
 app = typer.Typer(
+    cls=MenuGroup,
     name="pgrecall",
     help="Semantic memory for AI agents on PostgreSQL + pgvector.",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
@@ -36,13 +37,23 @@ def _print_version(wanted: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+FIRST_STEP = "New here? Try: pgrecall demo  (the local model and database, nothing to set up)"
+
+
+@app.callback(invoke_without_command=True)
 def _root(
+    ctx: typer.Context,
     version: bool = typer.Option(
         False, "--version", callback=_print_version, is_eager=True, help="print the version"
     ),
 ) -> None:
     """Semantic memory for AI agents on PostgreSQL + pgvector."""
+    if ctx.invoked_subcommand is None:
+        # Typer's rich help prints itself and returns ""; plain help comes back as text.
+        text = ctx.get_help()
+        if text:
+            print(text)
+        out.print(FIRST_STEP, highlight=False)
 
 
 def fail(exc: PgRecallError) -> typer.Exit:

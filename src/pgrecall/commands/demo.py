@@ -48,7 +48,10 @@ async def _demo(store: MemoryStore) -> list[tuple[str, dict[str, str] | None, Re
 
 @app.command("demo")
 def demo_command() -> None:
-    """Remember a few memories of an assistant and recall them (local model, embedded DB)."""
+    """Remember and recall a few memories with the local model.
+
+    In a database of its own (under the data directory), never yours.
+    """
     defaults = settings()
     # Its own data directory and model, so the demo never mixes with a store of yours.
     config = settings(embedder="local", data_dir=defaults.data_dir / "demo", database_url=None)

@@ -26,8 +26,10 @@ def export_command(
         "nothing",
     ),
 ) -> None:
-    """Export memories as JSONL (namespace, content, metadata, key, created_at, expires_at)
-    for pgrecall import; a file is replaced only once the export is complete."""
+    """Export memories as JSONL that pgrecall import reads back.
+
+    With --with-vectors each line carries its vector; --out replaces a file only once complete.
+    """
     try:
         scope = ExportScope.of(namespace) if namespace else ExportScope.everything()
     except InvalidInputError as exc:

@@ -82,7 +82,10 @@ def remember_command(
     key: str | None = typer.Option(None, "--key", help="external key (upserts; one text only)"),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Remember texts; prints their ids (the same text twice gives the same id)."""
+    """Remember texts and print their ids.
+
+    The same text twice in a namespace is one memory with one id; --key makes it upsertable.
+    """
     document = _json_argument(metadata, "metadata")
     if key is not None and len(texts) != 1:
         raise fail(InvalidInputError("--key names one memory: give exactly one text"))
@@ -110,8 +113,10 @@ def import_command(
     ),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Import JSONL ({"content" or "text", "namespace"?, "metadata"?, "key"?, "created_at"?,
-    "expires_at"?}, or what pgrecall export writes); safe to re-run."""
+    """Import memories from a JSONL file or stdin; safe to re-run.
+
+    One JSON object a line with content, and optionally namespace, metadata, key and times.
+    """
     if file == "-":
         stream = sys.stdin
     else:
@@ -175,7 +180,10 @@ def recall_command(
     mode: str = typer.Option("hybrid", "--mode", help="hybrid, vector or keyword"),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Recall the memories that best match QUERY (meaning and keywords), best first."""
+    """Recall the memories that best match QUERY, best first.
+
+    Hybrid by default: the vector ranking (meaning) and the keyword ranking fused.
+    """
     document = _json_argument(filter_text, "filter")
     if mode not in MODES:
         raise fail(InvalidInputError(f"--mode must be one of {', '.join(MODES)}"))
@@ -232,7 +240,10 @@ def list_command(
     cursor: str | None = typer.Option(None, "--cursor", help="from a previous page"),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """List memories newest first: a namespace's, or (--failed / --pending) every namespace's."""
+    """List memories, newest first.
+
+    A namespace's, or with --failed / --pending those of every namespace.
+    """
     status: EmbedStatus | None = "failed" if failed else "pending" if pending else None
     page: Page = with_store(
         lambda store: store.list(namespace, limit=limit, cursor=cursor, status=status)
@@ -254,7 +265,10 @@ def retry_command(
     namespace: str | None = typer.Option(None, "--namespace", "-n"),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Queue failed memories for embedding again (after fixing the cause)."""
+    """Queue failed memories for embedding again.
+
+    Run it once the cause is fixed (the model pulled, say).
+    """
     count = with_store(lambda store: store.retry_failed(namespace=namespace))
     if as_json:
         print_json({"requeued": count})
@@ -291,7 +305,7 @@ def stats_command(
     namespace: str | None = typer.Option(None, "--namespace", "-n"),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Counts per namespace and the store's embedding space."""
+    """Count memories per namespace, and show the embedding space."""
     stats: Stats = with_store(lambda store: store.stats(namespace=namespace))
     if as_json:
         print_json(

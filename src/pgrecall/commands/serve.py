@@ -15,7 +15,10 @@ def serve_command(
     host: str = typer.Option("127.0.0.1", "--host", help="address to bind"),
     port: int = typer.Option(8080, "--port", help="port to listen on"),
 ) -> None:
-    """Serve the HTTP API (OpenAPI at /openapi.json). Without PGRECALL_API_KEYS, loopback only."""
+    """Serve the HTTP API (loopback only without API keys).
+
+    OpenAPI at /openapi.json; PGRECALL_API_KEYS allows other addresses.
+    """
     config = settings()
     if config.api_keys is None and not is_loopback(host):
         raise fail(

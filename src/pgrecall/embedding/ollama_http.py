@@ -2,7 +2,10 @@
 
 Retried, with exponential backoff and jitter, bounded by attempts and by total time:
 connection errors, timeouts, dropped connections, 429, 500, 502, 503, 504. Never retried: 400,
-403, 404, 501 (the request itself is wrong; sending it again cannot help).
+403, 404, 501 (the request itself is wrong; sending it again cannot help), and a connection the
+operating system refuses or a host name that does not resolve: nothing listens there, which is
+known at once and will not change within a retry budget (a server that is starting is waited
+for by the embedding worker's own backoff, not by the caller).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import socket
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -96,6 +100,31 @@ def _error_message(response: httpx.Response) -> str:
     if isinstance(body, dict) and isinstance(body.get("error"), str):
         return str(body["error"])
     return response.text.strip()[:300]
+
+
+def _nothing_listens(exc: BaseException) -> str | None:
+    """Why no server can answer, when the operating system said so at once: "connection
+    refused" or "name does not resolve"; None for failures that may pass (timeouts, resets).
+
+    httpx wraps the OSError (a group of them when a name has several addresses): it is found
+    by type in the exception's causes, never by its message."""
+    causes: list[BaseException] = [exc]
+    for _ in range(8):  # httpx -> httpcore -> anyio -> OS: a few links at most
+        cause = causes[-1].__cause__ or causes[-1].__context__
+        if cause is None:
+            break
+        causes.append(cause)
+    for cause in causes:
+        if isinstance(cause, socket.gaierror):
+            return "name does not resolve"
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, BaseExceptionGroup):
+            reasons = [_nothing_listens(inner) for inner in cause.exceptions]
+            if all(reasons):
+                return reasons[0]
+            return None
+    return None
 
 
 def is_context_length_error(message: str) -> bool:
@@ -219,7 +248,7 @@ class OllamaClient:
                         completed=item.get("completed"),
                     )
         except httpx.TransportError as exc:
-            raise self._transport_error(exc) from exc
+            raise self._transport_error(exc, model) from exc
 
     async def _json(
         self, method: str, path: str, *, model: str | None, payload: object = None
@@ -247,10 +276,12 @@ class OllamaClient:
             try:
                 response = await self._http.request(method, path, json=payload)
             except _RETRYABLE_TRANSPORT as exc:
-                failure = self._transport_error(exc)
+                failure = self._transport_error(exc, model)
+                if _nothing_listens(exc):
+                    raise failure from exc
                 cause: BaseException = exc
             except httpx.TransportError as exc:
-                raise self._transport_error(exc) from exc
+                raise self._transport_error(exc, model) from exc
             else:
                 if response.status_code == 200:
                     return response
@@ -264,11 +295,15 @@ class OllamaClient:
                 raise failure from cause
             await asyncio.sleep(delay)
 
-    def _transport_error(self, exc: httpx.TransportError) -> EmbeddingError:
+    def _transport_error(self, exc: httpx.TransportError, model: str | None) -> EmbeddingError:
         if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            why = _nothing_listens(exc) or exc.__class__.__name__
+            pull = f" and `ollama pull {model}`" if model else ""
             return EmbedderUnavailableError(
-                f"Ollama is not reachable at {self.base_url} ({exc.__class__.__name__}): start it "
-                "with `ollama serve`, or set PGRECALL_OLLAMA_URL to where it runs"
+                f"Ollama is not reachable at {self.base_url} ({why}): start it with "
+                f"`ollama serve`{pull}, set PGRECALL_OLLAMA_URL to where it runs, or set "
+                "PGRECALL_EMBEDDER=local to embed in process (a store keeps the model it was "
+                "made with: give that a new PGRECALL_DATA_DIR or database)"
             )
         if isinstance(exc, httpx.TimeoutException):
             return EmbedderUnavailableError(
