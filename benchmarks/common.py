@@ -89,9 +89,12 @@ def titles(count: int | None = None) -> list[str]:
 
 
 def centers() -> np.ndarray:
-    """MiniLM vectors of the SciFact titles (computed once, then read from the cache); of
-    synthetic sentences, cached apart, without SciFact (see ``titles``)."""
-    cache = OUT / ("centers.npy" if SCIFACT.exists() else "centers-synthetic.npy")
+    """Local-model vectors of the SciFact titles (computed once, then read from a cache named
+    for the model's release); of synthetic sentences, cached apart, without SciFact."""
+    from pgrecall.embedding.space import LOCAL_EMBEDDER_VERSION
+
+    kind = "centers" if SCIFACT.exists() else "centers-synthetic"
+    cache = OUT / f"{kind}-{LOCAL_EMBEDDER_VERSION.replace('==', '-')}.npy"
     if cache.exists():
         return np.load(cache)
     from pgrecall import load_settings

@@ -21,6 +21,7 @@ from types import ModuleType
 from typing import Any
 
 from pgrecall import MemoryInput, MemoryStore, load_settings
+from pgrecall.config import LOCAL_MODEL
 from pgrecall.db.embedded import EmbeddedPostgres
 
 EVAL = Path(__file__).resolve().parents[2] / "shared" / "eval"
@@ -183,7 +184,7 @@ async def report(
         split = await embedding_share(store, test)
     bm25 = score.score(test, score.bm25_run(memories, test), ks)["ALL"]
     fusion = config or "defaults"
-    print(f"\nSciFact test ({len(test)} claims), local all-MiniLM-L6-v2 int8, fusion {fusion}")
+    print(f"\nSciFact test ({len(test)} claims), local {LOCAL_MODEL}, fusion {fusion}")
     header = (
         f"{'run':<22}{'hit@1':>8}{'hit@5':>8}{'hit@10':>8}{'R@10':>8}{'MRR':>8}"
         f"{'nDCG@10':>9}{'p50 ms':>8}"

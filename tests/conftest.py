@@ -172,7 +172,7 @@ def closed_port_url() -> str:
 
 @pytest.fixture(scope="session")
 def local_embedder() -> LocalEmbedder:
-    """The in-process MiniLM, loaded once per session."""
+    """The in-process local model, loaded once per session."""
     return LocalEmbedder(configured_space(load_settings(embedder="local")))
 
 

@@ -2,7 +2,7 @@
 
 Real HTTP (``http.server`` in a thread), Ollama's status codes and error strings, empty-input
 and truncation behaviour, L2-normalised float32 vectors in input order. ``all-minilm`` answers
-with the real local all-MiniLM-L6-v2 (so tests through HTTP carry semantics); other embedding
+with the real local model's vectors (so tests through HTTP carry semantics); other embedding
 models get deterministic bag-of-words vectors. Faults can be scripted or drawn at random:
 latency, 429/503 busy, 500/502, dropped connection, NaN, wrong size, wrong count.
 """

