@@ -20,6 +20,7 @@ from pgrecall.errors import (
     NotFoundError,
     SchemaError,
 )
+from pgrecall.validation import MAX_JSON_DEPTH
 
 from .conftest import store_settings
 from .fakes import HashEmbedder
@@ -27,6 +28,13 @@ from .fakes import HashEmbedder
 
 async def _row_count(store: MemoryStore) -> int:
     return (await store.stats()).memories
+
+
+def _nested(depth: int) -> dict[str, object]:
+    value: dict[str, object] = {"leaf": 1}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
 
 
 async def test_paraphrase_is_recalled_first(store: MemoryStore) -> None:
@@ -166,6 +174,26 @@ async def test_pagination_newest_first(store: MemoryStore) -> None:
             lambda s: s.remember("x", namespace="a", metadata={"v": float("nan")}),
             InvalidInputError,
             "plain JSON",
+        ),
+        (
+            lambda s: s.remember("x", namespace="a", metadata={"k": ["ok", "\ud800"]}),
+            InvalidInputError,
+            "metadata a string contains a lone surrogate",
+        ),
+        (
+            lambda s: s.remember("x", namespace="a", metadata={"\udfff": 1}),
+            InvalidInputError,
+            "metadata a key contains a lone surrogate",
+        ),
+        (
+            lambda s: s.remember("x", namespace="a", metadata=_nested(MAX_JSON_DEPTH + 1)),
+            InvalidInputError,
+            f"deeper than {MAX_JSON_DEPTH} levels",
+        ),
+        (
+            lambda s: s.remember("x", namespace="a", metadata=_nested(5000)),
+            InvalidInputError,
+            f"deeper than {MAX_JSON_DEPTH} levels",
         ),
         (
             lambda s: s.remember("x", namespace="a", expires_at=datetime(2030, 1, 1)),

@@ -1,0 +1,126 @@
+"""Hostile input over HTTP: every client mistake is a 4xx naming the field, nothing is half
+written, no answer carries database text, and no id answers differently for being elsewhere."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from pgrecall.validation import MAX_JSON_DEPTH
+
+from .http_server import ServerThread
+from .test_http import ADMIN_KEY, AGENT_KEY, _settings
+
+DATABASE_TEXT = ("asyncpg", "SQLSTATE", "syntax error", "DETAIL", "pid", "refused the operation")
+
+
+@pytest.fixture
+def server(migrated_dsn: str) -> Iterator[ServerThread]:
+    running = ServerThread(_settings(migrated_dsn)).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def admin(server: ServerThread) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, headers={"X-API-Key": ADMIN_KEY}, timeout=60) as c:
+        yield c
+
+
+@pytest.fixture
+def agent(server: ServerThread) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {AGENT_KEY}"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=60) as client:
+        yield client
+
+
+def _send(client: httpx.Client, method: str, url: str, body: object) -> httpx.Response:
+    """``body`` as JSON with every non-ASCII character escaped, so lone surrogates travel as
+    ``\\udXXX`` escapes (valid JSON text that decodes to a lone surrogate)."""
+    return client.request(
+        method,
+        url,
+        content=json.dumps(body, ensure_ascii=True).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+
+
+def _refused(response: httpx.Response, status: int, code: str, *names: str) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == code
+    message = str(body["error"]["message"])
+    for name in names:
+        assert name in message
+    for text in DATABASE_TEXT:
+        assert text not in response.text
+    return message
+
+
+def _stored(admin: httpx.Client, namespace: str) -> list[dict[str, Any]]:
+    page = admin.get("/v1/memories", params={"namespace": namespace, "limit": 1000})
+    if page.status_code == 404:
+        return []
+    assert page.status_code == 200, page.text
+    return list(page.json()["memories"])
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"leaf": 1}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+def test_deep_metadata_is_refused_and_every_read_keeps_working(admin: httpx.Client) -> None:
+    kept = _send(admin, "POST", "/v1/memories", {"memories": [{"namespace": "n", "content": "k"}]})
+    memory_id = kept.json()["memories"][0]["id"]
+    deepest = {"namespace": "n", "content": "deepest allowed", "metadata": _nested(MAX_JSON_DEPTH)}
+    assert _send(admin, "POST", "/v1/memories", {"memories": [deepest]}).status_code == 200
+    for depth in (MAX_JSON_DEPTH + 1, 300):
+        item = {"namespace": "n", "content": f"too deep {depth}", "metadata": _nested(depth)}
+        refused = _send(admin, "POST", "/v1/memories", {"memories": [item]})
+        _refused(refused, 422, "invalid_input", "metadata", f"deeper than {MAX_JSON_DEPTH}")
+        patched = _send(admin, "PATCH", f"/v1/memories/{memory_id}", {"metadata": _nested(depth)})
+        _refused(patched, 422, "invalid_input", "metadata", f"deeper than {MAX_JSON_DEPTH}")
+    assert sorted(m["content"] for m in _stored(admin, "n")) == ["deepest allowed", "k"]
+    recalled = admin.post("/v1/recall", json={"query": "deepest", "namespaces": ["n"]})
+    assert recalled.status_code == 200, recalled.text
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [{"\ud800": 1}, {"a": "\udfff"}, {"a": ["ok", {"b": "x\ud83dy"}]}],
+    ids=["key", "value", "nested value"],
+)
+def test_lone_surrogates_in_metadata_are_refused(
+    admin: httpx.Client, metadata: dict[str, Any]
+) -> None:
+    kept = _send(admin, "POST", "/v1/memories", {"memories": [{"namespace": "n", "content": "k"}]})
+    memory_id = kept.json()["memories"][0]["id"]
+    item = {"namespace": "n", "content": "surrogate", "metadata": metadata}
+    posted = _send(
+        admin, "POST", "/v1/memories", {"memories": [{"namespace": "n", "content": "ok"}, item]}
+    )
+    _refused(posted, 422, "invalid_input", "metadata", "lone surrogate", "item 1")
+    patched = _send(admin, "PATCH", f"/v1/memories/{memory_id}", {"metadata": metadata})
+    _refused(patched, 422, "invalid_input", "metadata", "lone surrogate")
+    assert [(m["content"], m["metadata"]) for m in _stored(admin, "n")] == [("k", {})]
+
+
+def test_text_that_looks_like_an_escaped_nul_is_stored_as_given(admin: httpx.Client) -> None:
+    metadata = {"path": "C:\\u0000dir", "C:\\u0000key": "\\\\u0000"}
+    item = {"namespace": "n", "content": "a windows path", "metadata": metadata}
+    stored = _send(admin, "POST", "/v1/memories", {"memories": [item]})
+    assert stored.status_code == 200, stored.text
+    got = admin.get(f"/v1/memories/{stored.json()['memories'][0]['id']}").json()
+    assert got["metadata"] == metadata
+    real_nul = {"namespace": "n", "content": "nul", "metadata": {"path": "C:\x00dir"}}
+    _refused(
+        _send(admin, "POST", "/v1/memories", {"memories": [real_nul]}), 422, "invalid_input", "NUL"
+    )
