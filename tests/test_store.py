@@ -209,6 +209,18 @@ async def test_pagination_newest_first(store: MemoryStore) -> None:
         (lambda s: s.recall("q", namespace="nobody"), NotFoundError, "nobody"),
         (lambda s: s.recall("q", namespace="a", k=0), InvalidInputError, "k must"),
         (lambda s: s.recall("", namespace="a"), InvalidInputError, "empty"),
+        (lambda s: s.recall("ab " * 350_000, namespace="a"), InvalidInputError, "query has"),
+        (lambda s: s.recall("q\x00", namespace="a"), InvalidInputError, "query contains a NUL"),
+        (
+            lambda s: s.recall("q\udc80", namespace="a"),
+            InvalidInputError,
+            "query contains a lone surrogate",
+        ),
+        (
+            lambda s: s.remember(["ok", "x\ud800"], namespace="a"),
+            InvalidInputError,
+            "content contains a lone surrogate.*item 1",
+        ),
         (lambda s: s.get("not-a-uuid"), InvalidInputError, "UUID"),
         (lambda s: s.get(uuid4()), NotFoundError, "no memory"),
         (lambda s: s.forget(namespace="a"), InvalidInputError, "filter"),

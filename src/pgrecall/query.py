@@ -163,7 +163,7 @@ class QueryService:
     ) -> RecallResult:
         """The ``k`` best memories for ``query`` inside ``namespaces``, best first."""
         names = validation.namespaces(namespaces)
-        text = validation.content(query, 10**6)
+        text = validation.query(query)
         _check(options)
         sizes = await self._sizes.sizes(names)
         unknown = [name for name in names if not sizes.get(name)]

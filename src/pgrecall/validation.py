@@ -21,6 +21,9 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 # One encoder for every call: json.dumps with options builds a new one each time.
 _JSON = json.JSONEncoder(allow_nan=False, ensure_ascii=False)
 MAX_K = 1000
+# Longest recall query: a question or a passage, far past what an embedding model reads
+# (~512 tokens); a megabyte of query text overflowed PostgreSQL's tsvector.
+MAX_QUERY_CHARS = 10_000
 
 
 def _where(position: int | None) -> str:
@@ -50,25 +53,33 @@ def namespaces(value: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(namespace(name) for name in names))
 
 
-def content(value: object, max_chars: int, position: int | None = None) -> str:
-    """Memory text: not empty, not only whitespace, not too long, no NUL characters."""
+def _text(value: object, what: str, max_chars: int, limit: str, position: int | None = None) -> str:
     if not isinstance(value, str):
-        raise InvalidInputError(f"content must be a string{_where(position)}", position=position)
+        raise InvalidInputError(f"{what} must be a string{_where(position)}", position=position)
     if not value.strip():
         raise InvalidInputError(
-            f"content is empty or only whitespace{_where(position)}", position=position
+            f"{what} is empty or only whitespace{_where(position)}", position=position
         )
     if len(value) > max_chars:
         raise InvalidInputError(
-            f"content has {len(value)} characters, more than the {max_chars} allowed"
-            f"{_where(position)} (PGRECALL_MAX_CONTENT_CHARS)",
+            f"{what} has {len(value)} characters, more than the {max_chars} allowed"
+            f"{_where(position)} ({limit})",
             position=position,
         )
-    if "\x00" in value:
-        raise InvalidInputError(
-            f"content contains a NUL character{_where(position)}", position=position
-        )
+    problem = text_problem(value)
+    if problem is not None:
+        raise InvalidInputError(f"{what} {problem}{_where(position)}", position=position)
     return value
+
+
+def content(value: object, max_chars: int, position: int | None = None) -> str:
+    """Memory text: not empty, not only whitespace, not too long, no NUL or lone surrogate."""
+    return _text(value, "content", max_chars, "PGRECALL_MAX_CONTENT_CHARS", position)
+
+
+def query(value: object) -> str:
+    """Recall text: not empty, at most MAX_QUERY_CHARS characters, no NUL or lone surrogate."""
+    return _text(value, "query", MAX_QUERY_CHARS, "a query's longest")
 
 
 def text_problem(value: str) -> str | None:
