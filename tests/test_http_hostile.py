@@ -150,3 +150,19 @@ def test_text_a_database_cannot_hold_is_refused_naming_the_field(admin: httpx.Cl
             "content",
         )
     assert [m["content"] for m in _stored(admin, "n")] == ["kept"]
+
+
+@pytest.mark.parametrize(
+    "document",
+    [{"a\x00": 1}, {"a": "x\x00"}, {"a": "\ud800"}, {"\ud800": 1}],
+    ids=["NUL key", "NUL value", "surrogate value", "surrogate key"],
+)
+def test_filters_postgresql_cannot_take_are_client_errors(
+    admin: httpx.Client, document: dict[str, Any]
+) -> None:
+    _send(admin, "POST", "/v1/memories", {"memories": [{"namespace": "n", "content": "kept"}]})
+    recall = {"query": "kept", "namespaces": ["n"], "filter": document}
+    _refused(_send(admin, "POST", "/v1/recall", recall), 422, "invalid_filter", "filter")
+    forget = {"namespace": "n", "filter": document}
+    _refused(_send(admin, "POST", "/v1/memories:forget", forget), 422, "invalid_filter", "filter")
+    assert [m["content"] for m in _stored(admin, "n")] == ["kept"]

@@ -178,12 +178,12 @@ async def test_pagination_newest_first(store: MemoryStore) -> None:
         (
             lambda s: s.remember("x", namespace="a", metadata={"k": ["ok", "\ud800"]}),
             InvalidInputError,
-            "metadata a string contains a lone surrogate",
+            "metadata holds a string that contains a lone surrogate",
         ),
         (
             lambda s: s.remember("x", namespace="a", metadata={"\udfff": 1}),
             InvalidInputError,
-            "metadata a key contains a lone surrogate",
+            "metadata holds a key that contains a lone surrogate",
         ),
         (
             lambda s: s.remember("x", namespace="a", metadata=_nested(MAX_JSON_DEPTH + 1)),

@@ -100,7 +100,7 @@ def _json_tree_problem(value: object) -> str | None:
         if isinstance(item, str):
             problem = text_problem(item)
             if problem is not None:
-                return f"a string {problem}"
+                return f"holds a string that {problem}"
         elif isinstance(item, Mapping | list | tuple):
             if depth > MAX_JSON_DEPTH:
                 return f"nests deeper than {MAX_JSON_DEPTH} levels"
@@ -108,7 +108,7 @@ def _json_tree_problem(value: object) -> str | None:
                 for name, child in item.items():
                     problem = text_problem(name) if isinstance(name, str) else None
                     if problem is not None:
-                        return f"a key {problem}"
+                        return f"holds a key that {problem}"
                     stack.append((child, depth + 1))
             else:
                 stack.extend((child, depth + 1) for child in item)
