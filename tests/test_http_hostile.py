@@ -3,6 +3,7 @@ written, no answer carries database text, and no id answers differently for bein
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -166,3 +167,18 @@ def test_filters_postgresql_cannot_take_are_client_errors(
     forget = {"namespace": "n", "filter": document}
     _refused(_send(admin, "POST", "/v1/memories:forget", forget), 422, "invalid_filter", "filter")
     assert [m["content"] for m in _stored(admin, "n")] == ["kept"]
+
+
+@pytest.mark.parametrize("stamp", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-14:00"])
+def test_timestamps_outside_the_range_are_client_errors(admin: httpx.Client, stamp: str) -> None:
+    kept = _send(admin, "POST", "/v1/memories", {"memories": [{"namespace": "n", "content": "k"}]})
+    memory_id = kept.json()["memories"][0]["id"]
+    for field in ("created_after", "created_before"):
+        recall = {"query": "k", "namespaces": ["n"], field: stamp}
+        _refused(_send(admin, "POST", "/v1/recall", recall), 422, "invalid_input", field)
+    patched = _send(admin, "PATCH", f"/v1/memories/{memory_id}", {"expires_at": stamp})
+    _refused(patched, 422, "invalid_input", "expires_at")
+    cursor = base64.urlsafe_b64encode(f"{stamp}|{memory_id}".encode()).decode()
+    page = admin.get("/v1/memories", params={"namespace": "n", "cursor": cursor})
+    _refused(page, 422, "invalid_input", "cursor")
+    assert admin.get(f"/v1/memories/{memory_id}").json()["expires_at"] is None

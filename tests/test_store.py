@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
@@ -28,6 +29,20 @@ from .fakes import HashEmbedder
 
 async def _row_count(store: MemoryStore) -> int:
     return (await store.stats()).memories
+
+
+# At the edges of Python's datetime range: in UTC they fall outside it.
+EARLIEST_PLUS_ONE = datetime.fromisoformat("0001-01-01T00:00:00+01:00")
+LATEST_MINUS_14 = datetime.fromisoformat("9999-12-31T23:59:59-14:00")
+
+
+async def _update_first(store: MemoryStore, **change: object) -> None:
+    first = (await store.list("a")).memories[0]
+    await store.update(first.id, **change)  # type: ignore[arg-type]
+
+
+def _cursor(stamp: str) -> str:
+    return base64.urlsafe_b64encode(f"{stamp}|{uuid4()}".encode()).decode()
 
 
 def _nested(depth: int) -> dict[str, object]:
@@ -222,6 +237,27 @@ async def test_pagination_newest_first(store: MemoryStore) -> None:
             "content contains a lone surrogate.*item 1",
         ),
         (lambda s: s.get("not-a-uuid"), InvalidInputError, "UUID"),
+        (
+            lambda s: s.recall("q", namespace="a", created_after=EARLIEST_PLUS_ONE),
+            InvalidInputError,
+            "created_after is out of range",
+        ),
+        (
+            lambda s: s.recall("q", namespace="a", created_before=LATEST_MINUS_14),
+            InvalidInputError,
+            "created_before is out of range",
+        ),
+        (
+            lambda s: _update_first(s, expires_at=LATEST_MINUS_14),
+            InvalidInputError,
+            "expires_at is out of range",
+        ),
+        (
+            lambda s: s.list("a", cursor=_cursor(EARLIEST_PLUS_ONE.isoformat())),
+            InvalidInputError,
+            "cursor",
+        ),
+        (lambda s: s.list("a", cursor=_cursor("2020-01-01T00:00:00")), InvalidInputError, "cursor"),
         (lambda s: s.get(uuid4()), NotFoundError, "no memory"),
         (lambda s: s.forget(namespace="a"), InvalidInputError, "filter"),
     ],

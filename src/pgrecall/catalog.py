@@ -63,7 +63,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, identifier = raw.split("|")
-        return datetime.fromisoformat(stamp), UUID(identifier)
+        created_at = datetime.fromisoformat(stamp)
+        if created_at.tzinfo is None:
+            raise ValueError("a cursor's time is in UTC")
+        return validation.check_timestamp(created_at, "cursor"), UUID(identifier)
     except (ValueError, binascii.Error) as exc:
         raise InvalidInputError("cursor is not one pgrecall returned") from exc
 

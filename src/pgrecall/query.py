@@ -126,8 +126,10 @@ def _hit(row: asyncpg.Record) -> Hit:
 def _check(options: RecallOptions) -> None:
     validation.k(options.k)
     validation.min_score(options.min_score)
-    validation.timestamp(options.created_after, "created_after")
-    validation.timestamp(options.created_before, "created_before")
+    for name in ("created_after", "created_before"):
+        bound = validation.timestamp(getattr(options, name), name)
+        if bound is not None:
+            validation.check_timestamp(bound, name)
     if options.mode not in MODES:
         raise InvalidInputError(f"mode must be one of {', '.join(MODES)}")
     if options.mode == "keyword" and options.min_score is not None:

@@ -76,6 +76,8 @@ class UpdateService:
             )
         if not isinstance(change.expires_at, _Unset):
             expires_at = validation.timestamp(change.expires_at, "expires_at")
+            if expires_at is not None:
+                validation.check_timestamp(expires_at, "expires_at")
             assignments.append(f"expires_at = {params.add(expires_at, 'timestamptz')}")
         before = self._templates.render(current.namespace, current.content, current.metadata)
         after = self._templates.render(current.namespace, text, metadata)

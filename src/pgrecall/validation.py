@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pgrecall.errors import InvalidInputError
@@ -188,6 +188,19 @@ def timestamp(value: object, name: str, position: int | None = None) -> datetime
         raise InvalidInputError(
             f"{name} must be a timezone-aware datetime{_where(position)}", position=position
         )
+    return value
+
+
+def check_timestamp(value: datetime, field: str) -> datetime:
+    """``value`` when PostgreSQL can take it: asyncpg sends it in UTC, and a datetime at an edge
+    of Python's years 1-9999 can leave them there (0001-01-01T00:00+01:00), which failed inside
+    the database. InvalidInputError names ``field``."""
+    try:
+        value.astimezone(UTC)
+    except OverflowError as exc:
+        raise InvalidInputError(
+            f"{field} is out of range: timestamps must fall in the years 1 to 9999 in UTC"
+        ) from exc
     return value
 
 
