@@ -16,7 +16,7 @@ from pgrecall.validation import MAX_JSON_DEPTH
 from .http_server import ServerThread
 from .test_http import ADMIN_KEY, AGENT_KEY, _settings
 
-DATABASE_TEXT = ("asyncpg", "SQLSTATE", "syntax error", "DETAIL", "pid", "refused the operation")
+DATABASE_TEXT = ("asyncpg", "SQLSTATE", "syntax error", "DETAIL", "pid")
 
 
 @pytest.fixture

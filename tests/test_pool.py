@@ -4,10 +4,12 @@ import hashlib
 import math
 import random
 
+import asyncpg
 import pytest
 
+from pgrecall.db.errors import database_errors
 from pgrecall.db.pool import create_pool, redact
-from pgrecall.errors import DatabaseUnavailableError, SchemaError
+from pgrecall.errors import DatabaseError, DatabaseUnavailableError, SchemaError
 
 from .conftest import TEST_DIMENSIONS
 
@@ -90,3 +92,28 @@ async def test_a_released_connection_is_not_reset(migrated_dsn: str) -> None:
     finally:
         await pool.close()
     assert kept == "marker"
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        (asyncpg.PostgresSyntaxError('syntax error in tsquery: "o\'reilly"'), DatabaseError),
+        (asyncpg.DeadlockDetectedError("Process 4242 waits for ShareLock"), DatabaseError),
+        (asyncpg.UndefinedTableError('relation "memories" does not exist'), SchemaError),
+        (asyncpg.ConnectionDoesNotExistError("connection was closed"), DatabaseUnavailableError),
+    ],
+)
+def test_database_errors_carry_no_database_text(
+    raised: Exception, expected: type[Exception], caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(expected) as caught, database_errors():
+        raise raised
+    message = str(caught.value)
+    assert str(raised) not in message
+    assert "asyncpg" not in message
+    assert "SQLSTATE" not in message
+    assert caught.value.__cause__ is raised
+    for record in caplog.records:
+        assert str(raised) not in record.getMessage()
+    if isinstance(raised, asyncpg.PostgresError) and expected is not DatabaseUnavailableError:
+        assert f"SQLSTATE {raised.sqlstate}" in caplog.text
