@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -182,3 +183,24 @@ def test_timestamps_outside_the_range_are_client_errors(admin: httpx.Client, sta
     page = admin.get("/v1/memories", params={"namespace": "n", "cursor": cursor})
     _refused(page, 422, "invalid_input", "cursor")
     assert admin.get(f"/v1/memories/{memory_id}").json()["expires_at"] is None
+
+
+def test_an_id_in_another_namespace_answers_as_an_unknown_id(
+    admin: httpx.Client, agent: httpx.Client
+) -> None:
+    stored = _send(
+        admin, "POST", "/v1/memories", {"memories": [{"namespace": "agent-b", "content": "b's"}]}
+    )
+    elsewhere_id = stored.json()["memories"][0]["id"]
+    unknown_id = str(uuid.UUID(int=uuid.UUID(elsewhere_id).int ^ 1))
+    for method, body in (("GET", None), ("PATCH", {"content": "mine now"}), ("DELETE", None)):
+        elsewhere = agent.request(method, f"/v1/memories/{elsewhere_id}", json=body)
+        unknown = agent.request(method, f"/v1/memories/{unknown_id}", json=body)
+        assert elsewhere.status_code == unknown.status_code == 404, (method, elsewhere.text)
+        assert elsewhere.headers.keys() == unknown.headers.keys()
+        assert elsewhere.text.replace(elsewhere_id, "<id>") == unknown.text.replace(
+            unknown_id, "<id>"
+        )
+        assert "agent-b" not in elsewhere.text
+    kept = admin.get(f"/v1/memories/{elsewhere_id}").json()
+    assert kept["content"] == "b's"

@@ -14,7 +14,7 @@ import asyncpg
 
 from pgrecall import validation
 from pgrecall.db.errors import database_errors
-from pgrecall.errors import InvalidInputError
+from pgrecall.errors import InvalidInputError, NotFoundError
 from pgrecall.filters import SqlParams, compile_filter
 from pgrecall.records import EmbedStatus, Memory, NamespaceStats, Page, Stats
 
@@ -50,6 +50,11 @@ def memory_id(value: object) -> UUID:
         return UUID(str(value))
     except ValueError as exc:
         raise InvalidInputError(f"{value!r} is not a memory id (a UUID)") from exc
+
+
+def no_memory(identifier: UUID) -> NotFoundError:
+    """The error for an id with no memory (or none the caller may see): one wording for both."""
+    return NotFoundError(f"no memory {identifier}")
 
 
 def encode_cursor(created_at: datetime, identifier: UUID) -> str:

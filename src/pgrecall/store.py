@@ -15,7 +15,7 @@ from uuid import UUID
 import asyncpg
 
 from pgrecall import validation
-from pgrecall.catalog import Catalog, memory_id
+from pgrecall.catalog import Catalog, memory_id, no_memory
 from pgrecall.config import Settings, load_settings
 from pgrecall.db import inspect, migrate
 from pgrecall.db.embedded import database_dsn
@@ -25,7 +25,6 @@ from pgrecall.embedding.factory import create_embedder
 from pgrecall.errors import (
     DimensionMismatchError,
     InvalidInputError,
-    NotFoundError,
     PgRecallError,
     SchemaError,
 )
@@ -292,7 +291,7 @@ class MemoryStore:
         identifier = memory_id(memory)
         found = await self._catalog.get(identifier, namespace)
         if found is None:
-            raise NotFoundError(f"no memory {identifier}")
+            raise no_memory(identifier)
         return found
 
     async def update(
