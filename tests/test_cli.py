@@ -60,6 +60,20 @@ def test_bad_settings_are_one_clear_error(data_dir: Path) -> None:
     assert "PGRECALL_EMBEDDER='gpu'" in completed.stderr
 
 
+def test_bad_secrets_are_named_never_shown(data_dir: Path) -> None:
+    completed = _pgrecall(
+        "migrate",
+        PGRECALL_DATA_DIR=str(data_dir),
+        PGRECALL_API_KEYS='{"valid-key-0123456789-secret": ["a"], "short-secret": ["b"]}',
+        PGRECALL_DATABASE_URL="mysql://ada:hunter2@db.example/mem",
+    )
+    assert completed.returncode == 2
+    assert "PGRECALL_API_KEYS=<hidden>: every API key needs at least 16" in completed.stderr
+    assert "mysql://ada:***@db.example/mem" in completed.stderr
+    for secret in ("valid-key-0123456789-secret", "short-secret", "hunter2"):
+        assert secret not in completed.stderr + completed.stdout
+
+
 def test_unreachable_database_is_one_clear_error() -> None:
     completed = _pgrecall("migrate", PGRECALL_DATABASE_URL="postgresql://me:hunter2@127.0.0.1:1/db")
     assert completed.returncode == 2

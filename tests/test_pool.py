@@ -7,8 +7,9 @@ import random
 import asyncpg
 import pytest
 
+from pgrecall.config import redact_url
 from pgrecall.db.errors import database_errors
-from pgrecall.db.pool import create_pool, redact
+from pgrecall.db.pool import create_pool
 from pgrecall.errors import DatabaseError, DatabaseUnavailableError, SchemaError
 
 from .conftest import TEST_DIMENSIONS
@@ -76,9 +77,9 @@ async def test_unreachable_server_is_a_typed_error() -> None:
 
 
 def test_redact_hides_only_the_password() -> None:
-    assert redact("postgresql://u:pw@h:5/d") == "postgresql://u:***@h:5/d"
-    assert redact("postgresql://u@h/d") == "postgresql://u@h/d"
-    assert redact("postgresql://postgres:@/postgres?host=/tmp/x") == (
+    assert redact_url("postgresql://u:pw@h:5/d") == "postgresql://u:***@h:5/d"
+    assert redact_url("postgresql://u@h/d") == "postgresql://u@h/d"
+    assert redact_url("postgresql://postgres:@/postgres?host=/tmp/x") == (
         "postgresql://postgres:***@/postgres?host=/tmp/x"
     )
 
