@@ -2,7 +2,9 @@
 
 A line is ``{"content" or "text": ..., "namespace"?: ..., "metadata"?: {...}, "key"?: ...,
 "expires_at"?: ISO-8601}``; its namespace overrides the default. Re-running an import stores
-nothing twice: unkeyed memories are identified by their text, keyed ones by their key.
+nothing twice: unkeyed memories are identified by their text, keyed ones by their key. Lines
+come as bytes (a file read in binary) or text; a line that is not UTF-8, not JSON, or holds
+anything ``remember`` would refuse is rejected with its reason, and the others are stored.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pgrecall import validation
 from pgrecall.errors import InvalidInputError
 from pgrecall.ingest import prepare_one
 from pgrecall.records import MemoryInput
@@ -39,12 +42,28 @@ class ImportReport:
     rejected: list[Rejected] = field(default_factory=list)
 
 
+def decode_line(raw: str | bytes) -> str:
+    """A line as text; InvalidInputError names the first byte that is not UTF-8."""
+    if isinstance(raw, str):
+        return raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(
+            f"not UTF-8 text: byte {raw[exc.start]:#04x} at position {exc.start + 1}"
+        ) from exc
+
+
 def parse_line(text: str, default_namespace: str | None) -> MemoryInput:
     """One JSONL line as a MemoryInput; InvalidInputError says what is wrong with it."""
     try:
         document: Any = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"not JSON: {exc.msg}") from exc
+    except RecursionError as exc:
+        raise InvalidInputError("not JSON this importer reads: nested too deeply") from exc
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise InvalidInputError(f"not JSON this importer reads: {exc}") from exc
     if not isinstance(document, dict):
         raise InvalidInputError("not a JSON object")
     content = document.get("content", document.get("text"))
@@ -55,6 +74,9 @@ def parse_line(text: str, default_namespace: str | None) -> MemoryInput:
         expires_at = datetime.fromisoformat(expires) if isinstance(expires, str) else expires
     except ValueError as exc:
         raise InvalidInputError(f"expires_at is not an ISO-8601 timestamp: {expires!r}") from exc
+    checked = validation.timestamp(expires_at, "expires_at")
+    if checked is not None:
+        validation.check_timestamp(checked, "expires_at")
     item = MemoryInput(
         content=content,
         namespace=document.get("namespace") or default_namespace,
@@ -69,7 +91,7 @@ def parse_line(text: str, default_namespace: str | None) -> MemoryInput:
 
 async def import_lines(
     store: MemoryStore,
-    lines: Iterable[str],
+    lines: Iterable[str | bytes],
     *,
     namespace: str | None,
     on_progress: Callable[[ImportReport], None] | None = None,
@@ -87,12 +109,12 @@ async def import_lines(
         if on_progress is not None:
             on_progress(report)
 
-    for number, text in enumerate(lines, start=1):
+    for number, line in enumerate(lines, start=1):
         report.lines = number
-        if not text.strip():
+        if not line.strip():
             continue
         try:
-            item = parse_line(text, namespace)
+            item = parse_line(decode_line(line), namespace)
             prepare_one(
                 item,
                 default_namespace=None,

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from pgrecall.config import Settings, load_settings
 from pgrecall.errors import PgRecallError
@@ -36,7 +37,7 @@ def _root() -> None:
 
 def fail(exc: PgRecallError) -> typer.Exit:
     """Print one line for a user-facing error; the command exits 2."""
-    err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+    err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, markup=True)
     return typer.Exit(code=2)
 
 
