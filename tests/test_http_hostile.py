@@ -204,3 +204,22 @@ def test_an_id_in_another_namespace_answers_as_an_unknown_id(
         assert "agent-b" not in elsewhere.text
     kept = admin.get(f"/v1/memories/{elsewhere_id}").json()
     assert kept["content"] == "b's"
+
+
+def test_a_chunked_body_over_the_limit_is_413(admin: httpx.Client) -> None:
+    def chunks(body: bytes) -> Iterator[bytes]:
+        for start in range(0, len(body), 1000):
+            yield body[start : start + 1000]
+
+    huge = {"memories": [{"namespace": "n", "content": "x" * 70_000}]}
+    over = admin.post("/v1/memories", content=chunks(json.dumps(huge).encode()))
+    assert "content-length" not in over.request.headers  # sent chunked
+    _refused(over, 413, "payload_too_large", "65536")
+    small = {"memories": [{"namespace": "n", "content": "sent in chunks"}]}
+    under = admin.post(
+        "/v1/memories",
+        content=chunks(json.dumps(small).encode()),
+        headers={"Content-Type": "application/json"},
+    )
+    assert under.status_code == 200, under.text
+    assert [m["content"] for m in _stored(admin, "n")] == ["sent in chunks"]
