@@ -223,6 +223,16 @@ async def test_pagination_newest_first(store: MemoryStore) -> None:
         (lambda s: s.recall("q", namespace="a", filter={"and": {}}), InvalidFilterError, "list"),
         (lambda s: s.recall("q", namespace="nobody"), NotFoundError, "nobody"),
         (lambda s: s.recall("q", namespace="a", k=0), InvalidInputError, "k must"),
+        (
+            lambda s: s.recall("q", namespace="a", vector_weight=5e-324),
+            InvalidInputError,
+            "vector_weight must be 0 or",
+        ),
+        (
+            lambda s: s.recall("q", namespace="a", keyword_weight=1e-300),
+            InvalidInputError,
+            "keyword_weight must be 0 or",
+        ),
         (lambda s: s.recall("", namespace="a"), InvalidInputError, "empty"),
         (lambda s: s.recall("ab " * 350_000, namespace="a"), InvalidInputError, "query has"),
         (lambda s: s.recall("q\x00", namespace="a"), InvalidInputError, "query contains a NUL"),
