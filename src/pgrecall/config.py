@@ -25,7 +25,7 @@ MAX_INDEXED_DIMENSIONS = 2000
 
 # A libpq keyword or URL parameter that carries a password.
 _PASSWORD_PARAMETER = re.compile(r"(password\s*=\s*)[^&\s]*", re.IGNORECASE)
-HIDDEN = "<hidden>"
+_HIDDEN = "<hidden>"
 
 
 def redact_url(url: str) -> str:
@@ -311,7 +311,7 @@ def _shown(location: tuple[int | str, ...], value: object) -> str:
     """A bad value as a message may show it: API keys never, URLs without their password."""
     field = _field(location)
     if field == "api_keys":
-        return HIDDEN
+        return _HIDDEN
     if field in ("database_url", "ollama_url") and isinstance(value, str):
         return repr(redact_url(value))
     return repr(value)

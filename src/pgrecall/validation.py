@@ -53,7 +53,7 @@ def namespaces(value: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(namespace(name) for name in names))
 
 
-def _text(value: object, what: str, max_chars: int, limit: str, position: int | None = None) -> str:
+def _text(value: object, what: str, max_chars: int, position: int | None, limit: str = "") -> str:
     if not isinstance(value, str):
         raise InvalidInputError(f"{what} must be a string{_where(position)}", position=position)
     if not value.strip():
@@ -63,7 +63,7 @@ def _text(value: object, what: str, max_chars: int, limit: str, position: int | 
     if len(value) > max_chars:
         raise InvalidInputError(
             f"{what} has {len(value)} characters, more than the {max_chars} allowed"
-            f"{_where(position)} ({limit})",
+            f"{_where(position)}{limit}",
             position=position,
         )
     problem = text_problem(value)
@@ -74,12 +74,12 @@ def _text(value: object, what: str, max_chars: int, limit: str, position: int | 
 
 def content(value: object, max_chars: int, position: int | None = None) -> str:
     """Memory text: not empty, not only whitespace, not too long, no NUL or lone surrogate."""
-    return _text(value, "content", max_chars, "PGRECALL_MAX_CONTENT_CHARS", position)
+    return _text(value, "content", max_chars, position, " (PGRECALL_MAX_CONTENT_CHARS)")
 
 
 def query(value: object) -> str:
     """Recall text: not empty, at most MAX_QUERY_CHARS characters, no NUL or lone surrogate."""
-    return _text(value, "query", MAX_QUERY_CHARS, "a query's longest")
+    return _text(value, "query", MAX_QUERY_CHARS, None)
 
 
 def text_problem(value: str) -> str | None:
