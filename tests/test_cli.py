@@ -60,6 +60,20 @@ def test_bad_settings_are_one_clear_error(data_dir: Path) -> None:
     assert "PGRECALL_EMBEDDER='gpu'" in completed.stderr
 
 
+def test_bad_secrets_are_named_never_shown(data_dir: Path) -> None:
+    completed = _pgrecall(
+        "migrate",
+        PGRECALL_DATA_DIR=str(data_dir),
+        PGRECALL_API_KEYS='{"valid-key-0123456789-secret": ["a"], "short-secret": ["b"]}',
+        PGRECALL_DATABASE_URL="mysql://ada:hunter2@db.example/mem",
+    )
+    assert completed.returncode == 2
+    assert "PGRECALL_API_KEYS=<hidden>: every API key needs at least 16" in completed.stderr
+    assert "mysql://ada:***@db.example/mem" in completed.stderr
+    for secret in ("valid-key-0123456789-secret", "short-secret", "hunter2"):
+        assert secret not in completed.stderr + completed.stdout
+
+
 def test_unreachable_database_is_one_clear_error() -> None:
     completed = _pgrecall("migrate", PGRECALL_DATABASE_URL="postgresql://me:hunter2@127.0.0.1:1/db")
     assert completed.returncode == 2
@@ -189,11 +203,12 @@ def test_import_reports_bad_lines_and_is_safe_to_rerun(migrated_dsn: str, tmp_pa
     environment = _store_env(migrated_dsn)
     for _ in range(2):
         completed = _pgrecall("import", str(source), "-n", "imported", "--json", **environment)
-        assert completed.returncode == 0, completed.stderr
+        assert completed.returncode == 1, completed.stderr  # some lines were rejected
         report = json.loads(completed.stdout)
         assert report["stored"] == 4
         assert [r["line"] for r in report["rejected"]] == [2, 4, 7, 8]
         assert "not JSON" in report["rejected"][0]["reason"]
+        assert "line 2: not JSON" in completed.stderr
     assert report["created"] == 0  # the second run found everything already stored
     stats = json.loads(_pgrecall("stats", "--json", **environment).stdout)
     assert {n["namespace"]: n["memories"] for n in stats["namespaces"]} == {
@@ -211,6 +226,68 @@ def test_import_reports_bad_lines_and_is_safe_to_rerun(migrated_dsn: str, tmp_pa
     )
     assert piped.returncode == 0, piped.stderr
     assert "1 stored (1 new), 0 rejected" in piped.stdout
+
+
+def test_import_rejects_a_line_it_cannot_store_and_stores_the_rest(
+    migrated_dsn: str, tmp_path: Path
+) -> None:
+    deep = '{"a": ' * 100_000 + "1" + "}" * 100_000
+    lines = [
+        json.dumps({"content": "first"}).encode(),
+        b'{"content": "lone \\ud800 surrogate"}',
+        b'{"content": "not utf-8 \xff\xfe"}',
+        json.dumps({"content": "far future", "expires_at": "9999-12-31T23:59:59-14:00"}).encode(),
+        json.dumps({"content": "deep", "metadata": {"m": deep[:5_000]}}).encode(),
+        f'{{"content": "nested", "metadata": {deep}}}'.encode(),
+        b'{"content": "[/x] markup in a bad line", "key": 5}',
+        json.dumps({"content": "last", "expires_at": "2999-01-01T00:00:00+00:00"}).encode(),
+    ]
+    source = tmp_path / "hostile.jsonl"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    environment = _store_env(migrated_dsn)
+    completed = _pgrecall("import", str(source), "-n", "hostile", **environment)
+    assert completed.returncode == 1, completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert "3 stored (3 new), 5 rejected" in completed.stdout
+    rejected = [line for line in completed.stderr.splitlines() if line.startswith("line ")]
+    assert [line.split(":")[0] for line in rejected] == [
+        "line 2",
+        "line 3",
+        "line 4",
+        "line 6",
+        "line 7",
+    ]
+    assert "lone surrogate" in rejected[0]
+    assert "not UTF-8 text: byte 0xff" in rejected[1]
+    assert "expires_at is out of range" in rejected[2]
+    assert "nested too deeply" in rejected[3]
+    assert "key must be" in rejected[4]
+    listed = _pgrecall("list", "-n", "hostile", "--json", **environment)
+    assert sorted(m["content"] for m in json.loads(listed.stdout)) == ["deep", "first", "last"]
+
+
+def test_stored_text_is_printed_as_it_is(migrated_dsn: str) -> None:
+    environment = {**_store_env(migrated_dsn), "COLUMNS": "300"}  # tables wrap no cell
+    text = "price is [/x] today [bold]not bold[/bold] \\[escaped] \x1b[2Jcleared"
+    remembered = _pgrecall(
+        "remember", text, "-n", "[/ns]", "--metadata", '{"note": "[/y]"}', **environment
+    )
+    assert remembered.returncode == 0, remembered.stderr
+    memory_id = remembered.stdout.strip()
+    for arguments in (
+        ["recall", "price", "-n", "[/ns]"],
+        ["list", "-n", "[/ns]"],
+        ["get", memory_id],
+    ):
+        shown = _pgrecall(*arguments, **environment)
+        assert shown.returncode == 0, (arguments, shown.stderr)
+        assert text.replace("\x1b", "\\x1b") in shown.stdout, arguments
+        assert "\x1b" not in shown.stdout
+    assert "[/y]" in _pgrecall("get", memory_id, **environment).stdout
+    assert "[/ns]" in _pgrecall("stats", **environment).stdout
+    missing = _pgrecall("recall", "q", "-n", "[/nowhere]", **environment)
+    assert missing.returncode == 2
+    assert "no memories in namespace '[/nowhere]'" in missing.stderr
 
 
 def test_user_mistakes_are_one_line_errors(migrated_dsn: str) -> None:

@@ -137,3 +137,61 @@ def test_json_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PGRECALL_API_KEYS", "{not json")
     with pytest.raises(ConfigurationError, match="is not JSON"):
         load_settings()
+
+
+VALID_KEY = "valid-key-0123456789-secret"
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        f'{{"{VALID_KEY}": ["a"], "short-secret": ["b"]}}',
+        f'{{"{VALID_KEY}": ["a"], "another-key-0123456789": []}}',
+        f'{{"{VALID_KEY}": "a"}}',
+        f'{{"{VALID_KEY}": ["a"],',
+    ],
+    ids=["short key", "no namespace", "not a list", "not JSON"],
+)
+def test_bad_api_keys_are_never_echoed(monkeypatch: pytest.MonkeyPatch, keys: str) -> None:
+    monkeypatch.setenv("PGRECALL_API_KEYS", keys)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "PGRECALL_API_KEYS=<hidden>" in message
+    for secret in (VALID_KEY, "short-secret", "another-key-0123456789"):
+        assert secret not in message
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("mysql://ada:s3cret@db.example/mem", "mysql://ada:***@db.example/mem"),
+        ("host=db.example password=s3cret user=ada", "host=db.example password=*** user=ada"),
+        ("mysql://db.example/mem?user=ada&password=s3cret", "?user=ada&password=***"),
+    ],
+)
+def test_a_bad_database_url_is_shown_without_its_password(
+    monkeypatch: pytest.MonkeyPatch, url: str, shown: str
+) -> None:
+    monkeypatch.setenv("PGRECALL_DATABASE_URL", url)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert "s3cret" not in str(caught.value)
+    assert shown in str(caught.value)
+
+
+def test_a_bad_ollama_url_is_shown_without_its_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGRECALL_OLLAMA_URL", "http://ada:s3cret@gpu-box:port")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert "s3cret" not in str(caught.value)
+    assert "gpu-box" in str(caught.value)
+
+
+def test_settings_keep_their_secrets_out_of_repr() -> None:
+    settings = load_settings(
+        database_url="postgresql://ada:s3cret@db.example/mem", api_keys={VALID_KEY: ["*"]}
+    )
+    assert "s3cret" not in repr(settings)
+    assert VALID_KEY not in repr(settings)
+    assert settings.api_keys == {VALID_KEY: ["*"]}

@@ -10,6 +10,7 @@ import pytest
 from pgrecall import MemoryStore
 from pgrecall.errors import InvalidFilterError
 from pgrecall.filters import SqlParams, compile_filter, parse_filter
+from pgrecall.validation import MAX_JSON_DEPTH
 
 DOCUMENTS: dict[str, dict[str, Any]] = {
     "m1": {
@@ -24,6 +25,14 @@ DOCUMENTS: dict[str, dict[str, Any]] = {
     "m4": {},
     "m5": {"kind": "event", "priority": "3", "when": "not a date"},
 }
+
+
+def _nested_list(depth: int) -> list[Any]:
+    value: list[Any] = [1]
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
 
 CASES: list[tuple[dict[str, Any], set[str]]] = [
     ({"kind": "fact"}, {"m1", "m3"}),
@@ -94,11 +103,33 @@ async def test_forget_by_filter_uses_the_same_language(labelled: MemoryStore) ->
         ({"": 1}, "field names"),
         ({"a..b": 1}, "empty segment"),
         ({"x": {"eq": float("nan")}}, "plain JSON"),
+        ({"a\x00": 1}, "filter.a.*: field name contains a NUL character"),
+        ({"a": "x\x00"}, "filter.a: value holds a string that contains a NUL character"),
+        ({"a": {"in": ["ok", "x\x00"]}}, "filter.a.in: value holds a string that contains a NUL"),
+        ({"\ud800": 1}, "field name contains a lone surrogate"),
+        ({"a": {"contains": {"\udfff": 1}}}, "value holds a key that contains a lone surrogate"),
+        ({"a": {"eq": _nested_list(MAX_JSON_DEPTH + 1)}}, "deeper than 32"),
+        ({"a": {"gt": 10**5000}}, "plain JSON"),
+        ({"a": {"eq": "C:\\u0000dir"}}, None),
     ],
 )
-def test_malformed_filters_are_errors(document: dict[str, Any], message: str) -> None:
+def test_malformed_filters_are_errors(document: dict[str, Any], message: str | None) -> None:
+    if message is None:  # looks suspicious, is fine
+        compile_filter(document, SqlParams())
+        return
     with pytest.raises(InvalidFilterError, match=message):
         compile_filter(document, SqlParams())
+
+
+async def test_a_filter_postgresql_cannot_take_is_refused_before_any_work(
+    labelled: MemoryStore,
+) -> None:
+    for document in ({"kind\x00": "fact"}, {"kind": "\ud800"}):
+        with pytest.raises(InvalidFilterError):
+            await labelled.recall("memory", namespace="f", filter=document)
+        with pytest.raises(InvalidFilterError):
+            await labelled.forget(namespace="f", filter=document)
+    assert (await labelled.stats()).memories == len(DOCUMENTS)
 
 
 def test_limits_and_parsing() -> None:

@@ -104,12 +104,25 @@ async def test_filters_and_namespaces_hold_in_every_mode(filled: MemoryStore) ->
         "(((",
         "<-> <2> ::: @@",
         "!!! &&& |||",
+        "what does https://en.wikipedia.org/wiki/O'Reilly_Media say",
+        "see http://x.example/a'b\\c'' and 'http://y.example/it''s'",
     ],
 )
 async def test_query_syntax_never_errors_nor_injects(filled: MemoryStore, query: str) -> None:
     for mode in ("keyword", "hybrid"):
         await filled.recall(query, namespace="team", mode=mode)
     assert (await filled.stats()).memories == len(MEMORIES) + 1
+
+
+async def test_a_lexeme_holding_a_quote_is_matched_as_written(
+    store: MemoryStore,
+) -> None:
+    url = "https://en.wikipedia.org/wiki/O'Reilly_Media"
+    await store.remember(
+        [f"The history of the publisher is at {url}.", "Publishers print books."], namespace="web"
+    )
+    hits = await store.recall(f"what does {url} say", namespace="web", mode="keyword")
+    assert [hit.content for hit in hits] == [f"The history of the publisher is at {url}."]
 
 
 async def test_template_indexes_metadata_and_keeps_content(

@@ -4,10 +4,13 @@ import hashlib
 import math
 import random
 
+import asyncpg
 import pytest
 
-from pgrecall.db.pool import create_pool, redact
-from pgrecall.errors import DatabaseUnavailableError, SchemaError
+from pgrecall.config import redact_url
+from pgrecall.db.errors import database_errors
+from pgrecall.db.pool import create_pool
+from pgrecall.errors import DatabaseError, DatabaseUnavailableError, SchemaError
 
 from .conftest import TEST_DIMENSIONS
 
@@ -74,9 +77,9 @@ async def test_unreachable_server_is_a_typed_error() -> None:
 
 
 def test_redact_hides_only_the_password() -> None:
-    assert redact("postgresql://u:pw@h:5/d") == "postgresql://u:***@h:5/d"
-    assert redact("postgresql://u@h/d") == "postgresql://u@h/d"
-    assert redact("postgresql://postgres:@/postgres?host=/tmp/x") == (
+    assert redact_url("postgresql://u:pw@h:5/d") == "postgresql://u:***@h:5/d"
+    assert redact_url("postgresql://u@h/d") == "postgresql://u@h/d"
+    assert redact_url("postgresql://postgres:@/postgres?host=/tmp/x") == (
         "postgresql://postgres:***@/postgres?host=/tmp/x"
     )
 
@@ -90,3 +93,28 @@ async def test_a_released_connection_is_not_reset(migrated_dsn: str) -> None:
     finally:
         await pool.close()
     assert kept == "marker"
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        (asyncpg.PostgresSyntaxError('syntax error in tsquery: "o\'reilly"'), DatabaseError),
+        (asyncpg.DeadlockDetectedError("Process 4242 waits for ShareLock"), DatabaseError),
+        (asyncpg.UndefinedTableError('relation "memories" does not exist'), SchemaError),
+        (asyncpg.ConnectionDoesNotExistError("connection was closed"), DatabaseUnavailableError),
+    ],
+)
+def test_database_errors_carry_no_database_text(
+    raised: Exception, expected: type[Exception], caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(expected) as caught, database_errors():
+        raise raised
+    message = str(caught.value)
+    assert str(raised) not in message
+    assert "asyncpg" not in message
+    assert "SQLSTATE" not in message
+    assert caught.value.__cause__ is raised
+    for record in caplog.records:
+        assert str(raised) not in record.getMessage()
+    if isinstance(raised, asyncpg.PostgresError) and expected is not DatabaseUnavailableError:
+        assert f"SQLSTATE {raised.sqlstate}" in caplog.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
@@ -20,6 +21,7 @@ from pgrecall.errors import (
     NotFoundError,
     SchemaError,
 )
+from pgrecall.validation import MAX_JSON_DEPTH
 
 from .conftest import store_settings
 from .fakes import HashEmbedder
@@ -27,6 +29,27 @@ from .fakes import HashEmbedder
 
 async def _row_count(store: MemoryStore) -> int:
     return (await store.stats()).memories
+
+
+# At the edges of Python's datetime range: in UTC they fall outside it.
+EARLIEST_PLUS_ONE = datetime.fromisoformat("0001-01-01T00:00:00+01:00")
+LATEST_MINUS_14 = datetime.fromisoformat("9999-12-31T23:59:59-14:00")
+
+
+async def _update_first(store: MemoryStore, **change: object) -> None:
+    first = (await store.list("a")).memories[0]
+    await store.update(first.id, **change)  # type: ignore[arg-type]
+
+
+def _cursor(stamp: str) -> str:
+    return base64.urlsafe_b64encode(f"{stamp}|{uuid4()}".encode()).decode()
+
+
+def _nested(depth: int) -> dict[str, object]:
+    value: dict[str, object] = {"leaf": 1}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
 
 
 async def test_paraphrase_is_recalled_first(store: MemoryStore) -> None:
@@ -169,6 +192,26 @@ async def test_pagination_newest_first(store: MemoryStore) -> None:
             "plain JSON",
         ),
         (
+            lambda s: s.remember("x", namespace="a", metadata={"k": ["ok", "\ud800"]}),
+            InvalidInputError,
+            "metadata holds a string that contains a lone surrogate",
+        ),
+        (
+            lambda s: s.remember("x", namespace="a", metadata={"\udfff": 1}),
+            InvalidInputError,
+            "metadata holds a key that contains a lone surrogate",
+        ),
+        (
+            lambda s: s.remember("x", namespace="a", metadata=_nested(MAX_JSON_DEPTH + 1)),
+            InvalidInputError,
+            f"deeper than {MAX_JSON_DEPTH} levels",
+        ),
+        (
+            lambda s: s.remember("x", namespace="a", metadata=_nested(5000)),
+            InvalidInputError,
+            f"deeper than {MAX_JSON_DEPTH} levels",
+        ),
+        (
             lambda s: s.remember("x", namespace="a", expires_at=datetime(2030, 1, 1)),
             InvalidInputError,
             "timezone",
@@ -181,8 +224,51 @@ async def test_pagination_newest_first(store: MemoryStore) -> None:
         (lambda s: s.recall("q", namespace="a", filter={"and": {}}), InvalidFilterError, "list"),
         (lambda s: s.recall("q", namespace="nobody"), NotFoundError, "nobody"),
         (lambda s: s.recall("q", namespace="a", k=0), InvalidInputError, "k must"),
+        (
+            lambda s: s.recall("q", namespace="a", vector_weight=5e-324),
+            InvalidInputError,
+            "vector_weight must be 0 or",
+        ),
+        (
+            lambda s: s.recall("q", namespace="a", keyword_weight=1e-300),
+            InvalidInputError,
+            "keyword_weight must be 0 or",
+        ),
         (lambda s: s.recall("", namespace="a"), InvalidInputError, "empty"),
+        (lambda s: s.recall("ab " * 350_000, namespace="a"), InvalidInputError, "query has"),
+        (lambda s: s.recall("q\x00", namespace="a"), InvalidInputError, "query contains a NUL"),
+        (
+            lambda s: s.recall("q\udc80", namespace="a"),
+            InvalidInputError,
+            "query contains a lone surrogate",
+        ),
+        (
+            lambda s: s.remember(["ok", "x\ud800"], namespace="a"),
+            InvalidInputError,
+            "content contains a lone surrogate.*item 1",
+        ),
         (lambda s: s.get("not-a-uuid"), InvalidInputError, "UUID"),
+        (
+            lambda s: s.recall("q", namespace="a", created_after=EARLIEST_PLUS_ONE),
+            InvalidInputError,
+            "created_after is out of range",
+        ),
+        (
+            lambda s: s.recall("q", namespace="a", created_before=LATEST_MINUS_14),
+            InvalidInputError,
+            "created_before is out of range",
+        ),
+        (
+            lambda s: _update_first(s, expires_at=LATEST_MINUS_14),
+            InvalidInputError,
+            "expires_at is out of range",
+        ),
+        (
+            lambda s: s.list("a", cursor=_cursor(EARLIEST_PLUS_ONE.isoformat())),
+            InvalidInputError,
+            "cursor",
+        ),
+        (lambda s: s.list("a", cursor=_cursor("2020-01-01T00:00:00")), InvalidInputError, "cursor"),
         (lambda s: s.get(uuid4()), NotFoundError, "no memory"),
         (lambda s: s.forget(namespace="a"), InvalidInputError, "filter"),
     ],

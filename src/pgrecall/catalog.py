@@ -14,7 +14,7 @@ import asyncpg
 
 from pgrecall import validation
 from pgrecall.db.errors import database_errors
-from pgrecall.errors import InvalidInputError
+from pgrecall.errors import InvalidInputError, NotFoundError
 from pgrecall.expiry import unexpired
 from pgrecall.filters import SqlParams, compile_filter
 from pgrecall.offload import off_loop
@@ -54,6 +54,11 @@ def memory_id(value: object) -> UUID:
         raise InvalidInputError(f"{value!r} is not a memory id (a UUID)") from exc
 
 
+def no_memory(identifier: UUID) -> NotFoundError:
+    """The error for an id with no memory (or none the caller may see): one wording for both."""
+    return NotFoundError(f"no memory {identifier}")
+
+
 def encode_cursor(created_at: datetime, identifier: UUID) -> str:
     """An opaque keyset cursor: the last row's (created_at, id)."""
     raw = f"{created_at.isoformat()}|{identifier}".encode()
@@ -65,7 +70,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, identifier = raw.split("|")
-        return datetime.fromisoformat(stamp), UUID(identifier)
+        created_at = datetime.fromisoformat(stamp)
+        if created_at.tzinfo is None:
+            raise ValueError("a cursor's time is in UTC")
+        validation.check_timestamp(created_at, "cursor")
+        return created_at, UUID(identifier)
     except (ValueError, binascii.Error) as exc:
         raise InvalidInputError("cursor is not one pgrecall returned") from exc
 

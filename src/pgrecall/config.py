@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -20,6 +21,23 @@ DEFAULT_OLLAMA_MODEL = "mxbai-embed-large"
 LOCAL_MODEL = "multilingual-e5-small-q4"
 # pgvector's HNSW index accepts `vector` columns of at most 2,000 dimensions.
 MAX_INDEXED_DIMENSIONS = 2000
+
+
+# A libpq keyword or URL parameter that carries a password.
+_PASSWORD_PARAMETER = re.compile(r"(password\s*=\s*)[^&\s]*", re.IGNORECASE)
+_HIDDEN = "<hidden>"
+
+
+def redact_url(url: str) -> str:
+    """``url`` (a DSN, an Ollama URL) with its password shown as ``***``, whether in the user
+    part or as a ``password=`` parameter, for messages and logs; everything else as given."""
+    masked = _PASSWORD_PARAMETER.sub(r"\1***", url)
+    scheme, sep, rest = masked.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    if not sep or not at:
+        return masked
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{location}" if ":" in credentials else masked
 
 
 def ollama_host_to_url(value: str) -> str:
@@ -45,7 +63,7 @@ def ollama_host_to_url(value: str) -> str:
     try:
         port = parsed.port or default_port
     except ValueError as exc:
-        raise ValueError(f"invalid port in {value!r}") from exc
+        raise ValueError(f"invalid port in {redact_url(value)!r}") from exc
     host = parsed.hostname or "127.0.0.1"
     if host in ("0.0.0.0", "::"):  # noqa: S104 - translating a bind address, not binding
         host = "127.0.0.1"
@@ -68,7 +86,9 @@ class Settings(BaseSettings):
     )
 
     database_url: str | None = Field(
-        default=None, description="PostgreSQL DSN; unset runs the embedded PostgreSQL"
+        default=None,
+        description="PostgreSQL DSN; unset runs the embedded PostgreSQL",
+        repr=False,  # it may hold a password
     )
     data_dir: Path = Field(
         default_factory=lambda: Path(platformdirs.user_data_dir("pgrecall")),
@@ -211,6 +231,7 @@ class Settings(BaseSettings):
         default=None,
         description='HTTP API keys and the namespaces each may use, as JSON: {"key": ["ns", '
         '"prefix-*"]}; "*" is every namespace',
+        repr=False,  # secrets
     )
     http_max_body_bytes: int = Field(
         default=4 * 1024 * 1024, ge=1024, description="largest HTTP request body accepted"
@@ -279,10 +300,30 @@ class Settings(BaseSettings):
         return LOCAL_MODEL if self.embedder == "local" else DEFAULT_OLLAMA_MODEL
 
 
+def _field(location: tuple[int | str, ...]) -> str | None:
+    """The field an error is about; a field read through an alias (OLLAMA_HOST) is located by
+    the alias."""
+    if not location:
+        return None
+    name = str(location[0]).lower()
+    return "ollama_url" if name == "ollama_host" else name.removeprefix(ENV_PREFIX.lower())
+
+
 def _env_name(location: tuple[int | str, ...]) -> str:
     if not location:
         return "settings"
-    return ENV_PREFIX + str(location[0]).upper()
+    name = str(location[0])
+    return name if name.isupper() else ENV_PREFIX + name.upper()  # an alias is the name already
+
+
+def _shown(location: tuple[int | str, ...], value: object) -> str:
+    """A bad value as a message may show it: API keys never, URLs without their password."""
+    field = _field(location)
+    if field == "api_keys":
+        return _HIDDEN
+    if field in ("database_url", "ollama_url") and isinstance(value, str):
+        return repr(redact_url(value))
+    return repr(value)
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -296,7 +337,7 @@ def load_settings(**overrides: Any) -> Settings:
             message = error["msg"].removeprefix("Value error, ")
             where = _env_name(error["loc"])
             if error["loc"] and error["type"] != "missing":
-                problems.append(f"  {where}={error['input']!r}: {message}")
+                problems.append(f"  {where}={_shown(error['loc'], error['input'])}: {message}")
             else:
                 problems.append(f"  {where}: {message}")
         raise ConfigurationError("invalid settings:\n" + "\n".join(problems)) from exc

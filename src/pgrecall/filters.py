@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from pgrecall import validation
 from pgrecall.errors import InvalidFilterError
 
 OPERATORS = ("eq", "ne", "in", "nin", "gt", "gte", "lt", "lte", "exists", "contains")
@@ -78,9 +79,9 @@ def _is_timestamp(value: object) -> bool:
 
 def _json(value: object, where: str) -> str:
     try:
-        return json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidFilterError(f"{where}: value is not plain JSON ({exc})") from exc
+        return validation.json_text(value)
+    except ValueError as exc:
+        raise InvalidFilterError(f"{where}: value {exc}") from exc
 
 
 def _nested(path: list[str], value: object) -> object:
@@ -125,6 +126,9 @@ class _Compiler:
         path = key.split(".")
         if any(not part for part in path):
             raise InvalidFilterError(f"{where}: empty segment in field path {key!r}")
+        problem = validation.text_problem(key)
+        if problem is not None:
+            raise InvalidFilterError(f"{where}: field name {problem}")
         if not isinstance(condition, Mapping):
             return self.operator("eq", path, condition, where)
         unknown = [k for k in condition if k not in OPERATORS]
@@ -142,8 +146,10 @@ class _Compiler:
         if self.conditions > MAX_CONDITIONS:
             raise InvalidFilterError(f"filter has more than {MAX_CONDITIONS} conditions")
         if op in ("eq", "ne") and not isinstance(value, dict | list):
-            # Containment of a scalar is equality, and the GIN index serves it.
-            nested = _json(_nested(path, value), where)
+            # Containment of a scalar is equality, and the GIN index serves it. The path's
+            # levels are checked keys: only the value needs checking.
+            _json(value, where)
+            nested = json.dumps(_nested(path, value), ensure_ascii=False)
             sql = f"({self.column} @> {self.params.add(nested, 'jsonb')})"
             return sql if op == "eq" else f"({sql} IS NOT TRUE)"
         field = f"({self.column} #> {self.params.add(path, 'text[]')})"

@@ -8,6 +8,8 @@ metadata and expiry replace the stored ones. Either way it keeps its own id and 
 A new memory takes the line's ``created_at``. A line's vector is stored as given when its space
 is the store's (nothing embedded); a vector of another space is dropped and the text embedded
 afresh (counted in ``embedded_afresh``).
+Lines come as bytes (a file read in binary) or text; a line that is not UTF-8, not JSON, or holds
+anything ``remember`` would refuse is rejected with its reason, and the others are stored.
 """
 
 from __future__ import annotations
@@ -43,9 +45,21 @@ class ImportReport:
     rejected: list[Rejected] = field(default_factory=list)
 
 
+def decode_line(raw: str | bytes) -> str:
+    """A line as text; InvalidInputError names the first byte that is not UTF-8."""
+    if isinstance(raw, str):
+        return raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(
+            f"not UTF-8 text: byte {raw[exc.start]:#04x} at position {exc.start + 1}"
+        ) from exc
+
+
 async def import_lines(
     store: MemoryStore,
-    lines: Iterable[str],
+    lines: Iterable[str | bytes],
     *,
     namespace: str | None,
     on_progress: Callable[[ImportReport], None] | None = None,
@@ -64,12 +78,12 @@ async def import_lines(
         if on_progress is not None:
             on_progress(report)
 
-    for number, text in enumerate(lines, start=1):
+    for number, line in enumerate(lines, start=1):
         report.lines = number
-        if not text.strip():
+        if not line.strip():
             continue
         try:
-            item = parse_line(text, namespace)
+            item = parse_line(decode_line(line), namespace)
             prepared = prepare_one(
                 item,
                 default_namespace=None,

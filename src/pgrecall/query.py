@@ -52,6 +52,9 @@ from pgrecall.spaces import SpaceRegistry
 SIZE_CACHE_SECONDS = 10.0
 # HNSW candidates fetched per wanted hit, before the exact re-sort.
 CANDIDATE_FACTOR = 4
+# Smallest fusion weight but 0: weight / (rrf_k + rank) of a smaller one (5e-324) underflows
+# PostgreSQL's float8 division, an error instead of a ranking.
+MIN_WEIGHT = 1e-6
 
 
 _COUNT = f"""
@@ -152,8 +155,10 @@ def _check(options: RecallOptions) -> None:
         raise InvalidInputError("min_score bounds vector similarity: not in keyword mode")
     for name in ("vector_weight", "keyword_weight"):
         value = getattr(options, name)
-        if value is not None and (isinstance(value, bool) or not 0 <= value <= 100):
-            raise InvalidInputError(f"{name} must be a number from 0 to 100")
+        if value is not None and (
+            isinstance(value, bool) or not (value == 0 or MIN_WEIGHT <= value <= 100)
+        ):
+            raise InvalidInputError(f"{name} must be 0 or a number from {MIN_WEIGHT} to 100")
     check_boosts(options.diversity, options.recency_half_life)
     # Compile the filter before any work, so a malformed one fails fast and costs nothing.
     compile_filter(options.filter, SqlParams())
@@ -184,7 +189,7 @@ class QueryService:
     ) -> RecallResult:
         """The ``k`` best memories for ``query`` inside ``namespaces``, best first."""
         names = validation.namespaces(namespaces)
-        text = validation.content(query, 10**6)
+        text = validation.query(query)
         _check(options)
         sizes = await self._sizes.sizes(names)
         unknown = [name for name in names if not sizes.get(name)]

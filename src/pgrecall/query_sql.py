@@ -48,10 +48,16 @@ def query_terms(text: str) -> tuple[str, ...]:
             SELECT DISTINCT lexeme
             FROM unnest(tsvector_to_array(to_tsvector(pgrecall_text_config(), {text}))) AS lexeme
         )""",
-        # Lexemes never hold quotes or backslashes (the parser splits on them).
+        # Each lexeme is quoted as tsquery input wants it: a URL's lexeme can hold a quote
+        # ("/wiki/o'reilly_media"), so quotes are doubled and backslashes (tsquery's escape
+        # character, chr(92)) escaped: whatever the text, it stays one lexeme, never operators.
         """query AS (
             SELECT (SELECT array_agg(lexeme) FROM terms) AS lexemes,
-                   (SELECT string_agg('''' || lexeme || '''', ' | ') FROM terms)::tsquery AS tsq
+                   (SELECT string_agg(
+                        '''' || replace(replace(lexeme, chr(92), chr(92) || chr(92)),
+                                        '''', '''''') || '''',
+                        ' | ')
+                    FROM terms)::tsquery AS tsq
         )""",
     )
 

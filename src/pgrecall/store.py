@@ -15,7 +15,7 @@ from uuid import UUID
 import asyncpg
 
 from pgrecall import validation
-from pgrecall.catalog import Catalog, memory_id
+from pgrecall.catalog import Catalog, memory_id, no_memory
 from pgrecall.config import Settings, load_settings
 from pgrecall.db import inspect, migrate
 from pgrecall.db.embedded import database_dsn
@@ -26,7 +26,6 @@ from pgrecall.embedding.space import EmbeddingSpace
 from pgrecall.errors import (
     DimensionMismatchError,
     InvalidInputError,
-    NotFoundError,
     PgRecallError,
     SchemaError,
 )
@@ -307,7 +306,7 @@ class MemoryStore:
         identifier = memory_id(memory)
         found = await self._catalog.get(identifier, namespace)
         if found is None:
-            raise NotFoundError(f"no memory {identifier}")
+            raise no_memory(identifier)
         return found
 
     async def update(
@@ -327,7 +326,7 @@ class MemoryStore:
         # As written, even when the change was an expiry in the past (it is gone from now on).
         updated = await self._catalog.get(current.id, current.namespace, expired=True)
         if updated is None:
-            raise NotFoundError(f"no memory {current.id}")
+            raise no_memory(current.id)
         return updated
 
     async def forget(

@@ -50,6 +50,10 @@ def parse_line(text: str, default_namespace: str | None) -> MemoryInput:
         document: Any = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"not JSON: {exc.msg}") from exc
+    except RecursionError as exc:
+        raise InvalidInputError("not JSON this importer reads: nested too deeply") from exc
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise InvalidInputError(f"not JSON this importer reads: {exc}") from exc
     if not isinstance(document, dict):
         raise InvalidInputError("not a JSON object")
     content = document.get("content", document.get("text"))

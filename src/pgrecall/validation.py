@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -15,12 +16,20 @@ from pgrecall.errors import InvalidInputError
 MAX_NAMESPACE_LENGTH = 256
 MAX_KEY_LENGTH = 512
 MAX_METADATA_BYTES = 64 * 1024
+# Deepest nesting of objects and arrays in metadata and filter values (the top object is level
+# 1). Far deeper values were stored and then broke every read that serialised them.
+MAX_JSON_DEPTH = 32
+# Code points Python strings may hold but UTF-8 (and PostgreSQL) cannot: halves of a pair.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 # One encoder for every call: json.dumps with options builds a new one each time.
 _JSON = json.JSONEncoder(allow_nan=False, ensure_ascii=False)
 MAX_K = 1000
 # The first and last microseconds a timestamp may not be (see check_timestamp).
 _FIRST = datetime.min.replace(tzinfo=UTC)
 _LAST = datetime.max.replace(tzinfo=UTC)
+# Longest recall query: a question or a passage, far past what an embedding model reads
+# (~512 tokens); a megabyte of query text overflowed PostgreSQL's tsvector.
+MAX_QUERY_CHARS = 10_000
 
 
 def _where(position: int | None) -> str:
@@ -50,29 +59,97 @@ def namespaces(value: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(namespace(name) for name in names))
 
 
-def content(value: object, max_chars: int, position: int | None = None) -> str:
-    """Memory text: not empty, not only whitespace, not too long, no NUL characters."""
+def _text(value: object, what: str, max_chars: int, position: int | None, limit: str = "") -> str:
     if not isinstance(value, str):
-        raise InvalidInputError(f"content must be a string{_where(position)}", position=position)
+        raise InvalidInputError(f"{what} must be a string{_where(position)}", position=position)
     if not value.strip():
         raise InvalidInputError(
-            f"content is empty or only whitespace{_where(position)}", position=position
+            f"{what} is empty or only whitespace{_where(position)}", position=position
         )
     if len(value) > max_chars:
         raise InvalidInputError(
-            f"content has {len(value)} characters, more than the {max_chars} allowed"
-            f"{_where(position)} (PGRECALL_MAX_CONTENT_CHARS)",
+            f"{what} has {len(value)} characters, more than the {max_chars} allowed"
+            f"{_where(position)}{limit}",
             position=position,
         )
-    if "\x00" in value:
-        raise InvalidInputError(
-            f"content contains a NUL character{_where(position)}", position=position
-        )
+    problem = text_problem(value)
+    if problem is not None:
+        raise InvalidInputError(f"{what} {problem}{_where(position)}", position=position)
     return value
 
 
+def content(value: object, max_chars: int, position: int | None = None) -> str:
+    """Memory text: not empty, not only whitespace, not too long, no NUL or lone surrogate."""
+    return _text(value, "content", max_chars, position, " (PGRECALL_MAX_CONTENT_CHARS)")
+
+
+def query(value: object) -> str:
+    """Recall text: not empty, at most MAX_QUERY_CHARS characters, no NUL or lone surrogate."""
+    return _text(value, "query", MAX_QUERY_CHARS, None)
+
+
+def text_problem(value: str) -> str | None:
+    """What keeps ``value`` out of PostgreSQL text (a NUL, a lone surrogate), or None."""
+    if "\x00" in value:
+        return "contains a NUL character"
+    found = _LONE_SURROGATE.search(value)
+    if found is not None:
+        return f"contains a lone surrogate (U+{ord(found.group()):04X}), which is not Unicode text"
+    return None
+
+
+def _json_tree_problem(value: object) -> str | None:
+    """The first string, key or nesting in ``value`` that jsonb must not get, or None."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            problem = text_problem(item)
+            if problem is not None:
+                return f"holds a string that {problem}"
+        elif isinstance(item, Mapping | list | tuple):
+            if depth > MAX_JSON_DEPTH:
+                return f"nests deeper than {MAX_JSON_DEPTH} levels"
+            if isinstance(item, Mapping):
+                for name, child in item.items():
+                    problem = text_problem(name) if isinstance(name, str) else None
+                    if problem is not None:
+                        return f"holds a key that {problem}"
+                    stack.append((child, depth + 1))
+            else:
+                stack.extend((child, depth + 1) for child in item)
+    return None
+
+
+def json_text(value: object) -> str:
+    """``value`` as JSON text that jsonb takes and every read can serialise again; ValueError
+    says why not (not plain JSON, a NUL or lone surrogate in a key or string, nesting deeper
+    than MAX_JSON_DEPTH). Callers name the field."""
+    try:
+        text = _JSON.encode(value)
+    except RecursionError as exc:
+        raise ValueError(f"nests deeper than {MAX_JSON_DEPTH} levels") from exc
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"is not plain JSON ({exc})") from exc
+    # Cheap and conclusive when clean, the common case: the encoder writes every NUL as an
+    # escape, UTF-8 refuses every surrogate, and each level needs a bracket. Only when one of
+    # them fires is the tree walked, to tell a real problem from, say, the text "\u0000".
+    suspicious = "\\u0000" in text or text.count("{") + text.count("[") > MAX_JSON_DEPTH
+    if not suspicious:
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            suspicious = True
+    if suspicious:
+        problem = _json_tree_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+    return text
+
+
 def metadata(value: object, position: int | None = None) -> str:
-    """Metadata as JSON text: a JSON object with string keys, finite numbers, no NUL."""
+    """Metadata as JSON text: a JSON object with string keys, finite numbers, no NUL or lone
+    surrogate, at most MAX_JSON_DEPTH levels deep."""
     if value is None:
         return "{}"
     if not isinstance(value, Mapping):
@@ -81,15 +158,9 @@ def metadata(value: object, position: int | None = None) -> str:
             position=position,
         )
     try:
-        text = _JSON.encode(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(
-            f"metadata is not plain JSON ({exc}){_where(position)}", position=position
-        ) from exc
-    if "\\u0000" in text or "\x00" in text:
-        raise InvalidInputError(
-            f"metadata contains a NUL character{_where(position)}", position=position
-        )
+        text = json_text(value)
+    except ValueError as exc:
+        raise InvalidInputError(f"metadata {exc}{_where(position)}", position=position) from exc
     if len(text.encode()) > MAX_METADATA_BYTES:
         raise InvalidInputError(
             f"metadata is larger than {MAX_METADATA_BYTES} bytes{_where(position)}",

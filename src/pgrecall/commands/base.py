@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 import pgrecall
 from pgrecall.commands.menu import MenuGroup
@@ -58,7 +59,7 @@ def _root(
 
 def fail(exc: PgRecallError) -> typer.Exit:
     """Print one line for a user-facing error; the command exits 2."""
-    err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+    err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, markup=True)
     return typer.Exit(code=2)
 
 

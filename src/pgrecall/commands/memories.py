@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from pgrecall import validation
 from pgrecall.commands.base import (
@@ -37,6 +39,19 @@ from pgrecall.records import (
     Stats,
 )
 from pgrecall.store import MemoryStore
+
+# Exit code of `pgrecall import` when some lines were rejected (the others are stored);
+# errors that stop a command exit 2.
+IMPORT_REJECTED_EXIT = 1
+
+
+# Control characters but newline and tab, shown as escapes: a stored text must not drive the
+# terminal (an ESC sequence can clear it, recolour it or set its title).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _visible(text: str) -> str:
+    return _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
 
 
 def _json_argument(text: str | None, what: str) -> dict[str, Any] | None:
@@ -115,13 +130,15 @@ def import_command(
 ) -> None:
     """Import memories from a JSONL file or stdin; safe to re-run.
 
-    One JSON object a line with content, and optionally namespace, metadata, key and times.
+    One JSON object a line; a bad line is reported on stderr and skipped (exit 1).
     """
+    # Read as bytes: a line that is not UTF-8 is rejected alone, not the whole file.
+    stream: BinaryIO
     if file == "-":
-        stream = sys.stdin
+        stream = sys.stdin.buffer
     else:
         try:
-            stream = Path(file).open(encoding="utf-8")  # noqa: SIM115 - closed below
+            stream = Path(file).open("rb")  # noqa: SIM115 - closed below
         except OSError as exc:
             raise fail(InvalidInputError(f"cannot read {file}: {exc.strerror}")) from None
     started = time.monotonic()
@@ -144,7 +161,7 @@ def import_command(
                 lambda store: import_lines(store, stream, namespace=namespace, on_progress=show)
             )
     finally:
-        if stream is not sys.stdin:
+        if stream is not sys.stdin.buffer:
             stream.close()
     rejected = [{"line": r.line, "reason": r.reason} for r in report.rejected]
     if as_json:
@@ -165,8 +182,10 @@ def import_command(
                 "their texts were embedded afresh",
                 highlight=False,
             )
-        for item in rejected:
-            err.print(f"line {item['line']}: {item['reason']}", highlight=False)
+    for item in rejected:
+        err.print(f"line {item['line']}: {item['reason']}", highlight=False, markup=False)
+    if rejected:
+        raise typer.Exit(code=IMPORT_REJECTED_EXIT)
 
 
 @app.command("recall")
@@ -212,7 +231,8 @@ def recall_command(
         return
     table = Table("score", "content", "namespace", "id", box=None)
     for hit in hits:
-        table.add_row(f"{hit.score:.3f}", hit.content, hit.namespace, str(hit.id))
+        shown = Text(_visible(hit.content)), Text(_visible(hit.namespace))
+        table.add_row(f"{hit.score:.3f}", *shown, str(hit.id))
     out.print(table)
 
 
@@ -228,7 +248,7 @@ def get_command(
         print_json(_memory_json(found))
     else:
         for name, value in _memory_json(found).items():
-            out.print(f"{name}: {value}", highlight=False)
+            out.print(_visible(f"{name}: {value}"), highlight=False, markup=False)
 
 
 @app.command("list")
@@ -255,7 +275,7 @@ def list_command(
             line = f"{memory.created_at:%Y-%m-%d %H:%M:%S}  {memory.id}  {memory.content}"
             if memory.status != "embedded":
                 line += f"  [{memory.status}: {memory.embed_error or 'waiting'}]"
-            out.print(line, highlight=False)
+            out.print(_visible(line), highlight=False, markup=False)
     if page.next_cursor:
         err.print(f"next page: --cursor {page.next_cursor}", highlight=False)
 
@@ -331,7 +351,7 @@ def stats_command(
     table = Table("namespace", "memories", "embedded", "pending", "failed", box=None)
     for item in stats.namespaces:
         table.add_row(
-            item.namespace,
+            Text(_visible(item.namespace)),
             str(item.memories),
             str(item.embedded),
             str(item.pending),

@@ -1,13 +1,21 @@
-"""The one boundary where asyncpg's exceptions become pgrecall's."""
+"""The one boundary where asyncpg's exceptions become pgrecall's.
+
+The messages say what happened and what to do, never the server's own text: it can quote the
+values of the statement, name server processes and table internals, and it reaches HTTP
+clients. The log gets the SQLSTATE and the exception's class, which is what an operator needs.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 
 import asyncpg
 
 from pgrecall.errors import DatabaseBusyError, DatabaseError, DatabaseUnavailableError, SchemaError
+
+logger = logging.getLogger(__name__)
 
 _CONNECTION_LOST = (
     OSError,
@@ -26,17 +34,17 @@ def database_errors() -> Iterator[None]:
     try:
         yield
     except _CONNECTION_LOST as exc:
-        raise DatabaseUnavailableError(
-            f"lost the database connection ({exc.__class__.__name__}: {exc}); retry"
-        ) from exc
+        raise DatabaseUnavailableError("lost the database connection; retry") from exc
     except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError) as exc:
-        raise SchemaError(
-            f"the database schema is not current ({exc}): run pgrecall migrate"
-        ) from exc
+        logger.error("schema not current: SQLSTATE %s (%s)", exc.sqlstate, type(exc).__name__)
+        raise SchemaError("the database schema is not current: run pgrecall migrate") from exc
     except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
         # PostgreSQL rolled the statement back; its text names server processes: not shown.
         raise DatabaseBusyError(
             "concurrent writes to the same memories collided; send the request again"
         ) from exc
     except asyncpg.PostgresError as exc:
-        raise DatabaseError(f"the database refused the operation: {exc}") from exc
+        logger.error("the database refused: SQLSTATE %s (%s)", exc.sqlstate, type(exc).__name__)
+        raise DatabaseError(
+            "the database refused the operation; retry, and report it if it persists"
+        ) from exc

@@ -15,7 +15,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from pgrecall.db.pool import redact
+from pgrecall.config import redact_url
 from pgrecall.errors import DatabaseUnavailableError, SchemaError
 
 # pg_advisory_xact_lock key held while migrating: ASCII "pgrc".
@@ -74,9 +74,9 @@ async def _with_connection(dsn: str, work: Callable[[Connection], object]) -> ob
         async with _alembic_in_use, engine.begin() as connection:
             return await connection.run_sync(work)
     except (OSError, OperationalError, InterfaceError) as exc:
-        raise DatabaseUnavailableError(f"cannot migrate {redact(dsn)}: {exc}") from exc
+        raise DatabaseUnavailableError(f"cannot migrate {redact_url(dsn)}: {exc}") from exc
     except DBAPIError as exc:
-        raise SchemaError(f"migration failed on {redact(dsn)}: {exc.orig}") from exc
+        raise SchemaError(f"migration failed on {redact_url(dsn)}: {exc.orig}") from exc
     finally:
         await engine.dispose()
 

@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import asyncpg
 
+from pgrecall.config import redact_url
 from pgrecall.db.vectors import register_vector_codec
 from pgrecall.errors import DatabaseUnavailableError, SchemaError
 
 # Each connection's prepared statements survive in asyncpg's cache; keep enough for every
 # query shape a service uses.
 STATEMENT_CACHE_SIZE = 256
-
-
-def redact(dsn: str) -> str:
-    """The DSN without its password, for messages."""
-    scheme, sep, rest = dsn.partition("://")
-    credentials, at, location = rest.rpartition("@")
-    if not sep or not at:
-        return dsn
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{location}" if ":" in credentials else dsn
 
 
 async def _init_connection(connection: asyncpg.Connection) -> None:
@@ -46,7 +37,7 @@ async def connect(dsn: str) -> asyncpg.Connection:
     try:
         connection = await asyncpg.connect(dsn)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise DatabaseUnavailableError(f"cannot connect to {redact(dsn)}: {exc}") from exc
+        raise DatabaseUnavailableError(f"cannot connect to {redact_url(dsn)}: {exc}") from exc
     return connection
 
 
@@ -72,6 +63,6 @@ async def create_pool(
             },
         )
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise DatabaseUnavailableError(f"cannot connect to {redact(dsn)}: {exc}") from exc
+        raise DatabaseUnavailableError(f"cannot connect to {redact_url(dsn)}: {exc}") from exc
     assert pool is not None
     return pool

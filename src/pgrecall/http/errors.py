@@ -61,8 +61,10 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
-    """The JSON error body every error uses."""
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+    """The JSON error body every error uses. A message may quote what the client sent, a lone
+    surrogate included, which UTF-8 cannot carry: such a character is shown as its escape."""
+    readable = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    return JSONResponse({"error": {"code": code, "message": readable}}, status_code=status)
 
 
 def install(app: FastAPI) -> None:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import generate_latest
 
-from pgrecall.catalog import MAX_PAGE
+from pgrecall.catalog import MAX_PAGE, no_memory
 from pgrecall.exporter import ExportScope, export_chunks
 from pgrecall.http.auth import Access, access
 from pgrecall.http.errors import PayloadTooLarge
@@ -33,7 +33,7 @@ from pgrecall.http.schemas import (
     StatsOut,
     Status,
 )
-from pgrecall.records import MemoryInput
+from pgrecall.records import Memory, MemoryInput
 from pgrecall.store import MemoryStore
 from pgrecall.update import UNSET
 from pgrecall.validation import MAX_NAMESPACE_LENGTH
@@ -109,12 +109,19 @@ async def recall(body: RecallRequest, caller: Caller, store: StoreDependency) ->
     return json_answer(answer, "hits", (HitOut.of(hit) for hit in result))
 
 
+async def _visible(memory_id: UUID, caller: Access, store: MemoryStore) -> Memory:
+    """The memory, if the caller may see its namespace. One the caller may not see answers as
+    an unknown id does: a 403 naming the namespace would tell that the id exists, and where."""
+    memory = await store.get(memory_id)
+    if not caller.allows(memory.namespace):
+        raise no_memory(memory_id)
+    return memory
+
+
 @api.get("/memories/{memory_id}", response_model=MemoryOut)
 async def get_memory(memory_id: UUID, caller: Caller, store: StoreDependency) -> MemoryOut:
     """One memory by id."""
-    memory = await store.get(memory_id)
-    caller.require([memory.namespace])
-    return MemoryOut.of(memory)
+    return MemoryOut.of(await _visible(memory_id, caller, store))
 
 
 @api.patch("/memories/{memory_id}", response_model=MemoryOut)
@@ -122,8 +129,7 @@ async def update_memory(
     memory_id: UUID, body: MemoryPatch, caller: Caller, store: StoreDependency
 ) -> MemoryOut:
     """Change text (embedded again), metadata (replaced) or expiry (null clears it)."""
-    current = await store.get(memory_id)
-    caller.require([current.namespace])
+    current = await _visible(memory_id, caller, store)
     expires_at = body.expires_at if "expires_at" in body.model_fields_set else UNSET
     updated = await store.update(
         memory_id,
@@ -138,8 +144,7 @@ async def update_memory(
 @api.delete("/memories/{memory_id}", response_model=ForgetResponse)
 async def delete_memory(memory_id: UUID, caller: Caller, store: StoreDependency) -> ForgetResponse:
     """Forget one memory."""
-    current = await store.get(memory_id)
-    caller.require([current.namespace])
+    current = await _visible(memory_id, caller, store)
     return ForgetResponse(forgotten=await store.forget([memory_id], namespace=current.namespace))
 
 

@@ -9,7 +9,7 @@ from uuid import UUID
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from pgrecall.records import Stats
-from pgrecall.validation import MAX_K, MAX_KEY_LENGTH, MAX_NAMESPACE_LENGTH
+from pgrecall.validation import MAX_K, MAX_KEY_LENGTH, MAX_NAMESPACE_LENGTH, MAX_QUERY_CHARS
 
 Namespace = Field(min_length=1, max_length=MAX_NAMESPACE_LENGTH)
 Status = Literal["pending", "embedded", "failed"]
@@ -65,7 +65,7 @@ class RememberResponse(BaseModel):
 class RecallRequest(_Strict):
     """A search by meaning inside one or more namespaces."""
 
-    query: str = Field(min_length=1)
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     namespaces: list[str] = Field(min_length=1, max_length=100)
     k: int = Field(default=10, ge=1, le=MAX_K)
     filter: dict[str, Any] | None = None
