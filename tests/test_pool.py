@@ -10,7 +10,12 @@ import pytest
 from pgrecall.config import redact_url
 from pgrecall.db.errors import database_errors
 from pgrecall.db.pool import create_pool
-from pgrecall.errors import DatabaseError, DatabaseUnavailableError, SchemaError
+from pgrecall.errors import (
+    DatabaseBusyError,
+    DatabaseError,
+    DatabaseUnavailableError,
+    SchemaError,
+)
 
 from .conftest import TEST_DIMENSIONS
 
@@ -99,7 +104,7 @@ async def test_a_released_connection_is_not_reset(migrated_dsn: str) -> None:
     ("raised", "expected"),
     [
         (asyncpg.PostgresSyntaxError('syntax error in tsquery: "o\'reilly"'), DatabaseError),
-        (asyncpg.DeadlockDetectedError("Process 4242 waits for ShareLock"), DatabaseError),
+        (asyncpg.DeadlockDetectedError("Process 4242 waits for ShareLock"), DatabaseBusyError),
         (asyncpg.UndefinedTableError('relation "memories" does not exist'), SchemaError),
         (asyncpg.ConnectionDoesNotExistError("connection was closed"), DatabaseUnavailableError),
     ],

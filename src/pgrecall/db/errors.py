@@ -40,6 +40,7 @@ def database_errors() -> Iterator[None]:
         raise SchemaError("the database schema is not current: run pgrecall migrate") from exc
     except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
         # PostgreSQL rolled the statement back; its text names server processes: not shown.
+        logger.warning("writes collided: SQLSTATE %s (%s)", exc.sqlstate, type(exc).__name__)
         raise DatabaseBusyError(
             "concurrent writes to the same memories collided; send the request again"
         ) from exc
