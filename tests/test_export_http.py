@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -125,3 +127,26 @@ async def test_an_http_export_with_vectors_imports_without_embedding(
     exported = {(line["content"], line["created_at"]) for line in lines}
     assert {(m.content, m.created_at.isoformat()) for m in page.memories} == exported
     assert all(memory.embedded for memory in page.memories)
+
+
+def test_an_export_that_cannot_start_answers_an_error_not_a_200(
+    server: ServerThread, migrated_dsn: str
+) -> None:
+    # The first page is read before the status line: a broken schema is the usual error body,
+    # where a lazy stream answered 200 with an empty body and logged the database's text.
+    async def rename(old: str, new: str) -> None:
+        connection = await asyncpg.connect(migrated_dsn)
+        try:
+            await connection.execute(f"ALTER TABLE {old} RENAME TO {new}")
+        finally:
+            await connection.close()
+
+    asyncio.run(rename("memories", "memories_away"))
+    try:
+        response = _export(server, ADMIN_KEY, namespace="agent-a")
+    finally:
+        asyncio.run(rename("memories_away", "memories"))
+    assert response.status_code >= 400
+    assert set(response.json()) == {"error"}
+    assert "memories" not in response.text
+    assert _namespaces(_export(server, ADMIN_KEY, namespace="agent-a")) == {"agent-a"}

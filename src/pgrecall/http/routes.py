@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -10,6 +12,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import generate_latest
 
 from pgrecall.catalog import MAX_PAGE, no_memory
+from pgrecall.errors import PgRecallError
 from pgrecall.exporter import ExportScope, export_chunks
 from pgrecall.http.auth import Access, access
 from pgrecall.http.errors import PayloadTooLarge
@@ -37,6 +40,8 @@ from pgrecall.records import Memory, MemoryInput
 from pgrecall.store import MemoryStore
 from pgrecall.update import UNSET
 from pgrecall.validation import MAX_NAMESPACE_LENGTH
+
+logger = logging.getLogger(__name__)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 409, 413, 422, 503)
@@ -210,7 +215,30 @@ async def export(
     else:
         scope = caller.export_scope()
     chunks = export_chunks(store.export(scope, with_vectors=with_vectors))
-    return StreamingResponse(chunks, media_type=NDJSON)
+    # The first page is read before the status line goes out, so a database that is down or a
+    # stale schema answers as every route does (503 ...), not as a 200 with an empty body.
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        first = b""
+    return StreamingResponse(_streamed(first, chunks), media_type=NDJSON)
+
+
+async def _streamed(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The export's chunks. Once the 200 is sent, a failure can only cut the body short (the
+    client sees an incomplete chunked answer); the log names the error's class, never the
+    database's text carried by its cause."""
+    yield first
+    try:
+        async for chunk in rest:
+            yield chunk
+    except PgRecallError as exc:
+        logger.warning("export cut short: %s", type(exc).__name__)
+        raise ExportInterruptedError(type(exc).__name__) from None
+
+
+class ExportInterruptedError(Exception):
+    """An export stream that failed after its status line was sent (for the server's log)."""
 
 
 @probes.get("/healthz")
