@@ -94,6 +94,29 @@ async def test_a_namespace_of_expired_memories_is_empty(hashed: MemoryStore) -> 
     assert (await hashed.list(status="embedded")).memories == []
 
 
+async def test_forget_and_retry_count_only_what_had_not_expired(
+    hashed: MemoryStore, migrated_dsn: str
+) -> None:
+    # get answers "no memory" for an expired one: forget must not say it forgot it.
+    gone = await hashed.remember("Expired already.", namespace="c", expires_at=PAST)
+    live = await hashed.remember("Still here.", namespace="c")
+    assert await hashed.forget([gone.id], namespace="c") == 0
+    assert await hashed.forget([live.id], namespace="c") == 1
+    for text in ("Expired and failed.", "Failed, not expired."):
+        await hashed.remember(text, namespace="d", expires_at=PAST if "Expired" in text else None)
+    await hashed.remember("Expired, matched.", namespace="d", expires_at=PAST)
+    connection = await asyncpg.connect(migrated_dsn)
+    try:
+        await connection.execute(
+            "UPDATE memories SET status = 'failed', embedding = NULL, space_id = NULL"
+            " WHERE namespace = 'd'"
+        )
+    finally:
+        await connection.close()
+    assert await hashed.retry_failed(namespace="d") == 1  # the expired ones stay gone
+    assert await hashed.forget(namespace="d", filter={}) == 1
+
+
 async def test_an_update_that_expires_a_memory_returns_it_once(hashed: MemoryStore) -> None:
     memory = await hashed.remember("Short-lived.", namespace="a")
     updated = await hashed.update(memory.id, expires_at=PAST)

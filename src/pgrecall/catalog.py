@@ -163,7 +163,7 @@ class Catalog:
     async def retry_failed(self, namespace: str | None = None) -> int:
         """Put failed memories back in the queue (attempts reset); returns how many."""
         params = SqlParams()
-        where = "status = 'failed'"
+        where = f"status = 'failed' AND {unexpired()}"
         if namespace is not None:
             where += f" AND namespace = {params.add(validation.namespace(namespace), 'text')}"
         with database_errors():
@@ -177,16 +177,19 @@ class Catalog:
     async def forget_ids(
         self, identifiers: Sequence[UUID], namespace: str | None = None
     ) -> list[tuple[UUID, str]]:
-        """Delete memories by id; returns (id, namespace) of those deleted."""
+        """Delete memories by id; returns (id, namespace) of those deleted that had not expired
+        (an expired one goes too, but it was already gone to every read)."""
         params = SqlParams()
         where = f"id = ANY({params.add(list(identifiers), 'uuid[]')})"
         if namespace is not None:
             where += f" AND namespace = {params.add(validation.namespace(namespace), 'text')}"
         with database_errors():
             rows = await self._pool.fetch(
-                f"DELETE FROM memories WHERE {where} RETURNING id, namespace", *params.values
+                f"DELETE FROM memories WHERE {where} "
+                f"RETURNING id, namespace, {unexpired()} AS live",
+                *params.values,
             )
-        return [(row["id"], row["namespace"]) for row in rows]
+        return [(row["id"], row["namespace"]) for row in rows if row["live"]]
 
     async def forget_matching(self, namespace: str, filter_document: Mapping[str, Any]) -> int:
         """Delete the memories of a namespace that match a filter; returns how many."""
@@ -196,8 +199,12 @@ class Catalog:
             f"namespace = {params.add(name, 'text')} AND {compile_filter(filter_document, params)}"
         )
         with database_errors():
-            status = await self._pool.execute(f"DELETE FROM memories WHERE {where}", *params.values)
-        return int(status.split()[-1])
+            live = await self._pool.fetchval(
+                f"WITH gone AS (DELETE FROM memories WHERE {where} "
+                f"RETURNING {unexpired()} AS live) SELECT count(*) FILTER (WHERE live) FROM gone",
+                *params.values,
+            )
+        return int(live)
 
     async def stats(self, namespace: str | None = None) -> Stats:
         """Counts per namespace (one namespace, or all of them), expired memories left out."""
