@@ -10,6 +10,9 @@ from pgrecall.errors import EmbeddingSpaceMismatchError
 
 from .conftest import store_settings
 
+# Engine-sensitive: each test using a database runs on PostgreSQL and on Citus (conftest.py).
+pytestmark = pytest.mark.engines
+
 MEMORIES = [
     "Zorblatt confirmed the shipment leaves on Thursday.",
     "The physician prescribed antibiotics for the infection.",

@@ -20,6 +20,9 @@ from pgrecall.ingest import IngestionService, _chunk_bounds
 from .conftest import store_settings
 from .fakes import HashEmbedder
 
+# Engine-sensitive: each test using a database runs on PostgreSQL and on Citus (conftest.py).
+pytestmark = pytest.mark.engines
+
 CHUNK = 8  # small chunks: a call of a few dozen memories crosses several
 
 

@@ -340,6 +340,7 @@ class IngestionService:
                     space_id,
                     [m.search_text for m in memories],
                     *extra,
+                    sorted({m.namespace for m in memories}),
                 )
 
         found = (await with_replays(lambda: find(FIND_EXISTING, chunk.unique)))[0]
@@ -426,8 +427,11 @@ class IngestionService:
                             await connection.copy_records_to_table(
                                 "memories", records=plan.records, columns=COPY_COLUMNS
                             )
-                        except asyncpg.UniqueViolationError:
+                        except (asyncpg.UniqueViolationError, asyncpg.InternalServerError):
                             # Stored by another writer since the lookup: upsert them instead.
+                            # Citus reports a shard's refusal of a COPY without its SQLSTATE
+                            # (XX000): the upsert that follows is right whatever the cause, and
+                            # raises a cause other than a duplicate again, with its own code.
                             upserts = upserts + _upserts(
                                 chunk, plan.copied, plan.space_id, plan.call_clock
                             )

@@ -11,6 +11,8 @@ there is none yet, the pending state) replaces it, so a row never holds a stale 
 # call are stamped from it, see COPY_COLUMNS). One branch per identity kind, each joined on the
 # columns of its unique partial index, so every wanted row is one index probe (a join on
 # "key IS NOT DISTINCT FROM" can use neither index and scanned the namespace or the table).
+# The last parameter lists the chunk's namespaces once each: joined on the unnest alone, Citus
+# cannot tell which shards hold the rows and asks all of them; named, one namespace is one shard.
 FIND_EXISTING = """
     WITH wanted AS (
         SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $5::text[]) WITH ORDINALITY
@@ -22,13 +24,14 @@ FIND_EXISTING = """
         FROM wanted w
         JOIN memories m ON m.namespace = w.namespace AND m.content_hash = w.content_hash
                        AND m.key IS NULL
-        WHERE w.key IS NULL
+        WHERE w.key IS NULL AND m.namespace = ANY($6::text[])
         UNION ALL
         SELECT w.position,
                m.content_hash = w.content_hash AND m.embedding IS NOT NULL AND m.space_id = $4
                AND m.search_text IS NOT DISTINCT FROM w.search_text
         FROM wanted w
         JOIN memories m ON m.namespace = w.namespace AND m.key = w.key
+        WHERE m.namespace = ANY($6::text[])
     )
     SELECT clock_timestamp() AS clock,
            coalesce(array_agg(position), '{}') AS positions,
@@ -53,7 +56,8 @@ FIND_UNCHANGED = """
     FROM wanted w
     JOIN memories m ON m.namespace = w.namespace AND m.content_hash = w.content_hash
                    AND m.key IS NULL
-    WHERE w.key IS NULL AND m.status = 'embedded' AND m.embed_error IS NULL
+    WHERE w.key IS NULL AND m.namespace = ANY($8::text[])
+      AND m.status = 'embedded' AND m.embed_error IS NULL
       AND m.embed_attempts = 0 AND m.space_id = $4
       AND m.search_text IS NOT DISTINCT FROM w.search_text
       AND m.expires_at IS NOT DISTINCT FROM w.expires_at
@@ -62,7 +66,8 @@ FIND_UNCHANGED = """
     SELECT w.position, m.id
     FROM wanted w
     JOIN memories m ON m.namespace = w.namespace AND m.key = w.key
-    WHERE m.content_hash = w.content_hash AND m.status = 'embedded' AND m.embed_error IS NULL
+    WHERE m.namespace = ANY($8::text[])
+      AND m.content_hash = w.content_hash AND m.status = 'embedded' AND m.embed_error IS NULL
       AND m.embed_attempts = 0 AND m.space_id = $4
       AND m.search_text IS NOT DISTINCT FROM w.search_text
       AND m.expires_at IS NOT DISTINCT FROM w.expires_at
@@ -93,19 +98,27 @@ COPY_COLUMNS = (
 # A row past its expiry is gone to every read (expiry.py) until the sweeper deletes it: written
 # again, it starts afresh under its id, as a new row would: nothing of its metadata carried
 # over, stamped like the call's new rows (created_at = updated_at, which tells it from an
-# update in RETURNING: an update is stamped later, at its clock_timestamp()).
-EXPIRED = "memories.expires_at <= now()"
+# update in RETURNING: an update is stamped later, at the statement's clock).
+#
+# The statement's clock is read once (CTE ``clock``) and reaches DO UPDATE SET through the
+# proposed row's embed_after (EXCLUDED.embed_after; a new row takes it as its embed_after, as
+# the column's default would): Citus runs DO UPDATE SET on the shards and refuses any function
+# there but immutable ones (now() and clock_timestamp() in it failed).
+CLOCK = "clock AS (SELECT clock_timestamp() AS at)"
+EXPIRED = "memories.expires_at <= EXCLUDED.embed_after"
 STAMPS = f"""        created_at = CASE WHEN {EXPIRED} THEN EXCLUDED.created_at
                           ELSE memories.created_at END,
-        updated_at = CASE WHEN {EXPIRED} THEN EXCLUDED.created_at ELSE clock_timestamp() END"""
+        updated_at = CASE WHEN {EXPIRED} THEN EXCLUDED.created_at ELSE EXCLUDED.embed_after END"""
 INSERTED = "(xmax = 0 OR created_at = updated_at) AS inserted"
 
 UPSERT_BY_CONTENT = f"""
+    WITH {CLOCK}
     INSERT INTO memories (namespace, content, content_hash, metadata, embedding, space_id,
-                          expires_at, status, embed_error, search_text, created_at, updated_at)
+                          expires_at, status, embed_error, search_text, created_at, updated_at,
+                          embed_after)
     SELECT namespace, content, content_hash, metadata, embedding, space_id, expires_at,
-           status, embed_error, search_text, created_at, created_at
-    FROM unnest($1::text[], $2::text[], $3::bytea[], $4::jsonb[], $5::vector[], $6::int[],
+           status, embed_error, search_text, created_at, created_at, clock.at
+    FROM clock, unnest($1::text[], $2::text[], $3::bytea[], $4::jsonb[], $5::vector[], $6::int[],
                 $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::timestamptz[])
          AS incoming(namespace, content, content_hash, metadata, embedding, space_id, expires_at,
                      status, embed_error, search_text, created_at)
@@ -137,7 +150,7 @@ UPSERT_BY_CONTENT = f"""
             ELSE EXCLUDED.embed_error
         END,
         embed_attempts = 0,
-        embed_after = now(),
+        embed_after = EXCLUDED.embed_after,
 {STAMPS}
     RETURNING id, namespace, content_hash, {INSERTED}, status, embed_error
 """
@@ -145,11 +158,13 @@ UPSERT_BY_CONTENT = f"""
 # A new row takes the call's stamp (see COPY_COLUMNS). A keyed row whose text changed under us
 # keeps no stale vector: it goes pending.
 UPSERT_BY_KEY = f"""
+    WITH {CLOCK}
     INSERT INTO memories (namespace, key, content, content_hash, metadata, embedding, space_id,
-                          expires_at, status, embed_error, search_text, created_at, updated_at)
+                          expires_at, status, embed_error, search_text, created_at, updated_at,
+                          embed_after)
     SELECT namespace, key, content, content_hash, metadata, embedding, space_id, expires_at,
-           status, embed_error, search_text, created_at, created_at
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::jsonb[], $6::vector[],
+           status, embed_error, search_text, created_at, created_at, clock.at
+    FROM clock, unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::jsonb[], $6::vector[],
                 $7::int[], $8::timestamptz[], $9::text[], $10::text[], $11::text[],
                 $12::timestamptz[])
          AS incoming(namespace, key, content, content_hash, metadata, embedding, space_id,
@@ -187,7 +202,7 @@ UPSERT_BY_KEY = f"""
             ELSE EXCLUDED.embed_error
         END,
         embed_attempts = 0,
-        embed_after = now(),
+        embed_after = EXCLUDED.embed_after,
 {STAMPS}
     RETURNING id, namespace, key, {INSERTED}, status, embed_error
 """

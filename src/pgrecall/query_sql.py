@@ -22,7 +22,11 @@ QUERY_LEXEMES = "ts_filter(setweight(m.search, 'A', query.lexemes), '{a}')"
 class Scope:
     """Placeholders and conditions shared by both rankings."""
 
-    in_namespaces: str  # "= $n::text" (one namespace) or "= ANY($n::text[])", after a column
+    # "= $n::text" (one namespace) or "= ANY($n::text[])", after a column. Every reference to
+    # memories in a statement carries it, even where a join implies it: Citus routes a
+    # statement to one shard only when each reference names the namespace (measured: a recall
+    # of a 100-row namespace ran its final join on all 32 shards, 20 ms, without it; 2.5 ms with).
+    in_namespaces: str
     conditions: str  # namespace, expiry, created range and metadata filter, over alias m
 
 
@@ -113,6 +117,7 @@ def vector_hits(
                NULL::float8 AS keyword_score, {embedding} AS embedding
         FROM (SELECT * FROM ({inner}) AS nearest ORDER BY distance, id LIMIT {limit}) AS n
         JOIN memories m ON m.namespace = n.namespace AND m.id = n.id
+                        AND m.namespace {scope.in_namespaces}
     """
 
 

@@ -57,7 +57,12 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 
 async def _check_schema(dsn: str, settings: Settings, dimensions: int) -> None:
     if settings.auto_migrate:
-        await migrate.upgrade(dsn, dimensions, text_search_config=settings.text_search_config)
+        await migrate.upgrade(
+            dsn,
+            dimensions,
+            text_search_config=settings.text_search_config,
+            hnsw_ef_search=settings.hnsw_ef_search,
+        )
         return
     current = await migrate.current_revision(dsn)
     if current != migrate.head_revision():
