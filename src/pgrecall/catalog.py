@@ -178,18 +178,20 @@ class Catalog:
         self, identifiers: Sequence[UUID], namespace: str | None = None
     ) -> list[tuple[UUID, str]]:
         """Delete memories by id; returns (id, namespace) of those deleted that had not expired
-        (an expired one goes too, but it was already gone to every read)."""
+        (an expired one goes too, but it was already gone to every read). Expiry is judged
+        outside RETURNING, where Citus allows immutable functions only (now() is not)."""
         params = SqlParams()
         where = f"id = ANY({params.add(list(identifiers), 'uuid[]')})"
         if namespace is not None:
             where += f" AND namespace = {params.add(validation.namespace(namespace), 'text')}"
         with database_errors():
             rows = await self._pool.fetch(
-                f"DELETE FROM memories WHERE {where} "
-                f"RETURNING id, namespace, {unexpired()} AS live",
+                f"WITH gone AS (DELETE FROM memories WHERE {where} "
+                f"RETURNING id, namespace, expires_at) "
+                f"SELECT id, namespace FROM gone WHERE {unexpired('gone')}",
                 *params.values,
             )
-        return [(row["id"], row["namespace"]) for row in rows if row["live"]]
+        return [(row["id"], row["namespace"]) for row in rows]
 
     async def forget_matching(self, namespace: str, filter_document: Mapping[str, Any]) -> int:
         """Delete the memories of a namespace that match a filter; returns how many."""
@@ -200,8 +202,8 @@ class Catalog:
         )
         with database_errors():
             live = await self._pool.fetchval(
-                f"WITH gone AS (DELETE FROM memories WHERE {where} "
-                f"RETURNING {unexpired()} AS live) SELECT count(*) FILTER (WHERE live) FROM gone",
+                f"WITH gone AS (DELETE FROM memories WHERE {where} RETURNING expires_at) "
+                f"SELECT count(*) FROM gone WHERE {unexpired('gone')}",
                 *params.values,
             )
         return int(live)
