@@ -31,6 +31,7 @@ async def _tables(dsn: str) -> set[str]:
     return {row["tablename"] for row in rows}
 
 
+@pytest.mark.engines
 async def test_upgrade_downgrade_upgrade(empty_dsn: str) -> None:
     assert await migrate.current_revision(empty_dsn) is None
     await migrate.upgrade(empty_dsn, TEST_DIMENSIONS)
@@ -45,6 +46,7 @@ async def test_upgrade_downgrade_upgrade(empty_dsn: str) -> None:
     assert await migrate.current_revision(empty_dsn) == migrate.head_revision()
 
 
+@pytest.mark.engines
 async def test_upgrade_at_head_is_a_no_op(migrated_dsn: str) -> None:
     await migrate.upgrade(migrated_dsn, TEST_DIMENSIONS)
     assert await migrate.current_revision(migrated_dsn) == migrate.head_revision()
