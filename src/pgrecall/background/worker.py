@@ -64,15 +64,16 @@ _STORE_VECTORS = """
 """
 
 # Backoff doubles per attempt from $4 seconds up to $5, half of it jittered by $8 (0..1 per row,
-# drawn here: Citus refuses a volatile random() in an UPDATE of a distributed table).
+# drawn here: Citus refuses a volatile random() in an UPDATE of a distributed table). The due
+# time is built from epoch seconds: Citus also refuses a stable function fed a column (now() +
+# an interval is one: timestamptz + interval is stable), and to_timestamp(float8) is immutable.
 _RECORD_FAILURE = """
     UPDATE memories m SET
         embed_attempts = m.embed_attempts + 1,
         embed_error = $3,
         status = CASE WHEN $6 OR m.embed_attempts + 1 >= $7 THEN 'failed' ELSE 'pending' END,
-        embed_after = now() + make_interval(
-            secs => least($5::float8, $4::float8 * 2 ^ m.embed_attempts)
-                    * (0.5 + claimed.jitter / 2))
+        embed_after = to_timestamp(extract(epoch FROM now())
+            + least($5::float8, $4::float8 * 2 ^ m.embed_attempts) * (0.5 + claimed.jitter / 2))
     FROM unnest($1::text[], $2::uuid[], $8::float8[]) AS claimed(namespace, id, jitter)
     WHERE m.namespace = claimed.namespace AND m.id = claimed.id AND m.namespace = ANY($9::text[])
 """
