@@ -334,7 +334,6 @@ async def test_postgres_restart_during_import(
         await store.close()
 
 
-@pytest.mark.engines
 async def test_concurrent_writers_and_readers(migrated_dsn: str) -> None:
     store = await MemoryStore.open(
         store_settings(pool_max_size=20), dsn=migrated_dsn, embedder=HashEmbedder()
