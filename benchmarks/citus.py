@@ -90,7 +90,7 @@ async def measure(dsn: str, size: int, queries: int) -> dict[str, Any]:
         await store.index(rebuild=True)
         rng = np.random.default_rng(3)
         picks = rng.choice(np.flatnonzero(np.array(data.namespaces) == "large"), queries)
-        texts = [" ".join(data.texts[i].split()[:4]) for i in picks]
+        texts = [data.texts[i] for i in picks]  # learned: each query has its vector
         result: dict[str, Any] = {"ingest_per_s": len(data.texts) / seconds}
         for mode in MODES:
             calls = [

@@ -243,7 +243,7 @@ class QueryService:
                 )
                 rrf_k = params.add(settings.rrf_k, "float8")
                 ranking = fused(vector_ranked, keyword_ranked, weights, rrf_k)
-            hits = fused_hits(scope, ranking, query, limit, embedding)
+            hits = fused_hits(ranking, query, limit, embedding)
         sql = statement(ctes, scope, hits)
         with database_errors():
             return list(await self._pool.fetch(sql, *params.values))
