@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from pgrecall.commands import admin, demo, export, memories, serve  # noqa: F401 - they register
+from pgrecall.commands import admin, demo, export, mcp, memories, serve  # noqa: F401 - they register
 from pgrecall.commands.base import app
 
 

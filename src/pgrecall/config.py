@@ -239,6 +239,11 @@ class Settings(BaseSettings):
     http_max_batch: int = Field(
         default=1000, ge=1, description="most memories one HTTP request may carry"
     )
+    mcp_namespaces: list[str] | None = Field(
+        default=None,
+        description='namespaces `pgrecall mcp` may use, as JSON: ["ns", "prefix-*"]; the first '
+        "exact name is the default of a tool call that names none (--namespace overrides)",
+    )
     pool_min_size: int = Field(default=1, ge=0, le=100, description="database pool minimum")
     pool_max_size: int = Field(default=10, ge=1, le=1000, description="database pool maximum")
 
@@ -271,7 +276,16 @@ class Settings(BaseSettings):
                 raise ValueError("every API key needs at least one namespace pattern")
         return value
 
-    @field_validator("ollama_options", "api_keys", "namespace_templates", mode="before")
+    @field_validator("mcp_namespaces")
+    @classmethod
+    def _check_mcp_namespaces(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (not value or not all(name.strip() for name in value)):
+            raise ValueError("must list at least one namespace, none of them empty")
+        return value
+
+    @field_validator(
+        "ollama_options", "api_keys", "namespace_templates", "mcp_namespaces", mode="before"
+    )
     @classmethod
     def _parse_json(cls, value: object) -> object:
         if isinstance(value, str):

@@ -8,11 +8,15 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from uuid import UUID
 
 from fastapi import Request
 
+from pgrecall.catalog import no_memory
 from pgrecall.exporter import ExportScope
 from pgrecall.http.errors import Forbidden, Unauthorized
+from pgrecall.records import Memory
+from pgrecall.store import MemoryStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,15 @@ class Access:
                 return True
         return False
 
+    @property
+    def default_namespace(self) -> str | None:
+        """The namespace a call that names none uses: the first exact name of this access
+        (a ``prefix*`` pattern names no one namespace); None when there is none."""
+        for pattern in self.patterns or ():
+            if not pattern.endswith("*"):
+                return pattern
+        return None
+
     def require(self, namespaces: Iterable[str]) -> None:
         """Raise Forbidden naming the first namespace outside this access."""
         for namespace in namespaces:
@@ -59,12 +72,22 @@ class Access:
             raise Forbidden(f"{what} across namespaces needs a key with '*'; name a namespace")
 
 
-def _presented_key(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
+async def visible_memory(memory_id: UUID, caller: Access, store: MemoryStore) -> Memory:
+    """The memory, if the caller may see its namespace. One the caller may not see answers as
+    an unknown id does: a 403 naming the namespace would tell that the id exists, and where."""
+    memory = await store.get(memory_id)
+    if not caller.allows(memory.namespace):
+        raise no_memory(memory_id)
+    return memory
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The API key a request carries: ``Authorization: Bearer <key>``, else ``X-API-Key``."""
+    header = headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token:
         return token.strip()
-    return request.headers.get("x-api-key")
+    return headers.get("x-api-key")
 
 
 def check_key(presented: str | None, keys: Mapping[str, Sequence[str]] | None) -> Access:
@@ -85,4 +108,4 @@ def check_key(presented: str | None, keys: Mapping[str, Sequence[str]] | None) -
 def access(request: Request) -> Access:
     """FastAPI dependency: the caller's access, from the app's configured keys."""
     keys: Mapping[str, Sequence[str]] | None = request.app.state.api_keys
-    return check_key(_presented_key(request), keys)
+    return check_key(presented_key(request.headers), keys)

@@ -6,6 +6,8 @@ Client mistakes are 4xx, an unavailable or misconfigured backend is 503; a 500 m
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -60,11 +62,38 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
 ]
 
 
+def classify(exc: Exception) -> tuple[int, str]:
+    """The HTTP status and the stable code of ``exc``, the same for every front end (the MCP
+    tools report the code); (500, "internal") for an error that should not happen."""
+    if isinstance(exc, HttpError):
+        return exc.status, exc.code
+    for kind, status, code in _STATUS:
+        if isinstance(exc, kind):
+            return status, code
+    return 500, "internal"
+
+
+def invalid_request_message(problems: Iterable[Mapping[str, Any]]) -> str:
+    """One message naming every field a request shape refused, from pydantic's error list:
+    ``field.sub: what is wrong; ...``."""
+    described = []
+    for problem in problems:
+        where = ".".join(str(part) for part in problem.get("loc", ()) if part != "body")
+        described.append(f"{where or 'body'}: {problem.get('msg', 'invalid')}")
+    return "; ".join(described)
+
+
 def error_response(status: int, code: str, message: str) -> JSONResponse:
-    """The JSON error body every error uses. A message may quote what the client sent, a lone
-    surrogate included, which UTF-8 cannot carry: such a character is shown as its escape."""
+    """The JSON error response every HTTP error uses (``error_body``)."""
+    return JSONResponse(error_body(code, message), status_code=status)
+
+
+def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    """``{"error": {"code", "message"}}``, the body of every error of every front end. A message
+    may quote what the client sent, a lone surrogate included, which UTF-8 cannot carry: such a
+    character is shown as its escape."""
     readable = message.encode("utf-8", "backslashreplace").decode("utf-8")
-    return JSONResponse({"error": {"code": code, "message": readable}}, status_code=status)
+    return {"error": {"code": code, "message": readable}}
 
 
 def install(app: FastAPI) -> None:
@@ -76,21 +105,16 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(errors.PgRecallError)
     async def pgrecall_error(_: Request, exc: errors.PgRecallError) -> JSONResponse:
-        for kind, status, code in _STATUS:
-            if isinstance(exc, kind):
-                return error_response(status, code, str(exc))
-        logger.error("unmapped pgrecall error", exc_info=exc)
-        return error_response(500, "internal", str(exc))
+        status, code = classify(exc)
+        if status == 500:
+            logger.error("unmapped pgrecall error", exc_info=exc)
+        return error_response(status, code, str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = []
-        for error in exc.errors():
-            where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
-            problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
         json_error = any(error.get("type") == "json_invalid" for error in exc.errors())
         status, code = (400, "malformed_json") if json_error else (422, "invalid_request")
-        return error_response(status, code, "; ".join(problems))
+        return error_response(status, code, invalid_request_message(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def routing_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -8,14 +8,18 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from pgrecall.records import Stats
+from pgrecall.http.errors import PayloadTooLarge
+from pgrecall.records import MemoryInput, Stats
 from pgrecall.validation import MAX_K, MAX_KEY_LENGTH, MAX_NAMESPACE_LENGTH, MAX_QUERY_CHARS
 
 Namespace = Field(min_length=1, max_length=MAX_NAMESPACE_LENGTH)
+MAX_RECALL_NAMESPACES = 100
 Status = Literal["pending", "embedded", "failed"]
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """A request shape: a field it does not know is refused, never ignored."""
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -30,17 +34,38 @@ class _FromRecord(BaseModel):
         return cls.model_validate(record)
 
 
-class MemoryIn(_Strict):
-    """One memory to store."""
+class MemoryFields(Strict):
+    """What one memory to store holds besides its namespace (shared by every front end)."""
 
-    namespace: str = Namespace
     content: str = Field(min_length=1)
     metadata: dict[str, Any] | None = None
     key: str | None = Field(default=None, min_length=1, max_length=MAX_KEY_LENGTH)
     expires_at: AwareDatetime | None = None
 
+    def to_input(self, namespace: str | None) -> MemoryInput:
+        """The memory for ``MemoryStore.remember``, in ``namespace``."""
+        return MemoryInput(
+            content=self.content,
+            namespace=namespace,
+            metadata=self.metadata,
+            key=self.key,
+            expires_at=self.expires_at,
+        )
 
-class RememberRequest(_Strict):
+
+class MemoryIn(MemoryFields):
+    """One memory to store."""
+
+    namespace: str = Namespace
+
+
+def check_batch(count: int, limit: int) -> None:
+    """Refuse more memories in one request than the server takes (``http_max_batch``)."""
+    if count > limit:
+        raise PayloadTooLarge(f"{count} memories in one request; at most {limit}")
+
+
+class RememberRequest(Strict):
     """Memories to store, in one request."""
 
     memories: list[MemoryIn] = Field(min_length=1)
@@ -62,11 +87,11 @@ class RememberResponse(BaseModel):
     memories: list[RememberedOut]
 
 
-class RecallRequest(_Strict):
-    """A search by meaning inside one or more namespaces."""
+class RecallFields(Strict):
+    """A search by meaning, without the namespaces it searches (shared by every front end).
+    Every field but ``query`` is a keyword argument of ``MemoryStore.recall`` of that name."""
 
     query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
-    namespaces: list[str] = Field(min_length=1, max_length=100)
     k: int = Field(default=10, ge=1, le=MAX_K)
     filter: dict[str, Any] | None = None
     min_score: float | None = Field(default=None, ge=-1, le=1)
@@ -79,6 +104,16 @@ class RecallRequest(_Strict):
     diversity: float = Field(default=0.0, ge=0, le=1)
     recency_half_life: float | None = Field(default=None, gt=0)
     importance: str | None = Field(default=None, min_length=1, max_length=256)
+
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments of ``MemoryStore.recall`` besides query and namespace."""
+        return {name: getattr(self, name) for name in RecallFields.model_fields if name != "query"}
+
+
+class RecallRequest(RecallFields):
+    """A search by meaning inside one or more namespaces."""
+
+    namespaces: list[str] = Field(min_length=1, max_length=MAX_RECALL_NAMESPACES)
 
 
 class HitOut(_FromRecord):
@@ -129,7 +164,7 @@ class PageOut(_FromRecord):
     next_cursor: str | None
 
 
-class MemoryPatch(_Strict):
+class MemoryPatch(Strict):
     """Fields to change; ``expires_at: null`` clears the expiry, leaving it out keeps it."""
 
     content: str | None = Field(default=None, min_length=1)
@@ -137,7 +172,7 @@ class MemoryPatch(_Strict):
     expires_at: AwareDatetime | None = None
 
 
-class ForgetRequest(_Strict):
+class ForgetRequest(Strict):
     """Forget a namespace's memories matching a filter (``{}``: all of them)."""
 
     namespace: str = Namespace
