@@ -19,7 +19,7 @@ def mcp_command(
         "the first is the default (or set PGRECALL_MCP_NAMESPACES)",
     ),
 ) -> None:
-    """Serve MCP on stdin/stdout (for Claude Code, Claude Desktop, Cursor...).
+    """Serve MCP on stdin/stdout, for agents such as Claude Code.
 
     The tools remember, recall, get, list, update, forget and stats reach only the namespaces
     named here; a call that names none uses the first.
