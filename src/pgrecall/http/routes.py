@@ -11,13 +11,8 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import generate_latest
 
-from pgrecall.catalog import MAX_PAGE
-from pgrecall.errors import PgRecallError
-from pgrecall.exporter import ExportScope, export_chunks
-from pgrecall.http.auth import Access, access, visible_memory
-from pgrecall.http.metrics import Metrics
-from pgrecall.http.rendering import json_answer
-from pgrecall.http.schemas import (
+from pgrecall.api.access import Access, access, visible_memory
+from pgrecall.api.schemas import (
     ErrorResponse,
     ForgetRequest,
     ForgetResponse,
@@ -35,8 +30,13 @@ from pgrecall.http.schemas import (
     Status,
     check_batch,
 )
+from pgrecall.catalog import MAX_PAGE
+from pgrecall.errors import PgRecallError
+from pgrecall.http.metrics import Metrics
+from pgrecall.http.rendering import json_answer
+from pgrecall.ingest.update import UNSET
 from pgrecall.store import MemoryStore
-from pgrecall.update import UNSET
+from pgrecall.transfer.exporter import ExportScope, export_chunks
 from pgrecall.validation import MAX_NAMESPACE_LENGTH
 
 logger = logging.getLogger(__name__)

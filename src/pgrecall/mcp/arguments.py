@@ -12,8 +12,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, Field, model_validator
 
-from pgrecall.catalog import MAX_PAGE
-from pgrecall.http.schemas import (
+from pgrecall.api.schemas import (
     MAX_RECALL_NAMESPACES,
     MemoryFields,
     MemoryPatch,
@@ -21,6 +20,7 @@ from pgrecall.http.schemas import (
     Status,
     Strict,
 )
+from pgrecall.catalog import MAX_PAGE
 from pgrecall.validation import MAX_KEY_LENGTH, MAX_NAMESPACE_LENGTH
 
 # The most ids one forget call may name: as many as one remember call may store by default.

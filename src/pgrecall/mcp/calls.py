@@ -10,9 +10,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from uuid import UUID
 
-from pgrecall.errors import InvalidInputError
-from pgrecall.http.auth import Access, visible_memory
-from pgrecall.http.schemas import (
+from pgrecall.api.access import Access, visible_memory
+from pgrecall.api.schemas import (
     ForgetResponse,
     HitOut,
     MemoryOut,
@@ -23,6 +22,8 @@ from pgrecall.http.schemas import (
     StatsOut,
     check_batch,
 )
+from pgrecall.errors import InvalidInputError
+from pgrecall.ingest.update import UNSET
 from pgrecall.mcp.arguments import (
     ForgetArgs,
     GetArgs,
@@ -34,7 +35,6 @@ from pgrecall.mcp.arguments import (
 )
 from pgrecall.records import MemoryInput
 from pgrecall.store import MemoryStore
-from pgrecall.update import UNSET
 
 
 @dataclass(frozen=True, slots=True)

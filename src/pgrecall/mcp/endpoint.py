@@ -20,9 +20,9 @@ from starlette.requests import Request as HttpRequest
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from pgrecall.api.access import Access, check_key, presented_key
+from pgrecall.api.errors import HttpError, Unauthorized, error_response
 from pgrecall.config import Settings
-from pgrecall.http.auth import Access, check_key, presented_key
-from pgrecall.http.errors import HttpError, Unauthorized, error_response
 from pgrecall.mcp import calls
 from pgrecall.mcp.server import Request, build_server
 from pgrecall.store import MemoryStore

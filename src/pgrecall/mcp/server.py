@@ -24,10 +24,10 @@ from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ValidationError
 
 import pgrecall
+from pgrecall.api.access import Access
+from pgrecall.api.errors import HttpError, classify, error_body, invalid_request_message
 from pgrecall.config import Settings
 from pgrecall.errors import PgRecallError
-from pgrecall.http.auth import Access
-from pgrecall.http.errors import HttpError, classify, error_body, invalid_request_message
 from pgrecall.mcp.calls import Scope
 from pgrecall.mcp.tools import BY_NAME, TOOLS
 from pgrecall.store import MemoryStore

@@ -14,7 +14,7 @@ from typing import Any
 from mcp_types import Tool, ToolAnnotations
 from pydantic import BaseModel
 
-from pgrecall.http.schemas import (
+from pgrecall.api.schemas import (
     ForgetResponse,
     MemoryOut,
     PageOut,

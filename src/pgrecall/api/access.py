@@ -12,11 +12,11 @@ from uuid import UUID
 
 from fastapi import Request
 
+from pgrecall.api.errors import Forbidden, Unauthorized
 from pgrecall.catalog import no_memory
-from pgrecall.exporter import ExportScope
-from pgrecall.http.errors import Forbidden, Unauthorized
 from pgrecall.records import Memory
 from pgrecall.store import MemoryStore
+from pgrecall.transfer.exporter import ExportScope
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from pgrecall.commands.base import app, fail, run, settings
+from pgrecall.cli.base import app, fail, run, settings
 from pgrecall.errors import ConfigurationError
 from pgrecall.mcp import missing_sdk
 

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from pgrecall.http.errors import PayloadTooLarge
+from pgrecall.api.errors import PayloadTooLarge
 from pgrecall.records import MemoryInput, Stats
 from pgrecall.validation import MAX_K, MAX_KEY_LENGTH, MAX_NAMESPACE_LENGTH, MAX_QUERY_CHARS
 
