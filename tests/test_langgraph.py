@@ -149,6 +149,12 @@ async def test_prefixes_never_leak(store: PgRecallStore) -> None:
     with pytest.raises(InvalidNamespaceError):
         await store.abatch([SearchOp(("foo.bar",))])
     assert {hit.key for hit in await store.asearch((), limit=10)} == {"a", "b", "c", "d", "e"}
+    # LIKE's wildcards mean nothing in a prefix: ("a_",) sees neither ("ab",) nor ("a%",)'s twin.
+    await store.aput(("a_",), "u", {"text": "underscore"})
+    await store.aput(("ab",), "v", {"text": "letter"})
+    await store.aput(("a%",), "w", {"text": "percent"})
+    assert [hit.key for hit in await store.asearch(("a_",))] == ["u"]
+    assert [hit.key for hit in await store.asearch(("a%",))] == ["w"]
 
 
 async def test_another_root_is_another_store(memories: MemoryStore, store: PgRecallStore) -> None:

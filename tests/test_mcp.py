@@ -162,6 +162,11 @@ async def _bad_arguments(client: Client) -> None:
         {"content": "x", "expires_at": "2030-01-01T00:00:00"},  # no time zone
         "invalid_request",
     )
+    # More memories than one call may carry (PGRECALL_HTTP_MAX_BATCH, 1000) are refused whole.
+    too_many = {"memories": [{"content": f"note {n}"} for n in range(1001)]}
+    await _refused(client, "remember", too_many, "payload_too_large")
+    await _refused(client, "recall", {"query": "x", "namespaces": []}, "invalid_request")
+    await _refused(client, "recall", {"query": "x", "k": 1001}, "invalid_request")
     # Text over the store's limit (100,000 characters by default) is refused, not stored in part.
     await _refused(client, "remember", {"content": "word " * 30_000}, "invalid_input")
     with pytest.raises(MCPError, match="no tool 'bogus'"):
@@ -221,6 +226,17 @@ def test_stdio_without_a_namespace_is_one_line_and_exit_2() -> None:
     assert completed.returncode == 2
     assert completed.stderr.count("\n") == 1
     assert "--namespace" in completed.stderr
+
+
+async def test_stdio_namespaces_from_the_setting(migrated_dsn: str) -> None:
+    parameters = _stdio(migrated_dsn)
+    assert parameters.env is not None
+    parameters.env["PGRECALL_MCP_NAMESPACES"] = '["from-setting", "other-*"]'
+    async with _connected(parameters) as client:
+        stored = await _ok(client, "remember", {"content": "Stored where the setting says."})
+        assert stored["memories"][0]["namespace"] == "from-setting"
+        await _ok(client, "remember", {"content": "Also here.", "namespace": "other-1"})
+        await _refused(client, "list", {"namespace": "agent-a"}, "forbidden")
 
 
 @pytest.fixture
