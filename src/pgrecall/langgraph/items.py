@@ -58,7 +58,7 @@ def memory_input(
     indexed = bool(text)
     content = text if indexed else json.dumps(value, sort_keys=True, ensure_ascii=False)
     return MemoryInput(
-        content=content or "{}",
+        content=content,
         namespace=namespace,
         key=key,
         metadata={VALUE: dict(value), INDEXED: indexed, TTL: ttl},
