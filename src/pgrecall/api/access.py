@@ -1,6 +1,7 @@
 """API keys, each bound to the namespaces (exact names or ``prefix*`` patterns) it may use.
 
 No keys configured means no authentication, which ``pgrecall serve`` allows on loopback only.
+Every front end checks a caller's namespaces here (how a key is presented is the front end's).
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from uuid import UUID
-
-from fastapi import Request
 
 from pgrecall.api.errors import Forbidden, Unauthorized
 from pgrecall.catalog import no_memory
@@ -81,15 +80,6 @@ async def visible_memory(memory_id: UUID, caller: Access, store: MemoryStore) ->
     return memory
 
 
-def presented_key(headers: Mapping[str, str]) -> str | None:
-    """The API key a request carries: ``Authorization: Bearer <key>``, else ``X-API-Key``."""
-    header = headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() == "bearer" and token:
-        return token.strip()
-    return headers.get("x-api-key")
-
-
 def check_key(presented: str | None, keys: Mapping[str, Sequence[str]] | None) -> Access:
     """The access of ``presented`` among ``keys`` (constant-time comparison)."""
     if keys is None:
@@ -103,9 +93,3 @@ def check_key(presented: str | None, keys: Mapping[str, Sequence[str]] | None) -
     if matched is None:
         raise Unauthorized("unknown API key")
     return Access(patterns=tuple(matched))
-
-
-def access(request: Request) -> Access:
-    """FastAPI dependency: the caller's access, from the app's configured keys."""
-    keys: Mapping[str, Sequence[str]] | None = request.app.state.api_keys
-    return check_key(presented_key(request.headers), keys)

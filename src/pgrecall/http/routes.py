@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import generate_latest
 
-from pgrecall.api.access import Access, access, visible_memory
+from pgrecall.api.access import Access, visible_memory
 from pgrecall.api.schemas import (
     ErrorResponse,
     ForgetRequest,
@@ -23,7 +23,6 @@ from pgrecall.api.schemas import (
     Readiness,
     RecallRequest,
     RecallResponse,
-    RememberedOut,
     RememberRequest,
     RememberResponse,
     StatsOut,
@@ -32,9 +31,10 @@ from pgrecall.api.schemas import (
 )
 from pgrecall.catalog import MAX_PAGE
 from pgrecall.errors import PgRecallError
+from pgrecall.http.auth import access
 from pgrecall.http.metrics import Metrics
 from pgrecall.http.rendering import json_answer
-from pgrecall.ingest.update import UNSET
+from pgrecall.records import UNSET
 from pgrecall.store import MemoryStore
 from pgrecall.transfer.exporter import ExportScope, export_chunks
 from pgrecall.validation import MAX_NAMESPACE_LENGTH
@@ -67,21 +67,15 @@ async def remember(
     check_batch(len(body.memories), request.app.state.max_batch)
     caller.require(item.namespace for item in body.memories)
     results = await store.remember([item.to_input(item.namespace) for item in body.memories])
-    return RememberResponse(memories=[RememberedOut.of(result) for result in results])
+    return RememberResponse.of(results)
 
 
 @api.post("/recall", response_model=RecallResponse)
 async def recall(body: RecallRequest, caller: Caller, store: StoreDependency) -> Response:
     """The k memories closest in meaning to the query, best first."""
     caller.require(body.namespaces)
-    result = await store.recall(body.query, namespace=body.namespaces, **body.options())
-    answer = RecallResponse(
-        hits=[],
-        pending=result.pending,
-        exact=result.exact,
-        mode=result.mode,
-        degraded=result.degraded,
-    )
+    result = await store.recall(body.query, namespace=body.namespaces, options=body)
+    answer = RecallResponse.of(result, with_hits=False)
     return json_answer(answer, "hits", (HitOut.of(hit) for hit in result))
 
 

@@ -7,30 +7,29 @@ and get the launch's default one (see ``calls.Scope``).
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Annotated, Any, Self
 from uuid import UUID
 
-from pydantic import AwareDatetime, Field, model_validator
+from pydantic import AwareDatetime, ConfigDict, Field, model_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from pgrecall.api.schemas import (
     MAX_RECALL_NAMESPACES,
     MemoryFields,
     MemoryPatch,
-    RecallFields,
     Status,
     Strict,
 )
 from pgrecall.catalog import MAX_PAGE
-from pgrecall.validation import MAX_KEY_LENGTH, MAX_NAMESPACE_LENGTH
+from pgrecall.records import RecallOptions
+from pgrecall.validation import MAX_KEY_LENGTH, MAX_NAMESPACE_LENGTH, MAX_QUERY_CHARS
 
 # The most ids one forget call may name: as many as one remember call may store by default.
 MAX_FORGET_IDS = 1000
 
 
 def _namespace(description: str) -> Any:
-    return Field(
-        default=None, min_length=1, max_length=MAX_NAMESPACE_LENGTH, description=description
-    )
+    return Field(min_length=1, max_length=MAX_NAMESPACE_LENGTH, description=description)
 
 
 DEFAULT_NAMESPACE = "the namespace; left out, the default one of this server"
@@ -40,7 +39,9 @@ class MemoryItem(MemoryFields):
     """One memory of a ``remember`` batch, as the REST API takes it; its namespace may be left
     out (the call's, else the default)."""
 
-    namespace: str | None = _namespace("the namespace; left out, the call's (else the default)")
+    namespace: Annotated[
+        str | None, _namespace("the namespace; left out, the call's (else the default)")
+    ] = None
 
 
 class RememberArgs(Strict):
@@ -50,7 +51,7 @@ class RememberArgs(Strict):
     memories: list[MemoryItem] | None = Field(
         default=None, min_length=1, description="several memories, each as the REST API takes it"
     )
-    namespace: str | None = _namespace(DEFAULT_NAMESPACE)
+    namespace: Annotated[str | None, _namespace(DEFAULT_NAMESPACE)] = None
     metadata: dict[str, Any] | None = Field(
         default=None, description="JSON object stored with the memory, for filters later"
     )
@@ -74,16 +75,21 @@ class RememberArgs(Strict):
         return self
 
 
-class RecallArgs(RecallFields):
-    """A recall as the REST API takes it; ``namespace`` or ``namespaces`` may be left out."""
+@pydantic_dataclass(frozen=True, kw_only=True, config=ConfigDict(extra="forbid"))
+class RecallArgs(RecallOptions):
+    """A recall as the REST API takes it (the query and ``RecallOptions``); ``namespace`` or
+    ``namespaces`` may be left out."""
 
-    namespace: str | None = _namespace(DEFAULT_NAMESPACE)
-    namespaces: list[str] | None = Field(
-        default=None,
-        min_length=1,
-        max_length=MAX_RECALL_NAMESPACES,
-        description="several namespaces to search at once, instead of namespace",
-    )
+    query: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS)]
+    namespace: Annotated[str | None, _namespace(DEFAULT_NAMESPACE)] = None
+    namespaces: Annotated[
+        list[str] | None,
+        Field(
+            min_length=1,
+            max_length=MAX_RECALL_NAMESPACES,
+            description="several namespaces to search at once, instead of namespace",
+        ),
+    ] = None
 
     @model_validator(mode="after")
     def _one_scope(self) -> Self:
@@ -101,7 +107,7 @@ class GetArgs(Strict):
 class ListArgs(Strict):
     """A page of a namespace's memories, newest first."""
 
-    namespace: str | None = _namespace(DEFAULT_NAMESPACE)
+    namespace: Annotated[str | None, _namespace(DEFAULT_NAMESPACE)] = None
     limit: int = Field(default=50, ge=1, le=MAX_PAGE, description="memories per page")
     cursor: str | None = Field(
         default=None, max_length=200, description="next_cursor of the previous page"
@@ -121,7 +127,7 @@ class ForgetArgs(Strict):
     ids: list[UUID] | None = Field(
         default=None, min_length=1, max_length=MAX_FORGET_IDS, description="ids to forget"
     )
-    namespace: str | None = _namespace(DEFAULT_NAMESPACE + " (with filter)")
+    namespace: Annotated[str | None, _namespace(DEFAULT_NAMESPACE + " (with filter)")] = None
     filter: dict[str, Any] | None = Field(
         default=None,
         description="forget the namespace's memories whose metadata matches; {} forgets all",
@@ -139,4 +145,4 @@ class ForgetArgs(Strict):
 class StatsArgs(Strict):
     """Counts of one namespace."""
 
-    namespace: str | None = _namespace(DEFAULT_NAMESPACE)
+    namespace: Annotated[str | None, _namespace(DEFAULT_NAMESPACE)] = None

@@ -13,17 +13,14 @@ from uuid import UUID
 from pgrecall.api.access import Access, visible_memory
 from pgrecall.api.schemas import (
     ForgetResponse,
-    HitOut,
     MemoryOut,
     PageOut,
     RecallResponse,
-    RememberedOut,
     RememberResponse,
     StatsOut,
     check_batch,
 )
 from pgrecall.errors import InvalidInputError
-from pgrecall.ingest.update import UNSET
 from pgrecall.mcp.arguments import (
     ForgetArgs,
     GetArgs,
@@ -33,7 +30,7 @@ from pgrecall.mcp.arguments import (
     StatsArgs,
     UpdateArgs,
 )
-from pgrecall.records import MemoryInput
+from pgrecall.records import UNSET, MemoryInput
 from pgrecall.store import MemoryStore
 
 
@@ -64,21 +61,14 @@ async def remember(store: MemoryStore, scope: Scope, args: RememberArgs) -> Reme
         check_batch(len(batch), scope.max_batch)
         items = [item.to_input(scope.namespace(item.namespace or args.namespace)) for item in batch]
     results = await store.remember(items, metadata=args.metadata, expires_at=args.expires_at)
-    return RememberResponse(memories=[RememberedOut.of(result) for result in results])
+    return RememberResponse.of(results)
 
 
 async def recall(store: MemoryStore, scope: Scope, args: RecallArgs) -> RecallResponse:
     """The best memories for the query in the named (or default) namespaces."""
     names = args.namespaces or [scope.namespace(args.namespace)]
     scope.access.require(names)
-    result = await store.recall(args.query, namespace=names, **args.options())
-    return RecallResponse(
-        hits=[HitOut.of(hit) for hit in result],
-        pending=result.pending,
-        exact=result.exact,
-        mode=result.mode,
-        degraded=result.degraded,
-    )
+    return RecallResponse.of(await store.recall(args.query, namespace=names, options=args))
 
 
 async def get(store: MemoryStore, scope: Scope, args: GetArgs) -> MemoryOut:

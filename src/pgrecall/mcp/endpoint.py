@@ -20,9 +20,11 @@ from starlette.requests import Request as HttpRequest
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from pgrecall.api.access import Access, check_key, presented_key
-from pgrecall.api.errors import HttpError, Unauthorized, error_response
+from pgrecall.api.access import Access, check_key
+from pgrecall.api.errors import RequestError, Unauthorized
 from pgrecall.config import Settings
+from pgrecall.http.auth import presented_key
+from pgrecall.http.errors import error_response
 from pgrecall.mcp import calls
 from pgrecall.mcp.server import Request, build_server
 from pgrecall.store import MemoryStore
@@ -49,7 +51,7 @@ class McpEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             check_key(presented_key(Headers(scope=scope)), self.keys)
-        except HttpError as exc:
+        except RequestError as exc:
             await error_response(exc.status, exc.code, str(exc))(scope, receive, send)
             return
         await self.manager.handle_request(scope, receive, send)

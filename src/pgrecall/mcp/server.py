@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 import pgrecall
 from pgrecall.api.access import Access
-from pgrecall.api.errors import HttpError, classify, error_body, invalid_request_message
+from pgrecall.api.errors import Problem, RequestError, problem, refusal
 from pgrecall.config import Settings
 from pgrecall.errors import PgRecallError
 from pgrecall.mcp.calls import Scope
@@ -56,9 +56,9 @@ def answer(result: BaseModel) -> types.CallToolResult:
     return types.CallToolResult(content=_text(payload), structured_content=payload)
 
 
-def refusal(code: str, message: str) -> types.CallToolResult:
+def tool_error(described: Problem) -> types.CallToolResult:
     """A tool error carrying the REST API's error body."""
-    payload = error_body(code, message)
+    payload: dict[str, Any] = described.body()
     return types.CallToolResult(content=_text(payload), structured_content=payload, is_error=True)
 
 
@@ -76,16 +76,13 @@ def build_server(scope_of: ScopeOf, lifespan: Lifespan) -> Server[MemoryStore]:
             names = ", ".join(BY_NAME)
             raise MCPError(types.INVALID_PARAMS, f"no tool {params.name!r}; the tools: {names}")
         try:
-            arguments = tool.arguments.model_validate(params.arguments or {})
+            arguments = tool.arguments.validate_python(params.arguments or {})
         except ValidationError as exc:
-            return refusal("invalid_request", invalid_request_message(exc.errors()))
+            return tool_error(refusal(exc.errors()))
         try:
             return answer(await tool.call(ctx.lifespan_context, scope_of(ctx), arguments))
-        except (PgRecallError, HttpError) as exc:
-            status, code = classify(exc)
-            if status == 500:
-                logger.error("unmapped pgrecall error in tool %s", tool.name, exc_info=exc)
-            return refusal(code, str(exc))
+        except (PgRecallError, RequestError) as exc:
+            return tool_error(problem(exc))
 
     return Server(
         "pgrecall",

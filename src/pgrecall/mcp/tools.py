@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mcp_types import Tool, ToolAnnotations
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from pgrecall.api.schemas import (
     ForgetResponse,
@@ -45,7 +45,7 @@ class ToolSpec:
     name: str
     title: str
     description: str
-    arguments: type[BaseModel]
+    arguments: TypeAdapter[Any]
     answer: type[BaseModel]
     hints: ToolAnnotations
     call: Call
@@ -56,7 +56,7 @@ class ToolSpec:
             name=self.name,
             title=self.title,
             description=self.description,
-            input_schema=self.arguments.model_json_schema(),
+            input_schema=self.arguments.json_schema(),
             output_schema=self.answer.model_json_schema(mode="serialization"),
             annotations=self.hints.model_copy(update={"title": self.title}),
         )
@@ -90,7 +90,7 @@ TOOLS: tuple[ToolSpec, ...] = (
             "`key` names a memory so that remembering the same key again replaces it; "
             "`expires_at` forgets it at that time. The same text twice is stored once."
         ),
-        arguments=RememberArgs,
+        arguments=TypeAdapter(RememberArgs),
         answer=RememberResponse,
         # Not idempotent: remembering a key again replaces what it held.
         hints=_hints(read_only=False, destructive=False, idempotent=False),
@@ -109,7 +109,7 @@ TOOLS: tuple[ToolSpec, ...] = (
             "sets how many. `filter` matches metadata, `created_after`/`created_before` bound "
             "the time; `mode` is hybrid (default: meaning and words), vector or keyword."
         ),
-        arguments=RecallArgs,
+        arguments=TypeAdapter(RecallArgs),
         answer=RecallResponse,
         hints=READ,
         call=calls.recall,
@@ -118,7 +118,7 @@ TOOLS: tuple[ToolSpec, ...] = (
         name="get",
         title="Get a memory",
         description="One memory by its id (from remember, recall or list), with its metadata.",
-        arguments=GetArgs,
+        arguments=TypeAdapter(GetArgs),
         answer=MemoryOut,
         hints=READ,
         call=calls.get,
@@ -132,7 +132,7 @@ TOOLS: tuple[ToolSpec, ...] = (
             "pending (not yet searchable by meaning) or failed memories. To find a memory by "
             "what it says, use recall instead."
         ),
-        arguments=ListArgs,
+        arguments=TypeAdapter(ListArgs),
         answer=PageOut,
         hints=READ,
         call=calls.list_page,
@@ -145,7 +145,7 @@ TOOLS: tuple[ToolSpec, ...] = (
             "contradicting one: new `content` (searched by its new meaning), new `metadata` "
             "(replaces the old), or `expires_at` (null clears it). Fields left out stay."
         ),
-        arguments=UpdateArgs,
+        arguments=TypeAdapter(UpdateArgs),
         answer=MemoryOut,
         hints=_hints(read_only=False, destructive=True, idempotent=True),
         call=calls.update,
@@ -159,7 +159,7 @@ TOOLS: tuple[ToolSpec, ...] = (
             "forget something or a memory is plainly wrong and not worth correcting. Cannot be "
             "undone; answers how many were deleted."
         ),
-        arguments=ForgetArgs,
+        arguments=TypeAdapter(ForgetArgs),
         answer=ForgetResponse,
         hints=_hints(read_only=False, destructive=True, idempotent=True),
         call=calls.forget,
@@ -171,7 +171,7 @@ TOOLS: tuple[ToolSpec, ...] = (
             "How many memories a namespace holds, how many are still waiting to be embedded or "
             "failed, and which embedding model the store uses."
         ),
-        arguments=StatsArgs,
+        arguments=TypeAdapter(StatsArgs),
         answer=StatsOut,
         hints=READ,
         call=calls.stats,
