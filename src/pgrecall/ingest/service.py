@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -52,30 +53,23 @@ from pgrecall.ingest.sql import COPY_COLUMNS, FIND_EXISTING, FIND_UNCHANGED, UPS
 from pgrecall.records import Remembered
 
 
+@dataclass
 class IngestionService:
     """Writes memories: the ``remember`` path of the store."""
 
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        embedding: EmbedOrDefer,
-        spaces: SpaceRegistry,
-        chunk_size: int,
-        concurrent_writes: int,
-    ) -> None:
-        self._pool = pool
-        self._embedding = embedding
-        self._spaces = spaces
-        self._chunk_size = chunk_size
-        self._concurrent_writes = concurrent_writes
+    pool: asyncpg.Pool
+    embedding: EmbedOrDefer
+    spaces: SpaceRegistry
+    chunk_size: int  # memories embedded and written per step
+    concurrent_writes: int  # chunks of one call written at once
 
     async def remember(self, prepared: Sequence[Prepared]) -> list[Remembered]:
         """Store ``prepared`` memories; results in input order."""
-        space_id = await self._spaces.ensure(self._embedding.embedder.space)
+        space_id = await self.spaces.ensure(self.embedding.embedder.space)
         results: list[Remembered | None] = [None] * len(prepared)
         chunks = (
             dedupe(prepared[start:end], start)
-            for start, end in chunk_bounds(len(prepared), self._chunk_size)
+            for start, end in chunk_bounds(len(prepared), self.chunk_size)
         )
         chunk = next(chunks, None)
         looking: asyncio.Task[tuple[list[int], datetime]] | None = None
@@ -100,7 +94,7 @@ class IngestionService:
                 # Wait for the oldest writes until there is room, and for every write of a
                 # memory this chunk also writes: the later item wins, and two writes never wait
                 # on each other's rows.
-                waits = len(writing) - self._concurrent_writes + 1
+                waits = len(writing) - self.concurrent_writes + 1
                 for position, (earlier, _) in enumerate(writing):
                     if earlier.shares_memories_with(chunk):
                         waits = max(waits, position + 1)
@@ -119,7 +113,7 @@ class IngestionService:
                 task.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
         if any_pending:
-            await announce_pending(self._pool)
+            await announce_pending(self.pool)
         return [result for result in results if result is not None]
 
     async def _lookup(
@@ -135,7 +129,7 @@ class IngestionService:
 
         async def find(sql: str, memories: list[Prepared], *extra: object) -> list[asyncpg.Record]:
             with database_errors():
-                return await self._pool.fetch(
+                return await self.pool.fetch(
                     sql,
                     [m.namespace for m in memories],
                     [m.content_hash for m in memories],
@@ -171,7 +165,7 @@ class IngestionService:
         for index in remaining:
             chunk.vectors[index] = chunk.unique[index].vector
         remaining = [index for index in remaining if chunk.vectors[index] is None]
-        outcome = await self._embedding.embed([chunk.unique[i].embed_text for i in remaining])
+        outcome = await self.embedding.embed([chunk.unique[i].embed_text for i in remaining])
         for index, vector, failure in zip(
             remaining, outcome.vectors, outcome.failures, strict=True
         ):
@@ -179,7 +173,9 @@ class IngestionService:
             if failure is not None:
                 chunk.errors[index] = str(failure)
 
-    async def _write(self, chunk: Chunk, plan: WritePlan, results: list[Remembered | None]) -> bool:
+    async def _write(
+        self, chunk: Chunk, planned: WritePlan, results: list[Remembered | None]
+    ) -> bool:
         """Write the chunk; True when some rows were left pending."""
 
         async def write() -> dict[int, Remembered]:
@@ -187,21 +183,21 @@ class IngestionService:
                 index: Remembered(identifier, chunk.unique[index].namespace, False)
                 for index, identifier in chunk.unchanged.items()
             }
-            upserts = plan.upserts
-            if not plan.copied and not upserts:
+            upserts = planned.upserts
+            if not planned.copied and not upserts:
                 return written
             with database_errors():
-                async with self._pool.acquire() as connection:
-                    if plan.copied:
+                async with self.pool.acquire() as connection:
+                    if planned.copied:
                         try:
                             await connection.copy_records_to_table(
-                                "memories", records=plan.records, columns=COPY_COLUMNS
+                                "memories", records=planned.records, columns=COPY_COLUMNS
                             )
                         except asyncpg.UniqueViolationError:
                             # Stored by another writer since the lookup: upsert them instead.
-                            upserts = upserts + _upserts_of(plan)
+                            upserts = upserts + _upserts_of(planned)
                         else:
-                            for index, new in zip(plan.copied, plan.records, strict=True):
+                            for index, new in zip(planned.copied, planned.records, strict=True):
                                 written[index] = Remembered(
                                     new.id, new.namespace, True, new.status, new.embed_error
                                 )
@@ -217,9 +213,9 @@ class IngestionService:
         return any(result.status == "pending" for result in written.values())
 
 
-def _upserts_of(plan: WritePlan) -> list[Upsert]:
+def _upserts_of(planned: WritePlan) -> list[Upsert]:
     """The upserts that write the plan's new memories, found stored by another writer."""
-    return upserts(list(zip(plan.records, plan.copied, strict=True)))
+    return upserts(list(zip(planned.records, planned.copied, strict=True)))
 
 
 def _identity(kind: str, row: asyncpg.Record) -> Identity:
