@@ -146,6 +146,11 @@ class WritePlan:
     records: list[Row]  # their rows, in the same order
     upserts: list[Upsert]
 
+    def copied_as_upserts(self) -> list[Upsert]:
+        """The upserts that write the new memories instead, when another writer stored one of
+        them since the lookup (the COPY was refused by the unique index)."""
+        return upserts(list(zip(self.records, self.copied, strict=True)))
+
 
 def plan(chunk: Chunk, space_id: int, call_clock: datetime) -> WritePlan:
     """The rows of every memory of ``chunk`` the write changes, in one order for every writer

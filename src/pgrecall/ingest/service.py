@@ -47,7 +47,7 @@ from pgrecall.db.errors import database_errors
 from pgrecall.db.retry import with_replays
 from pgrecall.embedding.guard import SpaceRegistry
 from pgrecall.embedding.policy import EmbedOrDefer, announce_pending
-from pgrecall.ingest.plan import Chunk, Upsert, WritePlan, chunk_bounds, dedupe, plan, upserts
+from pgrecall.ingest.plan import Chunk, WritePlan, chunk_bounds, dedupe, plan
 from pgrecall.ingest.prepare import Identity, Prepared
 from pgrecall.ingest.sql import COPY_COLUMNS, FIND_EXISTING, FIND_UNCHANGED, UPSERTS
 from pgrecall.records import Remembered
@@ -183,8 +183,8 @@ class IngestionService:
                 index: Remembered(identifier, chunk.unique[index].namespace, False)
                 for index, identifier in chunk.unchanged.items()
             }
-            upserts = planned.upserts
-            if not planned.copied and not upserts:
+            to_upsert = planned.upserts
+            if not planned.copied and not to_upsert:
                 return written
             with database_errors():
                 async with self.pool.acquire() as connection:
@@ -195,13 +195,13 @@ class IngestionService:
                             )
                         except asyncpg.UniqueViolationError:
                             # Stored by another writer since the lookup: upsert them instead.
-                            upserts = upserts + _upserts_of(planned)
+                            to_upsert = to_upsert + planned.copied_as_upserts()
                         else:
                             for index, new in zip(planned.copied, planned.records, strict=True):
                                 written[index] = Remembered(
                                     new.id, new.namespace, True, new.status, new.embed_error
                                 )
-                    for kind, indexes, arrays in upserts:
+                    for kind, indexes, arrays in to_upsert:
                         index_of = {chunk.unique[index].identity: index for index in indexes}
                         for row in await connection.fetch(UPSERTS[kind], *arrays):
                             written[index_of[_identity(kind, row)]] = _remembered(row)
@@ -211,11 +211,6 @@ class IngestionService:
         for position, index in chunk.positions:
             results[position] = written[index]
         return any(result.status == "pending" for result in written.values())
-
-
-def _upserts_of(planned: WritePlan) -> list[Upsert]:
-    """The upserts that write the plan's new memories, found stored by another writer."""
-    return upserts(list(zip(planned.records, planned.copied, strict=True)))
 
 
 def _identity(kind: str, row: asyncpg.Record) -> Identity:
