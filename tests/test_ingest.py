@@ -19,9 +19,9 @@ from pgrecall import MemoryInput, MemoryStore
 from pgrecall.db.pool import create_pool
 from pgrecall.db.vectors import vector_binary
 from pgrecall.ingest.ids import new_ids
-from pgrecall.ingest.plan import Row, chunk_bounds, column_types, upserts
+from pgrecall.ingest.plan import COLUMN_NAMES, Columns, arrays, chunk_bounds, column_types, rows
 from pgrecall.ingest.service import IngestionService
-from pgrecall.ingest.sql import COPY_COLUMNS, UPSERTS
+from pgrecall.ingest.sql import COPY_COLUMNS, UPSERT_BY_CONTENT, UPSERT_BY_KEY
 
 from .conftest import store_settings
 from .fakes import DIMENSIONS, HashEmbedder
@@ -381,31 +381,32 @@ def test_chunks_cover_the_input_in_order_with_short_ends(count: int, size: int) 
         assert bounds[-1][1] - bounds[-1][0] <= edge
 
 
-def _distinct_row(tag: str, key: str | None, space_id: int) -> Row:
-    """A row whose every column holds a value no other column holds (the texts each name their
-    column), so a value written into another column cannot read back as expected."""
+def _distinct_row(tag: str, key: str | None, space_id: int) -> Columns:
+    """One row whose every column holds a value no other column holds (the texts each name
+    their column), so a value written into another column cannot read back as expected."""
     created = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
-    return Row(
-        id=new_ids(1)[0],
-        namespace=f"namespace-{tag}",
-        key=key,
-        content=f"content-{tag}",
-        content_hash=hashlib.sha256(f"content-hash-{tag}".encode()).digest(),
-        metadata=json.dumps({"metadata": tag}),
-        embedding=vector_binary([1.0] + [0.0] * (DIMENSIONS - 1)),
-        space_id=space_id,
-        expires_at=datetime(2999, 6, 7, tzinfo=UTC),
-        status="embedded",
-        embed_error=f"embed-error-{tag}",
-        search_text=f"search-text-{tag}",
-        created_at=created,
-        updated_at=created,
-    )
+    return {
+        "id": new_ids(1),
+        "namespace": [f"namespace-{tag}"],
+        "key": [key],
+        "content": [f"content-{tag}"],
+        "content_hash": [hashlib.sha256(f"content-hash-{tag}".encode()).digest()],
+        "metadata": [json.dumps({"metadata": tag})],
+        "embedding": [vector_binary([1.0] + [0.0] * (DIMENSIONS - 1))],
+        "space_id": [space_id],
+        "expires_at": [datetime(2999, 6, 7, tzinfo=UTC)],
+        "status": ["embedded"],
+        "embed_error": [f"embed-error-{tag}"],
+        "search_text": [f"search-text-{tag}"],
+        "created_at": [created],
+        "updated_at": [created],
+    }
 
 
 async def test_every_column_of_the_spec_is_written_where_it_is_named(migrated_dsn: str) -> None:
-    """The COPY and both upserts (inserting) write each value of a Row into its own column:
-    a statement whose columns or arrays were out of the spec's order fails here."""
+    """The COPY and both upserts (inserting) write each value of the spec's columns into the
+    column of its name: a statement whose columns or arrays were out of the spec's order fails
+    here."""
     pool = await create_pool(migrated_dsn, min_size=1, max_size=1)
     try:
         async with pool.acquire() as connection:
@@ -417,25 +418,24 @@ async def test_every_column_of_the_spec_is_written_where_it_is_named(migrated_ds
             )
             copied = _distinct_row("copied", "key-copied", space_id)
             await connection.copy_records_to_table(
-                "memories", records=[copied], columns=COPY_COLUMNS
+                "memories", records=rows(copied), columns=COPY_COLUMNS
             )
             by_content = _distinct_row("by-content", None, space_id)
             by_key = _distinct_row("by-key", "key-upserted", space_id)
-            written = upserts([(by_content, 0), (by_key, 1)])
-            assert [upsert.kind for upsert in written] == ["content", "key"]
-            for upsert in written:
-                returned = await connection.fetch(UPSERTS[upsert.kind], *upsert.arrays)
+            for sql, columns in ((UPSERT_BY_CONTENT, by_content), (UPSERT_BY_KEY, by_key)):
+                returned = await connection.fetch(sql, *arrays(columns))
                 assert [row["inserted"] for row in returned] == [True]
             for expected in (copied, by_content, by_key):
                 stored = await connection.fetchrow(
-                    f"SELECT {', '.join(Row._fields)} FROM memories WHERE id = $1", expected.id
+                    f"SELECT {', '.join(COLUMN_NAMES)} FROM memories WHERE id = $1",
+                    expected["id"][0],
                 )
                 assert stored is not None
-                read = {name: stored[name] for name in Row._fields}
+                read = {name: stored[name] for name in COLUMN_NAMES}
                 read["metadata"] = json.loads(read["metadata"])
                 read["embedding"] = vector_binary(read["embedding"].to_list())
-                want = expected._asdict()
-                want["metadata"] = json.loads(want["metadata"])
+                want: dict[str, object] = {name: values[0] for name, values in expected.items()}
+                want["metadata"] = json.loads(expected["metadata"][0])
                 assert read == want
     finally:
         await pool.close()
@@ -443,11 +443,11 @@ async def test_every_column_of_the_spec_is_written_where_it_is_named(migrated_ds
 
 def test_the_upserts_take_the_spec_columns_in_its_order() -> None:
     """Each upsert's column list and its typed unnest arrays follow Row, one for one."""
-    columns = ", ".join(Row._fields)
+    columns = ", ".join(COLUMN_NAMES)
     arrays = ", ".join(
         f"${n}::{sql_type}[]" for n, sql_type in enumerate(column_types().values(), start=1)
     )
-    for statement in UPSERTS.values():
+    for statement in (UPSERT_BY_CONTENT, UPSERT_BY_KEY):
         assert f"INSERT INTO memories ({columns})" in statement
         assert f"unnest({arrays}) AS incoming({columns})" in statement
     assert column_types()["content_hash"] == "bytea"

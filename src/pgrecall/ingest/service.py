@@ -195,12 +195,9 @@ class IngestionService:
                             )
                         except asyncpg.UniqueViolationError:
                             # Stored by another writer since the lookup: upsert them instead.
-                            to_upsert = to_upsert + planned.copied_as_upserts()
+                            to_upsert = to_upsert + planned.copied_as_upserts(chunk)
                         else:
-                            for index, new in zip(planned.copied, planned.records, strict=True):
-                                written[index] = Remembered(
-                                    new.id, new.namespace, True, new.status, new.embed_error
-                                )
+                            written.update(_copied(chunk, planned))
                     for kind, indexes, arrays in to_upsert:
                         index_of = {chunk.unique[index].identity: index for index in indexes}
                         for row in await connection.fetch(UPSERTS[kind], *arrays):
@@ -211,6 +208,17 @@ class IngestionService:
         for position, index in chunk.positions:
             results[position] = written[index]
         return any(result.status == "pending" for result in written.values())
+
+
+def _copied(chunk: Chunk, planned: WritePlan) -> dict[int, Remembered]:
+    """What became of the memories the plan copied in: new rows."""
+    columns = planned.copied_columns
+    return {
+        index: Remembered(identifier, chunk.unique[index].namespace, True, status, error)
+        for index, identifier, status, error in zip(
+            planned.copied, columns["id"], columns["status"], columns["embed_error"], strict=True
+        )
+    }
 
 
 def _identity(kind: str, row: asyncpg.Record) -> Identity:

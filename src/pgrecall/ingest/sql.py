@@ -5,7 +5,7 @@ keeps its vector only while its indexed text is unchanged; otherwise the new vec
 there is none yet, the pending state) replaces it, so a row never holds a stale vector.
 """
 
-from pgrecall.ingest.plan import Row, column_types
+from pgrecall.ingest.plan import COLUMN_NAMES, column_types
 
 # Which of a chunk's memories already have a row (they are upserted; the others are copied in),
 # and which of those rows hold a vector this store can keep (their text is not embedded again);
@@ -72,11 +72,11 @@ FIND_UNCHANGED = """
 """
 
 # New memories go in by binary COPY (ids made by the client), known ones by an upsert of the same
-# rows; both take the columns of the one column spec, plan.Row. A call's new rows are stamped
+# rows; both take the columns of the one column spec, plan.Columns. A call's new rows are stamped
 # created_at = updated_at = the server's clock at its first lookup plus one microsecond per input
 # position: its chunks are written concurrently, and "newest first" still follows the order the
 # memories were given in.
-COPY_COLUMNS = Row._fields
+COPY_COLUMNS = COLUMN_NAMES
 
 # A row past its expiry is gone to every read (expiry.py) until the sweeper deletes it: written
 # again, it starts afresh under its id, as a new row would: nothing of its metadata carried
@@ -87,7 +87,7 @@ INSERTED = "(xmax = 0 OR created_at = updated_at) AS inserted"
 
 
 def _upsert(conflict: str, assignments: str, same_text: str, identity: str) -> str:
-    """An INSERT of plan.Row's columns, one ``unnest`` array each, that writes a known memory
+    """An INSERT of plan.Columns's columns, one ``unnest`` array each, that writes a known memory
     over its row (``conflict``: the unique index of its identity kind). ``assignments`` are the
     kind's own; ``same_text`` holds when the row's indexed text is the incoming one, so its
     vector is still good when no new one comes."""
