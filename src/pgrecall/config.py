@@ -138,6 +138,13 @@ class Settings(BaseSettings):
         default=64_000, ge=1, description="characters per request at most"
     )
     embed_concurrency: int = Field(default=2, ge=1, le=64, description="requests in flight")
+    query_batch_wait_ms: float = Field(
+        default=1.0,
+        ge=0,
+        le=100,
+        description="how long a recall's query waits for concurrent ones to share its embed "
+        "call (0: each query alone)",
+    )
     text_search_config: str = Field(
         default="pgrecall_simple",
         pattern=r"^[a-z_][a-z0-9_]*$",
