@@ -82,7 +82,8 @@ def check_key(presented: str | None, keys: Mapping[str, Sequence[str]] | None) -
     return Access(patterns=tuple(matched))
 
 
-def access(request: Request) -> Access:
-    """FastAPI dependency: the caller's access, from the app's configured keys."""
+async def access(request: Request) -> Access:
+    """FastAPI dependency: the caller's access, from the app's configured keys (async: a
+    plain function would run in FastAPI's thread pool)."""
     keys: Mapping[str, Sequence[str]] | None = request.app.state.api_keys
     return check_key(_presented_key(request), keys)
