@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from pgrecall.commands.base import app, fail, settings
+from pgrecall.cli.base import app, fail, settings
 from pgrecall.errors import ConfigurationError, PgRecallError
 from pgrecall.http.app import is_loopback
 from pgrecall.http.serving import default_workers, serve
