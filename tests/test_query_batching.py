@@ -29,10 +29,12 @@ async def _open(ollama: OllamaStandin, dsn: str, **overrides: object) -> MemoryS
         ollama_url=ollama.url,
         embed_model="all-minilm",  # 384-d, the test databases' size
         worker=False,
+        inline_embed_timeout=120,  # embedded inline even on a loaded machine: recall needs vectors
         **overrides,
     )
     store = await MemoryStore.open(settings, dsn=dsn)
-    await store.remember(MEMORIES, namespace="team")
+    remembered = await store.remember(MEMORIES, namespace="team")
+    assert all(item.status == "embedded" for item in remembered)
     # Sizes and space cached, so concurrent recalls reach their embed calls together.
     await store.recall(MEMORIES[0], namespace="team", mode="vector")
     return store
