@@ -1,7 +1,7 @@
 """Many agents at once: HTTP recall throughput of ``pgrecall serve`` against a hand-written floor.
 
     python -m benchmarks.http_load [--namespaces 100] [--per-namespace 1000] [--clients 16]
-                                   [--seconds 20] [--serve-arg=--workers=2 ...]
+                                   [--seconds 20] [--rounds 1] [--serve-arg=--workers=2 ...]
                                    [--env PGRECALL_X=value ...] [--data-dir DIR]
 
 One embedded PostgreSQL, one Ollama stand-in (``tests/ollama_standin.py``, Nagle off so it adds
@@ -14,7 +14,9 @@ generator's interpreter) and ``pgrecall serve`` started as a subprocess against 
    client does: one ``/api/embed`` call, then one exact top-10 inner-product query on an
    asyncpg pool of as many connections as clients), HTTP vector recall, HTTP hybrid recall, the
    floor again. The floor runs first and last so that drift of the shared machine shows; the
-   HTTP legs are compared with the better of the two.
+   HTTP legs are compared with the better of the two. ``--rounds R`` cuts each leg into R
+   slices that alternate (floor, vector, hybrid, R times, then the floor again for a slice):
+   on a machine other jobs load, a slow minute then falls on every leg alike.
 
 Every leg prints its QPS, p50, p99, errors and its ratio to the better floor; the load average
 (``uptime``) before and after is printed too, for the machine is shared.
@@ -127,21 +129,34 @@ def _environment(dsn: str, ollama_url: str, extra: Sequence[str]) -> dict[str, s
     return env
 
 
-async def _run_leg(
-    name: str,
+@dataclass
+class Samples:
+    """What the slices of one leg measured, added up."""
+
+    latencies: list[float]
+    errors: list[str]
+    seconds: float = 0.0
+
+    def leg(self, name: str) -> Leg:
+        if self.errors:
+            print(f"  {name}: {len(self.errors)} errors, first: {self.errors[0]}", file=sys.stderr)
+        p50, _, p99 = percentiles(self.latencies) if self.latencies else (0.0, 0.0, 0.0)
+        return Leg(name, len(self.latencies), len(self.errors), self.seconds, p50, p99)
+
+
+async def _run_slice(
     call: Callable[[Query], Awaitable[None]],
     queries: Sequence[Query],
     clients: int,
     seconds: float,
-) -> Leg:
-    for query in queries[:WARMUP_CALLS]:
-        await call(query)
-    latencies: list[float] = []
-    errors: list[str] = []
+    into: Samples,
+) -> None:
+    """``clients`` concurrent loops of ``call`` for ``seconds``, added to ``into``."""
     deadline = time.perf_counter() + seconds
+    offset = len(into.latencies) + len(into.errors)
 
     async def client(first: int) -> None:
-        position = first
+        position = offset + first
         while time.perf_counter() < deadline:
             query = queries[position % len(queries)]
             position += clients
@@ -149,17 +164,13 @@ async def _run_leg(
             try:
                 await call(query)
             except Exception as exc:  # counted, not fatal: errors are one of the figures
-                errors.append(f"{type(exc).__name__}: {exc}"[:200])
+                into.errors.append(f"{type(exc).__name__}: {exc}"[:200])
             else:
-                latencies.append(time.perf_counter() - started)
+                into.latencies.append(time.perf_counter() - started)
 
     started = time.perf_counter()
     await asyncio.gather(*(client(i) for i in range(clients)))
-    elapsed = time.perf_counter() - started
-    if errors:
-        print(f"  {name}: {len(errors)} errors, first: {errors[0]}", file=sys.stderr, flush=True)
-    p50, _, p99 = percentiles(latencies) if latencies else (0.0, 0.0, 0.0)
-    return Leg(name, len(latencies), len(errors), elapsed, p50, p99)
+    into.seconds += time.perf_counter() - started
 
 
 def _batches(texts: list[str], namespaces: list[str]) -> list[list[dict[str, object]]]:
@@ -277,6 +288,7 @@ async def recall_legs(
     queries: list[Query],
     clients: int,
     seconds: float,
+    rounds: int,
 ) -> list[Leg]:
     async def floor(query: Query) -> None:
         response = await ollama.post("/api/embed", json={"model": MODEL, "input": [query.text]})
@@ -296,15 +308,19 @@ async def recall_legs(
 
         return recall
 
-    legs = []
-    for name, call in (
-        ("floor", floor),
-        ("HTTP vector", over_http("vector")),
-        ("HTTP hybrid", over_http("hybrid")),
-        ("floor again", floor),
-    ):
-        legs.append(await _run_leg(name, call, queries, clients, seconds))
-        print(f"  {name}: {legs[-1].qps:.0f}/s", flush=True)
+    calls = {"floor": floor, "HTTP vector": over_http("vector"), "HTTP hybrid": over_http("hybrid")}
+    for call in calls.values():
+        for query in queries[:WARMUP_CALLS]:
+            await call(query)
+    # Slices alternate, so that the drift of a shared machine falls on every leg alike.
+    order = [*(name for _ in range(rounds) for name in calls), "floor again"]
+    samples = {name: Samples([], []) for name in order}
+    for name in order:
+        call = calls.get(name, floor)
+        await _run_slice(call, queries, clients, seconds / rounds, samples[name])
+    legs = [samples[name].leg(name) for name in samples]
+    for leg in legs:
+        print(f"  {leg.name}: {leg.qps:.0f}/s", flush=True)
     return legs
 
 
@@ -379,7 +395,9 @@ async def _measure(args: argparse.Namespace, admin_dsn: str, ollama_url: str) ->
                 init=register_vector_codec,
             )
             try:
-                legs = await recall_legs(client, ollama, pool, queries, args.clients, args.seconds)
+                legs = await recall_legs(
+                    client, ollama, pool, queries, args.clients, args.seconds, args.rounds
+                )
             finally:
                 await pool.close()
     finally:
@@ -437,7 +455,14 @@ def main() -> None:
     parser.add_argument("--namespaces", type=int, default=100)
     parser.add_argument("--per-namespace", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--seconds", type=float, default=20.0, help="per leg, all rounds")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="slices per leg: floor, vector and hybrid alternate this many times, then the "
+        "floor again for a slice",
+    )
     parser.add_argument(
         "--serve-arg", action="append", default=[], help="passed to pgrecall serve (repeat)"
     )
