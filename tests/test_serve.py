@@ -108,8 +108,8 @@ async def test_a_line_per_request_only_with_access_log(
     assert ('"GET /healthz HTTP/1.1" 200' in logged) == bool(flag)
 
 
-def test_the_default_is_a_worker_per_core() -> None:
-    assert default_workers() == (os.cpu_count() or 1)
+def test_the_default_is_a_worker_per_two_cores() -> None:
+    assert default_workers() == max(1, (os.cpu_count() or 1) // 2)
 
 
 def test_workers_must_be_positive(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ def serve_command(
         "--workers",
         min=1,
         max=64,
-        help="processes serving requests (default: one per core)",
+        help="processes serving requests (default: one per two cores)",
     ),
     access_log: bool = typer.Option(
         False, "--access-log", help="log a line per request (off by default)"

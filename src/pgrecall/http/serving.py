@@ -34,9 +34,10 @@ WORKER_HEALTHCHECK_SECONDS = 60
 
 
 def default_workers() -> int:
-    """One worker per core: PostgreSQL, the embedder and the workers share the cores, and
-    on the 2-core VM two workers served the most recalls (RESULTS.md, issue 22)."""
-    return max(1, os.cpu_count() or 1)
+    """One worker per two cores: PostgreSQL, the embedder and the workers share the cores.
+    On the 2-core VM that is one process, which a worker of its own did not beat in the runs
+    of issue 22 (RESULTS.md); larger machines get more."""
+    return max(1, (os.cpu_count() or 1) // 2)
 
 
 def worker_app() -> FastAPI:
