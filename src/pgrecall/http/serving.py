@@ -1,8 +1,9 @@
 """Running the HTTP API: one process, or several uvicorn workers sharing the listening socket.
 
-A process serves its requests on one event loop, and a recall spends about as much time in
-Python (routing, validation, rendering) as in PostgreSQL: one process could not keep both cores
-busy (measured in ``benchmarks/http_load.py``, see RESULTS.md). With ``workers`` > 1 the
+A process serves its requests on one event loop, so its Python work (routing, validation,
+rendering) uses one core at most; more workers let a machine with cores to spare use them.
+A second worker on the 2-core VM did not beat one (``benchmarks/http_load.py``, RESULTS.md:
+PostgreSQL and the embedder need those cores too). With ``workers`` > 1 the
 supervising process starts the database (the embedded one, when no DSN is set), migrates once and
 runs the store's background work (embedding worker, indexer, expiry sweeper) once, on a thread of
 its own; the workers only serve requests, each with its own pool, told the DSN and not to run
@@ -35,8 +36,8 @@ WORKER_HEALTHCHECK_SECONDS = 60
 
 def default_workers() -> int:
     """One worker per two cores: PostgreSQL, the embedder and the workers share the cores.
-    On the 2-core VM that is one process, which a worker of its own did not beat in the runs
-    of issue 22 (RESULTS.md); larger machines get more."""
+    On the 2-core VM that is one process, which two did not beat in the runs of issue 22
+    (RESULTS.md); larger machines get more."""
     return max(1, (os.cpu_count() or 1) // 2)
 
 
