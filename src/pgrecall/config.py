@@ -144,6 +144,13 @@ class Settings(BaseSettings):
     embed_batch_size: int = _count(64, "texts per request", most=4096)
     embed_batch_chars: int = _count(64_000, "characters per request at most")
     embed_concurrency: int = _count(2, "requests in flight", most=64)
+    query_batch_wait_ms: float = Field(
+        default=1.0,
+        ge=0,
+        le=100,
+        description="how long a recall's query waits for concurrent ones to share its embed "
+        "call (0: each query alone)",
+    )
     text_search_config: str = Field(
         default="pgrecall_simple",
         pattern=r"^[a-z_][a-z0-9_]*$",

@@ -19,7 +19,8 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
     return headers.get("x-api-key")
 
 
-def access(request: Request) -> Access:
-    """FastAPI dependency: the caller's access, from the app's configured keys."""
+async def access(request: Request) -> Access:
+    """FastAPI dependency: the caller's access, from the app's configured keys (async: a
+    plain function would run in FastAPI's thread pool)."""
     keys: Mapping[str, Sequence[str]] | None = request.app.state.api_keys
     return check_key(presented_key(request.headers), keys)

@@ -51,7 +51,9 @@ NamespaceQuery = Query(min_length=1, max_length=MAX_NAMESPACE_LENGTH)
 NDJSON = "application/x-ndjson"
 
 
-def _store(request: Request) -> MemoryStore:
+async def _store(request: Request) -> MemoryStore:
+    # Dependencies are async: FastAPI runs a plain function in its thread pool, a hop that
+    # cost more than the function.
     store: MemoryStore = request.app.state.store
     return store
 
