@@ -17,6 +17,7 @@ import asyncpg
 from pgrecall import validation
 from pgrecall.catalog import Catalog, memory_id, no_memory
 from pgrecall.config import Settings, load_settings
+from pgrecall.context import ContextWindow, with_context
 from pgrecall.db import inspect, migrate
 from pgrecall.db.embedded import database_dsn
 from pgrecall.db.pool import create_pool
@@ -47,7 +48,7 @@ from pgrecall.records import (
     Stats,
 )
 from pgrecall.spaces import SpaceRegistry
-from pgrecall.templates import TextTemplates
+from pgrecall.templates import CONTENT_TEMPLATE, TextTemplates
 from pgrecall.update import UNSET, Change, UpdateService, _Unset
 from pgrecall.worker import EmbeddingWorker
 
@@ -78,6 +79,19 @@ async def _check_column(pool: asyncpg.Pool, dimensions: int) -> None:
         )
 
 
+async def _settled_templates(pool: asyncpg.Pool, settings: Settings) -> Settings:
+    """A store built before the ``auto`` default indexed the content alone (its recorded
+    template is ''): unless a template is configured, it goes on doing so, so it opens as it
+    did and its vectors stay of one kind. ``PGRECALL_INDEX_TEMPLATE=auto`` asks for the new
+    default there, which the space guard then refuses until the memories are re-embedded."""
+    if "index_template" in settings.model_fields_set or settings.namespace_templates:
+        return settings
+    recorded = await SpaceRegistry(pool).recorded()
+    if recorded is None or recorded[1].text_template != "":
+        return settings
+    return settings.model_copy(update={"index_template": CONTENT_TEMPLATE})
+
+
 class MemoryStore:
     """Semantic memory for agents: ``remember`` texts, ``recall`` them by meaning.
 
@@ -96,13 +110,22 @@ class MemoryStore:
         self.settings = settings
         self.embedder = embedder
         self.templates = TextTemplates(settings.index_template, settings.namespace_templates)
+        self.context = (
+            ContextWindow(settings.context_key, settings.context_window)
+            if settings.context_key
+            else None
+        )
         self._resources = resources
+        self._pool = pool
         health = EmbedderHealth()
-        self._spaces = SpaceRegistry(pool, self.templates.identity())
+        identity = self.context.identity(self.templates) if self.context else None
+        self._spaces = SpaceRegistry(pool, identity or self.templates.identity())
         self._sizes = NamespaceSizes(pool, settings.exact_scan_max_rows)
         self._catalog = Catalog(pool)
         self._ingest = IngestionService(pool, embedder, self._spaces, health, settings)
-        self._updates = UpdateService(pool, embedder, self._spaces, self.templates, settings)
+        self._updates = UpdateService(
+            pool, embedder, self._spaces, self.templates, settings, self.context
+        )
         self._query = QueryService(pool, embedder, self._spaces, self._sizes, settings, health)
         self.worker = EmbeddingWorker(pool, dsn, embedder, self._spaces, health, settings)
         self.indexer = Indexer(pool, settings)
@@ -171,6 +194,7 @@ class MemoryStore:
             )
             resources.push_async_callback(pool.close)
             await _check_column(pool, dimensions)
+            settings = await _settled_templates(pool, settings)
         except BaseException:
             await resources.aclose()
             raise
@@ -255,6 +279,8 @@ class MemoryStore:
             templates=self.templates,
             space=self.space,
         )
+        if self.context is not None:
+            prepared = await with_context(self._pool, self.templates, self.context, prepared)
         results = await self._ingest.remember(prepared)
         self._sizes.forget(list({memory.namespace for memory in prepared}))
         return results[0] if single else results

@@ -12,6 +12,7 @@ import asyncpg
 
 from pgrecall import validation
 from pgrecall.config import Settings
+from pgrecall.context import ContextWindow, Threaded, indexed_texts
 from pgrecall.db.errors import database_errors
 from pgrecall.embedding.base import Embedder
 from pgrecall.errors import ConflictError, DatabaseError, EmbeddingError
@@ -48,8 +49,10 @@ class UpdateService:
         spaces: SpaceRegistry,
         templates: TextTemplates,
         settings: Settings,
+        context: ContextWindow | None = None,
     ) -> None:
         self._pool = pool
+        self._context = context
         self._embedder = embedder
         self._spaces = spaces
         self._templates = templates
@@ -77,8 +80,7 @@ class UpdateService:
         if not isinstance(change.expires_at, _Unset):
             expires_at = validation.check_timestamp(change.expires_at, "expires_at")
             assignments.append(f"expires_at = {params.add(expires_at, 'timestamptz')}")
-        before = self._templates.render(current.namespace, current.content, current.metadata)
-        after = self._templates.render(current.namespace, text, metadata)
+        before, after = await self._indexed(current, text, metadata)
         if text != current.content or after != before:
             assignments.append(f"search_text = {params.add(after, 'text')}")
             assignments += await self._embedding_assignments(after or text, params)
@@ -99,6 +101,27 @@ class UpdateService:
                 ) from exc
             raise
         return current.id
+
+    async def _indexed(
+        self, current: Memory, text: str, metadata: Mapping[str, Any]
+    ) -> tuple[str | None, str | None]:
+        """The memory's indexed text before and after the change (with its context, which
+        the change does not move: the memories before it stay the same)."""
+        if self._context is None:
+            render = self._templates.render
+            return (
+                render(current.namespace, current.content, current.metadata),
+                render(current.namespace, text, metadata),
+            )
+        place = (current.created_at, current.id)
+        texts = []
+        # One call each: the two versions are not turns of one thread.
+        for content, data in ((current.content, current.metadata), (text, metadata)):
+            version = Threaded(
+                current.namespace, content, dict(data), content_hash(content), None, place
+            )
+            texts += await indexed_texts(self._pool, self._templates, self._context, [version])
+        return texts[0], texts[1]
 
     async def _embedding_assignments(self, text: str, params: SqlParams) -> list[str]:
         space_id = await self._spaces.ensure(self._embedder.space)
