@@ -28,7 +28,6 @@ import importlib.util
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -39,6 +38,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from tests.http_server import serving
 
 from benchmarks.common import OUT
 from pgrecall import MemoryStore, load_settings
@@ -177,12 +177,11 @@ async def ask(
 @contextlib.asynccontextmanager
 async def served(settings: Settings, embedder: CachedLocalEmbedder) -> AsyncIterator[str]:
     """The app over a store on ``settings`` with ``embedder``, served on loopback."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from http_server import serving
-
-    async with await MemoryStore.open(settings, embedder=embedder) as store:
-        async with serving(create_app(settings, store=store)) as url:
-            yield url
+    async with (
+        await MemoryStore.open(settings, embedder=embedder) as store,
+        serving(create_app(settings, store=store)) as url,
+    ):
+        yield url
 
 
 def report(score: ModuleType, queries: list[dict[str, Any]], ranked: dict[str, list[str]]) -> None:
@@ -233,10 +232,12 @@ async def main() -> None:
         dsn = await asyncio.to_thread(server.start)
         try:
             settings = settings.model_copy(update={"database_url": dsn, "worker": False})
-            async with served(settings, embedder) as url:
-                async with httpx.AsyncClient(base_url=url, timeout=600) as client:
-                    seconds = await ingest(client, turns)
-                    ranked, latencies = await ask(client, queries)
+            async with (
+                served(settings, embedder) as url,
+                httpx.AsyncClient(base_url=url, timeout=600) as client,
+            ):
+                seconds = await ingest(client, turns)
+                ranked, latencies = await ask(client, queries)
         finally:
             await asyncio.to_thread(server.stop)
     embedder.save()

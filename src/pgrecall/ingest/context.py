@@ -26,10 +26,10 @@ from uuid import UUID
 
 import asyncpg
 
+from pgrecall.background.expiry import unexpired
 from pgrecall.db.errors import database_errors
-from pgrecall.expiry import unexpired
-from pgrecall.ingest import Prepared
-from pgrecall.templates import TextTemplates
+from pgrecall.ingest.service import Prepared
+from pgrecall.ingest.templates import TextTemplates
 
 # One row per memory of the call that names a thread: up to $7 rows of its thread before it.
 _BEFORE = f"""
