@@ -89,8 +89,10 @@ class CachedLocalEmbedder(LocalEmbedder):
         """Write the cache back when anything was added."""
         if self.cached and self.added:
             CACHE.parent.mkdir(parents=True, exist_ok=True)
-            with CACHE.open("wb") as out:
+            partial = CACHE.with_suffix(f".{os.getpid()}.part")
+            with partial.open("wb") as out:
                 np.savez(out, **self._vectors)
+            partial.replace(CACHE)  # whole or not at all, whatever runs at once
 
 
 def _score_module() -> ModuleType:
@@ -159,12 +161,13 @@ async def ingest(client: httpx.AsyncClient, turns: list[dict[str, Any]]) -> floa
 
 
 async def ask(
-    client: httpx.AsyncClient, queries: list[dict[str, Any]]
+    client: httpx.AsyncClient, queries: list[dict[str, Any]], **options: float
 ) -> tuple[dict[str, list[str]], list[float]]:
     ranked: dict[str, list[str]] = {}
     latencies = []
     for query in queries:
         body = {"query": query["question"], "namespaces": [query["conversation"]], "k": K}
+        body.update(options)
         started = time.perf_counter()
         response = await client.post("/v1/recall", json=body)
         latencies.append(time.perf_counter() - started)
@@ -205,6 +208,13 @@ async def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="PGRECALL_X=value")
     parser.add_argument("--conversations", type=int, default=None, help="first N (smoke runs)")
     parser.add_argument("--questions", type=int, default=None, help="first N per conversation")
+    parser.add_argument(
+        "--weights",
+        nargs="*",
+        default=[],
+        metavar="V,K",
+        help="also score these per-call fusion weights (vector,keyword) on the same memories",
+    )
     parser.add_argument("--no-cache", action="store_true", help="embed everything live")
     arguments = parser.parse_args()
     values = read_env_file(arguments.env) if arguments.env else {}
@@ -238,6 +248,10 @@ async def main() -> None:
             ):
                 seconds = await ingest(client, turns)
                 ranked, latencies = await ask(client, queries)
+                trials = [
+                    (pair, (await ask(client, queries, **_weights(pair)))[0])
+                    for pair in arguments.weights
+                ]
         finally:
             await asyncio.to_thread(server.stop)
     embedder.save()
@@ -248,6 +262,15 @@ async def main() -> None:
     p50 = statistics.median(latencies) * 1000
     where = "model live" if arguments.no_cache else "question vectors cached"
     print(f"recall p50 over HTTP: {p50:.1f} ms ({where})")
+    score = _score_module()
+    for pair, trial in trials:
+        metrics = score.score(queries, trial, [10])["ALL"]
+        print(f"per-call weights vector,keyword={pair}: hit@10 {metrics['hit@10']:.3f}")
+
+
+def _weights(pair: str) -> dict[str, float]:
+    vector, _, keyword = pair.partition(",")
+    return {"vector_weight": float(vector), "keyword_weight": float(keyword)}
 
 
 if __name__ == "__main__":
