@@ -89,6 +89,9 @@ class CachedLocalEmbedder(LocalEmbedder):
         """Write the cache back when anything was added."""
         if self.cached and self.added:
             CACHE.parent.mkdir(parents=True, exist_ok=True)
+            if CACHE.exists():  # another run may have added vectors meanwhile: keep them
+                with np.load(CACHE) as stored:
+                    self._vectors = {key: stored[key] for key in stored.files} | self._vectors
             partial = CACHE.with_suffix(f".{os.getpid()}.part")
             with partial.open("wb") as out:
                 np.savez(out, **self._vectors)

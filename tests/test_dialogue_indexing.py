@@ -41,7 +41,7 @@ async def test_default_indexes_speaker_and_date_and_returns_the_content(
 async def test_a_store_built_before_auto_keeps_indexing_the_content_alone(
     migrated_dsn: str, local_embedder: LocalEmbedder
 ) -> None:
-    legacy = store_settings(index_template="{content}")
+    legacy = store_settings(index_template="{content}", context_key="")  # as built before
     store = await MemoryStore.open(legacy, dsn=migrated_dsn, embedder=local_embedder)
     try:
         await store.remember("first", namespace="chat", metadata={"speaker": "Ada"})
@@ -56,12 +56,33 @@ async def test_a_store_built_before_auto_keeps_indexing_the_content_alone(
         assert store.space.text_template == ""
     finally:
         await store.close()
-    # Asking for auto there is refused: its memories would be of two kinds.
-    explicit = store_settings(index_template="auto")
-    store = await MemoryStore.open(explicit, dsn=migrated_dsn, embedder=local_embedder)
+    # Asking for auto or a context there is refused: its memories would be of two kinds.
+    for asked in ({"context_key": "session"}, {"index_template": "auto", "context_key": ""}):
+        store = await MemoryStore.open(
+            store_settings(**asked), dsn=migrated_dsn, embedder=local_embedder
+        )
+        try:
+            with pytest.raises(EmbeddingSpaceMismatchError, match="template"):
+                await store.remember("third", namespace="chat", metadata={"speaker": "Ada"})
+        finally:
+            await store.close()
+
+
+async def test_a_store_with_a_template_and_no_context_opens_as_before(
+    migrated_dsn: str, local_embedder: LocalEmbedder
+) -> None:
+    built = store_settings(index_template="{speaker}: {content}", context_key="")
+    store = await MemoryStore.open(built, dsn=migrated_dsn, embedder=local_embedder)
     try:
-        with pytest.raises(EmbeddingSpaceMismatchError, match="template"):
-            await store.remember("third", namespace="chat", metadata={"speaker": "Ada"})
+        await store.remember("first", namespace="chat", metadata={"speaker": "Ada", "session": 1})
+    finally:
+        await store.close()
+    again = store_settings(index_template="{speaker}: {content}")  # context not configured
+    store = await MemoryStore.open(again, dsn=migrated_dsn, embedder=local_embedder)
+    try:
+        second = {"speaker": "Bo", "session": 1}
+        await store.remember("second", namespace="chat", metadata=second)
+        assert (await _search_texts(migrated_dsn))["second"] == "Bo: second"  # no context
     finally:
         await store.close()
 
@@ -126,7 +147,9 @@ async def test_context_indexes_a_turn_with_the_one_before_it_in_its_thread(
     finally:
         await store.close()
     # The context is part of the indexed text, so of the space: a store without it refuses.
-    plain = await MemoryStore.open(store_settings(), dsn=migrated_dsn, embedder=local_embedder)
+    plain = await MemoryStore.open(
+        store_settings(context_key=""), dsn=migrated_dsn, embedder=local_embedder
+    )
     try:
         with pytest.raises(EmbeddingSpaceMismatchError):
             await plain.remember("another", namespace="chat")

@@ -150,11 +150,11 @@ class Settings(BaseSettings):
             "auto: '<session_date or date> <speaker>: <content>' with what the metadata has"
         ),
     )
-    context_key: str | None = Field(
-        default=None,
-        min_length=1,
+    context_key: str = Field(
+        default="session",
         max_length=256,
-        description="metadata key naming a memory's thread: index it with the ones before it",
+        description="metadata key naming a memory's thread: index it with the ones before it "
+        "(empty: off)",
     )
     context_window: int = Field(
         default=1, ge=1, le=8, description="memories before it in its thread indexed with one"

@@ -35,7 +35,7 @@ from pgrecall.errors import (
     PgRecallError,
     SchemaError,
 )
-from pgrecall.ingest.context import ContextWindow, with_context
+from pgrecall.ingest.context import ContextWindow, has_context, with_context
 from pgrecall.ingest.service import IngestionService, prepare
 from pgrecall.ingest.templates import CONTENT_TEMPLATE, TextTemplates
 from pgrecall.ingest.update import UNSET, Change, UpdateService, _Unset
@@ -80,17 +80,23 @@ async def _check_column(pool: asyncpg.Pool, dimensions: int) -> None:
         )
 
 
-async def _settled_templates(pool: asyncpg.Pool, settings: Settings) -> Settings:
-    """A store built before the ``auto`` default indexed the content alone (its recorded
-    template is ''): unless a template is configured, it goes on doing so, so it opens as it
-    did and its vectors stay of one kind. ``PGRECALL_INDEX_TEMPLATE=auto`` asks for the new
-    default there, which the space guard then refuses until the memories are re-embedded."""
-    if "index_template" in settings.model_fields_set or settings.namespace_templates:
-        return settings
+async def _settled_indexing(pool: asyncpg.Pool, settings: Settings) -> Settings:
+    """A store built before the ``auto`` template and contextual indexing became defaults goes
+    on indexing as it was built, so it opens as it did and its vectors stay of one kind: the
+    content alone where it recorded '' and no template is configured, no context where it
+    recorded none and no context key is configured. Configuring them there explicitly is
+    refused by the space guard until the memories are re-embedded."""
     recorded = await SpaceRegistry(pool).recorded()
-    if recorded is None or recorded[1].text_template != "":
+    if recorded is None:
         return settings
-    return settings.model_copy(update={"index_template": CONTENT_TEMPLATE})
+    identity = recorded[1].text_template
+    changes: dict[str, str] = {}
+    if "context_key" not in settings.model_fields_set and not has_context(identity):
+        changes["context_key"] = ""
+    configured = "index_template" in settings.model_fields_set or settings.namespace_templates
+    if not configured and identity == "":
+        changes["index_template"] = CONTENT_TEMPLATE
+    return settings.model_copy(update=changes) if changes else settings
 
 
 class MemoryStore:
@@ -204,7 +210,7 @@ class MemoryStore:
             )
             resources.push_async_callback(pool.close)
             await _check_column(pool, dimensions)
-            settings = await _settled_templates(pool, settings)
+            settings = await _settled_indexing(pool, settings)
         except BaseException:
             await resources.aclose()
             raise

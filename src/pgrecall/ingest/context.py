@@ -1,17 +1,19 @@
 """Contextual indexing: a memory indexed with the memories just before it in its thread.
 
-Off by default. ``PGRECALL_CONTEXT_KEY`` names a metadata key that says which thread a memory
-belongs to (a session, a conversation, a ticket); a memory whose metadata holds it is embedded
-and keyword-indexed as the indexed texts of the ``PGRECALL_CONTEXT_WINDOW`` memories before it
-in the same namespace and thread (oldest first, one a line), then its own. The content is
-stored and returned as given. "Before" is the order of remembering: rows of the thread created
-earlier (by ``created_at``, then id, which grows within a process), then the items before it in
-the same call. A memory remembered again keeps the context it had: only rows older than its own
-row, and none of the call's own memories, count from the table.
+``PGRECALL_CONTEXT_KEY`` (default ``session``; empty: off) names a metadata key that says which
+thread a memory belongs to (a session, a conversation, a ticket); a memory whose metadata holds
+it is embedded and keyword-indexed as the indexed texts of the ``PGRECALL_CONTEXT_WINDOW``
+memories before it in the same namespace and thread (oldest first, one a line), then its own.
+The content is stored and returned as given. "Before" is the order of remembering: rows of the
+thread created earlier (by ``created_at``, then id, which grows within a process), then the
+items before it in the same call. A memory remembered again keeps the context it had: only rows
+older than its own row, and none of the call's own memories, count from the table. Memories
+without the key cost nothing more.
 
-Why: in a dialogue the answer often sits in a turn that shares nothing with the question ("Yes,
-last Friday!" answers "When did you go?"). Measured on LoCoMo-dev (benchmarks/locomo.py), see
-benchmarks/RESULTS.md.
+Why: in a dialogue the answer often sits in a turn that shares nothing with the question, next
+to the turn that does ("Yes, last Friday!" after "Did you go to Lisbon?"). On LoCoMo-dev's first
+conversation (benchmarks/locomo.py; 419 turns, 197 questions) a window of one turn took hybrid
+hit@10 from 0.716 (the ``auto`` template alone) to 0.822; see benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -69,6 +71,15 @@ class ContextWindow:
             {"templates": templates.identity(), "context": self.key, "window": self.size},
             sort_keys=True,
         )
+
+
+def has_context(identity: str) -> bool:
+    """Whether a recorded text identity (``ContextWindow.identity``) includes a context."""
+    try:
+        recorded = json.loads(identity)
+    except ValueError:
+        return False
+    return isinstance(recorded, dict) and "context" in recorded
 
 
 @dataclass(frozen=True, slots=True)
