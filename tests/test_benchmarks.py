@@ -39,12 +39,12 @@ def test_scifact_benchmark_runs(tmp_path: Path) -> None:
 @pytest.mark.skipif(not LOCOMO.is_dir(), reason="../shared/eval/locomo-dev is not beside the repo")
 def test_locomo_benchmark_runs(tmp_path: Path) -> None:
     env = tmp_path / "dialogue.env"
-    env.write_text("# comment\nPGRECALL_CONTEXT_KEY=session\n", encoding="utf-8")
+    env.write_text("# comment\nPGRECALL_CONTEXT_WINDOW=1\n", encoding="utf-8")
     out = _run(
         "benchmarks.locomo",
         *("--env", str(env), "--conversations", "1", "--questions", "10", "--weights", "1,0"),
     )
-    assert "settings: PGRECALL_CONTEXT_KEY=session" in out
+    assert "settings: PGRECALL_CONTEXT_WINDOW=1" in out
     overall = next(line.split() for line in out.splitlines() if line.startswith("ALL"))
     assert overall[1] == "10"  # questions asked
     assert 0.3 < float(overall[4]) <= 1.0  # hit@10 of 10 questions over one conversation
