@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -15,33 +16,23 @@ import asyncpg
 from pgrecall import validation
 from pgrecall.background.expiry import unexpired
 from pgrecall.db.errors import database_errors
+from pgrecall.db.params import SqlParams
 from pgrecall.errors import InvalidInputError, NotFoundError
 from pgrecall.offload import off_loop
-from pgrecall.recall.filters import SqlParams, compile_filter
+from pgrecall.recall.filters import compile_filter
 from pgrecall.records import EmbedStatus, Memory, NamespaceStats, Page, Stats
 
-MEMORY_COLUMNS = (
-    "id, namespace, content, metadata, key, created_at, updated_at, expires_at, status, "
-    "embed_error, embed_attempts"
-)
+# A Memory's fields are the columns read for it.
+_MEMORY_FIELDS = tuple(field.name for field in fields(Memory))
+MEMORY_COLUMNS = ", ".join(_MEMORY_FIELDS)
 MAX_PAGE = 1000
 
 
 def memory_from_row(row: asyncpg.Record) -> Memory:
     """A Memory from a row selected with MEMORY_COLUMNS."""
-    return Memory(
-        id=row["id"],
-        namespace=row["namespace"],
-        content=row["content"],
-        metadata=json.loads(row["metadata"]),
-        key=row["key"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        expires_at=row["expires_at"],
-        status=row["status"],
-        embed_error=row["embed_error"],
-        embed_attempts=row["embed_attempts"],
-    )
+    values = {name: row[name] for name in _MEMORY_FIELDS}
+    values["metadata"] = json.loads(values["metadata"])
+    return Memory(**values)
 
 
 def memory_id(value: object) -> UUID:
@@ -79,6 +70,14 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         raise InvalidInputError("cursor is not one pgrecall returned") from exc
 
 
+def _in_namespace(condition: str, namespace: str | None, params: SqlParams) -> str:
+    """``condition``, narrowed to ``namespace`` when one is named (under Citus, naming it routes
+    the statement to one shard)."""
+    if namespace is None:
+        return condition
+    return f"{condition} AND namespace = {params.add(validation.namespace(namespace), 'text')}"
+
+
 class Catalog:
     """Memories by id and namespace."""
 
@@ -94,8 +93,7 @@ class Catalog:
         where = f"id = {params.add(identifier, 'uuid')}"
         if not expired:
             where += f" AND {unexpired()}"
-        if namespace is not None:
-            where += f" AND namespace = {params.add(validation.namespace(namespace), 'text')}"
+        where = _in_namespace(where, namespace, params)
         with database_errors():
             row = await self._pool.fetchrow(
                 f"SELECT {MEMORY_COLUMNS} FROM memories WHERE {where}", *params.values
@@ -116,9 +114,7 @@ class Catalog:
         if namespace is None and status is None:
             raise InvalidInputError("name a namespace (or list by status, e.g. the failed ones)")
         params = SqlParams()
-        conditions = [unexpired()]
-        if namespace is not None:
-            conditions.append(f"namespace = {params.add(validation.namespace(namespace), 'text')}")
+        conditions = [_in_namespace(unexpired(), namespace, params)]
         if status is not None:
             if status not in ("pending", "embedded", "failed"):
                 raise InvalidInputError("status is one of pending, embedded, failed")
@@ -163,9 +159,7 @@ class Catalog:
     async def retry_failed(self, namespace: str | None = None) -> int:
         """Put failed memories back in the queue (attempts reset); returns how many."""
         params = SqlParams()
-        where = f"status = 'failed' AND {unexpired()}"
-        if namespace is not None:
-            where += f" AND namespace = {params.add(validation.namespace(namespace), 'text')}"
+        where = _in_namespace(f"status = 'failed' AND {unexpired()}", namespace, params)
         with database_errors():
             status = await self._pool.execute(
                 f"UPDATE memories SET status = 'pending', embed_attempts = 0, embed_after = now() "
@@ -180,9 +174,9 @@ class Catalog:
         """Delete memories by id; returns (id, namespace) of those deleted that had not expired
         (an expired one goes too, but it was already gone to every read)."""
         params = SqlParams()
-        where = f"id = ANY({params.add(list(identifiers), 'uuid[]')})"
-        if namespace is not None:
-            where += f" AND namespace = {params.add(validation.namespace(namespace), 'text')}"
+        where = _in_namespace(
+            f"id = ANY({params.add(list(identifiers), 'uuid[]')})", namespace, params
+        )
         with database_errors():
             rows = await self._pool.fetch(
                 f"DELETE FROM memories WHERE {where} "
@@ -209,9 +203,7 @@ class Catalog:
     async def stats(self, namespace: str | None = None) -> Stats:
         """Counts per namespace (one namespace, or all of them), expired memories left out."""
         params = SqlParams()
-        where = unexpired()
-        if namespace is not None:
-            where += f" AND namespace = {params.add(validation.namespace(namespace), 'text')}"
+        where = _in_namespace(unexpired(), namespace, params)
         with database_errors():
             rows = await self._pool.fetch(
                 f"""

@@ -30,7 +30,7 @@ import asyncpg
 
 from pgrecall.background.expiry import unexpired
 from pgrecall.db.errors import database_errors
-from pgrecall.ingest.service import Prepared
+from pgrecall.ingest.prepare import Prepared
 from pgrecall.ingest.templates import TextTemplates
 
 # One row per memory of the call that names a thread: up to $7 rows of its thread before it.

@@ -12,21 +12,14 @@ import asyncpg
 
 from pgrecall import validation
 from pgrecall.db.errors import database_errors
+from pgrecall.db.params import SqlParams
 from pgrecall.embedding.guard import SpaceRegistry
 from pgrecall.embedding.policy import EmbedOrDefer, announce_pending
 from pgrecall.errors import ConflictError, DatabaseError
 from pgrecall.ingest.context import ContextWindow, Threaded, indexed_texts
-from pgrecall.ingest.service import content_hash
+from pgrecall.ingest.prepare import content_hash
 from pgrecall.ingest.templates import TextTemplates
-from pgrecall.recall.filters import SqlParams
-from pgrecall.records import Memory
-
-
-class _Unset:
-    """Marks an argument that was not given (None means clear it)."""
-
-
-UNSET = _Unset()
+from pgrecall.records import UNSET, Memory, Unset
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,27 +28,19 @@ class Change:
 
     content: str | None = None
     metadata: Mapping[str, Any] | None = None
-    expires_at: datetime | _Unset | None = UNSET
+    expires_at: datetime | Unset | None = UNSET
 
 
+@dataclass
 class UpdateService:
     """Changes one memory in place; a new text is embedded again before it is written."""
 
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        embedding: EmbedOrDefer,
-        spaces: SpaceRegistry,
-        templates: TextTemplates,
-        max_chars: int,
-        context: ContextWindow | None = None,
-    ) -> None:
-        self._pool = pool
-        self._context = context
-        self._embedding = embedding
-        self._spaces = spaces
-        self._templates = templates
-        self._max_chars = max_chars
+    pool: asyncpg.Pool
+    embedding: EmbedOrDefer
+    spaces: SpaceRegistry
+    templates: TextTemplates
+    max_chars: int  # of a memory's text
+    context: ContextWindow | None = None  # contextual indexing, when on
 
     async def update(self, current: Memory, change: Change) -> UUID:
         """Apply ``change`` to ``current``; raises ConflictError if the new text already is
@@ -67,7 +52,7 @@ class UpdateService:
         text = current.content
         metadata: Mapping[str, Any] = current.metadata
         if change.content is not None and change.content != current.content:
-            text = validation.content(change.content, self._max_chars)
+            text = validation.content(change.content, self.max_chars)
             assignments += [
                 f"content = {params.add(text, 'text')}",
                 f"content_hash = {params.add(content_hash(text), 'bytea')}",
@@ -77,7 +62,7 @@ class UpdateService:
             assignments.append(
                 f"metadata = {params.add(validation.metadata(change.metadata), 'jsonb')}"
             )
-        if not isinstance(change.expires_at, _Unset):
+        if not isinstance(change.expires_at, Unset):
             expires_at = validation.check_timestamp(change.expires_at, "expires_at")
             assignments.append(f"expires_at = {params.add(expires_at, 'timestamptz')}")
         before, after = await self._indexed(current, text, metadata)
@@ -92,7 +77,7 @@ class UpdateService:
         )
         try:
             with database_errors():
-                await self._pool.execute(
+                await self.pool.execute(
                     f"UPDATE memories SET {', '.join(assignments)} WHERE {where}", *params.values
                 )
         except DatabaseError as exc:
@@ -103,7 +88,7 @@ class UpdateService:
                 ) from exc
             raise
         if pending:
-            await announce_pending(self._pool)
+            await announce_pending(self.pool)
         return current.id
 
     async def _indexed(
@@ -111,8 +96,8 @@ class UpdateService:
     ) -> tuple[str | None, str | None]:
         """The memory's indexed text before and after the change (with its context, which
         the change does not move: the memories before it stay the same)."""
-        if self._context is None:
-            render = self._templates.render
+        if self.context is None:
+            render = self.templates.render
             return (
                 render(current.namespace, current.content, current.metadata),
                 render(current.namespace, text, metadata),
@@ -124,13 +109,13 @@ class UpdateService:
             version = Threaded(
                 current.namespace, content, dict(data), content_hash(content), None, place
             )
-            texts += await indexed_texts(self._pool, self._templates, self._context, [version])
+            texts += await indexed_texts(self.pool, self.templates, self.context, [version])
         return texts[0], texts[1]
 
     async def _embedding_assignments(self, text: str, params: SqlParams) -> tuple[list[str], bool]:
         """The columns that give the memory its new vector, and whether it is left pending."""
-        space_id = await self._spaces.ensure(self._embedding.embedder.space)
-        outcome = await self._embedding.embed([text])
+        space_id = await self.spaces.ensure(self.embedding.embedder.space)
+        outcome = await self.embedding.embed([text])
         failure, vector = outcome.failures[0], outcome.vectors[0]
         if failure is not None:
             raise failure  # one memory, asked for now: its caller hears why
