@@ -36,6 +36,7 @@ from pgrecall.records import (
     RecallResult,
     Remembered,
     Stats,
+    WriteCount,
 )
 from pgrecall.store import MemoryStore
 
@@ -75,5 +76,6 @@ __all__ = [
     "SchemaError",
     "Settings",
     "Stats",
+    "WriteCount",
     "load_settings",
 ]

@@ -16,6 +16,7 @@ from pgrecall import validation
 from pgrecall.db.errors import database_errors
 from pgrecall.errors import InvalidInputError, NotFoundError
 from pgrecall.expiry import unexpired
+from pgrecall.exporter import ExportScope
 from pgrecall.filters import SqlParams, compile_filter
 from pgrecall.offload import off_loop
 from pgrecall.records import EmbedStatus, Memory, NamespaceStats, Page, Stats
@@ -160,12 +161,17 @@ class Catalog:
                 )
             )
 
-    async def retry_failed(self, namespace: str | None = None) -> int:
-        """Put failed memories back in the queue (attempts reset); returns how many."""
+    async def retry_failed(
+        self, namespace: str | None = None, identifier: UUID | None = None
+    ) -> int:
+        """Put failed memories back in the queue (attempts reset): every one, a namespace's,
+        or the one ``identifier`` names (with its namespace); returns how many."""
         params = SqlParams()
         where = f"status = 'failed' AND {unexpired()}"
         if namespace is not None:
             where += f" AND namespace = {params.add(validation.namespace(namespace), 'text')}"
+        if identifier is not None:
+            where += f" AND id = {params.add(identifier, 'uuid')}"
         with database_errors():
             status = await self._pool.execute(
                 f"UPDATE memories SET status = 'pending', embed_attempts = 0, embed_after = now() "
@@ -206,12 +212,15 @@ class Catalog:
             )
         return int(live)
 
-    async def stats(self, namespace: str | None = None) -> Stats:
-        """Counts per namespace (one namespace, or all of them), expired memories left out."""
+    async def stats(self, namespace: str | None = None, scope: ExportScope | None = None) -> Stats:
+        """Counts per namespace (one namespace, those of ``scope``, or all of them) and each
+        one's last write, expired memories left out."""
         params = SqlParams()
         where = unexpired()
         if namespace is not None:
             where += f" AND namespace = {params.add(validation.namespace(namespace), 'text')}"
+        if scope is not None:
+            where += f" AND {scope.condition(params)}"
         with database_errors():
             rows = await self._pool.fetch(
                 f"""
@@ -219,6 +228,7 @@ class Catalog:
                        count(*) FILTER (WHERE status = 'embedded') AS embedded,
                        count(*) FILTER (WHERE status = 'pending') AS pending,
                        count(*) FILTER (WHERE status = 'failed') AS failed,
+                       max(updated_at) AS last_write,
                        extract(epoch FROM now() - min(created_at) FILTER
                                (WHERE status = 'pending')) AS oldest_pending
                 FROM memories WHERE {where} GROUP BY namespace ORDER BY namespace
@@ -227,7 +237,12 @@ class Catalog:
             )
         per_namespace = [
             NamespaceStats(
-                row["namespace"], row["memories"], row["embedded"], row["pending"], row["failed"]
+                row["namespace"],
+                row["memories"],
+                row["embedded"],
+                row["pending"],
+                row["failed"],
+                row["last_write"],
             )
             for row in rows
         ]

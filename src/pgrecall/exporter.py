@@ -32,6 +32,7 @@ from pgrecall.db.retry import with_replays
 from pgrecall.db.vectors import float32_values
 from pgrecall.embedding.space import EmbeddingSpace
 from pgrecall.expiry import unexpired
+from pgrecall.filters import SqlParams
 from pgrecall.offload import off_loop
 from pgrecall.records import Embedding, MemoryInput, Stats
 from pgrecall.spaces import SpaceRegistry
@@ -85,6 +86,16 @@ class ExportScope:
     def covers(self, namespace: str) -> bool:
         """Whether ``namespace`` is in this scope."""
         return namespace in self.names or namespace.startswith(self.prefixes)
+
+    def condition(self, params: SqlParams, column: str = "namespace") -> str:
+        """This scope as an SQL condition on ``column``, its names and prefixes bound (``^@``
+        is PostgreSQL's starts-with: a prefix holding ``%`` or ``_`` means itself)."""
+        if "" in self.prefixes:
+            return "true"
+        names = f"{column} = ANY({params.add(list(self.names), 'text[]')})"
+        if not self.prefixes:
+            return names
+        return f"({names} OR {column} ^@ ANY({params.add(list(self.prefixes), 'text[]')}))"
 
 
 class Exporter:

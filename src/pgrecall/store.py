@@ -14,7 +14,8 @@ from uuid import UUID
 
 import asyncpg
 
-from pgrecall import validation
+from pgrecall import activity, validation
+from pgrecall.activity import Bucket
 from pgrecall.catalog import Catalog, memory_id, no_memory
 from pgrecall.config import Settings, load_settings
 from pgrecall.db import inspect, migrate
@@ -45,6 +46,7 @@ from pgrecall.records import (
     RecallResult,
     Remembered,
     Stats,
+    WriteCount,
 )
 from pgrecall.spaces import SpaceRegistry
 from pgrecall.templates import TextTemplates
@@ -100,6 +102,7 @@ class MemoryStore:
         health = EmbedderHealth()
         self._spaces = SpaceRegistry(pool, self.templates.identity())
         self._sizes = NamespaceSizes(pool, settings.exact_scan_max_rows)
+        self._pool = pool
         self._catalog = Catalog(pool)
         self._ingest = IngestionService(pool, embedder, self._spaces, health, settings)
         self._updates = UpdateService(pool, embedder, self._spaces, self.templates, settings)
@@ -352,9 +355,12 @@ class MemoryStore:
         self._sizes.forget([validation.namespace(namespace)])
         return count
 
-    async def stats(self, *, namespace: str | None = None) -> Stats:
-        """How many memories, embedded or not, per namespace; and the store's space."""
-        counts = await self._catalog.stats(namespace)
+    async def stats(
+        self, *, namespace: str | None = None, scope: ExportScope | None = None
+    ) -> Stats:
+        """How many memories, embedded or not, and the last write, per namespace (all, one, or
+        those of ``scope``); and the store's space."""
+        counts = await self._catalog.stats(namespace, scope)
         recorded = await self._spaces.recorded()
         return dataclasses.replace(counts, space=recorded[1] if recorded else None)
 
@@ -388,9 +394,20 @@ class MemoryStore:
         the rows moved."""
         return await self.indexer.catch_up(rebuild=rebuild)
 
-    async def retry_failed(self, *, namespace: str | None = None) -> int:
-        """Queue failed memories again (after pulling the model, say); returns how many."""
-        count = await self._catalog.retry_failed(namespace)
+    async def writes(
+        self, scope: ExportScope | None = None, *, bucket: Bucket = "day", buckets: int = 30
+    ) -> list[WriteCount]:
+        """Memories created and changed per UTC hour or day, the last ``buckets`` of them up to
+        now, in ``scope`` (every namespace by default): what a chart of writes draws."""
+        return await activity.writes(self._pool, scope or ExportScope.everything(), bucket, buckets)
+
+    async def retry_failed(
+        self, *, namespace: str | None = None, memory: UUID | str | None = None
+    ) -> int:
+        """Queue failed memories again (after pulling the model, say): all of them, a
+        namespace's, or one ``memory`` (give its namespace too); returns how many."""
+        identifier = memory_id(memory) if memory is not None else None
+        count = await self._catalog.retry_failed(namespace, identifier)
         if count:
             self.worker.wake()
         return count

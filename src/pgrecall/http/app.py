@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pgrecall.config import Settings
 from pgrecall.embedding.factory import create_embedder
-from pgrecall.http import errors
+from pgrecall.http import console, errors
 from pgrecall.http.errors import error_response
 from pgrecall.http.metrics import InstrumentedEmbedder, Metrics, RequestMetrics
 from pgrecall.http.routes import api, probes
@@ -106,6 +106,7 @@ def create_app(settings: Settings, *, store: MemoryStore | None = None) -> FastA
     errors.install(app)
     app.include_router(api)
     app.include_router(probes)
+    console.install(app)
     app.add_middleware(BodyLimit, limit=settings.http_max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app
