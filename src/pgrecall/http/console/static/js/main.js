@@ -93,5 +93,8 @@ document.getElementById("disconnect").addEventListener("click", () => {
   say("Key forgotten.");
   keyForm();
 });
-window.addEventListener("hashchange", route);
+window.addEventListener("hashchange", () => {
+  say("");
+  route();
+});
 route();

@@ -108,8 +108,12 @@ export async function recallView(search) {
       { class: "row" },
       field("Mode", "mode", mode),
       field("k", "k", h("input", { name: "k", type: "number", min: 1, max: 1000, value: 10, required: true })),
+      field(
+        "Filter (JSON, optional)",
+        "filter",
+        h("input", { name: "filter", type: "text", spellcheck: "false", placeholder: '{"kind": "health"}' }),
+      ),
     ),
-    field("Filter (JSON, optional)", "filter", h("textarea", { name: "filter", rows: 2, spellcheck: "false" }), 'e.g. {"kind": "health"}'),
     h("button", { type: "submit" }, "Recall"),
   );
   if (last) {
