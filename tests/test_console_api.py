@@ -11,8 +11,8 @@ import asyncpg
 import httpx
 import pytest
 
-from pgrecall.exporter import ExportScope
-from pgrecall.filters import SqlParams
+from pgrecall.recall.filters import SqlParams
+from pgrecall.transfer.exporter import ExportScope
 
 from .conftest import store_settings
 from .http_server import ServerThread

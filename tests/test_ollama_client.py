@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from pgrecall.config import Settings, load_settings
-from pgrecall.embedding.ollama import OllamaEmbedder, estimated_tokens, keep_alive_value
-from pgrecall.embedding.ollama_http import OllamaClient, RetryPolicy
+from pgrecall.embedding.ollama.client import OllamaClient, RetryPolicy
+from pgrecall.embedding.ollama.embedder import OllamaEmbedder, estimated_tokens, keep_alive_value
 from pgrecall.embedding.space import configured_space
 from pgrecall.errors import (
     BadEmbeddingResponseError,

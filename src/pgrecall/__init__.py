@@ -25,7 +25,6 @@ from pgrecall.errors import (
     PgRecallError,
     SchemaError,
 )
-from pgrecall.exporter import ExportScope
 from pgrecall.records import (
     Embedding,
     Hit,
@@ -39,6 +38,7 @@ from pgrecall.records import (
     WriteCount,
 )
 from pgrecall.store import MemoryStore
+from pgrecall.transfer.exporter import ExportScope
 
 # One source of truth: the version in pyproject.toml, read from the installed metadata.
 __version__ = _distribution_version("pgrecall")

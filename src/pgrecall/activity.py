@@ -12,12 +12,12 @@ from typing import Literal, get_args
 
 import asyncpg
 
+from pgrecall.background.expiry import unexpired
 from pgrecall.db.errors import database_errors
 from pgrecall.errors import InvalidInputError
-from pgrecall.expiry import unexpired
-from pgrecall.exporter import ExportScope
-from pgrecall.filters import SqlParams
+from pgrecall.recall.filters import SqlParams
 from pgrecall.records import WriteCount
+from pgrecall.transfer.exporter import ExportScope
 
 Bucket = Literal["hour", "day"]
 BUCKET_HOURS: dict[str, int] = {"hour": 1, "day": 24}

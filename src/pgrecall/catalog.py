@@ -13,13 +13,13 @@ from uuid import UUID
 import asyncpg
 
 from pgrecall import validation
+from pgrecall.background.expiry import unexpired
 from pgrecall.db.errors import database_errors
 from pgrecall.errors import InvalidInputError, NotFoundError
-from pgrecall.expiry import unexpired
-from pgrecall.exporter import ExportScope
-from pgrecall.filters import SqlParams, compile_filter
 from pgrecall.offload import off_loop
+from pgrecall.recall.filters import SqlParams, compile_filter
 from pgrecall.records import EmbedStatus, Memory, NamespaceStats, Page, Stats
+from pgrecall.transfer.exporter import ExportScope
 
 MEMORY_COLUMNS = (
     "id, namespace, content, metadata, key, created_at, updated_at, expires_at, status, "

@@ -16,13 +16,19 @@ import asyncpg
 
 from pgrecall import activity, validation
 from pgrecall.activity import Bucket
+from pgrecall.background.expiry import ExpirySweeper
+from pgrecall.background.indexer import Indexer
+from pgrecall.background.worker import EmbeddingWorker
 from pgrecall.catalog import Catalog, memory_id, no_memory
 from pgrecall.config import Settings, load_settings
 from pgrecall.db import inspect, migrate
 from pgrecall.db.embedded import database_dsn
 from pgrecall.db.pool import create_pool
 from pgrecall.embedding.base import Embedder
-from pgrecall.embedding.factory import create_embedder
+from pgrecall.embedding.guard import SpaceRegistry
+from pgrecall.embedding.health import EmbedderHealth
+from pgrecall.embedding.policy import EmbedOrDefer
+from pgrecall.embedding.registry import create_embedder
 from pgrecall.embedding.space import EmbeddingSpace
 from pgrecall.errors import (
     DimensionMismatchError,
@@ -30,12 +36,10 @@ from pgrecall.errors import (
     PgRecallError,
     SchemaError,
 )
-from pgrecall.expiry import ExpirySweeper
-from pgrecall.exporter import Exporter, ExportScope
-from pgrecall.health import EmbedderHealth
-from pgrecall.indexer import Indexer
-from pgrecall.ingest import IngestionService, prepare
-from pgrecall.query import NamespaceSizes, QueryService
+from pgrecall.ingest.service import IngestionService, prepare
+from pgrecall.ingest.templates import TextTemplates
+from pgrecall.ingest.update import UNSET, Change, UpdateService, _Unset
+from pgrecall.recall.service import NamespaceSizes, QueryService
 from pgrecall.records import (
     EmbedStatus,
     Memory,
@@ -48,10 +52,7 @@ from pgrecall.records import (
     Stats,
     WriteCount,
 )
-from pgrecall.spaces import SpaceRegistry
-from pgrecall.templates import TextTemplates
-from pgrecall.update import UNSET, Change, UpdateService, _Unset
-from pgrecall.worker import EmbeddingWorker
+from pgrecall.transfer.exporter import Exporter, ExportScope
 
 # How long closing a store waits for the worker's batch before rolling it back.
 SHUTDOWN_GRACE_SECONDS = 10.0
@@ -104,10 +105,21 @@ class MemoryStore:
         self._sizes = NamespaceSizes(pool, settings.exact_scan_max_rows)
         self._pool = pool
         self._catalog = Catalog(pool)
-        self._ingest = IngestionService(pool, embedder, self._spaces, health, settings)
-        self._updates = UpdateService(pool, embedder, self._spaces, self.templates, settings)
+        embedding = EmbedOrDefer(
+            embedder, health, settings.inline_embed_timeout, settings.embed_batch_size
+        )
+        self._ingest = IngestionService(
+            pool,
+            embedding,
+            self._spaces,
+            settings.ingest_chunk_size,
+            settings.ingest_concurrent_writes,
+        )
+        self._updates = UpdateService(
+            pool, embedding, self._spaces, self.templates, settings.max_content_chars
+        )
         self._query = QueryService(pool, embedder, self._spaces, self._sizes, settings, health)
-        self.worker = EmbeddingWorker(pool, dsn, embedder, self._spaces, health, settings)
+        self.worker = EmbeddingWorker(pool, dsn, embedding, self._spaces, settings)
         self.indexer = Indexer(pool, settings)
         self.sweeper = ExpirySweeper(pool, settings)
         self._exporter = Exporter(pool, self._spaces)

@@ -12,14 +12,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import generate_latest
 
 from pgrecall.activity import MAX_BUCKETS, Bucket
-from pgrecall.catalog import MAX_PAGE, no_memory
-from pgrecall.errors import ConflictError, PgRecallError
-from pgrecall.exporter import ExportScope, export_chunks
-from pgrecall.http.auth import Access, access
-from pgrecall.http.errors import PayloadTooLarge
-from pgrecall.http.metrics import Metrics
-from pgrecall.http.rendering import json_answer
-from pgrecall.http.schemas import (
+from pgrecall.api.access import Access, access
+from pgrecall.api.errors import PayloadTooLarge
+from pgrecall.api.schemas import (
     ErrorResponse,
     ForgetRequest,
     ForgetResponse,
@@ -41,9 +36,14 @@ from pgrecall.http.schemas import (
     WriteCountOut,
     WritesOut,
 )
+from pgrecall.catalog import MAX_PAGE, no_memory
+from pgrecall.errors import ConflictError, PgRecallError
+from pgrecall.http.metrics import Metrics
+from pgrecall.http.rendering import json_answer
+from pgrecall.ingest.update import UNSET
 from pgrecall.records import Memory, MemoryInput
 from pgrecall.store import MemoryStore
-from pgrecall.update import UNSET
+from pgrecall.transfer.exporter import ExportScope, export_chunks
 from pgrecall.validation import MAX_NAMESPACE_LENGTH
 
 logger = logging.getLogger(__name__)

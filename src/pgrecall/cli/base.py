@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 import pgrecall
-from pgrecall.commands.menu import MenuGroup
+from pgrecall.cli.menu import MenuGroup
 from pgrecall.config import Settings, load_settings
 from pgrecall.errors import PgRecallError
 from pgrecall.store import MemoryStore

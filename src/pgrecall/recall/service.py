@@ -27,15 +27,17 @@ from collections.abc import Sequence
 import asyncpg
 
 from pgrecall import validation
+from pgrecall.background.expiry import unexpired
 from pgrecall.config import Settings
 from pgrecall.db.errors import database_errors
 from pgrecall.embedding.base import Embedder
+from pgrecall.embedding.guard import SpaceRegistry
+from pgrecall.embedding.health import EmbedderHealth
 from pgrecall.errors import EmbeddingError, InvalidInputError, NotFoundError
-from pgrecall.expiry import unexpired
-from pgrecall.filters import SqlParams, compile_filter
-from pgrecall.health import EmbedderHealth
 from pgrecall.offload import off_loop
-from pgrecall.query_sql import (
+from pgrecall.recall.filters import SqlParams, compile_filter
+from pgrecall.recall.rerank import check_boosts, needs_candidates, rerank
+from pgrecall.recall.sql import (
     HIT_COLUMNS,
     Scope,
     fused,
@@ -46,8 +48,6 @@ from pgrecall.query_sql import (
     vector_ranking,
 )
 from pgrecall.records import MODES, Hit, RecallOptions, RecallResult
-from pgrecall.rerank import check_boosts, needs_candidates, rerank
-from pgrecall.spaces import SpaceRegistry
 
 SIZE_CACHE_SECONDS = 10.0
 # HNSW candidates fetched per wanted hit, before the exact re-sort.

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from pgrecall.commands import admin, demo, export, memories, serve  # noqa: F401 - they register
-from pgrecall.commands.base import app
+from pgrecall.cli import admin, demo, export, memories, serve  # noqa: F401 - they register
+from pgrecall.cli.base import app
+
+__all__ = ["app", "main"]
 
 
 def main() -> None:
@@ -14,7 +16,3 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()

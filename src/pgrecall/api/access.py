@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from pgrecall.exporter import ExportScope
-from pgrecall.http.errors import Forbidden, Unauthorized
+from pgrecall.api.errors import Forbidden, Unauthorized
+from pgrecall.transfer.exporter import ExportScope
 
 
 @dataclass(frozen=True, slots=True)

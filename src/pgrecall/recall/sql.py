@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pgrecall.filters import SqlParams
+from pgrecall.recall.filters import SqlParams
 
 # A memory's columns in a hit.
 HIT_COLUMNS = "m.id, m.namespace, m.content, m.metadata, m.key, m.created_at, m.expires_at"

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pgrecall import validation
-from pgrecall.commands.base import (
+from pgrecall.cli.base import (
     JSON_OPTION,
     NAMESPACE_OPTION,
     app,
@@ -26,8 +26,7 @@ from pgrecall.commands.base import (
     with_store,
 )
 from pgrecall.errors import InvalidInputError
-from pgrecall.filters import parse_filter
-from pgrecall.importer import ImportReport, import_lines
+from pgrecall.recall.filters import parse_filter
 from pgrecall.records import (
     MODES,
     EmbedStatus,
@@ -39,6 +38,7 @@ from pgrecall.records import (
     Stats,
 )
 from pgrecall.store import MemoryStore
+from pgrecall.transfer.importer import ImportReport, import_lines
 
 # Exit code of `pgrecall import` when some lines were rejected (the others are stored);
 # errors that stop a command exit 2.
