@@ -2,7 +2,8 @@
 
 Run with the wheel's venv's python and the checkout's path: every module of src/pgrecall and
 migrations/ imports from the installed package (not the checkout), every data file beside them was
-shipped, and `pgrecall --version`, `migrate` and `demo` work from the venv without printing a
+shipped (the console's static files among them, and the installed app serves them), and
+`pgrecall --version`, `migrate` and `demo` work from the venv without printing a
 Python warning, on a machine without XDG_RUNTIME_DIR.
 """
 
@@ -60,6 +61,21 @@ def check_contents(checkout: Path) -> None:
         if site not in Path(module.__file__ or "").parents:
             sys.exit(f"{name} came from {module.__file__}, not from the installed wheel")
     print(f"wheel: {len(source_files(checkout))} files present, {len(modules)} modules import")
+
+
+def check_console() -> None:
+    """The app finds the console's files where the wheel put them (data, not modules)."""
+    from fastapi.testclient import TestClient
+
+    from pgrecall.config import load_settings
+    from pgrecall.http.app import create_app
+
+    client = TestClient(create_app(load_settings()))  # no lifespan: no store is opened
+    for path in ("/console/", "/console/js/main.js", "/console/console.css"):
+        answer = client.get(path)
+        if answer.status_code != 200 or not answer.headers.get("content-security-policy"):
+            sys.exit(f"the installed app answered {answer.status_code} for {path}")
+    print("wheel: the console is served from the installed package")
 
 
 def stop_servers(data_dir: Path) -> None:
@@ -125,4 +141,5 @@ def run_commands() -> None:
 
 if __name__ == "__main__":
     check_contents(Path(sys.argv[1]).resolve())
+    check_console()
     run_commands()
