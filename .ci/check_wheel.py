@@ -65,14 +65,21 @@ def check_contents(checkout: Path) -> None:
 
 def check_console() -> None:
     """The app finds the console's files where the wheel put them (data, not modules)."""
-    from fastapi.testclient import TestClient
+    import asyncio
+
+    import httpx
 
     from pgrecall.config import load_settings
     from pgrecall.http.app import create_app
 
-    client = TestClient(create_app(load_settings()))  # no lifespan: no store is opened
-    for path in ("/console/", "/console/js/main.js", "/console/console.css"):
-        answer = client.get(path)
+    async def fetch(paths: tuple[str, ...]) -> list[httpx.Response]:
+        # ASGITransport runs no lifespan: no store is opened for these static answers.
+        transport = httpx.ASGITransport(app=create_app(load_settings()))
+        async with httpx.AsyncClient(transport=transport, base_url="http://wheel") as client:
+            return [await client.get(path) for path in paths]
+
+    paths = ("/console/", "/console/js/main.js", "/console/console.css")
+    for path, answer in zip(paths, asyncio.run(fetch(paths)), strict=True):
         if answer.status_code != 200 or not answer.headers.get("content-security-policy"):
             sys.exit(f"the installed app answered {answer.status_code} for {path}")
     print("wheel: the console is served from the installed package")
