@@ -2,7 +2,7 @@
 
 The browser code calls the same REST API with the key the user enters, so a key sees in the
 console exactly what it may see over the API. The files are read once, when the app is made
-(about 40 KB), and only those files are served: no path from a request reaches the file system.
+(about 34 KB), and only those files are served: no path from a request reaches the file system.
 Every answer carries a strict Content-Security-Policy: scripts and styles from this origin only,
 no inline script or eval, and Trusted Types required, so an assignment to ``innerHTML`` throws
 instead of parsing a stored memory as HTML.
