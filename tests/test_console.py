@@ -120,6 +120,8 @@ async def test_every_view_with_a_key(
     assert _all(browser, "#chart-namespaces .bar-row")
     assert len(_all(browser, "#chart-writes rect.created")) == 30
     screenshot(browser, "namespaces")
+    _all(browser, ".switch button[value=hour]")[0].click()
+    wait_for(browser, lambda d: len(_all(d, "#chart-writes rect.created")) == 48, "hourly writes")
 
     hits = _recall(browser, "What food must Ada avoid?")
     first = _text(hits[0].find_element("css selector", ".content"))

@@ -3,6 +3,7 @@
 import { call, query } from "./api.js";
 import { namespaceChart, writesChart } from "./charts.js";
 import { h, replace, when } from "./dom.js";
+import { say } from "./status.js";
 
 let bucket = "day";
 const BUCKETS = { day: 30, hour: 48 };
@@ -20,27 +21,31 @@ function row(n) {
   );
 }
 
-async function writesFigure() {
-  const answer = await call("GET", `writes?${query({ bucket, buckets: BUCKETS[bucket] })}`);
+async function writesFigure(per) {
+  const answer = await call("GET", `writes?${query({ bucket: per, buckets: BUCKETS[per] })}`);
   return writesChart(answer);
 }
 
 function bucketSwitch(holder) {
-  const choose = async (value) => {
-    bucket = value;
-    replace(holder, await writesFigure());
-  };
-  return h(
-    "div",
-    { class: "switch", role: "group", "aria-label": "Writes per" },
-    Object.keys(BUCKETS).map((value) =>
-      h("button", { type: "button", onclick: () => choose(value) }, `per ${value}`),
-    ),
+  const buttons = Object.keys(BUCKETS).map((value) =>
+    h("button", { type: "button", "aria-pressed": String(value === bucket), value }, `per ${value}`),
   );
+  const choose = async (button) => {
+    try {
+      const figure = await writesFigure(button.value);
+      bucket = button.value;
+      replace(holder, figure);
+      for (const other of buttons) other.setAttribute("aria-pressed", String(other === button));
+    } catch (error) {
+      say(error.message, "error");
+    }
+  };
+  for (const button of buttons) button.addEventListener("click", () => choose(button));
+  return h("div", { class: "switch", role: "group", "aria-label": "Writes per" }, buttons);
 }
 
 export async function namespacesView() {
-  const [{ namespaces }, writes] = await Promise.all([call("GET", "namespaces"), writesFigure()]);
+  const [{ namespaces }, writes] = await Promise.all([call("GET", "namespaces"), writesFigure(bucket)]);
   const holder = h("div", {}, writes);
   const table = namespaces.length
     ? h(
