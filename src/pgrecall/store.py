@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from datetime import datetime
 from types import TracebackType
-from typing import Any, overload
+from typing import Any, Unpack, overload
 from uuid import UUID
 
 import asyncpg
@@ -38,18 +38,20 @@ from pgrecall.errors import (
 )
 from pgrecall.ingest.service import IngestionService, prepare
 from pgrecall.ingest.templates import TextTemplates
-from pgrecall.ingest.update import UNSET, Change, UpdateService, _Unset
+from pgrecall.ingest.update import Change, UpdateService
 from pgrecall.recall.service import NamespaceSizes, QueryService
 from pgrecall.records import (
+    UNSET,
     EmbedStatus,
     Memory,
     MemoryInput,
-    Mode,
     Page,
+    RecallKeywords,
     RecallOptions,
     RecallResult,
     Remembered,
     Stats,
+    Unset,
     WriteCount,
 )
 from pgrecall.transfer.exporter import Exporter, ExportScope
@@ -279,42 +281,26 @@ class MemoryStore:
         query: str,
         *,
         namespace: str | Sequence[str],
-        k: int = 10,
-        filter: Mapping[str, Any] | None = None,
-        min_score: float | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        exact: bool = False,
-        mode: Mode = "hybrid",
-        vector_weight: float | None = None,
-        keyword_weight: float | None = None,
-        diversity: float = 0.0,
-        recency_half_life: float | None = None,
-        importance: str | None = None,
+        options: RecallOptions | None = None,
+        **keywords: Unpack[RecallKeywords],
     ) -> RecallResult:
         """The ``k`` best memories of ``namespace`` (one or several) for ``query``.
 
-        ``mode``: ``hybrid`` (default; vector and keyword rankings fused), ``vector`` or
-        ``keyword``. ``min_score`` bounds the vector similarity (inner product). Optional:
-        ``vector_weight``/``keyword_weight`` (fusion weights), ``diversity`` 0..1 (MMR),
-        ``recency_half_life`` in seconds and ``importance`` (a metadata key holding 0..1).
-        ``exact=True`` forces an exact vector scan.
+        How to recall is a ``RecallOptions``, given whole as ``options`` or field by field as
+        keywords (which override ``options``): ``k``; ``mode`` ``hybrid`` (default; vector and
+        keyword rankings fused), ``vector`` or ``keyword``; ``filter`` on metadata;
+        ``min_score`` bounds the vector similarity (inner product); ``created_after`` /
+        ``created_before``; ``vector_weight``/``keyword_weight`` (fusion weights),
+        ``diversity`` 0..1 (MMR), ``recency_half_life`` in seconds and ``importance`` (a
+        metadata key holding 0..1); ``exact=True`` forces an exact vector scan.
         """
-        options = RecallOptions(
-            k=k,
-            filter=filter,
-            min_score=min_score,
-            created_after=created_after,
-            created_before=created_before,
-            exact=exact,
-            mode=mode,
-            vector_weight=vector_weight,
-            keyword_weight=keyword_weight,
-            diversity=diversity,
-            recency_half_life=recency_half_life,
-            importance=importance,
-        )
-        return await self._query.recall(query, namespace, options)
+        chosen = options or RecallOptions()
+        if keywords:
+            try:
+                chosen = dataclasses.replace(chosen, **keywords)
+            except TypeError as exc:  # a keyword that is not an option
+                raise InvalidInputError(f"recall: {exc}") from None
+        return await self._query.recall(query, namespace, chosen)
 
     async def get(self, memory: UUID | str, *, namespace: str | None = None) -> Memory:
         """One memory by id; NotFoundError if there is none."""
@@ -331,7 +317,7 @@ class MemoryStore:
         namespace: str | None = None,
         content: str | None = None,
         metadata: Mapping[str, Any] | None = None,
-        expires_at: datetime | _Unset | None = UNSET,
+        expires_at: datetime | Unset | None = UNSET,
     ) -> Memory:
         """Change a memory's text (embedded again), metadata (replaced) or expiry (None
         clears it); returns the memory as stored now."""

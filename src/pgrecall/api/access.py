@@ -1,6 +1,7 @@
 """API keys, each bound to the namespaces (exact names or ``prefix*`` patterns) it may use.
 
 No keys configured means no authentication, which ``pgrecall serve`` allows on loopback only.
+Every front end checks a caller's namespaces here (how a key is presented is the front end's).
 """
 
 from __future__ import annotations
@@ -8,8 +9,6 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-
-from fastapi import Request
 
 from pgrecall.api.errors import Forbidden, Unauthorized
 from pgrecall.transfer.exporter import ExportScope
@@ -59,14 +58,6 @@ class Access:
             raise Forbidden(f"{what} across namespaces needs a key with '*'; name a namespace")
 
 
-def _presented_key(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() == "bearer" and token:
-        return token.strip()
-    return request.headers.get("x-api-key")
-
-
 def check_key(presented: str | None, keys: Mapping[str, Sequence[str]] | None) -> Access:
     """The access of ``presented`` among ``keys`` (constant-time comparison)."""
     if keys is None:
@@ -80,9 +71,3 @@ def check_key(presented: str | None, keys: Mapping[str, Sequence[str]] | None) -
     if matched is None:
         raise Unauthorized("unknown API key")
     return Access(patterns=tuple(matched))
-
-
-def access(request: Request) -> Access:
-    """FastAPI dependency: the caller's access, from the app's configured keys."""
-    keys: Mapping[str, Sequence[str]] | None = request.app.state.api_keys
-    return check_key(_presented_key(request), keys)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import sys
 import time
@@ -15,6 +14,14 @@ from rich.table import Table
 from rich.text import Text
 
 from pgrecall import validation
+from pgrecall.api.schemas import (
+    ForgetResponse,
+    MemoryOut,
+    PageOut,
+    RecallResponse,
+    RememberResponse,
+    StatsOut,
+)
 from pgrecall.cli.base import (
     JSON_OPTION,
     NAMESPACE_OPTION,
@@ -22,6 +29,7 @@ from pgrecall.cli.base import (
     err,
     fail,
     out,
+    print_answer,
     print_json,
     with_store,
 )
@@ -30,9 +38,8 @@ from pgrecall.recall.filters import parse_filter
 from pgrecall.records import (
     MODES,
     EmbedStatus,
-    Hit,
-    Memory,
     Page,
+    RecallOptions,
     RecallResult,
     Remembered,
     Stats,
@@ -63,32 +70,6 @@ def _json_argument(text: str | None, what: str) -> dict[str, Any] | None:
         raise fail(exc) from None
 
 
-def _memory_json(memory: Memory) -> dict[str, Any]:
-    return {
-        "id": str(memory.id),
-        "namespace": memory.namespace,
-        "content": memory.content,
-        "metadata": memory.metadata,
-        "key": memory.key,
-        "created_at": memory.created_at.isoformat(),
-        "updated_at": memory.updated_at.isoformat(),
-        "expires_at": memory.expires_at.isoformat() if memory.expires_at else None,
-        "status": memory.status,
-        "embed_error": memory.embed_error,
-    }
-
-
-def _hit_json(hit: Hit) -> dict[str, Any]:
-    return {
-        "id": str(hit.id),
-        "namespace": hit.namespace,
-        "content": hit.content,
-        "score": round(hit.score, 6),
-        "metadata": hit.metadata,
-        "created_at": hit.created_at.isoformat(),
-    }
-
-
 @app.command("remember")
 def remember_command(
     texts: list[str] = typer.Argument(..., help="one or more texts to remember"),
@@ -112,9 +93,7 @@ def remember_command(
 
     results = with_store(work)
     if as_json:
-        print_json(
-            [{"id": str(r.id), "namespace": r.namespace, "created": r.created} for r in results]
-        )
+        print_answer(RememberResponse.of(results))
     else:
         for result in results:
             print(result.id)
@@ -203,22 +182,18 @@ def recall_command(
 
     Hybrid by default: the vector ranking (meaning) and the keyword ranking fused.
     """
-    document = _json_argument(filter_text, "filter")
     if mode not in MODES:
         raise fail(InvalidInputError(f"--mode must be one of {', '.join(MODES)}"))
-
-    async def work(store: MemoryStore) -> RecallResult:
-        return await store.recall(
-            query,
-            namespace=namespace,
-            k=k,
-            filter=document,
-            min_score=min_score,
-            exact=exact,
-            mode=mode,
-        )
-
-    hits = with_store(work)
+    options = RecallOptions(
+        k=k,
+        filter=_json_argument(filter_text, "filter"),
+        min_score=min_score,
+        exact=exact,
+        mode=mode,
+    )
+    hits: RecallResult = with_store(
+        lambda store: store.recall(query, namespace=namespace, options=options)
+    )
     if hits.degraded:
         err.print("the embedder is unavailable: these are keyword matches only", highlight=False)
     if hits.pending:
@@ -227,7 +202,7 @@ def recall_command(
             highlight=False,
         )
     if as_json:
-        print_json([_hit_json(hit) for hit in hits])
+        print_answer(RecallResponse.of(hits))
         return
     table = Table("score", "content", "namespace", "id", box=None)
     for hit in hits:
@@ -244,10 +219,11 @@ def get_command(
 ) -> None:
     """Show one memory."""
     found = with_store(lambda store: store.get(memory, namespace=namespace))
+    answer = MemoryOut.of(found)
     if as_json:
-        print_json(_memory_json(found))
+        print_answer(answer)
     else:
-        for name, value in _memory_json(found).items():
+        for name, value in answer.model_dump(mode="json").items():
             out.print(_visible(f"{name}: {value}"), highlight=False, markup=False)
 
 
@@ -269,7 +245,7 @@ def list_command(
         lambda store: store.list(namespace, limit=limit, cursor=cursor, status=status)
     )
     if as_json:
-        print_json([_memory_json(memory) for memory in page.memories])
+        print_answer(PageOut.of(page))
     else:
         for memory in page.memories:
             line = f"{memory.created_at:%Y-%m-%d %H:%M:%S}  {memory.id}  {memory.content}"
@@ -315,7 +291,7 @@ def forget_command(
 
     count = with_store(work)
     if as_json:
-        print_json({"forgotten": count})
+        print_answer(ForgetResponse(forgotten=count))
     else:
         out.print(f"{count} forgotten")
 
@@ -328,17 +304,7 @@ def stats_command(
     """Count memories per namespace, and show the embedding space."""
     stats: Stats = with_store(lambda store: store.stats(namespace=namespace))
     if as_json:
-        print_json(
-            {
-                "memories": stats.memories,
-                "embedded": stats.embedded,
-                "pending": stats.pending,
-                "failed": stats.failed,
-                "oldest_pending_seconds": stats.oldest_pending_seconds,
-                "space": stats.space.describe() if stats.space else None,
-                "namespaces": [dataclasses.asdict(n) for n in stats.namespaces],
-            }
-        )
+        print_answer(StatsOut.of(stats))
         return
     out.print(
         f"{stats.memories} memories: {stats.embedded} embedded, {stats.pending} pending, "

@@ -9,11 +9,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pgrecall.api import errors
-from pgrecall.api.errors import error_response
 from pgrecall.config import Settings
 from pgrecall.embedding.registry import create_embedder
-from pgrecall.http import console
+from pgrecall.http import console, errors
+from pgrecall.http.errors import error_response
 from pgrecall.http.metrics import InstrumentedEmbedder, Metrics, RequestMetrics
 from pgrecall.http.routes import api, probes
 from pgrecall.store import MemoryStore

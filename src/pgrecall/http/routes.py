@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import generate_latest
 
 from pgrecall.activity import MAX_BUCKETS, Bucket
-from pgrecall.api.access import Access, access
+from pgrecall.api.access import Access
 from pgrecall.api.errors import PayloadTooLarge
 from pgrecall.api.schemas import (
     ErrorResponse,
@@ -28,7 +28,6 @@ from pgrecall.api.schemas import (
     Readiness,
     RecallRequest,
     RecallResponse,
-    RememberedOut,
     RememberRequest,
     RememberResponse,
     StatsOut,
@@ -38,10 +37,10 @@ from pgrecall.api.schemas import (
 )
 from pgrecall.catalog import MAX_PAGE, no_memory
 from pgrecall.errors import ConflictError, PgRecallError
+from pgrecall.http.auth import access
 from pgrecall.http.metrics import Metrics
 from pgrecall.http.rendering import json_answer
-from pgrecall.ingest.update import UNSET
-from pgrecall.records import Memory, MemoryInput
+from pgrecall.records import UNSET, Memory, MemoryInput
 from pgrecall.store import MemoryStore
 from pgrecall.transfer.exporter import ExportScope, export_chunks
 from pgrecall.validation import MAX_NAMESPACE_LENGTH
@@ -86,36 +85,15 @@ async def remember(
         raise PayloadTooLarge(f"{len(body.memories)} memories in one request; at most {limit}")
     caller.require(item.namespace for item in body.memories)
     results = await store.remember([_memory_input(item) for item in body.memories])
-    return RememberResponse(memories=[RememberedOut.of(result) for result in results])
+    return RememberResponse.of(results)
 
 
 @api.post("/recall", response_model=RecallResponse)
 async def recall(body: RecallRequest, caller: Caller, store: StoreDependency) -> Response:
     """The k memories closest in meaning to the query, best first."""
     caller.require(body.namespaces)
-    result = await store.recall(
-        body.query,
-        namespace=body.namespaces,
-        k=body.k,
-        filter=body.filter,
-        min_score=body.min_score,
-        created_after=body.created_after,
-        created_before=body.created_before,
-        exact=body.exact,
-        mode=body.mode,
-        vector_weight=body.vector_weight,
-        keyword_weight=body.keyword_weight,
-        diversity=body.diversity,
-        recency_half_life=body.recency_half_life,
-        importance=body.importance,
-    )
-    answer = RecallResponse(
-        hits=[],
-        pending=result.pending,
-        exact=result.exact,
-        mode=result.mode,
-        degraded=result.degraded,
-    )
+    result = await store.recall(body.query, namespace=body.namespaces, options=body)
+    answer = RecallResponse.of(result, with_hits=False)
     return json_answer(answer, "hits", (HitOut.of(hit) for hit in result))
 
 

@@ -18,14 +18,7 @@ from pgrecall.errors import ConflictError, DatabaseError
 from pgrecall.ingest.service import content_hash
 from pgrecall.ingest.templates import TextTemplates
 from pgrecall.recall.filters import SqlParams
-from pgrecall.records import Memory
-
-
-class _Unset:
-    """Marks an argument that was not given (None means clear it)."""
-
-
-UNSET = _Unset()
+from pgrecall.records import UNSET, Memory, Unset
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +27,7 @@ class Change:
 
     content: str | None = None
     metadata: Mapping[str, Any] | None = None
-    expires_at: datetime | _Unset | None = UNSET
+    expires_at: datetime | Unset | None = UNSET
 
 
 class UpdateService:
@@ -74,7 +67,7 @@ class UpdateService:
             assignments.append(
                 f"metadata = {params.add(validation.metadata(change.metadata), 'jsonb')}"
             )
-        if not isinstance(change.expires_at, _Unset):
+        if not isinstance(change.expires_at, Unset):
             expires_at = validation.check_timestamp(change.expires_at, "expires_at")
             assignments.append(f"expires_at = {params.add(expires_at, 'timestamptz')}")
         before = self._templates.render(current.namespace, current.content, current.metadata)

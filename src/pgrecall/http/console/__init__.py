@@ -15,7 +15,7 @@ from pathlib import Path
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import RedirectResponse, Response
 
-from pgrecall.api.errors import error_response
+from pgrecall.http.errors import error_response
 
 STATIC = Path(__file__).parent / "static"
 PREFIX = "/console"
