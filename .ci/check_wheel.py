@@ -20,7 +20,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 # Alembic loads env.py itself, with its migration context; `pgrecall migrate` below runs it.
-NOT_IMPORTABLE_ALONE = {"pgrecall.migrations.env"}
+# Importing the CLI's __main__ runs the CLI (with this script's arguments), as `python -m` does.
+NOT_IMPORTABLE_ALONE = {"pgrecall.migrations.env", "pgrecall.cli.__main__"}
 
 
 def source_files(checkout: Path) -> dict[str, Path]:
