@@ -15,9 +15,10 @@ import asyncpg
 from pgrecall import validation
 from pgrecall.background.expiry import unexpired
 from pgrecall.db.errors import database_errors
+from pgrecall.db.params import SqlParams
 from pgrecall.errors import InvalidInputError, NotFoundError
 from pgrecall.offload import off_loop
-from pgrecall.recall.filters import SqlParams, compile_filter
+from pgrecall.recall.filters import compile_filter
 from pgrecall.records import EmbedStatus, Memory, NamespaceStats, Page, Stats
 from pgrecall.transfer.exporter import ExportScope
 

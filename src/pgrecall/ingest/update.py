@@ -12,12 +12,12 @@ import asyncpg
 
 from pgrecall import validation
 from pgrecall.db.errors import database_errors
+from pgrecall.db.params import SqlParams
 from pgrecall.embedding.guard import SpaceRegistry
 from pgrecall.embedding.policy import EmbedOrDefer, announce_pending
 from pgrecall.errors import ConflictError, DatabaseError
 from pgrecall.ingest.service import content_hash
 from pgrecall.ingest.templates import TextTemplates
-from pgrecall.recall.filters import SqlParams
 from pgrecall.records import UNSET, Memory, Unset
 
 
