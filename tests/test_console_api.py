@@ -11,7 +11,7 @@ import asyncpg
 import httpx
 import pytest
 
-from pgrecall.recall.filters import SqlParams
+from pgrecall.db.params import SqlParams
 from pgrecall.transfer.exporter import ExportScope
 
 from .conftest import store_settings

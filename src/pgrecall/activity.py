@@ -14,8 +14,8 @@ import asyncpg
 
 from pgrecall.background.expiry import unexpired
 from pgrecall.db.errors import database_errors
+from pgrecall.db.params import SqlParams
 from pgrecall.errors import InvalidInputError
-from pgrecall.recall.filters import SqlParams
 from pgrecall.records import WriteCount
 from pgrecall.transfer.exporter import ExportScope
 

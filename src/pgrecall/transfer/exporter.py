@@ -29,12 +29,12 @@ import asyncpg
 from pgrecall import validation
 from pgrecall.background.expiry import unexpired
 from pgrecall.db.errors import database_errors
+from pgrecall.db.params import SqlParams
 from pgrecall.db.retry import with_replays
 from pgrecall.db.vectors import float32_values
 from pgrecall.embedding.guard import SpaceRegistry
 from pgrecall.embedding.space import EmbeddingSpace
 from pgrecall.offload import off_loop
-from pgrecall.recall.filters import SqlParams
 from pgrecall.records import Embedding, MemoryInput, Stats
 from pgrecall.transfer.lines import encode_line
 
