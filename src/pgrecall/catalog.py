@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -22,28 +23,17 @@ from pgrecall.recall.filters import compile_filter
 from pgrecall.records import EmbedStatus, Memory, NamespaceStats, Page, Stats
 from pgrecall.transfer.exporter import ExportScope
 
-MEMORY_COLUMNS = (
-    "id, namespace, content, metadata, key, created_at, updated_at, expires_at, status, "
-    "embed_error, embed_attempts"
-)
+# A Memory's fields are the columns read for it.
+_MEMORY_FIELDS = tuple(field.name for field in fields(Memory))
+MEMORY_COLUMNS = ", ".join(_MEMORY_FIELDS)
 MAX_PAGE = 1000
 
 
 def memory_from_row(row: asyncpg.Record) -> Memory:
     """A Memory from a row selected with MEMORY_COLUMNS."""
-    return Memory(
-        id=row["id"],
-        namespace=row["namespace"],
-        content=row["content"],
-        metadata=json.loads(row["metadata"]),
-        key=row["key"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        expires_at=row["expires_at"],
-        status=row["status"],
-        embed_error=row["embed_error"],
-        embed_attempts=row["embed_attempts"],
-    )
+    values = {name: row[name] for name in _MEMORY_FIELDS}
+    values["metadata"] = json.loads(values["metadata"])
+    return Memory(**values)
 
 
 def memory_id(value: object) -> UUID:
@@ -81,6 +71,14 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         raise InvalidInputError("cursor is not one pgrecall returned") from exc
 
 
+def _in_namespace(condition: str, namespace: str | None, params: SqlParams) -> str:
+    """``condition``, narrowed to ``namespace`` when one is named (under Citus, naming it routes
+    the statement to one shard)."""
+    if namespace is None:
+        return condition
+    return f"{condition} AND namespace = {params.add(validation.namespace(namespace), 'text')}"
+
+
 class Catalog:
     """Memories by id and namespace."""
 
@@ -96,35 +94,55 @@ class Catalog:
         where = f"id = {params.add(identifier, 'uuid')}"
         if not expired:
             where += f" AND {unexpired()}"
-        if namespace is not None:
-            where += f" AND namespace = {params.add(validation.namespace(namespace), 'text')}"
+        where = _in_namespace(where, namespace, params)
         with database_errors():
             row = await self._pool.fetchrow(
                 f"SELECT {MEMORY_COLUMNS} FROM memories WHERE {where}", *params.values
             )
         return memory_from_row(row) if row is not None else None
 
+    async def by_keys(self, keys: Sequence[tuple[str, str]]) -> list[Memory]:
+        """The unexpired memories with these (namespace, key) pairs, in one statement (served
+        by the unique (namespace, key) index); a pair with no memory is left out."""
+        if not keys:
+            return []
+        params = SqlParams()
+        names = params.add([validation.namespace(name) for name, _ in keys], "text[]")
+        wanted = params.add([key for _, key in keys], "text[]")
+        sql = (
+            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE (namespace, key) IN "
+            f"(SELECT * FROM unnest({names}, {wanted})) AND {unexpired()}"
+        )
+        with database_errors():
+            rows = await self._pool.fetch(sql, *params.values)
+        return [memory_from_row(row) for row in rows]
+
     async def page(
         self,
-        namespace: str | None,
+        namespace: str | Sequence[str] | None,
         *,
         limit: int = 50,
         cursor: str | None = None,
         status: EmbedStatus | None = None,
+        filter: Mapping[str, Any] | None = None,
     ) -> Page:
-        """Memories of a namespace (or of all, when listing by ``status``), newest first."""
+        """Memories of a namespace, of several, or of all (when listing by ``status``), newest
+        first; ``filter`` keeps those whose metadata matches (the recall filter language)."""
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise InvalidInputError(f"limit must be a whole number from 1 to {MAX_PAGE}")
         if namespace is None and status is None:
             raise InvalidInputError("name a namespace (or list by status, e.g. the failed ones)")
         params = SqlParams()
-        conditions = [unexpired()]
-        if namespace is not None:
-            conditions.append(f"namespace = {params.add(validation.namespace(namespace), 'text')}")
+        if isinstance(namespace, str) or namespace is None:
+            conditions = [_in_namespace(unexpired(), namespace, params)]
+        else:
+            names = validation.namespaces(namespace)
+            conditions = [unexpired(), f"namespace = ANY({params.add(names, 'text[]')})"]
         if status is not None:
             if status not in ("pending", "embedded", "failed"):
                 raise InvalidInputError("status is one of pending, embedded, failed")
             conditions.append(f"status = {params.add(status, 'text')}")
+        conditions.append(compile_filter(filter, params))
         if cursor is not None:
             created_at, identifier = decode_cursor(cursor)
             conditions.append(
@@ -143,6 +161,23 @@ class Catalog:
         last = memories[-1] if memories else None
         next_cursor = encode_cursor(last.created_at, last.id) if more and last else None
         return Page(memories=memories, next_cursor=next_cursor)
+
+    async def namespaces(self, prefix: str, *, limit: int) -> list[str]:
+        """Up to ``limit`` namespaces starting with ``prefix`` that hold an unexpired memory, in
+        order. ``namespace >= prefix`` lets the scan of the primary key's btree start at the
+        prefix instead of the first name; ``starts_with`` decides."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidInputError("limit must be a whole number from 1")
+        params = SqlParams()
+        start = params.add(prefix, "text")
+        sql = (
+            f"SELECT DISTINCT namespace FROM memories WHERE namespace >= {start} "
+            f"AND starts_with(namespace, {start}) AND {unexpired()} "
+            f"ORDER BY namespace LIMIT {params.add(limit, 'int')}"
+        )
+        with database_errors():
+            rows = await self._pool.fetch(sql, *params.values)
+        return [row["namespace"] for row in rows]
 
     async def revision(self) -> str | None:
         """The schema's Alembic revision, or None when never migrated."""
@@ -168,9 +203,7 @@ class Catalog:
         """Put failed memories back in the queue (attempts reset): every one, a namespace's,
         or the one ``identifier`` names (with its namespace); returns how many."""
         params = SqlParams()
-        where = f"status = 'failed' AND {unexpired()}"
-        if namespace is not None:
-            where += f" AND namespace = {params.add(validation.namespace(namespace), 'text')}"
+        where = _in_namespace(f"status = 'failed' AND {unexpired()}", namespace, params)
         if identifier is not None:
             where += f" AND id = {params.add(identifier, 'uuid')}"
         with database_errors():
@@ -187,9 +220,9 @@ class Catalog:
         """Delete memories by id; returns (id, namespace) of those deleted that had not expired
         (an expired one goes too, but it was already gone to every read)."""
         params = SqlParams()
-        where = f"id = ANY({params.add(list(identifiers), 'uuid[]')})"
-        if namespace is not None:
-            where += f" AND namespace = {params.add(validation.namespace(namespace), 'text')}"
+        where = _in_namespace(
+            f"id = ANY({params.add(list(identifiers), 'uuid[]')})", namespace, params
+        )
         with database_errors():
             rows = await self._pool.fetch(
                 f"DELETE FROM memories WHERE {where} "
@@ -217,9 +250,7 @@ class Catalog:
         """Counts per namespace (one namespace, those of ``scope``, or all of them) and each
         one's last write, expired memories left out."""
         params = SqlParams()
-        where = unexpired()
-        if namespace is not None:
-            where += f" AND namespace = {params.add(validation.namespace(namespace), 'text')}"
+        where = _in_namespace(unexpired(), namespace, params)
         if scope is not None:
             where += f" AND {scope.condition(params)}"
         with database_errors():

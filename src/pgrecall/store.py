@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -36,7 +37,8 @@ from pgrecall.errors import (
     PgRecallError,
     SchemaError,
 )
-from pgrecall.ingest.service import IngestionService, prepare
+from pgrecall.ingest.prepare import prepare
+from pgrecall.ingest.service import IngestionService
 from pgrecall.ingest.templates import TextTemplates
 from pgrecall.ingest.update import Change, UpdateService
 from pgrecall.recall.service import QueryService
@@ -311,6 +313,11 @@ class MemoryStore:
             raise no_memory(identifier)
         return found
 
+    async def get_keyed(self, keys: Sequence[tuple[str, str]]) -> builtins.list[Memory]:
+        """The memories stored under these (namespace, key) pairs; pairs with none are left
+        out. One statement for the whole list."""
+        return await self._catalog.by_keys(keys)
+
     async def update(
         self,
         memory: UUID | str,
@@ -421,12 +428,21 @@ class MemoryStore:
 
     async def list(
         self,
-        namespace: str | None = None,
+        namespace: str | Sequence[str] | None = None,
         *,
         limit: int = 50,
         cursor: str | None = None,
         status: EmbedStatus | None = None,
+        filter: Mapping[str, Any] | None = None,
     ) -> Page:
-        """A page of memories, newest first: a namespace's, or every namespace's with a given
-        ``status`` (e.g. ``"failed"``); follow ``next_cursor``."""
-        return await self._catalog.page(namespace, limit=limit, cursor=cursor, status=status)
+        """A page of memories, newest first: a namespace's (or several namespaces'), or every
+        namespace's with a given ``status`` (e.g. ``"failed"``); ``filter`` keeps those whose
+        metadata matches, as in recall. Follow ``next_cursor``."""
+        return await self._catalog.page(
+            namespace, limit=limit, cursor=cursor, status=status, filter=filter
+        )
+
+    async def namespaces(self, prefix: str = "", *, limit: int = 1000) -> builtins.list[str]:
+        """The namespaces that hold memories and start with ``prefix``, in order (at most
+        ``limit``)."""
+        return await self._catalog.namespaces(prefix, limit=limit)

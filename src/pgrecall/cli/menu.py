@@ -22,7 +22,7 @@ MENU: tuple[tuple[str, tuple[str, ...]], ...] = (
         "Memories",
         ("remember", "recall", "import", "export", "list", "get", "forget", "stats", "retry"),
     ),
-    ("Serving", ("serve", "worker")),
+    ("Serving", ("serve", "mcp", "worker")),
     ("Setup and administration", ("demo", "doctor", "pull", "migrate", "index")),
 )
 
