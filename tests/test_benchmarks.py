@@ -6,6 +6,7 @@ sentences without it (see ``benchmarks.common.titles``)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -115,6 +116,21 @@ def test_first_recall_benchmark_runs() -> None:
     }
     assert "keyword matches only" in out
     assert "Ollama is not reachable" in out
+
+
+def test_console_load_benchmark_runs() -> None:
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")) or not shutil.which(
+        "chromedriver"
+    ):
+        pytest.skip(
+            "no chromium and chromedriver on PATH: apt-get install chromium chromium-driver"
+        )
+    out = _run(
+        "benchmarks.console_load", "--namespaces", "2", "--per-namespace", "5", "--loads", "2"
+    )
+    rows = [line for line in out.splitlines() if line.startswith(("API calls", "console,"))]
+    assert len(rows) == 4
+    assert rows[0].split()[-1] == "1.0"  # the baseline against itself
 
 
 def test_http_load_benchmark_runs(tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ from uuid import UUID
 
 import asyncpg
 
-from pgrecall import validation
+from pgrecall import activity, validation
+from pgrecall.activity import Bucket
 from pgrecall.background.expiry import ExpirySweeper
 from pgrecall.background.indexer import Indexer
 from pgrecall.background.worker import EmbeddingWorker
@@ -55,6 +56,7 @@ from pgrecall.records import (
     Remembered,
     Stats,
     Unset,
+    WriteCount,
 )
 from pgrecall.transfer.exporter import Exporter, ExportScope
 
@@ -133,6 +135,7 @@ class MemoryStore:
         identity = self.context.identity(self.templates) if self.context else None
         self._spaces = SpaceRegistry(pool, identity or self.templates.identity())
         self._sizes = NamespaceSizes(pool, settings.exact_scan_max_rows)
+        self._pool = pool
         self._catalog = Catalog(pool)
         embedding = EmbedOrDefer(
             embedder, health, settings.inline_embed_timeout, settings.embed_batch_size
@@ -388,9 +391,12 @@ class MemoryStore:
         self._sizes.forget([validation.namespace(namespace)])
         return count
 
-    async def stats(self, *, namespace: str | None = None) -> Stats:
-        """How many memories, embedded or not, per namespace; and the store's space."""
-        counts = await self._catalog.stats(namespace)
+    async def stats(
+        self, *, namespace: str | None = None, scope: ExportScope | None = None
+    ) -> Stats:
+        """How many memories, embedded or not, and the last write, per namespace (all, one, or
+        those of ``scope``); and the store's space."""
+        counts = await self._catalog.stats(namespace, scope)
         recorded = await self._spaces.recorded()
         return dataclasses.replace(counts, space=recorded[1] if recorded else None)
 
@@ -424,9 +430,20 @@ class MemoryStore:
         the rows moved."""
         return await self.indexer.catch_up(rebuild=rebuild)
 
-    async def retry_failed(self, *, namespace: str | None = None) -> int:
-        """Queue failed memories again (after pulling the model, say); returns how many."""
-        count = await self._catalog.retry_failed(namespace)
+    async def writes(
+        self, scope: ExportScope | None = None, *, bucket: Bucket = "day", buckets: int = 30
+    ) -> list[WriteCount]:
+        """Memories created and changed per UTC hour or day, the last ``buckets`` of them up to
+        now, in ``scope`` (every namespace by default): what a chart of writes draws."""
+        return await activity.writes(self._pool, scope or ExportScope.everything(), bucket, buckets)
+
+    async def retry_failed(
+        self, *, namespace: str | None = None, memory: UUID | str | None = None
+    ) -> int:
+        """Queue failed memories again (after pulling the model, say): all of them, a
+        namespace's, or one ``memory`` (give its namespace too); returns how many."""
+        identifier = memory_id(memory) if memory is not None else None
+        count = await self._catalog.retry_failed(namespace, identifier)
         if count:
             self.worker.wake()
         return count
