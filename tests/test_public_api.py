@@ -15,7 +15,7 @@ PUBLIC = {
     # what goes in and comes out
     "MemoryInput", "Embedding", "Remembered", "Memory", "Page", "Hit", "RecallResult",
     "RecallOptions", "RecallKeywords", "Mode", "MODES", "EmbedStatus", "Stats", "NamespaceStats",
-    "ExportScope", "UNSET", "Unset",
+    "ExportScope", "UNSET", "Unset", "WriteCount",
     # custom embedders
     "Embedder", "BatchingEmbedder", "BatchOutput", "Embeddings", "EmbeddingSpace",
     # errors

@@ -50,6 +50,7 @@ from pgrecall.records import (
     Remembered,
     Stats,
     Unset,
+    WriteCount,
 )
 from pgrecall.store import MemoryStore
 from pgrecall.transfer.exporter import ExportScope
@@ -101,5 +102,6 @@ __all__ = [
     "Settings",
     "Stats",
     "Unset",
+    "WriteCount",
     "load_settings",
 ]

@@ -21,6 +21,7 @@ from pgrecall.errors import InvalidInputError, NotFoundError
 from pgrecall.offload import off_loop
 from pgrecall.recall.filters import compile_filter
 from pgrecall.records import EmbedStatus, Memory, NamespaceStats, Page, Stats
+from pgrecall.transfer.exporter import ExportScope
 
 # A Memory's fields are the columns read for it.
 _MEMORY_FIELDS = tuple(field.name for field in fields(Memory))
@@ -196,10 +197,15 @@ class Catalog:
                 )
             )
 
-    async def retry_failed(self, namespace: str | None = None) -> int:
-        """Put failed memories back in the queue (attempts reset); returns how many."""
+    async def retry_failed(
+        self, namespace: str | None = None, identifier: UUID | None = None
+    ) -> int:
+        """Put failed memories back in the queue (attempts reset): every one, a namespace's,
+        or the one ``identifier`` names (with its namespace); returns how many."""
         params = SqlParams()
         where = _in_namespace(f"status = 'failed' AND {unexpired()}", namespace, params)
+        if identifier is not None:
+            where += f" AND id = {params.add(identifier, 'uuid')}"
         with database_errors():
             status = await self._pool.execute(
                 f"UPDATE memories SET status = 'pending', embed_attempts = 0, embed_after = now() "
@@ -242,10 +248,13 @@ class Catalog:
             )
         return int(live)
 
-    async def stats(self, namespace: str | None = None) -> Stats:
-        """Counts per namespace (one namespace, or all of them), expired memories left out."""
+    async def stats(self, namespace: str | None = None, scope: ExportScope | None = None) -> Stats:
+        """Counts per namespace (one namespace, those of ``scope``, or all of them) and each
+        one's last write, expired memories left out."""
         params = SqlParams()
         where = _in_namespace(unexpired(), namespace, params)
+        if scope is not None:
+            where += f" AND {scope.condition(params)}"
         with database_errors():
             rows = await self._pool.fetch(
                 f"""
@@ -253,6 +262,7 @@ class Catalog:
                        count(*) FILTER (WHERE status = 'embedded') AS embedded,
                        count(*) FILTER (WHERE status = 'pending') AS pending,
                        count(*) FILTER (WHERE status = 'failed') AS failed,
+                       max(updated_at) AS last_write,
                        extract(epoch FROM now() - min(created_at) FILTER
                                (WHERE status = 'pending')) AS oldest_pending
                 FROM memories WHERE {where} GROUP BY namespace ORDER BY namespace
@@ -261,7 +271,12 @@ class Catalog:
             )
         per_namespace = [
             NamespaceStats(
-                row["namespace"], row["memories"], row["embedded"], row["pending"], row["failed"]
+                row["namespace"],
+                row["memories"],
+                row["embedded"],
+                row["pending"],
+                row["failed"],
+                row["last_write"],
             )
             for row in rows
         ]
