@@ -2,11 +2,15 @@
 
 Each recall embeds one short query. Sixteen agents recalling at once made sixteen ``/api/embed``
 calls, of which ``PGRECALL_EMBED_CONCURRENCY`` (2) were in flight and the rest queued behind
-them, each paying a request's overhead. Here the first query opens a batch and waits
-``wait_seconds`` (``PGRECALL_QUERY_BATCH_WAIT_MS``, 1 ms by default) for others; the batch goes
-out at the end of the wait or when it is full, whichever comes first. Measured alone in
-``benchmarks/http_load.py`` on a heavily loaded VM (RESULTS.md): HTTP hybrid 0.41 -> 0.62 of
-the hand-written floor, vector 0.49 -> 0.62, in runs that scatter by about 0.2.
+them, each paying a request's overhead. Here a query asked while no call is in flight goes at
+once; queries asked while one is in flight wait ``wait_seconds`` (``PGRECALL_QUERY_BATCH_WAIT_MS``,
+1 ms by default) for others and share the next call, which goes at the end of the wait or when
+the batch is full. Waiting when idle bought nothing and cost every lone recall the timer: in
+``benchmarks.recall_latency`` case (b), one client, p50 vector 3.4-4.1 ms and hybrid 5.9-6.4 ms
+with a wait before every call, against 1.8 and 2.7 ms without it (same process, same data).
+Batching measured alone in ``benchmarks/http_load.py`` on a heavily loaded VM (RESULTS.md):
+HTTP hybrid 0.41 -> 0.62 of the hand-written floor, vector 0.49 -> 0.62, in runs that scatter
+by about 0.2 (with the wait before every call; not re-run since).
 
 A failure of the call is every query's failure (the embedder is down, busy, or has no such
 model), except an input too long for the model (truncation off): then each query of the batch
@@ -23,7 +27,7 @@ from pgrecall.errors import InputTooLongError
 
 
 class QueryCoalescer:
-    """``embed`` one query; queries asked within ``wait_seconds`` of each other share a call."""
+    """``embed`` one query; queries asked while a call is in flight share the next one."""
 
     def __init__(self, embedder: Embedder, *, wait_seconds: float, max_batch: int) -> None:
         self._embedder = embedder
@@ -42,8 +46,8 @@ class QueryCoalescer:
         answer: asyncio.Future[Vector] = loop.create_future()
         self._texts.append(text)
         self._waiting.append(answer)
-        if len(self._texts) >= self._max_batch:
-            self._flush()
+        if not self._flushes or len(self._texts) >= self._max_batch:
+            self._flush()  # nothing in flight (no reason to wait), or the batch is full
         elif self._timer is None:
             self._timer = loop.call_later(self._wait, self._flush)
         return await answer
