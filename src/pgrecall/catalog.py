@@ -13,16 +13,18 @@ from uuid import UUID
 import asyncpg
 
 from pgrecall import validation
+from pgrecall.audit import logged
 from pgrecall.db.errors import database_errors
-from pgrecall.errors import InvalidInputError, NotFoundError
+from pgrecall.errors import DatabaseError, InvalidInputError, NotFoundError
 from pgrecall.expiry import unexpired
 from pgrecall.filters import SqlParams, compile_filter
 from pgrecall.offload import off_loop
 from pgrecall.records import EmbedStatus, Memory, NamespaceStats, Page, Stats
+from pgrecall.versions import as_of_relation
 
 MEMORY_COLUMNS = (
     "id, namespace, content, metadata, key, created_at, updated_at, expires_at, status, "
-    "embed_error, embed_attempts"
+    "embed_error, embed_attempts, version, valid_from, valid_until, invalid_reason"
 )
 MAX_PAGE = 1000
 
@@ -41,6 +43,10 @@ def memory_from_row(row: asyncpg.Record) -> Memory:
         status=row["status"],
         embed_error=row["embed_error"],
         embed_attempts=row["embed_attempts"],
+        version=row["version"],
+        valid_from=row["valid_from"],
+        valid_until=row["valid_until"],
+        invalid_reason=row["invalid_reason"],
     )
 
 
@@ -109,16 +115,25 @@ class Catalog:
         limit: int = 50,
         cursor: str | None = None,
         status: EmbedStatus | None = None,
+        as_of: datetime | None = None,
     ) -> Page:
-        """Memories of a namespace (or of all, when listing by ``status``), newest first."""
+        """Memories of a namespace (or of all, when listing by ``status``), newest first; as
+        they were at ``as_of`` when given (see versions.py)."""
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise InvalidInputError(f"limit must be a whole number from 1 to {MAX_PAGE}")
         if namespace is None and status is None:
             raise InvalidInputError("name a namespace (or list by status, e.g. the failed ones)")
+        if namespace is None and as_of is not None:
+            raise InvalidInputError("as_of lists one namespace: name it")
         params = SqlParams()
         conditions = [unexpired()]
+        source = "memories"
         if namespace is not None:
-            conditions.append(f"namespace = {params.add(validation.namespace(namespace), 'text')}")
+            in_namespace = f"= {params.add(validation.namespace(namespace), 'text')}"
+            conditions.append(f"namespace {in_namespace}")
+            if as_of is not None:
+                at = params.add(validation.check_timestamp(as_of, "as_of"), "timestamptz")
+                source = as_of_relation(at, in_namespace)
         if status is not None:
             if status not in ("pending", "embedded", "failed"):
                 raise InvalidInputError("status is one of pending, embedded, failed")
@@ -130,7 +145,7 @@ class Catalog:
                 f"{params.add(identifier, 'uuid')})"
             )
         sql = (
-            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE {' AND '.join(conditions)} "
+            f"SELECT {MEMORY_COLUMNS} FROM {source} AS m WHERE {' AND '.join(conditions)} "
             f"ORDER BY created_at DESC, id DESC LIMIT {params.add(limit + 1, 'int')}"
         )
         with database_errors():
@@ -175,36 +190,82 @@ class Catalog:
         return int(status.split()[-1])
 
     async def forget_ids(
-        self, identifiers: Sequence[UUID], namespace: str | None = None
+        self, identifiers: Sequence[UUID], namespace: str | None, actor: str
     ) -> list[tuple[UUID, str]]:
-        """Delete memories by id; returns (id, namespace) of those deleted that had not expired
+        """Delete memories by id, every version with them (the versions' foreign key
+        cascades), and audit it; returns (id, namespace) of those deleted that had not expired
         (an expired one goes too, but it was already gone to every read)."""
         params = SqlParams()
         where = f"id = ANY({params.add(list(identifiers), 'uuid[]')})"
         if namespace is not None:
             where += f" AND namespace = {params.add(validation.namespace(namespace), 'text')}"
+        audit = logged("gone", "'forget'", params.add(actor, "text"))
         with database_errors():
             rows = await self._pool.fetch(
-                f"DELETE FROM memories WHERE {where} "
-                f"RETURNING id, namespace, {unexpired()} AS live",
+                f"WITH gone AS (DELETE FROM memories WHERE {where} "
+                f"RETURNING id, namespace, version, {unexpired()} AS live), "
+                f"audit AS ({audit}) SELECT id, namespace, live FROM gone",
                 *params.values,
             )
         return [(row["id"], row["namespace"]) for row in rows if row["live"]]
 
-    async def forget_matching(self, namespace: str, filter_document: Mapping[str, Any]) -> int:
-        """Delete the memories of a namespace that match a filter; returns how many."""
+    async def forget_matching(
+        self, namespace: str, filter_document: Mapping[str, Any], actor: str
+    ) -> int:
+        """Delete the memories of a namespace that match a filter, every version with them,
+        and audit it; returns how many."""
         name = validation.namespace(namespace)
         params = SqlParams()
         where = (
             f"namespace = {params.add(name, 'text')} AND {compile_filter(filter_document, params)}"
         )
+        audit = logged("gone", "'forget'", params.add(actor, "text"))
         with database_errors():
             live = await self._pool.fetchval(
                 f"WITH gone AS (DELETE FROM memories WHERE {where} "
-                f"RETURNING {unexpired()} AS live) SELECT count(*) FILTER (WHERE live) FROM gone",
+                f"RETURNING id, namespace, version, {unexpired()} AS live), "
+                f"audit AS ({audit}) SELECT count(*) FILTER (WHERE live) FROM gone",
                 *params.values,
             )
         return int(live)
+
+    async def invalidate(
+        self,
+        identifier: UUID,
+        namespace: str,
+        *,
+        at: datetime | None,
+        reason: str | None,
+        actor: str,
+    ) -> bool:
+        """End a memory's validity at ``at`` (now when None), saying why; audited. False when
+        there is no such memory."""
+        params = SqlParams()
+        until = params.add(validation.check_timestamp(at, "at"), "timestamptz")
+        where = (
+            f"namespace = {params.add(namespace, 'text')} AND id = {params.add(identifier, 'uuid')}"
+            f" AND {unexpired()}"
+        )
+        audit = logged("ended", "'invalidate'", params.add(actor, "text"))
+        sql = f"""
+            WITH ended AS (
+                UPDATE memories SET valid_until = coalesce({until}, now()),
+                                    invalid_reason = {params.add(reason, "text")},
+                                    updated_at = now()
+                WHERE {where} RETURNING namespace, id, version
+            ), audit AS ({audit})
+            SELECT count(*) FROM ended
+        """
+        try:
+            with database_errors():
+                count = await self._pool.fetchval(sql, *params.values)
+        except DatabaseError as exc:
+            if isinstance(exc.__cause__, asyncpg.CheckViolationError):
+                raise InvalidInputError(
+                    "at is not after the memory's valid_from: a fact cannot end before it begins"
+                ) from exc
+            raise
+        return bool(count)
 
     async def stats(self, namespace: str | None = None) -> Stats:
         """Counts per namespace (one namespace, or all of them), expired memories left out."""

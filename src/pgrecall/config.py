@@ -197,6 +197,11 @@ class Settings(BaseSettings):
     expired_sweep_seconds: float = Field(
         default=60.0, gt=0, description="how often the worker deletes expired memories"
     )
+    audit_retention_days: int = Field(
+        default=365,
+        ge=0,
+        description="days audit entries (who changed which memory, when) are kept; 0 keeps them",
+    )
     exact_scan_max_rows: int = Field(
         default=20_000,
         ge=0,

@@ -45,8 +45,10 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from pgrecall import validation
+from pgrecall.audit import AUDIT_COPY_COLUMNS
 from pgrecall.config import Settings
 from pgrecall.db.errors import database_errors
 from pgrecall.db.retry import with_replays
@@ -57,11 +59,11 @@ from pgrecall.errors import EmbeddingError, InputTooLongError
 from pgrecall.health import EmbedderHealth
 from pgrecall.ids import new_ids
 from pgrecall.ingest_sql import (
+    AUDITED_UPSERT_BY_CONTENT,
+    AUDITED_UPSERT_BY_KEY,
     COPY_COLUMNS,
     FIND_EXISTING,
     FIND_UNCHANGED,
-    UPSERT_BY_CONTENT,
-    UPSERT_BY_KEY,
 )
 from pgrecall.records import EmbedStatus, MemoryInput, Remembered
 from pgrecall.spaces import SpaceRegistry
@@ -87,6 +89,8 @@ class Prepared(NamedTuple):
     search_text: str | None = None  # rendered by the template; None: the content itself
     created_at: datetime | None = None  # given (an import); None: stamped at the write
     vector: bytes | None = None  # given in the store's space (pgvector binary); None: embed
+    valid_from: datetime | None = None  # valid time, as the agent gave it
+    valid_until: datetime | None = None
 
     @property
     def embed_text(self) -> str:
@@ -127,6 +131,7 @@ def prepare_one(
     vector = None
     if given is not None and given.space == space:
         vector = validation.vector(given.vector, space.dimensions, position)
+    valid_from, valid_until = validation.valid_span(item.valid_from, item.valid_until, position)
     return Prepared(
         namespace,
         text,
@@ -137,6 +142,8 @@ def prepare_one(
         templates.render(namespace, text, item.metadata or {}),
         validation.check_timestamp(item.created_at, "created_at", position),
         vector,
+        valid_from,
+        valid_until,
     )
 
 
@@ -262,8 +269,8 @@ class IngestionService:
         self._inline_timeout = settings.inline_embed_timeout
         self._batch_size = settings.embed_batch_size
 
-    async def remember(self, prepared: Sequence[Prepared]) -> list[Remembered]:
-        """Store ``prepared`` memories; results in input order."""
+    async def remember(self, prepared: Sequence[Prepared], actor: str) -> list[Remembered]:
+        """Store ``prepared`` memories, audited as ``actor``'s; results in input order."""
         space_id = await self._spaces.ensure(self._embedder.space)
         results: list[Remembered | None] = [None] * len(prepared)
         chunks = (
@@ -299,7 +306,9 @@ class IngestionService:
                         waits = max(waits, position + 1)
                 for _ in range(waits):
                     any_pending |= await writing.pop(0)[1]
-                writing.append((chunk, asyncio.create_task(self._write(chunk, plan, results))))
+                writing.append(
+                    (chunk, asyncio.create_task(self._write(chunk, plan, results, actor)))
+                )
                 chunk = following
             while writing:
                 any_pending |= await writing.pop(0)[1]
@@ -357,7 +366,10 @@ class IngestionService:
             known = [chunk.unique[index] for index in candidates]
             metadata = [m.metadata for m in known]
             expiry = [m.expires_at for m in known]
-            for row in await with_replays(lambda: find(FIND_UNCHANGED, known, metadata, expiry)):
+            valid = ([m.valid_from for m in known], [m.valid_until for m in known])
+            for row in await with_replays(
+                lambda: find(FIND_UNCHANGED, known, metadata, expiry, *valid)
+            ):
                 chunk.unchanged[candidates[row["position"] - 1]] = row["id"]
         kept = set(reusable)
         return [index for index in range(len(chunk.unique)) if index not in kept], found["clock"]
@@ -407,9 +419,9 @@ class IngestionService:
         return self._inline_timeout * math.ceil(count / self._batch_size)
 
     async def _write(
-        self, chunk: _Chunk, plan: _WritePlan, results: list[Remembered | None]
+        self, chunk: _Chunk, plan: _WritePlan, results: list[Remembered | None], actor: str
     ) -> bool:
-        """Write the chunk; True when some rows were left pending."""
+        """Write the chunk and its audit entries; True when some rows were left pending."""
 
         async def write() -> dict[int, Remembered]:
             written = {  # by index into chunk.unique
@@ -423,11 +435,11 @@ class IngestionService:
                 async with self._pool.acquire() as connection:
                     if plan.copied:
                         try:
-                            await connection.copy_records_to_table(
-                                "memories", records=plan.records, columns=COPY_COLUMNS
-                            )
+                            async with connection.transaction():
+                                await _copy(connection, plan, actor)
                         except asyncpg.UniqueViolationError:
-                            # Stored by another writer since the lookup: upsert them instead.
+                            # Stored by another writer since the lookup: the copy is rolled
+                            # back whole, and these memories upserted instead.
                             upserts = upserts + _upserts(
                                 chunk, plan.copied, plan.space_id, plan.call_clock
                             )
@@ -436,7 +448,7 @@ class IngestionService:
                                 written[index] = _copied(chunk, index, identifier)
                     for kind, sql, indexes, columns in upserts:
                         index_of = {chunk.unique[index].identity: index for index in indexes}
-                        for row in await connection.fetch(sql, *columns):
+                        for row in await connection.fetch(sql, *columns, actor):
                             written[index_of[_identity(kind, row)]] = _remembered(row)
             return written
 
@@ -487,6 +499,8 @@ def _plan(chunk: _Chunk, space_id: int, call_clock: datetime) -> _WritePlan:
                 chunk.status(index),
                 chunk.errors[index],
                 memory.search_text,
+                memory.valid_from,
+                memory.valid_until,
             )
         )
     stored = sorted(chunk.stored.difference(chunk.unchanged))
@@ -522,10 +536,10 @@ def _upserts(
     upserts = []
     if unkeyed:
         columns = _columns(chunk, unkeyed, space_id, call_clock, keyed=False)
-        upserts.append(("content", UPSERT_BY_CONTENT, unkeyed, columns))
+        upserts.append(("content", AUDITED_UPSERT_BY_CONTENT, unkeyed, columns))
     if keyed:
         columns = _columns(chunk, keyed, space_id, call_clock, keyed=True)
-        upserts.append(("key", UPSERT_BY_KEY, keyed, columns))
+        upserts.append(("key", AUDITED_UPSERT_BY_KEY, keyed, columns))
     return upserts
 
 
@@ -548,8 +562,22 @@ def _columns(
         [chunk.errors[i] for i in indexes],
         [m.search_text for m in memories],
         [_created(chunk, i, call_clock) for i in indexes],
+        [m.valid_from for m in memories],
+        [m.valid_until for m in memories],
     ]
     return columns
+
+
+async def _copy(
+    connection: asyncpg.Connection | PoolConnectionProxy, plan: _WritePlan, actor: str
+) -> None:
+    """The new memories by binary COPY and their audit entries by a second one, in the
+    caller's transaction."""
+    await connection.copy_records_to_table("memories", records=plan.records, columns=COPY_COLUMNS)
+    created = [(record[3], record[2], "create", actor, 1) for record in plan.records]
+    await connection.copy_records_to_table(
+        "memory_audit", records=created, columns=AUDIT_COPY_COLUMNS
+    )
 
 
 def _copied(chunk: _Chunk, index: int, identifier: uuid.UUID) -> Remembered:

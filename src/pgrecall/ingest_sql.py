@@ -45,9 +45,10 @@ FIND_EXISTING = """
 FIND_UNCHANGED = """
     WITH wanted AS (
         SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $5::text[], $6::text[],
-                             $7::timestamptz[]) WITH ORDINALITY
+                             $7::timestamptz[], $8::timestamptz[], $9::timestamptz[])
+                      WITH ORDINALITY
                       AS w(namespace, content_hash, key, search_text, metadata, expires_at,
-                           position)
+                           valid_from, valid_until, position)
     )
     SELECT w.position, m.id
     FROM wanted w
@@ -57,6 +58,8 @@ FIND_UNCHANGED = """
       AND m.embed_attempts = 0 AND m.space_id = $4
       AND m.search_text IS NOT DISTINCT FROM w.search_text
       AND m.expires_at IS NOT DISTINCT FROM w.expires_at
+      AND m.valid_from IS NOT DISTINCT FROM w.valid_from
+      AND m.valid_until IS NOT DISTINCT FROM w.valid_until AND m.invalid_reason IS NULL
       AND m.metadata || w.metadata::jsonb = m.metadata
     UNION ALL
     SELECT w.position, m.id
@@ -66,6 +69,8 @@ FIND_UNCHANGED = """
       AND m.embed_attempts = 0 AND m.space_id = $4
       AND m.search_text IS NOT DISTINCT FROM w.search_text
       AND m.expires_at IS NOT DISTINCT FROM w.expires_at
+      AND m.valid_from IS NOT DISTINCT FROM w.valid_from
+      AND m.valid_until IS NOT DISTINCT FROM w.valid_until AND m.invalid_reason IS NULL
       AND m.metadata = w.metadata::jsonb
 """
 
@@ -88,6 +93,8 @@ COPY_COLUMNS = (
     "status",
     "embed_error",
     "search_text",
+    "valid_from",
+    "valid_until",
 )
 
 # A row past its expiry is gone to every read (expiry.py) until the sweeper deletes it: written
@@ -99,21 +106,47 @@ STAMPS = f"""        created_at = CASE WHEN {EXPIRED} THEN EXCLUDED.created_at
                           ELSE memories.created_at END,
         updated_at = CASE WHEN {EXPIRED} THEN EXCLUDED.created_at ELSE clock_timestamp() END"""
 INSERTED = "(xmax = 0 OR created_at = updated_at) AS inserted"
+# The valid time is the newest call's, like the expiry; remembering a fact again states it anew,
+# so an invalidation's reason goes with the old validity.
+VALID_TIME = """        valid_from = EXCLUDED.valid_from,
+        valid_until = EXCLUDED.valid_until,
+        invalid_reason = NULL,"""
+# What a written row was to the audit log (a new version gets version_since = updated_at from
+# the memories_keep_version trigger, migration 0010).
+ACTION = """CASE WHEN inserted THEN 'create'
+                 WHEN version_since IS NOT DISTINCT FROM updated_at THEN 'supersede'
+                 ELSE 'update' END"""
+
+
+def audited(upsert: str, actor: str) -> str:
+    """``upsert`` (its RETURNING list ends with ``inserted``, version_since, updated_at and
+    version) writing one audit entry per row, in the same statement; ``actor`` a placeholder."""
+    return f"""
+    WITH written AS ({upsert}), audit AS (
+        INSERT INTO memory_audit (namespace, memory_id, action, actor, version)
+        SELECT namespace, id, {ACTION}, {actor}, version FROM written
+    )
+    SELECT * FROM written
+    """
+
 
 UPSERT_BY_CONTENT = f"""
     INSERT INTO memories (namespace, content, content_hash, metadata, embedding, space_id,
-                          expires_at, status, embed_error, search_text, created_at, updated_at)
+                          expires_at, status, embed_error, search_text, created_at, updated_at,
+                          valid_from, valid_until)
     SELECT namespace, content, content_hash, metadata, embedding, space_id, expires_at,
-           status, embed_error, search_text, created_at, created_at
+           status, embed_error, search_text, created_at, created_at, valid_from, valid_until
     FROM unnest($1::text[], $2::text[], $3::bytea[], $4::jsonb[], $5::vector[], $6::int[],
-                $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::timestamptz[])
+                $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::timestamptz[],
+                $12::timestamptz[], $13::timestamptz[])
          AS incoming(namespace, content, content_hash, metadata, embedding, space_id, expires_at,
-                     status, embed_error, search_text, created_at)
+                     status, embed_error, search_text, created_at, valid_from, valid_until)
     ON CONFLICT (namespace, content_hash) WHERE key IS NULL DO UPDATE SET
         metadata = CASE WHEN {EXPIRED} THEN EXCLUDED.metadata
                         ELSE memories.metadata || EXCLUDED.metadata END,
         search_text = EXCLUDED.search_text,
         expires_at = EXCLUDED.expires_at,
+{VALID_TIME}
         embedding = CASE
             WHEN EXCLUDED.embedding IS NOT NULL THEN EXCLUDED.embedding
             WHEN memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
@@ -139,27 +172,31 @@ UPSERT_BY_CONTENT = f"""
         embed_attempts = 0,
         embed_after = now(),
 {STAMPS}
-    RETURNING id, namespace, content_hash, {INSERTED}, status, embed_error
+    RETURNING id, namespace, content_hash, {INSERTED}, status, embed_error, version_since,
+              updated_at, version
 """
 
 # A new row takes the call's stamp (see COPY_COLUMNS). A keyed row whose text changed under us
 # keeps no stale vector: it goes pending.
 UPSERT_BY_KEY = f"""
     INSERT INTO memories (namespace, key, content, content_hash, metadata, embedding, space_id,
-                          expires_at, status, embed_error, search_text, created_at, updated_at)
+                          expires_at, status, embed_error, search_text, created_at, updated_at,
+                          valid_from, valid_until)
     SELECT namespace, key, content, content_hash, metadata, embedding, space_id, expires_at,
-           status, embed_error, search_text, created_at, created_at
+           status, embed_error, search_text, created_at, created_at, valid_from, valid_until
     FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::jsonb[], $6::vector[],
                 $7::int[], $8::timestamptz[], $9::text[], $10::text[], $11::text[],
-                $12::timestamptz[])
+                $12::timestamptz[], $13::timestamptz[], $14::timestamptz[])
          AS incoming(namespace, key, content, content_hash, metadata, embedding, space_id,
-                     expires_at, status, embed_error, search_text, created_at)
+                     expires_at, status, embed_error, search_text, created_at, valid_from,
+                     valid_until)
     ON CONFLICT (namespace, key) WHERE key IS NOT NULL DO UPDATE SET
         content = EXCLUDED.content,
         search_text = EXCLUDED.search_text,
         content_hash = EXCLUDED.content_hash,
         metadata = EXCLUDED.metadata,
         expires_at = EXCLUDED.expires_at,
+{VALID_TIME}
         embedding = CASE
             WHEN EXCLUDED.embedding IS NOT NULL THEN EXCLUDED.embedding
             WHEN memories.content_hash = EXCLUDED.content_hash
@@ -189,5 +226,10 @@ UPSERT_BY_KEY = f"""
         embed_attempts = 0,
         embed_after = now(),
 {STAMPS}
-    RETURNING id, namespace, key, {INSERTED}, status, embed_error
+    RETURNING id, namespace, key, {INSERTED}, status, embed_error, version_since, updated_at,
+              version
 """
+
+# The upserts with their audit entries; the actor is the parameter after the column arrays.
+AUDITED_UPSERT_BY_CONTENT = audited(UPSERT_BY_CONTENT, "$14::text")
+AUDITED_UPSERT_BY_KEY = audited(UPSERT_BY_KEY, "$15::text")

@@ -48,6 +48,7 @@ from pgrecall.query_sql import (
 from pgrecall.records import MODES, Hit, RecallOptions, RecallResult
 from pgrecall.rerank import check_boosts, needs_candidates, rerank
 from pgrecall.spaces import SpaceRegistry
+from pgrecall.versions import as_of_relation, valid_time_condition
 
 SIZE_CACHE_SECONDS = 10.0
 # HNSW candidates fetched per wanted hit, before the exact re-sort.
@@ -107,12 +108,22 @@ def _scope(params: SqlParams, names: list[str], options: RecallOptions, *, gener
         f"m.namespace {in_namespaces}",
         unexpired("m"),
     ]
+    source = "memories"
+    as_of = None
+    if options.as_of is not None:
+        as_of = params.add(options.as_of, "timestamptz")
+        source = f"{as_of_relation(as_of, in_namespaces)} AS"  # read as "... AS m"
+    valid = valid_time_condition(
+        params, valid_at=options.valid_at, include_invalid=options.include_invalid, as_of=as_of
+    )
+    if valid is not None:
+        conditions.append(valid)
     if options.created_after is not None:
         conditions.append(f"m.created_at >= {params.add(options.created_after, 'timestamptz')}")
     if options.created_before is not None:
         conditions.append(f"m.created_at < {params.add(options.created_before, 'timestamptz')}")
     conditions.append(compile_filter(options.filter, params, column="m.metadata"))
-    return Scope(in_namespaces=in_namespaces, conditions=" AND ".join(conditions))
+    return Scope(in_namespaces=in_namespaces, conditions=" AND ".join(conditions), source=source)
 
 
 def _hit(row: asyncpg.Record) -> Hit:
@@ -127,6 +138,9 @@ def _hit(row: asyncpg.Record) -> Hit:
         expires_at=row["expires_at"],
         vector_score=row["vector_score"],
         keyword_score=row["keyword_score"],
+        version=row["version"],
+        valid_from=row["valid_from"],
+        valid_until=row["valid_until"],
     )
 
 
@@ -149,6 +163,10 @@ def _check(options: RecallOptions) -> None:
     validation.min_score(options.min_score)
     validation.check_timestamp(options.created_after, "created_after")
     validation.check_timestamp(options.created_before, "created_before")
+    validation.check_timestamp(options.as_of, "as_of")
+    validation.check_timestamp(options.valid_at, "valid_at")
+    if not isinstance(options.include_invalid, bool):
+        raise InvalidInputError("include_invalid is true or false")
     if options.mode not in MODES:
         raise InvalidInputError(f"mode must be one of {', '.join(MODES)}")
     if options.mode == "keyword" and options.min_score is not None:
@@ -216,8 +234,13 @@ class QueryService:
                 mode = "keyword" if mode == "hybrid" else mode
                 if mode == "vector":
                     return RecallResult(hits=())
-        # Only large namespaces have rows in the graph (indexer.py): without one, it is no help.
-        exact = options.exact or max(sizes.values()) <= self._settings.exact_scan_max_rows
+        # Only large namespaces have rows in the graph (indexer.py): without one, it is no help;
+        # nor for past versions, which are never in it.
+        exact = (
+            options.exact
+            or options.as_of is not None
+            or max(sizes.values()) <= self._settings.exact_scan_max_rows
+        )
         rows = await self._fetch(text, names, vector, space_id, mode, exact, options)
         pending = rows[0]["pending"] if rows else 0
         # Off the loop when large: MMR over 100 candidates (the fewest a diverse recall
@@ -305,7 +328,7 @@ class QueryService:
                 FROM (SELECT * FROM ({ranking}) AS ranked
                       ORDER BY fused DESC, vector_score DESC NULLS LAST, id
                       LIMIT {limit}) AS f
-                JOIN memories m ON m.namespace = f.namespace AND m.id = f.id
+                JOIN {scope.source} m ON m.namespace = f.namespace AND m.id = f.id
             """
         prefix = "WITH " + ",\n".join(ctes) if ctes else ""
         sql = f"""{prefix}

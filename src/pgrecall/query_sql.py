@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from pgrecall.filters import SqlParams
 
 # A memory's columns in a hit.
-HIT_COLUMNS = "m.id, m.namespace, m.content, m.metadata, m.key, m.created_at, m.expires_at"
+HIT_COLUMNS = (
+    "m.id, m.namespace, m.content, m.metadata, m.key, m.created_at, m.expires_at, m.version, "
+    "m.valid_from, m.valid_until"
+)
 # A matching row's tsvector cut down to the query's lexemes (marked with weight A, kept), so
 # term frequencies are read from a vector of one or two entries.
 QUERY_LEXEMES = "ts_filter(setweight(m.search, 'A', query.lexemes), '{a}')"
@@ -23,7 +26,8 @@ class Scope:
     """Placeholders and conditions shared by both rankings."""
 
     in_namespaces: str  # "= $n::text" (one namespace) or "= ANY($n::text[])", after a column
-    conditions: str  # namespace, expiry, created range and metadata filter, over alias m
+    conditions: str  # namespace, expiry, created range, valid time, metadata filter, over m
+    source: str = "memories"  # the relation read as m: the table, or a CTE of past versions
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +75,7 @@ def nearest(scope: Scope, vector: str, space: str, depth: str, plan: str, column
     at once), then sorts the candidates exactly.
     """
     where = f"{scope.conditions} AND m.embedding IS NOT NULL AND m.space_id = {space}"
-    scored = f"SELECT {columns}, m.embedding <#> {vector} AS distance FROM memories m"
+    scored = f"SELECT {columns}, m.embedding <#> {vector} AS distance FROM {scope.source} m"
     # Sorting a subquery's output (the OFFSET 0 keeps it one) keeps the planner off the HNSW
     # index, and computes each row's distance once.
     exact = f"""SELECT * FROM ({scored} WHERE {{rows}} OFFSET 0) AS scoped
@@ -112,7 +116,7 @@ def vector_hits(
         SELECT {HIT_COLUMNS}, -n.distance AS score, -n.distance AS vector_score,
                NULL::float8 AS keyword_score, {embedding} AS embedding
         FROM (SELECT * FROM ({inner}) AS nearest ORDER BY distance, id LIMIT {limit}) AS n
-        JOIN memories m ON m.namespace = n.namespace AND m.id = n.id
+        JOIN {scope.source} m ON m.namespace = n.namespace AND m.id = n.id
     """
 
 
@@ -131,7 +135,7 @@ def keyword_ranking(params: SqlParams, scope: Scope, depth: str, k1: float, b: f
     count = f"(SELECT count(*) FROM memories WHERE namespace {scope.in_namespaces})"
     matched = f"""matched AS MATERIALIZED (
             SELECT m.namespace, m.id, {QUERY_LEXEMES} AS hits, length(m.search) AS dl
-            FROM memories m, query
+            FROM {scope.source} m, query
             WHERE {scope.conditions} AND m.search @@ query.tsq
         )"""
     postings = """postings AS MATERIALIZED (

@@ -31,6 +31,8 @@ class MemoryInput:
 
     ``created_at`` backdates a new memory (an import keeps the exported time); a memory already
     stored keeps its own. ``embedding`` is a vector made earlier, see ``Embedding``.
+    ``valid_from`` / ``valid_until``: when the fact is true in the world (valid time), as the
+    agent says; unrelated to when it was stored.
     """
 
     content: str
@@ -40,6 +42,8 @@ class MemoryInput:
     expires_at: datetime | None = None
     created_at: datetime | None = None
     embedding: Embedding | None = None
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,10 @@ class Memory:
     status: EmbedStatus
     embed_error: str | None = None
     embed_attempts: int = 0
+    version: int = 1
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    invalid_reason: str | None = None
 
     @property
     def embedded(self) -> bool:
@@ -94,6 +102,50 @@ class Hit:
     expires_at: datetime | None
     vector_score: float | None = None  # inner product with the query, when embedded
     keyword_score: float | None = None  # BM25, when the memory was among the keyword hits
+    version: int = 1
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """One version of a memory, and the span of time it was the current one: from
+    ``current_from`` until ``current_until`` (None for the version current now), when version
+    ``superseded_by`` replaced it."""
+
+    memory_id: UUID
+    namespace: str
+    version: int
+    content: str
+    metadata: dict[str, Any]
+    key: str | None
+    current_from: datetime
+    current_until: datetime | None
+    superseded_by: int | None
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    invalid_reason: str | None = None
+
+    @property
+    def current(self) -> bool:
+        """True for the version recall, get and list show."""
+        return self.current_until is None
+
+
+AuditAction = Literal["create", "supersede", "update", "invalidate", "forget"]
+AUDIT_ACTIONS: tuple[AuditAction, ...] = ("create", "supersede", "update", "invalidate", "forget")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """That something happened to a memory, by whom and when; never what the memory said."""
+
+    namespace: str
+    memory_id: UUID
+    action: AuditAction
+    at: datetime
+    actor: str
+    version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +164,9 @@ class RecallOptions:
     diversity: float = 0.0
     recency_half_life: float | None = None
     importance: str | None = None
+    as_of: datetime | None = None  # answer from the versions current at this time
+    valid_at: datetime | None = None  # keep facts valid (valid_from/valid_until) at this time
+    include_invalid: bool = False  # keep facts whose validity has ended
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from uuid import UUID
 import asyncpg
 
 from pgrecall import validation
+from pgrecall.audit import logged
 from pgrecall.config import Settings
 from pgrecall.db.errors import database_errors
 from pgrecall.embedding.base import Embedder
@@ -55,10 +56,12 @@ class UpdateService:
         self._templates = templates
         self._max_chars = settings.max_content_chars
 
-    async def update(self, current: Memory, change: Change) -> UUID:
+    async def update(self, current: Memory, change: Change, actor: str) -> UUID:
         """Apply ``change`` to ``current``; raises ConflictError if the new text already is
         another memory of the namespace. A new indexed text is embedded again; if the embedder
-        is unavailable the memory goes pending (the worker embeds it), as with ``remember``."""
+        is unavailable the memory goes pending (the worker embeds it), as with ``remember``.
+        A new text or metadata makes a new version (the trigger of migration 0010 keeps the
+        old one); the change is audited as ``actor``'s in the same statement."""
         params = SqlParams()
         assignments = ["updated_at = now()"]
         text = current.content
@@ -86,10 +89,14 @@ class UpdateService:
             f"namespace = {params.add(current.namespace, 'text')} "
             f"AND id = {params.add(current.id, 'uuid')}"
         )
+        audit = logged("changed", "'update'", params.add(actor, "text"))
         try:
             with database_errors():
                 await self._pool.execute(
-                    f"UPDATE memories SET {', '.join(assignments)} WHERE {where}", *params.values
+                    f"WITH changed AS (UPDATE memories SET {', '.join(assignments)} "
+                    f"WHERE {where} RETURNING namespace, id, version), audit AS ({audit}) "
+                    "SELECT count(*) FROM changed",
+                    *params.values,
                 )
         except DatabaseError as exc:
             if isinstance(exc.__cause__, asyncpg.UniqueViolationError):
