@@ -11,15 +11,18 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from pgrecall.audit import key_actor
 from pgrecall.exporter import ExportScope
 from pgrecall.http.errors import Forbidden, Unauthorized
 
 
 @dataclass(frozen=True, slots=True)
 class Access:
-    """What the caller may touch; ``patterns`` None means everything (no keys configured)."""
+    """What the caller may touch; ``patterns`` None means everything (no keys configured).
+    ``actor`` names the key in the audit log (None: the server's local user)."""
 
     patterns: tuple[str, ...] | None
+    actor: str | None = None
 
     @property
     def everything(self) -> bool:
@@ -79,7 +82,7 @@ def check_key(presented: str | None, keys: Mapping[str, Sequence[str]] | None) -
             matched = patterns
     if matched is None:
         raise Unauthorized("unknown API key")
-    return Access(patterns=tuple(matched))
+    return Access(patterns=tuple(matched), actor=key_actor(presented))
 
 
 def access(request: Request) -> Access:

@@ -38,6 +38,8 @@ class MemoryIn(_Strict):
     metadata: dict[str, Any] | None = None
     key: str | None = Field(default=None, min_length=1, max_length=MAX_KEY_LENGTH)
     expires_at: AwareDatetime | None = None
+    valid_from: AwareDatetime | None = None
+    valid_until: AwareDatetime | None = None
 
 
 class RememberRequest(_Strict):
@@ -79,6 +81,9 @@ class RecallRequest(_Strict):
     diversity: float = Field(default=0.0, ge=0, le=1)
     recency_half_life: float | None = Field(default=None, gt=0)
     importance: str | None = Field(default=None, min_length=1, max_length=256)
+    as_of: AwareDatetime | None = None
+    valid_at: AwareDatetime | None = None
+    include_invalid: bool = False
 
 
 class HitOut(_FromRecord):
@@ -94,6 +99,9 @@ class HitOut(_FromRecord):
     expires_at: datetime | None
     vector_score: float | None
     keyword_score: float | None
+    version: int
+    valid_from: datetime | None
+    valid_until: datetime | None
 
 
 class RecallResponse(BaseModel):
@@ -120,6 +128,10 @@ class MemoryOut(_FromRecord):
     expires_at: datetime | None
     status: Status
     embed_error: str | None
+    version: int
+    valid_from: datetime | None
+    valid_until: datetime | None
+    invalid_reason: str | None
 
 
 class PageOut(_FromRecord):
@@ -135,6 +147,53 @@ class MemoryPatch(_Strict):
     content: str | None = Field(default=None, min_length=1)
     metadata: dict[str, Any] | None = None
     expires_at: AwareDatetime | None = None
+
+
+class InvalidateRequest(_Strict):
+    """End a fact's validity (now when ``at`` is left out), saying why."""
+
+    at: AwareDatetime | None = None
+    reason: str | None = Field(default=None, min_length=1, max_length=1000)
+
+
+class VersionOut(_FromRecord):
+    """One version of a memory and the span it was current (``current_until`` null: now)."""
+
+    version: int
+    content: str
+    metadata: dict[str, Any]
+    key: str | None
+    current_from: datetime
+    current_until: datetime | None
+    superseded_by: int | None
+    valid_from: datetime | None
+    valid_until: datetime | None
+    invalid_reason: str | None
+
+
+class HistoryOut(BaseModel):
+    """Every version of a memory, oldest first."""
+
+    id: UUID
+    namespace: str
+    versions: list[VersionOut]
+
+
+class AuditEntryOut(_FromRecord):
+    """Who did what to which memory, when; never what it said."""
+
+    namespace: str
+    memory_id: UUID
+    action: Literal["create", "supersede", "update", "invalidate", "forget"]
+    at: datetime
+    actor: str
+    version: int | None
+
+
+class AuditOut(BaseModel):
+    """Entries newest first; pass the last one's ``at`` as ``before`` for the next page."""
+
+    entries: list[AuditEntryOut]
 
 
 class ForgetRequest(_Strict):
