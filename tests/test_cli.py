@@ -157,7 +157,15 @@ def test_remember_recall_get_list_forget_stats(migrated_dsn: str) -> None:
     assert recalled.returncode == 0, recalled.stderr
     hits = json.loads(recalled.stdout)
     assert len(hits) == 2
-    assert set(hits[0]) == {"id", "namespace", "content", "score", "metadata", "created_at"}
+    assert set(hits[0]) == {
+        "id",
+        "namespace",
+        "content",
+        "score",
+        "metadata",
+        "created_at",
+        "version",
+    }
     assert hits[0]["content"] in ("The user's dog is called Rex.", "Rex is a beagle.")
     assert hits[0]["score"] >= hits[1]["score"]
 

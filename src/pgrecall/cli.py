@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from pgrecall.commands import admin, demo, export, memories, serve  # noqa: F401 - they register
+from pgrecall.commands import (  # noqa: F401 - they register
+    admin,
+    demo,
+    export,
+    memories,
+    serve,
+    versions,
+)
 from pgrecall.commands.base import app
 
 
