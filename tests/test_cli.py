@@ -10,10 +10,13 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from pgrecall.http.app import is_loopback
 
+from .conftest import store_settings
+from .http_server import ServerThread
 from .ollama_standin import OllamaStandin
 
 
@@ -144,7 +147,7 @@ def test_remember_recall_get_list_forget_stats(migrated_dsn: str) -> None:
         **environment,
     )
     assert remembered.returncode == 0, remembered.stderr
-    ids = [item["id"] for item in json.loads(remembered.stdout)]
+    ids = [item["id"] for item in json.loads(remembered.stdout)["memories"]]
     assert len(ids) == 2
 
     plain = _pgrecall("remember", "Rex is a beagle.", "-n", "agent", **environment)
@@ -155,7 +158,7 @@ def test_remember_recall_get_list_forget_stats(migrated_dsn: str) -> None:
         "recall", "What is the name of the pet?", "-n", "agent", "-k", "2", "--json", **environment
     )
     assert recalled.returncode == 0, recalled.stderr
-    hits = json.loads(recalled.stdout)
+    hits = json.loads(recalled.stdout)["hits"]
     assert len(hits) == 2
     assert set(hits[0]) == {
         "id",
@@ -163,8 +166,14 @@ def test_remember_recall_get_list_forget_stats(migrated_dsn: str) -> None:
         "content",
         "score",
         "metadata",
+        "key",
         "created_at",
+        "expires_at",
+        "vector_score",
+        "keyword_score",
         "version",
+        "valid_from",
+        "valid_until",
     }
     assert hits[0]["content"] in ("The user's dog is called Rex.", "Rex is a beagle.")
     assert hits[0]["score"] >= hits[1]["score"]
@@ -172,13 +181,13 @@ def test_remember_recall_get_list_forget_stats(migrated_dsn: str) -> None:
     filtered = _pgrecall(
         "recall", "pet", "-n", "agent", "--filter", '{"source": "chat"}', "--json", **environment
     )
-    assert {hit["metadata"]["source"] for hit in json.loads(filtered.stdout)} == {"chat"}
+    assert {hit["metadata"]["source"] for hit in json.loads(filtered.stdout)["hits"]} == {"chat"}
 
     got = _pgrecall("get", ids[0], "--json", **environment)
     assert json.loads(got.stdout)["content"] == "The user's dog is called Rex."
 
     listed = _pgrecall("list", "-n", "agent", "--limit", "2", "--json", **environment)
-    assert [m["content"] for m in json.loads(listed.stdout)] == [
+    assert [m["content"] for m in json.loads(listed.stdout)["memories"]] == [
         "Rex is a beagle.",
         "The user works night shifts.",
     ]
@@ -334,3 +343,38 @@ def test_serve_refuses_to_bind_beyond_loopback_without_keys() -> None:
     assert is_loopback("localhost")
     assert not is_loopback("0.0.0.0")  # noqa: S104
     assert not is_loopback("example.org")
+
+
+def test_the_cli_prints_what_the_http_api_answers(migrated_dsn: str) -> None:
+    """One front-end kit: ``--json`` prints the very body the HTTP API sends for the same call."""
+    environment = _store_env(migrated_dsn)
+    remembered = _pgrecall(
+        "remember", "Ada's flight to Lisbon leaves on Friday.", "Ada runs every morning.",
+        "-n", "ada", "--metadata", '{"source": "chat"}', "--json", **environment,
+    )  # fmt: skip
+    assert remembered.returncode == 0, remembered.stderr
+    first = json.loads(remembered.stdout)["memories"][0]["id"]
+    server = ServerThread(store_settings(database_url=migrated_dsn)).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            answers = {
+                "recall": client.post(
+                    "/v1/recall", json={"query": "When is her trip?", "namespaces": ["ada"]}
+                ),
+                "get": client.get(f"/v1/memories/{first}"),
+                "list": client.get("/v1/memories", params={"namespace": "ada"}),
+                "stats": client.get("/v1/stats", params={"namespace": "ada"}),
+            }
+    finally:
+        server.stop()
+    printed = {
+        "recall": _pgrecall("recall", "When is her trip?", "-n", "ada", "--json", **environment),
+        "get": _pgrecall("get", first, "--json", **environment),
+        "list": _pgrecall("list", "-n", "ada", "--json", **environment),
+        "stats": _pgrecall("stats", "-n", "ada", "--json", **environment),
+    }
+    for name, completed in printed.items():
+        assert completed.returncode == 0, completed.stderr
+        assert answers[name].status_code == 200, answers[name].text
+        assert json.loads(completed.stdout) == answers[name].json(), name
+    assert answers["recall"].json()["hits"][0]["id"] == first

@@ -10,8 +10,8 @@ import sys
 from typer.testing import CliRunner
 
 from pgrecall.cli import app
-from pgrecall.commands.base import FIRST_STEP
-from pgrecall.commands.menu import MENU
+from pgrecall.cli.base import FIRST_STEP
+from pgrecall.cli.menu import MENU
 
 MEMORY_COMMANDS = ("remember", "recall", "import", "export", "list", "get", "forget")
 # A row of a commands panel: "│ name      Description.   │"

@@ -24,7 +24,7 @@ def test_a_fact_that_changes_on_the_command_line(migrated_dsn: str) -> None:
 
     history = _pgrecall("history", "--key", "home", "-n", "ada", "--json", **environment)
     assert history.returncode == 0, history.stderr
-    versions = json.loads(history.stdout)
+    versions = json.loads(history.stdout)["versions"]
     assert [(v["version"], v["content"]) for v in versions] == [
         (1, "Ada lives in London"),
         (2, "Ada lives in Paris"),
@@ -47,13 +47,15 @@ def test_a_fact_that_changes_on_the_command_line(migrated_dsn: str) -> None:
         **environment,
     )
     assert recalled.returncode == 0, recalled.stderr
-    assert [hit["content"] for hit in json.loads(recalled.stdout)] == ["Ada lives in London"]
+    assert [hit["content"] for hit in json.loads(recalled.stdout)["hits"]] == [
+        "Ada lives in London"
+    ]
 
     ended = _pgrecall("invalidate", memory_id, "--reason", "moved", "--json", **environment)
     assert ended.returncode == 0, ended.stderr
     assert json.loads(ended.stdout)["invalid_reason"] == "moved"
     hidden = _pgrecall("recall", "Ada", "-n", "ada", "--mode", "keyword", "--json", **environment)
-    assert json.loads(hidden.stdout) == []
+    assert json.loads(hidden.stdout)["hits"] == []
     shown = _pgrecall(
         "recall",
         "Ada",
@@ -65,11 +67,11 @@ def test_a_fact_that_changes_on_the_command_line(migrated_dsn: str) -> None:
         "--json",
         **environment,
     )
-    assert [hit["content"] for hit in json.loads(shown.stdout)] == ["Ada lives in Paris"]
+    assert [hit["content"] for hit in json.loads(shown.stdout)["hits"]] == ["Ada lives in Paris"]
 
     audit = _pgrecall("audit", "-n", "ada", "--json", **environment)
     assert audit.returncode == 0, audit.stderr
-    entries = json.loads(audit.stdout)
+    entries = json.loads(audit.stdout)["entries"]
     assert [e["action"] for e in entries] == ["invalidate", "supersede", "create"]
     assert {e["actor"] for e in entries} == {f"user:{getpass.getuser()}"}
 

@@ -23,7 +23,7 @@ from pgrecall import MemoryInput, MemoryStore
 from pgrecall.config import Settings
 from pgrecall.db import migrate
 from pgrecall.db.embedded import EmbeddedPostgres, _run_pg_ctl
-from pgrecall.importer import import_lines
+from pgrecall.transfer.importer import import_lines
 
 from .conftest import TEST_DIMENSIONS, store_settings
 from .fakes import HashEmbedder, SlowHashEmbedder
@@ -427,3 +427,31 @@ async def test_worker_command_stops_cleanly_on_sigterm(
     assert b"worker running" in line
     process.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(process.wait(), 30) == 0
+
+
+async def test_an_update_while_ollama_is_down_is_embedded_once_it_answers(
+    standin: OllamaStandin, migrated_dsn: str
+) -> None:
+    """update follows remember's policy: pending at once while Ollama is down, and the worker is
+    woken (NOTIFY) instead of finding the memory at its next poll, a minute away here."""
+    settings = durable_settings(
+        standin.url, worker_poll_seconds=60.0, embed_backoff_max_seconds=0.2
+    )
+    store = await MemoryStore.open(settings, dsn=migrated_dsn)
+    try:
+        first = await store.remember("Ada lives in Paris.", namespace="ada")
+        assert not first.pending
+        standin.stop()
+        changed = await store.update(first.id, namespace="ada", content="Ada lives in Lyon.")
+        assert changed.status == "pending"
+        await asyncio.sleep(1.0)  # the woken worker meets the outage and backs off
+        assert (await store.get(first.id, namespace="ada")).status == "pending"
+        standin.start()
+        back = time.monotonic()
+        while (await store.get(first.id, namespace="ada")).status != "embedded":
+            assert time.monotonic() - back < 1.0, "not embedded within 1 s of Ollama answering"
+            await asyncio.sleep(0.02)
+    finally:
+        await store.close()
+    embedded_texts = [text for body in standin.embed_requests() for text in body["input"]]
+    assert embedded_texts[-1] == "Ada lives in Lyon."

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from pgrecall import MemoryInput, MemoryStore, NotFoundError
-from pgrecall.expiry import SWEEP_BATCH_SIZE
+from pgrecall.background.expiry import SWEEP_BATCH_SIZE
 
 from .conftest import store_settings
 from .fakes import HashEmbedder

@@ -16,9 +16,9 @@ import pytest
 
 from pgrecall import Embedding, EmbeddingSpace, InvalidInputError, MemoryInput, MemoryStore
 from pgrecall.db.pool import create_pool
-from pgrecall.exporter import Exporter, ExportScope, export_total, write_export
-from pgrecall.importer import import_lines
-from pgrecall.spaces import SpaceRegistry
+from pgrecall.embedding.guard import SpaceRegistry
+from pgrecall.transfer.exporter import Exporter, ExportScope, export_total, write_export
+from pgrecall.transfer.importer import import_lines
 
 from .conftest import store_settings
 from .fakes import HashEmbedder, text_vector

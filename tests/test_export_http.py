@@ -15,7 +15,7 @@ from pgrecall import MemoryStore
 from pgrecall.embedding.base import Embeddings
 from pgrecall.embedding.local import LocalEmbedder
 from pgrecall.embedding.space import EmbeddingSpace
-from pgrecall.importer import import_lines
+from pgrecall.transfer.importer import import_lines
 
 from .conftest import store_settings
 from .http_server import ServerThread

@@ -9,7 +9,7 @@ import pytest
 
 from pgrecall import MemoryStore
 from pgrecall.errors import InvalidFilterError
-from pgrecall.filters import SqlParams, compile_filter, parse_filter
+from pgrecall.recall.filters import SqlParams, compile_filter, parse_filter
 from pgrecall.validation import MAX_JSON_DEPTH
 
 DOCUMENTS: dict[str, dict[str, Any]] = {

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from pgrecall.ids import Uuid7Source
+from pgrecall.ingest.ids import Uuid7Source
 
 
 def test_ids_are_version_7_with_the_current_millisecond() -> None:
@@ -46,7 +46,7 @@ def test_a_clock_that_steps_back_does_not_reorder_ids(monkeypatch: pytest.Monkey
 
 def test_a_spent_counter_moves_on_to_the_next_millisecond(monkeypatch: pytest.MonkeyPatch) -> None:
     source = Uuid7Source()
-    monkeypatch.setattr("pgrecall.ids._counter_start", lambda: (1 << 42) - 3)
+    monkeypatch.setattr("pgrecall.ingest.ids._counter_start", lambda: (1 << 42) - 3)
     ids = source.take(5)
     assert ids == sorted(ids)
     assert len({i.int >> 80 for i in ids}) == 2

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pgrecall import MemoryInput, MemoryStore
-from pgrecall.ingest import IngestionService, _chunk_bounds
+from pgrecall.ingest.service import IngestionService, _chunk_bounds
 
 from .conftest import store_settings
 from .fakes import HashEmbedder

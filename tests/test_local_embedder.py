@@ -9,8 +9,8 @@ import pytest
 
 from pgrecall.config import load_settings
 from pgrecall.embedding.base import Embedder
-from pgrecall.embedding.factory import create_embedder
 from pgrecall.embedding.local import LocalEmbedder, LocalModel
+from pgrecall.embedding.registry import create_embedder
 from pgrecall.embedding.space import LOCAL_CONTEXT_TOKENS, configured_space
 from pgrecall.errors import ConfigurationError, InvalidInputError
 

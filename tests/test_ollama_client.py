@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 
 from pgrecall.config import Settings, load_settings
-from pgrecall.embedding.ollama import OllamaEmbedder, estimated_tokens, keep_alive_value
-from pgrecall.embedding.ollama_http import OllamaClient, RetryPolicy
+from pgrecall.embedding.ollama.client import OllamaClient, RetryPolicy
+from pgrecall.embedding.ollama.embedder import OllamaEmbedder, estimated_tokens, keep_alive_value
 from pgrecall.embedding.space import configured_space
 from pgrecall.errors import (
     BadEmbeddingResponseError,
@@ -335,3 +337,27 @@ async def test_pull_streams_progress(ollama: OllamaStandin) -> None:
         assert await client.version() == "0.33.0"
     finally:
         await client.aclose()
+
+
+async def test_an_injected_transport_replaces_the_network() -> None:
+    """The client's policy (retry a 503, then read the answer) tested without a server."""
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        if len(seen) == 1:
+            return httpx.Response(503, json={"error": "server busy, please try again."})
+        body = json.loads(request.content)
+        return httpx.Response(200, json={"model": body["model"], "embeddings": [[0.6, 0.8]]})
+
+    client = OllamaClient(
+        "http://ollama.invalid:11434",
+        retry=RetryPolicy(max_attempts=2, base_delay=0.01),
+        transport=httpx.MockTransport(answer),
+    )
+    try:
+        reply = await client.embed("m", {"input": ["a"]})
+    finally:
+        await client.aclose()
+    assert seen == ["/api/embed", "/api/embed"]
+    assert [list(vector) for vector in reply.embeddings] == [[0.6, 0.8]]

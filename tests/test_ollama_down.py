@@ -13,7 +13,7 @@ import pytest
 
 from pgrecall import MemoryStore
 from pgrecall.config import Settings
-from pgrecall.health import ANSWERS_AGAIN
+from pgrecall.embedding.health import ANSWERS_AGAIN
 
 from .conftest import UNRESOLVABLE_URL, store_settings
 from .ollama_standin import OllamaStandin

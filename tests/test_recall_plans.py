@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from pgrecall import MemoryInput, MemoryStore
 from pgrecall.db.pool import create_pool
 from pgrecall.db.schema import HNSW_INDEX
-from pgrecall.query import NamespaceSizes, QueryService
-from pgrecall.query_sql import row_limit
+from pgrecall.embedding.guard import SpaceRegistry
+from pgrecall.recall.service import NamespaceSizes, QueryService
+from pgrecall.recall.sql import row_limit
 from pgrecall.records import RecallOptions
-from pgrecall.spaces import SpaceRegistry
 
 from .conftest import store_settings
 from .fakes import HashEmbedder, text_vector

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from pgrecall.errors import ConfigurationError
-from pgrecall.templates import TextTemplates, check_template
+from pgrecall.ingest.templates import TextTemplates, check_template
 
 
 def test_render_fills_metadata_and_skips_the_plain_default() -> None:

@@ -14,11 +14,11 @@ import asyncpg
 
 from pgrecall import validation
 from pgrecall.audit import logged
+from pgrecall.background.expiry import unexpired
 from pgrecall.db.errors import database_errors
 from pgrecall.errors import DatabaseError, InvalidInputError, NotFoundError
-from pgrecall.expiry import unexpired
-from pgrecall.filters import SqlParams, compile_filter
 from pgrecall.offload import off_loop
+from pgrecall.recall.filters import SqlParams, compile_filter
 from pgrecall.records import EmbedStatus, Memory, NamespaceStats, Page, Stats
 from pgrecall.versions import as_of_relation
 

@@ -9,7 +9,7 @@ from pgrecall.db import inspect
 from pgrecall.db.embedded import database_dsn
 from pgrecall.db.pool import connect
 from pgrecall.embedding.models import canonical_name
-from pgrecall.embedding.ollama_http import ModelFacts, OllamaClient, RetryPolicy
+from pgrecall.embedding.ollama.client import ModelFacts, OllamaClient, RetryPolicy
 from pgrecall.embedding.space import configured_space
 from pgrecall.errors import PgRecallError
 

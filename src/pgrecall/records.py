@@ -5,14 +5,28 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, overload
+from typing import Annotated, Any, Literal, TypedDict, overload
 from uuid import UUID
 
+from pydantic import AwareDatetime, Field
+
 from pgrecall.embedding.space import EmbeddingSpace
+from pgrecall.validation import MAX_K
 
 EmbedStatus = Literal["embedded", "pending", "failed"]
 Mode = Literal["hybrid", "vector", "keyword"]
 MODES: tuple[Mode, ...] = ("hybrid", "vector", "keyword")
+
+
+class Unset:
+    """The type of ``UNSET``: an argument left out, where None would mean "clear it" (as
+    ``expires_at`` of ``MemoryStore.update``)."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET = Unset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,25 +162,82 @@ class AuditEntry:
     version: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RecallOptions:
-    """How to recall; the defaults are what ``MemoryStore.recall`` does without arguments."""
+    """How to recall; the defaults are what ``MemoryStore.recall`` does without arguments.
 
-    k: int = 10
-    filter: Mapping[str, Any] | None = None
-    min_score: float | None = None
-    created_after: datetime | None = None
-    created_before: datetime | None = None
-    exact: bool = False
-    mode: Mode = "hybrid"
-    vector_weight: float | None = None
-    keyword_weight: float | None = None
-    diversity: float = 0.0
-    recency_half_life: float | None = None
-    importance: str | None = None
-    as_of: datetime | None = None  # answer from the versions current at this time
-    valid_at: datetime | None = None  # keep facts valid (valid_from/valid_until) at this time
-    include_invalid: bool = False  # keep facts whose validity has ended
+    The one definition of the recall options: every front end builds this type (the HTTP
+    request and the MCP tool extend it with the query and namespaces), and the constraints
+    below are what their schemas publish. The store checks them again for Python callers.
+    """
+
+    k: Annotated[int, Field(ge=1, le=MAX_K, description="how many memories, best first")] = 10
+    filter: Annotated[
+        Mapping[str, Any] | None,
+        Field(description='metadata filter, e.g. {"topic": "travel"} or {"year": {"$gte": 2024}}'),
+    ] = None
+    min_score: Annotated[
+        float | None, Field(ge=-1, le=1, description="drop hits less similar than this (cosine)")
+    ] = None
+    created_after: Annotated[
+        AwareDatetime | None, Field(description="only memories created at or after this time")
+    ] = None
+    created_before: Annotated[
+        AwareDatetime | None, Field(description="only memories created before this time")
+    ] = None
+    exact: Annotated[bool, Field(description="exact vector scan whatever the size")] = False
+    mode: Annotated[
+        Mode,
+        Field(description="hybrid (meaning and keywords, the default), vector or keyword"),
+    ] = "hybrid"
+    vector_weight: Annotated[
+        float | None, Field(ge=0, le=100, description="weight of the vector ranking in hybrid")
+    ] = None
+    keyword_weight: Annotated[
+        float | None, Field(ge=0, le=100, description="weight of the keyword ranking in hybrid")
+    ] = None
+    diversity: Annotated[
+        float, Field(ge=0, le=1, description="0 to 1: trade relevance for variety (MMR)")
+    ] = 0.0
+    recency_half_life: Annotated[
+        float | None, Field(gt=0, description="seconds after which a memory counts half")
+    ] = None
+    importance: Annotated[
+        str | None,
+        Field(min_length=1, max_length=256, description="metadata key holding a 0..1 boost"),
+    ] = None
+    as_of: Annotated[
+        AwareDatetime | None,
+        Field(description="answer from the versions that were current at this time"),
+    ] = None
+    valid_at: Annotated[
+        AwareDatetime | None,
+        Field(description="only facts valid at this time (their valid_from / valid_until)"),
+    ] = None
+    include_invalid: Annotated[
+        bool, Field(description="keep facts whose validity has ended (invalidated)")
+    ] = False
+
+
+class RecallKeywords(TypedDict, total=False):
+    """``RecallOptions`` as keyword arguments of ``MemoryStore.recall`` (for type checkers;
+    a test keeps the two the same)."""
+
+    k: int
+    filter: Mapping[str, Any] | None
+    min_score: float | None
+    created_after: datetime | None
+    created_before: datetime | None
+    exact: bool
+    mode: Mode
+    vector_weight: float | None
+    keyword_weight: float | None
+    diversity: float
+    recency_half_life: float | None
+    importance: str | None
+    as_of: datetime | None
+    valid_at: datetime | None
+    include_invalid: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,20 +10,26 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from datetime import datetime
 from types import TracebackType
-from typing import Any, overload
+from typing import Any, Unpack, overload
 from uuid import UUID
 
 import asyncpg
 
 from pgrecall import validation
 from pgrecall.audit import AuditLog, check_actor, local_actor
+from pgrecall.background.expiry import ExpirySweeper
+from pgrecall.background.indexer import Indexer
+from pgrecall.background.worker import EmbeddingWorker
 from pgrecall.catalog import Catalog, memory_id, no_memory
 from pgrecall.config import Settings, load_settings
 from pgrecall.db import inspect, migrate
 from pgrecall.db.embedded import database_dsn
 from pgrecall.db.pool import create_pool
 from pgrecall.embedding.base import Embedder
-from pgrecall.embedding.factory import create_embedder
+from pgrecall.embedding.guard import SpaceRegistry
+from pgrecall.embedding.health import EmbedderHealth
+from pgrecall.embedding.policy import EmbedOrDefer
+from pgrecall.embedding.registry import create_embedder
 from pgrecall.embedding.space import EmbeddingSpace
 from pgrecall.errors import (
     DimensionMismatchError,
@@ -32,30 +38,27 @@ from pgrecall.errors import (
     PgRecallError,
     SchemaError,
 )
-from pgrecall.expiry import ExpirySweeper
-from pgrecall.exporter import Exporter, ExportScope
-from pgrecall.health import EmbedderHealth
-from pgrecall.indexer import Indexer
-from pgrecall.ingest import IngestionService, prepare
-from pgrecall.query import NamespaceSizes, QueryService
+from pgrecall.ingest.service import IngestionService, prepare
+from pgrecall.ingest.templates import TextTemplates
+from pgrecall.ingest.update import Change, UpdateService
+from pgrecall.recall.service import NamespaceSizes, QueryService
 from pgrecall.records import (
+    UNSET,
     AuditEntry,
     EmbedStatus,
     Memory,
     MemoryInput,
-    Mode,
     Page,
+    RecallKeywords,
     RecallOptions,
     RecallResult,
     Remembered,
     Stats,
+    Unset,
     Version,
 )
-from pgrecall.spaces import SpaceRegistry
-from pgrecall.templates import TextTemplates
-from pgrecall.update import UNSET, Change, UpdateService, _Unset
+from pgrecall.transfer.exporter import Exporter, ExportScope
 from pgrecall.versions import History
-from pgrecall.worker import EmbeddingWorker
 
 # Longest reason accepted by invalidate, in characters.
 MAX_REASON_CHARS = 1000
@@ -109,10 +112,21 @@ class MemoryStore:
         self._spaces = SpaceRegistry(pool, self.templates.identity())
         self._sizes = NamespaceSizes(pool, settings.exact_scan_max_rows)
         self._catalog = Catalog(pool)
-        self._ingest = IngestionService(pool, embedder, self._spaces, health, settings)
-        self._updates = UpdateService(pool, embedder, self._spaces, self.templates, settings)
+        embedding = EmbedOrDefer(
+            embedder, health, settings.inline_embed_timeout, settings.embed_batch_size
+        )
+        self._ingest = IngestionService(
+            pool,
+            embedding,
+            self._spaces,
+            settings.ingest_chunk_size,
+            settings.ingest_concurrent_writes,
+        )
+        self._updates = UpdateService(
+            pool, embedding, self._spaces, self.templates, settings.max_content_chars
+        )
         self._query = QueryService(pool, embedder, self._spaces, self._sizes, settings, health)
-        self.worker = EmbeddingWorker(pool, dsn, embedder, self._spaces, health, settings)
+        self.worker = EmbeddingWorker(pool, dsn, embedding, self._spaces, settings)
         self.indexer = Indexer(pool, settings)
         self._audit = AuditLog(pool, settings.audit_retention_days)
         self._history = History(pool)
@@ -296,50 +310,29 @@ class MemoryStore:
         query: str,
         *,
         namespace: str | Sequence[str],
-        k: int = 10,
-        filter: Mapping[str, Any] | None = None,
-        min_score: float | None = None,
-        created_after: datetime | None = None,
-        created_before: datetime | None = None,
-        exact: bool = False,
-        mode: Mode = "hybrid",
-        vector_weight: float | None = None,
-        keyword_weight: float | None = None,
-        diversity: float = 0.0,
-        recency_half_life: float | None = None,
-        importance: str | None = None,
-        as_of: datetime | None = None,
-        valid_at: datetime | None = None,
-        include_invalid: bool = False,
+        options: RecallOptions | None = None,
+        **keywords: Unpack[RecallKeywords],
     ) -> RecallResult:
         """The ``k`` best memories of ``namespace`` (one or several) for ``query``.
 
-        ``mode``: ``hybrid`` (default; vector and keyword rankings fused), ``vector`` or
-        ``keyword``. ``min_score`` bounds the vector similarity (inner product). Optional:
-        ``vector_weight``/``keyword_weight`` (fusion weights), ``diversity`` 0..1 (MMR),
-        ``recency_half_life`` in seconds and ``importance`` (a metadata key holding 0..1).
-        ``exact=True`` forces an exact vector scan. ``as_of`` answers from the versions that
-        were current at that time (an exact scan); ``valid_at`` keeps the facts valid then;
-        facts whose validity has ended are left out unless ``include_invalid``.
+        How to recall is a ``RecallOptions``, given whole as ``options`` or field by field as
+        keywords (which override ``options``): ``k``; ``mode`` ``hybrid`` (default; vector and
+        keyword rankings fused), ``vector`` or ``keyword``; ``filter`` on metadata;
+        ``min_score`` bounds the vector similarity (inner product); ``created_after`` /
+        ``created_before``; ``vector_weight``/``keyword_weight`` (fusion weights),
+        ``diversity`` 0..1 (MMR), ``recency_half_life`` in seconds and ``importance`` (a
+        metadata key holding 0..1); ``exact=True`` forces an exact vector scan; ``as_of``
+        answers from the versions that were current at that time (an exact scan);
+        ``valid_at`` keeps the facts valid then; facts whose validity has ended are left out
+        unless ``include_invalid``.
         """
-        options = RecallOptions(
-            k=k,
-            filter=filter,
-            min_score=min_score,
-            created_after=created_after,
-            created_before=created_before,
-            exact=exact,
-            mode=mode,
-            vector_weight=vector_weight,
-            keyword_weight=keyword_weight,
-            diversity=diversity,
-            recency_half_life=recency_half_life,
-            importance=importance,
-            as_of=as_of,
-            valid_at=valid_at,
-            include_invalid=include_invalid,
-        )
-        return await self._query.recall(query, namespace, options)
+        chosen = options or RecallOptions()
+        if keywords:
+            try:
+                chosen = dataclasses.replace(chosen, **keywords)
+            except TypeError as exc:  # a keyword that is not an option
+                raise InvalidInputError(f"recall: {exc}") from None
+        return await self._query.recall(query, namespace, chosen)
 
     async def get(self, memory: UUID | str, *, namespace: str | None = None) -> Memory:
         """One memory by id; NotFoundError if there is none."""
@@ -356,7 +349,7 @@ class MemoryStore:
         namespace: str | None = None,
         content: str | None = None,
         metadata: Mapping[str, Any] | None = None,
-        expires_at: datetime | _Unset | None = UNSET,
+        expires_at: datetime | Unset | None = UNSET,
         actor: str | None = None,
     ) -> Memory:
         """Change a memory's text (embedded again), metadata (replaced) or expiry (None

@@ -21,9 +21,9 @@ from uuid import UUID
 import asyncpg
 
 from pgrecall import validation
+from pgrecall.background.expiry import unexpired
 from pgrecall.db.errors import database_errors
-from pgrecall.expiry import unexpired
-from pgrecall.filters import SqlParams
+from pgrecall.recall.filters import SqlParams
 from pgrecall.records import Version
 
 # When the current version of a row became current.

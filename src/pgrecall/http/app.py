@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pgrecall.config import Settings
-from pgrecall.embedding.factory import create_embedder
+from pgrecall.embedding.registry import create_embedder
 from pgrecall.http import errors
 from pgrecall.http.errors import error_response
 from pgrecall.http.metrics import InstrumentedEmbedder, Metrics, RequestMetrics

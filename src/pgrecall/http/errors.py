@@ -1,11 +1,6 @@
-"""Typed errors to HTTP statuses with a JSON body ``{"error": {"code", "message"}}``.
-
-Client mistakes are 4xx, an unavailable or misconfigured backend is 503; a 500 means a bug.
-"""
+"""The HTTP form of errors: the status and ``{"error": {"code", "message"}}`` (see api.errors)."""
 
 from __future__ import annotations
-
-import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,51 +8,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pgrecall import errors
-
-logger = logging.getLogger(__name__)
-
-
-class HttpError(Exception):
-    """An error raised by the HTTP layer itself."""
-
-    status = 400
-    code = "bad_request"
-
-
-class Unauthorized(HttpError):
-    """No API key, or an unknown one."""
-
-    status = 401
-    code = "unauthorized"
-
-
-class Forbidden(HttpError):
-    """The key may not use this namespace."""
-
-    status = 403
-    code = "forbidden"
-
-
-class PayloadTooLarge(HttpError):
-    """The body or the batch is over the configured limit."""
-
-    status = 413
-    code = "payload_too_large"
-
-
-# Most specific first: the first match wins.
-_STATUS: list[tuple[type[Exception], int, str]] = [
-    (errors.InvalidFilterError, 422, "invalid_filter"),
-    (errors.InvalidInputError, 422, "invalid_input"),
-    (errors.InputTooLongError, 422, "input_too_long"),
-    (errors.NotFoundError, 404, "not_found"),
-    (errors.ConflictError, 409, "conflict"),
-    (errors.EmbeddingSpaceMismatchError, 409, "embedding_space_mismatch"),
-    (errors.EmbeddingError, 503, "embedder_unavailable"),
-    (errors.DatabaseBusyError, 503, "database_busy"),
-    (errors.DatabaseError, 503, "database_unavailable"),
-    (errors.ConfigurationError, 503, "misconfigured"),
-]
+from pgrecall.api.errors import RequestError, problem
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
@@ -70,17 +21,11 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
 def install(app: FastAPI) -> None:
     """Register the handlers on ``app``."""
 
-    @app.exception_handler(HttpError)
-    async def http_error(_: Request, exc: HttpError) -> JSONResponse:
-        return error_response(exc.status, exc.code, str(exc))
-
+    @app.exception_handler(RequestError)
     @app.exception_handler(errors.PgRecallError)
-    async def pgrecall_error(_: Request, exc: errors.PgRecallError) -> JSONResponse:
-        for kind, status, code in _STATUS:
-            if isinstance(exc, kind):
-                return error_response(status, code, str(exc))
-        logger.error("unmapped pgrecall error", exc_info=exc)
-        return error_response(500, "internal", str(exc))
+    async def known_error(_: Request, exc: Exception) -> JSONResponse:
+        described = problem(exc)
+        return error_response(described.status, described.code, described.message)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:

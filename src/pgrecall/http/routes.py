@@ -12,15 +12,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import generate_latest
 from pydantic import AwareDatetime
 
-from pgrecall.audit import MAX_AUDIT_PAGE
-from pgrecall.catalog import MAX_PAGE, no_memory
-from pgrecall.errors import PgRecallError
-from pgrecall.exporter import ExportScope, export_chunks
-from pgrecall.http.auth import Access, access
-from pgrecall.http.errors import PayloadTooLarge
-from pgrecall.http.metrics import Metrics
-from pgrecall.http.rendering import json_answer
-from pgrecall.http.schemas import (
+from pgrecall.api.access import Access
+from pgrecall.api.errors import PayloadTooLarge
+from pgrecall.api.schemas import (
     AuditEntryOut,
     AuditOut,
     ErrorResponse,
@@ -36,16 +30,21 @@ from pgrecall.http.schemas import (
     Readiness,
     RecallRequest,
     RecallResponse,
-    RememberedOut,
     RememberRequest,
     RememberResponse,
     StatsOut,
     Status,
     VersionOut,
 )
-from pgrecall.records import Memory, MemoryInput
+from pgrecall.audit import MAX_AUDIT_PAGE
+from pgrecall.catalog import MAX_PAGE, no_memory
+from pgrecall.errors import PgRecallError
+from pgrecall.http.auth import access
+from pgrecall.http.metrics import Metrics
+from pgrecall.http.rendering import json_answer
+from pgrecall.records import UNSET, Memory, MemoryInput
 from pgrecall.store import MemoryStore
-from pgrecall.update import UNSET
+from pgrecall.transfer.exporter import ExportScope, export_chunks
 from pgrecall.validation import MAX_NAMESPACE_LENGTH
 
 logger = logging.getLogger(__name__)
@@ -92,39 +91,15 @@ async def remember(
     results = await store.remember(
         [_memory_input(item) for item in body.memories], actor=caller.actor
     )
-    return RememberResponse(memories=[RememberedOut.of(result) for result in results])
+    return RememberResponse.of(results)
 
 
 @api.post("/recall", response_model=RecallResponse)
 async def recall(body: RecallRequest, caller: Caller, store: StoreDependency) -> Response:
     """The k memories closest in meaning to the query, best first."""
     caller.require(body.namespaces)
-    result = await store.recall(
-        body.query,
-        namespace=body.namespaces,
-        k=body.k,
-        filter=body.filter,
-        min_score=body.min_score,
-        created_after=body.created_after,
-        created_before=body.created_before,
-        exact=body.exact,
-        mode=body.mode,
-        vector_weight=body.vector_weight,
-        keyword_weight=body.keyword_weight,
-        diversity=body.diversity,
-        recency_half_life=body.recency_half_life,
-        importance=body.importance,
-        as_of=body.as_of,
-        valid_at=body.valid_at,
-        include_invalid=body.include_invalid,
-    )
-    answer = RecallResponse(
-        hits=[],
-        pending=result.pending,
-        exact=result.exact,
-        mode=result.mode,
-        degraded=result.degraded,
-    )
+    result = await store.recall(body.query, namespace=body.namespaces, options=body)
+    answer = RecallResponse.of(result, with_hits=False)
     return json_answer(answer, "hits", (HitOut.of(hit) for hit in result))
 
 

@@ -2,39 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from pgrecall.commands.base import (
+from pgrecall.api.schemas import AuditEntryOut, AuditOut, HistoryOut, MemoryOut, VersionOut
+from pgrecall.cli.base import (
     JSON_OPTION,
     NAMESPACE_OPTION,
     app,
     out,
-    print_json,
+    print_answer,
     timestamp,
     with_store,
 )
-from pgrecall.commands.memories import memory_json, visible
+from pgrecall.cli.memories import visible
 from pgrecall.records import AuditEntry, Memory, Version
 from pgrecall.store import MemoryStore
-
-
-def _version_json(version: Version) -> dict[str, Any]:
-    return {
-        "version": version.version,
-        "content": version.content,
-        "metadata": version.metadata,
-        "key": version.key,
-        "current_from": version.current_from.isoformat(),
-        "current_until": version.current_until.isoformat() if version.current_until else None,
-        "superseded_by": version.superseded_by,
-        "valid_from": version.valid_from.isoformat() if version.valid_from else None,
-        "valid_until": version.valid_until.isoformat() if version.valid_until else None,
-        "invalid_reason": version.invalid_reason,
-    }
 
 
 @app.command("history")
@@ -49,7 +33,14 @@ def history_command(
         lambda store: store.history(memory, namespace=namespace, key=key)
     )
     if as_json:
-        print_json([_version_json(version) for version in versions])
+        first = versions[0]
+        print_answer(
+            HistoryOut(
+                id=first.memory_id,
+                namespace=first.namespace,
+                versions=[VersionOut.of(version) for version in versions],
+            )
+        )
         return
     table = Table("version", "current from", "until", "content", box=None)
     for version in versions:
@@ -79,7 +70,7 @@ def invalidate_command(
 
     ended = with_store(work)
     if as_json:
-        print_json(memory_json(ended))
+        print_answer(MemoryOut.of(ended))
     else:
         out.print(f"{ended.id} valid until {ended.valid_until:%Y-%m-%d %H:%M:%S%z}")
 
@@ -98,18 +89,7 @@ def audit_command(
         lambda store: store.audit(namespace, memory=memory, before=older_than, limit=limit)
     )
     if as_json:
-        print_json(
-            [
-                {
-                    "at": entry.at.isoformat(),
-                    "memory_id": str(entry.memory_id),
-                    "action": entry.action,
-                    "actor": entry.actor,
-                    "version": entry.version,
-                }
-                for entry in entries
-            ]
-        )
+        print_answer(AuditOut(entries=[AuditEntryOut.of(entry) for entry in entries]))
         return
     table = Table("at", "action", "memory", "version", "actor", box=None)
     for entry in entries:

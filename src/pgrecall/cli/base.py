@@ -9,11 +9,12 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 
 import pgrecall
-from pgrecall.commands.menu import MenuGroup
+from pgrecall.cli.menu import MenuGroup
 from pgrecall.config import Settings, load_settings
 from pgrecall.errors import InvalidInputError, PgRecallError
 from pgrecall.store import MemoryStore
@@ -88,6 +89,11 @@ def with_store(work: Callable[[MemoryStore], Awaitable[T]], config: Settings | N
             return await work(store)
 
     return run(go())
+
+
+def print_answer(answer: BaseModel) -> None:
+    """A front-end kit answer (``api.schemas``) as JSON on stdout: the body the HTTP API sends."""
+    print(json.dumps(answer.model_dump(mode="json"), indent=2, ensure_ascii=False))
 
 
 def print_json(value: object) -> None:

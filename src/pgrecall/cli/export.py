@@ -7,10 +7,10 @@ import sys
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pgrecall.commands.base import app, err, fail, with_store
+from pgrecall.cli.base import app, err, fail, with_store
 from pgrecall.errors import InvalidInputError
-from pgrecall.exporter import ExportScope, export_target, export_total, write_export
 from pgrecall.store import MemoryStore
+from pgrecall.transfer.exporter import ExportScope, export_target, export_total, write_export
 
 
 @app.command("export")

@@ -12,22 +12,14 @@ import asyncpg
 
 from pgrecall import validation
 from pgrecall.audit import logged
-from pgrecall.config import Settings
 from pgrecall.db.errors import database_errors
-from pgrecall.embedding.base import Embedder
-from pgrecall.errors import ConflictError, DatabaseError, EmbeddingError
-from pgrecall.filters import SqlParams
-from pgrecall.ingest import content_hash
-from pgrecall.records import Memory
-from pgrecall.spaces import SpaceRegistry
-from pgrecall.templates import TextTemplates
-
-
-class _Unset:
-    """Marks an argument that was not given (None means clear it)."""
-
-
-UNSET = _Unset()
+from pgrecall.embedding.guard import SpaceRegistry
+from pgrecall.embedding.policy import EmbedOrDefer, announce_pending
+from pgrecall.errors import ConflictError, DatabaseError
+from pgrecall.ingest.service import content_hash
+from pgrecall.ingest.templates import TextTemplates
+from pgrecall.recall.filters import SqlParams
+from pgrecall.records import UNSET, Memory, Unset
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +28,7 @@ class Change:
 
     content: str | None = None
     metadata: Mapping[str, Any] | None = None
-    expires_at: datetime | _Unset | None = UNSET
+    expires_at: datetime | Unset | None = UNSET
 
 
 class UpdateService:
@@ -45,23 +37,24 @@ class UpdateService:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        embedder: Embedder,
+        embedding: EmbedOrDefer,
         spaces: SpaceRegistry,
         templates: TextTemplates,
-        settings: Settings,
+        max_chars: int,
     ) -> None:
         self._pool = pool
-        self._embedder = embedder
+        self._embedding = embedding
         self._spaces = spaces
         self._templates = templates
-        self._max_chars = settings.max_content_chars
+        self._max_chars = max_chars
 
     async def update(self, current: Memory, change: Change, actor: str) -> UUID:
         """Apply ``change`` to ``current``; raises ConflictError if the new text already is
-        another memory of the namespace. A new indexed text is embedded again; if the embedder
-        is unavailable the memory goes pending (the worker embeds it), as with ``remember``.
-        A new text or metadata makes a new version (the trigger of migration 0010 keeps the
-        old one); the change is audited as ``actor``'s in the same statement."""
+        another memory of the namespace. A new indexed text is embedded again under the policy
+        of ``remember`` (``embedding.policy``): while the embedder is unavailable the memory goes
+        pending and the workers are woken to embed it once it answers. A new text or metadata
+        makes a new version (the trigger of migration 0010 keeps the old one); the change is
+        audited as ``actor``'s in the same statement."""
         params = SqlParams()
         assignments = ["updated_at = now()"]
         text = current.content
@@ -77,14 +70,16 @@ class UpdateService:
             assignments.append(
                 f"metadata = {params.add(validation.metadata(change.metadata), 'jsonb')}"
             )
-        if not isinstance(change.expires_at, _Unset):
+        if not isinstance(change.expires_at, Unset):
             expires_at = validation.check_timestamp(change.expires_at, "expires_at")
             assignments.append(f"expires_at = {params.add(expires_at, 'timestamptz')}")
         before = self._templates.render(current.namespace, current.content, current.metadata)
         after = self._templates.render(current.namespace, text, metadata)
+        pending = False
         if text != current.content or after != before:
             assignments.append(f"search_text = {params.add(after, 'text')}")
-            assignments += await self._embedding_assignments(after or text, params)
+            embedding, pending = await self._embedding_assignments(after or text, params)
+            assignments += embedding
         where = (
             f"namespace = {params.add(current.namespace, 'text')} "
             f"AND id = {params.add(current.id, 'uuid')}"
@@ -105,26 +100,30 @@ class UpdateService:
                     "forget one of them or give them keys"
                 ) from exc
             raise
+        if pending:
+            await announce_pending(self._pool)
         return current.id
 
-    async def _embedding_assignments(self, text: str, params: SqlParams) -> list[str]:
-        space_id = await self._spaces.ensure(self._embedder.space)
-        try:
-            vector = (await self._embedder.embed_documents([text])).vectors[0]
-        except EmbeddingError as exc:
-            if not exc.transient:
-                raise
+    async def _embedding_assignments(self, text: str, params: SqlParams) -> tuple[list[str], bool]:
+        """The columns that give the memory its new vector, and whether it is left pending."""
+        space_id = await self._spaces.ensure(self._embedding.embedder.space)
+        outcome = await self._embedding.embed([text])
+        failure, vector = outcome.failures[0], outcome.vectors[0]
+        if failure is not None:
+            raise failure  # one memory, asked for now: its caller hears why
+        if vector is None:
+            reason = None if outcome.deferred_by is None else str(outcome.deferred_by)
             return [
                 "embedding = NULL",
                 "space_id = NULL",
                 "status = 'pending'",
                 "embed_after = now()",
                 "embed_attempts = 0",
-                f"embed_error = {params.add(str(exc), 'text')}",
-            ]
+                f"embed_error = {params.add(reason, 'text')}",
+            ], True
         return [
             f"embedding = {params.add(vector, 'vector')}",
             f"space_id = {params.add(space_id, 'int')}",
             "status = 'embedded'",
             "embed_error = NULL",
-        ]
+        ], False

@@ -3,7 +3,6 @@ and audit are in versions.py)."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import sys
 import time
@@ -16,31 +15,39 @@ from rich.table import Table
 from rich.text import Text
 
 from pgrecall import validation
-from pgrecall.commands.base import (
+from pgrecall.api.schemas import (
+    ForgetResponse,
+    MemoryOut,
+    PageOut,
+    RecallResponse,
+    RememberResponse,
+    StatsOut,
+)
+from pgrecall.cli.base import (
     JSON_OPTION,
     NAMESPACE_OPTION,
     app,
     err,
     fail,
     out,
+    print_answer,
     print_json,
     timestamp,
     with_store,
 )
 from pgrecall.errors import InvalidInputError
-from pgrecall.filters import parse_filter
-from pgrecall.importer import ImportReport, import_lines
+from pgrecall.recall.filters import parse_filter
 from pgrecall.records import (
     MODES,
     EmbedStatus,
-    Hit,
-    Memory,
     Page,
+    RecallOptions,
     RecallResult,
     Remembered,
     Stats,
 )
 from pgrecall.store import MemoryStore
+from pgrecall.transfer.importer import ImportReport, import_lines
 
 # Exit code of `pgrecall import` when some lines were rejected (the others are stored);
 # errors that stop a command exit 2.
@@ -64,38 +71,6 @@ def _json_argument(text: str | None, what: str) -> dict[str, Any] | None:
         return parse_filter(text) if what == "filter" else validation.json_object(text, what)
     except InvalidInputError as exc:
         raise fail(exc) from None
-
-
-def memory_json(memory: Memory) -> dict[str, Any]:
-    """A memory as the --json output of get, list and invalidate shows it."""
-    return {
-        "id": str(memory.id),
-        "namespace": memory.namespace,
-        "content": memory.content,
-        "metadata": memory.metadata,
-        "key": memory.key,
-        "created_at": memory.created_at.isoformat(),
-        "updated_at": memory.updated_at.isoformat(),
-        "expires_at": memory.expires_at.isoformat() if memory.expires_at else None,
-        "status": memory.status,
-        "embed_error": memory.embed_error,
-        "version": memory.version,
-        "valid_from": memory.valid_from.isoformat() if memory.valid_from else None,
-        "valid_until": memory.valid_until.isoformat() if memory.valid_until else None,
-        "invalid_reason": memory.invalid_reason,
-    }
-
-
-def _hit_json(hit: Hit) -> dict[str, Any]:
-    return {
-        "id": str(hit.id),
-        "namespace": hit.namespace,
-        "content": hit.content,
-        "score": round(hit.score, 6),
-        "metadata": hit.metadata,
-        "created_at": hit.created_at.isoformat(),
-        "version": hit.version,
-    }
 
 
 @app.command("remember")
@@ -136,9 +111,7 @@ def remember_command(
 
     results = with_store(work)
     if as_json:
-        print_json(
-            [{"id": str(r.id), "namespace": r.namespace, "created": r.created} for r in results]
-        )
+        print_answer(RememberResponse.of(results))
     else:
         for result in results:
             print(result.id)
@@ -232,27 +205,21 @@ def recall_command(
 
     Hybrid by default: the vector ranking (meaning) and the keyword ranking fused.
     """
-    document = _json_argument(filter_text, "filter")
     if mode not in MODES:
         raise fail(InvalidInputError(f"--mode must be one of {', '.join(MODES)}"))
-    then = timestamp(as_of, "--as-of")
-    valid_then = timestamp(valid_at, "--valid-at")
-
-    async def work(store: MemoryStore) -> RecallResult:
-        return await store.recall(
-            query,
-            namespace=namespace,
-            k=k,
-            filter=document,
-            min_score=min_score,
-            exact=exact,
-            mode=mode,
-            as_of=then,
-            valid_at=valid_then,
-            include_invalid=include_invalid,
-        )
-
-    hits = with_store(work)
+    options = RecallOptions(
+        k=k,
+        filter=_json_argument(filter_text, "filter"),
+        min_score=min_score,
+        exact=exact,
+        mode=mode,
+        as_of=timestamp(as_of, "--as-of"),
+        valid_at=timestamp(valid_at, "--valid-at"),
+        include_invalid=include_invalid,
+    )
+    hits: RecallResult = with_store(
+        lambda store: store.recall(query, namespace=namespace, options=options)
+    )
     if hits.degraded:
         err.print("the embedder is unavailable: these are keyword matches only", highlight=False)
     if hits.pending:
@@ -261,7 +228,7 @@ def recall_command(
             highlight=False,
         )
     if as_json:
-        print_json([_hit_json(hit) for hit in hits])
+        print_answer(RecallResponse.of(hits))
         return
     table = Table("score", "content", "namespace", "id", box=None)
     for hit in hits:
@@ -278,10 +245,11 @@ def get_command(
 ) -> None:
     """Show one memory."""
     found = with_store(lambda store: store.get(memory, namespace=namespace))
+    answer = MemoryOut.of(found)
     if as_json:
-        print_json(memory_json(found))
+        print_answer(answer)
     else:
-        for name, value in memory_json(found).items():
+        for name, value in answer.model_dump(mode="json").items():
             out.print(visible(f"{name}: {value}"), highlight=False, markup=False)
 
 
@@ -305,7 +273,7 @@ def list_command(
         lambda store: store.list(namespace, limit=limit, cursor=cursor, status=status, as_of=then)
     )
     if as_json:
-        print_json([memory_json(memory) for memory in page.memories])
+        print_answer(PageOut.of(page))
     else:
         for memory in page.memories:
             line = f"{memory.created_at:%Y-%m-%d %H:%M:%S}  {memory.id}  {memory.content}"
@@ -351,7 +319,7 @@ def forget_command(
 
     count = with_store(work)
     if as_json:
-        print_json({"forgotten": count})
+        print_answer(ForgetResponse(forgotten=count))
     else:
         out.print(f"{count} forgotten")
 
@@ -364,17 +332,7 @@ def stats_command(
     """Count memories per namespace, and show the embedding space."""
     stats: Stats = with_store(lambda store: store.stats(namespace=namespace))
     if as_json:
-        print_json(
-            {
-                "memories": stats.memories,
-                "embedded": stats.embedded,
-                "pending": stats.pending,
-                "failed": stats.failed,
-                "oldest_pending_seconds": stats.oldest_pending_seconds,
-                "space": stats.space.describe() if stats.space else None,
-                "namespaces": [dataclasses.asdict(n) for n in stats.namespaces],
-            }
-        )
+        print_answer(StatsOut.of(stats))
         return
     out.print(
         f"{stats.memories} memories: {stats.embedded} embedded, {stats.pending} pending, "

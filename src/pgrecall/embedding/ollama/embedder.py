@@ -12,7 +12,7 @@ import re
 
 from pgrecall.config import Settings
 from pgrecall.embedding.base import BatchingEmbedder, BatchOutput
-from pgrecall.embedding.ollama_http import ModelFacts, OllamaClient, RetryPolicy
+from pgrecall.embedding.ollama.client import ModelFacts, OllamaClient, RetryPolicy
 from pgrecall.embedding.space import EmbeddingSpace
 from pgrecall.errors import DimensionMismatchError, InputTooLongError, NotAnEmbeddingModelError
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pgrecall.filters import SqlParams
+from pgrecall.recall.filters import SqlParams
 
 # A memory's columns in a hit.
 HIT_COLUMNS = (

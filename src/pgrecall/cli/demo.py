@@ -6,7 +6,7 @@ import time
 
 from rich.table import Table
 
-from pgrecall.commands.base import app, out, settings, with_store
+from pgrecall.cli.base import app, out, settings, with_store
 from pgrecall.records import MemoryInput, RecallResult
 from pgrecall.store import MemoryStore
 

@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from pgrecall.errors import InvalidInputError
-from pgrecall.ingest import prepare_one
+from pgrecall.ingest.service import prepare_one
 from pgrecall.records import MemoryInput
 from pgrecall.store import MemoryStore
-from pgrecall.transfer import parse_line
+from pgrecall.transfer.lines import parse_line
 
 IMPORT_BATCH = 2000
 

@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from pgrecall import doctor
-from pgrecall.commands.base import (
+from pgrecall.cli.base import (
     JSON_OPTION,
     app,
     err,
@@ -24,7 +24,7 @@ from pgrecall.config import Settings
 from pgrecall.db import inspect, migrate
 from pgrecall.db.embedded import database_dsn
 from pgrecall.db.pool import connect
-from pgrecall.embedding.ollama_http import OllamaClient
+from pgrecall.embedding.ollama.client import OllamaClient
 from pgrecall.embedding.space import configured_space
 from pgrecall.store import MemoryStore
 

@@ -27,15 +27,18 @@ from collections.abc import Sequence
 import asyncpg
 
 from pgrecall import validation
+from pgrecall.background.expiry import unexpired
 from pgrecall.config import Settings
 from pgrecall.db.errors import database_errors
 from pgrecall.embedding.base import Embedder
+from pgrecall.embedding.guard import SpaceRegistry
+from pgrecall.embedding.health import EmbedderHealth
 from pgrecall.errors import EmbeddingError, InvalidInputError, NotFoundError
-from pgrecall.expiry import unexpired
-from pgrecall.filters import SqlParams, compile_filter
-from pgrecall.health import EmbedderHealth
 from pgrecall.offload import off_loop
-from pgrecall.query_sql import (
+from pgrecall.recall.filters import SqlParams, compile_filter
+from pgrecall.recall.modes import MODE_RANKINGS
+from pgrecall.recall.rerank import check_boosts, needs_candidates, rerank
+from pgrecall.recall.sql import (
     HIT_COLUMNS,
     Scope,
     fused,
@@ -45,9 +48,7 @@ from pgrecall.query_sql import (
     vector_hits,
     vector_ranking,
 )
-from pgrecall.records import MODES, Hit, RecallOptions, RecallResult
-from pgrecall.rerank import check_boosts, needs_candidates, rerank
-from pgrecall.spaces import SpaceRegistry
+from pgrecall.records import Hit, Mode, RecallOptions, RecallResult
 from pgrecall.versions import as_of_relation, valid_time_condition
 
 SIZE_CACHE_SECONDS = 10.0
@@ -167,8 +168,8 @@ def _check(options: RecallOptions) -> None:
     validation.check_timestamp(options.valid_at, "valid_at")
     if not isinstance(options.include_invalid, bool):
         raise InvalidInputError("include_invalid is true or false")
-    if options.mode not in MODES:
-        raise InvalidInputError(f"mode must be one of {', '.join(MODES)}")
+    if options.mode not in MODE_RANKINGS:
+        raise InvalidInputError(f"mode must be one of {', '.join(MODE_RANKINGS)}")
     if options.mode == "keyword" and options.min_score is not None:
         raise InvalidInputError("min_score bounds vector similarity: not in keyword mode")
     for name in ("vector_weight", "keyword_weight"):
@@ -218,22 +219,23 @@ class QueryService:
         vector: list[float] | None = None
         space_id: int | None = None
         degraded = False
-        if mode != "keyword":
+        rankings = MODE_RANKINGS[mode]
+        if rankings.vector:
             space_id = await self._spaces.require(self._embedder.space)
             try:
                 vector = (await self._embedder.embed_queries([text])).vectors[0]
             except EmbeddingError as exc:
                 if exc.transient:
                     self._health.mark_down(str(exc))
-                if mode != "hybrid" or not exc.transient:
+                if rankings.without_vector is None or not exc.transient:
                     raise
-                mode, degraded = "keyword", True  # the embedder is down: keywords still work
+                mode, degraded = rankings.without_vector, True  # keywords still work
             else:
                 self._health.mark_up()
-            if space_id is None and mode != "keyword":
-                mode = "keyword" if mode == "hybrid" else mode
-                if mode == "vector":
-                    return RecallResult(hits=())
+            if space_id is None and not degraded:  # no vector stored yet
+                if rankings.without_vector is None:
+                    return RecallResult(hits=(), mode=mode)
+                mode = rankings.without_vector
         # Only large namespaces have rows in the graph (indexer.py): without one, it is no help;
         # nor for past versions, which are never in it.
         exact = (
@@ -260,7 +262,7 @@ class QueryService:
         names: list[str],
         vector: list[float] | None,
         space_id: int | None,
-        mode: str,
+        mode: Mode,
         exact: bool,
         options: RecallOptions,
     ) -> list[asyncpg.Record]:
@@ -286,14 +288,15 @@ class QueryService:
         limit = rows(wanted)
         plan = "exact" if exact else "hnsw"
         query = space = None
-        if mode in ("vector", "hybrid") and vector is not None and space_id is not None:
+        rankings = MODE_RANKINGS[mode]
+        if rankings.vector and vector is not None and space_id is not None:
             query = params.add(vector, "vector")
             space = params.add(space_id, "int")
         # Through HNSW the vector ranking fetches a few more candidates than asked, for the
         # exact re-sort.
         candidates = wanted if exact else max(wanted, options.k * CANDIDATE_FACTOR)
         ctes: list[str] = []
-        if mode == "vector" and query is not None and space is not None:
+        if not rankings.keyword and query is not None and space is not None:
             size = rows(candidates)
             hits = vector_hits(scope, query, space, size, plan, limit, embedding)
         else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 import uvicorn
 
-from pgrecall.commands.base import app, fail, settings
+from pgrecall.cli.base import app, fail, settings
 from pgrecall.errors import ConfigurationError
 from pgrecall.http.app import create_app, is_loopback
 

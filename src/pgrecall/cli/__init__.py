@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from pgrecall.commands import (  # noqa: F401 - they register
+from pgrecall.cli import (  # noqa: F401 - they register
     admin,
     demo,
     export,
@@ -12,7 +12,9 @@ from pgrecall.commands import (  # noqa: F401 - they register
     serve,
     versions,
 )
-from pgrecall.commands.base import app
+from pgrecall.cli.base import app
+
+__all__ = ["app", "main"]
 
 
 def main() -> None:
@@ -21,7 +23,3 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()

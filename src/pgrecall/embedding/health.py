@@ -4,10 +4,11 @@ After a transient failure ``remember`` stops trying to embed in line for a while
 memories as pending at once (an import does not wait out retries chunk after chunk); the worker
 keeps probing and clears the mark on its first success.
 
-The breaker is also where the user hears about it: one warning on the logger ``pgrecall.health``
-when the embedder stops answering (what failed, what happens meanwhile, how to fix it) and one
-line when it answers again; never one per call. Warnings reach stderr in a plain script with no
-logging configured (Python's last-resort handler), so pgrecall adds no handler of its own.
+The breaker is also where the user hears about it: one warning on the logger
+``pgrecall.embedding.health`` when the embedder stops answering (what failed, what happens
+meanwhile, how to fix it) and one line when it answers again; never one per call.
+Warnings reach stderr in a plain script with no logging configured (Python's last-resort
+handler), so pgrecall adds no handler of its own.
 """
 
 from __future__ import annotations

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from pgrecall.records import Stats
-from pgrecall.validation import MAX_K, MAX_KEY_LENGTH, MAX_NAMESPACE_LENGTH, MAX_QUERY_CHARS
+from pgrecall.records import Mode, RecallOptions, RecallResult, Remembered, Stats
+from pgrecall.validation import MAX_KEY_LENGTH, MAX_NAMESPACE_LENGTH, MAX_QUERY_CHARS
 
 Namespace = Field(min_length=1, max_length=MAX_NAMESPACE_LENGTH)
 Status = Literal["pending", "embedded", "failed"]
@@ -63,27 +65,18 @@ class RememberResponse(BaseModel):
 
     memories: list[RememberedOut]
 
+    @classmethod
+    def of(cls, results: Sequence[Remembered]) -> RememberResponse:
+        return cls(memories=[RememberedOut.of(result) for result in results])
 
-class RecallRequest(_Strict):
-    """A search by meaning inside one or more namespaces."""
 
-    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
-    namespaces: list[str] = Field(min_length=1, max_length=100)
-    k: int = Field(default=10, ge=1, le=MAX_K)
-    filter: dict[str, Any] | None = None
-    min_score: float | None = Field(default=None, ge=-1, le=1)
-    created_after: AwareDatetime | None = None
-    created_before: AwareDatetime | None = None
-    exact: bool = False
-    mode: Literal["hybrid", "vector", "keyword"] = "hybrid"
-    vector_weight: float | None = Field(default=None, ge=0, le=100)
-    keyword_weight: float | None = Field(default=None, ge=0, le=100)
-    diversity: float = Field(default=0.0, ge=0, le=1)
-    recency_half_life: float | None = Field(default=None, gt=0)
-    importance: str | None = Field(default=None, min_length=1, max_length=256)
-    as_of: AwareDatetime | None = None
-    valid_at: AwareDatetime | None = None
-    include_invalid: bool = False
+@pydantic_dataclass(frozen=True, kw_only=True, config=ConfigDict(extra="forbid"))
+class RecallRequest(RecallOptions):
+    """A search by meaning inside one or more namespaces: the query, where to look, and the
+    recall options (``RecallOptions``, the same fields every front end takes)."""
+
+    query: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS)]
+    namespaces: Annotated[list[str], Field(min_length=1, max_length=100)]
 
 
 class HitOut(_FromRecord):
@@ -111,8 +104,20 @@ class RecallResponse(BaseModel):
     hits: list[HitOut]
     pending: int
     exact: bool
-    mode: Literal["hybrid", "vector", "keyword"]
+    mode: Mode
     degraded: bool
+
+    @classmethod
+    def of(cls, result: RecallResult, *, with_hits: bool = True) -> RecallResponse:
+        """The answer to ``result``; without its hits for a front end that streams them."""
+        hits = [HitOut.of(hit) for hit in result] if with_hits else []
+        return cls(
+            hits=hits,
+            pending=result.pending,
+            exact=result.exact,
+            mode=result.mode,
+            degraded=result.degraded,
+        )
 
 
 class MemoryOut(_FromRecord):

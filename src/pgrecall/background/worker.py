@@ -23,16 +23,13 @@ from typing import TypeAlias
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from pgrecall.background.expiry import unexpired
 from pgrecall.config import Settings
 from pgrecall.db.errors import database_errors
 from pgrecall.db.pool import connect
-from pgrecall.db.vectors import vector_binary
-from pgrecall.embedding.base import Embedder
-from pgrecall.errors import DatabaseUnavailableError, EmbeddingError, InputTooLongError
-from pgrecall.expiry import unexpired
-from pgrecall.health import EmbedderHealth
-from pgrecall.ingest import PENDING_CHANNEL
-from pgrecall.spaces import SpaceRegistry
+from pgrecall.embedding.guard import SpaceRegistry
+from pgrecall.embedding.policy import PENDING_CHANNEL, EmbedOrDefer
+from pgrecall.errors import DatabaseUnavailableError, EmbeddingError
 
 logger = logging.getLogger(__name__)
 _Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
@@ -78,16 +75,14 @@ class EmbeddingWorker:
         self,
         pool: asyncpg.Pool,
         dsn: str,
-        embedder: Embedder,
+        embedding: EmbedOrDefer,
         spaces: SpaceRegistry,
-        health: EmbedderHealth,
         settings: Settings,
     ) -> None:
         self._pool = pool
         self._dsn = dsn
-        self._embedder = embedder
+        self._embedding = embedding
         self._spaces = spaces
-        self._health = health
         self._settings = settings
         self._wake = asyncio.Event()
 
@@ -105,31 +100,26 @@ class EmbeddingWorker:
                 return len(rows)
 
     async def _handle(self, connection: _Connection, rows: list[asyncpg.Record]) -> None:
-        space_id = await self._spaces.ensure(self._embedder.space)
-        claimed = list(rows)
-        while claimed:
-            try:
-                embeddings = await self._embedder.embed_documents([r["text"] for r in claimed])
-            except InputTooLongError as exc:
-                if exc.position is None:
-                    await self._record_failure(connection, claimed, exc, permanent=True)
-                    return
-                await self._record_failure(connection, [claimed.pop(exc.position)], exc, True)
-                continue
-            except EmbeddingError as exc:
-                if exc.transient:
-                    self._health.mark_down(str(exc))
-                await self._record_failure(connection, claimed, exc, permanent=not exc.transient)
-                return
-            self._health.mark_up()
+        space_id = await self._spaces.ensure(self._embedding.embedder.space)
+        outcome = await self._embedding.embed([row["text"] for row in rows], inline=False)
+        failed: dict[EmbeddingError, list[asyncpg.Record]] = {}
+        for row, failure in zip(rows, outcome.failures, strict=True):
+            if failure is not None:
+                failed.setdefault(failure, []).append(row)
+        for failure, failed_rows in failed.items():
+            await self._record_failure(connection, failed_rows, failure, permanent=True)
+        waiting = [row for index, row in enumerate(rows) if outcome.pending(index)]
+        if outcome.deferred_by is not None and waiting:
+            await self._record_failure(connection, waiting, outcome.deferred_by, permanent=False)
+        done = [(row, v) for row, v in zip(rows, outcome.vectors, strict=True) if v is not None]
+        if done:
             await connection.execute(
                 _STORE_VECTORS,
-                [r["namespace"] for r in claimed],
-                [r["id"] for r in claimed],
-                [vector_binary(v) for v in embeddings.vectors],
+                [row["namespace"] for row, _ in done],
+                [row["id"] for row, _ in done],
+                [vector for _, vector in done],
                 space_id,
             )
-            return
 
     async def _record_failure(
         self,

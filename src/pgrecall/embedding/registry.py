@@ -14,6 +14,6 @@ def create_embedder(settings: Settings) -> Embedder:
         from pgrecall.embedding.local import LocalEmbedder
 
         return LocalEmbedder(space)
-    from pgrecall.embedding.ollama import OllamaEmbedder
+    from pgrecall.embedding.ollama.embedder import OllamaEmbedder
 
     return OllamaEmbedder(settings, space)

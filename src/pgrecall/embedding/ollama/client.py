@@ -152,7 +152,9 @@ class OllamaClient:
         timeout: float = 120.0,
         connect_timeout: float = 5.0,
         retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """``transport`` replaces the network (tests hand in ``httpx.MockTransport``)."""
         self.base_url = base_url.rstrip("/")
         self._retry = retry or RetryPolicy()
         self._timeout = timeout
@@ -160,6 +162,7 @@ class OllamaClient:
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             limits=httpx.Limits(max_keepalive_connections=16, max_connections=64),
+            transport=transport,
         )
 
     async def aclose(self) -> None:

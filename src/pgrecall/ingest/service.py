@@ -24,12 +24,13 @@ leaves its row, and its ``updated_at``, as they are.
 Durable: the text is written atomically with its vector, or without one. When the embedder
 fails transiently (down, busy, garbled, slower than ``inline_embed_timeout``) the memories are
 stored as ``pending`` and the worker embeds them later; once that happens, the rest of the call
-(and calls for a while after, see ``health``) store pending at once instead of waiting out
-retries. A permanent failure (model missing, input too long with truncation off) is stored as
-``failed`` with its reason and reported per memory; it never blocks the others. Writes are
-replayed after a lost connection or a write conflict: they are idempotent. Every statement
-takes its rows in one order (namespace, key, text hash), so concurrent calls writing the same
-memories in other orders do not deadlock each other.
+(and calls for a while after) store pending at once instead of waiting out retries: the policy
+is ``embedding.policy``, shared with ``update`` and the worker. A permanent failure (model
+missing, input too long with truncation off) is stored as ``failed`` with its reason and
+reported per memory; it never blocks the others. Writes are replayed after a lost connection or
+a write conflict: they are idempotent. Every statement takes its rows in one order (namespace,
+key, text hash), so concurrent calls writing the same memories in other orders do not deadlock
+each other.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,29 +49,21 @@ from asyncpg.pool import PoolConnectionProxy
 
 from pgrecall import validation
 from pgrecall.audit import AUDIT_COPY_COLUMNS
-from pgrecall.config import Settings
 from pgrecall.db.errors import database_errors
 from pgrecall.db.retry import with_replays
-from pgrecall.db.vectors import vector_binary
-from pgrecall.embedding.base import Embedder
+from pgrecall.embedding.guard import SpaceRegistry
+from pgrecall.embedding.policy import EmbedOrDefer, announce_pending
 from pgrecall.embedding.space import EmbeddingSpace
-from pgrecall.errors import EmbeddingError, InputTooLongError
-from pgrecall.health import EmbedderHealth
-from pgrecall.ids import new_ids
-from pgrecall.ingest_sql import (
+from pgrecall.ingest.ids import new_ids
+from pgrecall.ingest.sql import (
     AUDITED_UPSERT_BY_CONTENT,
     AUDITED_UPSERT_BY_KEY,
     COPY_COLUMNS,
     FIND_EXISTING,
     FIND_UNCHANGED,
 )
+from pgrecall.ingest.templates import TextTemplates
 from pgrecall.records import EmbedStatus, MemoryInput, Remembered
-from pgrecall.spaces import SpaceRegistry
-from pgrecall.templates import TextTemplates
-
-# NOTIFY channel the workers LISTEN on: pending memories were written.
-PENDING_CHANNEL = "pgrecall_pending"
-
 
 _Identity = tuple[str, str, str | bytes]  # see Prepared.identity
 
@@ -255,23 +247,20 @@ class IngestionService:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        embedder: Embedder,
+        embedding: EmbedOrDefer,
         spaces: SpaceRegistry,
-        health: EmbedderHealth,
-        settings: Settings,
+        chunk_size: int,
+        concurrent_writes: int,
     ) -> None:
         self._pool = pool
-        self._embedder = embedder
+        self._embedding = embedding
         self._spaces = spaces
-        self._health = health
-        self._chunk_size = settings.ingest_chunk_size
-        self._concurrent_writes = settings.ingest_concurrent_writes
-        self._inline_timeout = settings.inline_embed_timeout
-        self._batch_size = settings.embed_batch_size
+        self._chunk_size = chunk_size
+        self._concurrent_writes = concurrent_writes
 
     async def remember(self, prepared: Sequence[Prepared], actor: str) -> list[Remembered]:
         """Store ``prepared`` memories, audited as ``actor``'s; results in input order."""
-        space_id = await self._spaces.ensure(self._embedder.space)
+        space_id = await self._spaces.ensure(self._embedding.embedder.space)
         results: list[Remembered | None] = [None] * len(prepared)
         chunks = (
             _dedupe(prepared[start:end], start)
@@ -321,12 +310,8 @@ class IngestionService:
                 task.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
         if any_pending:
-            await with_replays(self._notify)
+            await announce_pending(self._pool)
         return [result for result in results if result is not None]
-
-    async def _notify(self) -> None:
-        with database_errors():
-            await self._pool.execute(f"NOTIFY {PENDING_CHANNEL}")
 
     async def _lookup(
         self, chunk: _Chunk, space_id: int, unsettled: list[_Chunk]
@@ -376,47 +361,17 @@ class IngestionService:
 
     async def _embed(self, chunk: _Chunk, remaining: list[int]) -> None:
         """Embed the chunk's memories at the ``remaining`` indexes (those given a vector in the
-        store's space take it instead)."""
+        store's space take it instead); what is not embedded is stored pending or failed."""
         for index in remaining:
             chunk.vectors[index] = chunk.unique[index].vector
         remaining = [index for index in remaining if chunk.vectors[index] is None]
-        if self._health.down:
-            return  # store them pending at once
-        while remaining:
-            texts = [chunk.unique[i].embed_text for i in remaining]
-            timeout = self._timeout(len(texts))
-            try:
-                embeddings = await asyncio.wait_for(self._embedder.embed_documents(texts), timeout)
-            except InputTooLongError as exc:
-                if exc.position is None:
-                    raise
-                index = remaining.pop(exc.position)
-                chunk.errors[index] = str(exc)
-                continue
-            except TimeoutError:
-                self._health.mark_down(
-                    f"the embedder did not answer within {timeout:g} s "
-                    "(PGRECALL_INLINE_EMBED_TIMEOUT)"
-                )
-                return
-            except EmbeddingError as exc:
-                if exc.transient:
-                    self._health.mark_down(str(exc))
-                else:
-                    for index in remaining:
-                        chunk.errors[index] = str(exc)
-                return
-            self._health.mark_up()
-            for index, vector in zip(remaining, embeddings.vectors, strict=True):
-                chunk.vectors[index] = vector_binary(vector)
-            return
-
-    def _timeout(self, count: int) -> float | None:
-        """How long to wait for ``count`` texts: ``inline_embed_timeout`` per request's worth
-        of them; no limit for an in-process model, which cannot be down, only busy."""
-        if self._embedder.space.kind == "local":
-            return None
-        return self._inline_timeout * math.ceil(count / self._batch_size)
+        outcome = await self._embedding.embed([chunk.unique[i].embed_text for i in remaining])
+        for index, vector, failure in zip(
+            remaining, outcome.vectors, outcome.failures, strict=True
+        ):
+            chunk.vectors[index] = vector
+            if failure is not None:
+                chunk.errors[index] = str(failure)
 
     async def _write(
         self, chunk: _Chunk, plan: _WritePlan, results: list[Remembered | None], actor: str
@@ -569,7 +524,7 @@ def _columns(
 
 
 async def _copy(
-    connection: asyncpg.Connection | PoolConnectionProxy, plan: _WritePlan, actor: str
+    connection: PoolConnectionProxy[asyncpg.Record], plan: _WritePlan, actor: str
 ) -> None:
     """The new memories by binary COPY and their audit entries by a second one, in the
     caller's transaction."""

@@ -27,15 +27,15 @@ from uuid import UUID
 import asyncpg
 
 from pgrecall import validation
+from pgrecall.background.expiry import unexpired
 from pgrecall.db.errors import database_errors
 from pgrecall.db.retry import with_replays
 from pgrecall.db.vectors import float32_values
+from pgrecall.embedding.guard import SpaceRegistry
 from pgrecall.embedding.space import EmbeddingSpace
-from pgrecall.expiry import unexpired
 from pgrecall.offload import off_loop
 from pgrecall.records import Embedding, MemoryInput, Stats
-from pgrecall.spaces import SpaceRegistry
-from pgrecall.transfer import encode_line
+from pgrecall.transfer.lines import encode_line
 
 EXPORT_PAGE = 1000
 

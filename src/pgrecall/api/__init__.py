@@ -1,0 +1,1 @@
+"""What every front end shares: request/response models, access checks, error codes."""

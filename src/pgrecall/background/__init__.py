@@ -1,0 +1,1 @@
+"""Work beside the requests: the embedding worker, the HNSW indexer, the expiry sweeper."""

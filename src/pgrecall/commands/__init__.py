@@ -1,1 +1,0 @@
-"""The commands of the ``pgrecall`` CLI, one module per group."""

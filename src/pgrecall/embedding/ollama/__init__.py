@@ -1,0 +1,1 @@
+"""Ollama as an embedder: the HTTP client of ``/api/embed`` and the Embedder over it."""

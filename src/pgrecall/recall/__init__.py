@@ -1,0 +1,1 @@
+"""Recall: embed the query, then one SQL statement that scopes, filters, ranks and fuses."""

@@ -1,0 +1,1 @@
+"""Moving memories in and out as JSONL: the line format, export, import."""
