@@ -99,3 +99,15 @@ def test_first_recall_benchmark_runs() -> None:
     }
     assert "keyword matches only" in out
     assert "Ollama is not reachable" in out
+
+
+def test_versions_cost_benchmark_runs() -> None:
+    out = _run(
+        "benchmarks.versions_cost", *("--rows", "2000", "--queries", "10", "--ingest-rows", "2000")
+    )
+    ratios = [
+        float(line.rsplit(":", 1)[1].rstrip("x")) for line in out.splitlines() if "p50" in line
+    ]
+    assert len(ratios) == 3  # vector, keyword, hybrid
+    assert all(ratio > 0 for ratio in ratios)
+    assert "a bare COPY of as many audit entries" in out
