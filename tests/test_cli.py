@@ -281,7 +281,11 @@ def test_import_rejects_a_line_it_cannot_store_and_stores_the_rest(
     assert "nested too deeply" in rejected[3]
     assert "key must be" in rejected[4]
     listed = _pgrecall("list", "-n", "hostile", "--json", **environment)
-    assert sorted(m["content"] for m in json.loads(listed.stdout)) == ["deep", "first", "last"]
+    assert sorted(m["content"] for m in json.loads(listed.stdout)["memories"]) == [
+        "deep",
+        "first",
+        "last",
+    ]
 
 
 def test_stored_text_is_printed_as_it_is(migrated_dsn: str) -> None:

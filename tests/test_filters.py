@@ -8,8 +8,9 @@ import asyncpg
 import pytest
 
 from pgrecall import MemoryStore
+from pgrecall.db.params import SqlParams
 from pgrecall.errors import InvalidFilterError
-from pgrecall.recall.filters import SqlParams, compile_filter, parse_filter
+from pgrecall.recall.filters import compile_filter, parse_filter
 from pgrecall.validation import MAX_JSON_DEPTH
 
 DOCUMENTS: dict[str, dict[str, Any]] = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -15,10 +16,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pgrecall import MemoryInput, MemoryStore
-from pgrecall.ingest.service import IngestionService, _chunk_bounds
+from pgrecall.db.pool import create_pool
+from pgrecall.db.vectors import vector_binary
+from pgrecall.ingest.ids import new_ids
+from pgrecall.ingest.plan import COLUMN_NAMES, Columns, arrays, chunk_bounds, column_types, rows
+from pgrecall.ingest.service import IngestionService
+from pgrecall.ingest.sql import COPY_COLUMNS, UPSERT_BY_CONTENT, UPSERT_BY_KEY
 
 from .conftest import store_settings
-from .fakes import HashEmbedder
+from .fakes import DIMENSIONS, HashEmbedder
 
 CHUNK = 8  # small chunks: a call of a few dozen memories crosses several
 
@@ -236,7 +242,7 @@ async def test_a_later_item_of_the_call_wins_over_its_earlier_change(
     ]
     # Chunks of 2, 8 and 2: the changes open the second, the items as stored fill the third.
     items = [*fillers[:2], *changes, *fillers[2:], home, tea]
-    assert _chunk_bounds(len(items), CHUNK) == [(0, 2), (2, 10), (10, 12)]
+    assert chunk_bounds(len(items), CHUNK) == [(0, 2), (2, 10), (10, 12)]
     results = await chunked.remember(items, namespace="n")
     assert results[2].id == results[-2].id
     rows = await _rows(migrated_dsn, "n")
@@ -324,7 +330,7 @@ async def test_a_chunk_sharing_memories_with_a_write_in_flight_waits_for_it(
         *(MemoryInput(f"other filler {i}") for i in range(CHUNK - 3)),
     ]
     items = [MemoryInput("opening"), MemoryInput("opening too"), *first, *second]
-    assert _chunk_bounds(len(items), CHUNK)[1:3] == [(2, 10), (10, 16)]
+    assert chunk_bounds(len(items), CHUNK)[1:3] == [(2, 10), (10, 16)]
     results = await chunked.remember(items, namespace="n")
     # The second chunk opens with "Ada likes tea.", the third with "Ada lives in Rome.".
     assert log.index("start Ada lives in Rome.") > log.index("end Ada likes tea.")
@@ -366,10 +372,83 @@ async def test_a_failed_write_stops_the_call_with_nothing_left_running(
 
 @given(count=st.integers(0, 3000), size=st.integers(1, 600))
 def test_chunks_cover_the_input_in_order_with_short_ends(count: int, size: int) -> None:
-    bounds = _chunk_bounds(count, size)
+    bounds = chunk_bounds(count, size)
     assert [index for start, end in bounds for index in range(start, end)] == list(range(count))
     assert all(0 < end - start <= size for start, end in bounds)
     edge = max(1, size // 4)
     if bounds:
         assert bounds[0][1] - bounds[0][0] <= edge
         assert bounds[-1][1] - bounds[-1][0] <= edge
+
+
+def _distinct_row(tag: str, key: str | None, space_id: int) -> Columns:
+    """One row whose every column holds a value no other column holds (the texts each name
+    their column), so a value written into another column cannot read back as expected."""
+    created = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
+    return {
+        "id": new_ids(1),
+        "namespace": [f"namespace-{tag}"],
+        "key": [key],
+        "content": [f"content-{tag}"],
+        "content_hash": [hashlib.sha256(f"content-hash-{tag}".encode()).digest()],
+        "metadata": [json.dumps({"metadata": tag})],
+        "embedding": [vector_binary([1.0] + [0.0] * (DIMENSIONS - 1))],
+        "space_id": [space_id],
+        "expires_at": [datetime(2999, 6, 7, tzinfo=UTC)],
+        "status": ["embedded"],
+        "embed_error": [f"embed-error-{tag}"],
+        "search_text": [f"search-text-{tag}"],
+        "created_at": [created],
+        "updated_at": [created],
+    }
+
+
+async def test_every_column_of_the_spec_is_written_where_it_is_named(migrated_dsn: str) -> None:
+    """The COPY and both upserts (inserting) write each value of the spec's columns into the
+    column of its name: a statement whose columns or arrays were out of the spec's order fails
+    here."""
+    pool = await create_pool(migrated_dsn, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as connection:
+            space_id = await connection.fetchval(
+                "INSERT INTO embedding_spaces (kind, model, dimensions, document_prefix, "
+                "query_prefix, embedder_version) VALUES ('test', 'm', $1, '', '', '') "
+                "RETURNING id",
+                DIMENSIONS,
+            )
+            copied = _distinct_row("copied", "key-copied", space_id)
+            await connection.copy_records_to_table(
+                "memories", records=rows(copied), columns=COPY_COLUMNS
+            )
+            by_content = _distinct_row("by-content", None, space_id)
+            by_key = _distinct_row("by-key", "key-upserted", space_id)
+            for sql, columns in ((UPSERT_BY_CONTENT, by_content), (UPSERT_BY_KEY, by_key)):
+                returned = await connection.fetch(sql, *arrays(columns))
+                assert [row["inserted"] for row in returned] == [True]
+            for expected in (copied, by_content, by_key):
+                stored = await connection.fetchrow(
+                    f"SELECT {', '.join(COLUMN_NAMES)} FROM memories WHERE id = $1",
+                    expected["id"][0],
+                )
+                assert stored is not None
+                read = {name: stored[name] for name in COLUMN_NAMES}
+                read["metadata"] = json.loads(read["metadata"])
+                read["embedding"] = vector_binary(read["embedding"].to_list())
+                want: dict[str, object] = {name: values[0] for name, values in expected.items()}
+                want["metadata"] = json.loads(expected["metadata"][0])
+                assert read == want
+    finally:
+        await pool.close()
+
+
+def test_the_upserts_take_the_spec_columns_in_its_order() -> None:
+    """Each upsert's column list and its typed unnest arrays follow Row, one for one."""
+    columns = ", ".join(COLUMN_NAMES)
+    arrays = ", ".join(
+        f"${n}::{sql_type}[]" for n, sql_type in enumerate(column_types().values(), start=1)
+    )
+    for statement in (UPSERT_BY_CONTENT, UPSERT_BY_KEY):
+        assert f"INSERT INTO memories ({columns})" in statement
+        assert f"unnest({arrays}) AS incoming({columns})" in statement
+    assert column_types()["content_hash"] == "bytea"
+    assert column_types()["embedding"] == "vector"

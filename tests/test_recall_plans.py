@@ -14,7 +14,8 @@ from pgrecall import MemoryInput, MemoryStore
 from pgrecall.db.pool import create_pool
 from pgrecall.db.schema import HNSW_INDEX
 from pgrecall.embedding.guard import SpaceRegistry
-from pgrecall.recall.service import NamespaceSizes, QueryService
+from pgrecall.recall.service import QueryService
+from pgrecall.recall.sizes import NamespaceSizes
 from pgrecall.recall.sql import row_limit
 from pgrecall.records import RecallOptions
 

@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -16,38 +17,24 @@ from pgrecall import validation
 from pgrecall.audit import logged
 from pgrecall.background.expiry import unexpired
 from pgrecall.db.errors import database_errors
+from pgrecall.db.params import SqlParams
 from pgrecall.errors import DatabaseError, InvalidInputError, NotFoundError
 from pgrecall.offload import off_loop
-from pgrecall.recall.filters import SqlParams, compile_filter
+from pgrecall.recall.filters import compile_filter
 from pgrecall.records import EmbedStatus, Memory, NamespaceStats, Page, Stats
 from pgrecall.versions import as_of_relation
 
-MEMORY_COLUMNS = (
-    "id, namespace, content, metadata, key, created_at, updated_at, expires_at, status, "
-    "embed_error, embed_attempts, version, valid_from, valid_until, invalid_reason"
-)
+# A Memory's fields are the columns read for it.
+_MEMORY_FIELDS = tuple(field.name for field in fields(Memory))
+MEMORY_COLUMNS = ", ".join(_MEMORY_FIELDS)
 MAX_PAGE = 1000
 
 
 def memory_from_row(row: asyncpg.Record) -> Memory:
     """A Memory from a row selected with MEMORY_COLUMNS."""
-    return Memory(
-        id=row["id"],
-        namespace=row["namespace"],
-        content=row["content"],
-        metadata=json.loads(row["metadata"]),
-        key=row["key"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        expires_at=row["expires_at"],
-        status=row["status"],
-        embed_error=row["embed_error"],
-        embed_attempts=row["embed_attempts"],
-        version=row["version"],
-        valid_from=row["valid_from"],
-        valid_until=row["valid_until"],
-        invalid_reason=row["invalid_reason"],
-    )
+    values = {name: row[name] for name in _MEMORY_FIELDS}
+    values["metadata"] = json.loads(values["metadata"])
+    return Memory(**values)
 
 
 def memory_id(value: object) -> UUID:
@@ -85,6 +72,14 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         raise InvalidInputError("cursor is not one pgrecall returned") from exc
 
 
+def _in_namespace(condition: str, namespace: str | None, params: SqlParams) -> str:
+    """``condition``, narrowed to ``namespace`` when one is named (under Citus, naming it routes
+    the statement to one shard)."""
+    if namespace is None:
+        return condition
+    return f"{condition} AND namespace = {params.add(validation.namespace(namespace), 'text')}"
+
+
 class Catalog:
     """Memories by id and namespace."""
 
@@ -100,8 +95,7 @@ class Catalog:
         where = f"id = {params.add(identifier, 'uuid')}"
         if not expired:
             where += f" AND {unexpired()}"
-        if namespace is not None:
-            where += f" AND namespace = {params.add(validation.namespace(namespace), 'text')}"
+        where = _in_namespace(where, namespace, params)
         with database_errors():
             row = await self._pool.fetchrow(
                 f"SELECT {MEMORY_COLUMNS} FROM memories WHERE {where}", *params.values
@@ -178,9 +172,7 @@ class Catalog:
     async def retry_failed(self, namespace: str | None = None) -> int:
         """Put failed memories back in the queue (attempts reset); returns how many."""
         params = SqlParams()
-        where = f"status = 'failed' AND {unexpired()}"
-        if namespace is not None:
-            where += f" AND namespace = {params.add(validation.namespace(namespace), 'text')}"
+        where = _in_namespace(f"status = 'failed' AND {unexpired()}", namespace, params)
         with database_errors():
             status = await self._pool.execute(
                 f"UPDATE memories SET status = 'pending', embed_attempts = 0, embed_after = now() "
@@ -196,9 +188,9 @@ class Catalog:
         cascades), and audit it; returns (id, namespace) of those deleted that had not expired
         (an expired one goes too, but it was already gone to every read)."""
         params = SqlParams()
-        where = f"id = ANY({params.add(list(identifiers), 'uuid[]')})"
-        if namespace is not None:
-            where += f" AND namespace = {params.add(validation.namespace(namespace), 'text')}"
+        where = _in_namespace(
+            f"id = ANY({params.add(list(identifiers), 'uuid[]')})", namespace, params
+        )
         audit = logged("gone", "'forget'", params.add(actor, "text"))
         with database_errors():
             rows = await self._pool.fetch(
@@ -270,9 +262,7 @@ class Catalog:
     async def stats(self, namespace: str | None = None) -> Stats:
         """Counts per namespace (one namespace, or all of them), expired memories left out."""
         params = SqlParams()
-        where = unexpired()
-        if namespace is not None:
-            where += f" AND namespace = {params.add(validation.namespace(namespace), 'text')}"
+        where = _in_namespace(unexpired(), namespace, params)
         with database_errors():
             rows = await self._pool.fetch(
                 f"""

@@ -73,6 +73,16 @@ def ollama_host_to_url(value: str) -> str:
     return f"{scheme}://{host}:{port}{suffix}"
 
 
+def _seconds(default: float, description: str) -> Any:
+    """A setting in seconds: a duration, so above zero."""
+    return Field(default=default, gt=0, description=description)
+
+
+def _count(default: int, description: str, *, most: int | None = None) -> Any:
+    """A setting that counts something (texts, tries, rows): at least one, at most ``most``."""
+    return Field(default=default, ge=1, le=most, description=description)
+
+
 class Settings(BaseSettings):
     """Everything configurable, validated once at start."""
 
@@ -118,8 +128,8 @@ class Settings(BaseSettings):
     query_prefix: str | None = Field(
         default=None, description="text put before every query; unset = the model's own"
     )
-    ollama_timeout: float = Field(default=120.0, gt=0, description="seconds per embed request")
-    ollama_connect_timeout: float = Field(default=5.0, gt=0, description="seconds to connect")
+    ollama_timeout: float = _seconds(120.0, "seconds per embed request")
+    ollama_connect_timeout: float = _seconds(5.0, "seconds to connect")
     ollama_keep_alive: str | None = Field(
         default=None, description='how long Ollama keeps the model loaded ("5m", "-1")'
     )
@@ -129,15 +139,11 @@ class Settings(BaseSettings):
     ollama_options: dict[str, Any] | None = Field(
         default=None, description='runner options as JSON, e.g. {"num_ctx": 512}'
     )
-    ollama_max_attempts: int = Field(default=5, ge=1, le=50, description="tries per request")
-    ollama_retry_budget: float = Field(
-        default=60.0, gt=0, description="seconds spent retrying one request at most"
-    )
-    embed_batch_size: int = Field(default=64, ge=1, le=4096, description="texts per request")
-    embed_batch_chars: int = Field(
-        default=64_000, ge=1, description="characters per request at most"
-    )
-    embed_concurrency: int = Field(default=2, ge=1, le=64, description="requests in flight")
+    ollama_max_attempts: int = _count(5, "tries per request", most=50)
+    ollama_retry_budget: float = _seconds(60.0, "seconds spent retrying one request at most")
+    embed_batch_size: int = _count(64, "texts per request", most=4096)
+    embed_batch_chars: int = _count(64_000, "characters per request at most")
+    embed_concurrency: int = _count(2, "requests in flight", most=64)
     text_search_config: str = Field(
         default="pgrecall_simple",
         pattern=r"^[a-z_][a-z0-9_]*$",
@@ -154,49 +160,33 @@ class Settings(BaseSettings):
     auto_migrate: bool = Field(
         default=True, description="upgrade the schema when a store opens (false: refuse instead)"
     )
-    max_content_chars: int = Field(
-        default=100_000, ge=1, description="longest memory text accepted, in characters"
+    max_content_chars: int = _count(100_000, "longest memory text accepted, in characters")
+    ingest_chunk_size: int = _count(250, "memories embedded and written per step", most=100_000)
+    ingest_concurrent_writes: int = _count(
+        2, "chunks of one remember call written at once, each on its own connection", most=64
     )
-    ingest_chunk_size: int = Field(
-        default=250, ge=1, le=100_000, description="memories embedded and written per step"
-    )
-    ingest_concurrent_writes: int = Field(
-        default=2,
-        ge=1,
-        le=64,
-        description="chunks of one remember call written at once, each on its own connection",
-    )
-    inline_embed_timeout: float = Field(
-        default=10.0,
-        gt=0,
-        description="seconds remember waits per embed request's worth of texts before storing "
+    inline_embed_timeout: float = _seconds(
+        10.0,
+        "seconds remember waits per embed request's worth of texts before storing "
         "memories as pending (not applied to the in-process model)",
     )
     worker: bool = Field(
         default=True, description="run the embedding worker inside every MemoryStore"
     )
-    worker_batch_size: int = Field(default=64, ge=1, le=4096, description="memories per claim")
-    worker_poll_seconds: float = Field(
-        default=5.0, gt=0, description="the worker looks for due work at least this often"
+    worker_batch_size: int = _count(64, "memories per claim", most=4096)
+    worker_poll_seconds: float = _seconds(5.0, "the worker looks for due work at least this often")
+    embed_max_attempts: int = _count(8, "worker tries before a memory is marked failed", most=100)
+    embed_backoff_seconds: float = _seconds(
+        2.0, "first retry delay of the worker; doubles per attempt"
     )
-    embed_max_attempts: int = Field(
-        default=8, ge=1, le=100, description="worker tries before a memory is marked failed"
-    )
-    embed_backoff_seconds: float = Field(
-        default=2.0, gt=0, description="first retry delay of the worker; doubles per attempt"
-    )
-    embed_backoff_max_seconds: float = Field(
-        default=300.0, gt=0, description="longest delay between two worker attempts"
-    )
+    embed_backoff_max_seconds: float = _seconds(300.0, "longest delay between two worker attempts")
     expired_grace_seconds: float = Field(
         default=3600.0,
         ge=0,
         description="seconds an expired memory (already gone from every read) is kept before "
         "the worker deletes it",
     )
-    expired_sweep_seconds: float = Field(
-        default=60.0, gt=0, description="how often the worker deletes expired memories"
-    )
+    expired_sweep_seconds: float = _seconds(60.0, "how often the worker deletes expired memories")
     audit_retention_days: int = Field(
         default=365,
         ge=0,
@@ -207,11 +197,11 @@ class Settings(BaseSettings):
         ge=0,
         description="namespaces up to this size are searched exactly; larger ones by HNSW",
     )
-    index_sweep_seconds: float = Field(
-        default=30.0, gt=0, description="how often the worker looks for large namespaces to index"
+    index_sweep_seconds: float = _seconds(
+        30.0, "how often the worker looks for large namespaces to index"
     )
-    index_batch_size: int = Field(
-        default=1000, ge=1, le=100_000, description="rows moved into the HNSW graph per transaction"
+    index_batch_size: int = _count(
+        1000, "rows moved into the HNSW graph per transaction", most=100_000
     )
     hybrid_vector_weight: float = Field(
         default=1.0, ge=0, description="weight of the vector ranking in hybrid fusion"
@@ -220,18 +210,14 @@ class Settings(BaseSettings):
     hybrid_keyword_weight: float = Field(
         default=1.25, ge=0, description="weight of the keyword ranking in hybrid fusion"
     )
-    hybrid_depth: int = Field(
-        default=100, ge=1, le=1000, description="candidates taken from each ranking before fusion"
-    )
+    hybrid_depth: int = _count(100, "candidates taken from each ranking before fusion", most=1000)
     rrf_k: float = Field(
         default=5.0, gt=0, description="reciprocal-rank-fusion constant: 1 / (rrf_k + rank)"
     )
     bm25_k1: float = Field(default=0.9, ge=0, description="BM25 term-frequency saturation")
     bm25_b: float = Field(default=0.4, ge=0, le=1, description="BM25 length normalisation")
     # 64: recall@10 1.0 at 1.5 ms on 100k clustered vectors (benchmarks/RESULTS.md).
-    hnsw_ef_search: int = Field(
-        default=64, ge=1, le=1000, description="HNSW candidate list size for large namespaces"
-    )
+    hnsw_ef_search: int = _count(64, "HNSW candidate list size for large namespaces", most=1000)
     api_keys: dict[str, list[str]] | None = Field(
         default=None,
         description='HTTP API keys and the namespaces each may use, as JSON: {"key": ["ns", '
@@ -241,11 +227,9 @@ class Settings(BaseSettings):
     http_max_body_bytes: int = Field(
         default=4 * 1024 * 1024, ge=1024, description="largest HTTP request body accepted"
     )
-    http_max_batch: int = Field(
-        default=1000, ge=1, description="most memories one HTTP request may carry"
-    )
+    http_max_batch: int = _count(1000, "most memories one HTTP request may carry")
     pool_min_size: int = Field(default=1, ge=0, le=100, description="database pool minimum")
-    pool_max_size: int = Field(default=10, ge=1, le=1000, description="database pool maximum")
+    pool_max_size: int = _count(10, "database pool maximum", most=1000)
 
     @field_validator("ollama_url", mode="before")
     @classmethod

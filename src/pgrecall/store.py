@@ -38,10 +38,12 @@ from pgrecall.errors import (
     PgRecallError,
     SchemaError,
 )
-from pgrecall.ingest.service import IngestionService, prepare
+from pgrecall.ingest.prepare import prepare
+from pgrecall.ingest.service import IngestionService
 from pgrecall.ingest.templates import TextTemplates
 from pgrecall.ingest.update import Change, UpdateService
-from pgrecall.recall.service import NamespaceSizes, QueryService
+from pgrecall.recall.service import QueryService
+from pgrecall.recall.sizes import NamespaceSizes
 from pgrecall.records import (
     UNSET,
     AuditEntry,

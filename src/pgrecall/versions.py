@@ -23,7 +23,7 @@ import asyncpg
 from pgrecall import validation
 from pgrecall.background.expiry import unexpired
 from pgrecall.db.errors import database_errors
-from pgrecall.recall.filters import SqlParams
+from pgrecall.db.params import SqlParams
 from pgrecall.records import Version
 
 # When the current version of a row became current.

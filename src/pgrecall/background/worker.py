@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass, field
 from typing import TypeAlias
 
 import asyncpg
@@ -68,23 +69,16 @@ _NEXT_DUE = f"""
 """
 
 
+@dataclass
 class EmbeddingWorker:
     """Claims, embeds and stores pending memories until stopped."""
 
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        dsn: str,
-        embedding: EmbedOrDefer,
-        spaces: SpaceRegistry,
-        settings: Settings,
-    ) -> None:
-        self._pool = pool
-        self._dsn = dsn
-        self._embedding = embedding
-        self._spaces = spaces
-        self._settings = settings
-        self._wake = asyncio.Event()
+    pool: asyncpg.Pool
+    dsn: str  # its own connection listens for the NOTIFY of new pending memories
+    embedding: EmbedOrDefer
+    spaces: SpaceRegistry
+    settings: Settings
+    _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
     def wake(self) -> None:
         """Look for work now (this process queued some)."""
@@ -93,15 +87,15 @@ class EmbeddingWorker:
     async def run_once(self) -> int:
         """Handle one batch of due pending memories; returns how many were claimed."""
         with database_errors():
-            async with self._pool.acquire() as connection, connection.transaction():
-                rows = await connection.fetch(_CLAIM, self._settings.worker_batch_size)
+            async with self.pool.acquire() as connection, connection.transaction():
+                rows = await connection.fetch(_CLAIM, self.settings.worker_batch_size)
                 if rows:
                     await self._handle(connection, rows)
                 return len(rows)
 
     async def _handle(self, connection: _Connection, rows: list[asyncpg.Record]) -> None:
-        space_id = await self._spaces.ensure(self._embedding.embedder.space)
-        outcome = await self._embedding.embed([row["text"] for row in rows], inline=False)
+        space_id = await self.spaces.ensure(self.embedding.embedder.space)
+        outcome = await self.embedding.embed([row["text"] for row in rows], inline=False)
         failed: dict[EmbeddingError, list[asyncpg.Record]] = {}
         for row, failure in zip(rows, outcome.failures, strict=True):
             if failure is not None:
@@ -128,7 +122,7 @@ class EmbeddingWorker:
         error: EmbeddingError,
         permanent: bool,
     ) -> None:
-        settings = self._settings
+        settings = self.settings
         await connection.execute(
             _RECORD_FAILURE,
             [r["namespace"] for r in rows],
@@ -142,8 +136,8 @@ class EmbeddingWorker:
 
     async def _seconds_until_due(self) -> float:
         with database_errors():
-            due = await self._pool.fetchval(_NEXT_DUE)
-        poll = self._settings.worker_poll_seconds
+            due = await self.pool.fetchval(_NEXT_DUE)
+        poll = self.settings.worker_poll_seconds
         return poll if due is None else max(0.0, min(float(due), poll))
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -171,7 +165,7 @@ class EmbeddingWorker:
         """Keep a LISTEN connection (reconnecting when it drops) that wakes the loop."""
         while not stop.is_set():
             try:
-                connection = await connect(self._dsn)
+                connection = await connect(self.dsn)
             except DatabaseUnavailableError:
                 await asyncio.sleep(1.0)
                 continue

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import asyncpg
 
@@ -14,22 +14,19 @@ from pgrecall.errors import EmbeddingSpaceMismatchError
 # pg_advisory_xact_lock key held while recording the first space: ASCII "pgsp".
 SPACE_LOCK_KEY = 0x70677370
 
-_COLUMNS = """
-    id, kind, model, dimensions, document_prefix, query_prefix, embedder_version, text_template
-"""
+# An EmbeddingSpace's fields are the columns of its row (and its id).
+_FIELDS = tuple(field.name for field in fields(EmbeddingSpace))
+_COLUMNS = ", ".join(("id", *_FIELDS))
 _SELECT = f"SELECT {_COLUMNS} FROM embedding_spaces ORDER BY id LIMIT 1"
+_INSERT = f"""
+    INSERT INTO embedding_spaces ({", ".join(_FIELDS)})
+    VALUES ({", ".join(f"${position}" for position in range(1, len(_FIELDS) + 1))})
+    RETURNING {_COLUMNS}
+"""
 
 
 def _space(row: asyncpg.Record) -> EmbeddingSpace:
-    return EmbeddingSpace(
-        kind=row["kind"],
-        model=row["model"],
-        dimensions=row["dimensions"],
-        document_prefix=row["document_prefix"],
-        query_prefix=row["query_prefix"],
-        embedder_version=row["embedder_version"],
-        text_template=row["text_template"],
-    )
+    return EmbeddingSpace(**{name: row[name] for name in _FIELDS})
 
 
 def mismatch(recorded: EmbeddingSpace, asked: EmbeddingSpace) -> EmbeddingSpaceMismatchError:
@@ -102,20 +99,7 @@ class SpaceRegistry:
             row = await connection.fetchrow(_SELECT)
             if row is None:
                 row = await connection.fetchrow(
-                    """
-                    INSERT INTO embedding_spaces (kind, model, dimensions, document_prefix,
-                                                  query_prefix, embedder_version, text_template)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7)
-                    RETURNING id, kind, model, dimensions, document_prefix, query_prefix,
-                              embedder_version, text_template
-                    """,
-                    space.kind,
-                    space.model,
-                    space.dimensions,
-                    space.document_prefix,
-                    space.query_prefix,
-                    space.embedder_version,
-                    space.text_template,
+                    _INSERT, *(getattr(space, name) for name in _FIELDS)
                 )
             assert row is not None
             return row

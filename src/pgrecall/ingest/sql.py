@@ -5,6 +5,8 @@ keeps its vector only while its indexed text is unchanged; otherwise the new vec
 there is none yet, the pending state) replaces it, so a row never holds a stale vector.
 """
 
+from pgrecall.ingest.plan import COLUMN_NAMES, column_types
+
 # Which of a chunk's memories already have a row (they are upserted; the others are copied in),
 # and which of those rows hold a vector this store can keep (their text is not embedded again);
 # one row: the positions found, whether each is reusable, and the server's clock (new rows of a
@@ -74,43 +76,19 @@ FIND_UNCHANGED = """
       AND m.metadata = w.metadata::jsonb
 """
 
-# New memories go in by binary COPY (ids made by the client). A call's new rows are stamped
+# New memories go in by binary COPY (ids made by the client), known ones by an upsert of the same
+# rows; both take the columns of the one column spec, plan.Columns. A call's new rows are stamped
 # created_at = updated_at = the server's clock at its first lookup plus one microsecond per input
 # position: its chunks are written concurrently, and "newest first" still follows the order the
 # memories were given in.
-COPY_COLUMNS = (
-    "created_at",
-    "updated_at",
-    "id",
-    "namespace",
-    "key",
-    "content",
-    "content_hash",
-    "metadata",
-    "embedding",
-    "space_id",
-    "expires_at",
-    "status",
-    "embed_error",
-    "search_text",
-    "valid_from",
-    "valid_until",
-)
+COPY_COLUMNS = COLUMN_NAMES
 
 # A row past its expiry is gone to every read (expiry.py) until the sweeper deletes it: written
 # again, it starts afresh under its id, as a new row would: nothing of its metadata carried
 # over, stamped like the call's new rows (created_at = updated_at, which tells it from an
 # update in RETURNING: an update is stamped later, at its clock_timestamp()).
 EXPIRED = "memories.expires_at <= now()"
-STAMPS = f"""        created_at = CASE WHEN {EXPIRED} THEN EXCLUDED.created_at
-                          ELSE memories.created_at END,
-        updated_at = CASE WHEN {EXPIRED} THEN EXCLUDED.created_at ELSE clock_timestamp() END"""
 INSERTED = "(xmax = 0 OR created_at = updated_at) AS inserted"
-# The valid time is the newest call's, like the expiry; remembering a fact again states it anew,
-# so an invalidation's reason goes with the old validity.
-VALID_TIME = """        valid_from = EXCLUDED.valid_from,
-        valid_until = EXCLUDED.valid_until,
-        invalid_reason = NULL,"""
 # What a written row was to the audit log (a new version gets version_since = updated_at from
 # the memories_keep_version trigger, migration 0010).
 ACTION = """CASE WHEN inserted THEN 'create'
@@ -118,9 +96,60 @@ ACTION = """CASE WHEN inserted THEN 'create'
                  ELSE 'update' END"""
 
 
-def audited(upsert: str, actor: str) -> str:
-    """``upsert`` (its RETURNING list ends with ``inserted``, version_since, updated_at and
-    version) writing one audit entry per row, in the same statement; ``actor`` a placeholder."""
+def _upsert(conflict: str, assignments: str, same_text: str, identity: str) -> str:
+    """An INSERT of plan.Columns's columns, one ``unnest`` array each, that writes a known memory
+    over its row (``conflict``: the unique index of its identity kind). ``assignments`` are the
+    kind's own; ``same_text`` holds when the row's indexed text is the incoming one, so its
+    vector is still good when no new one comes."""
+    columns = ", ".join(COPY_COLUMNS)
+    arrays = ", ".join(
+        f"${position}::{sql_type}[]"
+        for position, sql_type in enumerate(column_types().values(), start=1)
+    )
+    return f"""
+    INSERT INTO memories ({columns})
+    SELECT * FROM unnest({arrays}) AS incoming({columns})
+    ON CONFLICT {conflict} DO UPDATE SET
+{assignments}
+        search_text = EXCLUDED.search_text,
+        expires_at = EXCLUDED.expires_at,
+        -- The valid time is the newest call's, like the expiry: remembering a fact again
+        -- states it anew, so an invalidation's reason goes with the old validity.
+        valid_from = EXCLUDED.valid_from,
+        valid_until = EXCLUDED.valid_until,
+        invalid_reason = NULL,
+        embedding = CASE
+            WHEN EXCLUDED.embedding IS NOT NULL THEN EXCLUDED.embedding
+            WHEN {same_text} THEN memories.embedding
+        END,
+        space_id = CASE
+            WHEN EXCLUDED.embedding IS NOT NULL THEN EXCLUDED.space_id
+            WHEN {same_text} THEN memories.space_id
+        END,
+        status = CASE
+            WHEN EXCLUDED.embedding IS NOT NULL THEN 'embedded'
+            WHEN {same_text} AND memories.embedding IS NOT NULL THEN 'embedded'
+            ELSE EXCLUDED.status
+        END,
+        embed_error = CASE
+            WHEN EXCLUDED.embedding IS NOT NULL THEN NULL
+            WHEN {same_text} AND memories.embedding IS NOT NULL THEN NULL
+            ELSE EXCLUDED.embed_error
+        END,
+        embed_attempts = 0,
+        embed_after = now(),
+        created_at = CASE WHEN {EXPIRED} THEN EXCLUDED.created_at
+                          ELSE memories.created_at END,
+        updated_at = CASE WHEN {EXPIRED} THEN EXCLUDED.created_at ELSE clock_timestamp() END
+    RETURNING id, namespace, {identity}, {INSERTED}, status, embed_error, version_since,
+              updated_at, version
+"""
+
+
+def _audited(upsert: str) -> str:
+    """``upsert`` writing one audit entry per row it wrote, in the same statement; the actor is
+    the parameter after the column arrays."""
+    actor = f"${len(COPY_COLUMNS) + 1}::text"
     return f"""
     WITH written AS ({upsert}), audit AS (
         INSERT INTO memory_audit (namespace, memory_id, action, actor, version)
@@ -130,106 +159,27 @@ def audited(upsert: str, actor: str) -> str:
     """
 
 
-UPSERT_BY_CONTENT = f"""
-    INSERT INTO memories (namespace, content, content_hash, metadata, embedding, space_id,
-                          expires_at, status, embed_error, search_text, created_at, updated_at,
-                          valid_from, valid_until)
-    SELECT namespace, content, content_hash, metadata, embedding, space_id, expires_at,
-           status, embed_error, search_text, created_at, created_at, valid_from, valid_until
-    FROM unnest($1::text[], $2::text[], $3::bytea[], $4::jsonb[], $5::vector[], $6::int[],
-                $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::timestamptz[],
-                $12::timestamptz[], $13::timestamptz[])
-         AS incoming(namespace, content, content_hash, metadata, embedding, space_id, expires_at,
-                     status, embed_error, search_text, created_at, valid_from, valid_until)
-    ON CONFLICT (namespace, content_hash) WHERE key IS NULL DO UPDATE SET
-        metadata = CASE WHEN {EXPIRED} THEN EXCLUDED.metadata
-                        ELSE memories.metadata || EXCLUDED.metadata END,
-        search_text = EXCLUDED.search_text,
-        expires_at = EXCLUDED.expires_at,
-{VALID_TIME}
-        embedding = CASE
-            WHEN EXCLUDED.embedding IS NOT NULL THEN EXCLUDED.embedding
-            WHEN memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
-                 THEN memories.embedding
-        END,
-        space_id = CASE
-            WHEN EXCLUDED.embedding IS NOT NULL THEN EXCLUDED.space_id
-            WHEN memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
-                 THEN memories.space_id
-        END,
-        status = CASE
-            WHEN EXCLUDED.embedding IS NOT NULL THEN 'embedded'
-            WHEN memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
-                 AND memories.embedding IS NOT NULL THEN 'embedded'
-            ELSE EXCLUDED.status
-        END,
-        embed_error = CASE
-            WHEN EXCLUDED.embedding IS NOT NULL THEN NULL
-            WHEN memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
-                 AND memories.embedding IS NOT NULL THEN NULL
-            ELSE EXCLUDED.embed_error
-        END,
-        embed_attempts = 0,
-        embed_after = now(),
-{STAMPS}
-    RETURNING id, namespace, content_hash, {INSERTED}, status, embed_error, version_since,
-              updated_at, version
-"""
+_SAME_SEARCH_TEXT = "memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text"
 
-# A new row takes the call's stamp (see COPY_COLUMNS). A keyed row whose text changed under us
+# An unkeyed memory is its text: known again, its metadata is merged (the newest keys winning).
+UPSERT_BY_CONTENT = _upsert(
+    conflict="(namespace, content_hash) WHERE key IS NULL",
+    assignments=f"""        metadata = CASE WHEN {EXPIRED} THEN EXCLUDED.metadata
+                        ELSE memories.metadata || EXCLUDED.metadata END,""",
+    same_text=_SAME_SEARCH_TEXT,
+    identity="content_hash",
+)
+
+# A keyed memory takes the new text, metadata and expiry; a row whose text changed under us
 # keeps no stale vector: it goes pending.
-UPSERT_BY_KEY = f"""
-    INSERT INTO memories (namespace, key, content, content_hash, metadata, embedding, space_id,
-                          expires_at, status, embed_error, search_text, created_at, updated_at,
-                          valid_from, valid_until)
-    SELECT namespace, key, content, content_hash, metadata, embedding, space_id, expires_at,
-           status, embed_error, search_text, created_at, created_at, valid_from, valid_until
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::jsonb[], $6::vector[],
-                $7::int[], $8::timestamptz[], $9::text[], $10::text[], $11::text[],
-                $12::timestamptz[], $13::timestamptz[], $14::timestamptz[])
-         AS incoming(namespace, key, content, content_hash, metadata, embedding, space_id,
-                     expires_at, status, embed_error, search_text, created_at, valid_from,
-                     valid_until)
-    ON CONFLICT (namespace, key) WHERE key IS NOT NULL DO UPDATE SET
-        content = EXCLUDED.content,
-        search_text = EXCLUDED.search_text,
+UPSERT_BY_KEY = _upsert(
+    conflict="(namespace, key) WHERE key IS NOT NULL",
+    assignments="""        content = EXCLUDED.content,
         content_hash = EXCLUDED.content_hash,
-        metadata = EXCLUDED.metadata,
-        expires_at = EXCLUDED.expires_at,
-{VALID_TIME}
-        embedding = CASE
-            WHEN EXCLUDED.embedding IS NOT NULL THEN EXCLUDED.embedding
-            WHEN memories.content_hash = EXCLUDED.content_hash
-                 AND memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
-                 THEN memories.embedding
-        END,
-        space_id = CASE
-            WHEN EXCLUDED.embedding IS NOT NULL THEN EXCLUDED.space_id
-            WHEN memories.content_hash = EXCLUDED.content_hash
-                 AND memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
-                 THEN memories.space_id
-        END,
-        status = CASE
-            WHEN EXCLUDED.embedding IS NOT NULL THEN 'embedded'
-            WHEN memories.content_hash = EXCLUDED.content_hash
-                 AND memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
-                 AND memories.embedding IS NOT NULL THEN 'embedded'
-            ELSE EXCLUDED.status
-        END,
-        embed_error = CASE
-            WHEN EXCLUDED.embedding IS NOT NULL THEN NULL
-            WHEN memories.content_hash = EXCLUDED.content_hash
-                 AND memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text
-                 AND memories.embedding IS NOT NULL THEN NULL
-            ELSE EXCLUDED.embed_error
-        END,
-        embed_attempts = 0,
-        embed_after = now(),
-{STAMPS}
-    RETURNING id, namespace, key, {INSERTED}, status, embed_error, version_since, updated_at,
-              version
-"""
+        metadata = EXCLUDED.metadata,""",
+    same_text=f"memories.content_hash = EXCLUDED.content_hash AND {_SAME_SEARCH_TEXT}",
+    identity="key",
+)
 
-# The upserts with their audit entries; the actor is the parameter after the column arrays.
-AUDITED_UPSERT_BY_CONTENT = audited(UPSERT_BY_CONTENT, "$14::text")
-AUDITED_UPSERT_BY_KEY = audited(UPSERT_BY_KEY, "$15::text")
+# The upsert of each identity kind (plan.Upsert.kind).
+UPSERTS = {"content": _audited(UPSERT_BY_CONTENT), "key": _audited(UPSERT_BY_KEY)}

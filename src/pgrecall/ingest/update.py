@@ -13,12 +13,12 @@ import asyncpg
 from pgrecall import validation
 from pgrecall.audit import logged
 from pgrecall.db.errors import database_errors
+from pgrecall.db.params import SqlParams
 from pgrecall.embedding.guard import SpaceRegistry
 from pgrecall.embedding.policy import EmbedOrDefer, announce_pending
 from pgrecall.errors import ConflictError, DatabaseError
-from pgrecall.ingest.service import content_hash
+from pgrecall.ingest.prepare import content_hash
 from pgrecall.ingest.templates import TextTemplates
-from pgrecall.recall.filters import SqlParams
 from pgrecall.records import UNSET, Memory, Unset
 
 
@@ -31,22 +31,15 @@ class Change:
     expires_at: datetime | Unset | None = UNSET
 
 
+@dataclass
 class UpdateService:
     """Changes one memory in place; a new text is embedded again before it is written."""
 
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        embedding: EmbedOrDefer,
-        spaces: SpaceRegistry,
-        templates: TextTemplates,
-        max_chars: int,
-    ) -> None:
-        self._pool = pool
-        self._embedding = embedding
-        self._spaces = spaces
-        self._templates = templates
-        self._max_chars = max_chars
+    pool: asyncpg.Pool
+    embedding: EmbedOrDefer
+    spaces: SpaceRegistry
+    templates: TextTemplates
+    max_chars: int  # of a memory's text
 
     async def update(self, current: Memory, change: Change, actor: str) -> UUID:
         """Apply ``change`` to ``current``; raises ConflictError if the new text already is
@@ -60,7 +53,7 @@ class UpdateService:
         text = current.content
         metadata: Mapping[str, Any] = current.metadata
         if change.content is not None and change.content != current.content:
-            text = validation.content(change.content, self._max_chars)
+            text = validation.content(change.content, self.max_chars)
             assignments += [
                 f"content = {params.add(text, 'text')}",
                 f"content_hash = {params.add(content_hash(text), 'bytea')}",
@@ -73,8 +66,8 @@ class UpdateService:
         if not isinstance(change.expires_at, Unset):
             expires_at = validation.check_timestamp(change.expires_at, "expires_at")
             assignments.append(f"expires_at = {params.add(expires_at, 'timestamptz')}")
-        before = self._templates.render(current.namespace, current.content, current.metadata)
-        after = self._templates.render(current.namespace, text, metadata)
+        before = self.templates.render(current.namespace, current.content, current.metadata)
+        after = self.templates.render(current.namespace, text, metadata)
         pending = False
         if text != current.content or after != before:
             assignments.append(f"search_text = {params.add(after, 'text')}")
@@ -87,7 +80,7 @@ class UpdateService:
         audit = logged("changed", "'update'", params.add(actor, "text"))
         try:
             with database_errors():
-                await self._pool.execute(
+                await self.pool.execute(
                     f"WITH changed AS (UPDATE memories SET {', '.join(assignments)} "
                     f"WHERE {where} RETURNING namespace, id, version), audit AS ({audit}) "
                     "SELECT count(*) FROM changed",
@@ -101,13 +94,13 @@ class UpdateService:
                 ) from exc
             raise
         if pending:
-            await announce_pending(self._pool)
+            await announce_pending(self.pool)
         return current.id
 
     async def _embedding_assignments(self, text: str, params: SqlParams) -> tuple[list[str], bool]:
         """The columns that give the memory its new vector, and whether it is left pending."""
-        space_id = await self._spaces.ensure(self._embedding.embedder.space)
-        outcome = await self._embedding.embed([text])
+        space_id = await self.spaces.ensure(self.embedding.embedder.space)
+        outcome = await self.embedding.embed([text])
         failure, vector = outcome.failures[0], outcome.vectors[0]
         if failure is not None:
             raise failure  # one memory, asked for now: its caller hears why

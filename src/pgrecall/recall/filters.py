@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from pgrecall import validation
+from pgrecall.db.params import SqlParams
 from pgrecall.errors import InvalidFilterError
 
 OPERATORS = ("eq", "ne", "in", "nin", "gt", "gte", "lt", "lte", "exists", "contains")
@@ -31,19 +32,6 @@ _COMPARISONS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 MAX_DEPTH = 16
 MAX_CONDITIONS = 256
 MAX_KEY_LENGTH = 256
-
-
-class SqlParams:
-    """Bound values for one statement; ``add`` returns the placeholder (``$n::cast``)."""
-
-    def __init__(self, first: int = 1) -> None:
-        self.first = first
-        self.values: list[object] = []
-
-    def add(self, value: object, cast: str) -> str:
-        """Bind ``value`` and return its placeholder."""
-        self.values.append(value)
-        return f"${self.first + len(self.values) - 1}::{cast}"
 
 
 def parse_filter(text: str) -> dict[str, Any]:

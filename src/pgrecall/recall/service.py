@@ -15,116 +15,47 @@ namespace filter returns almost nothing for a small namespace inside a large tab
   the graph yet, then an exact re-sort.
 ``exact=True`` forces the exact plan at any size.
 
-Namespace sizes are counted with a bounded query and cached for a few seconds per process.
+Namespace sizes are counted with a bounded query and cached for a few seconds (``sizes``).
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 
 import asyncpg
 
 from pgrecall import validation
-from pgrecall.background.expiry import unexpired
 from pgrecall.config import Settings
 from pgrecall.db.errors import database_errors
+from pgrecall.db.params import SqlParams
 from pgrecall.embedding.base import Embedder
 from pgrecall.embedding.guard import SpaceRegistry
 from pgrecall.embedding.health import EmbedderHealth
 from pgrecall.errors import EmbeddingError, InvalidInputError, NotFoundError
 from pgrecall.offload import off_loop
-from pgrecall.recall.filters import SqlParams, compile_filter
+from pgrecall.recall.filters import compile_filter
 from pgrecall.recall.modes import MODE_RANKINGS
 from pgrecall.recall.rerank import check_boosts, needs_candidates, rerank
+from pgrecall.recall.sizes import NamespaceSizes
 from pgrecall.recall.sql import (
-    HIT_COLUMNS,
-    Scope,
     fused,
+    fused_hits,
     keyword_ranking,
     query_terms,
+    recall_scope,
     row_limit,
+    statement,
     vector_hits,
     vector_ranking,
 )
 from pgrecall.records import Hit, Mode, RecallOptions, RecallResult
-from pgrecall.versions import as_of_relation, valid_time_condition
 
-SIZE_CACHE_SECONDS = 10.0
 # HNSW candidates fetched per wanted hit, before the exact re-sort.
 CANDIDATE_FACTOR = 4
 # Smallest fusion weight but 0: weight / (rrf_k + rank) of a smaller one (5e-324) underflows
 # PostgreSQL's float8 division, an error instead of a ranking.
 MIN_WEIGHT = 1e-6
-
-
-_COUNT = f"""
-    SELECT wanted.namespace,
-           (SELECT count(*) FROM (SELECT 1 FROM memories m
-                                  WHERE m.namespace = wanted.namespace AND {unexpired("m")}
-                                  LIMIT $2) bounded) AS n
-    FROM unnest($1::text[]) AS wanted(namespace)
-"""
-
-
-class NamespaceSizes:
-    """Bounded, cached counts of memories per namespace (enough to choose a plan)."""
-
-    def __init__(self, pool: asyncpg.Pool, cap: int) -> None:
-        self._pool = pool
-        self._cap = cap
-        self._cache: dict[str, tuple[float, int]] = {}
-
-    def forget(self, namespaces: Sequence[str]) -> None:
-        """Drop cached sizes after this process wrote to or deleted from these namespaces."""
-        for name in namespaces:
-            self._cache.pop(name, None)
-
-    async def sizes(self, namespaces: Sequence[str]) -> dict[str, int]:
-        """Memories per namespace, counted up to the cap (a namespace at the cap is large)."""
-        now = time.monotonic()
-        known = {
-            name: entry[1]
-            for name in namespaces
-            if (entry := self._cache.get(name)) is not None and now - entry[0] < SIZE_CACHE_SECONDS
-        }
-        missing = [name for name in namespaces if name not in known]
-        if missing:
-            with database_errors():
-                rows = await self._pool.fetch(_COUNT, missing, self._cap + 1)
-            for row in rows:
-                known[row["namespace"]] = row["n"]
-                if row["n"]:  # an empty namespace may be written by another process any moment
-                    self._cache[row["namespace"]] = (now, row["n"])
-        return known
-
-
-def _scope(params: SqlParams, names: list[str], options: RecallOptions, *, generic: bool) -> Scope:
-    if generic and len(names) == 1:
-        in_namespaces = f"= {params.add(names[0], 'text')}"
-    else:
-        in_namespaces = f"= ANY({params.add(names, 'text[]')})"
-    conditions = [
-        f"m.namespace {in_namespaces}",
-        unexpired("m"),
-    ]
-    source = "memories"
-    as_of = None
-    if options.as_of is not None:
-        as_of = params.add(options.as_of, "timestamptz")
-        source = f"{as_of_relation(as_of, in_namespaces)} AS"  # read as "... AS m"
-    valid = valid_time_condition(
-        params, valid_at=options.valid_at, include_invalid=options.include_invalid, as_of=as_of
-    )
-    if valid is not None:
-        conditions.append(valid)
-    if options.created_after is not None:
-        conditions.append(f"m.created_at >= {params.add(options.created_after, 'timestamptz')}")
-    if options.created_before is not None:
-        conditions.append(f"m.created_at < {params.add(options.created_before, 'timestamptz')}")
-    conditions.append(compile_filter(options.filter, params, column="m.metadata"))
-    return Scope(in_namespaces=in_namespaces, conditions=" AND ".join(conditions), source=source)
 
 
 def _hit(row: asyncpg.Record) -> Hit:
@@ -276,7 +207,7 @@ class QueryService:
         # namespace in scope they stay bound and "= ANY", so that even a generic plan walks the
         # graph: with them written out, a generic plan took a 100k namespace for an average one
         # and sorted it exactly (100 ms a recall).
-        scope = _scope(params, names, options, generic=exact)
+        scope = recall_scope(params, names, options, generic=exact)
         reranking = needs_candidates(options)
         wanted = max(options.k, settings.hybrid_depth) if reranking else options.k
         depth = max(settings.hybrid_depth, wanted)
@@ -324,24 +255,8 @@ class QueryService:
                 )
                 rrf_k = params.add(settings.rrf_k, "float8")
                 ranking = fused(vector_ranked, keyword_ranked, weights, rrf_k)
-            vector_score = f"-(m.embedding <#> {query})" if query else "f.vector_score"
-            hits = f"""
-                SELECT {HIT_COLUMNS}, f.fused AS score, {vector_score} AS vector_score,
-                       f.keyword_score, {embedding} AS embedding
-                FROM (SELECT * FROM ({ranking}) AS ranked
-                      ORDER BY fused DESC, vector_score DESC NULLS LAST, id
-                      LIMIT {limit}) AS f
-                JOIN {scope.source} m ON m.namespace = f.namespace AND m.id = f.id
-            """
-        prefix = "WITH " + ",\n".join(ctes) if ctes else ""
-        sql = f"""{prefix}
-            SELECT pending.n AS pending, hits.* FROM
-                (SELECT count(*) AS n FROM memories
-                 WHERE namespace {scope.in_namespaces} AND status = 'pending'
-                   AND {unexpired()}) AS pending
-                LEFT JOIN LATERAL ({hits}) AS hits ON TRUE
-            ORDER BY hits.score DESC NULLS LAST, hits.vector_score DESC NULLS LAST, hits.id
-        """
+            hits = fused_hits(scope, ranking, query, limit, embedding)
+        sql = statement(ctes, scope, hits)
         with database_errors():
             return list(await self._pool.fetch(sql, *params.values))
 

@@ -1,4 +1,5 @@
-"""SQL of recall: the vector ranking, the keyword (BM25) ranking, and their fusion.
+"""SQL of recall: the scope, the vector ranking, the keyword (BM25) ranking, their fusion, and
+the whole statement around them.
 
 Everything is built here from fixed text plus bound parameters; user values never reach the SQL
 text. A ranking is a list of named subqueries (CTEs) plus a select with columns
@@ -9,7 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pgrecall.recall.filters import SqlParams
+from pgrecall.background.expiry import unexpired
+from pgrecall.db.params import SqlParams
+from pgrecall.recall.filters import compile_filter
+from pgrecall.records import RecallOptions
+from pgrecall.versions import as_of_relation, valid_time_condition
 
 # A memory's columns in a hit.
 HIT_COLUMNS = (
@@ -183,4 +188,64 @@ def fused(vector: Ranking | None, keyword: Ranking, weights: tuple[str, str], rr
                + coalesce({keyword_weight} / ({rrf_k} + k.rank), 0) AS fused
         FROM ({vector.select}) AS v FULL OUTER JOIN ({keyword.select}) AS k
              ON v.namespace = k.namespace AND v.id = k.id
+    """
+
+
+def recall_scope(
+    params: SqlParams, names: list[str], options: RecallOptions, *, generic: bool
+) -> Scope:
+    """Which memories a recall may see: its namespaces, unexpired, valid (versions.py), in the
+    created range and passing the metadata filter; read from the versions current at
+    ``as_of`` when asked. ``generic``: one namespace is compared with "=" (see the service on
+    generic plans)."""
+    if generic and len(names) == 1:
+        in_namespaces = f"= {params.add(names[0], 'text')}"
+    else:
+        in_namespaces = f"= ANY({params.add(names, 'text[]')})"
+    conditions = [
+        f"m.namespace {in_namespaces}",
+        unexpired("m"),
+    ]
+    source = "memories"
+    as_of = None
+    if options.as_of is not None:
+        as_of = params.add(options.as_of, "timestamptz")
+        source = f"{as_of_relation(as_of, in_namespaces)} AS"  # read as "... AS m"
+    valid = valid_time_condition(
+        params, valid_at=options.valid_at, include_invalid=options.include_invalid, as_of=as_of
+    )
+    if valid is not None:
+        conditions.append(valid)
+    if options.created_after is not None:
+        conditions.append(f"m.created_at >= {params.add(options.created_after, 'timestamptz')}")
+    if options.created_before is not None:
+        conditions.append(f"m.created_at < {params.add(options.created_before, 'timestamptz')}")
+    conditions.append(compile_filter(options.filter, params, column="m.metadata"))
+    return Scope(in_namespaces=in_namespaces, conditions=" AND ".join(conditions), source=source)
+
+
+def fused_hits(scope: Scope, ranking: str, query: str | None, limit: str, embedding: str) -> str:
+    """The best ``limit`` rows of a fused ranking, read whole."""
+    vector_score = f"-(m.embedding <#> {query})" if query else "f.vector_score"
+    return f"""
+        SELECT {HIT_COLUMNS}, f.fused AS score, {vector_score} AS vector_score,
+               f.keyword_score, {embedding} AS embedding
+        FROM (SELECT * FROM ({ranking}) AS ranked
+              ORDER BY fused DESC, vector_score DESC NULLS LAST, id
+              LIMIT {limit}) AS f
+        JOIN {scope.source} m ON m.namespace = f.namespace AND m.id = f.id
+    """
+
+
+def statement(ctes: list[str], scope: Scope, hits: str) -> str:
+    """The whole recall: the CTEs the rankings need, the scope's pending count (one row even
+    without hits), and the hits best first."""
+    prefix = "WITH " + ",\n".join(ctes) if ctes else ""
+    return f"""{prefix}
+        SELECT pending.n AS pending, hits.* FROM
+            (SELECT count(*) AS n FROM memories
+             WHERE namespace {scope.in_namespaces} AND status = 'pending'
+               AND {unexpired()}) AS pending
+            LEFT JOIN LATERAL ({hits}) AS hits ON TRUE
+        ORDER BY hits.score DESC NULLS LAST, hits.vector_score DESC NULLS LAST, hits.id
     """

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from pgrecall.errors import InvalidInputError
-from pgrecall.ingest.service import prepare_one
+from pgrecall.ingest.prepare import prepare_one
 from pgrecall.records import MemoryInput
 from pgrecall.store import MemoryStore
 from pgrecall.transfer.lines import parse_line
