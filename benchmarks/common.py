@@ -91,7 +91,7 @@ def titles(count: int | None = None) -> list[str]:
 def centers() -> np.ndarray:
     """Local-model vectors of the SciFact titles (computed once, then read from a cache named
     for the model's release); of synthetic sentences, cached apart, without SciFact."""
-    from pgrecall.embedding.space import LOCAL_EMBEDDER_VERSION
+    from pgrecall.embedding.backends import LOCAL_EMBEDDER_VERSION
 
     kind = "centers" if SCIFACT.exists() else "centers-synthetic"
     cache = OUT / f"{kind}-{LOCAL_EMBEDDER_VERSION.replace('==', '-')}.npy"

@@ -8,10 +8,11 @@ from importlib.metadata import version
 import pytest
 
 from pgrecall.config import load_settings
+from pgrecall.embedding.backends import LOCAL_CONTEXT_TOKENS
 from pgrecall.embedding.base import Embedder
 from pgrecall.embedding.local import LocalEmbedder, LocalModel
 from pgrecall.embedding.registry import create_embedder
-from pgrecall.embedding.space import LOCAL_CONTEXT_TOKENS, configured_space
+from pgrecall.embedding.space import configured_space
 from pgrecall.errors import ConfigurationError, InvalidInputError
 
 

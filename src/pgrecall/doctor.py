@@ -8,6 +8,7 @@ from pgrecall.config import Settings
 from pgrecall.db import inspect
 from pgrecall.db.embedded import database_dsn
 from pgrecall.db.pool import connect
+from pgrecall.embedding.backends import BACKENDS
 from pgrecall.embedding.models import canonical_name
 from pgrecall.embedding.ollama.client import ModelFacts, OllamaClient, RetryPolicy
 from pgrecall.embedding.space import configured_space
@@ -81,9 +82,10 @@ async def _database_check(settings: Settings, size: int | None) -> Check:
 
 async def run_checks(settings: Settings) -> list[Check]:
     """Every check, in order; a failed one does not stop the rest when they can still run."""
-    if settings.embedder == "local":
+    if not BACKENDS[settings.embedder].remote:
         space = configured_space(settings)
-        checks = [Check("local model", True, f"{space.model}, {space.dimensions} dimensions")]
+        model = f"{space.kind} model"
+        checks = [Check(model, True, f"{space.model}, {space.dimensions} dimensions")]
         size: int | None = space.dimensions
     else:
         checks, size = await _ollama_checks(settings)

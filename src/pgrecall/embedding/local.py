@@ -26,14 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pgrecall.embedding.base import BatchingEmbedder, BatchOutput
-from pgrecall.embedding.space import (
+from pgrecall.embedding.backends import (
     LOCAL_CONTEXT_TOKENS,
     LOCAL_DIMENSIONS,
     LOCAL_DOCUMENT_PREFIX,
     LOCAL_QUERY_PREFIX,
-    EmbeddingSpace,
 )
+from pgrecall.embedding.base import BatchingEmbedder, BatchOutput
+from pgrecall.embedding.space import EmbeddingSpace
 from pgrecall.errors import ConfigurationError, InvalidInputError
 from pgrecall.validation import text_problem
 

@@ -28,6 +28,7 @@ import asyncpg
 from pgrecall.db.errors import database_errors
 from pgrecall.db.retry import with_replays
 from pgrecall.db.vectors import vector_binary
+from pgrecall.embedding.backends import BACKENDS
 from pgrecall.embedding.base import Embedder
 from pgrecall.embedding.health import EmbedderHealth
 from pgrecall.errors import EmbeddingError, InputTooLongError
@@ -103,7 +104,7 @@ class EmbedOrDefer:
 
     def _timeout(self, count: int) -> float | None:
         """``inline_embed_timeout`` per request's worth of ``count`` texts; none in process."""
-        if self.embedder.space.kind == "local":
+        if not BACKENDS[self.embedder.space.kind].remote:
             return None
         return self._inline_timeout * math.ceil(count / self._batch_size)
 

