@@ -111,3 +111,24 @@ def test_versions_cost_benchmark_runs() -> None:
     assert len(ratios) == 3  # vector, keyword, hybrid
     assert all(ratio > 0 for ratio in ratios)
     assert "a bare COPY of as many audit entries" in out
+
+
+def test_http_load_benchmark_runs(tmp_path: Path) -> None:
+    out = _run(
+        "benchmarks.http_load",
+        *("--namespaces", "2", "--per-namespace", "100", "--clients", "4", "--seconds", "1"),
+        *("--data-dir", str(tmp_path / "db")),
+    )
+    legs = {
+        line[:14].strip(): line[14:].split()
+        for line in out.splitlines()
+        if line.startswith(("floor", "HTTP vector", "HTTP hybrid"))
+    }
+    assert set(legs) == {"floor", "HTTP vector", "HTTP hybrid", "floor again"}
+    for name, (qps, p50, p99, _, errors, ratio) in legs.items():
+        assert float(qps) > 0, name
+        assert 0 < float(p50) <= float(p99), name
+        assert int(errors) == 0, name
+        assert float(ratio) > 0, name
+    assert max(float(legs[name][5]) for name in ("floor", "floor again")) == 1.0
+    assert "x in process" in out

@@ -1,4 +1,5 @@
-"""Large JSON answers are streamed item by item: the same JSON, the event loop free between."""
+"""Large JSON answers are streamed item by item: the same JSON, the event loop free between;
+small ones are sent whole."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
 from pgrecall.http.rendering import CHUNK_BYTES, json_answer
@@ -29,7 +30,9 @@ class OnlyItems(BaseModel):
     items: list[Item]
 
 
-async def _body(response: StreamingResponse) -> bytes:
+async def _body(response: Response) -> bytes:
+    if not isinstance(response, StreamingResponse):
+        return bytes(response.body)
     chunks = [chunk async for chunk in response.body_iterator]
     assert all(isinstance(chunk, bytes) for chunk in chunks)
     return b"".join(chunk for chunk in chunks if isinstance(chunk, bytes))
@@ -45,6 +48,17 @@ async def test_streamed_json_is_the_model_json(count: int) -> None:
     assert response.media_type == "application/json"
     if count == 200:
         assert len(body) > 2 * CHUNK_BYTES
+        assert isinstance(response, StreamingResponse)
+
+
+async def test_a_small_answer_is_sent_whole_with_its_length() -> None:
+    items = [Item(text=f"hit {i}", score=i / 10) for i in range(10)]
+    response = json_answer(Answer(items=[], cursor="c", total=10), "items", iter(items))
+    assert not isinstance(response, StreamingResponse)
+    assert json.loads(bytes(response.body)) == json.loads(
+        Answer(items=items, cursor="c", total=10).model_dump_json()
+    )
+    assert response.headers["content-length"] == str(len(response.body))
 
 
 async def test_an_answer_of_items_alone() -> None:
@@ -55,8 +69,8 @@ async def test_an_answer_of_items_alone() -> None:
 
 
 async def test_other_tasks_run_between_items() -> None:
-    """What keeps /healthz answering while 80 MB of memories are rendered: each item is
-    rendered in a turn of the event loop of its own."""
+    """What keeps /healthz answering while 80 MB of memories are rendered: past the first
+    chunk, each item is rendered in a turn of the event loop of its own."""
     turns = 0
     stop = asyncio.Event()
 
@@ -69,13 +83,15 @@ async def test_other_tasks_run_between_items() -> None:
     seen: list[int] = []
 
     def items() -> Iterator[Item]:
-        for i in range(5):
+        for i in range(8):
             seen.append(turns)
-            yield Item(text=str(i), score=None)
+            yield Item(text=str(i) * (CHUNK_BYTES // 3), score=None)
 
     running = asyncio.create_task(other_request())
     await asyncio.sleep(0)
-    await _body(json_answer(Answer(items=[], cursor=None, total=5), "items", items()))
+    await _body(json_answer(Answer(items=[], cursor=None, total=8), "items", items()))
     stop.set()
     await running
-    assert all(later > earlier for earlier, later in itertools.pairwise(seen))
+    # Items 0-2 fill the first chunk, rendered at once; each later one in a turn of its own.
+    assert all(later > earlier for earlier, later in itertools.pairwise(seen[3:]))
+    assert len(seen) == 8

@@ -36,6 +36,7 @@ SKIPPED_PROGRAMS = {
     "pytest": "the test suite itself",
     "ollama": "needs the Ollama binary and a model download",
     "docker": "needs a Docker engine; tests/test_compose.py checks the compose file",
+    "claude": "needs Claude Code; tests/test_mcp.py runs pgrecall mcp and /mcp with the SDK",
 }
 SKIPPED_COMMANDS = {
     "pull": "downloads a model through a running Ollama",
@@ -49,6 +50,7 @@ PLACEHOLDER_SETTINGS = {
 # What each configuration's run must print (stdout) for the examples of a section.
 EXPECTED_OUTPUT = {
     ("Python", "local model"): ["Ada is allergic to peanuts."],
+    ("Agents: MCP and LangGraph", "local model"): ["Ada is allergic to peanuts."],
     ("Python", "without Ollama"): [
         "keyword matches only: the embedder is not answering",
         "memories in scope are still pending",

@@ -102,17 +102,35 @@ class Catalog:
             )
         return memory_from_row(row) if row is not None else None
 
+    async def by_keys(self, keys: Sequence[tuple[str, str]]) -> list[Memory]:
+        """The unexpired memories with these (namespace, key) pairs, in one statement (served
+        by the unique (namespace, key) index); a pair with no memory is left out."""
+        if not keys:
+            return []
+        params = SqlParams()
+        names = params.add([validation.namespace(name) for name, _ in keys], "text[]")
+        wanted = params.add([key for _, key in keys], "text[]")
+        sql = (
+            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE (namespace, key) IN "
+            f"(SELECT * FROM unnest({names}, {wanted})) AND {unexpired()}"
+        )
+        with database_errors():
+            rows = await self._pool.fetch(sql, *params.values)
+        return [memory_from_row(row) for row in rows]
+
     async def page(
         self,
-        namespace: str | None,
+        namespace: str | Sequence[str] | None,
         *,
         limit: int = 50,
         cursor: str | None = None,
         status: EmbedStatus | None = None,
+        filter: Mapping[str, Any] | None = None,
         as_of: datetime | None = None,
     ) -> Page:
-        """Memories of a namespace (or of all, when listing by ``status``), newest first; as
-        they were at ``as_of`` when given (see versions.py)."""
+        """Memories of a namespace, of several, or of all (when listing by ``status``), newest
+        first; ``filter`` keeps those whose metadata matches (the recall filter language); as
+        they were at ``as_of`` when given (one namespace; see versions.py)."""
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise InvalidInputError(f"limit must be a whole number from 1 to {MAX_PAGE}")
         if namespace is None and status is None:
@@ -120,18 +138,23 @@ class Catalog:
         if namespace is None and as_of is not None:
             raise InvalidInputError("as_of lists one namespace: name it")
         params = SqlParams()
-        conditions = [unexpired()]
+        if isinstance(namespace, str) or namespace is None:
+            conditions = [_in_namespace(unexpired(), namespace, params)]
+        else:
+            names = validation.namespaces(namespace)
+            conditions = [unexpired(), f"namespace = ANY({params.add(names, 'text[]')})"]
         source = "memories"
-        if namespace is not None:
+        if as_of is not None:
+            if not isinstance(namespace, str):
+                raise InvalidInputError("as_of lists one namespace: name it")
             in_namespace = f"= {params.add(validation.namespace(namespace), 'text')}"
-            conditions.append(f"namespace {in_namespace}")
-            if as_of is not None:
-                at = params.add(validation.check_timestamp(as_of, "as_of"), "timestamptz")
-                source = as_of_relation(at, in_namespace)
+            at = params.add(validation.check_timestamp(as_of, "as_of"), "timestamptz")
+            source = as_of_relation(at, in_namespace)
         if status is not None:
             if status not in ("pending", "embedded", "failed"):
                 raise InvalidInputError("status is one of pending, embedded, failed")
             conditions.append(f"status = {params.add(status, 'text')}")
+        conditions.append(compile_filter(filter, params))
         if cursor is not None:
             created_at, identifier = decode_cursor(cursor)
             conditions.append(
@@ -150,6 +173,23 @@ class Catalog:
         last = memories[-1] if memories else None
         next_cursor = encode_cursor(last.created_at, last.id) if more and last else None
         return Page(memories=memories, next_cursor=next_cursor)
+
+    async def namespaces(self, prefix: str, *, limit: int) -> list[str]:
+        """Up to ``limit`` namespaces starting with ``prefix`` that hold an unexpired memory, in
+        order. ``namespace >= prefix`` lets the scan of the primary key's btree start at the
+        prefix instead of the first name; ``starts_with`` decides."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidInputError("limit must be a whole number from 1")
+        params = SqlParams()
+        start = params.add(prefix, "text")
+        sql = (
+            f"SELECT DISTINCT namespace FROM memories WHERE namespace >= {start} "
+            f"AND starts_with(namespace, {start}) AND {unexpired()} "
+            f"ORDER BY namespace LIMIT {params.add(limit, 'int')}"
+        )
+        with database_errors():
+            rows = await self._pool.fetch(sql, *params.values)
+        return [row["namespace"] for row in rows]
 
     async def revision(self) -> str | None:
         """The schema's Alembic revision, or None when never migrated."""

@@ -144,6 +144,13 @@ class Settings(BaseSettings):
     embed_batch_size: int = _count(64, "texts per request", most=4096)
     embed_batch_chars: int = _count(64_000, "characters per request at most")
     embed_concurrency: int = _count(2, "requests in flight", most=64)
+    query_batch_wait_ms: float = Field(
+        default=1.0,
+        ge=0,
+        le=100,
+        description="how long a recall's query waits for concurrent ones to share its embed "
+        "call (0: each query alone)",
+    )
     text_search_config: str = Field(
         default="pgrecall_simple",
         pattern=r"^[a-z_][a-z0-9_]*$",
@@ -228,6 +235,11 @@ class Settings(BaseSettings):
         default=4 * 1024 * 1024, ge=1024, description="largest HTTP request body accepted"
     )
     http_max_batch: int = _count(1000, "most memories one HTTP request may carry")
+    mcp_namespaces: list[str] | None = Field(
+        default=None,
+        description='namespaces `pgrecall mcp` may use, as JSON: ["ns", "prefix-*"]; the first '
+        "exact name is the default of a tool call that names none (--namespace overrides)",
+    )
     pool_min_size: int = Field(default=1, ge=0, le=100, description="database pool minimum")
     pool_max_size: int = _count(10, "database pool maximum", most=1000)
 
@@ -260,7 +272,16 @@ class Settings(BaseSettings):
                 raise ValueError("every API key needs at least one namespace pattern")
         return value
 
-    @field_validator("ollama_options", "api_keys", "namespace_templates", mode="before")
+    @field_validator("mcp_namespaces")
+    @classmethod
+    def _check_mcp_namespaces(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (not value or not all(name.strip() for name in value)):
+            raise ValueError("must list at least one namespace, none of them empty")
+        return value
+
+    @field_validator(
+        "ollama_options", "api_keys", "namespace_templates", "mcp_namespaces", mode="before"
+    )
     @classmethod
     def _parse_json(cls, value: object) -> object:
         if isinstance(value, str):

@@ -344,6 +344,11 @@ class MemoryStore:
             raise no_memory(identifier)
         return found
 
+    async def get_keyed(self, keys: Sequence[tuple[str, str]]) -> builtins.list[Memory]:
+        """The memories stored under these (namespace, key) pairs; pairs with none are left
+        out. One statement for the whole list."""
+        return await self._catalog.by_keys(keys)
+
     async def update(
         self,
         memory: UUID | str,
@@ -447,19 +452,26 @@ class MemoryStore:
 
     async def list(
         self,
-        namespace: str | None = None,
+        namespace: str | Sequence[str] | None = None,
         *,
         limit: int = 50,
         cursor: str | None = None,
         status: EmbedStatus | None = None,
+        filter: Mapping[str, Any] | None = None,
         as_of: datetime | None = None,
     ) -> Page:
-        """A page of memories, newest first: a namespace's, or every namespace's with a given
-        ``status`` (e.g. ``"failed"``); as they were at ``as_of`` when given (one namespace);
-        follow ``next_cursor``."""
+        """A page of memories, newest first: a namespace's (or several namespaces'), or every
+        namespace's with a given ``status`` (e.g. ``"failed"``); ``filter`` keeps those whose
+        metadata matches, as in recall; as they were at ``as_of`` when given (one namespace).
+        Follow ``next_cursor``."""
         return await self._catalog.page(
-            namespace, limit=limit, cursor=cursor, status=status, as_of=as_of
+            namespace, limit=limit, cursor=cursor, status=status, filter=filter, as_of=as_of
         )
+
+    async def namespaces(self, prefix: str = "", *, limit: int = 1000) -> builtins.list[str]:
+        """The namespaces that hold memories and start with ``prefix``, in order (at most
+        ``limit``)."""
+        return await self._catalog.namespaces(prefix, limit=limit)
 
     async def history(
         self,

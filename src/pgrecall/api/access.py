@@ -9,9 +9,13 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from uuid import UUID
 
 from pgrecall.api.errors import Forbidden, Unauthorized
 from pgrecall.audit import key_actor
+from pgrecall.catalog import no_memory
+from pgrecall.records import Memory
+from pgrecall.store import MemoryStore
 from pgrecall.transfer.exporter import ExportScope
 
 
@@ -40,6 +44,15 @@ class Access:
                 return True
         return False
 
+    @property
+    def default_namespace(self) -> str | None:
+        """The namespace a call that names none uses: the first exact name of this access
+        (a ``prefix*`` pattern names no one namespace); None when there is none."""
+        for pattern in self.patterns or ():
+            if not pattern.endswith("*"):
+                return pattern
+        return None
+
     def require(self, namespaces: Iterable[str]) -> None:
         """Raise Forbidden naming the first namespace outside this access."""
         for namespace in namespaces:
@@ -59,6 +72,15 @@ class Access:
         """Raise Forbidden unless the caller may see every namespace."""
         if not self.everything:
             raise Forbidden(f"{what} across namespaces needs a key with '*'; name a namespace")
+
+
+async def visible_memory(memory_id: UUID, caller: Access, store: MemoryStore) -> Memory:
+    """The memory, if the caller may see its namespace. One the caller may not see answers as
+    an unknown id does: a 403 naming the namespace would tell that the id exists, and where."""
+    memory = await store.get(memory_id)
+    if not caller.allows(memory.namespace):
+        raise no_memory(memory_id)
+    return memory
 
 
 def check_key(presented: str | None, keys: Mapping[str, Sequence[str]] | None) -> Access:

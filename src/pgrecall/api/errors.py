@@ -9,7 +9,9 @@ backend is 503; a 500 means a bug.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pgrecall import errors
 
@@ -66,6 +68,23 @@ class Problem:
     status: int
     code: str
     message: str
+
+    def body(self) -> dict[str, dict[str, str]]:
+        """``{"error": {"code", "message"}}``, the body every front end sends. A message may
+        quote what the client sent, a lone surrogate included, which UTF-8 cannot carry: such a
+        character is shown as its escape."""
+        readable = self.message.encode("utf-8", "backslashreplace").decode("utf-8")
+        return {"error": {"code": self.code, "message": readable}}
+
+
+def refusal(refusals: Iterable[Mapping[str, Any]]) -> Problem:
+    """A request shape's refusal (pydantic's error list) as one 422 naming every field:
+    ``field.sub: what is wrong; ...``."""
+    described = []
+    for refusal in refusals:
+        where = ".".join(str(part) for part in refusal.get("loc", ()) if part != "body")
+        described.append(f"{where or 'body'}: {refusal.get('msg', 'invalid')}")
+    return Problem(422, "invalid_request", "; ".join(described))
 
 
 def problem(exc: Exception) -> Problem:

@@ -10,14 +10,18 @@ from uuid import UUID
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from pgrecall.records import Mode, RecallOptions, RecallResult, Remembered, Stats
+from pgrecall.api.errors import PayloadTooLarge
+from pgrecall.records import MemoryInput, Mode, RecallOptions, RecallResult, Remembered, Stats
 from pgrecall.validation import MAX_KEY_LENGTH, MAX_NAMESPACE_LENGTH, MAX_QUERY_CHARS
 
 Namespace = Field(min_length=1, max_length=MAX_NAMESPACE_LENGTH)
+MAX_RECALL_NAMESPACES = 100
 Status = Literal["pending", "embedded", "failed"]
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """A request shape: a field it does not know is refused, never ignored."""
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -32,10 +36,9 @@ class _FromRecord(BaseModel):
         return cls.model_validate(record)
 
 
-class MemoryIn(_Strict):
-    """One memory to store."""
+class MemoryFields(Strict):
+    """What one memory to store holds besides its namespace (shared by every front end)."""
 
-    namespace: str = Namespace
     content: str = Field(min_length=1)
     metadata: dict[str, Any] | None = None
     key: str | None = Field(default=None, min_length=1, max_length=MAX_KEY_LENGTH)
@@ -43,8 +46,32 @@ class MemoryIn(_Strict):
     valid_from: AwareDatetime | None = None
     valid_until: AwareDatetime | None = None
 
+    def to_input(self, namespace: str | None) -> MemoryInput:
+        """The memory for ``MemoryStore.remember``, in ``namespace``."""
+        return MemoryInput(
+            content=self.content,
+            namespace=namespace,
+            metadata=self.metadata,
+            key=self.key,
+            expires_at=self.expires_at,
+            valid_from=self.valid_from,
+            valid_until=self.valid_until,
+        )
 
-class RememberRequest(_Strict):
+
+class MemoryIn(MemoryFields):
+    """One memory to store."""
+
+    namespace: str = Namespace
+
+
+def check_batch(count: int, limit: int) -> None:
+    """Refuse more memories in one request than the server takes (``http_max_batch``)."""
+    if count > limit:
+        raise PayloadTooLarge(f"{count} memories in one request; at most {limit}")
+
+
+class RememberRequest(Strict):
     """Memories to store, in one request."""
 
     memories: list[MemoryIn] = Field(min_length=1)
@@ -76,7 +103,7 @@ class RecallRequest(RecallOptions):
     recall options (``RecallOptions``, the same fields every front end takes)."""
 
     query: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS)]
-    namespaces: Annotated[list[str], Field(min_length=1, max_length=100)]
+    namespaces: Annotated[list[str], Field(min_length=1, max_length=MAX_RECALL_NAMESPACES)]
 
 
 class HitOut(_FromRecord):
@@ -146,7 +173,7 @@ class PageOut(_FromRecord):
     next_cursor: str | None
 
 
-class MemoryPatch(_Strict):
+class MemoryPatch(Strict):
     """Fields to change; ``expires_at: null`` clears the expiry, leaving it out keeps it."""
 
     content: str | None = Field(default=None, min_length=1)
@@ -154,7 +181,7 @@ class MemoryPatch(_Strict):
     expires_at: AwareDatetime | None = None
 
 
-class InvalidateRequest(_Strict):
+class InvalidateRequest(Strict):
     """End a fact's validity (now when ``at`` is left out), saying why."""
 
     at: AwareDatetime | None = None
@@ -201,7 +228,7 @@ class AuditOut(BaseModel):
     entries: list[AuditEntryOut]
 
 
-class ForgetRequest(_Strict):
+class ForgetRequest(Strict):
     """Forget a namespace's memories matching a filter (``{}``: all of them)."""
 
     namespace: str = Namespace

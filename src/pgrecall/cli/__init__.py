@@ -8,6 +8,7 @@ from pgrecall.cli import (  # noqa: F401 - they register
     admin,
     demo,
     export,
+    mcp,
     memories,
     serve,
     versions,

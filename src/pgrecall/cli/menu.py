@@ -35,7 +35,7 @@ MENU: tuple[tuple[str, tuple[str, ...]], ...] = (
             "retry",
         ),
     ),
-    ("Serving", ("serve", "worker")),
+    ("Serving", ("serve", "mcp", "worker")),
     ("Setup and administration", ("demo", "doctor", "pull", "migrate", "index")),
 )
 

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import typer
-import uvicorn
 
 from pgrecall.cli.base import app, fail, settings
-from pgrecall.errors import ConfigurationError
-from pgrecall.http.app import create_app, is_loopback
+from pgrecall.errors import ConfigurationError, PgRecallError
+from pgrecall.http.app import is_loopback
+from pgrecall.http.serving import default_workers, serve
 
 
 @app.command("serve")
 def serve_command(
     host: str = typer.Option("127.0.0.1", "--host", help="address to bind"),
     port: int = typer.Option(8080, "--port", help="port to listen on"),
+    workers: int = typer.Option(
+        default_workers(),
+        "--workers",
+        min=1,
+        max=64,
+        help="processes serving requests (default: one per two cores)",
+    ),
+    access_log: bool = typer.Option(
+        False, "--access-log", help="log a line per request (off by default)"
+    ),
 ) -> None:
     """Serve the HTTP API (loopback only without API keys).
 
@@ -27,4 +37,7 @@ def serve_command(
                 "to 127.0.0.1"
             )
         )
-    uvicorn.run(create_app(config), host=host, port=port, log_level="info", proxy_headers=False)
+    try:
+        serve(config, host=host, port=port, workers=workers, access_log=access_log)
+    except PgRecallError as exc:
+        raise fail(exc) from None

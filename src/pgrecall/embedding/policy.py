@@ -104,7 +104,8 @@ class EmbedOrDefer:
 
     def _timeout(self, count: int) -> float | None:
         """``inline_embed_timeout`` per request's worth of ``count`` texts; none in process."""
-        if not BACKENDS[self.embedder.space.kind].remote:
+        backend = BACKENDS.get(self.embedder.space.kind)  # None: a custom embedder, bounded too
+        if backend is not None and not backend.remote:
             return None
         return self._inline_timeout * math.ceil(count / self._batch_size)
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -15,7 +16,10 @@ from pgrecall.http import errors
 from pgrecall.http.errors import error_response
 from pgrecall.http.metrics import InstrumentedEmbedder, Metrics, RequestMetrics
 from pgrecall.http.routes import api, probes
+from pgrecall.mcp import missing_sdk
 from pgrecall.store import MemoryStore
+
+logger = logging.getLogger(__name__)
 
 
 class BodyLimit:
@@ -75,24 +79,37 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _mount_mcp(app: FastAPI, settings: Settings) -> AbstractAsyncContextManager[None] | None:
+    """Serve MCP at /mcp when the ``mcp`` extra is installed; say so once when it is not."""
+    missing = missing_sdk()
+    if missing is not None:
+        logger.info("no MCP endpoint at /mcp: %s", missing)
+        return None
+    from pgrecall.mcp.endpoint import mount
+
+    return mount(app.router.routes, settings, lambda: app.state.store)
+
+
 def create_app(settings: Settings, *, store: MemoryStore | None = None) -> FastAPI:
     """The app; it opens (and closes) its own store unless one is given."""
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if store is not None:
-            app.state.store = store
+        async with AsyncExitStack() as resources:
+            if store is not None:
+                app.state.store = store
+            else:
+                embedder = InstrumentedEmbedder(create_embedder(settings), metrics)
+                resources.push_async_callback(embedder.aclose)
+                opened = await MemoryStore.open(settings, embedder=embedder)
+                resources.push_async_callback(opened.close)
+                app.state.store = opened
+            # The MCP endpoint's session manager runs inside the app's lifespan, once the store
+            # it serves is open, and stops before the store closes.
+            if mcp_runner is not None:
+                await resources.enter_async_context(mcp_runner)
             yield
-            return
-        embedder = InstrumentedEmbedder(create_embedder(settings), metrics)
-        opened = await MemoryStore.open(settings, embedder=embedder)
-        app.state.store = opened
-        try:
-            yield
-        finally:
-            await opened.close()
-            await embedder.aclose()
 
     app = FastAPI(
         title="pgrecall",
@@ -106,6 +123,7 @@ def create_app(settings: Settings, *, store: MemoryStore | None = None) -> FastA
     errors.install(app)
     app.include_router(api)
     app.include_router(probes)
+    mcp_runner = _mount_mcp(app, settings)
     app.add_middleware(BodyLimit, limit=settings.http_max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
     return app

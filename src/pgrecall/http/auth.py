@@ -9,15 +9,18 @@ from fastapi import Request
 from pgrecall.api.access import Access, check_key
 
 
-def _presented_key(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The API key a request carries: ``Authorization: Bearer <key>``, else ``X-API-Key`` (the
+    REST API and MCP over HTTP read it alike)."""
+    header = headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token:
         return token.strip()
-    return request.headers.get("x-api-key")
+    return headers.get("x-api-key")
 
 
-def access(request: Request) -> Access:
-    """FastAPI dependency: the caller's access, from the app's configured keys."""
+async def access(request: Request) -> Access:
+    """FastAPI dependency: the caller's access, from the app's configured keys (async: a
+    plain function would run in FastAPI's thread pool)."""
     keys: Mapping[str, Sequence[str]] | None = request.app.state.api_keys
-    return check_key(_presented_key(request), keys)
+    return check_key(presented_key(request.headers), keys)

@@ -8,14 +8,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pgrecall import errors
-from pgrecall.api.errors import RequestError, problem
+from pgrecall.api.errors import Problem, RequestError, problem, refusal
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
-    """The JSON error body every error uses. A message may quote what the client sent, a lone
-    surrogate included, which UTF-8 cannot carry: such a character is shown as its escape."""
-    readable = message.encode("utf-8", "backslashreplace").decode("utf-8")
-    return JSONResponse({"error": {"code": code, "message": readable}}, status_code=status)
+    """The JSON error response every error uses (``Problem.body``)."""
+    return JSONResponse(Problem(status, code, message).body(), status_code=status)
 
 
 def install(app: FastAPI) -> None:
@@ -29,13 +27,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = []
-        for error in exc.errors():
-            where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
-            problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
+        refused = refusal(exc.errors())
         json_error = any(error.get("type") == "json_invalid" for error in exc.errors())
-        status, code = (400, "malformed_json") if json_error else (422, "invalid_request")
-        return error_response(status, code, "; ".join(problems))
+        status, code = (400, "malformed_json") if json_error else (refused.status, refused.code)
+        return error_response(status, code, refused.message)
 
     @app.exception_handler(StarletteHTTPException)
     async def routing_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -12,8 +12,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import generate_latest
 from pydantic import AwareDatetime
 
-from pgrecall.api.access import Access
-from pgrecall.api.errors import PayloadTooLarge
+from pgrecall.api.access import Access, visible_memory
 from pgrecall.api.schemas import (
     AuditEntryOut,
     AuditOut,
@@ -23,7 +22,6 @@ from pgrecall.api.schemas import (
     HistoryOut,
     HitOut,
     InvalidateRequest,
-    MemoryIn,
     MemoryOut,
     MemoryPatch,
     PageOut,
@@ -35,14 +33,15 @@ from pgrecall.api.schemas import (
     StatsOut,
     Status,
     VersionOut,
+    check_batch,
 )
 from pgrecall.audit import MAX_AUDIT_PAGE
-from pgrecall.catalog import MAX_PAGE, no_memory
+from pgrecall.catalog import MAX_PAGE
 from pgrecall.errors import PgRecallError
 from pgrecall.http.auth import access
 from pgrecall.http.metrics import Metrics
 from pgrecall.http.rendering import json_answer
-from pgrecall.records import UNSET, Memory, MemoryInput
+from pgrecall.records import UNSET
 from pgrecall.store import MemoryStore
 from pgrecall.transfer.exporter import ExportScope, export_chunks
 from pgrecall.validation import MAX_NAMESPACE_LENGTH
@@ -59,7 +58,9 @@ NamespaceQuery = Query(min_length=1, max_length=MAX_NAMESPACE_LENGTH)
 NDJSON = "application/x-ndjson"
 
 
-def _store(request: Request) -> MemoryStore:
+async def _store(request: Request) -> MemoryStore:
+    # Dependencies are async: FastAPI runs a plain function in its thread pool, a hop that
+    # cost more than the function.
     store: MemoryStore = request.app.state.store
     return store
 
@@ -67,29 +68,15 @@ def _store(request: Request) -> MemoryStore:
 StoreDependency = Annotated[MemoryStore, Depends(_store)]
 
 
-def _memory_input(item: MemoryIn) -> MemoryInput:
-    return MemoryInput(
-        content=item.content,
-        namespace=item.namespace,
-        metadata=item.metadata,
-        key=item.key,
-        expires_at=item.expires_at,
-        valid_from=item.valid_from,
-        valid_until=item.valid_until,
-    )
-
-
 @api.post("/memories", response_model=RememberResponse)
 async def remember(
     body: RememberRequest, request: Request, caller: Caller, store: StoreDependency
 ) -> RememberResponse:
     """Store one or many memories; each comes back embedded, pending or failed."""
-    limit: int = request.app.state.max_batch
-    if len(body.memories) > limit:
-        raise PayloadTooLarge(f"{len(body.memories)} memories in one request; at most {limit}")
+    check_batch(len(body.memories), request.app.state.max_batch)
     caller.require(item.namespace for item in body.memories)
     results = await store.remember(
-        [_memory_input(item) for item in body.memories], actor=caller.actor
+        [item.to_input(item.namespace) for item in body.memories], actor=caller.actor
     )
     return RememberResponse.of(results)
 
@@ -103,19 +90,10 @@ async def recall(body: RecallRequest, caller: Caller, store: StoreDependency) ->
     return json_answer(answer, "hits", (HitOut.of(hit) for hit in result))
 
 
-async def _visible(memory_id: UUID, caller: Access, store: MemoryStore) -> Memory:
-    """The memory, if the caller may see its namespace. One the caller may not see answers as
-    an unknown id does: a 403 naming the namespace would tell that the id exists, and where."""
-    memory = await store.get(memory_id)
-    if not caller.allows(memory.namespace):
-        raise no_memory(memory_id)
-    return memory
-
-
 @api.get("/memories/{memory_id}", response_model=MemoryOut)
 async def get_memory(memory_id: UUID, caller: Caller, store: StoreDependency) -> MemoryOut:
     """One memory by id."""
-    return MemoryOut.of(await _visible(memory_id, caller, store))
+    return MemoryOut.of(await visible_memory(memory_id, caller, store))
 
 
 @api.patch("/memories/{memory_id}", response_model=MemoryOut)
@@ -123,7 +101,7 @@ async def update_memory(
     memory_id: UUID, body: MemoryPatch, caller: Caller, store: StoreDependency
 ) -> MemoryOut:
     """Change text (embedded again), metadata (replaced) or expiry (null clears it)."""
-    current = await _visible(memory_id, caller, store)
+    current = await visible_memory(memory_id, caller, store)
     expires_at = body.expires_at if "expires_at" in body.model_fields_set else UNSET
     updated = await store.update(
         memory_id,
@@ -141,7 +119,7 @@ async def invalidate_memory(
     memory_id: UUID, body: InvalidateRequest, caller: Caller, store: StoreDependency
 ) -> MemoryOut:
     """End a fact's validity without deleting it; recall leaves it out unless asked."""
-    current = await _visible(memory_id, caller, store)
+    current = await visible_memory(memory_id, caller, store)
     ended = await store.invalidate(
         memory_id, namespace=current.namespace, at=body.at, reason=body.reason, actor=caller.actor
     )
@@ -151,7 +129,7 @@ async def invalidate_memory(
 @api.get("/memories/{memory_id}/history", response_model=HistoryOut)
 async def memory_history(memory_id: UUID, caller: Caller, store: StoreDependency) -> HistoryOut:
     """Every version of a memory, oldest first, with the span each was current."""
-    current = await _visible(memory_id, caller, store)
+    current = await visible_memory(memory_id, caller, store)
     versions = await store.history(memory_id, namespace=current.namespace)
     return HistoryOut(
         id=memory_id,
@@ -178,7 +156,7 @@ async def audit(
 @api.delete("/memories/{memory_id}", response_model=ForgetResponse)
 async def delete_memory(memory_id: UUID, caller: Caller, store: StoreDependency) -> ForgetResponse:
     """Forget one memory."""
-    current = await _visible(memory_id, caller, store)
+    current = await visible_memory(memory_id, caller, store)
     forgotten = await store.forget([memory_id], namespace=current.namespace, actor=caller.actor)
     return ForgetResponse(forgotten=forgotten)
 

@@ -30,6 +30,7 @@ from pgrecall.config import Settings
 from pgrecall.db.errors import database_errors
 from pgrecall.db.params import SqlParams
 from pgrecall.embedding.base import Embedder
+from pgrecall.embedding.coalesce import QueryCoalescer
 from pgrecall.embedding.guard import SpaceRegistry
 from pgrecall.embedding.health import EmbedderHealth
 from pgrecall.errors import EmbeddingError, InvalidInputError, NotFoundError
@@ -128,6 +129,11 @@ class QueryService:
     ) -> None:
         self._pool = pool
         self._embedder = embedder
+        self._queries = QueryCoalescer(
+            embedder,
+            wait_seconds=settings.query_batch_wait_ms / 1000,
+            max_batch=settings.embed_batch_size,
+        )
         self._spaces = spaces
         self._sizes = sizes
         self._settings = settings
@@ -154,7 +160,7 @@ class QueryService:
         if rankings.vector:
             space_id = await self._spaces.require(self._embedder.space)
             try:
-                vector = (await self._embedder.embed_queries([text])).vectors[0]
+                vector = await self._queries.embed(text)
             except EmbeddingError as exc:
                 if exc.transient:
                     self._health.mark_down(str(exc))

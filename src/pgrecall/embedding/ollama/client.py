@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import numpy as np
 
 from pgrecall.embedding.models import canonical_name
 from pgrecall.errors import (
@@ -127,6 +128,23 @@ def _nothing_listens(exc: BaseException) -> str | None:
     return None
 
 
+def _number_lists(value: object) -> list[list[float]] | None:
+    """``value`` as lists of floats if it is a list of equally long number lists, else None.
+
+    Checked and converted by numpy in C: the loops in Python took ~3 ms per 64 vectors of 384,
+    on the event loop every recall and ingest shares."""
+    if not isinstance(value, list) or not all(isinstance(vector, list) for vector in value):
+        return None
+    try:
+        array = np.array(value)
+    except ValueError:  # lists of different lengths
+        return None
+    if value and (array.ndim != 2 or array.dtype.kind not in "fiu"):
+        return None
+    converted: list[list[float]] = array.astype(np.float64).tolist()
+    return converted
+
+
 def is_context_length_error(message: str) -> bool:
     """Every Ollama version's wording of 'input longer than the context' mentions it."""
     return "context length" in message.lower()
@@ -206,18 +224,14 @@ class OllamaClient:
         body = await self._json(
             "POST", "/api/embed", model=model, payload={**payload, "model": model}
         )
-        embeddings = body.get("embeddings")
-        if not isinstance(embeddings, list) or not all(
-            isinstance(vector, list) and all(isinstance(v, (int, float)) for v in vector)
-            for vector in embeddings
-        ):
+        embeddings = _number_lists(body.get("embeddings"))
+        if embeddings is None:
             raise BadEmbeddingResponseError(
                 f"{self.base_url}/api/embed answered without a list of number lists"
             )
         count = body.get("prompt_eval_count")
         return EmbedReply(
-            embeddings=[[float(v) for v in vector] for vector in embeddings],
-            prompt_eval_count=count if isinstance(count, int) else None,
+            embeddings=embeddings, prompt_eval_count=count if isinstance(count, int) else None
         )
 
     async def pull(self, model: str) -> AsyncIterator[PullProgress]:

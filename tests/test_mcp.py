@@ -1,0 +1,305 @@
+"""The MCP server through the SDK's own client: ``pgrecall mcp`` spawned over stdio, and ``/mcp``
+of ``pgrecall serve`` over streamable HTTP on 127.0.0.1. Real database, the local model."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx
+import httpx2
+import pytest
+from mcp.client import Client
+from mcp.client.stdio import StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from mcp_types import CallToolResult
+
+from .conftest import store_settings
+from .http_server import ServerThread
+
+# Every wait on the server is bounded: the subprocess loads the model and opens the store first.
+CALL_SECONDS = 120.0
+SESSION_SECONDS = 240.0
+AGENT_KEY = "agent-a-key-0123456789"
+ADMIN_KEY = "admin-key-0123456789ab"
+KEYS = {AGENT_KEY: ["agent-a", "team-*"], ADMIN_KEY: ["*"]}
+TOOLS = {"remember", "recall", "get", "list", "update", "forget", "stats"}
+
+DEPLOYS = "The team deploys to production every Thursday afternoon, never on Fridays."
+DISTRACTORS = [
+    "The office coffee machine is descaled on the first Monday of the month.",
+    "Unit tests run against a real PostgreSQL database, never SQLite.",
+]
+
+
+async def _call(client: Client, tool: str, arguments: dict[str, Any]) -> CallToolResult:
+    with anyio.fail_after(CALL_SECONDS):
+        return await client.call_tool(tool, arguments)
+
+
+async def _ok(client: Client, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    result = await _call(client, tool, arguments)
+    assert not result.is_error, result.content
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+async def _refused(client: Client, tool: str, arguments: dict[str, Any], code: str) -> str:
+    result = await _call(client, tool, arguments)
+    assert result.is_error, result.structured_content
+    assert result.structured_content is not None
+    error = result.structured_content["error"]
+    assert error["code"] == code, error
+    return str(error["message"])
+
+
+async def _tools_are_described(client: Client) -> None:
+    with anyio.fail_after(CALL_SECONDS):
+        listed = (await client.list_tools()).tools
+    by_name = {tool.name: tool for tool in listed}
+    assert set(by_name) == TOOLS
+    for tool in listed:
+        assert tool.input_schema["type"] == "object"
+        assert tool.output_schema is not None
+        assert tool.output_schema["type"] == "object"
+        assert tool.annotations is not None
+        assert tool.description
+        assert len(tool.description) > 40
+    assert by_name["recall"].annotations.read_only_hint is True  # type: ignore[union-attr]
+    assert by_name["forget"].annotations.destructive_hint is True  # type: ignore[union-attr]
+    assert by_name["remember"].annotations.read_only_hint is False  # type: ignore[union-attr]
+    assert {"content", "memories", "namespace", "metadata", "key", "expires_at"} <= set(
+        by_name["remember"].input_schema["properties"]
+    )
+    assert {"query", "k", "namespace", "namespaces", "filter", "mode"} <= set(
+        by_name["recall"].input_schema["properties"]
+    )
+
+
+async def _remember_then_recall_by_paraphrase(client: Client) -> str:
+    """Stores in the default namespace (none named); returns the id of the deploy memory."""
+    stored = await _ok(client, "remember", {"content": DEPLOYS, "metadata": {"topic": "ops"}})
+    (entry,) = stored["memories"]
+    assert entry["namespace"] == "agent-a"
+    assert entry["created"] is True
+    batch = await _ok(client, "remember", {"memories": [{"content": text} for text in DISTRACTORS]})
+    assert [item["namespace"] for item in batch["memories"]] == ["agent-a", "agent-a"]
+    found = await _ok(client, "recall", {"query": "Which day of the week do we ship releases?"})
+    assert found["hits"][0]["id"] == entry["id"]
+    assert found["hits"][0]["content"] == DEPLOYS
+    filtered = await _ok(
+        client, "recall", {"query": "coffee machine", "filter": {"topic": "ops"}, "k": 5}
+    )
+    assert [hit["id"] for hit in filtered["hits"]] == [entry["id"]]
+    return str(entry["id"])
+
+
+async def _every_other_tool(client: Client, memory_id: str) -> None:
+    got = await _ok(client, "get", {"id": memory_id})
+    assert got["content"] == DEPLOYS
+    assert got["metadata"] == {"topic": "ops"}
+    page = await _ok(client, "list", {"limit": 2})
+    assert len(page["memories"]) == 2
+    assert page["next_cursor"]
+    rest = await _ok(client, "list", {"limit": 2, "cursor": page["next_cursor"]})
+    assert len(rest["memories"]) == 1
+    assert rest["next_cursor"] is None
+    updated = await _ok(client, "update", {"id": memory_id, "metadata": {"topic": "release"}})
+    assert updated["metadata"] == {"topic": "release"}
+    assert updated["content"] == DEPLOYS
+    counts = await _ok(client, "stats", {})
+    assert counts["memories"] == 3
+    assert [n["namespace"] for n in counts["namespaces"]] == ["agent-a"]
+    team = await _ok(
+        client, "remember", {"content": "Team lunch is on Wednesdays.", "namespace": "team-x"}
+    )
+    assert team["memories"][0]["namespace"] == "team-x"
+    gone = await _ok(client, "forget", {"ids": [memory_id]})
+    assert gone == {"forgotten": 1}
+    await _refused(client, "get", {"id": memory_id}, "not_found")
+    cleared = await _ok(client, "forget", {"namespace": "team-x", "filter": {}})
+    assert cleared == {"forgotten": 1}
+
+
+async def _scoping(client: Client) -> None:
+    message = await _refused(client, "recall", {"query": "anything", "namespace": "b"}, "forbidden")
+    assert "'b'" in message
+    await _refused(client, "remember", {"content": "x", "namespace": "b"}, "forbidden")
+    await _refused(client, "list", {"namespace": "b"}, "forbidden")
+    await _refused(client, "stats", {"namespace": "b"}, "forbidden")
+    await _refused(client, "forget", {"namespace": "b", "filter": {}}, "forbidden")
+    await _refused(
+        client, "recall", {"query": "anything", "namespaces": ["agent-a", "b"]}, "forbidden"
+    )
+    # A batch with one item outside the scope stores nothing.
+    batch = {"memories": [{"content": "fine"}, {"content": "not here", "namespace": "b"}]}
+    await _refused(client, "remember", batch, "forbidden")
+
+
+async def _bad_arguments(client: Client) -> None:
+    message = await _refused(client, "recall", {"query": "", "k": 0}, "invalid_request")
+    assert "query" in message
+    assert "k" in message
+    message = await _refused(
+        client, "remember", {"content": "a", "memories": [{"content": "b"}]}, "invalid_request"
+    )
+    assert "content" in message
+    await _refused(client, "remember", {"content": "a", "colour": "red"}, "invalid_request")
+    await _refused(client, "get", {"id": "not-a-uuid"}, "invalid_request")
+    await _refused(client, "forget", {}, "invalid_request")
+    await _refused(
+        client, "recall", {"query": "x", "filter": {"topic": {"bogus": 1}}}, "invalid_filter"
+    )
+    await _refused(
+        client,
+        "remember",
+        {"content": "x", "expires_at": "2030-01-01T00:00:00"},  # no time zone
+        "invalid_request",
+    )
+    # More memories than one call may carry (PGRECALL_HTTP_MAX_BATCH, 1000) are refused whole.
+    too_many = {"memories": [{"content": f"note {n}"} for n in range(1001)]}
+    await _refused(client, "remember", too_many, "payload_too_large")
+    await _refused(client, "recall", {"query": "x", "namespaces": []}, "invalid_request")
+    await _refused(client, "recall", {"query": "x", "k": 1001}, "invalid_request")
+    # Text over the store's limit (100,000 characters by default) is refused, not stored in part.
+    await _refused(client, "remember", {"content": "word " * 30_000}, "invalid_input")
+    with pytest.raises(MCPError, match="no tool 'bogus'"):
+        await _call(client, "bogus", {})
+    # The server still answers after every refusal.
+    assert (await _ok(client, "stats", {}))["memories"] >= 0
+
+
+async def _exercise(client: Client) -> None:
+    await _tools_are_described(client)
+    memory_id = await _remember_then_recall_by_paraphrase(client)
+    await _scoping(client)
+    await _bad_arguments(client)
+    await _every_other_tool(client, memory_id)
+
+
+def _stdio(dsn: str, *namespaces: str) -> StdioServerParameters:
+    flags = [part for name in namespaces for part in ("--namespace", name)]
+    return StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "pgrecall.cli", "mcp", *flags],
+        env={
+            "PGRECALL_DATABASE_URL": dsn,
+            "PGRECALL_EMBEDDER": "local",
+            "PGRECALL_AUTO_MIGRATE": "false",
+            # The spawned server gets the parent's view of the local model's cache.
+            **{k: v for k, v in os.environ.items() if k in ("HOME", "XDG_CACHE_HOME")},
+        },
+    )
+
+
+@asynccontextmanager
+async def _connected(server: Any) -> AsyncIterator[Client]:
+    """A connected client; the whole conversation is bounded by SESSION_SECONDS."""
+    with anyio.fail_after(SESSION_SECONDS):
+        async with Client(server, read_timeout_seconds=CALL_SECONDS) as client:
+            yield client
+
+
+async def test_stdio(migrated_dsn: str) -> None:
+    # The server's stderr goes to this process's, which pytest captures and shows on failure.
+    async with _connected(_stdio(migrated_dsn, "agent-a", "team-*")) as client:
+        await _exercise(client)
+
+
+def test_stdio_without_a_namespace_is_one_line_and_exit_2() -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PGRECALL_")}
+    completed = subprocess.run(
+        [sys.executable, "-m", "pgrecall.cli", "mcp"],
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert completed.returncode == 2
+    assert completed.stderr.count("\n") == 1
+    assert "--namespace" in completed.stderr
+
+
+async def test_stdio_namespaces_from_the_setting(migrated_dsn: str) -> None:
+    parameters = _stdio(migrated_dsn)
+    assert parameters.env is not None
+    parameters.env["PGRECALL_MCP_NAMESPACES"] = '["from-setting", "other-*"]'
+    async with _connected(parameters) as client:
+        stored = await _ok(client, "remember", {"content": "Stored where the setting says."})
+        assert stored["memories"][0]["namespace"] == "from-setting"
+        await _ok(client, "remember", {"content": "Also here.", "namespace": "other-1"})
+        await _refused(client, "list", {"namespace": "agent-a"}, "forbidden")
+
+
+@pytest.fixture
+def server(migrated_dsn: str) -> Iterator[ServerThread]:
+    settings = store_settings(database_url=migrated_dsn, api_keys=KEYS)
+    running = ServerThread(settings).start()
+    yield running
+    running.stop()
+
+
+def _http(url: str, key: str) -> Any:
+    client = httpx2.AsyncClient(
+        headers={"Authorization": f"Bearer {key}"}, timeout=httpx2.Timeout(CALL_SECONDS)
+    )
+    return _Owned(streamable_http_client(f"{url}/mcp", http_client=client), client)
+
+
+class _Owned:
+    """A transport that closes its HTTP client after itself."""
+
+    def __init__(self, transport: Any, client: httpx2.AsyncClient) -> None:
+        self.transport = transport
+        self.client = client
+
+    async def __aenter__(self) -> Any:
+        await self.client.__aenter__()
+        return await self.transport.__aenter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            await self.transport.__aexit__(*exc)
+        finally:
+            await self.client.__aexit__(*exc)
+
+
+async def test_streamable_http(server: ServerThread) -> None:
+    async with _connected(_http(server.url, AGENT_KEY)) as client:
+        await _exercise(client)
+
+
+async def test_http_key_scoping_and_ids_of_other_namespaces(server: ServerThread) -> None:
+    async with _connected(_http(server.url, ADMIN_KEY)) as admin:
+        stored = await _ok(admin, "remember", {"content": "Secret of b.", "namespace": "b"})
+        other_id = stored["memories"][0]["id"]
+        # The admin key has no default namespace ("*" names none): a call must name one.
+        message = await _refused(admin, "remember", {"content": "x"}, "invalid_input")
+        assert "name a namespace" in message
+    async with _connected(_http(server.url, AGENT_KEY)) as agent:
+        # An id in a namespace the key may not see answers as an unknown id, for every tool.
+        await _refused(agent, "get", {"id": other_id}, "not_found")
+        await _refused(agent, "update", {"id": other_id, "content": "mine"}, "not_found")
+        await _refused(agent, "forget", {"ids": [other_id]}, "not_found")
+        await _refused(agent, "stats", {"namespace": "b"}, "forbidden")
+    async with _connected(_http(server.url, ADMIN_KEY)) as admin:
+        still = await _ok(admin, "get", {"id": other_id})
+        assert still["content"] == "Secret of b."
+
+
+def test_http_without_a_valid_key_is_401(server: ServerThread) -> None:
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    headers = {"Accept": "application/json, text/event-stream"}
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for extra in ({}, {"Authorization": "Bearer not-a-key-at-all-000"}):
+            response = client.post("/mcp", json=initialize, headers={**headers, **extra})
+            assert response.status_code == 401
+            assert response.json()["error"]["code"] == "unauthorized"
