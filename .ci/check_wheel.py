@@ -2,7 +2,8 @@
 
 Run with the wheel's venv's python and the checkout's path: every module of src/pgrecall and
 migrations/ imports from the installed package (not the checkout), every data file beside them was
-shipped, and `pgrecall --version`, `migrate` and `demo` work from the venv without printing a
+shipped (the console's static files among them, and the installed app serves them), and
+`pgrecall --version`, `migrate` and `demo` work from the venv without printing a
 Python warning, on a machine without XDG_RUNTIME_DIR.
 """
 
@@ -19,7 +20,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 # Alembic loads env.py itself, with its migration context; `pgrecall migrate` below runs it.
-NOT_IMPORTABLE_ALONE = {"pgrecall.migrations.env"}
+# Importing the CLI's __main__ runs the CLI (with this script's arguments), as `python -m` does.
+NOT_IMPORTABLE_ALONE = {"pgrecall.migrations.env", "pgrecall.cli.__main__"}
 
 
 def source_files(checkout: Path) -> dict[str, Path]:
@@ -60,6 +62,28 @@ def check_contents(checkout: Path) -> None:
         if site not in Path(module.__file__ or "").parents:
             sys.exit(f"{name} came from {module.__file__}, not from the installed wheel")
     print(f"wheel: {len(source_files(checkout))} files present, {len(modules)} modules import")
+
+
+def check_console() -> None:
+    """The app finds the console's files where the wheel put them (data, not modules)."""
+    import asyncio
+
+    import httpx
+
+    from pgrecall.config import load_settings
+    from pgrecall.http.app import create_app
+
+    async def fetch(paths: tuple[str, ...]) -> list[httpx.Response]:
+        # ASGITransport runs no lifespan: no store is opened for these static answers.
+        transport = httpx.ASGITransport(app=create_app(load_settings()))
+        async with httpx.AsyncClient(transport=transport, base_url="http://wheel") as client:
+            return [await client.get(path) for path in paths]
+
+    paths = ("/console/", "/console/js/main.js", "/console/console.css")
+    for path, answer in zip(paths, asyncio.run(fetch(paths)), strict=True):
+        if answer.status_code != 200 or not answer.headers.get("content-security-policy"):
+            sys.exit(f"the installed app answered {answer.status_code} for {path}")
+    print("wheel: the console is served from the installed package")
 
 
 def stop_servers(data_dir: Path) -> None:
@@ -125,4 +149,5 @@ def run_commands() -> None:
 
 if __name__ == "__main__":
     check_contents(Path(sys.argv[1]).resolve())
+    check_console()
     run_commands()

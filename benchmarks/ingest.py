@@ -32,6 +32,7 @@ import asyncpg
 from pgvector.asyncpg import register_vector
 
 from benchmarks.common import (
+    CONTENT_ONLY,
     OUT,
     Corpus,
     PrecomputedEmbedder,
@@ -90,7 +91,7 @@ async def raw_copy(dsn: str, data: Corpus) -> float:
 
 
 def _store_settings(dsn: str) -> Any:
-    return load_settings(database_url=dsn, worker=False, auto_migrate=False)
+    return load_settings(database_url=dsn, worker=False, auto_migrate=False, **CONTENT_ONLY)
 
 
 async def through_remember(dsn: str, data: Corpus) -> float:

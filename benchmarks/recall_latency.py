@@ -30,6 +30,7 @@ import asyncpg
 import numpy as np
 
 from benchmarks.common import (
+    CONTENT_ONLY,
     OUT,
     SPREAD,
     Corpus,
@@ -84,7 +85,7 @@ def make_queries(data: Corpus, scope: str | None, count: int, seed: int = 7) -> 
 async def load(dsn: str, data: Corpus) -> MemoryStore:
     embedder = PrecomputedEmbedder()
     embedder.learn(data.texts, data.vectors)
-    settings = load_settings(database_url=dsn, worker=False, auto_migrate=False)
+    settings = load_settings(database_url=dsn, worker=False, auto_migrate=False, **CONTENT_ONLY)
     store = await MemoryStore.open(settings, embedder=embedder)
     loaded = await remember_all(store, data)
     started = time.perf_counter()

@@ -20,6 +20,7 @@ import asyncpg
 import numpy as np
 
 from benchmarks.common import (
+    CONTENT_ONLY,
     OUT,
     Corpus,
     PrecomputedEmbedder,
@@ -105,7 +106,9 @@ async def main() -> None:
     report: list[dict[str, Any]] = []
     async with embedded_server() as dsn:
         database = await fresh_database(dsn, "scale")
-        settings = load_settings(database_url=database, worker=False, auto_migrate=False)
+        settings = load_settings(
+            database_url=database, worker=False, auto_migrate=False, **CONTENT_ONLY
+        )
         store = await MemoryStore.open(settings, embedder=PrecomputedEmbedder())
         admin = await asyncpg.connect(database)
         try:

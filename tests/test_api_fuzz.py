@@ -547,22 +547,38 @@ RAW_BODIES = [
 
 
 def other_calls() -> tuple[list[Call], st.SearchStrategy[Call]]:
-    """Stats, the probes, and bodies that are not JSON (or not UTF-8) to every writer."""
+    """Stats, the console's reads and retry, the probes, and bodies that are not JSON (or not
+    UTF-8) to every writer."""
 
     def stats(namespace: object) -> Call:
         return Call("GET", f"/v1/stats{_query({'namespace': namespace})}", reads=True)
+
+    def writes(values: dict[str, object]) -> Call:
+        return Call("GET", f"/v1/writes{_query(values)}", agent=True, reads=True)
+
+    def retry(memory: object) -> Call:
+        return Call("POST", f"/v1/memories/{_url_part(memory)}:retry")
 
     writers = [("POST", "/v1/memories"), ("POST", "/v1/recall"), ("POST", "/v1/memories:forget")]
     writers.append(("PATCH", f"/v1/memories/{uuid.UUID(int=1)}"))
     examples = [Call(method, path, body) for method, path in writers for body in RAW_BODIES]
     examples += [stats(namespace) for namespace in SHORT_TEXT]
     examples += [Call("GET", path, reads=True) for path in ("/healthz", "/readyz", "/metrics")]
+    examples += [Call("GET", "/v1/namespaces", agent=True, reads=True)]
+    examples += [writes({"namespace": value}) for value in SHORT_TEXT]
+    examples += [writes({"bucket": value}) for value in SHORT_TEXT[:5]]
+    examples += [writes({"buckets": value}) for value in NUMBER_VALUES]
+    examples += [retry(memory) for memory in [*SHORT_TEXT, str(uuid.UUID(int=1)), ".."]]
     raw = st.builds(
         lambda writer, body: Call(*writer, body),
         st.sampled_from(writers),
         st.binary(max_size=64),
     )
-    return examples, st.one_of(raw, st.builds(stats, st.one_of(st.none(), SHORT_TEXTS)))
+    console = st.one_of(
+        st.builds(lambda value: writes({"namespace": value}), SHORT_TEXTS),
+        st.builds(retry, st.one_of(st.uuids().map(str), SHORT_TEXTS)),
+    )
+    return examples, st.one_of(raw, st.builds(stats, st.one_of(st.none(), SHORT_TEXTS)), console)
 
 
 # --- the server and the oracle ------------------------------------------------------------

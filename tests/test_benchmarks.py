@@ -6,6 +6,7 @@ sentences without it (see ``benchmarks.common.titles``)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ pytestmark = pytest.mark.timeout(900)
 
 REPO = Path(__file__).resolve().parents[1]
 SCIFACT = REPO.parent / "shared" / "eval" / "scifact"
+LOCOMO = REPO.parent / "shared" / "eval" / "locomo-dev"
 
 
 @pytest.mark.skipif(not SCIFACT.is_dir(), reason="../shared/eval/scifact is not beside the repo")
@@ -33,6 +35,21 @@ def test_scifact_benchmark_runs(tmp_path: Path) -> None:
         ndcg = float(rows[mode][6])
         assert 0.0 <= ndcg <= 1.0
     assert float(rows["hybrid"][6]) > 0.3  # 5 claims over ~65 abstracts: well above chance
+
+
+@pytest.mark.skipif(not LOCOMO.is_dir(), reason="../shared/eval/locomo-dev is not beside the repo")
+def test_locomo_benchmark_runs(tmp_path: Path) -> None:
+    env = tmp_path / "dialogue.env"
+    env.write_text("# comment\nPGRECALL_CONTEXT_WINDOW=1\n", encoding="utf-8")
+    out = _run(
+        "benchmarks.locomo",
+        *("--env", str(env), "--conversations", "1", "--questions", "10", "--weights", "1,0"),
+    )
+    assert "settings: PGRECALL_CONTEXT_WINDOW=1" in out
+    overall = next(line.split() for line in out.splitlines() if line.startswith("ALL"))
+    assert overall[1] == "10"  # questions asked
+    assert 0.3 < float(overall[4]) <= 1.0  # hit@10 of 10 questions over one conversation
+    assert "per-call weights vector,keyword=1,0: hit@10" in out
 
 
 def _run(*arguments: str) -> str:
@@ -111,6 +128,21 @@ def test_versions_cost_benchmark_runs() -> None:
     assert len(ratios) == 3  # vector, keyword, hybrid
     assert all(ratio > 0 for ratio in ratios)
     assert "a bare COPY of as many audit entries" in out
+
+
+def test_console_load_benchmark_runs() -> None:
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")) or not shutil.which(
+        "chromedriver"
+    ):
+        pytest.skip(
+            "no chromium and chromedriver on PATH: apt-get install chromium chromium-driver"
+        )
+    out = _run(
+        "benchmarks.console_load", "--namespaces", "2", "--per-namespace", "5", "--loads", "2"
+    )
+    rows = [line for line in out.splitlines() if line.startswith(("API calls", "console,"))]
+    assert len(rows) == 4
+    assert rows[0].split()[-1] == "1.0"  # the baseline against itself
 
 
 def test_http_load_benchmark_runs(tmp_path: Path) -> None:

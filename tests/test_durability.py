@@ -123,6 +123,7 @@ async def test_ollama_down_for_the_first_half_of_an_import(
     await assert_vectors_are_right(migrated_dsn, 5000)
 
 
+@pytest.mark.engines
 async def test_recall_reports_what_is_still_pending(
     standin: OllamaStandin, migrated_dsn: str
 ) -> None:
@@ -144,6 +145,7 @@ async def test_recall_reports_what_is_still_pending(
         await store.close()
 
 
+@pytest.mark.engines
 async def test_random_faults_lose_nothing_and_store_no_bad_vector(
     standin: OllamaStandin, migrated_dsn: str
 ) -> None:
@@ -172,6 +174,7 @@ async def test_random_faults_lose_nothing_and_store_no_bad_vector(
     await assert_vectors_are_right(migrated_dsn, 1000)
 
 
+@pytest.mark.engines
 async def test_parallel_workers_never_embed_a_memory_twice(
     standin: OllamaStandin, migrated_dsn: str
 ) -> None:
@@ -254,6 +257,7 @@ async def test_killed_workers_leave_nothing_claimed(
     await assert_vectors_are_right(migrated_dsn, 900)
 
 
+@pytest.mark.engines
 async def test_permanent_failures_are_reported_and_retried_on_demand(
     standin: OllamaStandin, migrated_dsn: str
 ) -> None:

@@ -17,6 +17,8 @@ import pytest
 from pgrecall import Embedding, EmbeddingSpace, InvalidInputError, MemoryInput, MemoryStore
 from pgrecall.db.pool import create_pool
 from pgrecall.embedding.guard import SpaceRegistry
+from pgrecall.ingest.context import ContextWindow
+from pgrecall.ingest.templates import AUTO_TEMPLATE, TextTemplates
 from pgrecall.transfer.exporter import Exporter, ExportScope, export_total, write_export
 from pgrecall.transfer.importer import import_lines
 
@@ -99,7 +101,8 @@ async def test_with_vectors_the_same_space_embeds_nothing(
         "document_prefix": "",
         "query_prefix": "",
         "embedder_version": "",
-        "text_template": "",
+        # the defaults' indexed text: the auto template with a one-memory context
+        "text_template": ContextWindow("session", 1).identity(TextTemplates(AUTO_TEMPLATE)),
     }
     embedder = HashEmbedder()
     target = await _open(empty_dsn, embedder)

@@ -35,12 +35,14 @@ async def _contents(store: MemoryStore, query: str, **options: object) -> list[s
     return [hit.content for hit in hits]
 
 
+@pytest.mark.engines
 async def test_a_rare_name_is_found_by_keyword_and_hybrid(filled: MemoryStore) -> None:
     query = "What did Zorblatt tell us?"
     assert (await _contents(filled, query, mode="keyword"))[0] == MEMORIES[0]
     assert MEMORIES[0] in await _contents(filled, query, mode="hybrid")
 
 
+@pytest.mark.engines
 async def test_a_paraphrase_without_shared_words_is_found_by_vector_and_hybrid(
     filled: MemoryStore,
 ) -> None:
@@ -50,6 +52,7 @@ async def test_a_paraphrase_without_shared_words_is_found_by_vector_and_hybrid(
     assert MEMORIES[1] not in await _contents(filled, query, mode="keyword")
 
 
+@pytest.mark.engines
 async def test_modes_report_their_scores(filled: MemoryStore) -> None:
     vector = await filled.recall("shipment Thursday", namespace="team", mode="vector")
     assert vector.mode == "vector"
@@ -80,6 +83,7 @@ async def test_weights_change_the_order_as_documented(filled: MemoryStore) -> No
     assert [h.id for h in only_keyword][: len(keyword_order)] == keyword_order
 
 
+@pytest.mark.engines
 async def test_filters_and_namespaces_hold_in_every_mode(filled: MemoryStore) -> None:
     for mode in ("vector", "keyword", "hybrid"):
         hits = await filled.recall(
@@ -151,6 +155,7 @@ async def test_template_indexes_metadata_and_keeps_content(
         await plain.close()
 
 
+@pytest.mark.engines
 async def test_keyword_search_finds_pending_memories_and_hybrid_degrades(
     migrated_dsn: str,
 ) -> None:
@@ -175,6 +180,7 @@ async def test_keyword_search_finds_pending_memories_and_hybrid_degrades(
         await store.close()
 
 
+@pytest.mark.engines
 async def test_recency_importance_and_diversity(store: MemoryStore, migrated_dsn: str) -> None:
     old = await store.remember("Standup notes: deploy went fine.", namespace="b")
     await store.remember("Standup notes: deploy went fine again.", namespace="b")

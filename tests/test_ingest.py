@@ -26,6 +26,9 @@ from pgrecall.ingest.sql import COPY_COLUMNS, UPSERT_BY_CONTENT, UPSERT_BY_KEY
 from .conftest import store_settings
 from .fakes import DIMENSIONS, HashEmbedder
 
+# Engine-sensitive: each test using a database runs on PostgreSQL and on Citus (conftest.py).
+pytestmark = pytest.mark.engines
+
 CHUNK = 8  # small chunks: a call of a few dozen memories crosses several
 
 
@@ -450,7 +453,8 @@ def test_the_upserts_take_the_spec_columns_in_its_order() -> None:
         f"${n}::{sql_type}[]" for n, sql_type in enumerate(column_types().values(), start=1)
     )
     for statement in (UPSERT_BY_CONTENT, UPSERT_BY_KEY):
-        assert f"INSERT INTO memories ({columns})" in statement
+        # then embed_after, which carries the statement's clock (ingest/sql.py CLOCK)
+        assert f"INSERT INTO memories ({columns}, embed_after)" in statement
         assert f"unnest({arrays}) AS incoming({columns})" in statement
     assert column_types()["content_hash"] == "bytea"
     assert column_types()["embedding"] == "vector"

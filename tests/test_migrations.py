@@ -31,6 +31,7 @@ async def _tables(dsn: str) -> set[str]:
     return {row["tablename"] for row in rows}
 
 
+@pytest.mark.engines
 async def test_upgrade_downgrade_upgrade(empty_dsn: str) -> None:
     assert await migrate.current_revision(empty_dsn) is None
     await migrate.upgrade(empty_dsn, TEST_DIMENSIONS)
@@ -45,6 +46,7 @@ async def test_upgrade_downgrade_upgrade(empty_dsn: str) -> None:
     assert await migrate.current_revision(empty_dsn) == migrate.head_revision()
 
 
+@pytest.mark.engines
 async def test_upgrade_at_head_is_a_no_op(migrated_dsn: str) -> None:
     await migrate.upgrade(migrated_dsn, TEST_DIMENSIONS)
     assert await migrate.current_revision(migrated_dsn) == migrate.head_revision()
@@ -156,10 +158,10 @@ async def test_unembedded_rows_become_pending_on_upgrade(empty_dsn: str) -> None
 
 
 async def test_versions_migration_keeps_todays_rows_as_first_versions(empty_dsn: str) -> None:
-    """0010 on a database with memories: each becomes its first, current version; changing one
+    """0011 on a database with memories: each becomes its first, current version; changing one
     then keeps the old text; a downgrade keeps the memories (their versions go) and the
     upgrade after it works on the same data."""
-    await migrate.upgrade(empty_dsn, TEST_DIMENSIONS, revision="0009")
+    await migrate.upgrade(empty_dsn, TEST_DIMENSIONS, revision="0010")
     connection = await asyncpg.connect(empty_dsn)
     try:
         await connection.execute(
@@ -182,7 +184,7 @@ async def test_versions_migration_keeps_todays_rows_as_first_versions(empty_dsn:
         assert tuple(kept) == (1, "first text")
         assert await connection.fetchval("SELECT version FROM memories WHERE key = 'k'") == 2
 
-        await migrate.downgrade(empty_dsn, "0009")
+        await migrate.downgrade(empty_dsn, "0010")
         assert await connection.fetchval("SELECT to_regclass('memory_versions')") is None
         contents = await connection.fetch("SELECT content FROM memories ORDER BY content")
         assert [row["content"] for row in contents] == ["other text", "second text"]

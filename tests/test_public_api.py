@@ -17,7 +17,7 @@ PUBLIC = {
     "RecallOptions", "RecallKeywords", "Mode", "MODES", "EmbedStatus", "Stats", "NamespaceStats",
     # memories that change
     "Version", "AuditEntry", "AuditAction",
-    "ExportScope", "UNSET", "Unset",
+    "ExportScope", "UNSET", "Unset", "WriteCount",
     # custom embedders
     "Embedder", "BatchingEmbedder", "BatchOutput", "Embeddings", "EmbeddingSpace",
     # errors

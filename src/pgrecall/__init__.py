@@ -53,6 +53,7 @@ from pgrecall.records import (
     Stats,
     Unset,
     Version,
+    WriteCount,
 )
 from pgrecall.store import MemoryStore
 from pgrecall.transfer.exporter import ExportScope
@@ -107,5 +108,6 @@ __all__ = [
     "Stats",
     "Unset",
     "Version",
+    "WriteCount",
     "load_settings",
 ]

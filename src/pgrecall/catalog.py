@@ -22,6 +22,7 @@ from pgrecall.errors import DatabaseError, InvalidInputError, NotFoundError
 from pgrecall.offload import off_loop
 from pgrecall.recall.filters import compile_filter
 from pgrecall.records import EmbedStatus, Memory, NamespaceStats, Page, Stats
+from pgrecall.transfer.exporter import ExportScope
 from pgrecall.versions import as_of_relation
 
 # A Memory's fields are the columns read for it.
@@ -209,10 +210,15 @@ class Catalog:
                 )
             )
 
-    async def retry_failed(self, namespace: str | None = None) -> int:
-        """Put failed memories back in the queue (attempts reset); returns how many."""
+    async def retry_failed(
+        self, namespace: str | None = None, identifier: UUID | None = None
+    ) -> int:
+        """Put failed memories back in the queue (attempts reset): every one, a namespace's,
+        or the one ``identifier`` names (with its namespace); returns how many."""
         params = SqlParams()
         where = _in_namespace(f"status = 'failed' AND {unexpired()}", namespace, params)
+        if identifier is not None:
+            where += f" AND id = {params.add(identifier, 'uuid')}"
         with database_errors():
             status = await self._pool.execute(
                 f"UPDATE memories SET status = 'pending', embed_attempts = 0, embed_after = now() "
@@ -226,7 +232,8 @@ class Catalog:
     ) -> list[tuple[UUID, str]]:
         """Delete memories by id, every version with them (the versions' foreign key
         cascades), and audit it; returns (id, namespace) of those deleted that had not expired
-        (an expired one goes too, but it was already gone to every read)."""
+        (an expired one goes too, but it was already gone to every read). Expiry is judged
+        outside RETURNING, where Citus allows immutable functions only (now() is not)."""
         params = SqlParams()
         where = _in_namespace(
             f"id = ANY({params.add(list(identifiers), 'uuid[]')})", namespace, params
@@ -235,11 +242,11 @@ class Catalog:
         with database_errors():
             rows = await self._pool.fetch(
                 f"WITH gone AS (DELETE FROM memories WHERE {where} "
-                f"RETURNING id, namespace, version, {unexpired()} AS live), "
-                f"audit AS ({audit}) SELECT id, namespace, live FROM gone",
+                f"RETURNING id, namespace, version, expires_at), "
+                f"audit AS ({audit}) SELECT id, namespace FROM gone WHERE {unexpired('gone')}",
                 *params.values,
             )
-        return [(row["id"], row["namespace"]) for row in rows if row["live"]]
+        return [(row["id"], row["namespace"]) for row in rows]
 
     async def forget_matching(
         self, namespace: str, filter_document: Mapping[str, Any], actor: str
@@ -255,8 +262,8 @@ class Catalog:
         with database_errors():
             live = await self._pool.fetchval(
                 f"WITH gone AS (DELETE FROM memories WHERE {where} "
-                f"RETURNING id, namespace, version, {unexpired()} AS live), "
-                f"audit AS ({audit}) SELECT count(*) FILTER (WHERE live) FROM gone",
+                f"RETURNING id, namespace, version, expires_at), "
+                f"audit AS ({audit}) SELECT count(*) FROM gone WHERE {unexpired('gone')}",
                 *params.values,
             )
         return int(live)
@@ -299,10 +306,13 @@ class Catalog:
             raise
         return bool(count)
 
-    async def stats(self, namespace: str | None = None) -> Stats:
-        """Counts per namespace (one namespace, or all of them), expired memories left out."""
+    async def stats(self, namespace: str | None = None, scope: ExportScope | None = None) -> Stats:
+        """Counts per namespace (one namespace, those of ``scope``, or all of them) and each
+        one's last write, expired memories left out."""
         params = SqlParams()
         where = _in_namespace(unexpired(), namespace, params)
+        if scope is not None:
+            where += f" AND {scope.condition(params)}"
         with database_errors():
             rows = await self._pool.fetch(
                 f"""
@@ -310,6 +320,7 @@ class Catalog:
                        count(*) FILTER (WHERE status = 'embedded') AS embedded,
                        count(*) FILTER (WHERE status = 'pending') AS pending,
                        count(*) FILTER (WHERE status = 'failed') AS failed,
+                       max(updated_at) AS last_write,
                        extract(epoch FROM now() - min(created_at) FILTER
                                (WHERE status = 'pending')) AS oldest_pending
                 FROM memories WHERE {where} GROUP BY namespace ORDER BY namespace
@@ -318,7 +329,12 @@ class Catalog:
             )
         per_namespace = [
             NamespaceStats(
-                row["namespace"], row["memories"], row["embedded"], row["pending"], row["failed"]
+                row["namespace"],
+                row["memories"],
+                row["embedded"],
+                row["pending"],
+                row["failed"],
+                row["last_write"],
             )
             for row in rows
         ]

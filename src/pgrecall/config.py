@@ -157,8 +157,20 @@ class Settings(BaseSettings):
         description="PostgreSQL text search configuration of keyword search (set at migration)",
     )
     index_template: str = Field(
-        default="{content}",
-        description="text embedded and indexed, from content and metadata: '{speaker}: {content}'",
+        default="auto",
+        description=(
+            "text embedded and indexed, from content and metadata: '{speaker}: {content}'; "
+            "auto: '<session_date or date> <speaker>: <content>' with what the metadata has"
+        ),
+    )
+    context_key: str = Field(
+        default="session",
+        max_length=256,
+        description="metadata key naming a memory's thread: index it with the ones before it "
+        "(empty: off)",
+    )
+    context_window: int = Field(
+        default=1, ge=1, le=8, description="memories before it in its thread indexed with one"
     )
     namespace_templates: dict[str, str] | None = Field(
         default=None,

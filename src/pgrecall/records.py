@@ -286,6 +286,17 @@ class NamespaceStats:
     embedded: int
     pending: int = 0
     failed: int = 0
+    last_write: datetime | None = None  # the latest created_at or updated_at of its memories
+
+
+@dataclass(frozen=True, slots=True)
+class WriteCount:
+    """Memories written in one bucket of time that starts at ``start``: ``created`` then, and
+    ``updated`` (changed after creation, counted at their last change)."""
+
+    start: datetime
+    created: int
+    updated: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,8 @@ from uuid import UUID
 
 import asyncpg
 
-from pgrecall import validation
+from pgrecall import activity, validation
+from pgrecall.activity import Bucket
 from pgrecall.audit import AuditLog, check_actor, local_actor
 from pgrecall.background.expiry import ExpirySweeper
 from pgrecall.background.indexer import Indexer
@@ -38,9 +39,10 @@ from pgrecall.errors import (
     PgRecallError,
     SchemaError,
 )
+from pgrecall.ingest.context import ContextWindow, has_context, with_context
 from pgrecall.ingest.prepare import prepare
 from pgrecall.ingest.service import IngestionService
-from pgrecall.ingest.templates import TextTemplates
+from pgrecall.ingest.templates import CONTENT_TEMPLATE, TextTemplates
 from pgrecall.ingest.update import Change, UpdateService
 from pgrecall.recall.service import QueryService
 from pgrecall.recall.sizes import NamespaceSizes
@@ -58,6 +60,7 @@ from pgrecall.records import (
     Stats,
     Unset,
     Version,
+    WriteCount,
 )
 from pgrecall.transfer.exporter import Exporter, ExportScope
 from pgrecall.versions import History
@@ -70,7 +73,12 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 
 async def _check_schema(dsn: str, settings: Settings, dimensions: int) -> None:
     if settings.auto_migrate:
-        await migrate.upgrade(dsn, dimensions, text_search_config=settings.text_search_config)
+        await migrate.upgrade(
+            dsn,
+            dimensions,
+            text_search_config=settings.text_search_config,
+            hnsw_ef_search=settings.hnsw_ef_search,
+        )
         return
     current = await migrate.current_revision(dsn)
     if current != migrate.head_revision():
@@ -91,6 +99,25 @@ async def _check_column(pool: asyncpg.Pool, dimensions: int) -> None:
         )
 
 
+async def _settled_indexing(pool: asyncpg.Pool, settings: Settings) -> Settings:
+    """A store built before the ``auto`` template and contextual indexing became defaults goes
+    on indexing as it was built, so it opens as it did and its vectors stay of one kind: the
+    content alone where it recorded '' and no template is configured, no context where it
+    recorded none and no context key is configured. Configuring them there explicitly is
+    refused by the space guard until the memories are re-embedded."""
+    recorded = await SpaceRegistry(pool).recorded()
+    if recorded is None:
+        return settings
+    identity = recorded[1].text_template
+    changes: dict[str, str] = {}
+    if "context_key" not in settings.model_fields_set and not has_context(identity):
+        changes["context_key"] = ""
+    configured = "index_template" in settings.model_fields_set or settings.namespace_templates
+    if not configured and identity == "":
+        changes["index_template"] = CONTENT_TEMPLATE
+    return settings.model_copy(update=changes) if changes else settings
+
+
 class MemoryStore:
     """Semantic memory for agents: ``remember`` texts, ``recall`` them by meaning.
 
@@ -109,10 +136,18 @@ class MemoryStore:
         self.settings = settings
         self.embedder = embedder
         self.templates = TextTemplates(settings.index_template, settings.namespace_templates)
+        self.context = (
+            ContextWindow(settings.context_key, settings.context_window)
+            if settings.context_key
+            else None
+        )
         self._resources = resources
+        self._pool = pool
         health = EmbedderHealth()
-        self._spaces = SpaceRegistry(pool, self.templates.identity())
+        identity = self.context.identity(self.templates) if self.context else None
+        self._spaces = SpaceRegistry(pool, identity or self.templates.identity())
         self._sizes = NamespaceSizes(pool, settings.exact_scan_max_rows)
+        self._pool = pool
         self._catalog = Catalog(pool)
         embedding = EmbedOrDefer(
             embedder, health, settings.inline_embed_timeout, settings.embed_batch_size
@@ -125,7 +160,7 @@ class MemoryStore:
             settings.ingest_concurrent_writes,
         )
         self._updates = UpdateService(
-            pool, embedding, self._spaces, self.templates, settings.max_content_chars
+            pool, embedding, self._spaces, self.templates, settings.max_content_chars, self.context
         )
         self._query = QueryService(pool, embedder, self._spaces, self._sizes, settings, health)
         self.worker = EmbeddingWorker(pool, dsn, embedding, self._spaces, settings)
@@ -198,6 +233,7 @@ class MemoryStore:
             )
             resources.push_async_callback(pool.close)
             await _check_column(pool, dimensions)
+            settings = await _settled_indexing(pool, settings)
         except BaseException:
             await resources.aclose()
             raise
@@ -303,6 +339,8 @@ class MemoryStore:
             templates=self.templates,
             space=self.space,
         )
+        if self.context is not None:
+            prepared = await with_context(self._pool, self.templates, self.context, prepared)
         results = await self._ingest.remember(prepared, who)
         self._sizes.forget(list({memory.namespace for memory in prepared}))
         return results[0] if single else results
@@ -399,9 +437,12 @@ class MemoryStore:
         self._sizes.forget([validation.namespace(namespace)])
         return count
 
-    async def stats(self, *, namespace: str | None = None) -> Stats:
-        """How many memories, embedded or not, per namespace; and the store's space."""
-        counts = await self._catalog.stats(namespace)
+    async def stats(
+        self, *, namespace: str | None = None, scope: ExportScope | None = None
+    ) -> Stats:
+        """How many memories, embedded or not, and the last write, per namespace (all, one, or
+        those of ``scope``); and the store's space."""
+        counts = await self._catalog.stats(namespace, scope)
         recorded = await self._spaces.recorded()
         return dataclasses.replace(counts, space=recorded[1] if recorded else None)
 
@@ -435,9 +476,20 @@ class MemoryStore:
         the rows moved."""
         return await self.indexer.catch_up(rebuild=rebuild)
 
-    async def retry_failed(self, *, namespace: str | None = None) -> int:
-        """Queue failed memories again (after pulling the model, say); returns how many."""
-        count = await self._catalog.retry_failed(namespace)
+    async def writes(
+        self, scope: ExportScope | None = None, *, bucket: Bucket = "day", buckets: int = 30
+    ) -> list[WriteCount]:
+        """Memories created and changed per UTC hour or day, the last ``buckets`` of them up to
+        now, in ``scope`` (every namespace by default): what a chart of writes draws."""
+        return await activity.writes(self._pool, scope or ExportScope.everything(), bucket, buckets)
+
+    async def retry_failed(
+        self, *, namespace: str | None = None, memory: UUID | str | None = None
+    ) -> int:
+        """Queue failed memories again (after pulling the model, say): all of them, a
+        namespace's, or one ``memory`` (give its namespace too); returns how many."""
+        identifier = memory_id(memory) if memory is not None else None
+        count = await self._catalog.retry_failed(namespace, identifier)
         if count:
             self.worker.wake()
         return count

@@ -1,5 +1,5 @@
 """Versions of a memory: the current one in ``memories``, the superseded ones in
-``memory_versions`` (copied there by the ``memories_keep_version`` trigger, migration 0010).
+``memory_versions`` (copied there by the ``memories_keep_version`` trigger, migration 0011).
 
 Recall, get and list read ``memories`` alone, so superseded versions never enter their scans.
 An as-of read (``as_of=t``) reads ``as_of_relation`` instead: the rows current at ``t`` and the

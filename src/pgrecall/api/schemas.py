@@ -249,6 +249,28 @@ class NamespaceStatsOut(_FromRecord):
     embedded: int
     pending: int
     failed: int
+    last_write: datetime | None
+
+
+class NamespacesOut(BaseModel):
+    """The namespaces the key may use that hold memories, with their counts and last write."""
+
+    namespaces: list[NamespaceStatsOut]
+
+
+class WriteCountOut(_FromRecord):
+    """Memories written in the bucket starting at ``start``: created, and changed since."""
+
+    start: datetime
+    created: int
+    updated: int
+
+
+class WritesOut(BaseModel):
+    """Writes per bucket (UTC hour or day), oldest first, every bucket present."""
+
+    bucket: Literal["hour", "day"]
+    writes: list[WriteCountOut]
 
 
 class StatsOut(BaseModel):

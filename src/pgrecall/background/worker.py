@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -35,32 +36,47 @@ from pgrecall.errors import DatabaseUnavailableError, EmbeddingError
 logger = logging.getLogger(__name__)
 _Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 
+# A batch is claimed namespace by namespace: the namespaces of the oldest due rows first
+# (read without locks), then up to the rest of the batch from each, locked, until it is full.
+# Each claim names its namespace: on Citus it runs on that namespace's shard alone, and Citus
+# refuses FOR UPDATE across shards. On plain PostgreSQL it costs one more round trip a batch.
 # Expired memories are gone (expiry.py): not worth a vector.
+_DUE_NAMESPACES = f"""
+    SELECT namespace FROM memories
+    WHERE status = 'pending' AND embed_after <= now() AND {unexpired()}
+    ORDER BY embed_after
+    LIMIT $1
+"""
+
 _CLAIM = f"""
     SELECT namespace, id, coalesce(search_text, content) AS text FROM memories
-    WHERE status = 'pending' AND embed_after <= now() AND {unexpired()}
+    WHERE namespace = $2 AND status = 'pending' AND embed_after <= now() AND {unexpired()}
     ORDER BY embed_after
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 """
 
+# The batch's namespaces ($N, once each) are named for Citus to route, as in the claim.
 _STORE_VECTORS = """
     UPDATE memories m SET embedding = done.embedding, space_id = $4, status = 'embedded',
                           embed_error = NULL
     FROM unnest($1::text[], $2::uuid[], $3::vector[]) AS done(namespace, id, embedding)
-    WHERE m.namespace = done.namespace AND m.id = done.id
+    WHERE m.namespace = done.namespace AND m.id = done.id AND m.namespace = ANY($5::text[])
 """
 
-# Backoff doubles per attempt from $4 seconds up to $5, half of it jittered.
+# Backoff doubles per attempt from $4 seconds up to $5, half of it jittered by $8 (0..1 per row,
+# drawn here: Citus refuses a volatile random() in an UPDATE of a distributed table). The due
+# time is built from epoch seconds: Citus also refuses a stable function fed a column (now() +
+# an interval is one: timestamptz + interval is stable), and to_timestamp(float8) is immutable.
 _RECORD_FAILURE = """
     UPDATE memories m SET
         embed_attempts = m.embed_attempts + 1,
         embed_error = $3,
         status = CASE WHEN $6 OR m.embed_attempts + 1 >= $7 THEN 'failed' ELSE 'pending' END,
-        embed_after = now() + make_interval(
-            secs => least($5::float8, $4::float8 * 2 ^ m.embed_attempts) * (0.5 + random() / 2))
-    FROM unnest($1::text[], $2::uuid[]) AS claimed(namespace, id)
-    WHERE m.namespace = claimed.namespace AND m.id = claimed.id
+        embed_after = to_timestamp(extract(epoch FROM now())
+            + least($5::float8, $4::float8 * 2 ^ m.embed_attempts) * (0.5 + claimed.jitter / 2))
+    FROM unnest($1::text[], $2::uuid[], $8::float8[]) AS claimed(namespace, id, jitter)
+    WHERE m.namespace = claimed.namespace AND m.id = claimed.id AND m.namespace = ANY($9::text[])
 """
 
 _NEXT_DUE = f"""
@@ -88,10 +104,20 @@ class EmbeddingWorker:
         """Handle one batch of due pending memories; returns how many were claimed."""
         with database_errors():
             async with self.pool.acquire() as connection, connection.transaction():
-                rows = await connection.fetch(_CLAIM, self.settings.worker_batch_size)
+                rows = await self._claim(connection, self.settings.worker_batch_size)
                 if rows:
                     await self._handle(connection, rows)
                 return len(rows)
+
+    async def _claim(self, connection: _Connection, size: int) -> list[asyncpg.Record]:
+        """Lock up to ``size`` due pending memories, a namespace at a time (see _CLAIM)."""
+        due = await connection.fetch(_DUE_NAMESPACES, size)
+        claimed: list[asyncpg.Record] = []
+        for namespace in dict.fromkeys(row["namespace"] for row in due):
+            claimed += await connection.fetch(_CLAIM, size - len(claimed), namespace)
+            if len(claimed) >= size:
+                break
+        return claimed
 
     async def _handle(self, connection: _Connection, rows: list[asyncpg.Record]) -> None:
         space_id = await self.spaces.ensure(self.embedding.embedder.space)
@@ -113,6 +139,7 @@ class EmbeddingWorker:
                 [row["id"] for row, _ in done],
                 [vector for _, vector in done],
                 space_id,
+                _namespaces([row for row, _ in done]),
             )
 
     async def _record_failure(
@@ -132,6 +159,8 @@ class EmbeddingWorker:
             settings.embed_backoff_max_seconds,
             permanent,
             settings.embed_max_attempts,
+            [random.random() for _ in rows],
+            _namespaces(rows),
         )
 
     async def _seconds_until_due(self) -> float:
@@ -179,6 +208,11 @@ class EmbeddingWorker:
             finally:
                 with contextlib.suppress(Exception):
                     await connection.close(timeout=2)
+
+
+def _namespaces(rows: list[asyncpg.Record]) -> list[str]:
+    """The namespaces of ``rows``, once each."""
+    return sorted({row["namespace"] for row in rows})
 
 
 async def _first(*events: asyncio.Event) -> None:

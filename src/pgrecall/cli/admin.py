@@ -32,7 +32,12 @@ from pgrecall.store import MemoryStore
 async def _migrate(config: Settings) -> inspect.SchemaReport:
     dimensions = configured_space(config).dimensions
     async with database_dsn(config.database_url, config.data_dir) as dsn:
-        await migrate.upgrade(dsn, dimensions, text_search_config=config.text_search_config)
+        await migrate.upgrade(
+            dsn,
+            dimensions,
+            text_search_config=config.text_search_config,
+            hnsw_ef_search=config.hnsw_ef_search,
+        )
         connection = await connect(dsn)
         try:
             return await inspect.describe(connection)

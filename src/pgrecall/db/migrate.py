@@ -15,7 +15,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from pgrecall.config import redact_url
+from pgrecall.config import Settings, redact_url
 from pgrecall.errors import DatabaseUnavailableError, SchemaError
 
 # pg_advisory_xact_lock key held while migrating: ASCII "pgrc".
@@ -27,7 +27,10 @@ _alembic_in_use = asyncio.Lock()
 
 
 def alembic_config(
-    *, dimensions: int | None = None, text_search_config: str | None = None
+    *,
+    dimensions: int | None = None,
+    text_search_config: str | None = None,
+    hnsw_ef_search: int | None = None,
 ) -> Config:
     """An Alembic Config pointing at the migrations shipped inside the package."""
     config = Config()
@@ -36,7 +39,17 @@ def alembic_config(
         config.attributes["dimensions"] = dimensions
     if text_search_config is not None:
         config.attributes["text_search_config"] = text_search_config
+    if hnsw_ef_search is not None:
+        config.attributes["hnsw_ef_search"] = hnsw_ef_search
     return config
+
+
+def default_hnsw_ef_search() -> int:
+    """The HNSW candidate list size of default settings (what Citus's shards get when the
+    caller of ``upgrade`` names none)."""
+    default = Settings.model_fields["hnsw_ef_search"].default
+    assert isinstance(default, int)
+    return default
 
 
 def head_revision() -> str:
@@ -82,13 +95,23 @@ async def _with_connection(dsn: str, work: Callable[[Connection], object]) -> ob
 
 
 async def upgrade(
-    dsn: str, dimensions: int, revision: str = "head", *, text_search_config: str | None = None
+    dsn: str,
+    dimensions: int,
+    revision: str = "head",
+    *,
+    text_search_config: str | None = None,
+    hnsw_ef_search: int | None = None,
 ) -> None:
     """Upgrade the database to ``revision``; vector columns get ``dimensions`` values, keyword
-    search the given text-search configuration (default ``pgrecall_simple``)."""
+    search the given text-search configuration (default ``pgrecall_simple``). On Citus the
+    tables are then distributed and the shards get ``hnsw_ef_search`` (db/distribute.py)."""
 
     def run(connection: Connection) -> None:
-        config = alembic_config(dimensions=dimensions, text_search_config=text_search_config)
+        config = alembic_config(
+            dimensions=dimensions,
+            text_search_config=text_search_config,
+            hnsw_ef_search=hnsw_ef_search,
+        )
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 

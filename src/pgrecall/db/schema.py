@@ -102,7 +102,7 @@ def build_metadata(dimensions: int) -> MetaData:
         Column("embed_after", DateTime(timezone=True), nullable=False, server_default=func.now()),
         # In the HNSW graph: set by the indexer for rows of large namespaces (migration 0005).
         Column("hnsw_indexed", Boolean, nullable=False, server_default=false()),
-        # Versions (migration 0010): the current one is here, superseded ones in
+        # Versions (migration 0011): the current one is here, superseded ones in
         # memory_versions; version_since NULL means current since created_at.
         Column("version", Integer, nullable=False, server_default=text("1")),
         Column("version_since", DateTime(timezone=True), nullable=True),

@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pgrecall.config import Settings
 from pgrecall.embedding.registry import create_embedder
-from pgrecall.http import errors
+from pgrecall.http import console, errors
 from pgrecall.http.errors import error_response
 from pgrecall.http.metrics import InstrumentedEmbedder, Metrics, RequestMetrics
 from pgrecall.http.routes import api, probes
@@ -123,6 +123,7 @@ def create_app(settings: Settings, *, store: MemoryStore | None = None) -> FastA
     errors.install(app)
     app.include_router(api)
     app.include_router(probes)
+    console.install(app)
     mcp_runner = _mount_mcp(app, settings)
     app.add_middleware(BodyLimit, limit=settings.http_max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)

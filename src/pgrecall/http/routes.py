@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import generate_latest
 from pydantic import AwareDatetime
 
+from pgrecall.activity import MAX_BUCKETS, Bucket
 from pgrecall.api.access import Access, visible_memory
 from pgrecall.api.schemas import (
     AuditEntryOut,
@@ -24,6 +25,8 @@ from pgrecall.api.schemas import (
     InvalidateRequest,
     MemoryOut,
     MemoryPatch,
+    NamespacesOut,
+    NamespaceStatsOut,
     PageOut,
     Readiness,
     RecallRequest,
@@ -33,11 +36,13 @@ from pgrecall.api.schemas import (
     StatsOut,
     Status,
     VersionOut,
+    WriteCountOut,
+    WritesOut,
     check_batch,
 )
 from pgrecall.audit import MAX_AUDIT_PAGE
 from pgrecall.catalog import MAX_PAGE
-from pgrecall.errors import PgRecallError
+from pgrecall.errors import ConflictError, PgRecallError
 from pgrecall.http.auth import access
 from pgrecall.http.metrics import Metrics
 from pgrecall.http.rendering import json_answer
@@ -161,6 +166,15 @@ async def delete_memory(memory_id: UUID, caller: Caller, store: StoreDependency)
     return ForgetResponse(forgotten=forgotten)
 
 
+@api.post("/memories/{memory_id}:retry", response_model=MemoryOut)
+async def retry_memory(memory_id: UUID, caller: Caller, store: StoreDependency) -> MemoryOut:
+    """Queue a failed memory for embedding again (attempts reset); 409 if it is not failed."""
+    current = await visible_memory(memory_id, caller, store)
+    if not await store.retry_failed(namespace=current.namespace, memory=memory_id):
+        raise ConflictError(f"memory {memory_id} is {current.status}, not failed: nothing to retry")
+    return MemoryOut.of(await store.get(memory_id, namespace=current.namespace))
+
+
 @api.get("/memories", response_model=PageOut)
 async def list_memories(
     caller: Caller,
@@ -207,6 +221,38 @@ async def stats(
     return StatsOut.of(await store.stats(namespace=namespace))
 
 
+@api.get("/namespaces", response_model=NamespacesOut)
+async def namespaces(caller: Caller, store: StoreDependency) -> NamespacesOut:
+    """Every namespace this key may use that holds memories: counts, pending, failed and the
+    last write of each (what ``/v1/stats`` tells a ``*`` key, for any key)."""
+    stats = await store.stats(scope=caller.export_scope())
+    return NamespacesOut(namespaces=[NamespaceStatsOut.of(n) for n in stats.namespaces])
+
+
+@api.get("/writes", response_model=WritesOut)
+async def writes(
+    caller: Caller,
+    store: StoreDependency,
+    namespace: Annotated[list[str] | None, Query()] = None,
+    bucket: Bucket = "day",
+    buckets: Annotated[int, Query(ge=1, le=MAX_BUCKETS)] = 30,
+) -> WritesOut:
+    """Memories created and changed per UTC hour or day, the last ``buckets`` up to now: in
+    the ``namespace``s named (repeat it), else in every namespace the key may use."""
+    scope = _scope(caller, namespace)
+    counts = await store.writes(scope, bucket=bucket, buckets=buckets)
+    return WritesOut(bucket=bucket, writes=[WriteCountOut.of(count) for count in counts])
+
+
+def _scope(caller: Access, named: list[str] | None) -> ExportScope:
+    """The namespaces named (each checked against the key), else all the key may use."""
+    if not named:
+        return caller.export_scope()
+    scope = ExportScope.of(named)
+    caller.require(scope.names)
+    return scope
+
+
 @api.get(
     "/export",
     response_class=StreamingResponse,
@@ -221,11 +267,7 @@ async def export(
     """Stream memories as NDJSON, one per line, as ``pgrecall import`` reads them: the
     ``namespace``s named (repeat it), else every namespace the key may use; ``with_vectors``
     adds each vector and its embedding space. Read in pages: the server holds one at a time."""
-    if namespace:
-        scope = ExportScope.of(namespace)
-        caller.require(scope.names)
-    else:
-        scope = caller.export_scope()
+    scope = _scope(caller, namespace)
     chunks = export_chunks(store.export(scope, with_vectors=with_vectors))
     # The first page is read before the status line goes out, so a database that is down or a
     # stale schema answers as every route does (503 ...), not as a 200 with an empty body.

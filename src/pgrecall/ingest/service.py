@@ -140,6 +140,7 @@ class IngestionService:
                     space_id,
                     [m.search_text for m in memories],
                     *extra,
+                    sorted({m.namespace for m in memories}),
                 )
 
         found = (await with_replays(lambda: find(FIND_EXISTING, chunk.unique)))[0]
@@ -198,9 +199,12 @@ class IngestionService:
                         try:
                             async with connection.transaction():
                                 await _copy(connection, planned, actor)
-                        except asyncpg.UniqueViolationError:
+                        except (asyncpg.UniqueViolationError, asyncpg.InternalServerError):
                             # Stored by another writer since the lookup: the copy is rolled
-                            # back whole, and these memories upserted instead.
+                            # back whole, and these memories upserted instead. Citus reports a
+                            # shard's refusal of a COPY without its SQLSTATE (XX000): the upsert
+                            # that follows is right whatever the cause, and raises a cause other
+                            # than a duplicate again, with its own code.
                             to_upsert = to_upsert + planned.copied_as_upserts(chunk)
                         else:
                             written.update(_copied(chunk, planned))

@@ -13,6 +13,8 @@ from pgrecall.ingest.plan import COLUMN_NAMES, column_types
 # call are stamped from it, see COPY_COLUMNS). One branch per identity kind, each joined on the
 # columns of its unique partial index, so every wanted row is one index probe (a join on
 # "key IS NOT DISTINCT FROM" can use neither index and scanned the namespace or the table).
+# The last parameter lists the chunk's namespaces once each: joined on the unnest alone, Citus
+# cannot tell which shards hold the rows and asks all of them; named, one namespace is one shard.
 FIND_EXISTING = """
     WITH wanted AS (
         SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $5::text[]) WITH ORDINALITY
@@ -24,13 +26,14 @@ FIND_EXISTING = """
         FROM wanted w
         JOIN memories m ON m.namespace = w.namespace AND m.content_hash = w.content_hash
                        AND m.key IS NULL
-        WHERE w.key IS NULL
+        WHERE w.key IS NULL AND m.namespace = ANY($6::text[])
         UNION ALL
         SELECT w.position,
                m.content_hash = w.content_hash AND m.embedding IS NOT NULL AND m.space_id = $4
                AND m.search_text IS NOT DISTINCT FROM w.search_text
         FROM wanted w
         JOIN memories m ON m.namespace = w.namespace AND m.key = w.key
+        WHERE m.namespace = ANY($6::text[])
     )
     SELECT clock_timestamp() AS clock,
            coalesce(array_agg(position), '{}') AS positions,
@@ -56,7 +59,8 @@ FIND_UNCHANGED = """
     FROM wanted w
     JOIN memories m ON m.namespace = w.namespace AND m.content_hash = w.content_hash
                    AND m.key IS NULL
-    WHERE w.key IS NULL AND m.status = 'embedded' AND m.embed_error IS NULL
+    WHERE w.key IS NULL AND m.namespace = ANY($8::text[])
+      AND m.status = 'embedded' AND m.embed_error IS NULL
       AND m.embed_attempts = 0 AND m.space_id = $4
       AND m.search_text IS NOT DISTINCT FROM w.search_text
       AND m.expires_at IS NOT DISTINCT FROM w.expires_at
@@ -67,7 +71,8 @@ FIND_UNCHANGED = """
     SELECT w.position, m.id
     FROM wanted w
     JOIN memories m ON m.namespace = w.namespace AND m.key = w.key
-    WHERE m.content_hash = w.content_hash AND m.status = 'embedded' AND m.embed_error IS NULL
+    WHERE m.namespace = ANY($8::text[])
+      AND m.content_hash = w.content_hash AND m.status = 'embedded' AND m.embed_error IS NULL
       AND m.embed_attempts = 0 AND m.space_id = $4
       AND m.search_text IS NOT DISTINCT FROM w.search_text
       AND m.expires_at IS NOT DISTINCT FROM w.expires_at
@@ -86,11 +91,17 @@ COPY_COLUMNS = COLUMN_NAMES
 # A row past its expiry is gone to every read (expiry.py) until the sweeper deletes it: written
 # again, it starts afresh under its id, as a new row would: nothing of its metadata carried
 # over, stamped like the call's new rows (created_at = updated_at, which tells it from an
-# update in RETURNING: an update is stamped later, at its clock_timestamp()).
-EXPIRED = "memories.expires_at <= now()"
+# update in RETURNING: an update is stamped later, at the statement's clock).
+#
+# The statement's clock is read once (CTE ``clock``) and reaches DO UPDATE SET through the
+# proposed row's embed_after (EXCLUDED.embed_after; a new row takes it as its embed_after, as
+# the column's default would): Citus runs DO UPDATE SET on the shards and refuses any function
+# there but immutable ones (now() and clock_timestamp() in it failed).
+CLOCK = "clock AS (SELECT clock_timestamp() AS at)"
+EXPIRED = "memories.expires_at <= EXCLUDED.embed_after"
 INSERTED = "(xmax = 0 OR created_at = updated_at) AS inserted"
 # What a written row was to the audit log (a new version gets version_since = updated_at from
-# the memories_keep_version trigger, migration 0010).
+# the memories_keep_version trigger, migration 0011).
 ACTION = """CASE WHEN inserted THEN 'create'
                  WHEN version_since IS NOT DISTINCT FROM updated_at THEN 'supersede'
                  ELSE 'update' END"""
@@ -107,8 +118,9 @@ def _upsert(conflict: str, assignments: str, same_text: str, identity: str) -> s
         for position, sql_type in enumerate(column_types().values(), start=1)
     )
     return f"""
-    INSERT INTO memories ({columns})
-    SELECT * FROM unnest({arrays}) AS incoming({columns})
+    WITH {CLOCK}
+    INSERT INTO memories ({columns}, embed_after)
+    SELECT incoming.*, clock.at FROM clock, unnest({arrays}) AS incoming({columns})
     ON CONFLICT {conflict} DO UPDATE SET
 {assignments}
         search_text = EXCLUDED.search_text,
@@ -137,10 +149,10 @@ def _upsert(conflict: str, assignments: str, same_text: str, identity: str) -> s
             ELSE EXCLUDED.embed_error
         END,
         embed_attempts = 0,
-        embed_after = now(),
+        embed_after = EXCLUDED.embed_after,
         created_at = CASE WHEN {EXPIRED} THEN EXCLUDED.created_at
                           ELSE memories.created_at END,
-        updated_at = CASE WHEN {EXPIRED} THEN EXCLUDED.created_at ELSE clock_timestamp() END
+        updated_at = CASE WHEN {EXPIRED} THEN EXCLUDED.created_at ELSE EXCLUDED.embed_after END
     RETURNING id, namespace, {identity}, {INSERTED}, status, embed_error, version_since,
               updated_at, version
 """

@@ -4,6 +4,13 @@ A template such as ``"{speaker}: {content}"`` or ``"{date} {speaker}: {content}"
 dates into both the vector and the keyword index; ``content`` is stored and returned as given.
 The store has one template, overridable per namespace (exact name or ``prefix*``). Missing
 metadata fields render as nothing. Templates are part of the embedding space.
+
+The default, ``auto``, is the content itself unless the metadata says who said it and when: a
+memory with ``speaker`` and a date (``session_date`` or ``date``) is indexed as
+``"<date> <speaker>: <content>"``, each part only when present. Questions about a dialogue name
+people and times the turn's own words rarely hold ("When did Caroline go to the support
+group?" against "I went to a support group yesterday"): on LoCoMo-dev (benchmarks/locomo.py)
+this took hybrid hit@10 from 0.604 to 0.717 with no setting at all.
 """
 
 from __future__ import annotations
@@ -15,11 +22,19 @@ from typing import Any
 
 from pgrecall.errors import ConfigurationError
 
-DEFAULT_TEMPLATE = "{content}"
+# The content alone: what the store indexed before ``auto``, and an explicit opt-out of it.
+CONTENT_TEMPLATE = "{content}"
+AUTO_TEMPLATE = "auto"
+DEFAULT_TEMPLATE = AUTO_TEMPLATE
+# The metadata ``auto`` reads: who said a memory, and the first of these keys for when.
+SPEAKER_FIELD = "speaker"
+DATE_FIELDS = ("session_date", "date")
 
 
 def check_template(template: str) -> str:
     """Refuse templates with attribute or index access, conversions, or no fields at all."""
+    if template == AUTO_TEMPLATE:
+        return template
     try:
         parts = list(string.Formatter().parse(template))
     except ValueError as exc:
@@ -61,20 +76,35 @@ class TextTemplates:
     def render(self, namespace: str, content: str, metadata: Mapping[str, Any]) -> str | None:
         """The indexed text, or None when it is the content itself."""
         template = self.template_for(namespace)
-        if template == DEFAULT_TEMPLATE:
+        if template == CONTENT_TEMPLATE:
             return None
+        if template == AUTO_TEMPLATE:
+            return _dialogue(content, metadata)
         fields = _Fields({k: _text(v) for k, v in metadata.items() if isinstance(k, str)})
         fields["content"] = content
         rendered = " ".join(template.format_map(fields).split())
         return rendered if rendered != content else None
 
     def identity(self) -> str:
-        """A stable text naming these templates ('' for the plain default)."""
-        if self.default == DEFAULT_TEMPLATE and not self.per_namespace:
+        """A stable text naming these templates ('' for the content alone everywhere)."""
+        if self.default == CONTENT_TEMPLATE and not self.per_namespace:
             return ""
         return json.dumps(
             {"default": self.default, "namespaces": self.per_namespace}, sort_keys=True
         )
+
+
+def _dialogue(content: str, metadata: Mapping[str, Any]) -> str | None:
+    """``auto``: "<date> <speaker>: <content>" with the parts the metadata has, else None."""
+    present = {name: _text(value) for name, value in metadata.items() if value not in (None, "")}
+    date = next((present[name] for name in DATE_FIELDS if name in present), None)
+    parts = [] if date is None else [date]
+    if SPEAKER_FIELD in present:
+        parts.append(present[SPEAKER_FIELD] + ":")
+    if not parts:
+        return None
+    rendered = " ".join(" ".join([*parts, content]).split())
+    return rendered if rendered != content else None
 
 
 def _text(value: object) -> str:

@@ -17,6 +17,7 @@ from pgrecall.db.params import SqlParams
 from pgrecall.embedding.guard import SpaceRegistry
 from pgrecall.embedding.policy import EmbedOrDefer, announce_pending
 from pgrecall.errors import ConflictError, DatabaseError
+from pgrecall.ingest.context import ContextWindow, Threaded, indexed_texts
 from pgrecall.ingest.prepare import content_hash
 from pgrecall.ingest.templates import TextTemplates
 from pgrecall.records import UNSET, Memory, Unset
@@ -40,13 +41,14 @@ class UpdateService:
     spaces: SpaceRegistry
     templates: TextTemplates
     max_chars: int  # of a memory's text
+    context: ContextWindow | None = None  # contextual indexing, when on
 
     async def update(self, current: Memory, change: Change, actor: str) -> UUID:
         """Apply ``change`` to ``current``; raises ConflictError if the new text already is
         another memory of the namespace. A new indexed text is embedded again under the policy
         of ``remember`` (``embedding.policy``): while the embedder is unavailable the memory goes
         pending and the workers are woken to embed it once it answers. A new text or metadata
-        makes a new version (the trigger of migration 0010 keeps the old one); the change is
+        makes a new version (the trigger of migration 0011 keeps the old one); the change is
         audited as ``actor``'s in the same statement."""
         params = SqlParams()
         assignments = ["updated_at = now()"]
@@ -66,8 +68,7 @@ class UpdateService:
         if not isinstance(change.expires_at, Unset):
             expires_at = validation.check_timestamp(change.expires_at, "expires_at")
             assignments.append(f"expires_at = {params.add(expires_at, 'timestamptz')}")
-        before = self.templates.render(current.namespace, current.content, current.metadata)
-        after = self.templates.render(current.namespace, text, metadata)
+        before, after = await self._indexed(current, text, metadata)
         pending = False
         if text != current.content or after != before:
             assignments.append(f"search_text = {params.add(after, 'text')}")
@@ -96,6 +97,27 @@ class UpdateService:
         if pending:
             await announce_pending(self.pool)
         return current.id
+
+    async def _indexed(
+        self, current: Memory, text: str, metadata: Mapping[str, Any]
+    ) -> tuple[str | None, str | None]:
+        """The memory's indexed text before and after the change (with its context, which
+        the change does not move: the memories before it stay the same)."""
+        if self.context is None:
+            render = self.templates.render
+            return (
+                render(current.namespace, current.content, current.metadata),
+                render(current.namespace, text, metadata),
+            )
+        place = (current.created_at, current.id)
+        texts = []
+        # One call each: the two versions are not turns of one thread.
+        for content, data in ((current.content, current.metadata), (text, metadata)):
+            version = Threaded(
+                current.namespace, content, dict(data), content_hash(content), None, place
+            )
+            texts += await indexed_texts(self.pool, self.templates, self.context, [version])
+        return texts[0], texts[1]
 
     async def _embedding_assignments(self, text: str, params: SqlParams) -> tuple[list[str], bool]:
         """The columns that give the memory its new vector, and whether it is left pending."""

@@ -14,24 +14,8 @@ from typing import Any
 from mcp_types import Tool, ToolAnnotations
 from pydantic import BaseModel, TypeAdapter
 
-from pgrecall.api.schemas import (
-    ForgetResponse,
-    MemoryOut,
-    PageOut,
-    RecallResponse,
-    RememberResponse,
-    StatsOut,
-)
-from pgrecall.mcp import calls
-from pgrecall.mcp.arguments import (
-    ForgetArgs,
-    GetArgs,
-    ListArgs,
-    RecallArgs,
-    RememberArgs,
-    StatsArgs,
-    UpdateArgs,
-)
+from pgrecall.api import schemas as answers
+from pgrecall.mcp import arguments, calls
 from pgrecall.mcp.calls import Scope
 from pgrecall.store import MemoryStore
 
@@ -90,8 +74,8 @@ TOOLS: tuple[ToolSpec, ...] = (
             "`key` names a memory so that remembering the same key again replaces it; "
             "`expires_at` forgets it at that time. The same text twice is stored once."
         ),
-        arguments=TypeAdapter(RememberArgs),
-        answer=RememberResponse,
+        arguments=TypeAdapter(arguments.RememberArgs),
+        answer=answers.RememberResponse,
         # Not idempotent: remembering a key again replaces what it held.
         hints=_hints(read_only=False, destructive=False, idempotent=False),
         call=calls.remember,
@@ -109,8 +93,8 @@ TOOLS: tuple[ToolSpec, ...] = (
             "sets how many. `filter` matches metadata, `created_after`/`created_before` bound "
             "the time; `mode` is hybrid (default: meaning and words), vector or keyword."
         ),
-        arguments=TypeAdapter(RecallArgs),
-        answer=RecallResponse,
+        arguments=TypeAdapter(arguments.RecallArgs),
+        answer=answers.RecallResponse,
         hints=READ,
         call=calls.recall,
     ),
@@ -118,8 +102,8 @@ TOOLS: tuple[ToolSpec, ...] = (
         name="get",
         title="Get a memory",
         description="One memory by its id (from remember, recall or list), with its metadata.",
-        arguments=TypeAdapter(GetArgs),
-        answer=MemoryOut,
+        arguments=TypeAdapter(arguments.GetArgs),
+        answer=answers.MemoryOut,
         hints=READ,
         call=calls.get,
     ),
@@ -132,8 +116,8 @@ TOOLS: tuple[ToolSpec, ...] = (
             "pending (not yet searchable by meaning) or failed memories. To find a memory by "
             "what it says, use recall instead."
         ),
-        arguments=TypeAdapter(ListArgs),
-        answer=PageOut,
+        arguments=TypeAdapter(arguments.ListArgs),
+        answer=answers.PageOut,
         hints=READ,
         call=calls.list_page,
     ),
@@ -145,8 +129,8 @@ TOOLS: tuple[ToolSpec, ...] = (
             "contradicting one: new `content` (searched by its new meaning), new `metadata` "
             "(replaces the old), or `expires_at` (null clears it). Fields left out stay."
         ),
-        arguments=TypeAdapter(UpdateArgs),
-        answer=MemoryOut,
+        arguments=TypeAdapter(arguments.UpdateArgs),
+        answer=answers.MemoryOut,
         hints=_hints(read_only=False, destructive=True, idempotent=True),
         call=calls.update,
     ),
@@ -159,8 +143,8 @@ TOOLS: tuple[ToolSpec, ...] = (
             "forget something or a memory is plainly wrong and not worth correcting. Cannot be "
             "undone; answers how many were deleted."
         ),
-        arguments=TypeAdapter(ForgetArgs),
-        answer=ForgetResponse,
+        arguments=TypeAdapter(arguments.ForgetArgs),
+        answer=answers.ForgetResponse,
         hints=_hints(read_only=False, destructive=True, idempotent=True),
         call=calls.forget,
     ),
@@ -171,8 +155,8 @@ TOOLS: tuple[ToolSpec, ...] = (
             "How many memories a namespace holds, how many are still waiting to be embedded or "
             "failed, and which embedding model the store uses."
         ),
-        arguments=TypeAdapter(StatsArgs),
-        answer=StatsOut,
+        arguments=TypeAdapter(arguments.StatsArgs),
+        answer=answers.StatsOut,
         hints=READ,
         call=calls.stats,
     ),

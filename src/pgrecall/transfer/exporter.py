@@ -29,6 +29,7 @@ import asyncpg
 from pgrecall import validation
 from pgrecall.background.expiry import unexpired
 from pgrecall.db.errors import database_errors
+from pgrecall.db.params import SqlParams
 from pgrecall.db.retry import with_replays
 from pgrecall.db.vectors import float32_values
 from pgrecall.embedding.guard import SpaceRegistry
@@ -85,6 +86,16 @@ class ExportScope:
     def covers(self, namespace: str) -> bool:
         """Whether ``namespace`` is in this scope."""
         return namespace in self.names or namespace.startswith(self.prefixes)
+
+    def condition(self, params: SqlParams, column: str = "namespace") -> str:
+        """This scope as an SQL condition on ``column``, its names and prefixes bound (``^@``
+        is PostgreSQL's starts-with: a prefix holding ``%`` or ``_`` means itself)."""
+        if "" in self.prefixes:
+            return "true"
+        names = f"{column} = ANY({params.add(list(self.names), 'text[]')})"
+        if not self.prefixes:
+            return names
+        return f"({names} OR {column} ^@ ANY({params.add(list(self.prefixes), 'text[]')}))"
 
 
 class Exporter:

@@ -20,8 +20,8 @@
 - ``memory_audit``: who created, superseded, updated, invalidated or forgot which memory, when.
   It never holds a memory's text, and has no foreign key: it outlives the memory.
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-01
 """
 
@@ -33,8 +33,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0010"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

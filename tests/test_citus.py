@@ -1,0 +1,416 @@
+"""pgrecall on a Citus cluster (../shared/citus): distribution, routing, settings, growth.
+
+Each test skips, saying why, where ../shared/citus is absent. The routing tests read what Citus
+plans (``EXPLAIN``: ``Task Count``) and what it sends (``citus.log_remote_commands``: the shard
+tables each statement names) for the statements a verb really sent, captured on the store's
+one connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import pytest
+
+from pgrecall import MemoryInput, MemoryStore
+from pgrecall.db import migrate
+from pgrecall.db.pool import create_pool
+from pgrecall.db.vectors import register_vector_codec
+from pgrecall.embedding.local import LocalEmbedder
+from pgrecall.records import Hit
+
+from .citus_cluster import CitusCluster
+from .conftest import TEST_DIMENSIONS, store_settings
+
+# The capture's log listener stays on its one pooled connection until released, on purpose:
+# asyncpg warns at every release.
+_KEEPS_ITS_LISTENER = pytest.mark.filterwarnings(
+    "ignore:.*active log listener:asyncpg.InterfaceWarning"
+)
+_SHARD_TABLE = re.compile(r"\bmemories_(\d+)\b")
+_TASK_COUNT = re.compile(r"Task Count: (\d+)")
+
+
+@dataclass
+class Sent:
+    """A statement the store sent, its arguments, and the remote commands Citus issued for it."""
+
+    query: str
+    args: tuple[Any, ...]
+    remote: list[str] = field(default_factory=list)
+
+
+class CapturingStore:
+    """A store on one pooled connection whose statements and Citus remote commands are kept."""
+
+    def __init__(self) -> None:
+        self.sent: list[Sent] = []
+        self._notices: list[str] = []
+        self.store: MemoryStore
+        self.pool: asyncpg.Pool
+
+    async def open(self, dsn: str, embedder: LocalEmbedder, **overrides: object) -> MemoryStore:
+        settings = store_settings(worker=False, **overrides)
+        # pgrecall's pool (db/pool.py) but with Citus logging the commands it sends to shards,
+        # and the listeners put back at each acquire (asyncpg drops them at each release).
+        self.pool = await asyncpg.create_pool(
+            dsn,
+            min_size=1,
+            max_size=1,
+            init=register_vector_codec,
+            setup=self._listen,
+            server_settings={
+                "hnsw.ef_search": str(settings.hnsw_ef_search),
+                "hnsw.iterative_scan": "relaxed_order",
+                "citus.log_remote_commands": "on",
+            },
+        )
+        async with self.pool.acquire() as connection:
+            connection.add_query_logger(self._sent)
+        self.store = MemoryStore(settings, self.pool, dsn, embedder, AsyncExitStack())
+        return self.store
+
+    async def _listen(self, connection: Any) -> None:
+        connection.add_log_listener(lambda _, message: self._notices.append(str(message)))
+
+    def _sent(self, record: Any) -> None:
+        self.sent.append(Sent(record.query, tuple(record.args or ()), self._notices))
+        self._notices = []
+
+    async def during(self, work: Awaitable[object]) -> list[Sent]:
+        """The statements ``work`` sent that touch memories (remote commands of an unlogged
+        COPY go with the statement after it)."""
+        self.sent.clear()
+        self._notices = []
+        await work
+        if self._notices:
+            self.sent.append(Sent("COPY memories", (), self._notices))
+        return [sent for sent in self.sent if "memories" in sent.query]
+
+    async def close(self) -> None:
+        await self.store.close()
+        await self.pool.close()
+
+
+@pytest.fixture
+async def capturing(
+    citus_dsn: str, local_embedder: LocalEmbedder
+) -> AsyncIterator[tuple[CapturingStore, asyncpg.Connection]]:
+    capture = CapturingStore()
+    await capture.open(citus_dsn, local_embedder)
+    explainer = await asyncpg.connect(citus_dsn)
+    await register_vector_codec(explainer)
+    yield capture, explainer
+    await explainer.close()
+    await capture.close()
+
+
+async def _task_counts(explainer: asyncpg.Connection, sent: Sent) -> list[int]:
+    plan = await explainer.fetch(f"EXPLAIN (COSTS OFF) {sent.query}", *sent.args)
+    return [int(n) for n in _TASK_COUNT.findall("\n".join(row[0] for row in plan))]
+
+
+def _shards(sent: Sent) -> set[int]:
+    return {int(shard) for command in sent.remote for shard in _SHARD_TABLE.findall(command)}
+
+
+async def _shard_of(explainer: asyncpg.Connection, namespace: str) -> int:
+    return int(
+        await explainer.fetchval(
+            "SELECT get_shard_id_for_distribution_column('memories', $1::text)", namespace
+        )
+    )
+
+
+async def _assert_one_shard(
+    explainer: asyncpg.Connection, sent: list[Sent], namespace: str, verb: str
+) -> None:
+    """Every statement plans one task and reaches the namespace's shard alone; the upserts
+    (INSERT .. SELECT, pulled to the coordinator, no tasks to plan) and COPY are judged by the
+    remote commands alone."""
+    assert sent, f"{verb}: no statement captured"
+    shard = await _shard_of(explainer, namespace)
+    for statement in sent:
+        where = f"{verb}: {' '.join(statement.query.split())[:100]}"
+        if not statement.query.startswith("COPY"):
+            counts = await _task_counts(explainer, statement)
+            if "INSERT INTO memories" not in statement.query:
+                assert counts, f"{where}: no distributed plan"
+            assert all(count == 1 for count in counts), f"{where}: Task Count {counts}"
+        assert _shards(statement) <= {shard}, f"{where}: reached shards {_shards(statement)}"
+    assert set().union(*map(_shards, sent)) == {shard}, f"{verb}: never reached shard {shard}"
+
+
+async def test_migrate_distributes_idempotently_and_later_migrations_run_distributed(
+    citus_empty_dsn: str,
+) -> None:
+    """Distributed at 0003, the tables take 0004-head as distributed tables; migrating again
+    changes nothing; the shards hold every index of the schema."""
+    await migrate.upgrade(citus_empty_dsn, TEST_DIMENSIONS, revision="0003")
+    connection = await asyncpg.connect(citus_empty_dsn)
+    try:
+        kinds = """SELECT table_name::text, citus_table_type, distribution_column
+                   FROM citus_tables ORDER BY 1"""
+        expected = [
+            ("embedding_spaces", "reference", "<none>"),
+            ("memories", "distributed", "namespace"),
+        ]
+        assert [tuple(row) for row in await connection.fetch(kinds)] == expected
+        await migrate.upgrade(citus_empty_dsn, TEST_DIMENSIONS)
+        await migrate.upgrade(citus_empty_dsn, TEST_DIMENSIONS)
+        assert [tuple(row) for row in await connection.fetch(kinds)] == expected
+        assert await migrate.current_revision(citus_empty_dsn) == migrate.head_revision()
+        indexes = await connection.fetch(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'memories' ORDER BY 1"
+        )
+        on_shards = await connection.fetch(
+            """SELECT result FROM run_command_on_shards('memories',
+               $$SELECT string_agg(regexp_replace(indexname, '_[0-9]+$', ''), ',')
+                 FROM pg_indexes WHERE tablename = '%s'$$)"""
+        )
+        assert on_shards
+        wanted = sorted(row["indexname"] for row in indexes)
+        assert all(sorted(row["result"].split(",")) == wanted for row in on_shards)
+    finally:
+        await connection.close()
+
+
+@_KEEPS_ITS_LISTENER
+async def test_each_verb_of_a_named_namespace_runs_on_its_shard_alone(
+    capturing: tuple[CapturingStore, asyncpg.Connection],
+) -> None:
+    capture, explainer = capturing
+    store = capture.store
+    namespace = "routing"
+    await store.remember(["Elsewhere: a decoy.", "Another decoy."], namespace="other")
+
+    sent = await capture.during(
+        store.remember(["Ada likes tea.", "Bob fixes bikes."], namespace=namespace)
+    )
+    await _assert_one_shard(explainer, sent, namespace, "remember new")
+    sent = await capture.during(
+        store.remember("Ada likes tea.", namespace=namespace, metadata={"seen": 2})
+    )
+    await _assert_one_shard(explainer, sent, namespace, "remember again, changed")
+    sent = await capture.during(store.remember("Ada's cat is Tom.", namespace=namespace, key="cat"))
+    await _assert_one_shard(explainer, sent, namespace, "remember keyed")
+    sent = await capture.during(store.remember("Ada's cat is Tim.", namespace=namespace, key="cat"))
+    await _assert_one_shard(explainer, sent, namespace, "remember keyed, changed")
+
+    store._sizes.forget([namespace])  # the size count is part of a first recall
+    sent = await capture.during(store.recall("tea", namespace=namespace, mode="vector"))
+    await _assert_one_shard(explainer, sent, namespace, "recall vector")
+    for mode in ("keyword", "hybrid"):
+        # The fused hits' final join reads every shard (recall/sql.py fused_hits: routing it
+        # slowed plain PostgreSQL); the namespace count and the rankings are the shard's.
+        store._sizes.forget([namespace])
+        sent = await capture.during(store.recall("tea", namespace=namespace, mode=mode))
+        await _assert_one_shard(explainer, sent[:1], namespace, f"recall {mode}: count")
+        assert "JOIN memories m" in sent[-1].query
+
+    memory = (await store.recall("tea", namespace=namespace, k=1)).hits[0]
+    sent = await capture.during(store.get(memory.id, namespace=namespace))
+    await _assert_one_shard(explainer, sent, namespace, "get")
+    sent = await capture.during(
+        store.update(memory.id, namespace=namespace, content="Ada likes green tea.")
+    )
+    await _assert_one_shard(explainer, sent, namespace, "update")
+    sent = await capture.during(store.forget([memory.id], namespace=namespace))
+    await _assert_one_shard(explainer, sent, namespace, "forget")
+
+    await explainer.execute(
+        "UPDATE memories SET status = 'pending', embedding = NULL, space_id = NULL "
+        "WHERE namespace = $1",
+        namespace,
+    )
+    sent = await capture.during(store.worker.run_once())
+    # The worker first peeks, without locks, at which namespaces have due rows (every shard);
+    # what it claims, locks and writes is one namespace's.
+    claims = [s for s in sent if "FOR UPDATE" in s.query or s.query.lstrip().startswith("UPDATE")]
+    assert any("FOR UPDATE" in s.query for s in claims)
+    await _assert_one_shard(explainer, claims, namespace, "worker")
+    assert (await store.stats(namespace=namespace)).pending == 0
+
+
+@_KEEPS_ITS_LISTENER
+async def test_recall_through_the_graph_runs_on_one_shard(
+    citus_dsn: str, local_embedder: LocalEmbedder
+) -> None:
+    """Above the exact-scan size recall walks the HNSW index on the shard, still one task."""
+    capture = CapturingStore()
+    store = await capture.open(citus_dsn, local_embedder, exact_scan_max_rows=5)
+    explainer = await asyncpg.connect(citus_dsn)
+    try:
+        await register_vector_codec(explainer)
+        texts = [f"Note {n}: the {w} arrives on day {n}." for n, w in enumerate("abcdefghij")]
+        await store.remember(texts, namespace="large")
+        assert await store.index() > 0
+        for mode in ("vector", "hybrid"):
+            store._sizes.forget(["large"])
+            sent = await capture.during(store.recall("arrives", namespace="large", mode=mode))
+            if mode == "vector":  # the fused hits' join reads every shard (test above)
+                await _assert_one_shard(explainer, sent, "large", f"recall {mode} (HNSW)")
+            result = await store.recall("arrives", namespace="large", mode=mode)
+            assert not result.exact
+            assert len(result.hits) == len(texts)
+    finally:
+        await explainer.close()
+        await capture.close()
+
+
+def _ranked(hits: tuple[Hit, ...]) -> list[tuple[str, str, float]]:
+    return [(hit.namespace, hit.content, round(hit.score, 5)) for hit in hits]
+
+
+async def test_recall_across_namespaces_matches_plain_postgresql(
+    citus_dsn: str, pg_migrated_dsn: str, local_embedder: LocalEmbedder
+) -> None:
+    memories = [
+        MemoryInput(content=text, namespace=f"team-{n % 3}", metadata={"n": n})
+        for n, text in enumerate(
+            [
+                "The shipment leaves on Thursday.",
+                "The physician prescribed antibiotics.",
+                "Quarterly revenue grew by eight percent.",
+                "The team enjoyed the offsite in the mountains.",
+                "Water the office plants every Monday.",
+                "The printer on the third floor is out of toner.",
+                "Thursday's shipment was delayed by the storm.",
+                "Revenue forecasts were revised upward.",
+                "The physician's office moved to the third floor.",
+            ]
+        )
+    ]
+    results: dict[str, list[list[tuple[str, str, float]]]] = {}
+    for engine, dsn in (("citus", citus_dsn), ("postgres", pg_migrated_dsn)):
+        store = await MemoryStore.open(store_settings(), dsn=dsn, embedder=local_embedder)
+        try:
+            await store.remember(memories)
+            names = ["team-0", "team-1", "team-2"]
+            results[engine] = [
+                _ranked((await store.recall(query, namespace=names, mode=mode, k=5)).hits)
+                for query in ("shipment on Thursday", "third floor office")
+                for mode in ("vector", "keyword", "hybrid")
+            ]
+        finally:
+            await store.close()
+    assert all(results["citus"])
+    assert results["citus"] == results["postgres"]
+
+
+async def test_search_settings_reach_the_shards(
+    citus_empty_dsn: str, local_embedder: LocalEmbedder
+) -> None:
+    """Read on the shard by a statement routed there: the store's ef_search and iterative
+    scan, where a pool's own settings stay on the coordinator (shards: Citus's defaults)."""
+    on_shard = (
+        "SELECT current_setting('hnsw.ef_search') AS ef_search, "
+        "current_setting('hnsw.iterative_scan') AS scan FROM memories WHERE namespace = 's'"
+    )
+
+    async def shard_settings(ef_search: int) -> tuple[str, str]:
+        store = await MemoryStore.open(
+            store_settings(hnsw_ef_search=ef_search), dsn=citus_empty_dsn, embedder=local_embedder
+        )
+        pool = await create_pool(citus_empty_dsn, min_size=1, max_size=1, hnsw_ef_search=ef_search)
+        try:
+            await store.remember("One memory on its shard.", namespace="s")
+            row = await pool.fetchrow(on_shard)
+            assert row is not None
+            assert await pool.fetchval("SHOW hnsw.ef_search") == str(ef_search)
+            return row["ef_search"], row["scan"]
+        finally:
+            await pool.close()
+            await store.close()
+
+    await migrate.upgrade(citus_empty_dsn, TEST_DIMENSIONS, hnsw_ef_search=150)
+    connection = await asyncpg.connect(citus_empty_dsn)
+    try:
+        database = await connection.fetchval("SELECT current_database()")
+        await connection.execute(f'ALTER DATABASE "{database}" RESET hnsw.ef_search')
+        await connection.execute(f'ALTER DATABASE "{database}" RESET hnsw.iterative_scan')
+    finally:
+        await connection.close()
+    # What the issue measured: the coordinator's session settings stop there.
+    assert await shard_settings(150) == ("40", "off")
+    await migrate.upgrade(citus_empty_dsn, TEST_DIMENSIONS, hnsw_ef_search=150)
+    assert await shard_settings(150) == ("150", "relaxed_order")
+
+
+async def test_a_third_worker_and_the_rebalancer_lose_nothing_under_load(
+    citus_cluster: CitusCluster, citus_empty_dsn: str, local_embedder: LocalEmbedder
+) -> None:
+    """Writers and readers keep going while Citus moves shards onto a new worker: every write
+    is kept, no call fails, recall answers as before."""
+    database = citus_empty_dsn.rsplit("/", 1)[1]
+    connection = await asyncpg.connect(citus_empty_dsn)
+    try:
+        # Few shards keep the moves (logical replication each) short on two shared cores.
+        await connection.execute(f'ALTER DATABASE "{database}" SET citus.shard_count = 4')
+    finally:
+        await connection.close()
+    await migrate.upgrade(citus_empty_dsn, TEST_DIMENSIONS)
+    store = await MemoryStore.open(
+        store_settings(worker=False), dsn=citus_empty_dsn, embedder=local_embedder
+    )
+    namespaces = [f"tenant-{n}" for n in range(8)]
+    try:
+        await store.remember(
+            [
+                MemoryInput(content=f"{name} keeps fact {n} about {topic}.", namespace=name)
+                for name in namespaces
+                for n, topic in enumerate(("tea", "bikes", "rain", "trains"))
+            ]
+        )
+        queries = [(name, "facts about trains") for name in namespaces]
+        before = [_ranked((await store.recall(q, namespace=ns, k=4)).hits) for ns, q in queries]
+        stop = asyncio.Event()
+        written: list[str] = []
+        answers: list[list[tuple[str, str, float]]] = []
+
+        async def write() -> None:
+            n = 0
+            while not stop.is_set():
+                content = f"written during the move, number {n}"
+                await store.remember(content, namespace=f"writer-{n % 4}")
+                written.append(content)
+                n += 1
+
+        async def read() -> None:
+            while not stop.is_set():
+                for name, query in queries:
+                    answers.append(_ranked((await store.recall(query, namespace=name, k=4)).hits))
+
+        load = [asyncio.create_task(write()), asyncio.create_task(read())]
+        port = await citus_cluster.add_worker([database])
+        admin = await asyncpg.connect(citus_empty_dsn)
+        try:
+            await admin.execute("SELECT rebalance_table_shards(shard_transfer_mode => 'auto')")
+            moved = await admin.fetchval(
+                """SELECT count(*) FROM citus_shards
+                   WHERE table_name = 'memories'::regclass AND nodeport = $1""",
+                port,
+            )
+        finally:
+            await admin.close()
+        await asyncio.sleep(0.5)
+        stop.set()
+        await asyncio.gather(*load)  # raises whatever a writer or reader met
+
+        assert moved > 0
+        assert written
+        assert answers
+        after = [_ranked((await store.recall(q, namespace=ns, k=4)).hits) for ns, q in queries]
+        assert after == before
+        per_namespace = {ns.namespace: ns.memories for ns in (await store.stats()).namespaces}
+        assert sum(per_namespace.get(f"writer-{n}", 0) for n in range(4)) == len(written)
+        assert all(per_namespace[name] == 4 for name in namespaces)
+        assert not [a for a in answers if a not in before]
+    finally:
+        await store.close()
