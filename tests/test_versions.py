@@ -33,6 +33,7 @@ def clock(migrated_dsn: str) -> Clock:
     return read
 
 
+@pytest.mark.engines
 async def test_a_changed_keyed_memory_keeps_its_previous_version(
     store: MemoryStore, migrated_dsn: str, clock: Clock
 ) -> None:
@@ -84,6 +85,7 @@ async def test_remembering_the_same_again_makes_no_version(store: MemoryStore) -
     assert [v.version for v in await store.history(first.id)] == [1]
 
 
+@pytest.mark.engines
 async def test_update_of_text_or_metadata_makes_a_version_and_expiry_does_not(
     store: MemoryStore,
 ) -> None:
@@ -134,6 +136,7 @@ async def test_as_of_answers_from_the_versions_current_then(
         await store.recall("x", namespace="team", as_of=datetime(2026, 1, 1))
 
 
+@pytest.mark.engines
 async def test_forget_deletes_every_version_and_the_audit_keeps_only_that(
     store: MemoryStore, migrated_dsn: str, clock: Clock
 ) -> None:
@@ -165,6 +168,7 @@ async def test_forget_deletes_every_version_and_the_audit_keeps_only_that(
         await store.history(memory.id)
 
 
+@pytest.mark.engines
 async def test_concurrent_changes_of_one_key_lose_no_version(store: MemoryStore) -> None:
     first = await store.remember("counter is 0", namespace="race", key="counter")
     await asyncio.gather(

@@ -33,6 +33,9 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
+from pgrecall.db import distribute
+from pgrecall.db.schema import MEMORY_VERSIONS
+
 revision = "0011"
 down_revision = "0010"
 branch_labels = None
@@ -128,13 +131,13 @@ def upgrade() -> None:
             current_from timestamptz NOT NULL,
             superseded_at timestamptz NOT NULL,
             superseded_by integer NOT NULL,
-            CONSTRAINT memory_versions_pkey PRIMARY KEY (namespace, memory_id, version),
-            CONSTRAINT memory_versions_memory_fkey FOREIGN KEY (namespace, memory_id)
-                REFERENCES memories (namespace, id) ON DELETE CASCADE
+            CONSTRAINT memory_versions_pkey PRIMARY KEY (namespace, memory_id, version)
         )
         """
     )
     # Like memories (migration 0001): a vector read inline, not from TOAST, by as-of scans.
+    # Set while the table is local: Citus refuses SET STORAGE on a distributed table, and its
+    # shards are created with it.
     dimensions = int(re.sub(r"\D", "", vector))
     storage = "PLAIN" if dimensions <= _PLAIN_STORAGE_MAX_DIMENSIONS else "MAIN"
     op.execute(f"ALTER TABLE memory_versions ALTER COLUMN embedding SET STORAGE {storage}")
@@ -162,6 +165,17 @@ def upgrade() -> None:
             "action IN ('create', 'supersede', 'update', 'invalidate', 'forget')",
             name="memory_audit_action_known",
         ),
+    )
+    # On Citus the tables are distributed (co-located with memories) before the foreign key:
+    # Citus refuses one from a local table to a distributed one (db/distribute.py).
+    distribute.distribute_tables(op.get_bind())
+    op.create_foreign_key(
+        "memory_versions_memory_fkey",
+        MEMORY_VERSIONS,
+        "memories",
+        ["namespace", "memory_id"],
+        ["namespace", "id"],
+        ondelete="CASCADE",
     )
     op.execute(_KEEP_VERSION)
     op.execute(_TRIGGER)

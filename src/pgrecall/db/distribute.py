@@ -23,12 +23,13 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, text
 
-from pgrecall.db.schema import EMBEDDING_SPACES, MEMORIES
+from pgrecall.db.schema import EMBEDDING_SPACES, MEMORIES, MEMORY_AUDIT, MEMORY_VERSIONS
 
 DISTRIBUTION_COLUMN = "namespace"
 REFERENCE_TABLES = (EMBEDDING_SPACES,)
-# Distributed by namespace, co-located with the first (a namespace's rows share a node).
-DISTRIBUTED_TABLES = (MEMORIES,)
+# Distributed by namespace, co-located with the first (a namespace's rows share a node), in
+# this order: memory_versions' foreign key refers to memories.
+DISTRIBUTED_TABLES = (MEMORIES, MEMORY_VERSIONS, MEMORY_AUDIT)
 
 
 def citus_installed(connection: Connection) -> bool:
@@ -43,6 +44,10 @@ def prepare(connection: Connection) -> None:
     earlier changes to them in the same transaction."""
     if citus_installed(connection):
         connection.execute(text("SET LOCAL citus.multi_shard_modify_mode = 'sequential'"))
+        # The version trigger of 0011 on memories: Citus creates it (and distributes a table
+        # that has it) only when told; it runs on each shard and writes memory_versions of the
+        # same namespace, whose shard is co-located on the same node.
+        connection.execute(text("SET LOCAL citus.enable_unsafe_triggers = on"))
 
 
 def _distribution(connection: Connection, table: str) -> str | None:
@@ -64,8 +69,13 @@ def _exists(connection: Connection, table: str) -> bool:
     return found.scalar() is not None
 
 
-def distribute(connection: Connection, hnsw_ef_search: int) -> None:
-    """After the migrations on Citus: reference and distributed tables, search settings."""
+def distribute_tables(connection: Connection) -> None:
+    """On Citus: the reference tables, then the per-namespace tables that exist, co-located.
+
+    Also called by a migration between creating a table and adding its foreign key to
+    ``memories`` (0011): Citus refuses a foreign key from a local table to a distributed one,
+    and distributing ``memories`` while a local table refers to it, so the tables are
+    distributed first, on a new database as on an upgrade of a distributed one."""
     if not citus_installed(connection):
         return
     for table in REFERENCE_TABLES:
@@ -81,6 +91,13 @@ def distribute(connection: Connection, hnsw_ef_search: int) -> None:
                 {"table": table, "column": DISTRIBUTION_COLUMN, "with": colocate_with},
             )
         colocate_with = table
+
+
+def distribute(connection: Connection, hnsw_ef_search: int) -> None:
+    """After the migrations on Citus: reference and distributed tables, search settings."""
+    if not citus_installed(connection):
+        return
+    distribute_tables(connection)
     if _exists(connection, MEMORIES):
         search_settings(connection, hnsw_ef_search)
 

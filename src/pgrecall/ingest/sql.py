@@ -59,7 +59,7 @@ FIND_UNCHANGED = """
     FROM wanted w
     JOIN memories m ON m.namespace = w.namespace AND m.content_hash = w.content_hash
                    AND m.key IS NULL
-    WHERE w.key IS NULL AND m.namespace = ANY($8::text[])
+    WHERE w.key IS NULL AND m.namespace = ANY($10::text[])
       AND m.status = 'embedded' AND m.embed_error IS NULL
       AND m.embed_attempts = 0 AND m.space_id = $4
       AND m.search_text IS NOT DISTINCT FROM w.search_text
@@ -71,7 +71,7 @@ FIND_UNCHANGED = """
     SELECT w.position, m.id
     FROM wanted w
     JOIN memories m ON m.namespace = w.namespace AND m.key = w.key
-    WHERE m.namespace = ANY($8::text[])
+    WHERE m.namespace = ANY($10::text[])
       AND m.content_hash = w.content_hash AND m.status = 'embedded' AND m.embed_error IS NULL
       AND m.embed_attempts = 0 AND m.space_id = $4
       AND m.search_text IS NOT DISTINCT FROM w.search_text
