@@ -12,6 +12,7 @@ from pgrecall import InvalidInputError, MemoryStore
 from pgrecall.audit import AuditLog, key_actor
 
 
+@pytest.mark.engines
 async def test_every_change_is_audited_with_its_actor(store: MemoryStore) -> None:
     memory = await store.remember("plan A", namespace="team", key="plan")
     await store.remember("plan A", namespace="team", key="plan")  # unchanged: no entry
@@ -53,6 +54,7 @@ async def test_bad_audit_arguments_are_refused(store: MemoryStore) -> None:
         await store.audit("")
 
 
+@pytest.mark.engines
 async def test_entries_past_the_retention_are_deleted(
     migrated_dsn: str, store: MemoryStore
 ) -> None:

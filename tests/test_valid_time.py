@@ -18,6 +18,7 @@ async def _contents(store: MemoryStore, query: str, **options: object) -> list[s
     return sorted(hit.content for hit in hits)
 
 
+@pytest.mark.engines
 async def test_valid_at_keeps_the_facts_valid_then(store: MemoryStore) -> None:
     await store.remember(
         "Ada lived in London", namespace="ada", valid_from=Y2020, valid_until=Y2024
@@ -44,6 +45,7 @@ async def test_valid_at_keeps_the_facts_valid_then(store: MemoryStore) -> None:
     assert (hit.valid_from, hit.valid_until) == (Y2020, Y2024)
 
 
+@pytest.mark.engines
 async def test_invalidate_ends_a_fact_without_deleting_it(store: MemoryStore) -> None:
     memory = await store.remember("Ada works at the mill", namespace="ada", key="job")
     before = await store.recall("mill", namespace="ada", mode="keyword")

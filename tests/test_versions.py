@@ -102,6 +102,7 @@ async def test_update_of_text_or_metadata_makes_a_version_and_expiry_does_not(
     ]
 
 
+@pytest.mark.engines
 async def test_as_of_answers_from_the_versions_current_then(
     store: MemoryStore, clock: Clock
 ) -> None:

@@ -280,7 +280,10 @@ class Catalog:
         """End a memory's validity at ``at`` (now when None), saying why; audited. False when
         there is no such memory."""
         params = SqlParams()
-        until = params.add(validation.check_timestamp(at, "at"), "timestamptz")
+        ending = validation.check_timestamp(at, "at")
+        # now() on its own, not coalesce(.., now()): Citus refuses a non-immutable function in
+        # COALESCE or CASE on a distributed table.
+        until = "now()" if ending is None else params.add(ending, "timestamptz")
         where = (
             f"namespace = {params.add(namespace, 'text')} AND id = {params.add(identifier, 'uuid')}"
             f" AND {unexpired()}"
@@ -288,7 +291,7 @@ class Catalog:
         audit = logged("ended", "'invalidate'", params.add(actor, "text"))
         sql = f"""
             WITH ended AS (
-                UPDATE memories SET valid_until = coalesce({until}, now()),
+                UPDATE memories SET valid_until = {until},
                                     invalid_reason = {params.add(reason, "text")},
                                     updated_at = now()
                 WHERE {where} RETURNING namespace, id, version

@@ -1,13 +1,16 @@
 """Citus: distribute pgrecall's tables when the ``citus`` extension is installed.
 
 ``pgrecall migrate`` runs the migrations, then this step, in one transaction under the
-migration lock (``migrations/env.py``). On a database without Citus it does nothing.
+migration lock (``migrations/env.py``); a migration that adds a foreign key to ``memories``
+distributes the tables first (``distribute_tables``, see 0011). On a database without Citus it
+does nothing.
 
 - ``embedding_spaces`` (a few rows that every memory refers to) becomes a reference table: a
   copy on every node, so the foreign key and joins stay local to each shard.
 - ``memories`` is distributed by ``namespace``: every key leads with it, so a namespace's
   memories live on one shard and each statement that names one namespace runs there alone.
-  Further per-namespace tables join ``DISTRIBUTED_TABLES`` and are co-located with it.
+  Further per-namespace tables (``memory_versions``, ``memory_audit``) join
+  ``DISTRIBUTED_TABLES`` and are co-located with it.
 - The search settings go on the database (``ALTER DATABASE .. SET``, which Citus propagates to
   every node): the shards run the HNSW scans, and the settings a pool sets on its coordinator
   connections never reach them (measured on Citus 14: shards ran ``ef_search`` 40 and
