@@ -15,8 +15,9 @@
   writers never copy the same version twice or lose one. It fires on UPDATE only: a new memory
   (COPY or INSERT) costs nothing; a row rewritten after it expired (``created_at`` changes,
   see ingest_sql.STAMPS) starts afresh and its old versions are deleted. On Citus the trigger
-  needs ``citus.enable_unsafe_triggers`` (it touches only the co-located shard of the same
-  namespace).
+  needs ``citus.enable_unsafe_triggers`` (set by ``distribute.prepare``; it touches only the
+  co-located shard of the same namespace), and the new tables are distributed before the
+  foreign key (``distribute.distribute_tables``).
 - ``memory_audit``: who created, superseded, updated, invalidated or forgot which memory, when.
   It never holds a memory's text, and has no foreign key: it outlives the memory.
 
