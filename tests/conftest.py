@@ -225,7 +225,8 @@ async def citus_dsn(citus_database: str) -> str:
     try:
         # Two statements: Citus refuses a reference table's DML after a parallel one on the
         # distributed table in the same transaction.
-        await connection.execute("DELETE FROM memories")
+        await connection.execute("DELETE FROM memories")  # and memory_versions, by cascade
+        await connection.execute("DELETE FROM memory_audit")
         await connection.execute("DELETE FROM embedding_spaces")
     finally:
         await connection.close()

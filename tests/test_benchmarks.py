@@ -118,6 +118,18 @@ def test_first_recall_benchmark_runs() -> None:
     assert "Ollama is not reachable" in out
 
 
+def test_versions_cost_benchmark_runs() -> None:
+    out = _run(
+        "benchmarks.versions_cost", *("--rows", "2000", "--queries", "10", "--ingest-rows", "2000")
+    )
+    ratios = [
+        float(line.rsplit(":", 1)[1].rstrip("x")) for line in out.splitlines() if "p50" in line
+    ]
+    assert len(ratios) == 3  # vector, keyword, hybrid
+    assert all(ratio > 0 for ratio in ratios)
+    assert "a bare COPY of as many audit entries" in out
+
+
 def test_console_load_benchmark_runs() -> None:
     if not (shutil.which("chromium") or shutil.which("chromium-browser")) or not shutil.which(
         "chromedriver"

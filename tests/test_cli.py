@@ -171,6 +171,9 @@ def test_remember_recall_get_list_forget_stats(migrated_dsn: str) -> None:
         "expires_at",
         "vector_score",
         "keyword_score",
+        "version",
+        "valid_from",
+        "valid_until",
     }
     assert hits[0]["content"] in ("The user's dog is called Rex.", "Rex is a beagle.")
     assert hits[0]["score"] >= hits[1]["score"]

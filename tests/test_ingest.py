@@ -403,6 +403,8 @@ def _distinct_row(tag: str, key: str | None, space_id: int) -> Columns:
         "search_text": [f"search-text-{tag}"],
         "created_at": [created],
         "updated_at": [created],
+        "valid_from": [datetime(2001, 1, 1, tzinfo=UTC)],
+        "valid_until": [datetime(2002, 2, 2, tzinfo=UTC)],
     }
 
 

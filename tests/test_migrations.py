@@ -155,3 +155,43 @@ async def test_unembedded_rows_become_pending_on_upgrade(empty_dsn: str) -> None
     finally:
         await connection.close()
     assert status == "pending"
+
+
+async def test_versions_migration_keeps_todays_rows_as_first_versions(empty_dsn: str) -> None:
+    """0011 on a database with memories: each becomes its first, current version; changing one
+    then keeps the old text; a downgrade keeps the memories (their versions go) and the
+    upgrade after it works on the same data."""
+    await migrate.upgrade(empty_dsn, TEST_DIMENSIONS, revision="0010")
+    connection = await asyncpg.connect(empty_dsn)
+    try:
+        await connection.execute(
+            "INSERT INTO memories (namespace, content, content_hash, key) VALUES "
+            "('ns', 'first text', sha256('first text'::bytea), 'k'), "
+            "('ns', 'other text', sha256('other text'::bytea), NULL)"
+        )
+        await migrate.upgrade(empty_dsn, TEST_DIMENSIONS)
+        rows = await connection.fetch(
+            "SELECT version, version_since, valid_until FROM memories ORDER BY content"
+        )
+        assert [tuple(row) for row in rows] == [(1, None, None), (1, None, None)]
+        assert await connection.fetchval("SELECT count(*) FROM memory_versions") == 0
+        await connection.execute(
+            "UPDATE memories SET content = 'second text', "
+            "content_hash = sha256('second text'::bytea), updated_at = clock_timestamp() "
+            "WHERE key = 'k'"
+        )
+        kept = await connection.fetchrow("SELECT version, content FROM memory_versions")
+        assert tuple(kept) == (1, "first text")
+        assert await connection.fetchval("SELECT version FROM memories WHERE key = 'k'") == 2
+
+        await migrate.downgrade(empty_dsn, "0010")
+        assert await connection.fetchval("SELECT to_regclass('memory_versions')") is None
+        contents = await connection.fetch("SELECT content FROM memories ORDER BY content")
+        assert [row["content"] for row in contents] == ["other text", "second text"]
+
+        await migrate.upgrade(empty_dsn, TEST_DIMENSIONS)
+        versions = await connection.fetch("SELECT version FROM memories")
+        assert [row["version"] for row in versions] == [1, 1]
+        assert await connection.fetchval("SELECT count(*) FROM memory_audit") == 0
+    finally:
+        await connection.close()

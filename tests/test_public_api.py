@@ -15,6 +15,8 @@ PUBLIC = {
     # what goes in and comes out
     "MemoryInput", "Embedding", "Remembered", "Memory", "Page", "Hit", "RecallResult",
     "RecallOptions", "RecallKeywords", "Mode", "MODES", "EmbedStatus", "Stats", "NamespaceStats",
+    # memories that change
+    "Version", "AuditEntry", "AuditAction",
     "ExportScope", "UNSET", "Unset", "WriteCount",
     # custom embedders
     "Embedder", "BatchingEmbedder", "BatchOutput", "Embeddings", "EmbeddingSpace",

@@ -55,6 +55,15 @@ EXPECTED_OUTPUT = {
         "keyword matches only: the embedder is not answering",
         "memories in scope are still pending",
     ],
+    # Without Ollama the same answers come from the keyword ranking.
+    ("Memories that change", "local model"): [
+        "then: Ada lives in London.",
+        "now: Ada lives in Paris.",
+    ],
+    ("Memories that change", "without Ollama"): [
+        "then: Ada lives in London.",
+        "now: Ada lives in Paris.",
+    ],
 }
 # Commands that report a problem by their exit code in a configuration.
 EXPECTED_EXIT = {("doctor", "without Ollama"): 1}

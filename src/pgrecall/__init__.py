@@ -36,6 +36,8 @@ from pgrecall.errors import (
 from pgrecall.records import (
     MODES,
     UNSET,
+    AuditAction,
+    AuditEntry,
     Embedding,
     EmbedStatus,
     Hit,
@@ -50,6 +52,7 @@ from pgrecall.records import (
     Remembered,
     Stats,
     Unset,
+    Version,
     WriteCount,
 )
 from pgrecall.store import MemoryStore
@@ -61,6 +64,8 @@ __version__ = _distribution_version("pgrecall")
 __all__ = [
     "MODES",
     "UNSET",
+    "AuditAction",
+    "AuditEntry",
     "BadEmbeddingResponseError",
     "BatchOutput",
     "BatchingEmbedder",
@@ -102,6 +107,7 @@ __all__ = [
     "Settings",
     "Stats",
     "Unset",
+    "Version",
     "WriteCount",
     "load_settings",
 ]

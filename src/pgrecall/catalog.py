@@ -14,14 +14,16 @@ from uuid import UUID
 import asyncpg
 
 from pgrecall import validation
+from pgrecall.audit import logged
 from pgrecall.background.expiry import unexpired
 from pgrecall.db.errors import database_errors
 from pgrecall.db.params import SqlParams
-from pgrecall.errors import InvalidInputError, NotFoundError
+from pgrecall.errors import DatabaseError, InvalidInputError, NotFoundError
 from pgrecall.offload import off_loop
 from pgrecall.recall.filters import compile_filter
 from pgrecall.records import EmbedStatus, Memory, NamespaceStats, Page, Stats
 from pgrecall.transfer.exporter import ExportScope
+from pgrecall.versions import as_of_relation
 
 # A Memory's fields are the columns read for it.
 _MEMORY_FIELDS = tuple(field.name for field in fields(Memory))
@@ -125,19 +127,30 @@ class Catalog:
         cursor: str | None = None,
         status: EmbedStatus | None = None,
         filter: Mapping[str, Any] | None = None,
+        as_of: datetime | None = None,
     ) -> Page:
         """Memories of a namespace, of several, or of all (when listing by ``status``), newest
-        first; ``filter`` keeps those whose metadata matches (the recall filter language)."""
+        first; ``filter`` keeps those whose metadata matches (the recall filter language); as
+        they were at ``as_of`` when given (one namespace; see versions.py)."""
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise InvalidInputError(f"limit must be a whole number from 1 to {MAX_PAGE}")
         if namespace is None and status is None:
             raise InvalidInputError("name a namespace (or list by status, e.g. the failed ones)")
+        if namespace is None and as_of is not None:
+            raise InvalidInputError("as_of lists one namespace: name it")
         params = SqlParams()
         if isinstance(namespace, str) or namespace is None:
             conditions = [_in_namespace(unexpired(), namespace, params)]
         else:
             names = validation.namespaces(namespace)
             conditions = [unexpired(), f"namespace = ANY({params.add(names, 'text[]')})"]
+        source = "memories"
+        if as_of is not None:
+            if not isinstance(namespace, str):
+                raise InvalidInputError("as_of lists one namespace: name it")
+            in_namespace = f"= {params.add(validation.namespace(namespace), 'text')}"
+            at = params.add(validation.check_timestamp(as_of, "as_of"), "timestamptz")
+            source = as_of_relation(at, in_namespace)
         if status is not None:
             if status not in ("pending", "embedded", "failed"):
                 raise InvalidInputError("status is one of pending, embedded, failed")
@@ -150,7 +163,7 @@ class Catalog:
                 f"{params.add(identifier, 'uuid')})"
             )
         sql = (
-            f"SELECT {MEMORY_COLUMNS} FROM memories WHERE {' AND '.join(conditions)} "
+            f"SELECT {MEMORY_COLUMNS} FROM {source} AS m WHERE {' AND '.join(conditions)} "
             f"ORDER BY created_at DESC, id DESC LIMIT {params.add(limit + 1, 'int')}"
         )
         with database_errors():
@@ -215,38 +228,86 @@ class Catalog:
         return int(status.split()[-1])
 
     async def forget_ids(
-        self, identifiers: Sequence[UUID], namespace: str | None = None
+        self, identifiers: Sequence[UUID], namespace: str | None, actor: str
     ) -> list[tuple[UUID, str]]:
-        """Delete memories by id; returns (id, namespace) of those deleted that had not expired
+        """Delete memories by id, every version with them (the versions' foreign key
+        cascades), and audit it; returns (id, namespace) of those deleted that had not expired
         (an expired one goes too, but it was already gone to every read). Expiry is judged
         outside RETURNING, where Citus allows immutable functions only (now() is not)."""
         params = SqlParams()
         where = _in_namespace(
             f"id = ANY({params.add(list(identifiers), 'uuid[]')})", namespace, params
         )
+        audit = logged("gone", "'forget'", params.add(actor, "text"))
         with database_errors():
             rows = await self._pool.fetch(
                 f"WITH gone AS (DELETE FROM memories WHERE {where} "
-                f"RETURNING id, namespace, expires_at) "
-                f"SELECT id, namespace FROM gone WHERE {unexpired('gone')}",
+                f"RETURNING id, namespace, version, expires_at), "
+                f"audit AS ({audit}) SELECT id, namespace FROM gone WHERE {unexpired('gone')}",
                 *params.values,
             )
         return [(row["id"], row["namespace"]) for row in rows]
 
-    async def forget_matching(self, namespace: str, filter_document: Mapping[str, Any]) -> int:
-        """Delete the memories of a namespace that match a filter; returns how many."""
+    async def forget_matching(
+        self, namespace: str, filter_document: Mapping[str, Any], actor: str
+    ) -> int:
+        """Delete the memories of a namespace that match a filter, every version with them,
+        and audit it; returns how many."""
         name = validation.namespace(namespace)
         params = SqlParams()
         where = (
             f"namespace = {params.add(name, 'text')} AND {compile_filter(filter_document, params)}"
         )
+        audit = logged("gone", "'forget'", params.add(actor, "text"))
         with database_errors():
             live = await self._pool.fetchval(
-                f"WITH gone AS (DELETE FROM memories WHERE {where} RETURNING expires_at) "
-                f"SELECT count(*) FROM gone WHERE {unexpired('gone')}",
+                f"WITH gone AS (DELETE FROM memories WHERE {where} "
+                f"RETURNING id, namespace, version, expires_at), "
+                f"audit AS ({audit}) SELECT count(*) FROM gone WHERE {unexpired('gone')}",
                 *params.values,
             )
         return int(live)
+
+    async def invalidate(
+        self,
+        identifier: UUID,
+        namespace: str,
+        *,
+        at: datetime | None,
+        reason: str | None,
+        actor: str,
+    ) -> bool:
+        """End a memory's validity at ``at`` (now when None), saying why; audited. False when
+        there is no such memory."""
+        params = SqlParams()
+        ending = validation.check_timestamp(at, "at")
+        # now() on its own, not coalesce(.., now()): Citus refuses a non-immutable function in
+        # COALESCE or CASE on a distributed table.
+        until = "now()" if ending is None else params.add(ending, "timestamptz")
+        where = (
+            f"namespace = {params.add(namespace, 'text')} AND id = {params.add(identifier, 'uuid')}"
+            f" AND {unexpired()}"
+        )
+        audit = logged("ended", "'invalidate'", params.add(actor, "text"))
+        sql = f"""
+            WITH ended AS (
+                UPDATE memories SET valid_until = {until},
+                                    invalid_reason = {params.add(reason, "text")},
+                                    updated_at = now()
+                WHERE {where} RETURNING namespace, id, version
+            ), audit AS ({audit})
+            SELECT count(*) FROM ended
+        """
+        try:
+            with database_errors():
+                count = await self._pool.fetchval(sql, *params.values)
+        except DatabaseError as exc:
+            if isinstance(exc.__cause__, asyncpg.CheckViolationError):
+                raise InvalidInputError(
+                    "at is not after the memory's valid_from: a fact cannot end before it begins"
+                ) from exc
+            raise
+        return bool(count)
 
     async def stats(self, namespace: str | None = None, scope: ExportScope | None = None) -> Stats:
         """Counts per namespace (one namespace, those of ``scope``, or all of them) and each

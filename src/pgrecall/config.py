@@ -206,6 +206,11 @@ class Settings(BaseSettings):
         "the worker deletes it",
     )
     expired_sweep_seconds: float = _seconds(60.0, "how often the worker deletes expired memories")
+    audit_retention_days: int = Field(
+        default=365,
+        ge=0,
+        description="days audit entries (who changed which memory, when) are kept; 0 keeps them",
+    )
     exact_scan_max_rows: int = Field(
         default=20_000,
         ge=0,

@@ -45,6 +45,8 @@ class MemoryInput:
 
     ``created_at`` backdates a new memory (an import keeps the exported time); a memory already
     stored keeps its own. ``embedding`` is a vector made earlier, see ``Embedding``.
+    ``valid_from`` / ``valid_until``: when the fact is true in the world (valid time), as the
+    agent says; unrelated to when it was stored.
     """
 
     content: str
@@ -54,6 +56,8 @@ class MemoryInput:
     expires_at: datetime | None = None
     created_at: datetime | None = None
     embedding: Embedding | None = None
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +91,10 @@ class Memory:
     status: EmbedStatus
     embed_error: str | None = None
     embed_attempts: int = 0
+    version: int = 1
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    invalid_reason: str | None = None
 
     @property
     def embedded(self) -> bool:
@@ -108,6 +116,50 @@ class Hit:
     expires_at: datetime | None
     vector_score: float | None = None  # inner product with the query, when embedded
     keyword_score: float | None = None  # BM25, when the memory was among the keyword hits
+    version: int = 1
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """One version of a memory, and the span of time it was the current one: from
+    ``current_from`` until ``current_until`` (None for the version current now), when version
+    ``superseded_by`` replaced it."""
+
+    memory_id: UUID
+    namespace: str
+    version: int
+    content: str
+    metadata: dict[str, Any]
+    key: str | None
+    current_from: datetime
+    current_until: datetime | None
+    superseded_by: int | None
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    invalid_reason: str | None = None
+
+    @property
+    def current(self) -> bool:
+        """True for the version recall, get and list show."""
+        return self.current_until is None
+
+
+AuditAction = Literal["create", "supersede", "update", "invalidate", "forget"]
+AUDIT_ACTIONS: tuple[AuditAction, ...] = ("create", "supersede", "update", "invalidate", "forget")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """That something happened to a memory, by whom and when; never what the memory said."""
+
+    namespace: str
+    memory_id: UUID
+    action: AuditAction
+    at: datetime
+    actor: str
+    version: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,6 +206,17 @@ class RecallOptions:
         str | None,
         Field(min_length=1, max_length=256, description="metadata key holding a 0..1 boost"),
     ] = None
+    as_of: Annotated[
+        AwareDatetime | None,
+        Field(description="answer from the versions that were current at this time"),
+    ] = None
+    valid_at: Annotated[
+        AwareDatetime | None,
+        Field(description="only facts valid at this time (their valid_from / valid_until)"),
+    ] = None
+    include_invalid: Annotated[
+        bool, Field(description="keep facts whose validity has ended (invalidated)")
+    ] = False
 
 
 class RecallKeywords(TypedDict, total=False):
@@ -172,6 +235,9 @@ class RecallKeywords(TypedDict, total=False):
     diversity: float
     recency_half_life: float | None
     importance: str | None
+    as_of: datetime | None
+    valid_at: datetime | None
+    include_invalid: bool
 
 
 @dataclass(frozen=True, slots=True)

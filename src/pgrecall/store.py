@@ -17,6 +17,7 @@ import asyncpg
 
 from pgrecall import activity, validation
 from pgrecall.activity import Bucket
+from pgrecall.audit import AuditLog, check_actor, local_actor
 from pgrecall.background.expiry import ExpirySweeper
 from pgrecall.background.indexer import Indexer
 from pgrecall.background.worker import EmbeddingWorker
@@ -34,6 +35,7 @@ from pgrecall.embedding.space import EmbeddingSpace
 from pgrecall.errors import (
     DimensionMismatchError,
     InvalidInputError,
+    NotFoundError,
     PgRecallError,
     SchemaError,
 )
@@ -46,6 +48,7 @@ from pgrecall.recall.service import QueryService
 from pgrecall.recall.sizes import NamespaceSizes
 from pgrecall.records import (
     UNSET,
+    AuditEntry,
     EmbedStatus,
     Memory,
     MemoryInput,
@@ -56,10 +59,14 @@ from pgrecall.records import (
     Remembered,
     Stats,
     Unset,
+    Version,
     WriteCount,
 )
 from pgrecall.transfer.exporter import Exporter, ExportScope
+from pgrecall.versions import History
 
+# Longest reason accepted by invalidate, in characters.
+MAX_REASON_CHARS = 1000
 # How long closing a store waits for the worker's batch before rolling it back.
 SHUTDOWN_GRACE_SECONDS = 10.0
 
@@ -158,7 +165,10 @@ class MemoryStore:
         self._query = QueryService(pool, embedder, self._spaces, self._sizes, settings, health)
         self.worker = EmbeddingWorker(pool, dsn, embedding, self._spaces, settings)
         self.indexer = Indexer(pool, settings)
-        self.sweeper = ExpirySweeper(pool, settings)
+        self._audit = AuditLog(pool, settings.audit_retention_days)
+        self._history = History(pool)
+        self.sweeper = ExpirySweeper(pool, settings, self._audit)
+        self._actor = local_actor()
         self._exporter = Exporter(pool, self._spaces)
         self._stop_worker = asyncio.Event()
         self._worker_task: asyncio.Task[None] | None = None
@@ -257,6 +267,9 @@ class MemoryStore:
         metadata: Mapping[str, Any] | None = None,
         key: str | None = None,
         expires_at: datetime | None = None,
+        valid_from: datetime | None = None,
+        valid_until: datetime | None = None,
+        actor: str | None = None,
     ) -> Remembered: ...
     @overload
     async def remember(
@@ -267,6 +280,9 @@ class MemoryStore:
         metadata: Mapping[str, Any] | None = None,
         key: None = None,
         expires_at: datetime | None = None,
+        valid_from: datetime | None = None,
+        valid_until: datetime | None = None,
+        actor: str | None = None,
     ) -> list[Remembered]: ...
     async def remember(
         self,
@@ -276,14 +292,20 @@ class MemoryStore:
         metadata: Mapping[str, Any] | None = None,
         key: str | None = None,
         expires_at: datetime | None = None,
+        valid_from: datetime | None = None,
+        valid_until: datetime | None = None,
+        actor: str | None = None,
     ) -> Remembered | list[Remembered]:
         """Store one text (returns its Remembered) or a batch (a list, in order).
 
-        Batch items may be MemoryInput to carry their own namespace, metadata, key or expiry;
-        the call's values fill in what they leave out. The batch is validated whole before
-        anything is written: one invalid item raises InvalidInputError naming its position
-        and field, and nothing of the call is stored.
+        Batch items may be MemoryInput to carry their own namespace, metadata, key, expiry or
+        valid time; the call's values fill in what they leave out. The batch is validated whole
+        before anything is written: one invalid item raises InvalidInputError naming its
+        position and field, and nothing of the call is stored. A changed text or metadata under
+        a known key keeps the previous version (see ``history``). ``actor`` names who did it in
+        the audit log (default: the local user).
         """
+        who = self._who(actor)
         single = isinstance(content, str)
         if not single and key is not None:
             raise InvalidInputError("key names one memory: pass it per item with MemoryInput")
@@ -291,13 +313,22 @@ class MemoryStore:
 
         def with_call_values(item: str | MemoryInput) -> MemoryInput:
             if not isinstance(item, MemoryInput):
-                return MemoryInput(content=item, key=key, metadata=metadata, expires_at=expires_at)
-            if metadata is None and expires_at is None:
+                return MemoryInput(
+                    content=item,
+                    key=key,
+                    metadata=metadata,
+                    expires_at=expires_at,
+                    valid_from=valid_from,
+                    valid_until=valid_until,
+                )
+            if metadata is None and expires_at is None and valid_from is valid_until is None:
                 return item
             return dataclasses.replace(
                 item,
                 metadata=item.metadata if item.metadata is not None else metadata,
                 expires_at=item.expires_at if item.expires_at is not None else expires_at,
+                valid_from=item.valid_from if item.valid_from is not None else valid_from,
+                valid_until=item.valid_until if item.valid_until is not None else valid_until,
             )
 
         items = [with_call_values(item) for item in raw]
@@ -310,7 +341,7 @@ class MemoryStore:
         )
         if self.context is not None:
             prepared = await with_context(self._pool, self.templates, self.context, prepared)
-        results = await self._ingest.remember(prepared)
+        results = await self._ingest.remember(prepared, who)
         self._sizes.forget(list({memory.namespace for memory in prepared}))
         return results[0] if single else results
 
@@ -330,7 +361,10 @@ class MemoryStore:
         ``min_score`` bounds the vector similarity (inner product); ``created_after`` /
         ``created_before``; ``vector_weight``/``keyword_weight`` (fusion weights),
         ``diversity`` 0..1 (MMR), ``recency_half_life`` in seconds and ``importance`` (a
-        metadata key holding 0..1); ``exact=True`` forces an exact vector scan.
+        metadata key holding 0..1); ``exact=True`` forces an exact vector scan; ``as_of``
+        answers from the versions that were current at that time (an exact scan);
+        ``valid_at`` keeps the facts valid then; facts whose validity has ended are left out
+        unless ``include_invalid``.
         """
         chosen = options or RecallOptions()
         if keywords:
@@ -361,12 +395,15 @@ class MemoryStore:
         content: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         expires_at: datetime | Unset | None = UNSET,
+        actor: str | None = None,
     ) -> Memory:
         """Change a memory's text (embedded again), metadata (replaced) or expiry (None
-        clears it); returns the memory as stored now."""
+        clears it); returns the memory as stored now. A new text or metadata makes a new
+        version, the previous one kept in its history."""
+        who = self._who(actor)
         current = await self.get(memory, namespace=namespace)
         change = Change(content=content, metadata=metadata, expires_at=expires_at)
-        await self._updates.update(current, change)
+        await self._updates.update(current, change, who)
         # As written, even when the change was an expiry in the past (it is gone from now on).
         updated = await self._catalog.get(current.id, current.namespace, expired=True)
         if updated is None:
@@ -379,20 +416,24 @@ class MemoryStore:
         *,
         namespace: str | None = None,
         filter: Mapping[str, Any] | None = None,
+        actor: str | None = None,
     ) -> int:
         """Delete memories by id, or those of ``namespace`` matching ``filter`` (``{}`` means
-        all of them); returns how many were deleted."""
+        all of them), with every version's text and vector; returns how many were deleted.
+        The audit log keeps that it happened (id, who, when), never what they said."""
+        who = self._who(actor)
         if ids is not None:
             if filter is not None:
                 raise InvalidInputError("forget takes ids or a filter, not both")
-            deleted = await self._catalog.forget_ids([memory_id(i) for i in ids], namespace)
+            identifiers = [memory_id(i) for i in ids]
+            deleted = await self._catalog.forget_ids(identifiers, namespace, who)
             self._sizes.forget(list({name for _, name in deleted}))
             return len(deleted)
         if namespace is None or filter is None:
             raise InvalidInputError(
                 "forget needs ids, or a namespace and a filter ({} forgets the whole namespace)"
             )
-        count = await self._catalog.forget_matching(namespace, filter)
+        count = await self._catalog.forget_matching(namespace, filter, who)
         self._sizes.forget([validation.namespace(namespace)])
         return count
 
@@ -469,15 +510,77 @@ class MemoryStore:
         cursor: str | None = None,
         status: EmbedStatus | None = None,
         filter: Mapping[str, Any] | None = None,
+        as_of: datetime | None = None,
     ) -> Page:
         """A page of memories, newest first: a namespace's (or several namespaces'), or every
         namespace's with a given ``status`` (e.g. ``"failed"``); ``filter`` keeps those whose
-        metadata matches, as in recall. Follow ``next_cursor``."""
+        metadata matches, as in recall; as they were at ``as_of`` when given (one namespace).
+        Follow ``next_cursor``."""
         return await self._catalog.page(
-            namespace, limit=limit, cursor=cursor, status=status, filter=filter
+            namespace, limit=limit, cursor=cursor, status=status, filter=filter, as_of=as_of
         )
 
     async def namespaces(self, prefix: str = "", *, limit: int = 1000) -> builtins.list[str]:
         """The namespaces that hold memories and start with ``prefix``, in order (at most
         ``limit``)."""
         return await self._catalog.namespaces(prefix, limit=limit)
+
+    async def history(
+        self,
+        memory: UUID | str | None = None,
+        *,
+        namespace: str | None = None,
+        key: str | None = None,
+    ) -> builtins.list[Version]:
+        """Every version of a memory, oldest first, each with its text, metadata and the span
+        it was current; the memory named by id, or by ``key`` inside ``namespace``."""
+        if (memory is None) == (key is None):
+            raise InvalidInputError("history takes a memory id or a key, one of them")
+        if key is not None:
+            if namespace is None:
+                raise InvalidInputError("a key names a memory inside a namespace: name it too")
+            found = await self._history.id_of_key(namespace, key)
+            if found is None:
+                raise NotFoundError(f"no memory with key {key!r} in namespace {namespace!r}")
+            memory = found
+        current = await self.get(memory, namespace=namespace)  # type: ignore[arg-type]
+        return await self._history.versions(current.namespace, current.id)
+
+    async def invalidate(
+        self,
+        memory: UUID | str,
+        *,
+        namespace: str | None = None,
+        at: datetime | None = None,
+        reason: str | None = None,
+        actor: str | None = None,
+    ) -> Memory:
+        """End a fact's validity at ``at`` (now by default) without deleting it, saying why:
+        recall leaves it out from then on unless ``include_invalid``; returns the memory."""
+        who = self._who(actor)
+        if reason is not None:
+            reason = validation.content(reason, MAX_REASON_CHARS)
+        current = await self.get(memory, namespace=namespace)
+        if not await self._catalog.invalidate(
+            current.id, current.namespace, at=at, reason=reason, actor=who
+        ):
+            raise no_memory(current.id)
+        return await self.get(current.id, namespace=current.namespace)
+
+    async def audit(
+        self,
+        namespace: str,
+        *,
+        memory: UUID | str | None = None,
+        before: datetime | None = None,
+        limit: int = 100,
+    ) -> builtins.list[AuditEntry]:
+        """The audit log of a namespace (of one memory, when given), newest first; pass the
+        last entry's ``at`` as ``before`` for the next page."""
+        identifier = memory_id(memory) if memory is not None else None
+        return await self._audit.entries(
+            namespace, memory_id=identifier, before=before, limit=limit
+        )
+
+    def _who(self, actor: str | None) -> str:
+        return self._actor if actor is None else check_actor(actor)

@@ -211,6 +211,19 @@ def check_timestamp(value: object, name: str, position: int | None = None) -> da
     return value
 
 
+def valid_span(
+    valid_from: object, valid_until: object, position: int | None = None
+) -> tuple[datetime | None, datetime | None]:
+    """A fact's valid time: two optional timestamps, the first before the second."""
+    start = check_timestamp(valid_from, "valid_from", position)
+    end = check_timestamp(valid_until, "valid_until", position)
+    if start is not None and end is not None and start >= end:
+        raise InvalidInputError(
+            f"valid_from must come before valid_until{_where(position)}", position=position
+        )
+    return start, end
+
+
 def vector(values: Sequence[float], dimensions: int, position: int | None = None) -> bytes:
     """A given vector in pgvector's binary format: ``dimensions`` finite values of unit length
     (every stored vector is; scores are inner products)."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from pgrecall.api.errors import Forbidden, Unauthorized
+from pgrecall.audit import key_actor
 from pgrecall.catalog import no_memory
 from pgrecall.records import Memory
 from pgrecall.store import MemoryStore
@@ -20,9 +21,11 @@ from pgrecall.transfer.exporter import ExportScope
 
 @dataclass(frozen=True, slots=True)
 class Access:
-    """What the caller may touch; ``patterns`` None means everything (no keys configured)."""
+    """What the caller may touch; ``patterns`` None means everything (no keys configured).
+    ``actor`` names the key in the audit log (None: the server's local user)."""
 
     patterns: tuple[str, ...] | None
+    actor: str | None = None
 
     @property
     def everything(self) -> bool:
@@ -92,4 +95,4 @@ def check_key(presented: str | None, keys: Mapping[str, Sequence[str]] | None) -
             matched = patterns
     if matched is None:
         raise Unauthorized("unknown API key")
-    return Access(patterns=tuple(matched))
+    return Access(patterns=tuple(matched), actor=key_actor(presented))

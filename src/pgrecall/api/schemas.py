@@ -43,6 +43,8 @@ class MemoryFields(Strict):
     metadata: dict[str, Any] | None = None
     key: str | None = Field(default=None, min_length=1, max_length=MAX_KEY_LENGTH)
     expires_at: AwareDatetime | None = None
+    valid_from: AwareDatetime | None = None
+    valid_until: AwareDatetime | None = None
 
     def to_input(self, namespace: str | None) -> MemoryInput:
         """The memory for ``MemoryStore.remember``, in ``namespace``."""
@@ -52,6 +54,8 @@ class MemoryFields(Strict):
             metadata=self.metadata,
             key=self.key,
             expires_at=self.expires_at,
+            valid_from=self.valid_from,
+            valid_until=self.valid_until,
         )
 
 
@@ -115,6 +119,9 @@ class HitOut(_FromRecord):
     expires_at: datetime | None
     vector_score: float | None
     keyword_score: float | None
+    version: int
+    valid_from: datetime | None
+    valid_until: datetime | None
 
 
 class RecallResponse(BaseModel):
@@ -153,6 +160,10 @@ class MemoryOut(_FromRecord):
     expires_at: datetime | None
     status: Status
     embed_error: str | None
+    version: int
+    valid_from: datetime | None
+    valid_until: datetime | None
+    invalid_reason: str | None
 
 
 class PageOut(_FromRecord):
@@ -168,6 +179,53 @@ class MemoryPatch(Strict):
     content: str | None = Field(default=None, min_length=1)
     metadata: dict[str, Any] | None = None
     expires_at: AwareDatetime | None = None
+
+
+class InvalidateRequest(Strict):
+    """End a fact's validity (now when ``at`` is left out), saying why."""
+
+    at: AwareDatetime | None = None
+    reason: str | None = Field(default=None, min_length=1, max_length=1000)
+
+
+class VersionOut(_FromRecord):
+    """One version of a memory and the span it was current (``current_until`` null: now)."""
+
+    version: int
+    content: str
+    metadata: dict[str, Any]
+    key: str | None
+    current_from: datetime
+    current_until: datetime | None
+    superseded_by: int | None
+    valid_from: datetime | None
+    valid_until: datetime | None
+    invalid_reason: str | None
+
+
+class HistoryOut(BaseModel):
+    """Every version of a memory, oldest first."""
+
+    id: UUID
+    namespace: str
+    versions: list[VersionOut]
+
+
+class AuditEntryOut(_FromRecord):
+    """Who did what to which memory, when; never what it said."""
+
+    namespace: str
+    memory_id: UUID
+    action: Literal["create", "supersede", "update", "invalidate", "forget"]
+    at: datetime
+    actor: str
+    version: int | None
+
+
+class AuditOut(BaseModel):
+    """Entries newest first; pass the last one's ``at`` as ``before`` for the next page."""
+
+    entries: list[AuditEntryOut]
 
 
 class ForgetRequest(Strict):

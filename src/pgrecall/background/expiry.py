@@ -6,7 +6,9 @@ the database for that long); to every read, write and count a memory is gone at 
 The sweeper works one namespace at a time (each statement routes to one shard on Citus), in
 batches of ``SWEEP_BATCH_SIZE`` rows, each its own short transaction, taking only rows no one
 else has locked (``FOR UPDATE SKIP LOCKED``): a writer never waits on it for more than one
-batch's delete, and it never waits on a writer.
+batch's delete, and it never waits on a writer. Deleting a memory deletes its kept versions
+(their foreign key cascades). The same loop deletes audit entries past their retention
+(audit.py), once per sweep.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 
 import asyncpg
 
+from pgrecall.audit import AuditLog
 from pgrecall.config import Settings
 from pgrecall.db.errors import database_errors
 from pgrecall.errors import DatabaseUnavailableError
@@ -51,8 +54,9 @@ _DELETE_BATCH = """
 class ExpirySweeper:
     """Deletes memories expired for longer than the grace period, in the background."""
 
-    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, audit: AuditLog) -> None:
         self._pool = pool
+        self._audit = audit
         self._grace = settings.expired_grace_seconds
         self._every = settings.expired_sweep_seconds
 
@@ -81,6 +85,7 @@ class ExpirySweeper:
                 deleted = await self.sweep(stop)
                 if deleted:
                     logger.info("sweeper: %d expired memories deleted", deleted)
+                await self._audit.prune()
             except DatabaseUnavailableError as exc:
                 logger.warning("sweeper: %s", exc)
             with contextlib.suppress(TimeoutError):

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import sys
 
-from pgrecall.cli import admin, demo, export, mcp, memories, serve  # noqa: F401 - they register
+from pgrecall.cli import (  # noqa: F401 - they register
+    admin,
+    demo,
+    export,
+    mcp,
+    memories,
+    serve,
+    versions,
+)
 from pgrecall.cli.base import app
 
 __all__ = ["app", "main"]

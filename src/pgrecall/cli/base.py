@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime
 from typing import Any, TypeVar
 
 import typer
@@ -15,7 +16,7 @@ from rich.markup import escape
 import pgrecall
 from pgrecall.cli.menu import MenuGroup
 from pgrecall.config import Settings, load_settings
-from pgrecall.errors import PgRecallError
+from pgrecall.errors import InvalidInputError, PgRecallError
 from pgrecall.store import MemoryStore
 
 app = typer.Typer(
@@ -98,3 +99,18 @@ def print_answer(answer: BaseModel) -> None:
 def print_json(value: object) -> None:
     """JSON on stdout (UUIDs and datetimes as text)."""
     print(json.dumps(value, indent=2, default=str, ensure_ascii=False))
+
+
+def timestamp(text: str | None, option: str) -> datetime | None:
+    """An ISO 8601 time with its zone (``2024-01-01T00:00:00Z``) from an option, or a clean
+    exit naming the option."""
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None:
+        problem = f"{option} takes an ISO 8601 time with its zone, e.g. 2024-01-01T00:00:00Z"
+        raise fail(InvalidInputError(problem))
+    return value

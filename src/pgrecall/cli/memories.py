@@ -1,4 +1,5 @@
-"""Memory commands: remember, import, recall, get, list, forget, stats."""
+"""Memory commands: remember, import, recall, get, list, forget, stats (history, invalidate
+and audit are in versions.py)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from pgrecall.cli.base import (
     out,
     print_answer,
     print_json,
+    timestamp,
     with_store,
 )
 from pgrecall.errors import InvalidInputError
@@ -57,7 +59,8 @@ IMPORT_REJECTED_EXIT = 1
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
-def _visible(text: str) -> str:
+def visible(text: str) -> str:
+    """``text`` safe to print on a terminal: control characters shown as escapes."""
     return _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
 
 
@@ -76,20 +79,35 @@ def remember_command(
     namespace: str = NAMESPACE_OPTION,
     metadata: str | None = typer.Option(None, "--metadata", "-m", help="a JSON object"),
     key: str | None = typer.Option(None, "--key", help="external key (upserts; one text only)"),
+    valid_from: str | None = typer.Option(None, "--valid-from", help="true from (ISO time)"),
+    valid_until: str | None = typer.Option(None, "--valid-until", help="true until (ISO time)"),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Remember texts and print their ids.
 
-    The same text twice in a namespace is one memory with one id; --key makes it upsertable.
+    The same text twice in a namespace is one memory with one id; --key makes it upsertable,
+    and a new text under a known key keeps the old one in its history.
     """
     document = _json_argument(metadata, "metadata")
     if key is not None and len(texts) != 1:
         raise fail(InvalidInputError("--key names one memory: give exactly one text"))
+    start = timestamp(valid_from, "--valid-from")
+    end = timestamp(valid_until, "--valid-until")
 
     async def work(store: MemoryStore) -> list[Remembered]:
         if key is not None:
-            return [await store.remember(texts[0], namespace=namespace, metadata=document, key=key)]
-        return await store.remember(texts, namespace=namespace, metadata=document)
+            one = await store.remember(
+                texts[0],
+                namespace=namespace,
+                metadata=document,
+                key=key,
+                valid_from=start,
+                valid_until=end,
+            )
+            return [one]
+        return await store.remember(
+            texts, namespace=namespace, metadata=document, valid_from=start, valid_until=end
+        )
 
     results = with_store(work)
     if as_json:
@@ -176,6 +194,11 @@ def recall_command(
     min_score: float | None = typer.Option(None, "--min-score", help="drop hits below this"),
     exact: bool = typer.Option(False, "--exact", help="exact scan, whatever the size"),
     mode: str = typer.Option("hybrid", "--mode", help="hybrid, vector or keyword"),
+    as_of: str | None = typer.Option(None, "--as-of", help="as the memories were then (ISO)"),
+    valid_at: str | None = typer.Option(None, "--valid-at", help="facts valid then (ISO)"),
+    include_invalid: bool = typer.Option(
+        False, "--include-invalid", help="keep facts whose validity has ended"
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Recall the memories that best match QUERY, best first.
@@ -190,6 +213,9 @@ def recall_command(
         min_score=min_score,
         exact=exact,
         mode=mode,
+        as_of=timestamp(as_of, "--as-of"),
+        valid_at=timestamp(valid_at, "--valid-at"),
+        include_invalid=include_invalid,
     )
     hits: RecallResult = with_store(
         lambda store: store.recall(query, namespace=namespace, options=options)
@@ -206,7 +232,7 @@ def recall_command(
         return
     table = Table("score", "content", "namespace", "id", box=None)
     for hit in hits:
-        shown = Text(_visible(hit.content)), Text(_visible(hit.namespace))
+        shown = Text(visible(hit.content)), Text(visible(hit.namespace))
         table.add_row(f"{hit.score:.3f}", *shown, str(hit.id))
     out.print(table)
 
@@ -224,7 +250,7 @@ def get_command(
         print_answer(answer)
     else:
         for name, value in answer.model_dump(mode="json").items():
-            out.print(_visible(f"{name}: {value}"), highlight=False, markup=False)
+            out.print(visible(f"{name}: {value}"), highlight=False, markup=False)
 
 
 @app.command("list")
@@ -234,6 +260,7 @@ def list_command(
     pending: bool = typer.Option(False, "--pending", help="memories waiting for a vector"),
     limit: int = typer.Option(50, "--limit", help="memories per page"),
     cursor: str | None = typer.Option(None, "--cursor", help="from a previous page"),
+    as_of: str | None = typer.Option(None, "--as-of", help="as the memories were then (ISO)"),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """List memories, newest first.
@@ -241,8 +268,9 @@ def list_command(
     A namespace's, or with --failed / --pending those of every namespace.
     """
     status: EmbedStatus | None = "failed" if failed else "pending" if pending else None
+    then = timestamp(as_of, "--as-of")
     page: Page = with_store(
-        lambda store: store.list(namespace, limit=limit, cursor=cursor, status=status)
+        lambda store: store.list(namespace, limit=limit, cursor=cursor, status=status, as_of=then)
     )
     if as_json:
         print_answer(PageOut.of(page))
@@ -251,7 +279,7 @@ def list_command(
             line = f"{memory.created_at:%Y-%m-%d %H:%M:%S}  {memory.id}  {memory.content}"
             if memory.status != "embedded":
                 line += f"  [{memory.status}: {memory.embed_error or 'waiting'}]"
-            out.print(_visible(line), highlight=False, markup=False)
+            out.print(visible(line), highlight=False, markup=False)
     if page.next_cursor:
         err.print(f"next page: --cursor {page.next_cursor}", highlight=False)
 
@@ -317,7 +345,7 @@ def stats_command(
     table = Table("namespace", "memories", "embedded", "pending", "failed", box=None)
     for item in stats.namespaces:
         table.add_row(
-            Text(_visible(item.namespace)),
+            Text(visible(item.namespace)),
             str(item.memories),
             str(item.embedded),
             str(item.pending),

@@ -20,7 +20,20 @@ if TYPE_CHECKING:
 MENU: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "Memories",
-        ("remember", "recall", "import", "export", "list", "get", "forget", "stats", "retry"),
+        (
+            "remember",
+            "recall",
+            "import",
+            "export",
+            "list",
+            "get",
+            "history",
+            "invalidate",
+            "forget",
+            "audit",
+            "stats",
+            "retry",
+        ),
     ),
     ("Serving", ("serve", "mcp", "worker")),
     ("Setup and administration", ("demo", "doctor", "pull", "migrate", "index")),

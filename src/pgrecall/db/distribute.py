@@ -1,13 +1,16 @@
 """Citus: distribute pgrecall's tables when the ``citus`` extension is installed.
 
 ``pgrecall migrate`` runs the migrations, then this step, in one transaction under the
-migration lock (``migrations/env.py``). On a database without Citus it does nothing.
+migration lock (``migrations/env.py``); a migration that adds a foreign key to ``memories``
+distributes the tables first (``distribute_tables``, see 0011). On a database without Citus it
+does nothing.
 
 - ``embedding_spaces`` (a few rows that every memory refers to) becomes a reference table: a
   copy on every node, so the foreign key and joins stay local to each shard.
 - ``memories`` is distributed by ``namespace``: every key leads with it, so a namespace's
   memories live on one shard and each statement that names one namespace runs there alone.
-  Further per-namespace tables join ``DISTRIBUTED_TABLES`` and are co-located with it.
+  Further per-namespace tables (``memory_versions``, ``memory_audit``) join
+  ``DISTRIBUTED_TABLES`` and are co-located with it.
 - The search settings go on the database (``ALTER DATABASE .. SET``, which Citus propagates to
   every node): the shards run the HNSW scans, and the settings a pool sets on its coordinator
   connections never reach them (measured on Citus 14: shards ran ``ef_search`` 40 and
@@ -23,12 +26,13 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, text
 
-from pgrecall.db.schema import EMBEDDING_SPACES, MEMORIES
+from pgrecall.db.schema import EMBEDDING_SPACES, MEMORIES, MEMORY_AUDIT, MEMORY_VERSIONS
 
 DISTRIBUTION_COLUMN = "namespace"
 REFERENCE_TABLES = (EMBEDDING_SPACES,)
-# Distributed by namespace, co-located with the first (a namespace's rows share a node).
-DISTRIBUTED_TABLES = (MEMORIES,)
+# Distributed by namespace, co-located with the first (a namespace's rows share a node), in
+# this order: memory_versions' foreign key refers to memories.
+DISTRIBUTED_TABLES = (MEMORIES, MEMORY_VERSIONS, MEMORY_AUDIT)
 
 
 def citus_installed(connection: Connection) -> bool:
@@ -43,6 +47,10 @@ def prepare(connection: Connection) -> None:
     earlier changes to them in the same transaction."""
     if citus_installed(connection):
         connection.execute(text("SET LOCAL citus.multi_shard_modify_mode = 'sequential'"))
+        # The version trigger of 0011 on memories: Citus creates it (and distributes a table
+        # that has it) only when told; it runs on each shard and writes memory_versions of the
+        # same namespace, whose shard is co-located on the same node.
+        connection.execute(text("SET LOCAL citus.enable_unsafe_triggers = on"))
 
 
 def _distribution(connection: Connection, table: str) -> str | None:
@@ -64,8 +72,13 @@ def _exists(connection: Connection, table: str) -> bool:
     return found.scalar() is not None
 
 
-def distribute(connection: Connection, hnsw_ef_search: int) -> None:
-    """After the migrations on Citus: reference and distributed tables, search settings."""
+def distribute_tables(connection: Connection) -> None:
+    """On Citus: the reference tables, then the per-namespace tables that exist, co-located.
+
+    Also called by a migration between creating a table and adding its foreign key to
+    ``memories`` (0011): Citus refuses a foreign key from a local table to a distributed one,
+    and distributing ``memories`` while a local table refers to it, so the tables are
+    distributed first, on a new database as on an upgrade of a distributed one."""
     if not citus_installed(connection):
         return
     for table in REFERENCE_TABLES:
@@ -81,6 +94,13 @@ def distribute(connection: Connection, hnsw_ef_search: int) -> None:
                 {"table": table, "column": DISTRIBUTION_COLUMN, "with": colocate_with},
             )
         colocate_with = table
+
+
+def distribute(connection: Connection, hnsw_ef_search: int) -> None:
+    """After the migrations on Citus: reference and distributed tables, search settings."""
+    if not citus_installed(connection):
+        return
+    distribute_tables(connection)
     if _exists(connection, MEMORIES):
         search_settings(connection, hnsw_ef_search)
 

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Computed,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Identity,
     Index,
     Integer,
@@ -31,6 +32,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR, UUID
 
 MEMORIES = "memories"
+MEMORY_VERSIONS = "memory_versions"
+MEMORY_AUDIT = "memory_audit"
 EMBEDDING_SPACES = "embedding_spaces"
 HNSW_INDEX = "memories_embedding_hnsw"
 # HNSW build parameters; pgvector's defaults, named so benchmarks and migrations agree.
@@ -99,7 +102,19 @@ def build_metadata(dimensions: int) -> MetaData:
         Column("embed_after", DateTime(timezone=True), nullable=False, server_default=func.now()),
         # In the HNSW graph: set by the indexer for rows of large namespaces (migration 0005).
         Column("hnsw_indexed", Boolean, nullable=False, server_default=false()),
+        # Versions (migration 0011): the current one is here, superseded ones in
+        # memory_versions; version_since NULL means current since created_at.
+        Column("version", Integer, nullable=False, server_default=text("1")),
+        Column("version_since", DateTime(timezone=True), nullable=True),
+        # Valid time, set by the agent; invalidate() ends it and says why.
+        Column("valid_from", DateTime(timezone=True), nullable=True),
+        Column("valid_until", DateTime(timezone=True), nullable=True),
+        Column("invalid_reason", Text, nullable=True),
         PrimaryKeyConstraint("namespace", "id", name="memories_pkey"),
+        CheckConstraint(
+            "valid_from IS NULL OR valid_until IS NULL OR valid_from < valid_until",
+            name="memories_valid_span",
+        ),
         CheckConstraint("namespace <> ''", name="memories_namespace_not_empty"),
         CheckConstraint("jsonb_typeof(metadata) = 'object'", name="memories_metadata_is_object"),
         CheckConstraint("octet_length(content_hash) = 32", name="memories_content_hash_sha256"),
@@ -160,4 +175,55 @@ def build_metadata(dimensions: int) -> MetaData:
             postgresql_where=text("NOT hnsw_indexed AND embedding IS NOT NULL"),
         ),
     )
+    _history_tables(metadata, dimensions)
     return metadata
+
+
+def _history_tables(metadata: MetaData, dimensions: int) -> None:
+    """Superseded versions (co-located with memories by namespace) and the audit log."""
+    Table(
+        MEMORY_VERSIONS,
+        metadata,
+        Column("namespace", Text, nullable=False),
+        Column("memory_id", UUID(as_uuid=True), nullable=False),
+        Column("version", Integer, nullable=False),
+        Column("content", Text, nullable=False),
+        Column("content_hash", LargeBinary, nullable=False),
+        Column("key", Text, nullable=True),
+        Column("metadata", JSONB, nullable=False),
+        Column("search_text", Text, nullable=True),
+        Column("embedding", VECTOR(dimensions), nullable=True),
+        Column("space_id", Integer, nullable=True),
+        Column("valid_from", DateTime(timezone=True), nullable=True),
+        Column("valid_until", DateTime(timezone=True), nullable=True),
+        Column("invalid_reason", Text, nullable=True),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("current_from", DateTime(timezone=True), nullable=False),
+        Column("superseded_at", DateTime(timezone=True), nullable=False),
+        Column("superseded_by", Integer, nullable=False),
+        PrimaryKeyConstraint("namespace", "memory_id", "version", name="memory_versions_pkey"),
+        ForeignKeyConstraint(
+            ["namespace", "memory_id"],
+            [f"{MEMORIES}.namespace", f"{MEMORIES}.id"],
+            name="memory_versions_memory_fkey",
+            ondelete="CASCADE",
+        ),
+    )
+    Table(
+        MEMORY_AUDIT,
+        metadata,
+        Column("namespace", Text, nullable=False),
+        Column(
+            "at", DateTime(timezone=True), nullable=False, server_default=text("clock_timestamp()")
+        ),
+        Column("id", UUID(as_uuid=True), nullable=False, server_default=func.gen_random_uuid()),
+        Column("memory_id", UUID(as_uuid=True), nullable=False),
+        Column("action", Text, nullable=False),
+        Column("actor", Text, nullable=False),
+        Column("version", Integer, nullable=True),
+        PrimaryKeyConstraint("namespace", "at", "id", name="memory_audit_pkey"),
+        CheckConstraint(
+            "action IN ('create', 'supersede', 'update', 'invalidate', 'forget')",
+            name="memory_audit_action_known",
+        ),
+    )

@@ -10,14 +10,19 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import generate_latest
+from pydantic import AwareDatetime
 
 from pgrecall.activity import MAX_BUCKETS, Bucket
 from pgrecall.api.access import Access, visible_memory
 from pgrecall.api.schemas import (
+    AuditEntryOut,
+    AuditOut,
     ErrorResponse,
     ForgetRequest,
     ForgetResponse,
+    HistoryOut,
     HitOut,
+    InvalidateRequest,
     MemoryOut,
     MemoryPatch,
     NamespacesOut,
@@ -30,10 +35,12 @@ from pgrecall.api.schemas import (
     RememberResponse,
     StatsOut,
     Status,
+    VersionOut,
     WriteCountOut,
     WritesOut,
     check_batch,
 )
+from pgrecall.audit import MAX_AUDIT_PAGE
 from pgrecall.catalog import MAX_PAGE
 from pgrecall.errors import ConflictError, PgRecallError
 from pgrecall.http.auth import access
@@ -73,7 +80,9 @@ async def remember(
     """Store one or many memories; each comes back embedded, pending or failed."""
     check_batch(len(body.memories), request.app.state.max_batch)
     caller.require(item.namespace for item in body.memories)
-    results = await store.remember([item.to_input(item.namespace) for item in body.memories])
+    results = await store.remember(
+        [item.to_input(item.namespace) for item in body.memories], actor=caller.actor
+    )
     return RememberResponse.of(results)
 
 
@@ -105,15 +114,56 @@ async def update_memory(
         content=body.content,
         metadata=body.metadata,
         expires_at=expires_at,
+        actor=caller.actor,
     )
     return MemoryOut.of(updated)
+
+
+@api.post("/memories/{memory_id}:invalidate", response_model=MemoryOut)
+async def invalidate_memory(
+    memory_id: UUID, body: InvalidateRequest, caller: Caller, store: StoreDependency
+) -> MemoryOut:
+    """End a fact's validity without deleting it; recall leaves it out unless asked."""
+    current = await visible_memory(memory_id, caller, store)
+    ended = await store.invalidate(
+        memory_id, namespace=current.namespace, at=body.at, reason=body.reason, actor=caller.actor
+    )
+    return MemoryOut.of(ended)
+
+
+@api.get("/memories/{memory_id}/history", response_model=HistoryOut)
+async def memory_history(memory_id: UUID, caller: Caller, store: StoreDependency) -> HistoryOut:
+    """Every version of a memory, oldest first, with the span each was current."""
+    current = await visible_memory(memory_id, caller, store)
+    versions = await store.history(memory_id, namespace=current.namespace)
+    return HistoryOut(
+        id=memory_id,
+        namespace=current.namespace,
+        versions=[VersionOut.of(version) for version in versions],
+    )
+
+
+@api.get("/audit", response_model=AuditOut)
+async def audit(
+    caller: Caller,
+    store: StoreDependency,
+    namespace: Annotated[str, NamespaceQuery],
+    memory_id: UUID | None = None,
+    before: AwareDatetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_AUDIT_PAGE)] = 100,
+) -> AuditOut:
+    """A namespace's audit log (of one memory, when given), newest first."""
+    caller.require([namespace])
+    entries = await store.audit(namespace, memory=memory_id, before=before, limit=limit)
+    return AuditOut(entries=[AuditEntryOut.of(entry) for entry in entries])
 
 
 @api.delete("/memories/{memory_id}", response_model=ForgetResponse)
 async def delete_memory(memory_id: UUID, caller: Caller, store: StoreDependency) -> ForgetResponse:
     """Forget one memory."""
     current = await visible_memory(memory_id, caller, store)
-    return ForgetResponse(forgotten=await store.forget([memory_id], namespace=current.namespace))
+    forgotten = await store.forget([memory_id], namespace=current.namespace, actor=caller.actor)
+    return ForgetResponse(forgotten=forgotten)
 
 
 @api.post("/memories/{memory_id}:retry", response_model=MemoryOut)
@@ -133,13 +183,15 @@ async def list_memories(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     status: Status | None = None,
+    as_of: AwareDatetime | None = None,
 ) -> Response:
-    """A page of memories, newest first: a namespace's, or (with ``status``) all of them."""
+    """A page of memories, newest first: a namespace's, or (with ``status``) all of them;
+    as they were at ``as_of`` when given."""
     if namespace is None:
         caller.require_everything("listing")
     else:
         caller.require([namespace])
-    page = await store.list(namespace, limit=limit, cursor=cursor, status=status)
+    page = await store.list(namespace, limit=limit, cursor=cursor, status=status, as_of=as_of)
     answer = PageOut(memories=[], next_cursor=page.next_cursor)
     return json_answer(answer, "memories", (MemoryOut.of(memory) for memory in page.memories))
 
@@ -149,7 +201,9 @@ async def forget(body: ForgetRequest, caller: Caller, store: StoreDependency) ->
     """Forget the namespace's memories that match the filter."""
     caller.require([body.namespace])
     return ForgetResponse(
-        forgotten=await store.forget(namespace=body.namespace, filter=body.filter)
+        forgotten=await store.forget(
+            namespace=body.namespace, filter=body.filter, actor=caller.actor
+        )
     )
 
 

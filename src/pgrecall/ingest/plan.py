@@ -46,6 +46,8 @@ class Columns(TypedDict):
     # A call's new rows: created_at = updated_at = the call's clock (see sql.COPY_COLUMNS).
     created_at: Annotated[list[datetime], "timestamptz"]
     updated_at: Annotated[list[datetime], "timestamptz"]
+    valid_from: Annotated[list[datetime | None], "timestamptz"]  # valid time, the agent's
+    valid_until: Annotated[list[datetime | None], "timestamptz"]
 
 
 COLUMN_NAMES: tuple[str, ...] = tuple(Columns.__annotations__)
@@ -247,6 +249,8 @@ def _columns(
         "search_text": [memory.search_text for memory in memories],
         "created_at": created,
         "updated_at": created,
+        "valid_from": [memory.valid_from for memory in memories],
+        "valid_until": [memory.valid_until for memory in memories],
     }
 
 

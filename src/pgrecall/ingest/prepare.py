@@ -32,6 +32,8 @@ class Prepared(NamedTuple):
     search_text: str | None = None  # rendered by the template; None: the content itself
     created_at: datetime | None = None  # given (an import); None: stamped at the write
     vector: bytes | None = None  # given in the store's space (pgvector binary); None: embed
+    valid_from: datetime | None = None  # valid time, as the agent gave it
+    valid_until: datetime | None = None
 
     @property
     def embed_text(self) -> str:
@@ -72,6 +74,7 @@ def prepare_one(
     vector = None
     if given is not None and given.space == space:
         vector = validation.vector(given.vector, space.dimensions, position)
+    valid_from, valid_until = validation.valid_span(item.valid_from, item.valid_until, position)
     return Prepared(
         namespace,
         text,
@@ -82,6 +85,8 @@ def prepare_one(
         templates.render(namespace, text, item.metadata or {}),
         validation.check_timestamp(item.created_at, "created_at", position),
         vector,
+        valid_from,
+        valid_until,
     )
 
 

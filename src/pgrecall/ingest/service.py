@@ -42,7 +42,9 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
+from pgrecall.audit import AUDIT_COPY_COLUMNS
 from pgrecall.db.errors import database_errors
 from pgrecall.db.retry import with_replays
 from pgrecall.embedding.guard import SpaceRegistry
@@ -63,8 +65,8 @@ class IngestionService:
     chunk_size: int  # memories embedded and written per step
     concurrent_writes: int  # chunks of one call written at once
 
-    async def remember(self, prepared: Sequence[Prepared]) -> list[Remembered]:
-        """Store ``prepared`` memories; results in input order."""
+    async def remember(self, prepared: Sequence[Prepared], actor: str) -> list[Remembered]:
+        """Store ``prepared`` memories, audited as ``actor``'s; results in input order."""
         space_id = await self.spaces.ensure(self.embedding.embedder.space)
         results: list[Remembered | None] = [None] * len(prepared)
         chunks = (
@@ -100,7 +102,8 @@ class IngestionService:
                         waits = max(waits, position + 1)
                 for _ in range(waits):
                     any_pending |= await writing.pop(0)[1]
-                writing.append((chunk, asyncio.create_task(self._write(chunk, planned, results))))
+                task = asyncio.create_task(self._write(chunk, planned, results, actor))
+                writing.append((chunk, task))
                 chunk = following
             while writing:
                 any_pending |= await writing.pop(0)[1]
@@ -155,7 +158,10 @@ class IngestionService:
             known = [chunk.unique[index] for index in candidates]
             metadata = [m.metadata for m in known]
             expiry = [m.expires_at for m in known]
-            for row in await with_replays(lambda: find(FIND_UNCHANGED, known, metadata, expiry)):
+            valid = ([m.valid_from for m in known], [m.valid_until for m in known])
+            for row in await with_replays(
+                lambda: find(FIND_UNCHANGED, known, metadata, expiry, *valid)
+            ):
                 chunk.unchanged[candidates[row["position"] - 1]] = row["id"]
         kept = set(reusable)
         return [index for index in range(len(chunk.unique)) if index not in kept], found["clock"]
@@ -175,9 +181,9 @@ class IngestionService:
                 chunk.errors[index] = str(failure)
 
     async def _write(
-        self, chunk: Chunk, planned: WritePlan, results: list[Remembered | None]
+        self, chunk: Chunk, planned: WritePlan, results: list[Remembered | None], actor: str
     ) -> bool:
-        """Write the chunk; True when some rows were left pending."""
+        """Write the chunk and its audit entries; True when some rows were left pending."""
 
         async def write() -> dict[int, Remembered]:
             written = {  # by index into chunk.unique
@@ -191,20 +197,20 @@ class IngestionService:
                 async with self.pool.acquire() as connection:
                     if planned.copied:
                         try:
-                            await connection.copy_records_to_table(
-                                "memories", records=planned.records, columns=COPY_COLUMNS
-                            )
+                            async with connection.transaction():
+                                await _copy(connection, planned, actor)
                         except (asyncpg.UniqueViolationError, asyncpg.InternalServerError):
-                            # Stored by another writer since the lookup: upsert them instead.
-                            # Citus reports a shard's refusal of a COPY without its SQLSTATE
-                            # (XX000): the upsert that follows is right whatever the cause, and
-                            # raises a cause other than a duplicate again, with its own code.
+                            # Stored by another writer since the lookup: the copy is rolled
+                            # back whole, and these memories upserted instead. Citus reports a
+                            # shard's refusal of a COPY without its SQLSTATE (XX000): the upsert
+                            # that follows is right whatever the cause, and raises a cause other
+                            # than a duplicate again, with its own code.
                             to_upsert = to_upsert + planned.copied_as_upserts(chunk)
                         else:
                             written.update(_copied(chunk, planned))
                     for kind, indexes, arrays in to_upsert:
                         index_of = {chunk.unique[index].identity: index for index in indexes}
-                        for row in await connection.fetch(UPSERTS[kind], *arrays):
+                        for row in await connection.fetch(UPSERTS[kind], *arrays, actor):
                             written[index_of[_identity(kind, row)]] = _remembered(row)
             return written
 
@@ -212,6 +218,24 @@ class IngestionService:
         for position, index in chunk.positions:
             results[position] = written[index]
         return any(result.status == "pending" for result in written.values())
+
+
+async def _copy(
+    connection: PoolConnectionProxy[asyncpg.Record], planned: WritePlan, actor: str
+) -> None:
+    """The new memories by binary COPY and their audit entries by a second one, in the
+    caller's transaction."""
+    await connection.copy_records_to_table(
+        "memories", records=planned.records, columns=COPY_COLUMNS
+    )
+    columns = planned.copied_columns
+    created = [
+        (namespace, identifier, "create", actor, 1)
+        for namespace, identifier in zip(columns["namespace"], columns["id"], strict=True)
+    ]
+    await connection.copy_records_to_table(
+        "memory_audit", records=created, columns=AUDIT_COPY_COLUMNS
+    )
 
 
 def _copied(chunk: Chunk, planned: WritePlan) -> dict[int, Remembered]:

@@ -50,29 +50,34 @@ FIND_EXISTING = """
 FIND_UNCHANGED = """
     WITH wanted AS (
         SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $5::text[], $6::text[],
-                             $7::timestamptz[]) WITH ORDINALITY
+                             $7::timestamptz[], $8::timestamptz[], $9::timestamptz[])
+                      WITH ORDINALITY
                       AS w(namespace, content_hash, key, search_text, metadata, expires_at,
-                           position)
+                           valid_from, valid_until, position)
     )
     SELECT w.position, m.id
     FROM wanted w
     JOIN memories m ON m.namespace = w.namespace AND m.content_hash = w.content_hash
                    AND m.key IS NULL
-    WHERE w.key IS NULL AND m.namespace = ANY($8::text[])
+    WHERE w.key IS NULL AND m.namespace = ANY($10::text[])
       AND m.status = 'embedded' AND m.embed_error IS NULL
       AND m.embed_attempts = 0 AND m.space_id = $4
       AND m.search_text IS NOT DISTINCT FROM w.search_text
       AND m.expires_at IS NOT DISTINCT FROM w.expires_at
+      AND m.valid_from IS NOT DISTINCT FROM w.valid_from
+      AND m.valid_until IS NOT DISTINCT FROM w.valid_until AND m.invalid_reason IS NULL
       AND m.metadata || w.metadata::jsonb = m.metadata
     UNION ALL
     SELECT w.position, m.id
     FROM wanted w
     JOIN memories m ON m.namespace = w.namespace AND m.key = w.key
-    WHERE m.namespace = ANY($8::text[])
+    WHERE m.namespace = ANY($10::text[])
       AND m.content_hash = w.content_hash AND m.status = 'embedded' AND m.embed_error IS NULL
       AND m.embed_attempts = 0 AND m.space_id = $4
       AND m.search_text IS NOT DISTINCT FROM w.search_text
       AND m.expires_at IS NOT DISTINCT FROM w.expires_at
+      AND m.valid_from IS NOT DISTINCT FROM w.valid_from
+      AND m.valid_until IS NOT DISTINCT FROM w.valid_until AND m.invalid_reason IS NULL
       AND m.metadata = w.metadata::jsonb
 """
 
@@ -95,6 +100,11 @@ COPY_COLUMNS = COLUMN_NAMES
 CLOCK = "clock AS (SELECT clock_timestamp() AS at)"
 EXPIRED = "memories.expires_at <= EXCLUDED.embed_after"
 INSERTED = "(xmax = 0 OR created_at = updated_at) AS inserted"
+# What a written row was to the audit log (a new version gets version_since = updated_at from
+# the memories_keep_version trigger, migration 0011).
+ACTION = """CASE WHEN inserted THEN 'create'
+                 WHEN version_since IS NOT DISTINCT FROM updated_at THEN 'supersede'
+                 ELSE 'update' END"""
 
 
 def _upsert(conflict: str, assignments: str, same_text: str, identity: str) -> str:
@@ -115,6 +125,11 @@ def _upsert(conflict: str, assignments: str, same_text: str, identity: str) -> s
 {assignments}
         search_text = EXCLUDED.search_text,
         expires_at = EXCLUDED.expires_at,
+        -- The valid time is the newest call's, like the expiry: remembering a fact again
+        -- states it anew, so an invalidation's reason goes with the old validity.
+        valid_from = EXCLUDED.valid_from,
+        valid_until = EXCLUDED.valid_until,
+        invalid_reason = NULL,
         embedding = CASE
             WHEN EXCLUDED.embedding IS NOT NULL THEN EXCLUDED.embedding
             WHEN {same_text} THEN memories.embedding
@@ -138,8 +153,22 @@ def _upsert(conflict: str, assignments: str, same_text: str, identity: str) -> s
         created_at = CASE WHEN {EXPIRED} THEN EXCLUDED.created_at
                           ELSE memories.created_at END,
         updated_at = CASE WHEN {EXPIRED} THEN EXCLUDED.created_at ELSE EXCLUDED.embed_after END
-    RETURNING id, namespace, {identity}, {INSERTED}, status, embed_error
+    RETURNING id, namespace, {identity}, {INSERTED}, status, embed_error, version_since,
+              updated_at, version
 """
+
+
+def _audited(upsert: str) -> str:
+    """``upsert`` writing one audit entry per row it wrote, in the same statement; the actor is
+    the parameter after the column arrays."""
+    actor = f"${len(COPY_COLUMNS) + 1}::text"
+    return f"""
+    WITH written AS ({upsert}), audit AS (
+        INSERT INTO memory_audit (namespace, memory_id, action, actor, version)
+        SELECT namespace, id, {ACTION}, {actor}, version FROM written
+    )
+    SELECT * FROM written
+    """
 
 
 _SAME_SEARCH_TEXT = "memories.search_text IS NOT DISTINCT FROM EXCLUDED.search_text"
@@ -165,4 +194,4 @@ UPSERT_BY_KEY = _upsert(
 )
 
 # The upsert of each identity kind (plan.Upsert.kind).
-UPSERTS = {"content": UPSERT_BY_CONTENT, "key": UPSERT_BY_KEY}
+UPSERTS = {"content": _audited(UPSERT_BY_CONTENT), "key": _audited(UPSERT_BY_KEY)}

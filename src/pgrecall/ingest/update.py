@@ -11,6 +11,7 @@ from uuid import UUID
 import asyncpg
 
 from pgrecall import validation
+from pgrecall.audit import logged
 from pgrecall.db.errors import database_errors
 from pgrecall.db.params import SqlParams
 from pgrecall.embedding.guard import SpaceRegistry
@@ -42,11 +43,13 @@ class UpdateService:
     max_chars: int  # of a memory's text
     context: ContextWindow | None = None  # contextual indexing, when on
 
-    async def update(self, current: Memory, change: Change) -> UUID:
+    async def update(self, current: Memory, change: Change, actor: str) -> UUID:
         """Apply ``change`` to ``current``; raises ConflictError if the new text already is
         another memory of the namespace. A new indexed text is embedded again under the policy
         of ``remember`` (``embedding.policy``): while the embedder is unavailable the memory goes
-        pending and the workers are woken to embed it once it answers."""
+        pending and the workers are woken to embed it once it answers. A new text or metadata
+        makes a new version (the trigger of migration 0011 keeps the old one); the change is
+        audited as ``actor``'s in the same statement."""
         params = SqlParams()
         assignments = ["updated_at = now()"]
         text = current.content
@@ -75,10 +78,14 @@ class UpdateService:
             f"namespace = {params.add(current.namespace, 'text')} "
             f"AND id = {params.add(current.id, 'uuid')}"
         )
+        audit = logged("changed", "'update'", params.add(actor, "text"))
         try:
             with database_errors():
                 await self.pool.execute(
-                    f"UPDATE memories SET {', '.join(assignments)} WHERE {where}", *params.values
+                    f"WITH changed AS (UPDATE memories SET {', '.join(assignments)} "
+                    f"WHERE {where} RETURNING namespace, id, version), audit AS ({audit}) "
+                    "SELECT count(*) FROM changed",
+                    *params.values,
                 )
         except DatabaseError as exc:
             if isinstance(exc.__cause__, asyncpg.UniqueViolationError):

@@ -71,6 +71,9 @@ def _hit(row: asyncpg.Record) -> Hit:
         expires_at=row["expires_at"],
         vector_score=row["vector_score"],
         keyword_score=row["keyword_score"],
+        version=row["version"],
+        valid_from=row["valid_from"],
+        valid_until=row["valid_until"],
     )
 
 
@@ -93,6 +96,10 @@ def _check(options: RecallOptions) -> None:
     validation.min_score(options.min_score)
     validation.check_timestamp(options.created_after, "created_after")
     validation.check_timestamp(options.created_before, "created_before")
+    validation.check_timestamp(options.as_of, "as_of")
+    validation.check_timestamp(options.valid_at, "valid_at")
+    if not isinstance(options.include_invalid, bool):
+        raise InvalidInputError("include_invalid is true or false")
     if options.mode not in MODE_RANKINGS:
         raise InvalidInputError(f"mode must be one of {', '.join(MODE_RANKINGS)}")
     if options.mode == "keyword" and options.min_score is not None:
@@ -166,8 +173,13 @@ class QueryService:
                 if rankings.without_vector is None:
                     return RecallResult(hits=(), mode=mode)
                 mode = rankings.without_vector
-        # Only large namespaces have rows in the graph (indexer.py): without one, it is no help.
-        exact = options.exact or max(sizes.values()) <= self._settings.exact_scan_max_rows
+        # Only large namespaces have rows in the graph (indexer.py): without one, it is no help;
+        # nor for past versions, which are never in it.
+        exact = (
+            options.exact
+            or options.as_of is not None
+            or max(sizes.values()) <= self._settings.exact_scan_max_rows
+        )
         rows = await self._fetch(text, names, vector, space_id, mode, exact, options)
         pending = rows[0]["pending"] if rows else 0
         # Off the loop when large: MMR over 100 candidates (the fewest a diverse recall
@@ -249,7 +261,7 @@ class QueryService:
                 )
                 rrf_k = params.add(settings.rrf_k, "float8")
                 ranking = fused(vector_ranked, keyword_ranked, weights, rrf_k)
-            hits = fused_hits(ranking, query, limit, embedding)
+            hits = fused_hits(scope, ranking, query, limit, embedding)
         sql = statement(ctes, scope, hits)
         with database_errors():
             return list(await self._pool.fetch(sql, *params.values))

@@ -14,9 +14,13 @@ from pgrecall.background.expiry import unexpired
 from pgrecall.db.params import SqlParams
 from pgrecall.recall.filters import compile_filter
 from pgrecall.records import RecallOptions
+from pgrecall.versions import as_of_relation, valid_time_condition
 
 # A memory's columns in a hit.
-HIT_COLUMNS = "m.id, m.namespace, m.content, m.metadata, m.key, m.created_at, m.expires_at"
+HIT_COLUMNS = (
+    "m.id, m.namespace, m.content, m.metadata, m.key, m.created_at, m.expires_at, m.version, "
+    "m.valid_from, m.valid_until"
+)
 # A matching row's tsvector cut down to the query's lexemes (marked with weight A, kept), so
 # term frequencies are read from a vector of one or two entries.
 QUERY_LEXEMES = "ts_filter(setweight(m.search, 'A', query.lexemes), '{a}')"
@@ -31,7 +35,8 @@ class Scope:
     # statement to one shard only when each reference names the namespace (measured: a recall
     # of a 100-row namespace ran its final join on all 32 shards, 20 ms, without it; 2.5 ms with).
     in_namespaces: str
-    conditions: str  # namespace, expiry, created range and metadata filter, over alias m
+    conditions: str  # namespace, expiry, created range, valid time, metadata filter, over m
+    source: str = "memories"  # the relation read as m: the table, or a CTE of past versions
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +84,7 @@ def nearest(scope: Scope, vector: str, space: str, depth: str, plan: str, column
     at once), then sorts the candidates exactly.
     """
     where = f"{scope.conditions} AND m.embedding IS NOT NULL AND m.space_id = {space}"
-    scored = f"SELECT {columns}, m.embedding <#> {vector} AS distance FROM memories m"
+    scored = f"SELECT {columns}, m.embedding <#> {vector} AS distance FROM {scope.source} m"
     # Sorting a subquery's output (the OFFSET 0 keeps it one) keeps the planner off the HNSW
     # index, and computes each row's distance once.
     exact = f"""SELECT * FROM ({scored} WHERE {{rows}} OFFSET 0) AS scoped
@@ -120,7 +125,7 @@ def vector_hits(
         SELECT {HIT_COLUMNS}, -n.distance AS score, -n.distance AS vector_score,
                NULL::float8 AS keyword_score, {embedding} AS embedding
         FROM (SELECT * FROM ({inner}) AS nearest ORDER BY distance, id LIMIT {limit}) AS n
-        JOIN memories m ON m.namespace = n.namespace AND m.id = n.id
+        JOIN {scope.source} m ON m.namespace = n.namespace AND m.id = n.id
                         AND m.namespace {scope.in_namespaces}
     """
 
@@ -140,7 +145,7 @@ def keyword_ranking(params: SqlParams, scope: Scope, depth: str, k1: float, b: f
     count = f"(SELECT count(*) FROM memories WHERE namespace {scope.in_namespaces})"
     matched = f"""matched AS MATERIALIZED (
             SELECT m.namespace, m.id, {QUERY_LEXEMES} AS hits, length(m.search) AS dl
-            FROM memories m, query
+            FROM {scope.source} m, query
             WHERE {scope.conditions} AND m.search @@ query.tsq
         )"""
     postings = """postings AS MATERIALIZED (
@@ -194,9 +199,10 @@ def fused(vector: Ranking | None, keyword: Ranking, weights: tuple[str, str], rr
 def recall_scope(
     params: SqlParams, names: list[str], options: RecallOptions, *, generic: bool
 ) -> Scope:
-    """Which memories a recall may see: its namespaces, unexpired, in the created range and
-    passing the metadata filter. ``generic``: one namespace is compared with "=" (see the
-    service on generic plans)."""
+    """Which memories a recall may see: its namespaces, unexpired, valid (versions.py), in the
+    created range and passing the metadata filter; read from the versions current at
+    ``as_of`` when asked. ``generic``: one namespace is compared with "=" (see the service on
+    generic plans)."""
     if generic and len(names) == 1:
         in_namespaces = f"= {params.add(names[0], 'text')}"
     else:
@@ -205,15 +211,25 @@ def recall_scope(
         f"m.namespace {in_namespaces}",
         unexpired("m"),
     ]
+    source = "memories"
+    as_of = None
+    if options.as_of is not None:
+        as_of = params.add(options.as_of, "timestamptz")
+        source = f"{as_of_relation(as_of, in_namespaces)} AS"  # read as "... AS m"
+    valid = valid_time_condition(
+        params, valid_at=options.valid_at, include_invalid=options.include_invalid, as_of=as_of
+    )
+    if valid is not None:
+        conditions.append(valid)
     if options.created_after is not None:
         conditions.append(f"m.created_at >= {params.add(options.created_after, 'timestamptz')}")
     if options.created_before is not None:
         conditions.append(f"m.created_at < {params.add(options.created_before, 'timestamptz')}")
     conditions.append(compile_filter(options.filter, params, column="m.metadata"))
-    return Scope(in_namespaces=in_namespaces, conditions=" AND ".join(conditions))
+    return Scope(in_namespaces=in_namespaces, conditions=" AND ".join(conditions), source=source)
 
 
-def fused_hits(ranking: str, query: str | None, limit: str, embedding: str) -> str:
+def fused_hits(scope: Scope, ranking: str, query: str | None, limit: str, embedding: str) -> str:
     """The best ``limit`` rows of a fused ranking, read whole.
 
     Unlike ``vector_hits``, the join does not repeat the scope's namespace condition: on plain
@@ -226,7 +242,7 @@ def fused_hits(ranking: str, query: str | None, limit: str, embedding: str) -> s
         FROM (SELECT * FROM ({ranking}) AS ranked
               ORDER BY fused DESC, vector_score DESC NULLS LAST, id
               LIMIT {limit}) AS f
-        JOIN memories m ON m.namespace = f.namespace AND m.id = f.id
+        JOIN {scope.source} m ON m.namespace = f.namespace AND m.id = f.id
     """
 
 
