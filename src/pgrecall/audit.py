@@ -19,6 +19,7 @@ import asyncpg
 
 from pgrecall import validation
 from pgrecall.db.errors import database_errors
+from pgrecall.db.rows import from_row
 from pgrecall.errors import InvalidInputError
 from pgrecall.records import AuditEntry
 
@@ -94,17 +95,7 @@ class AuditLog:
             raise InvalidInputError(f"limit must be a whole number from 1 to {MAX_AUDIT_PAGE}")
         with database_errors():
             rows = await self._pool.fetch(_ENTRIES, name, memory_id, before, limit)
-        return [
-            AuditEntry(
-                namespace=row["namespace"],
-                memory_id=row["memory_id"],
-                action=row["action"],
-                at=row["at"],
-                actor=row["actor"],
-                version=row["version"],
-            )
-            for row in rows
-        ]
+        return [from_row(AuditEntry, row) for row in rows]
 
     async def prune(self) -> int:
         """Delete entries older than the retention; returns how many (0 when kept forever)."""

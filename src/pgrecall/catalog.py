@@ -38,6 +38,19 @@ def memory_from_row(row: asyncpg.Record) -> Memory:
     return Memory(**values)
 
 
+def _forgetting(where: str, params: SqlParams, actor: str, *, answer: str) -> str:
+    """Delete the memories ``where`` holds (every version goes with them: the versions' foreign
+    key cascades) and audit each; ``answer`` is selected over those that had not expired (an
+    expired one goes too, but it was already gone to every read). Expiry is judged outside
+    RETURNING, where Citus allows immutable functions only (now() is not)."""
+    audit = logged("gone", "'forget'", params.add(actor, "text"))
+    return (
+        f"WITH gone AS (DELETE FROM memories WHERE {where} "
+        f"RETURNING id, namespace, version, expires_at), "
+        f"audit AS ({audit}) SELECT {answer} FROM gone WHERE {unexpired('gone')}"
+    )
+
+
 def memory_id(value: object) -> UUID:
     """A memory id from a UUID or its text."""
     if isinstance(value, UUID):
@@ -230,22 +243,15 @@ class Catalog:
     async def forget_ids(
         self, identifiers: Sequence[UUID], namespace: str | None, actor: str
     ) -> list[tuple[UUID, str]]:
-        """Delete memories by id, every version with them (the versions' foreign key
-        cascades), and audit it; returns (id, namespace) of those deleted that had not expired
-        (an expired one goes too, but it was already gone to every read). Expiry is judged
-        outside RETURNING, where Citus allows immutable functions only (now() is not)."""
+        """Delete memories by id (see ``_forgetting``); returns (id, namespace) of those that had
+        not expired."""
         params = SqlParams()
         where = _in_namespace(
             f"id = ANY({params.add(list(identifiers), 'uuid[]')})", namespace, params
         )
-        audit = logged("gone", "'forget'", params.add(actor, "text"))
+        sql = _forgetting(where, params, actor, answer="id, namespace")
         with database_errors():
-            rows = await self._pool.fetch(
-                f"WITH gone AS (DELETE FROM memories WHERE {where} "
-                f"RETURNING id, namespace, version, expires_at), "
-                f"audit AS ({audit}) SELECT id, namespace FROM gone WHERE {unexpired('gone')}",
-                *params.values,
-            )
+            rows = await self._pool.fetch(sql, *params.values)
         return [(row["id"], row["namespace"]) for row in rows]
 
     async def forget_matching(
@@ -258,14 +264,9 @@ class Catalog:
         where = (
             f"namespace = {params.add(name, 'text')} AND {compile_filter(filter_document, params)}"
         )
-        audit = logged("gone", "'forget'", params.add(actor, "text"))
+        sql = _forgetting(where, params, actor, answer="count(*)")
         with database_errors():
-            live = await self._pool.fetchval(
-                f"WITH gone AS (DELETE FROM memories WHERE {where} "
-                f"RETURNING id, namespace, version, expires_at), "
-                f"audit AS ({audit}) SELECT count(*) FROM gone WHERE {unexpired('gone')}",
-                *params.values,
-            )
+            live = await self._pool.fetchval(sql, *params.values)
         return int(live)
 
     async def invalidate(

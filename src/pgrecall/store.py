@@ -15,7 +15,7 @@ from uuid import UUID
 
 import asyncpg
 
-from pgrecall import activity, validation
+from pgrecall import activity, records, validation
 from pgrecall.activity import Bucket
 from pgrecall.audit import AuditLog, check_actor, local_actor
 from pgrecall.background.expiry import ExpirySweeper
@@ -48,19 +48,14 @@ from pgrecall.recall.service import QueryService
 from pgrecall.recall.sizes import NamespaceSizes
 from pgrecall.records import (
     UNSET,
-    AuditEntry,
     EmbedStatus,
     Memory,
     MemoryInput,
-    Page,
     RecallKeywords,
     RecallOptions,
     RecallResult,
     Remembered,
     Stats,
-    Unset,
-    Version,
-    WriteCount,
 )
 from pgrecall.transfer.exporter import Exporter, ExportScope
 from pgrecall.versions import History
@@ -394,7 +389,7 @@ class MemoryStore:
         namespace: str | None = None,
         content: str | None = None,
         metadata: Mapping[str, Any] | None = None,
-        expires_at: datetime | Unset | None = UNSET,
+        expires_at: datetime | records.Unset | None = UNSET,
         actor: str | None = None,
     ) -> Memory:
         """Change a memory's text (embedded again), metadata (replaced) or expiry (None
@@ -478,7 +473,7 @@ class MemoryStore:
 
     async def writes(
         self, scope: ExportScope | None = None, *, bucket: Bucket = "day", buckets: int = 30
-    ) -> list[WriteCount]:
+    ) -> list[records.WriteCount]:
         """Memories created and changed per UTC hour or day, the last ``buckets`` of them up to
         now, in ``scope`` (every namespace by default): what a chart of writes draws."""
         return await activity.writes(self._pool, scope or ExportScope.everything(), bucket, buckets)
@@ -511,7 +506,7 @@ class MemoryStore:
         status: EmbedStatus | None = None,
         filter: Mapping[str, Any] | None = None,
         as_of: datetime | None = None,
-    ) -> Page:
+    ) -> records.Page:
         """A page of memories, newest first: a namespace's (or several namespaces'), or every
         namespace's with a given ``status`` (e.g. ``"failed"``); ``filter`` keeps those whose
         metadata matches, as in recall; as they were at ``as_of`` when given (one namespace).
@@ -531,7 +526,7 @@ class MemoryStore:
         *,
         namespace: str | None = None,
         key: str | None = None,
-    ) -> builtins.list[Version]:
+    ) -> builtins.list[records.Version]:
         """Every version of a memory, oldest first, each with its text, metadata and the span
         it was current; the memory named by id, or by ``key`` inside ``namespace``."""
         if (memory is None) == (key is None):
@@ -574,7 +569,7 @@ class MemoryStore:
         memory: UUID | str | None = None,
         before: datetime | None = None,
         limit: int = 100,
-    ) -> builtins.list[AuditEntry]:
+    ) -> builtins.list[records.AuditEntry]:
         """The audit log of a namespace (of one memory, when given), newest first; pass the
         last entry's ``at`` as ``before`` for the next page."""
         identifier = memory_id(memory) if memory is not None else None

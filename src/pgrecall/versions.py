@@ -24,6 +24,7 @@ from pgrecall import validation
 from pgrecall.background.expiry import unexpired
 from pgrecall.db.errors import database_errors
 from pgrecall.db.params import SqlParams
+from pgrecall.db.rows import from_row
 from pgrecall.records import Version
 
 # When the current version of a row became current.
@@ -116,19 +117,12 @@ class History:
         with database_errors():
             rows = await self._pool.fetch(_HISTORY, namespace, identifier)
         return [
-            Version(
+            from_row(
+                Version,
+                row,
                 memory_id=identifier,
                 namespace=namespace,
-                version=row["version"],
-                content=row["content"],
                 metadata=json.loads(row["metadata"]),
-                key=row["key"],
-                current_from=row["current_from"],
-                current_until=row["current_until"],
-                superseded_by=row["superseded_by"],
-                valid_from=row["valid_from"],
-                valid_until=row["valid_until"],
-                invalid_reason=row["invalid_reason"],
             )
             for row in rows
         ]

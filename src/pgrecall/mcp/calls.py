@@ -10,16 +10,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from uuid import UUID
 
+from pgrecall.api import schemas as answers
 from pgrecall.api.access import Access, visible_memory
-from pgrecall.api.schemas import (
-    ForgetResponse,
-    MemoryOut,
-    PageOut,
-    RecallResponse,
-    RememberResponse,
-    StatsOut,
-    check_batch,
-)
 from pgrecall.errors import InvalidInputError
 from pgrecall.mcp.arguments import (
     ForgetArgs,
@@ -51,41 +43,44 @@ class Scope:
         return chosen
 
 
-async def remember(store: MemoryStore, scope: Scope, args: RememberArgs) -> RememberResponse:
+async def remember(
+    store: MemoryStore, scope: Scope, args: RememberArgs
+) -> answers.RememberResponse:
     """Store ``content`` or each of ``memories``; every namespace is checked before any write."""
     if args.content is not None:
         namespace = scope.namespace(args.namespace)
         items = [MemoryInput(content=args.content, namespace=namespace, key=args.key)]
     else:
         batch = args.memories or []  # the shape holds content or memories
-        check_batch(len(batch), scope.max_batch)
+        answers.check_batch(len(batch), scope.max_batch)
         items = [item.to_input(scope.namespace(item.namespace or args.namespace)) for item in batch]
     results = await store.remember(items, metadata=args.metadata, expires_at=args.expires_at)
-    return RememberResponse.of(results)
+    return answers.RememberResponse.of(results)
 
 
-async def recall(store: MemoryStore, scope: Scope, args: RecallArgs) -> RecallResponse:
+async def recall(store: MemoryStore, scope: Scope, args: RecallArgs) -> answers.RecallResponse:
     """The best memories for the query in the named (or default) namespaces."""
     names = args.namespaces or [scope.namespace(args.namespace)]
     scope.access.require(names)
-    return RecallResponse.of(await store.recall(args.query, namespace=names, options=args))
+    return answers.RecallResponse.of(await store.recall(args.query, namespace=names, options=args))
 
 
-async def get(store: MemoryStore, scope: Scope, args: GetArgs) -> MemoryOut:
+async def get(store: MemoryStore, scope: Scope, args: GetArgs) -> answers.MemoryOut:
     """One memory the caller may see."""
-    return MemoryOut.of(await visible_memory(args.id, scope.access, store))
+    return answers.MemoryOut.of(await visible_memory(args.id, scope.access, store))
 
 
-async def list_page(store: MemoryStore, scope: Scope, args: ListArgs) -> PageOut:
+async def list_page(store: MemoryStore, scope: Scope, args: ListArgs) -> answers.PageOut:
     """A page of one namespace's memories, newest first."""
     namespace = scope.namespace(args.namespace)
     page = await store.list(namespace, limit=args.limit, cursor=args.cursor, status=args.status)
-    return PageOut(
-        memories=[MemoryOut.of(memory) for memory in page.memories], next_cursor=page.next_cursor
+    return answers.PageOut(
+        memories=[answers.MemoryOut.of(memory) for memory in page.memories],
+        next_cursor=page.next_cursor,
     )
 
 
-async def update(store: MemoryStore, scope: Scope, args: UpdateArgs) -> MemoryOut:
+async def update(store: MemoryStore, scope: Scope, args: UpdateArgs) -> answers.MemoryOut:
     """Change a memory the caller may see; ``expires_at`` left out keeps the expiry."""
     current = await visible_memory(args.id, scope.access, store)
     expires_at = args.expires_at if "expires_at" in args.model_fields_set else UNSET
@@ -96,14 +91,16 @@ async def update(store: MemoryStore, scope: Scope, args: UpdateArgs) -> MemoryOu
         metadata=args.metadata,
         expires_at=expires_at,
     )
-    return MemoryOut.of(updated)
+    return answers.MemoryOut.of(updated)
 
 
-async def forget(store: MemoryStore, scope: Scope, args: ForgetArgs) -> ForgetResponse:
+async def forget(store: MemoryStore, scope: Scope, args: ForgetArgs) -> answers.ForgetResponse:
     """Delete by ids (each checked before any is deleted) or by namespace and filter."""
     if args.filter is not None:  # the shape holds ids or a filter
         namespace = scope.namespace(args.namespace)
-        return ForgetResponse(forgotten=await store.forget(namespace=namespace, filter=args.filter))
+        return answers.ForgetResponse(
+            forgotten=await store.forget(namespace=namespace, filter=args.filter)
+        )
     by_namespace: dict[str, list[UUID]] = defaultdict(list)
     for memory_id in dict.fromkeys(args.ids or []):
         memory = await visible_memory(memory_id, scope.access, store)
@@ -111,13 +108,13 @@ async def forget(store: MemoryStore, scope: Scope, args: ForgetArgs) -> ForgetRe
     forgotten = 0
     for namespace, ids in by_namespace.items():
         forgotten += await store.forget(list(ids), namespace=namespace)
-    return ForgetResponse(forgotten=forgotten)
+    return answers.ForgetResponse(forgotten=forgotten)
 
 
-async def stats(store: MemoryStore, scope: Scope, args: StatsArgs) -> StatsOut:
+async def stats(store: MemoryStore, scope: Scope, args: StatsArgs) -> answers.StatsOut:
     """Counts of the named (or default) namespace; of all of them for an unbounded caller that
     names none and has no default."""
     if args.namespace is None and scope.access.default_namespace is None:
         scope.access.require_everything("stats")
-        return StatsOut.of(await store.stats())
-    return StatsOut.of(await store.stats(namespace=scope.namespace(args.namespace)))
+        return answers.StatsOut.of(await store.stats())
+    return answers.StatsOut.of(await store.stats(namespace=scope.namespace(args.namespace)))

@@ -29,6 +29,7 @@ from pgrecall import validation
 from pgrecall.config import Settings
 from pgrecall.db.errors import database_errors
 from pgrecall.db.params import SqlParams
+from pgrecall.db.rows import from_row
 from pgrecall.embedding.base import Embedder
 from pgrecall.embedding.coalesce import QueryCoalescer
 from pgrecall.embedding.guard import SpaceRegistry
@@ -60,21 +61,7 @@ MIN_WEIGHT = 1e-6
 
 
 def _hit(row: asyncpg.Record) -> Hit:
-    return Hit(
-        id=row["id"],
-        namespace=row["namespace"],
-        content=row["content"],
-        score=float(row["score"]),
-        metadata=json.loads(row["metadata"]),
-        key=row["key"],
-        created_at=row["created_at"],
-        expires_at=row["expires_at"],
-        vector_score=row["vector_score"],
-        keyword_score=row["keyword_score"],
-        version=row["version"],
-        valid_from=row["valid_from"],
-        valid_until=row["valid_until"],
-    )
+    return from_row(Hit, row, score=float(row["score"]), metadata=json.loads(row["metadata"]))
 
 
 def _ranked_hits(rows: list[asyncpg.Record], options: RecallOptions) -> list[Hit]:
