@@ -20,6 +20,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult
 
+from pgrecall.audit import key_actor
+
 from .conftest import store_settings
 from .http_server import ServerThread
 
@@ -29,7 +31,10 @@ SESSION_SECONDS = 240.0
 AGENT_KEY = "agent-a-key-0123456789"
 ADMIN_KEY = "admin-key-0123456789ab"
 KEYS = {AGENT_KEY: ["agent-a", "team-*"], ADMIN_KEY: ["*"]}
-TOOLS = {"remember", "recall", "get", "list", "update", "forget", "stats"}
+TOOLS = {
+    "remember", "recall", "get", "list", "update", "forget", "stats",
+    "history", "invalidate", "audit",
+}  # fmt: skip
 
 DEPLOYS = "The team deploys to production every Thursday afternoon, never on Fridays."
 DISTRACTORS = [
@@ -293,6 +298,32 @@ async def test_http_key_scoping_and_ids_of_other_namespaces(server: ServerThread
     async with _connected(_http(server.url, ADMIN_KEY)) as admin:
         still = await _ok(admin, "get", {"id": other_id})
         assert still["content"] == "Secret of b."
+
+
+async def test_http_history_invalidate_and_audit_with_the_keys_actor(
+    server: ServerThread,
+) -> None:
+    async with _connected(_http(server.url, AGENT_KEY)) as agent:
+        first = await _ok(agent, "remember", {"content": "Ada lives in London.", "key": "ada-home"})
+        memory_id = first["memories"][0]["id"]
+        await _ok(agent, "remember", {"content": "Ada lives in Lisbon.", "key": "ada-home"})
+        history = await _ok(agent, "history", {"id": memory_id})
+        assert [v["content"] for v in history["versions"]] == [
+            "Ada lives in London.",
+            "Ada lives in Lisbon.",
+        ]
+        assert history["versions"][0]["current_until"] is not None
+        assert history["versions"][1]["current_until"] is None
+        ended = await _ok(agent, "invalidate", {"id": memory_id, "reason": "she moved again"})
+        assert ended["id"] == memory_id
+        query = {"query": "Where does Ada live?", "mode": "keyword"}
+        assert (await _ok(agent, "recall", query))["hits"] == []
+        shown = await _ok(agent, "recall", {**query, "include_invalid": True})
+        assert [hit["id"] for hit in shown["hits"]] == [memory_id]
+        entries = (await _ok(agent, "audit", {"memory_id": memory_id}))["entries"]
+        assert [entry["action"] for entry in entries] == ["invalidate", "supersede", "create"]
+        assert {entry["actor"] for entry in entries} == {key_actor(AGENT_KEY)}
+        await _refused(agent, "audit", {"namespace": "b"}, "forbidden")
 
 
 def test_http_without_a_valid_key_is_401(server: ServerThread) -> None:

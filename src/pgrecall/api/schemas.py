@@ -11,7 +11,17 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from pgrecall.api.errors import PayloadTooLarge
-from pgrecall.records import MemoryInput, Mode, RecallOptions, RecallResult, Remembered, Stats
+from pgrecall.records import (
+    AuditEntry,
+    Memory,
+    MemoryInput,
+    Mode,
+    RecallOptions,
+    RecallResult,
+    Remembered,
+    Stats,
+    Version,
+)
 from pgrecall.validation import MAX_KEY_LENGTH, MAX_NAMESPACE_LENGTH, MAX_QUERY_CHARS
 
 Namespace = Field(min_length=1, max_length=MAX_NAMESPACE_LENGTH)
@@ -210,6 +220,14 @@ class HistoryOut(BaseModel):
     namespace: str
     versions: list[VersionOut]
 
+    @classmethod
+    def of(cls, memory: Memory, versions: Sequence[Version]) -> HistoryOut:
+        return cls(
+            id=memory.id,
+            namespace=memory.namespace,
+            versions=[VersionOut.of(version) for version in versions],
+        )
+
 
 class AuditEntryOut(_FromRecord):
     """Who did what to which memory, when; never what it said."""
@@ -226,6 +244,10 @@ class AuditOut(BaseModel):
     """Entries newest first; pass the last one's ``at`` as ``before`` for the next page."""
 
     entries: list[AuditEntryOut]
+
+    @classmethod
+    def of(cls, entries: Sequence[AuditEntry]) -> AuditOut:
+        return cls(entries=[AuditEntryOut.of(entry) for entry in entries])
 
 
 class ForgetRequest(Strict):

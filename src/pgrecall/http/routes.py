@@ -15,7 +15,6 @@ from pydantic import AwareDatetime
 from pgrecall.activity import MAX_BUCKETS, Bucket
 from pgrecall.api.access import Access, visible_memory
 from pgrecall.api.schemas import (
-    AuditEntryOut,
     AuditOut,
     ErrorResponse,
     ForgetRequest,
@@ -35,7 +34,6 @@ from pgrecall.api.schemas import (
     RememberResponse,
     StatsOut,
     Status,
-    VersionOut,
     WriteCountOut,
     WritesOut,
     check_batch,
@@ -135,12 +133,7 @@ async def invalidate_memory(
 async def memory_history(memory_id: UUID, caller: Caller, store: StoreDependency) -> HistoryOut:
     """Every version of a memory, oldest first, with the span each was current."""
     current = await visible_memory(memory_id, caller, store)
-    versions = await store.history(memory_id, namespace=current.namespace)
-    return HistoryOut(
-        id=memory_id,
-        namespace=current.namespace,
-        versions=[VersionOut.of(version) for version in versions],
-    )
+    return HistoryOut.of(current, await store.history(memory_id, namespace=current.namespace))
 
 
 @api.get("/audit", response_model=AuditOut)
@@ -155,7 +148,7 @@ async def audit(
     """A namespace's audit log (of one memory, when given), newest first."""
     caller.require([namespace])
     entries = await store.audit(namespace, memory=memory_id, before=before, limit=limit)
-    return AuditOut(entries=[AuditEntryOut.of(entry) for entry in entries])
+    return AuditOut.of(entries)
 
 
 @api.delete("/memories/{memory_id}", response_model=ForgetResponse)

@@ -15,11 +15,13 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from pgrecall.api.schemas import (
     MAX_RECALL_NAMESPACES,
+    InvalidateRequest,
     MemoryFields,
     MemoryPatch,
     Status,
     Strict,
 )
+from pgrecall.audit import MAX_AUDIT_PAGE
 from pgrecall.catalog import MAX_PAGE
 from pgrecall.records import RecallOptions
 from pgrecall.validation import MAX_KEY_LENGTH, MAX_NAMESPACE_LENGTH, MAX_QUERY_CHARS
@@ -146,3 +148,26 @@ class StatsArgs(Strict):
     """Counts of one namespace."""
 
     namespace: Annotated[str | None, _namespace(DEFAULT_NAMESPACE)] = None
+
+
+class HistoryArgs(Strict):
+    """Every version of one memory."""
+
+    id: UUID = Field(description="the memory's id, as remember, recall or list returned it")
+
+
+class InvalidateArgs(InvalidateRequest):
+    """A memory's id, and when (now, left out) and why its fact stopped being true."""
+
+    id: UUID = Field(description="the memory's id")
+
+
+class AuditArgs(Strict):
+    """A namespace's audit log, newest first."""
+
+    namespace: Annotated[str | None, _namespace(DEFAULT_NAMESPACE)] = None
+    memory_id: UUID | None = Field(default=None, description="only this memory's entries")
+    before: AwareDatetime | None = Field(
+        default=None, description="the last entry's `at` of the previous page"
+    )
+    limit: int = Field(default=100, ge=1, le=MAX_AUDIT_PAGE, description="entries per page")

@@ -14,8 +14,11 @@ from pgrecall.api import schemas as answers
 from pgrecall.api.access import Access, visible_memory
 from pgrecall.errors import InvalidInputError
 from pgrecall.mcp.arguments import (
+    AuditArgs,
     ForgetArgs,
     GetArgs,
+    HistoryArgs,
+    InvalidateArgs,
     ListArgs,
     RecallArgs,
     RememberArgs,
@@ -54,7 +57,9 @@ async def remember(
         batch = args.memories or []  # the shape holds content or memories
         answers.check_batch(len(batch), scope.max_batch)
         items = [item.to_input(scope.namespace(item.namespace or args.namespace)) for item in batch]
-    results = await store.remember(items, metadata=args.metadata, expires_at=args.expires_at)
+    results = await store.remember(
+        items, metadata=args.metadata, expires_at=args.expires_at, actor=scope.access.actor
+    )
     return answers.RememberResponse.of(results)
 
 
@@ -90,6 +95,7 @@ async def update(store: MemoryStore, scope: Scope, args: UpdateArgs) -> answers.
         content=args.content,
         metadata=args.metadata,
         expires_at=expires_at,
+        actor=scope.access.actor,
     )
     return answers.MemoryOut.of(updated)
 
@@ -99,7 +105,9 @@ async def forget(store: MemoryStore, scope: Scope, args: ForgetArgs) -> answers.
     if args.filter is not None:  # the shape holds ids or a filter
         namespace = scope.namespace(args.namespace)
         return answers.ForgetResponse(
-            forgotten=await store.forget(namespace=namespace, filter=args.filter)
+            forgotten=await store.forget(
+                namespace=namespace, filter=args.filter, actor=scope.access.actor
+            )
         )
     by_namespace: dict[str, list[UUID]] = defaultdict(list)
     for memory_id in dict.fromkeys(args.ids or []):
@@ -107,8 +115,38 @@ async def forget(store: MemoryStore, scope: Scope, args: ForgetArgs) -> answers.
         by_namespace[memory.namespace].append(memory.id)
     forgotten = 0
     for namespace, ids in by_namespace.items():
-        forgotten += await store.forget(list(ids), namespace=namespace)
+        forgotten += await store.forget(list(ids), namespace=namespace, actor=scope.access.actor)
     return answers.ForgetResponse(forgotten=forgotten)
+
+
+async def history(store: MemoryStore, scope: Scope, args: HistoryArgs) -> answers.HistoryOut:
+    """Every version of a memory the caller may see, oldest first."""
+    current = await visible_memory(args.id, scope.access, store)
+    return answers.HistoryOut.of(
+        current, await store.history(current.id, namespace=current.namespace)
+    )
+
+
+async def invalidate(store: MemoryStore, scope: Scope, args: InvalidateArgs) -> answers.MemoryOut:
+    """End the validity of a fact the caller may see, without deleting it."""
+    current = await visible_memory(args.id, scope.access, store)
+    ended = await store.invalidate(
+        current.id,
+        namespace=current.namespace,
+        at=args.at,
+        reason=args.reason,
+        actor=scope.access.actor,
+    )
+    return answers.MemoryOut.of(ended)
+
+
+async def audit(store: MemoryStore, scope: Scope, args: AuditArgs) -> answers.AuditOut:
+    """The audit log of the named (or default) namespace, newest first."""
+    namespace = scope.namespace(args.namespace)
+    entries = await store.audit(
+        namespace, memory=args.memory_id, before=args.before, limit=args.limit
+    )
+    return answers.AuditOut.of(entries)
 
 
 async def stats(store: MemoryStore, scope: Scope, args: StatsArgs) -> answers.StatsOut:

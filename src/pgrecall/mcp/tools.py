@@ -149,6 +149,46 @@ TOOLS: tuple[ToolSpec, ...] = (
         call=calls.forget,
     ),
     ToolSpec(
+        name="history",
+        title="History of a memory",
+        description=(
+            "Every version of one memory, oldest first, each with its text, metadata and the "
+            "time span it was the current one. Use it to learn what was believed before a fact "
+            "changed, and when it changed; recall and get show the current version only."
+        ),
+        arguments=TypeAdapter(arguments.HistoryArgs),
+        answer=answers.HistoryOut,
+        hints=READ,
+        call=calls.history,
+    ),
+    ToolSpec(
+        name="invalidate",
+        title="Invalidate a fact",
+        description=(
+            "Mark a memory's fact as no longer true from `at` (now, left out), with a `reason`, "
+            "without deleting it: recall leaves it out from then on unless `include_invalid` is "
+            "set, and its history keeps it. Prefer this to forget when a fact was true once "
+            "and stopped being so (someone moved, a decision was reversed)."
+        ),
+        arguments=TypeAdapter(arguments.InvalidateArgs),
+        answer=answers.MemoryOut,
+        hints=_hints(read_only=False, destructive=False, idempotent=False),
+        call=calls.invalidate,
+    ),
+    ToolSpec(
+        name="audit",
+        title="Audit log",
+        description=(
+            "Who created, superseded, updated, invalidated or forgot which memory of a "
+            "namespace, and when, newest first (never what the memories said). Pass the last "
+            "entry's `at` as `before` for the next page."
+        ),
+        arguments=TypeAdapter(arguments.AuditArgs),
+        answer=answers.AuditOut,
+        hints=READ,
+        call=calls.audit,
+    ),
+    ToolSpec(
         name="stats",
         title="Memory statistics",
         description=(
