@@ -138,7 +138,27 @@ async def test_every_view_with_a_key(
     content = _by_id(browser, "memory-content")
     assert _text(content) in {ADA[0]["content"], ADA[4]["content"]}
     assert '"kind": "health"' in _text(_by_id(browser, "memory-metadata"))
+    actions = wait_for(browser, lambda d: _all(d, "#memory-audit tbody tr"), "the audit entries")
+    cells = [[_text(td) for td in row.find_elements("css selector", "td")] for row in actions]
+    assert [row[1] for row in cells] == ["create"]
+    assert cells[0][2].startswith("key:")  # the admin key's fingerprint, never the key
     screenshot(browser, "memory")
+
+    family = seeded[ADA[1]["content"]]
+    changed = {"namespace": "ada", "content": "Ada's sister Maya moved to Bergen.", "key": "family"}
+    with _api(server, KEY_ADA) as api:
+        assert api.post("/v1/memories", json={"memories": [changed]}).status_code == 200
+    browser.get(f"{server.url}/console/#/memory/{family}")
+    shown = wait_for(browser, lambda d: _all(d, "#memory-versions li"), "the versions")
+    assert [_text(v.find_element("css selector", "pre")) for v in shown] == [
+        ADA[1]["content"],
+        changed["content"],
+    ]
+    spans = [_text(v.find_element("css selector", ".span")) for v in shown]
+    assert spans[0].startswith("version 1:")
+    assert spans[1].startswith("version 2:")
+    assert spans[1].endswith("now")
+    screenshot(browser, "history")
 
     browser.get(f"{server.url}/console/#/failed")
     row = wait_for(browser, lambda d: _all(d, "#failed li"), "the failed list")[0]

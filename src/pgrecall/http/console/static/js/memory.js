@@ -1,7 +1,7 @@
-// One memory: content, metadata, key, expiry, embedding status; retry when failed, forget
-// after a confirmation.
+// One memory: content, metadata, key, expiry, embedding status, its versions and its audit
+// entries; retry when failed, forget after a confirmation.
 
-import { call, memoryPath } from "./api.js";
+import { call, memoryPath, query } from "./api.js";
 import { h, replace, when } from "./dom.js";
 import { say } from "./status.js";
 
@@ -65,7 +65,7 @@ async function forget(memory, section) {
 function actions(memory, show, section) {
   const again = async () => {
     const after = await retry(memory.id);
-    if (after) show(after);
+    if (after) await show(after);
   };
   return h(
     "div",
@@ -75,9 +75,54 @@ function actions(memory, show, section) {
   );
 }
 
+function versions(history) {
+  return h(
+    "ol",
+    { id: "memory-versions", class: "versions" },
+    history.versions.map((version) =>
+      h(
+        "li",
+        {},
+        h("div", { class: "span" }, `version ${version.version}: ${when(version.current_from)} → `,
+          version.current_until ? when(version.current_until) : "now"),
+        h("pre", { class: "content" }, version.content),
+        version.invalid_reason ? h("div", { class: "reason" }, `invalid: ${version.invalid_reason}`) : null,
+      ),
+    ),
+  );
+}
+
+function audit(entries) {
+  return h(
+    "table",
+    { id: "memory-audit" },
+    h("thead", {}, h("tr", {}, h("th", {}, "when"), h("th", {}, "action"), h("th", {}, "by"), h("th", {}, "version"))),
+    h(
+      "tbody",
+      {},
+      entries.map((entry) =>
+        h("tr", {}, h("td", {}, when(entry.at)), h("td", {}, entry.action), h("td", {}, entry.actor), h("td", {}, entry.version ?? "—")),
+      ),
+    ),
+  );
+}
+
+/** Its versions and audit entries, or a line saying why they could not be read. */
+async function past(memory) {
+  try {
+    const [history, log] = await Promise.all([
+      call("GET", `${memoryPath(memory.id)}/history`),
+      call("GET", `audit?${query({ namespace: memory.namespace, memory_id: memory.id })}`),
+    ]);
+    return [h("h2", {}, "Versions"), versions(history), h("h2", {}, "Audit"), audit(log.entries)];
+  } catch (error) {
+    return [h("p", { class: "reason" }, `History unavailable: ${error.message}`)];
+  }
+}
+
 export async function memoryView(id) {
   const section = h("section", { id: "memory" });
-  const show = (memory) =>
+  const show = async (memory) =>
     replace(
       section,
       h("h1", {}, "Memory"),
@@ -87,6 +132,7 @@ export async function memoryView(id) {
       h("h2", {}, "Metadata"),
       h("pre", { id: "memory-metadata" }, JSON.stringify(memory.metadata, null, 2)),
       actions(memory, show, section),
+      await past(memory),
     );
   return show(await call("GET", memoryPath(id)));
 }
