@@ -13,7 +13,9 @@ from pgrecall.cli import app
 from pgrecall.cli.base import FIRST_STEP
 from pgrecall.cli.menu import MENU
 
-MEMORY_COMMANDS = ("remember", "recall", "import", "export", "list", "get", "forget")
+MEMORY_COMMANDS = (
+    "remember", "recall", "import", "export", "list", "get", "history", "invalidate", "forget",
+)  # fmt: skip
 # A row of a commands panel: "│ name      Description.   │"
 _ROW = re.compile(r"^│ (\S+)\s{2,}(.*?)\s*│$")
 _PANEL = re.compile(r"^╭─ (.+?) ─")

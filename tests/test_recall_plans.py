@@ -111,7 +111,7 @@ async def test_recall_reuses_a_generic_plan_only_inside_small_namespaces(
             service = QueryService(
                 pool,
                 plan_store.embedder,
-                SpaceRegistry(pool, plan_store.templates.identity()),
+                SpaceRegistry(pool, plan_store.text_identity),
                 NamespaceSizes(pool, settings.exact_scan_max_rows),
                 settings,
             )

@@ -139,8 +139,10 @@ class MemoryStore:
         self._resources = resources
         self._pool = pool
         health = EmbedderHealth()
-        identity = self.context.identity(self.templates) if self.context else None
-        self._spaces = SpaceRegistry(pool, identity or self.templates.identity())
+        # What the indexed text is made of, recorded in the space: templates, and the context.
+        context = self.context.identity(self.templates) if self.context else None
+        self.text_identity = context or self.templates.identity()
+        self._spaces = SpaceRegistry(pool, self.text_identity)
         self._sizes = NamespaceSizes(pool, settings.exact_scan_max_rows)
         self._pool = pool
         self._catalog = Catalog(pool)

@@ -28,7 +28,9 @@ def history_command(
     key: str | None = typer.Option(None, "--key", help="the memory's external key"),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Show every version of a memory, oldest first, with when each was current."""
+    """Show every version of a memory, oldest first.
+
+    Each with the time span it was the current one."""
     versions: list[Version] = with_store(
         lambda store: store.history(memory, namespace=namespace, key=key)
     )
@@ -62,7 +64,9 @@ def invalidate_command(
     reason: str | None = typer.Option(None, "--reason", help="why it is no longer true"),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """End a fact's validity without deleting it: recall leaves it out from then on."""
+    """End a fact's validity without deleting it.
+
+    Recall leaves it out from then on, unless asked to include invalid facts."""
     until = timestamp(at, "--at")
 
     async def work(store: MemoryStore) -> Memory:
@@ -83,7 +87,9 @@ def audit_command(
     limit: int = typer.Option(100, "--limit", help="entries to show"),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Show who created, superseded, updated, invalidated or forgot which memory, newest first."""
+    """Show who changed which memory of a namespace, newest first.
+
+    Every create, supersede, update, invalidate and forget, with its actor."""
     older_than = timestamp(before, "--before")
     entries: list[AuditEntry] = with_store(
         lambda store: store.audit(namespace, memory=memory, before=older_than, limit=limit)
