@@ -20,6 +20,7 @@ switch have no fresh vector there and are queued again instead of refusing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -30,7 +31,7 @@ from pgrecall.embedding.guard import SPACE_LOCK_KEY, space_of
 from pgrecall.embedding.lifecycle import TEXT_HASH, SpaceState, missing_vector
 from pgrecall.errors import ConflictError
 
-_Connection = PoolConnectionProxy[asyncpg.Record]
+_Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 
 _STATES = """
     SELECT id, kind, model, dimensions, document_prefix, query_prefix, embedder_version,

@@ -90,6 +90,8 @@ class SpaceRegistry:
         self._recheck_seconds = recheck_seconds
         self._recorded: tuple[int, EmbeddingSpace] | None = None
         self._read_at = 0.0  # time.monotonic() of the last read of the active space
+        # This process's space was the active one: a mismatch now means a switch (or rollback).
+        self._was_active = False
         self._lock = asyncio.Lock()
 
     async def recorded(self) -> tuple[int, EmbeddingSpace] | None:
@@ -114,7 +116,7 @@ class SpaceRegistry:
     ) -> EmbeddingSpaceMismatchError:
         with database_errors():
             state = await self._pool.fetchval(_STATE, *identity(asked))
-        return mismatch(recorded, asked, state)
+        return mismatch(recorded, asked, "previous" if self._was_active else state)
 
     def stored_as(self, space: EmbeddingSpace) -> EmbeddingSpace:
         """The space this store's vectors are in when ``space``'s embedder makes them."""
@@ -128,6 +130,7 @@ class SpaceRegistry:
             return None
         if recorded[1] != space:
             raise await self._mismatch(recorded[1], space)
+        self._was_active = True
         return recorded[0]
 
     async def ensure(self, space: EmbeddingSpace) -> int:
@@ -142,6 +145,7 @@ class SpaceRegistry:
         self._read_at = time.monotonic()
         if self._recorded[1] != space:
             raise await self._mismatch(self._recorded[1], space)
+        self._was_active = True
         return int(row["id"])
 
     async def _record(self, space: EmbeddingSpace) -> asyncpg.Record:

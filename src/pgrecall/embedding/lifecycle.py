@@ -11,6 +11,7 @@ no vectors.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -39,7 +40,7 @@ def missing_vector(active: str, building: str, namespace: str | None = None) -> 
 
 
 # Where the states are read from: the pool, or one connection (doctor's).
-Reader = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy[asyncpg.Record]
+Reader: TypeAlias = "asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy[asyncpg.Record]"
 
 
 @dataclass(frozen=True, slots=True)
