@@ -10,7 +10,8 @@ table, and ``memories.embedding`` any size.
   the text it was made from (``text_hash``: a memory changed since is embedded again). Keyed and
   co-located with ``memories`` by namespace, deleted with the memory (foreign key, cascade).
 - ``memories.embedding`` and ``memory_versions.embedding`` become ``vector`` without a size, so
-  a switch can change the dimension in place; the HNSW index is on the expression
+  a switch can change the dimension in place; a check (``memories_embedding_size``) keeps
+  ``memories`` to the active space's size, and the HNSW index is on the expression
   ``(embedding::vector(N))`` for the active space's N (pgvector indexes only sized vectors), and
   recall's graph branch orders by that same expression. The hot paths are otherwise untouched:
   the active space's vectors stay in ``memories.embedding`` (measured in benchmarks/RESULTS.md).
@@ -28,7 +29,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from pgrecall.db import distribute
-from pgrecall.db.schema import SPACE_VECTORS, hnsw_index_sql
+from pgrecall.db.schema import SIZE_CHECK, SPACE_VECTORS, hnsw_index_sql, size_check
 
 revision = "0012"
 down_revision = "0011"
@@ -102,6 +103,7 @@ def upgrade() -> None:
                 f"ALTER TABLE {table} ALTER COLUMN embedding SET STORAGE {_storage(dimensions)}"
             )
     op.execute(hnsw_index_sql(dimensions))
+    op.create_check_constraint(SIZE_CHECK, "memories", size_check(dimensions))
     op.execute(
         f"""
         CREATE TABLE {SPACE_VECTORS} (
@@ -146,6 +148,7 @@ def downgrade() -> None:
         .scalar_one()
     )
     op.execute("DROP INDEX memories_embedding_hnsw")
+    op.drop_constraint(SIZE_CHECK, "memories")
     for table in ("memories", "memory_versions"):
         op.execute(f"ALTER TABLE {table} ALTER COLUMN embedding TYPE vector({int(dimensions)})")
     op.execute(

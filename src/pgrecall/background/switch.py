@@ -7,7 +7,8 @@ keeps the active vectors in ``space_vectors`` (for a rollback), moves the target
 ``memories.embedding`` (the column every hot path reads, so recall and ingest cost what they
 did), rebuilds the HNSW index, empty, for the target's size, and flips the states. Readers wait
 only for that last index swap; writers for the whole transaction (rows moved per second are in
-benchmarks/RESULTS.md). The graph is filled again after the commit (``Indexer.catch_up``).
+benchmarks/RESULTS.md). The graph is filled again after the commit (``Indexer.catch_up``). A
+check keeps ``memories`` to the active size; it is replaced in the same transaction.
 
 Processes still configured for the old space learn of the switch within their guard's recheck
 interval (guard.py) and are refused from then on. What they wrote in between carries the old
@@ -26,7 +27,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from pgrecall.db.errors import database_errors
-from pgrecall.db.schema import HNSW_INDEX, hnsw_index_sql
+from pgrecall.db.schema import HNSW_INDEX, SIZE_CHECK, hnsw_index_sql, size_check
 from pgrecall.embedding.guard import SPACE_LOCK_KEY, space_of
 from pgrecall.embedding.lifecycle import TEXT_HASH, SpaceState, missing_vector
 from pgrecall.errors import ConflictError
@@ -106,6 +107,7 @@ async def switch(pool: asyncpg.Pool, *, rollback: bool = False) -> Switched:
                     else "no space is being built: run pgrecall reembed with the new settings"
                 )
             await connection.execute("LOCK TABLE memories IN SHARE ROW EXCLUSIVE MODE")
+            await connection.execute(f"ALTER TABLE memories DROP CONSTRAINT {SIZE_CHECK}")
             if not rollback:
                 missing = await connection.fetchval(_MISSING, active.id, target.id)
                 if missing:
@@ -123,9 +125,15 @@ async def switch(pool: asyncpg.Pool, *, rollback: bool = False) -> Switched:
                 await connection.execute(_SET_STATE, older.id, "retired")
             await connection.execute(_SET_STATE, active.id, "building" if rollback else "previous")
             await connection.execute(_SET_STATE, target.id, "active")
-            # Last: readers wait for the index swap only (an empty graph: no row is flagged).
+            # The size check for the new size: processes still on the old settings cannot write
+            # vectors of the old size any more. Readers wait from the drop of the size check to
+            # the commit: a scan for the check and the swap of an empty graph (no row flagged).
+            dimensions = target.space.dimensions
+            await connection.execute(
+                f"ALTER TABLE memories ADD CONSTRAINT {SIZE_CHECK} CHECK ({size_check(dimensions)})"
+            )
             await connection.execute(f"DROP INDEX {HNSW_INDEX}")
-            await connection.execute(hnsw_index_sql(target.space.dimensions))
+            await connection.execute(hnsw_index_sql(dimensions))
     new_state = "active"
     old_state = "building" if rollback else "previous"
     return Switched(

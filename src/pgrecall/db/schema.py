@@ -40,6 +40,7 @@ MEMORY_AUDIT = "memory_audit"
 EMBEDDING_SPACES = "embedding_spaces"
 SPACE_VECTORS = "space_vectors"
 HNSW_INDEX = "memories_embedding_hnsw"
+SIZE_CHECK = "memories_embedding_size"
 # HNSW build parameters; pgvector's defaults, named so benchmarks and migrations agree.
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
@@ -54,6 +55,14 @@ def indexed_embedding(dimensions: int, alias: str = "") -> str:
         raise ValueError(f"dimensions must be a positive int, not {dimensions!r}")
     column = f"{alias}.embedding" if alias else "embedding"
     return f"({column}::vector({dimensions}))"
+
+
+def size_check(dimensions: int) -> str:
+    """The check that keeps ``memories.embedding`` to the active space's size (the column has
+    none since migration 0012); the switch replaces it. Only an int is written."""
+    if type(dimensions) is not int or dimensions <= 0:
+        raise ValueError(f"dimensions must be a positive int, not {dimensions!r}")
+    return f"vector_dims(embedding) = {dimensions}"
 
 
 def hnsw_index_sql(dimensions: int) -> str:
@@ -159,6 +168,7 @@ def build_metadata(dimensions: int) -> MetaData:
         CheckConstraint(
             "(embedding IS NULL) = (space_id IS NULL)", name="memories_embedding_has_space"
         ),
+        CheckConstraint(size_check(dimensions), name=SIZE_CHECK),
         CheckConstraint(
             "status IN ('pending', 'embedded', 'failed')", name="memories_status_known"
         ),
