@@ -69,6 +69,15 @@ def _distributed(table: str) -> bool:
     return found.scalar() is not None
 
 
+def _set_storage(table: str, storage: str) -> None:
+    """Vectors inline again. Citus refuses SET STORAGE on a distributed table, and setting it
+    shard by shard (run_command_on_shards) deadlocks with this transaction's own DDL on the
+    shards: there the shards keep the type's default (``external``; memories rows stay inline
+    anyway below toast_tuple_target, migration 0006)."""
+    if not _distributed(table):
+        op.execute(f"ALTER TABLE {table} ALTER COLUMN embedding SET STORAGE {storage}")
+
+
 def upgrade() -> None:
     op.add_column(
         "embedding_spaces",
@@ -95,13 +104,9 @@ def upgrade() -> None:
     op.execute("DROP INDEX memories_embedding_hnsw")
     op.execute("ALTER TABLE memories ALTER COLUMN embedding TYPE vector")
     op.execute("ALTER TABLE memory_versions ALTER COLUMN embedding TYPE vector")
-    # A new type brings its default storage back; Citus refuses SET STORAGE on a distributed
-    # table (its shards keep what they were created with).
+    # A new type brings the type's default storage back: set it again, on the shards too.
     for table in ("memories", "memory_versions"):
-        if not _distributed(table):
-            op.execute(
-                f"ALTER TABLE {table} ALTER COLUMN embedding SET STORAGE {_storage(dimensions)}"
-            )
+        _set_storage(table, _storage(dimensions))
     op.execute(hnsw_index_sql(dimensions))
     op.create_check_constraint(SIZE_CHECK, "memories", size_check(dimensions))
     op.execute(
