@@ -21,6 +21,8 @@ from pgrecall import (
     MemoryStore,
     Settings,
 )
+from pgrecall.api.schemas import StatsOut
+from pgrecall.doctor import space_checks
 from pgrecall.embedding.local import LocalEmbedder
 from pgrecall.errors import ConflictError
 from pgrecall.spaces import SpaceMover
@@ -126,6 +128,23 @@ async def test_a_store_moves_to_768_dimensions_while_recall_is_served(
         assert stats.building.complete
         assert stats.building.total == COUNT + 1
 
+        # A process that reads the active space seldom: the database refuses its old-size vectors.
+        lagging = await MemoryStore.open(
+            store_settings(space_recheck_seconds=600, worker=False),
+            dsn=migrated_dsn,
+            embedder=old_store.embedder,
+        )
+        await lagging.recall("topic 3", namespace=NAMESPACES[0], k=1)
+        overview = await mover.overview()
+        assert overview.building is not None
+        [_, built] = space_checks(overview)
+        assert f"{COUNT + 1} of {COUNT + 1} memories (100%); next: pgrecall reembed --switch" in (
+            built.detail
+        )
+        answer = StatsOut.of(stats)
+        assert answer.building is not None
+        assert answer.building.complete
+        assert answer.building.space.startswith("ollama:nomic-embed-text")
         # Served throughout the build; after the switch, an old process's recall finds nothing
         # of its space until it reads the active space again (RECHECK), then it is refused.
         stop.set()
@@ -138,6 +157,9 @@ async def test_a_store_moves_to_768_dimensions_while_recall_is_served(
             await old_store.recall("topic 3", namespace=NAMESPACES[0])
         with pytest.raises(EmbeddingSpaceSwitchedError):
             await old_store.remember("too late", namespace=NAMESPACES[0])
+        with pytest.raises(EmbeddingSpaceSwitchedError, match="vectors of another size"):
+            await lagging.remember("too late as well", namespace=NAMESPACES[0])
+        await lagging.close()
         new_store = await MemoryStore.open(_new_settings(ollama, worker=False), dsn=migrated_dsn)
         try:
             found = await new_store.recall(

@@ -13,7 +13,14 @@ from collections.abc import Iterator
 
 import asyncpg
 
-from pgrecall.errors import DatabaseBusyError, DatabaseError, DatabaseUnavailableError, SchemaError
+from pgrecall.db.schema import SIZE_CHECK
+from pgrecall.errors import (
+    DatabaseBusyError,
+    DatabaseError,
+    DatabaseUnavailableError,
+    EmbeddingSpaceSwitchedError,
+    SchemaError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +45,14 @@ def database_errors() -> Iterator[None]:
     except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError) as exc:
         logger.error("schema not current: SQLSTATE %s (%s)", exc.sqlstate, type(exc).__name__)
         raise SchemaError("the database schema is not current: run pgrecall migrate") from exc
+    except asyncpg.CheckViolationError as exc:
+        if exc.constraint_name != SIZE_CHECK:
+            raise _refused(exc) from exc
+        # Vectors of the size before a switch (schema.size_check): this process lags behind it.
+        raise EmbeddingSpaceSwitchedError(
+            "the store switched to vectors of another size (pgrecall reembed --switch): restart "
+            "this process with the new settings"
+        ) from exc
     except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
         # PostgreSQL rolled the statement back; its text names server processes: not shown.
         logger.warning("writes collided: SQLSTATE %s (%s)", exc.sqlstate, type(exc).__name__)
@@ -45,7 +60,9 @@ def database_errors() -> Iterator[None]:
             "concurrent writes to the same memories collided; send the request again"
         ) from exc
     except asyncpg.PostgresError as exc:
-        logger.error("the database refused: SQLSTATE %s (%s)", exc.sqlstate, type(exc).__name__)
-        raise DatabaseError(
-            "the database refused the operation; retry, and report it if it persists"
-        ) from exc
+        raise _refused(exc) from exc
+
+
+def _refused(exc: asyncpg.PostgresError) -> DatabaseError:
+    logger.error("the database refused: SQLSTATE %s (%s)", exc.sqlstate, type(exc).__name__)
+    return DatabaseError("the database refused the operation; retry, and report it if it persists")
