@@ -329,7 +329,7 @@ def stats_command(
     namespace: str | None = typer.Option(None, "--namespace", "-n"),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Count memories per namespace, and show the embedding spaces (active, being built)."""
+    """Count memories per namespace, and show the embedding spaces."""
     stats: Stats = with_store(lambda store: store.stats(namespace=namespace))
     if as_json:
         print_answer(StatsOut.of(stats))

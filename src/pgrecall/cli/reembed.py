@@ -78,7 +78,7 @@ def reembed_command(
         False, "--drop-old", help="free the previous space's vectors (no rollback afterwards)"
     ),
 ) -> None:
-    """Embed every memory with the configured model into a new space, resumably.
+    """Re-embed every memory with the configured model, resumably.
 
     Safe in several processes at once; PGRECALL_REEMBED_RATE throttles each (texts/s).
     """
