@@ -106,6 +106,11 @@ async def switch(pool: asyncpg.Pool, *, rollback: bool = False) -> Switched:
                     if rollback
                     else "no space is being built: run pgrecall reembed with the new settings"
                 )
+            if rollback and "building" in found:
+                raise ConflictError(
+                    f"{found['building'].space.describe()} is being built: switch to it, or "
+                    "finish it, before rolling back"
+                )
             await connection.execute("LOCK TABLE memories IN SHARE ROW EXCLUSIVE MODE")
             await connection.execute(f"ALTER TABLE memories DROP CONSTRAINT {SIZE_CHECK}")
             if not rollback:
