@@ -38,12 +38,14 @@ RECHECK = 0.2
 
 def _new_settings(ollama: OllamaStandin, **overrides: object) -> Settings:
     return store_settings(
-        embedder="ollama",
-        ollama_url=ollama.url,
-        embed_model="nomic-embed-text",
-        space_recheck_seconds=RECHECK,
-        reembed_batch_size=100,
-        **overrides,
+        **{
+            "embedder": "ollama",
+            "ollama_url": ollama.url,
+            "embed_model": "nomic-embed-text",
+            "space_recheck_seconds": RECHECK,
+            "reembed_batch_size": 100,
+            **overrides,
+        }
     )
 
 
@@ -242,7 +244,7 @@ async def _reembed(environment: dict[str, str], *arguments: str) -> tuple[int, s
 _BUILT = "SELECT count(*) FROM space_vectors"
 
 
-async def test_a_build_killed_half_way_resumes_without_embedding_twice(
+async def test_a_build_killed_half_way_resumes_in_two_processes_without_embedding_twice(
     old_store: MemoryStore, migrated_dsn: str, ollama: OllamaStandin
 ) -> None:
     batch = 50
@@ -270,10 +272,18 @@ async def test_a_build_killed_half_way_resumes_without_embedding_twice(
     done = await _count(migrated_dsn, _BUILT)
     assert COUNT // 3 <= done < COUNT
 
-    async with await SpaceMover.open(_new_settings(ollama), dsn=migrated_dsn) as mover:
-        _, progress = await mover.begin()
+    # Resumed by two processes at once (two pools): they share the rest, none twice.
+    settings = _new_settings(ollama, reembed_batch_size=batch)
+    async with (
+        await SpaceMover.open(settings, dsn=migrated_dsn) as first,
+        await SpaceMover.open(settings, dsn=migrated_dsn) as second,
+    ):
+        _, progress = await first.begin()
         assert progress.done == done
-        assert await mover.build() == COUNT - done
+        await second.begin()
+        shares = await asyncio.gather(first.build(), second.build())
+        assert sum(shares) == COUNT - done
+        assert min(shares) > 0
     texts = sum(len(request["input"]) for request in ollama.embed_requests())
     # At most the batch in flight when it was killed is embedded again.
     assert COUNT <= texts <= COUNT + batch
