@@ -43,9 +43,15 @@ from hypothesis import strategies as st
 from pgrecall.db import migrate
 from pgrecall.validation import MAX_JSON_DEPTH
 
-from .conftest import TEST_DIMENSIONS, _create_database, _drop_database
+from .conftest import (
+    ADMIN_KEY,
+    AGENT_KEY,
+    TEST_DIMENSIONS,
+    _create_database,
+    _drop_database,
+    limited_settings,
+)
 from .http_server import ServerThread
-from .test_http import ADMIN_KEY, AGENT_KEY, _settings
 
 # Text only the database or a traceback would put in an answer. A marker the request itself
 # carried (a key echoed in an error message) does not count.
@@ -751,7 +757,7 @@ def fuzzed(server_dsn: str) -> Iterator[Fuzzed]:
     dsn = asyncio.run(_create_database(server_dsn, name))
     asyncio.run(migrate.upgrade(dsn, TEST_DIMENSIONS))
     # No background worker: nothing but the requests may change a row.
-    running = ServerThread(_settings(dsn, worker=False)).start()
+    running = ServerThread(limited_settings(dsn, worker=False)).start()
     watched = Fuzzed(running, dsn)
     watched.seed()
     yield watched

@@ -12,32 +12,17 @@ from typing import Any
 import httpx
 import pytest
 
+from pgrecall.config import Settings
 from pgrecall.validation import MAX_JSON_DEPTH
 
-from .http_server import ServerThread
-from .test_http import ADMIN_KEY, AGENT_KEY, _settings
+from .conftest import limited_settings
 
 DATABASE_TEXT = ("asyncpg", "SQLSTATE", "syntax error", "DETAIL", "pid")
 
 
 @pytest.fixture
-def server(migrated_dsn: str) -> Iterator[ServerThread]:
-    running = ServerThread(_settings(migrated_dsn)).start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def admin(server: ServerThread) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, headers={"X-API-Key": ADMIN_KEY}, timeout=60) as c:
-        yield c
-
-
-@pytest.fixture
-def agent(server: ServerThread) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {AGENT_KEY}"}
-    with httpx.Client(base_url=server.url, headers=headers, timeout=60) as client:
-        yield client
+def server_settings(migrated_dsn: str) -> Settings:
+    return limited_settings(migrated_dsn)
 
 
 def _send(client: httpx.Client, method: str, url: str, body: object) -> httpx.Response:

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,15 +24,12 @@ from mcp_types import CallToolResult
 
 from pgrecall.audit import key_actor
 
-from .conftest import store_settings
+from .conftest import ADMIN_KEY, AGENT_KEY
 from .http_server import ServerThread
 
 # Every wait on the server is bounded: the subprocess loads the model and opens the store first.
 CALL_SECONDS = 120.0
 SESSION_SECONDS = 240.0
-AGENT_KEY = "agent-a-key-0123456789"
-ADMIN_KEY = "admin-key-0123456789ab"
-KEYS = {AGENT_KEY: ["agent-a", "team-*"], ADMIN_KEY: ["*"]}
 TOOLS = {
     "remember", "recall", "get", "list", "update", "forget", "stats",
     "history", "invalidate", "audit",
@@ -244,14 +241,6 @@ async def test_stdio_namespaces_from_the_setting(migrated_dsn: str) -> None:
         assert stored["memories"][0]["namespace"] == "from-setting"
         await _ok(client, "remember", {"content": "Also here.", "namespace": "other-1"})
         await _refused(client, "list", {"namespace": "agent-a"}, "forbidden")
-
-
-@pytest.fixture
-def server(migrated_dsn: str) -> Iterator[ServerThread]:
-    settings = store_settings(database_url=migrated_dsn, api_keys=KEYS)
-    running = ServerThread(settings).start()
-    yield running
-    running.stop()
 
 
 def _http(url: str, key: str) -> Any:
