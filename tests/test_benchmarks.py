@@ -122,7 +122,7 @@ def test_hit_rendering_benchmark_runs() -> None:
     out = _run("benchmarks.hit_rendering", "--hits", "3", "--repeat", "20")
     # content, HitOut us/hit, Hit us/hit, saved, answer KB: a row per content length
     rows = [line.split() for line in out.splitlines() if line.split()[-2:-1] and "%" in line]
-    assert len(rows) == 3  # 12 words, 215 words, 20,000 characters
+    assert len(rows) == 3  # 12 words, 234 words, 20,000 characters
     assert all(float(row[-4]) > 0 and float(row[-3]) > 0 for row in rows)
 
 
