@@ -60,11 +60,13 @@ _RANKS = np.arange(STOP_WORDS + 1, STOP_WORDS + VOCABULARY + 1)
 _WEIGHTS = _RANKS**-1.1 / np.sum(_RANKS**-1.1)
 
 
-def sentences(count: int, generator: np.random.Generator, tag: str = "") -> list[str]:
-    """12 words drawn from a Zipf (s=1.1) distribution over word ranks 101-20,100: English
-    word frequencies without the 100 most frequent words (stop words, which keyword search
-    drops), plus a unique token so every text is distinct."""
-    ranks = generator.choice(_RANKS, size=(count, WORDS_PER_MEMORY), p=_WEIGHTS)
+def sentences(
+    count: int, generator: np.random.Generator, tag: str = "", words: int = WORDS_PER_MEMORY
+) -> list[str]:
+    """``words`` (12) words drawn from a Zipf (s=1.1) distribution over word ranks 101-20,100:
+    English word frequencies without the 100 most frequent words (stop words, which keyword
+    search drops), plus a unique token so every text is distinct."""
+    ranks = generator.choice(_RANKS, size=(count, words), p=_WEIGHTS)
     return [" ".join(f"w{rank}" for rank in row) + f" n{tag}{i}" for i, row in enumerate(ranks)]
 
 

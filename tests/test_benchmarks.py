@@ -66,6 +66,18 @@ def _run(*arguments: str) -> str:
     return completed.stdout
 
 
+def test_longdocs_benchmark_runs() -> None:
+    """The synthetic long documents, in-process and over HTTP (the SciFact part embeds 5,183
+    abstracts with the local model first: minutes, so it is left to the real runs)."""
+    out = _run("benchmarks.longdocs", "--no-scifact", *("--size", "300", "--queries", "12"))
+    rows = {tuple(line.split()[:2]): line.split() for line in out.splitlines() if line.strip()}
+    for where in ("in-process", "http"):
+        for mode in ("vector", "keyword", "hybrid"):
+            p50, p99 = float(rows[where, mode][2]), float(rows[where, mode][3])
+            assert 0 < p50 <= p99
+        assert float(rows[where, "vector"][6]) == 1.0  # recall@10: exact below the threshold
+
+
 def test_ingest_benchmark_runs() -> None:
     out = _run(
         "benchmarks.ingest",
@@ -116,6 +128,14 @@ def test_first_recall_benchmark_runs() -> None:
     }
     assert "keyword matches only" in out
     assert "Ollama is not reachable" in out
+
+
+def test_hit_rendering_benchmark_runs() -> None:
+    out = _run("benchmarks.hit_rendering", "--hits", "3", "--repeat", "20")
+    # content, HitOut us/hit, Hit us/hit, saved, answer KB: a row per content length
+    rows = [line.split() for line in out.splitlines() if line.split()[-2:-1] and "%" in line]
+    assert len(rows) == 3  # 12 words, 234 words, 20,000 characters
+    assert all(float(row[-4]) > 0 and float(row[-3]) > 0 for row in rows)
 
 
 def test_versions_cost_benchmark_runs() -> None:

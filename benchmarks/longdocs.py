@@ -1,0 +1,331 @@
+"""Recall on long documents: SciFact in one namespace and a synthetic namespace of long ones.
+
+    python -m benchmarks.longdocs [--size 100000] [--queries N] [--no-http] [--no-synthetic]
+
+SciFact (../shared/eval/scifact): the 5,183 abstracts (~215 words) in one namespace, every test
+claim in vector, keyword and hybrid mode, p50 and p99, in-process (``MemoryStore.recall``) and
+over HTTP with one client (``create_app`` under uvicorn in a child process, the same settings),
+with hit@10 and nDCG@10 from the eval folder's score.py. The local model embeds the abstracts
+and claims once (cached in ``out/``); the stores then answer from those vectors
+(``PrecomputedEmbedder``), so the figures are pgrecall's own, not the model's.
+
+Synthetic: ``--size`` documents of ``LONG_WORDS`` Zipf words each in one namespace, above the
+exact-scan threshold at the default size (so through the graph), queries of a few of a
+document's words with a vector near it; vector recall@10 against the exact top 10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+import httpx
+import numpy as np
+
+from benchmarks.common import (
+    CONTENT_ONLY,
+    OUT,
+    Corpus,
+    PrecomputedEmbedder,
+    embedded_server,
+    fresh_database,
+    machine,
+    percentiles,
+    sentences,
+    unit_vectors,
+)
+from benchmarks.recall_latency import make_queries, recall_at_10
+from benchmarks.scifact import _load, _score_module
+from pgrecall import MemoryInput, MemoryStore, load_settings
+
+NAMESPACE = "scifact"
+LONG_NAMESPACE = "long"
+MODES = ("vector", "keyword", "hybrid")
+LONG_WORDS = 200  # words of a synthetic document: SciFact's abstracts average ~215
+WARMUP = 10
+Taught = list[tuple[list[str], np.ndarray]]  # texts, and the vectors the embedder answers
+
+
+def scifact_vectors(abstracts: list[str], claims: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The local model's vectors of the abstracts (document prefix) and the test claims (query
+    prefix): computed once (minutes of CPU), then read from a cache named for the model."""
+    from pgrecall.embedding.backends import LOCAL_EMBEDDER_VERSION
+
+    cache = OUT / f"scifact-vectors-{LOCAL_EMBEDDER_VERSION.replace('==', '-')}.npz"
+    if cache.exists():
+        stored = np.load(cache)
+        if len(stored["documents"]) == len(abstracts) and len(stored["queries"]) == len(claims):
+            return stored["documents"], stored["queries"]
+    from pgrecall.embedding.local import LocalEmbedder
+    from pgrecall.embedding.space import configured_space
+
+    async def embed() -> tuple[list[list[float]], list[list[float]]]:
+        embedder = LocalEmbedder(configured_space(load_settings(embedder="local")))
+        try:
+            documents = (await embedder.embed_documents(abstracts)).vectors
+            queries = (await embedder.embed_queries(claims)).vectors
+            return documents, queries
+        finally:
+            await embedder.aclose()
+
+    print("embedding the SciFact abstracts and claims once (minutes)", flush=True)
+    documents, queries = asyncio.run(embed())
+    result = np.asarray(documents, dtype=np.float32), np.asarray(queries, dtype=np.float32)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, documents=result[0], queries=result[1])
+    return result
+
+
+def _settings(dsn: str, **overrides: Any) -> Any:
+    return load_settings(
+        database_url=dsn, worker=False, auto_migrate=False, **CONTENT_ONLY, **overrides
+    )
+
+
+async def _open(dsn: str, taught: Taught) -> MemoryStore:
+    embedder = PrecomputedEmbedder()
+    for texts, vectors in taught:
+        embedder.learn(texts, vectors)
+    return await MemoryStore.open(_settings(dsn), embedder=embedder)
+
+
+Recall = Callable[[str, str, str], Awaitable[list[str]]]
+
+
+def in_process(store: MemoryStore, field: str) -> Recall:
+    """A recall through the store; returns each hit's ``field`` (key or content)."""
+
+    async def recall(query: str, namespace: str, mode: str) -> list[str]:
+        hits = await store.recall(query, namespace=namespace, k=10, mode=mode)  # type: ignore[arg-type]
+        return [getattr(hit, field) or "" for hit in hits]
+
+    return recall
+
+
+def over_http(client: httpx.AsyncClient, field: str) -> Recall:
+    """A recall through ``POST /v1/recall`` on one kept-alive connection."""
+
+    async def recall(query: str, namespace: str, mode: str) -> list[str]:
+        body = {"query": query, "namespaces": [namespace], "k": 10, "mode": mode}
+        response = await client.post("/v1/recall", json=body)
+        response.raise_for_status()
+        return [hit[field] or "" for hit in response.json()["hits"]]
+
+    return recall
+
+
+async def measure(
+    recall: Recall, queries: list[str], namespace: str, mode: str
+) -> tuple[tuple[float, float], list[list[str]]]:
+    """p50 and p99 (ms) of every query in ``mode`` after a warm-up, and what each found."""
+    for query in queries[:WARMUP]:
+        await recall(query, namespace, mode)
+    latencies, found = [], []
+    for query in queries:
+        started = time.perf_counter()
+        found.append(await recall(query, namespace, mode))
+        latencies.append(time.perf_counter() - started)
+    p50, _, p99 = percentiles(latencies)
+    return (p50, p99), found
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _serve(dsn: str, port: int, taught: Taught, pipe: Connection) -> None:
+    """Child process: the HTTP API on ``port`` until the pipe closes (or an hour passes)."""
+    import threading
+
+    import uvicorn
+
+    from pgrecall.http.app import create_app
+
+    async def main() -> None:
+        store = await _open(dsn, taught)
+        config = uvicorn.Config(
+            create_app(store.settings, store=store),
+            host="127.0.0.1",
+            port=port,
+            access_log=False,
+            log_level="warning",
+        )
+        server = uvicorn.Server(config)
+
+        def watch() -> None:
+            with contextlib.suppress(EOFError):
+                pipe.poll(3600)
+            server.should_exit = True
+
+        threading.Thread(target=watch, daemon=True).start()
+        try:
+            await server.serve()
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+@contextlib.asynccontextmanager
+async def http_client(dsn: str, taught: Taught) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the API served by a child process on the database ``dsn``."""
+    port = _free_port()
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    child = context.Process(target=_serve, args=(dsn, port, taught, theirs))
+    child.start()
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=60
+        ) as client:
+            for _ in range(1200):
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get("/healthz")).status_code < 500:
+                        break
+                await asyncio.sleep(0.1)
+            yield client
+    finally:
+        ours.close()
+        child.join(30)
+        if child.is_alive():
+            child.terminate()
+            child.join()
+
+
+def _load_average() -> str:
+    return "load " + " ".join(f"{value:.2f}" for value in __import__("os").getloadavg())
+
+
+def _row(where: str, mode: str, timing: tuple[float, float], quality: str) -> str:
+    p50, p99 = timing
+    return f"{where:<12}{mode:<9}{p50:>8.2f}{p99:>8.2f}{p99 / p50:>7.1f}x  {quality}"
+
+
+HEADER = f"{'where':<12}{'mode':<9}{'p50 ms':>8}{'p99 ms':>8}{'p99/50':>8}  quality"
+
+
+async def scifact(dsn: str, limit: int | None, http: bool) -> None:
+    """Every test claim (or the first ``limit``) in each mode, in-process and over HTTP."""
+    memories = _load("memories.jsonl")
+    tests = _load("queries.jsonl", limit)
+    documents, claims = scifact_vectors(
+        [m["text"] for m in memories], [q["question"] for q in _load("queries.jsonl")]
+    )
+    taught = [
+        ([m["text"] for m in memories], documents),
+        ([q["question"] for q in _load("queries.jsonl")], claims),
+    ]
+    score = _score_module()
+    database = await fresh_database(dsn, "longdocs_scifact")
+    store = await _open(database, taught)
+    try:
+        for start in range(0, len(memories), 500):
+            await store.remember(
+                [
+                    MemoryInput(m["text"], key=m["id"], metadata={"doc": m["id"]})
+                    for m in memories[start : start + 500]
+                ],
+                namespace=NAMESPACE,
+            )
+        recalls = {"in-process": in_process(store, "key")}
+        questions = [q["question"] for q in tests]
+        print(f"\nSciFact: {len(memories)} abstracts in one namespace, {len(tests)} claims")
+        print(HEADER)
+        async with contextlib.AsyncExitStack() as stack:
+            if http:
+                client = await stack.enter_async_context(http_client(database, taught))
+                recalls["http"] = over_http(client, "key")
+            for where, recall in recalls.items():
+                for mode in MODES:
+                    timing, found = await measure(recall, questions, NAMESPACE, mode)
+                    ranked = {q["id"]: hits for q, hits in zip(tests, found, strict=True)}
+                    metrics = score.score(tests, ranked, [10])["ALL"]
+                    quality = f"hit@10 {metrics['hit@10']:.3f}  nDCG@10 {metrics['ndcg@10']:.3f}"
+                    print(_row(where, mode, timing, quality) + f"  ({_load_average()})", flush=True)
+    finally:
+        await store.close()
+
+
+def long_corpus(size: int, seed: int = 5) -> Corpus:
+    """``size`` documents of ``LONG_WORDS`` Zipf words, vectors around real ones."""
+    generator = np.random.default_rng(seed)
+    texts = sentences(size, generator, tag="d", words=LONG_WORDS)
+    metadata: list[dict[str, object]] = [{"doc": i} for i in range(size)]
+    return Corpus(texts, metadata, [LONG_NAMESPACE] * size, unit_vectors(size, generator))
+
+
+async def synthetic(dsn: str, size: int, count: int, http: bool) -> None:
+    """Long documents in one namespace, through the graph when above the exact threshold."""
+    data = long_corpus(size)
+    queries = make_queries(data, LONG_NAMESPACE, count)
+    taught = [(data.texts, data.vectors), (queries.texts, queries.vectors)]
+    database = await fresh_database(dsn, "longdocs_synthetic")
+    store = await _open(database, taught)
+    try:
+        started = time.perf_counter()
+        for start in range(0, size, 1000):
+            await store.remember(
+                [
+                    MemoryInput(text, metadata=meta)
+                    for text, meta in zip(
+                        data.texts[start : start + 1000],
+                        data.metadata[start : start + 1000],
+                        strict=True,
+                    )
+                ],
+                namespace=LONG_NAMESPACE,
+            )
+        written = time.perf_counter() - started
+        started = time.perf_counter()
+        await store.index(rebuild=True)
+        graph = time.perf_counter() - started
+        print(
+            f"\nsynthetic: {size} documents of {LONG_WORDS} words in one namespace "
+            f"(written in {written:.0f} s, graph {graph:.0f} s), {count} queries"
+        )
+        print(HEADER)
+        recalls = {"in-process": in_process(store, "content")}
+        async with contextlib.AsyncExitStack() as stack:
+            if http:
+                client = await stack.enter_async_context(http_client(database, taught))
+                recalls["http"] = over_http(client, "content")
+            for where, recall in recalls.items():
+                for mode in MODES:
+                    timing, found = await measure(recall, queries.texts, LONG_NAMESPACE, mode)
+                    quality = ""
+                    if mode == "vector":
+                        quality = f"recall@10 {recall_at_10(found, queries.truth)[0]:.4f}"
+                    print(_row(where, mode, timing, quality) + f"  ({_load_average()})", flush=True)
+    finally:
+        await store.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size", type=int, default=100_000, help="synthetic documents")
+    parser.add_argument("--queries", type=int, default=200, help="synthetic queries")
+    parser.add_argument("--limit", type=int, default=None, help="SciFact claims (all: 300)")
+    parser.add_argument("--no-http", action="store_true")
+    parser.add_argument("--no-scifact", action="store_true")
+    parser.add_argument("--no-synthetic", action="store_true")
+    arguments = parser.parse_args()
+    print(f"{machine()}; {_load_average()}")
+    async with embedded_server() as dsn:
+        if not arguments.no_scifact:
+            await scifact(dsn, arguments.limit, not arguments.no_http)
+        if not arguments.no_synthetic:
+            await synthetic(dsn, arguments.size, arguments.queries, not arguments.no_http)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
