@@ -130,6 +130,13 @@ def test_versions_cost_benchmark_runs() -> None:
     assert "a bare COPY of as many audit entries" in out
 
 
+def test_context_cost_benchmark_runs() -> None:
+    out = _run("benchmarks.context_cost", *("--turns", "200", "--single", "10"))
+    lines = [line for line in out.splitlines() if "context costs" in line]
+    assert len(lines) == 2  # calls of 100 and one a call
+    assert all("/s, without " in line for line in lines)
+
+
 def test_console_load_benchmark_runs() -> None:
     if not (shutil.which("chromium") or shutil.which("chromium-browser")) or not shutil.which(
         "chromedriver"
