@@ -219,6 +219,7 @@ async def main() -> None:
         help="also score these per-call fusion weights (vector,keyword) on the same memories",
     )
     parser.add_argument("--no-cache", action="store_true", help="embed everything live")
+    parser.add_argument("--run", type=Path, default=None, help="write the ranked ids (JSONL)")
     arguments = parser.parse_args()
     values = read_env_file(arguments.env) if arguments.env else {}
     for item in arguments.set:
@@ -258,6 +259,10 @@ async def main() -> None:
         finally:
             await asyncio.to_thread(server.stop)
     embedder.save()
+    if arguments.run:
+        with arguments.run.open("w", encoding="utf-8") as out:
+            for query_id, ids in ranked.items():
+                out.write(json.dumps({"id": query_id, "ranked": ids}) + "\n")
     shown = " ".join(f"{k}={v}" for k, v in sorted(values.items())) or "defaults"
     print(f"LoCoMo-dev: {len(turns)} turns, {len(queries)} questions; settings: {shown}")
     print(f"ingest over HTTP: {seconds:.1f} s ({embedder.added} texts embedded, rest cached)")
