@@ -8,7 +8,7 @@ import pytest
 
 from pgrecall import MemoryInput, MemoryStore
 from pgrecall.embedding.local import LocalEmbedder
-from pgrecall.errors import InvalidInputError
+from pgrecall.errors import ConfigurationError, InvalidInputError
 
 from .conftest import store_settings
 
@@ -75,3 +75,33 @@ async def test_neighbours_are_checked(store: MemoryStore) -> None:
             await store.recall("one", namespace="chat", neighbours=bad)  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="as_of"):
         await store.recall("one", namespace="chat", neighbours=1, as_of=datetime.now(UTC))
+
+
+async def test_the_store_setting_gives_neighbours_unless_the_recall_says(
+    migrated_dsn: str, local_embedder: LocalEmbedder
+) -> None:
+    store = await MemoryStore.open(
+        store_settings(context_key="session", recall_neighbours=1),
+        dsn=migrated_dsn,
+        embedder=local_embedder,
+    )
+    try:
+        await store.remember(
+            [MemoryInput(text, metadata={"session": 1}) for text in SESSION_1], namespace="chat"
+        )
+        default = await store.recall("slept", namespace="chat", mode="keyword")
+        assert [hit.content for hit in default] == [SESSION_1[3], SESSION_1[2]]
+        alone = await store.recall("slept", namespace="chat", mode="keyword", neighbours=0)
+        assert [hit.content for hit in alone] == [SESSION_1[3]]
+        past = await store.recall(
+            "slept", namespace="chat", mode="keyword", as_of=datetime.now(UTC)
+        )
+        assert [hit.content for hit in past] == [SESSION_1[3]]  # no neighbours as of a time
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("value", ["-1", "9", "x"])
+def test_a_bad_neighbours_setting_is_refused(value: str) -> None:
+    with pytest.raises(ConfigurationError, match="RECALL_NEIGHBOURS"):
+        store_settings(recall_neighbours=value)

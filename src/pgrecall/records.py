@@ -218,13 +218,14 @@ class RecallOptions:
         bool, Field(description="keep facts whose validity has ended (invalidated)")
     ] = False
     neighbours: Annotated[
-        int,
+        int | None,
         Field(
             ge=0,
             le=MAX_NEIGHBOURS,
-            description="with each hit, this many memories before and after it in its thread",
+            description="with each hit, this many memories before and after it in its thread "
+            "(default: the store's PGRECALL_RECALL_NEIGHBOURS)",
         ),
-    ] = 0
+    ] = None
 
 
 class RecallKeywords(TypedDict, total=False):
@@ -246,7 +247,7 @@ class RecallKeywords(TypedDict, total=False):
     as_of: datetime | None
     valid_at: datetime | None
     include_invalid: bool
-    neighbours: int
+    neighbours: int | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -248,8 +248,10 @@ def vector(values: Sequence[float], dimensions: int, position: int | None = None
     return vector_binary(values)
 
 
-def neighbours(value: object) -> int:
-    """How many memories around each hit: 0 to MAX_NEIGHBOURS."""
+def neighbours(value: object) -> int | None:
+    """How many memories around each hit: 0 to MAX_NEIGHBOURS, or None for the store's."""
+    if value is None:
+        return None
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_NEIGHBOURS:
         raise InvalidInputError(f"neighbours must be a whole number from 0 to {MAX_NEIGHBOURS}")
     return value

@@ -172,9 +172,10 @@ class QueryService:
         # fetches by default) took 1-4 ms, decoding 1,000 rows' metadata up to 0.3 s.
         hits = await off_loop(len(rows), lambda: _ranked_hits(rows, options))
         hits = hits[: options.k]
-        if options.neighbours and self._settings.context_key:
+        neighbours = _neighbours(options, self._settings)
+        if neighbours and self._settings.context_key:
             hits = await with_neighbours(
-                self._pool, hits, self._settings.context_key, options.neighbours, options.k
+                self._pool, hits, self._settings.context_key, neighbours, options.k
             )
         return RecallResult(
             hits=tuple(hits),
@@ -256,6 +257,14 @@ class QueryService:
         sql = statement(ctes, scope, hits)
         with database_errors():
             return list(await self._pool.fetch(sql, *params.values))
+
+
+def _neighbours(options: RecallOptions, settings: Settings) -> int:
+    """The recall's own count, else the store's; none with ``as_of`` (neighbours are current
+    memories, the hits of an as-of recall are past versions)."""
+    if options.neighbours is not None:
+        return options.neighbours
+    return 0 if options.as_of is not None else settings.recall_neighbours
 
 
 def _weight(given: float | None, default: float) -> float:
