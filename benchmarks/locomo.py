@@ -164,7 +164,7 @@ async def ingest(client: httpx.AsyncClient, turns: list[dict[str, Any]]) -> floa
 
 
 async def ask(
-    client: httpx.AsyncClient, queries: list[dict[str, Any]], **options: float
+    client: httpx.AsyncClient, queries: list[dict[str, Any]], **options: float | int
 ) -> tuple[dict[str, list[str]], list[float]]:
     ranked: dict[str, list[str]] = {}
     latencies = []
@@ -218,7 +218,16 @@ async def main() -> None:
         metavar="V,K",
         help="also score these per-call fusion weights (vector,keyword) on the same memories",
     )
+    parser.add_argument(
+        "--neighbours",
+        nargs="*",
+        type=int,
+        default=[],
+        metavar="N",
+        help="also score recall with each hit's N neighbours in its thread, within k=10",
+    )
     parser.add_argument("--no-cache", action="store_true", help="embed everything live")
+    parser.add_argument("--run", type=Path, default=None, help="write the ranked ids (JSONL)")
     arguments = parser.parse_args()
     values = read_env_file(arguments.env) if arguments.env else {}
     for item in arguments.set:
@@ -255,9 +264,17 @@ async def main() -> None:
                     (pair, (await ask(client, queries, **_weights(pair)))[0])
                     for pair in arguments.weights
                 ]
+                around = [
+                    (count, (await ask(client, queries, k=10, neighbours=count))[0])
+                    for count in arguments.neighbours
+                ]
         finally:
             await asyncio.to_thread(server.stop)
     embedder.save()
+    if arguments.run:
+        with arguments.run.open("w", encoding="utf-8") as out:
+            for query_id, ids in ranked.items():
+                out.write(json.dumps({"id": query_id, "ranked": ids}) + "\n")
     shown = " ".join(f"{k}={v}" for k, v in sorted(values.items())) or "defaults"
     print(f"LoCoMo-dev: {len(turns)} turns, {len(queries)} questions; settings: {shown}")
     print(f"ingest over HTTP: {seconds:.1f} s ({embedder.added} texts embedded, rest cached)")
@@ -269,6 +286,12 @@ async def main() -> None:
     for pair, trial in trials:
         metrics = score.score(queries, trial, [10])["ALL"]
         print(f"per-call weights vector,keyword={pair}: hit@10 {metrics['hit@10']:.3f}")
+    for count, trial in around:
+        metrics = score.score(queries, trial, [5, 10])["ALL"]
+        print(
+            f"k=10 with neighbours={count}: hit@10 {metrics['hit@10']:.3f}, "
+            f"hit@5 {metrics['hit@5']:.3f}, MRR {metrics['mrr@10']:.3f}"
+        )
 
 
 def _weights(pair: str) -> dict[str, float]:

@@ -44,12 +44,14 @@ def test_locomo_benchmark_runs(tmp_path: Path) -> None:
     out = _run(
         "benchmarks.locomo",
         *("--env", str(env), "--conversations", "1", "--questions", "10", "--weights", "1,0"),
+        *("--neighbours", "1"),
     )
     assert "settings: PGRECALL_CONTEXT_WINDOW=1" in out
     overall = next(line.split() for line in out.splitlines() if line.startswith("ALL"))
     assert overall[1] == "10"  # questions asked
     assert 0.3 < float(overall[4]) <= 1.0  # hit@10 of 10 questions over one conversation
     assert "per-call weights vector,keyword=1,0: hit@10" in out
+    assert "k=10 with neighbours=1: hit@10" in out  # the option through the HTTP API
 
 
 def _run(*arguments: str) -> str:
@@ -148,6 +150,13 @@ def test_versions_cost_benchmark_runs() -> None:
     assert len(ratios) == 3  # vector, keyword, hybrid
     assert all(ratio > 0 for ratio in ratios)
     assert "a bare COPY of as many audit entries" in out
+
+
+def test_context_cost_benchmark_runs() -> None:
+    out = _run("benchmarks.context_cost", *("--turns", "200", "--single", "10"))
+    lines = [line for line in out.splitlines() if "context costs" in line]
+    assert len(lines) == 2  # calls of 100 and one a call
+    assert all("/s, without " in line for line in lines)
 
 
 def test_console_load_benchmark_runs() -> None:

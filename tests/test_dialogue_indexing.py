@@ -9,6 +9,7 @@ import pytest
 from pgrecall import MemoryInput, MemoryStore
 from pgrecall.embedding.local import LocalEmbedder
 from pgrecall.errors import ConfigurationError, EmbeddingSpaceMismatchError
+from pgrecall.ingest.context import Threaded, indexed_texts
 
 from .conftest import store_settings
 
@@ -155,6 +156,59 @@ async def test_context_indexes_a_turn_with_the_one_before_it_in_its_thread(
             await plain.remember("another", namespace="chat")
     finally:
         await plain.close()
+
+
+class _CountingPool:
+    """A real connection's ``fetch``, counting how many memories each lookup asks about."""
+
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self.connection = connection
+        self.asked: list[int] = []
+
+    async def fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
+        self.asked.append(len(args[0]))  # type: ignore[arg-type]
+        return await self.connection.fetch(query, *args)
+
+
+async def test_a_thread_written_in_one_call_is_looked_up_once_per_window_place(
+    migrated_dsn: str, local_embedder: LocalEmbedder
+) -> None:
+    store = await MemoryStore.open(
+        store_settings(context_key="session", context_window=2),
+        dsn=migrated_dsn,
+        embedder=local_embedder,
+    )
+    try:
+        s1 = {"speaker": "Ada", "session": 1}
+        await store.remember(["one", "two"], namespace="chat", metadata=s1)
+        turns = [("three", 1), ("elsewhere", 2), ("four", 1), ("five", 1), ("six", 1)]
+        memories = [
+            Threaded("chat", text, {"speaker": "Ada", "session": session}, text.encode(), None)
+            for text, session in turns
+        ]
+        connection = await asyncpg.connect(migrated_dsn)
+        try:
+            pool = _CountingPool(connection)
+            texts = await indexed_texts(
+                pool,  # type: ignore[arg-type]
+                store.templates,
+                store.context,  # type: ignore[arg-type]
+                memories,
+            )
+        finally:
+            await connection.close()
+    finally:
+        await store.close()
+    # The first two turns of session 1 and the one of session 2 reach stored rows; "five" and
+    # "six" take their whole window from the call, so they are not asked about.
+    assert pool.asked == [3]
+    assert texts == [
+        "Ada: one\nAda: two\nAda: three",
+        "Ada: elsewhere",
+        "Ada: two\nAda: three\nAda: four",
+        "Ada: three\nAda: four\nAda: five",
+        "Ada: four\nAda: five\nAda: six",
+    ]
 
 
 @pytest.mark.parametrize("window", ["0", "9", "x"])

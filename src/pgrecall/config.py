@@ -192,6 +192,13 @@ class Settings(BaseSettings):
     context_window: int = Field(
         default=1, ge=1, le=8, description="memories before it in its thread indexed with one"
     )
+    recall_neighbours: int = Field(
+        default=0,
+        ge=0,
+        le=8,
+        description="memories before and after each hit in its thread that a recall returns "
+        "with it, unless the recall says (0: none)",
+    )
     namespace_templates: dict[str, str] | None = Field(
         default=None,
         description='templates per namespace (exact or "prefix*"), as JSON',

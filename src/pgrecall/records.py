@@ -11,7 +11,7 @@ from uuid import UUID
 from pydantic import AwareDatetime, Field
 
 from pgrecall.embedding.space import EmbeddingSpace
-from pgrecall.validation import MAX_K
+from pgrecall.validation import MAX_K, MAX_NEIGHBOURS
 
 EmbedStatus = Literal["embedded", "pending", "failed"]
 Mode = Literal["hybrid", "vector", "keyword"]
@@ -217,6 +217,15 @@ class RecallOptions:
     include_invalid: Annotated[
         bool, Field(description="keep facts whose validity has ended (invalidated)")
     ] = False
+    neighbours: Annotated[
+        int | None,
+        Field(
+            ge=0,
+            le=MAX_NEIGHBOURS,
+            description="with each hit, this many memories before and after it in its thread "
+            "(default: the store's PGRECALL_RECALL_NEIGHBOURS)",
+        ),
+    ] = None
 
 
 class RecallKeywords(TypedDict, total=False):
@@ -238,6 +247,7 @@ class RecallKeywords(TypedDict, total=False):
     as_of: datetime | None
     valid_at: datetime | None
     include_invalid: bool
+    neighbours: int | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -362,7 +362,8 @@ class MemoryStore:
         metadata key holding 0..1); ``exact=True`` forces an exact vector scan; ``as_of``
         answers from the versions that were current at that time (an exact scan);
         ``valid_at`` keeps the facts valid then; facts whose validity has ended are left out
-        unless ``include_invalid``.
+        unless ``include_invalid``; ``neighbours=n`` returns each hit with up to ``n``
+        memories before and after it in its thread (``PGRECALL_CONTEXT_KEY``), within ``k``.
         """
         chosen = options or RecallOptions()
         if keywords:

@@ -24,6 +24,8 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 # One encoder for every call: json.dumps with options builds a new one each time.
 _JSON = json.JSONEncoder(allow_nan=False, ensure_ascii=False)
 MAX_K = 1000
+# Memories returned before and after each hit (recall/neighbours.py): a few turns of a dialogue.
+MAX_NEIGHBOURS = 8
 # The first and last microseconds a timestamp may not be (see check_timestamp).
 _FIRST = datetime.min.replace(tzinfo=UTC)
 _LAST = datetime.max.replace(tzinfo=UTC)
@@ -244,6 +246,15 @@ def vector(values: Sequence[float], dimensions: int, position: int | None = None
             position=position,
         )
     return vector_binary(values)
+
+
+def neighbours(value: object) -> int | None:
+    """How many memories around each hit: 0 to MAX_NEIGHBOURS, or None for the store's."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_NEIGHBOURS:
+        raise InvalidInputError(f"neighbours must be a whole number from 0 to {MAX_NEIGHBOURS}")
+    return value
 
 
 def k(value: object) -> int:

@@ -13,7 +13,8 @@ without the key cost nothing more.
 Why: in a dialogue the answer often sits in a turn that shares nothing with the question, next
 to the turn that does ("Yes, last Friday!" after "Did you go to Lisbon?"). On LoCoMo-dev's first
 conversation (benchmarks/locomo.py; 419 turns, 197 questions) a window of one turn took hybrid
-hit@10 from 0.716 (the ``auto`` template alone) to 0.822; see benchmarks/RESULTS.md.
+hit@10 from 0.716 (the ``auto`` template alone) to 0.822, and over all five conversations
+(2,760 turns, 997 questions) from 0.717 to 0.796; see benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -115,15 +116,26 @@ async def indexed_texts(
     named = [i for i, thread in enumerate(threads) if thread is not None]
     if not named:
         return own
-    bounds = [memories[i].before for i in named]
+    # Only the first ``window.size`` memories of each thread in the call can reach stored
+    # rows: the context of a later one is made of the call's own earlier memories. A session
+    # written in one call costs one lookup, not one per turn (calls of 100 turns: context cost
+    # remember 64% more without this, see benchmarks/RESULTS.md).
+    seen: dict[tuple[str, str], int] = defaultdict(int)
+    lookup = []
+    for i in named:
+        thread = (memories[i].namespace, threads[i] or "")
+        if seen[thread] < window.size:
+            lookup.append(i)
+        seen[thread] += 1
+    bounds = [memories[i].before for i in lookup]
     stored: dict[int, list[str]] = defaultdict(list)
     with database_errors():
         rows = await pool.fetch(
             _BEFORE,
-            [memories[i].namespace for i in named],
-            [threads[i] for i in named],
-            [memories[i].content_hash for i in named],
-            [memories[i].key for i in named],
+            [memories[i].namespace for i in lookup],
+            [threads[i] for i in lookup],
+            [memories[i].content_hash for i in lookup],
+            [memories[i].key for i in lookup],
             [bound[0] if bound else None for bound in bounds],
             [bound[1] if bound else None for bound in bounds],
             window.size,
@@ -131,7 +143,7 @@ async def indexed_texts(
             [m.key for m in memories if m.key is not None],
         )
     for row in rows:
-        position = named[row["i"] - 1]
+        position = lookup[row["i"] - 1]
         metadata = json.loads(row["metadata"])
         rendered = templates.render(memories[position].namespace, row["content"], metadata)
         stored[position].append(rendered or row["content"])

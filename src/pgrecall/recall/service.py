@@ -38,6 +38,7 @@ from pgrecall.errors import EmbeddingError, InvalidInputError, NotFoundError
 from pgrecall.offload import off_loop
 from pgrecall.recall.filters import compile_filter
 from pgrecall.recall.modes import MODE_RANKINGS
+from pgrecall.recall.neighbours import with_neighbours
 from pgrecall.recall.rerank import check_boosts, needs_candidates, rerank
 from pgrecall.recall.sizes import NamespaceSizes
 from pgrecall.recall.sql import (
@@ -93,6 +94,9 @@ def _check(options: RecallOptions) -> None:
         if value is not None and not fusion_weight_allowed(value):
             raise InvalidInputError(f"{name} {FUSION_WEIGHT_RANGE}")
     check_boosts(options.diversity, options.recency_half_life)
+    validation.neighbours(options.neighbours)
+    if options.neighbours and options.as_of is not None:
+        raise InvalidInputError("neighbours are current memories: not with as_of")
     # Compile the filter before any work, so a malformed one fails fast and costs nothing.
     compile_filter(options.filter, SqlParams())
 
@@ -167,8 +171,14 @@ class QueryService:
         # Off the loop when large: MMR over 100 candidates (the fewest a diverse recall
         # fetches by default) took 1-4 ms, decoding 1,000 rows' metadata up to 0.3 s.
         hits = await off_loop(len(rows), lambda: _ranked_hits(rows, options))
+        hits = hits[: options.k]
+        neighbours = _neighbours(options, self._settings)
+        if neighbours and self._settings.context_key:
+            hits = await with_neighbours(
+                self._pool, hits, self._settings.context_key, neighbours, options.k
+            )
         return RecallResult(
-            hits=tuple(hits[: options.k]),
+            hits=tuple(hits),
             exact=exact,
             pending=pending,
             mode=mode,
@@ -249,6 +259,14 @@ class QueryService:
         sql = statement(ctes, scope, hits)
         with database_errors():
             return list(await self._pool.fetch(sql, *params.values))
+
+
+def _neighbours(options: RecallOptions, settings: Settings) -> int:
+    """The recall's own count, else the store's; none with ``as_of`` (neighbours are current
+    memories, the hits of an as-of recall are past versions)."""
+    if options.neighbours is not None:
+        return options.neighbours
+    return 0 if options.as_of is not None else settings.recall_neighbours
 
 
 def _weight(given: float | None, default: float) -> float:
