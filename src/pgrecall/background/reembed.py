@@ -44,6 +44,14 @@ _CLAIM = f"""
     FOR NO KEY UPDATE OF m SKIP LOCKED
 """
 
+# The claimed rows still missing, read with a new snapshot: the claim's snapshot may predate
+# another process's commit of the same rows (it held them, committed, and let go between the
+# claim's snapshot and its lock), and locking a row that was not updated does not re-check it.
+_STILL_MISSING = f"""
+    SELECT m.id FROM memories m
+    WHERE m.namespace = $3 AND m.id = ANY($4::uuid[]) AND {missing_vector("$1", "$2", "$3")}
+"""
+
 _STORE = """
     INSERT INTO space_vectors (namespace, memory_id, space_id, text_hash, embedding)
     VALUES ($1, $2, $3, $4, $5)
@@ -79,7 +87,7 @@ class Reembedder:
 
     async def batch(self, namespace: str) -> int:
         """Claim, embed and store one batch of ``namespace``; returns how many (0: none left
-        that another process has not claimed)."""
+        that another process has not claimed; -1: the claimed ones were done meanwhile)."""
         with database_errors():
             async with self.pool.acquire() as connection, connection.transaction():
                 rows = await connection.fetch(
@@ -87,6 +95,17 @@ class Reembedder:
                 )
                 if not rows:
                     return 0
+                still = await connection.fetch(
+                    _STILL_MISSING,
+                    self.active_id,
+                    self.building_id,
+                    namespace,
+                    [row["id"] for row in rows],
+                )
+                missing = {row["id"] for row in still}
+                rows = [row for row in rows if row["id"] in missing]
+                if not rows:
+                    return -1  # all done meanwhile by another process: claim again
                 texts = [row["text"] for row in rows]
                 embedded = await self.embedder.embed_documents(texts)
                 await connection.executemany(
@@ -113,6 +132,8 @@ class Reembedder:
                 while not (stop and stop.is_set()):
                     started = time.monotonic()
                     count = await self.batch(namespace)
+                    if count < 0:
+                        continue
                     if not count:
                         break
                     moved += count
