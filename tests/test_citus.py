@@ -232,6 +232,10 @@ async def test_each_verb_of_a_named_namespace_runs_on_its_shard_alone(
     memory = (await store.recall("tea", namespace=namespace, k=1)).hits[0]
     sent = await capture.during(store.get(memory.id, namespace=namespace))
     await _assert_one_shard(explainer, sent, namespace, "get")
+    sent = await capture.during(store.list(namespace, status="embedded"))
+    await _assert_one_shard(explainer, sent, namespace, "list by status")
+    sent = await capture.during(store.stats(namespace=namespace))
+    await _assert_one_shard(explainer, sent, namespace, "stats")
     sent = await capture.during(
         store.update(memory.id, namespace=namespace, content="Ada likes green tea.")
     )
