@@ -22,9 +22,11 @@ import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import httpx
 import pytest
 
 from pgrecall import MemoryStore
@@ -35,9 +37,15 @@ from pgrecall.embedding.local import LocalEmbedder
 from pgrecall.embedding.space import configured_space
 
 from .citus_cluster import CitusCluster, absent_reason
+from .http_server import ServerThread, api_client
 from .ollama_standin import OllamaStandin
 
 TEST_DIMENSIONS = 384
+# The API keys of the HTTP tests' server (``api_keys``): one bound to agent-a and team-*, one to
+# every namespace.
+AGENT_KEY = "agent-a-key-0123456789"
+ADMIN_KEY = "admin-key-0123456789ab"
+KEYS = {AGENT_KEY: ["agent-a", "team-*"], ADMIN_KEY: ["*"]}
 # RFC 2606 reserves .invalid: the name fails to resolve locally, with no network.
 UNRESOLVABLE_URL = "http://ollama.pgrecall.invalid:11434"
 _TEMPLATE_DB = "pgrecall_template"
@@ -267,6 +275,67 @@ def local_embedder() -> LocalEmbedder:
 def store_settings(**overrides: object) -> Settings:
     """Settings for a store under test: no env file influence, small plan threshold."""
     return load_settings(**{"embedder": "local", "auto_migrate": False, **overrides})
+
+
+async def mark_failed(dsn: str, memory_id: str, reason: str) -> None:
+    """Mark a memory failed as the worker does once the embedder refused it for good (after
+    PGRECALL_EMBED_MAX_ATTEMPTS tries, 8 by default)."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute(
+            "UPDATE memories SET status = 'failed', embedding = NULL, space_id = NULL, "
+            "embed_error = $2, embed_attempts = 8 WHERE id = $1::uuid",
+            memory_id,
+            reason,
+        )
+    finally:
+        await connection.close()
+
+
+def limited_settings(dsn: str, **overrides: Any) -> Settings:
+    """Settings of a server with the test keys and small request limits (a batch of 50, a body
+    of 64 kB), so that the limits are reached by requests of a test's size."""
+    return store_settings(
+        database_url=dsn,
+        api_keys=KEYS,
+        http_max_batch=50,
+        http_max_body_bytes=64 * 1024,
+        **overrides,
+    )
+
+
+@pytest.fixture
+def api_keys() -> dict[str, list[str]]:
+    """The API keys ``server`` takes; a module overrides this fixture for keys of its own."""
+    return KEYS
+
+
+@pytest.fixture
+def server_settings(migrated_dsn: str, api_keys: dict[str, list[str]]) -> Settings:
+    """What ``server`` runs with; a module overrides this fixture for other settings."""
+    return store_settings(database_url=migrated_dsn, api_keys=api_keys)
+
+
+@pytest.fixture
+def server(server_settings: Settings) -> Iterator[ServerThread]:
+    """The HTTP API on 127.0.0.1 with ``server_settings``, for one test."""
+    running = ServerThread(server_settings).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def agent(server: ServerThread) -> Iterator[httpx.Client]:
+    """A client of ``server`` with AGENT_KEY as a bearer token."""
+    with api_client(server, AGENT_KEY) as client:
+        yield client
+
+
+@pytest.fixture
+def admin(server: ServerThread) -> Iterator[httpx.Client]:
+    """A client of ``server`` with ADMIN_KEY in the X-API-Key header."""
+    with api_client(server, ADMIN_KEY, header="X-API-Key") as client:
+        yield client
 
 
 @pytest.fixture

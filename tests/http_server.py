@@ -1,5 +1,5 @@
 """Run the real app on uvicorn, on 127.0.0.1: in a thread of its own (its own event loop), or in
-the test's loop (``serving``)."""
+the test's loop (``serving``); and a client of it with an API key (``api_client``)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
 
@@ -47,6 +48,12 @@ class ServerThread:
         self._server.should_exit = True
         self._thread.join(timeout=30)
         self._socket.close()
+
+
+def api_client(server: ServerThread, key: str, *, header: str = "Authorization") -> httpx.Client:
+    """A client of ``server`` sending ``key`` as a bearer token (or in ``header``, as given)."""
+    value = f"Bearer {key}" if header == "Authorization" else key
+    return httpx.Client(base_url=server.url, headers={header: value}, timeout=60)
 
 
 @contextlib.asynccontextmanager

@@ -12,8 +12,13 @@ then values Hypothesis draws. Every answer must hold:
 - no partial write: a refused request leaves every row as it was, and a read changes none;
 - what a write stored can be read back.
 
+The operations: remember, recall, list, a memory by id (get, change, delete, its history, the
+end of its validity), forget, the audit log, stats and the console's reads and retry. The
+watched state covers the versions and the audit log too: a refused write leaves neither behind.
+
 Bounded and repeatable for CI: fixed catalogues, a fixed number of drawn examples per case,
-derandomized; about 1,200 requests, a minute or so on 2 cores.
+derandomized; about 1,700 requests (1,200 before the versions' endpoints and fields were
+added), a minute or two on 2 cores.
 """
 
 from __future__ import annotations
@@ -38,9 +43,15 @@ from hypothesis import strategies as st
 from pgrecall.db import migrate
 from pgrecall.validation import MAX_JSON_DEPTH
 
-from .conftest import TEST_DIMENSIONS, _create_database, _drop_database
+from .conftest import (
+    ADMIN_KEY,
+    AGENT_KEY,
+    TEST_DIMENSIONS,
+    _create_database,
+    _drop_database,
+    limited_settings,
+)
 from .http_server import ServerThread
-from .test_http import ADMIN_KEY, AGENT_KEY, _settings
 
 # Text only the database or a traceback would put in an answer. A marker the request itself
 # carried (a key echoed in an error message) does not count.
@@ -340,6 +351,8 @@ MEMORY = Shape(
         "metadata": st.sampled_from([None, {"kind": "fact", "importance": 0.5}]),
         "key": st.sampled_from([None, "k1", "k2"]),
         "expires_at": VALID_STAMP,
+        "valid_from": st.sampled_from([None, "2001-01-01T00:00:00Z"]),
+        "valid_until": VALID_STAMP,
     },
     hostile={
         "namespace": TEXT,
@@ -347,6 +360,8 @@ MEMORY = Shape(
         "metadata": OBJECT,
         "key": TEXT,
         "expires_at": STAMP,
+        "valid_from": STAMP,
+        "valid_until": STAMP,
     },
     required=("namespace", "content"),
 )
@@ -367,6 +382,9 @@ RECALL = Shape(
         "diversity": st.sampled_from([0, 0.5, 1]),
         "recency_half_life": st.sampled_from([None, 60, 1e9]),
         "importance": st.sampled_from([None, "importance", "kind"]),
+        "as_of": VALID_STAMP,
+        "valid_at": VALID_STAMP,
+        "include_invalid": st.booleans(),
     },
     hostile={
         "query": TEXT,
@@ -386,6 +404,9 @@ RECALL = Shape(
         "diversity": NUMBER,
         "recency_half_life": NUMBER,
         "importance": TEXT,
+        "as_of": STAMP,
+        "valid_at": STAMP,
+        "include_invalid": ANY,
     },
     required=("query", "namespaces"),
 )
@@ -411,9 +432,11 @@ LIST = Shape(
         "namespace": VALID_NAMESPACE,
         "limit": st.integers(1, 100),
         "status": st.sampled_from(["failed", "embedded"]),
+        "as_of": VALID_STAMP,
     },
     hostile={
         "namespace": URL_TEXT,
+        "as_of": STAMP,
         "limit": Hostile((*NUMBER_VALUES, *SHORT_TEXT), st.one_of(NUMBERS, SHORT_TEXTS)),
         "status": URL_TEXT,
         "cursor": Hostile(
@@ -432,6 +455,31 @@ FORGET = Shape(
     },
     hostile={"namespace": TEXT, "filter": FILTER},
     required=("namespace", "filter"),
+)
+INVALIDATE = Shape(
+    # Always in the far future: a fact invalidated by the fuzz stays recallable meanwhile.
+    base={"at": "2999-01-01T00:00:00Z", "reason": "moved"},
+    valid={
+        "at": st.sampled_from([None, "2999-01-01T00:00:00Z", "2998-06-01T00:00:00+14:00"]),
+        "reason": st.sampled_from([None, "moved", "O'Reilly's [/x] reason"]),
+    },
+    hostile={"at": STAMP, "reason": TEXT},
+)
+AUDIT = Shape(
+    base={"namespace": "fuzz", "limit": 5},
+    valid={
+        "namespace": VALID_NAMESPACE,
+        "limit": st.integers(1, 100),
+        "memory_id": st.uuids().map(str),
+        "before": VALID_STAMP,
+    },
+    hostile={
+        "namespace": URL_TEXT,
+        "limit": Hostile((*NUMBER_VALUES, *SHORT_TEXT), st.one_of(NUMBERS, SHORT_TEXTS)),
+        "memory_id": URL_TEXT,
+        "before": STAMP,
+    },
+    required=("namespace",),
 )
 
 
@@ -501,6 +549,9 @@ OPERATIONS = {
     "forget": Operation(
         FORGET, lambda body, agent: Call("POST", "/v1/memories:forget", _body(body), agent)
     ),
+    "audit": Operation(
+        AUDIT, lambda query, agent: Call("GET", f"/v1/audit{_query(query)}", None, agent, True)
+    ),
 }
 # A quarter of the drawn calls come with the key bound to agent-a and team-*.
 AGENT = st.sampled_from([False, False, False, True])
@@ -516,19 +567,41 @@ def patch_calls(focus: str, ids: list[str]) -> tuple[list[Call], st.SearchStrate
     return examples, st.builds(call, st.sampled_from(ids), PATCH.drawn(focus), AGENT)
 
 
-def by_id_calls(ids: list[str]) -> tuple[list[Call], st.SearchStrategy[Call]]:
-    """GET, a valid PATCH or DELETE of a stored id, an unknown one, or a hostile path."""
+def invalidate_calls(focus: str, ids: list[str]) -> tuple[list[Call], st.SearchStrategy[Call]]:
+    """The end of a stored memory's validity, its body spoilt at ``focus``."""
 
-    def call(memory: object, method: str, agent: bool) -> Call:
-        body = _body(PATCH.base) if method == "PATCH" else None
-        path = f"/v1/memories/{_url_part(memory)}"
-        return Call(method, path, body, agent, reads=method == "GET")
+    def call(memory: str, body: object, agent: bool) -> Call:
+        return Call("POST", f"/v1/memories/{memory}:invalidate", _body(body), agent)
+
+    examples = [call(ids[0], body, False) for body in INVALIDATE.examples(focus)]
+    return examples, st.builds(call, st.sampled_from(ids), INVALIDATE.drawn(focus), AGENT)
+
+
+# What a by-id call does: (method, path after the id, body); the history only reads.
+BY_ID = {
+    "get": ("GET", "", None),
+    "patch": ("PATCH", "", PATCH.base),
+    "delete": ("DELETE", "", None),
+    "history": ("GET", "/history", None),
+    "invalidate": ("POST", ":invalidate", INVALIDATE.base),
+}
+
+
+def by_id_calls(ids: list[str]) -> tuple[list[Call], st.SearchStrategy[Call]]:
+    """Each by-id call (``BY_ID``) of a stored id, an unknown one, or a hostile path."""
+
+    def call(memory: object, action: str, agent: bool) -> Call:
+        method, tail, body = BY_ID[action]
+        path = f"/v1/memories/{_url_part(memory)}{tail}"
+        sent = None if body is None else _body(body)
+        return Call(method, path, sent, agent, reads=method == "GET")
 
     paths = [*SHORT_TEXT, str(uuid.UUID(int=1)), "../stats", "..", "%2e%2e", Repeated("a", 3_000)]
-    examples = [call(memory, "GET", False) for memory in paths]
-    examples += [call(ids[-1], method, True) for method in ("GET", "PATCH", "DELETE")]
+    examples = [call(memory, action, False) for memory in paths for action in ("get", "history")]
+    examples += [call(memory, "invalidate", False) for memory in paths[::3]]
+    examples += [call(ids[-1], action, True) for action in BY_ID]
     memories = st.one_of(st.sampled_from(ids), st.uuids().map(str), SHORT_TEXTS)
-    return examples, st.builds(call, memories, st.sampled_from(["GET", "PATCH", "DELETE"]), AGENT)
+    return examples, st.builds(call, memories, st.sampled_from(list(BY_ID)), AGENT)
 
 
 RAW_BODIES = [
@@ -604,17 +677,20 @@ class Fuzzed:
         self.loop.run_until_complete(self.connection.close())
         self.loop.close()
 
-    def fingerprint(self) -> tuple[int, str]:
-        """Rows and a digest of every row's identity and last change."""
+    def fingerprint(self) -> tuple[int, str, int, int]:
+        """Rows and a digest of every row's identity, last change and validity; the versions
+        and audit entries kept (a refused write must leave none behind)."""
         row = self.loop.run_until_complete(
             self.connection.fetchrow(
-                """SELECT count(*) AS n, coalesce(md5(string_agg(
-                       namespace || id::text || updated_at::text || status, ',' ORDER BY id)), '')
-                       AS digest
+                """SELECT count(*) AS n, coalesce(md5(string_agg(concat_ws('|',
+                       namespace, id, updated_at, status, valid_until, invalid_reason),
+                       ',' ORDER BY id)), '') AS digest,
+                       (SELECT count(*) FROM memory_versions) AS versions,
+                       (SELECT count(*) FROM memory_audit) AS audited
                    FROM memories"""
             )
         )
-        return int(row["n"]), str(row["digest"])
+        return int(row["n"]), str(row["digest"]), int(row["versions"]), int(row["audited"])
 
     def ids(self) -> list[str]:
         """Ids stored now, of agent-a last (a fixed list: strategies must not read changing
@@ -681,7 +757,7 @@ def fuzzed(server_dsn: str) -> Iterator[Fuzzed]:
     dsn = asyncio.run(_create_database(server_dsn, name))
     asyncio.run(migrate.upgrade(dsn, TEST_DIMENSIONS))
     # No background worker: nothing but the requests may change a row.
-    running = ServerThread(_settings(dsn, worker=False)).start()
+    running = ServerThread(limited_settings(dsn, worker=False)).start()
     watched = Fuzzed(running, dsn)
     watched.seed()
     yield watched
@@ -698,6 +774,8 @@ CASES: dict[tuple[str, str], int] = {
     ("by_id", "id"): 60,
     **{("list", focus): 12 for focus in LIST.focuses},
     **{("forget", focus): 12 for focus in FORGET.focuses},
+    **{("invalidate", focus): 12 for focus in INVALIDATE.focuses},
+    **{("audit", focus): 12 for focus in AUDIT.focuses},
     ("other", "raw"): 60,
 }
 
@@ -716,6 +794,8 @@ def _calls(
         return examples, st.builds(call, shape.drawn(focus), AGENT)
     if operation == "patch":
         return patch_calls(focus, fuzzed.ids())
+    if operation == "invalidate":
+        return invalidate_calls(focus, fuzzed.ids())
     if operation == "by_id":
         return by_id_calls(fuzzed.ids())
     return other_calls()

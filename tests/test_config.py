@@ -92,6 +92,40 @@ def test_every_bad_value_is_listed_in_one_error(monkeypatch: pytest.MonkeyPatch)
     assert "postgresql://" in message
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("MAX_CONTENT_CHARS", "200001", "less than or equal to 200000"),
+        ("MAX_CONTENT_CHARS", "0", "greater than or equal to 1"),
+        ("HYBRID_VECTOR_WEIGHT", "101", "must be 0 or a number from 1e-06 to 100"),
+        ("HYBRID_KEYWORD_WEIGHT", "1e-9", "must be 0 or a number from 1e-06 to 100"),
+        ("HYBRID_KEYWORD_WEIGHT", "-1", "must be 0 or a number from 1e-06 to 100"),
+        ("HYBRID_VECTOR_WEIGHT", "inf", "must be 0 or a number from 1e-06 to 100"),
+        ("HYBRID_VECTOR_WEIGHT", "nan", "must be 0 or a number from 1e-06 to 100"),
+    ],
+)
+def test_sizes_and_weights_have_bounds(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(f"PGRECALL_{variable}", value)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert f"PGRECALL_{variable}={value!r}: " in str(caught.value)
+    assert message in str(caught.value)
+
+
+def test_the_bounds_themselves_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable, value in (
+        ("MAX_CONTENT_CHARS", "200000"),
+        ("HYBRID_VECTOR_WEIGHT", "0"),
+        ("HYBRID_KEYWORD_WEIGHT", "100"),
+    ):
+        monkeypatch.setenv(f"PGRECALL_{variable}", value)
+    settings = load_settings()
+    assert (settings.max_content_chars, settings.hybrid_vector_weight) == (200_000, 0)
+    assert settings.hybrid_keyword_weight == 100
+
+
 def test_local_embedder_refuses_another_model(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PGRECALL_EMBEDDER", "local")
     monkeypatch.setenv("PGRECALL_EMBED_MODEL", "nomic-embed-text")

@@ -10,13 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
 from .browser import chromium, page_errors, screenshot, wait_for
-from .conftest import store_settings
-from .http_server import ServerThread
+from .conftest import mark_failed
+from .http_server import ServerThread, api_client
 
 KEY_ADA = "console-ada-key-0123456789"
 KEY_BOB = "console-bob-key-0123456789"
@@ -39,10 +38,8 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def server(migrated_dsn: str) -> Iterator[ServerThread]:
-    running = ServerThread(store_settings(database_url=migrated_dsn, api_keys=KEYS)).start()
-    yield running
-    running.stop()
+def api_keys() -> dict[str, list[str]]:
+    return KEYS
 
 
 @pytest.fixture
@@ -55,10 +52,6 @@ def seeded(server: ServerThread) -> dict[str, str]:
         answer = admin.post("/v1/memories", json={"memories": memories})
     assert answer.status_code == 200, answer.text
     return {m["content"]: r["id"] for m, r in zip(memories, answer.json()["memories"], strict=True)}
-
-
-def _api(server: ServerThread, key: str) -> httpx.Client:
-    return httpx.Client(base_url=server.url, headers={"X-API-Key": key}, timeout=60)
 
 
 def _by_id(driver: Any, element_id: str) -> Any:
@@ -93,25 +86,11 @@ def _recall(driver: Any, query: str) -> list[Any]:
     return wait_for(driver, lambda d: _all(d, "#hits li.hit"), "the hits")
 
 
-async def _fail(dsn: str, memory_id: str, reason: str) -> None:
-    """Mark a memory failed as the worker does once the embedder refused it for good."""
-    connection = await asyncpg.connect(dsn)
-    try:
-        await connection.execute(
-            "UPDATE memories SET status = 'failed', embedding = NULL, space_id = NULL, "
-            "embed_error = $2, embed_attempts = 8 WHERE id = $1::uuid",
-            memory_id,
-            reason,
-        )
-    finally:
-        await connection.close()
-
-
 async def test_every_view_with_a_key(
     browser: Any, server: ServerThread, seeded: dict[str, str], migrated_dsn: str
 ) -> None:
     failing = seeded["Ada runs five kilometres before work."]
-    await _fail(migrated_dsn, failing, "model refused the input: context length exceeded")
+    await mark_failed(migrated_dsn, failing, "model refused the input: context length exceeded")
     _connect(browser, server, KEY_ADA)
     rows = _all(browser, "#namespaces tbody tr")
     cells = [_text(cell) for cell in rows[0].find_elements("css selector", "th, td")]
@@ -146,7 +125,7 @@ async def test_every_view_with_a_key(
 
     family = seeded[ADA[1]["content"]]
     changed = {"namespace": "ada", "content": "Ada's sister Maya moved to Bergen.", "key": "family"}
-    with _api(server, KEY_ADA) as api:
+    with api_client(server, KEY_ADA, header="X-API-Key") as api:
         assert api.post("/v1/memories", json={"memories": [changed]}).status_code == 200
     browser.get(f"{server.url}/console/#/memory/{family}")
     shown = wait_for(browser, lambda d: _all(d, "#memory-versions li"), "the versions")
@@ -170,7 +149,7 @@ async def test_every_view_with_a_key(
         lambda d: "failed" not in _text(row.find_element("css selector", ".status")),
         "the retried status",
     )
-    with _api(server, KEY_ADA) as api:
+    with api_client(server, KEY_ADA, header="X-API-Key") as api:
         assert api.get(f"/v1/memories/{failing}").json()["status"] in ("pending", "embedded")
 
     doomed = seeded["Ada prefers green tea to coffee in the morning."]
@@ -180,7 +159,7 @@ async def test_every_view_with_a_key(
     screenshot(browser, "forget")
     _by_id(browser, "confirm-yes").click()
     wait_for(browser, lambda d: _text(_by_id(d, "status")) == "Memory forgotten.", "the forget")
-    with _api(server, KEY_ADA) as api:
+    with api_client(server, KEY_ADA, header="X-API-Key") as api:
         assert api.get(f"/v1/memories/{doomed}").status_code == 404
     assert page_errors(browser) == []
 

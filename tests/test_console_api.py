@@ -4,7 +4,6 @@ last write, writes over time, retrying one failed memory; and the console's file
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -14,8 +13,8 @@ import pytest
 from pgrecall.db.params import SqlParams
 from pgrecall.transfer.exporter import ExportScope
 
-from .conftest import store_settings
-from .http_server import ServerThread
+from .conftest import mark_failed
+from .http_server import ServerThread, api_client
 
 KEY_A = "console-key-a-0123456789"
 KEY_PREFIX = "console-key-team-012345"
@@ -24,15 +23,8 @@ KEYS = {KEY_A: ["a"], KEY_PREFIX: ["team_*"], ADMIN: ["*"]}
 
 
 @pytest.fixture
-def server(migrated_dsn: str) -> Iterator[ServerThread]:
-    running = ServerThread(store_settings(database_url=migrated_dsn, api_keys=KEYS)).start()
-    yield running
-    running.stop()
-
-
-def _client(server: ServerThread, key: str) -> httpx.Client:
-    headers = {"Authorization": f"Bearer {key}"}
-    return httpx.Client(base_url=server.url, headers=headers, timeout=60)
+def api_keys() -> dict[str, list[str]]:
+    return KEYS
 
 
 def _remember(client: httpx.Client, *memories: dict[str, object]) -> list[str]:
@@ -41,24 +33,10 @@ def _remember(client: httpx.Client, *memories: dict[str, object]) -> list[str]:
     return [item["id"] for item in answer.json()["memories"]]
 
 
-async def _fail(dsn: str, memory_id: str, reason: str) -> None:
-    """Mark a memory failed as the worker does when the embedder refuses it for good."""
-    connection = await asyncpg.connect(dsn)
-    try:
-        await connection.execute(
-            "UPDATE memories SET status = 'failed', embedding = NULL, space_id = NULL, "
-            "embed_error = $2, embed_attempts = 5 WHERE id = $1::uuid",
-            memory_id,
-            reason,
-        )
-    finally:
-        await connection.close()
-
-
 def test_namespaces_are_those_of_the_key_with_counts_and_last_write(
     server: ServerThread,
 ) -> None:
-    with _client(server, ADMIN) as admin:
+    with api_client(server, ADMIN) as admin:
         before = datetime.now(UTC)
         _remember(
             admin,
@@ -73,15 +51,15 @@ def test_namespaces_are_those_of_the_key_with_counts_and_last_write(
     first = next(n for n in everything if n["namespace"] == "a")
     assert (first["memories"], first["embedded"], first["pending"], first["failed"]) == (2, 2, 0, 0)
     assert datetime.fromisoformat(first["last_write"]) >= before - timedelta(seconds=5)
-    with _client(server, KEY_A) as agent:
+    with api_client(server, KEY_A) as agent:
         assert [n["namespace"] for n in agent.get("/v1/namespaces").json()["namespaces"]] == ["a"]
-    with _client(server, KEY_PREFIX) as team:
+    with api_client(server, KEY_PREFIX) as team:
         seen = team.get("/v1/namespaces").json()["namespaces"]
     assert [n["namespace"] for n in seen] == ["team_x"]
 
 
 def test_writes_per_day_and_hour_in_the_key_scope(server: ServerThread) -> None:
-    with _client(server, ADMIN) as admin:
+    with api_client(server, ADMIN) as admin:
         ids = _remember(
             admin,
             {"namespace": "a", "content": "Written today."},
@@ -90,7 +68,7 @@ def test_writes_per_day_and_hour_in_the_key_scope(server: ServerThread) -> None:
         )
         changed = admin.patch(f"/v1/memories/{ids[1]}", json={"metadata": {"v": 2}})
         assert changed.status_code == 200, changed.text
-    with _client(server, KEY_A) as agent:
+    with api_client(server, KEY_A) as agent:
         days = agent.get("/v1/writes").json()
         hours = agent.get("/v1/writes", params={"bucket": "hour", "buckets": 3}).json()
         named = agent.get("/v1/writes", params={"namespace": "a", "buckets": 1}).json()
@@ -113,16 +91,16 @@ def test_writes_per_day_and_hour_in_the_key_scope(server: ServerThread) -> None:
 
 
 async def test_retry_one_failed_memory(server: ServerThread, migrated_dsn: str) -> None:
-    with _client(server, ADMIN) as admin:
+    with api_client(server, ADMIN) as admin:
         failed, fine, other = _remember(
             admin,
             {"namespace": "a", "content": "The model refused this one."},
             {"namespace": "a", "content": "This one is embedded."},
             {"namespace": "b", "content": "Failed, but in b."},
         )
-    await _fail(migrated_dsn, failed, "model refused the input")
-    await _fail(migrated_dsn, other, "model refused the input")
-    with _client(server, KEY_A) as agent:
+    await mark_failed(migrated_dsn, failed, "model refused the input")
+    await mark_failed(migrated_dsn, other, "model refused the input")
+    with api_client(server, KEY_A) as agent:
         listed = agent.get("/v1/memories", params={"namespace": "a", "status": "failed"}).json()
         assert [m["embed_error"] for m in listed["memories"]] == ["model refused the input"]
         retried = agent.post(f"/v1/memories/{failed}:retry")
@@ -133,7 +111,7 @@ async def test_retry_one_failed_memory(server: ServerThread, migrated_dsn: str) 
     assert not_failed.status_code == 409
     assert "not failed" in not_failed.json()["error"]["message"]
     assert hidden.status_code == 404  # another namespace's id answers as an unknown one
-    with _client(server, ADMIN) as admin:
+    with api_client(server, ADMIN) as admin:
         assert admin.get(f"/v1/memories/{other}").json()["status"] == "failed"
 
 

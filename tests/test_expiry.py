@@ -16,7 +16,7 @@ import asyncpg
 import httpx
 import pytest
 
-from pgrecall import MemoryInput, MemoryStore, NotFoundError
+from pgrecall import ConflictError, MemoryInput, MemoryStore, NotFoundError
 from pgrecall.background.expiry import SWEEP_BATCH_SIZE
 
 from .conftest import store_settings
@@ -146,6 +146,31 @@ async def test_remembered_again_an_expired_memory_starts_afresh(
     assert stored.created_at == stored.updated_at > started - timedelta(seconds=5)
     again = await hashed.remember("The door code is 1234.", namespace="a", key=key)
     assert not again.created
+
+
+async def test_an_update_to_the_text_of_an_expired_memory_takes_its_place(
+    hashed: MemoryStore, migrated_dsn: str
+) -> None:
+    """An expired twin is gone to every read, so it cannot be the conflict a live twin is: the
+    change deletes it (as the sweeper would) and is written. A live twin still conflicts."""
+    await hashed.remember("The door code is 1234.", namespace="a", expires_at=PAST)
+    await hashed.remember("Lunch at noon.", namespace="a")
+    memory = await hashed.remember("The door code is 9999.", namespace="a")
+    changed = await hashed.update(memory.id, content="The door code is 1234.")
+    assert (changed.id, changed.content, changed.expires_at) == (memory.id, changed.content, None)
+    assert await _rows(migrated_dsn) == {"The door code is 1234.": None, "Lunch at noon.": None}
+    with pytest.raises(ConflictError, match="already holds"):
+        await hashed.update(memory.id, content="Lunch at noon.")
+    assert (await hashed.get(memory.id)).content == "The door code is 1234."
+    # A keyed memory is identified by its key: its text is no twin, and it stays as it was.
+    keyed = await hashed.remember("Keyed, expired.", namespace="a", key="k", expires_at=PAST)
+    assert (await hashed.update(memory.id, content="Keyed, expired.")).id == memory.id
+    connection = await asyncpg.connect(migrated_dsn)
+    try:
+        kept = await connection.fetch("SELECT id FROM memories WHERE content = 'Keyed, expired.'")
+    finally:
+        await connection.close()
+    assert sorted(row["id"] for row in kept) == sorted([keyed.id, memory.id])
 
 
 async def test_the_sweeper_deletes_after_the_grace_period(

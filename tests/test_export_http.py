@@ -17,16 +17,15 @@ from pgrecall.embedding.local import LocalEmbedder
 from pgrecall.embedding.space import EmbeddingSpace
 from pgrecall.transfer.importer import import_lines
 
-from .conftest import store_settings
+from .conftest import ADMIN_KEY, AGENT_KEY, limited_settings, store_settings
 from .http_server import ServerThread
-from .test_http import ADMIN_KEY, AGENT_KEY, _settings
 
 NAMESPACES = ("agent-a", "team-blue", "team-red", "other")
 
 
 @pytest.fixture
 def server(migrated_dsn: str) -> Iterator[ServerThread]:
-    running = ServerThread(_settings(migrated_dsn)).start()
+    running = ServerThread(limited_settings(migrated_dsn)).start()
     memories = [
         {"namespace": name, "content": f"{name} memory {i}", "metadata": {"i": i}}
         for name in NAMESPACES

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -11,42 +10,13 @@ import pytest
 
 from pgrecall.config import Settings
 
-from .conftest import store_settings
+from .conftest import ADMIN_KEY, limited_settings
 from .http_server import ServerThread
 
-AGENT_KEY = "agent-a-key-0123456789"
-ADMIN_KEY = "admin-key-0123456789ab"
-KEYS = {AGENT_KEY: ["agent-a", "team-*"], ADMIN_KEY: ["*"]}
-
-
-def _settings(dsn: str, **overrides: Any) -> Settings:
-    return store_settings(
-        database_url=dsn,
-        api_keys=KEYS,
-        http_max_batch=50,
-        http_max_body_bytes=64 * 1024,
-        **overrides,
-    )
-
 
 @pytest.fixture
-def server(migrated_dsn: str) -> Iterator[ServerThread]:
-    running = ServerThread(_settings(migrated_dsn)).start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def agent(server: ServerThread) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {AGENT_KEY}"}
-    with httpx.Client(base_url=server.url, headers=headers, timeout=60) as client:
-        yield client
-
-
-@pytest.fixture
-def admin(server: ServerThread) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, headers={"X-API-Key": ADMIN_KEY}, timeout=60) as c:
-        yield c
+def server_settings(migrated_dsn: str) -> Settings:
+    return limited_settings(migrated_dsn)
 
 
 def _remember(client: httpx.Client, *memories: dict[str, Any]) -> httpx.Response:
@@ -210,7 +180,7 @@ def test_errors_map_to_statuses(agent: httpx.Client) -> None:
 
 
 def test_embedder_down_is_503_and_remember_still_stores(migrated_dsn: str) -> None:
-    settings = _settings(
+    settings = limited_settings(
         migrated_dsn,
         embedder="ollama",
         embed_model="all-minilm",

@@ -12,32 +12,17 @@ from typing import Any
 import httpx
 import pytest
 
+from pgrecall.config import Settings
 from pgrecall.validation import MAX_JSON_DEPTH
 
-from .http_server import ServerThread
-from .test_http import ADMIN_KEY, AGENT_KEY, _settings
+from .conftest import limited_settings
 
 DATABASE_TEXT = ("asyncpg", "SQLSTATE", "syntax error", "DETAIL", "pid")
 
 
 @pytest.fixture
-def server(migrated_dsn: str) -> Iterator[ServerThread]:
-    running = ServerThread(_settings(migrated_dsn)).start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def admin(server: ServerThread) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, headers={"X-API-Key": ADMIN_KEY}, timeout=60) as c:
-        yield c
-
-
-@pytest.fixture
-def agent(server: ServerThread) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {AGENT_KEY}"}
-    with httpx.Client(base_url=server.url, headers=headers, timeout=60) as client:
-        yield client
+def server_settings(migrated_dsn: str) -> Settings:
+    return limited_settings(migrated_dsn)
 
 
 def _send(client: httpx.Client, method: str, url: str, body: object) -> httpx.Response:
@@ -193,17 +178,27 @@ def test_an_id_in_another_namespace_answers_as_an_unknown_id(
     )
     elsewhere_id = stored.json()["memories"][0]["id"]
     unknown_id = str(uuid.UUID(int=uuid.UUID(elsewhere_id).int ^ 1))
-    for method, body in (("GET", None), ("PATCH", {"content": "mine now"}), ("DELETE", None)):
-        elsewhere = agent.request(method, f"/v1/memories/{elsewhere_id}", json=body)
-        unknown = agent.request(method, f"/v1/memories/{unknown_id}", json=body)
-        assert elsewhere.status_code == unknown.status_code == 404, (method, elsewhere.text)
+    calls = [
+        ("GET", "", None),
+        ("PATCH", "", {"content": "mine now"}),
+        ("DELETE", "", None),
+        ("GET", "/history", None),
+        ("POST", ":invalidate", {"reason": "not mine to end"}),
+        ("POST", ":retry", None),
+    ]
+    for method, tail, body in calls:
+        elsewhere = agent.request(method, f"/v1/memories/{elsewhere_id}{tail}", json=body)
+        unknown = agent.request(method, f"/v1/memories/{unknown_id}{tail}", json=body)
+        assert elsewhere.status_code == unknown.status_code == 404, (method, tail, elsewhere.text)
         assert elsewhere.headers.keys() == unknown.headers.keys()
         assert elsewhere.text.replace(elsewhere_id, "<id>") == unknown.text.replace(
             unknown_id, "<id>"
         )
         assert "agent-b" not in elsewhere.text
     kept = admin.get(f"/v1/memories/{elsewhere_id}").json()
-    assert kept["content"] == "b's"
+    assert (kept["content"], kept["valid_until"], kept["invalid_reason"]) == ("b's", None, None)
+    audit = admin.get("/v1/audit", params={"namespace": "agent-b"}).json()
+    assert [entry["action"] for entry in audit["entries"]] == ["create"]
 
 
 def test_a_chunked_body_over_the_limit_is_413(admin: httpx.Client) -> None:

@@ -19,9 +19,8 @@ from schemathesis.checks import (
 
 from pgrecall.db import migrate
 
-from .conftest import TEST_DIMENSIONS, _create_database, _drop_database
+from .conftest import ADMIN_KEY, TEST_DIMENSIONS, _create_database, _drop_database, limited_settings
 from .http_server import ServerThread
-from .test_http import ADMIN_KEY, _settings
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +28,7 @@ def live_server(server_dsn: str) -> Iterator[ServerThread]:
     name = f"pgrecall_schema_{uuid.uuid4().hex[:10]}"
     dsn = asyncio.run(_create_database(server_dsn, name))
     asyncio.run(migrate.upgrade(dsn, TEST_DIMENSIONS))
-    running = ServerThread(_settings(dsn)).start()
+    running = ServerThread(limited_settings(dsn)).start()
     headers = {"X-API-Key": ADMIN_KEY}
     seed = {"memories": [{"namespace": "seeded", "content": f"seed memory {i}"} for i in range(5)]}
     httpx.post(f"{running.url}/v1/memories", json=seed, headers=headers, timeout=60)

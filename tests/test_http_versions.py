@@ -3,7 +3,6 @@ uvicorn server on 127.0.0.1."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import httpx
@@ -11,8 +10,7 @@ import pytest
 
 from pgrecall.audit import key_actor
 
-from .conftest import store_settings
-from .http_server import ServerThread
+from .http_server import ServerThread, api_client
 
 AGENT_KEY = "agent-a-key-0123456789"
 OTHER_KEY = "agent-b-key-0123456789"
@@ -20,15 +18,8 @@ KEYS = {AGENT_KEY: ["agent-a"], OTHER_KEY: ["agent-b"]}
 
 
 @pytest.fixture
-def server(migrated_dsn: str) -> Iterator[ServerThread]:
-    running = ServerThread(store_settings(database_url=migrated_dsn, api_keys=KEYS)).start()
-    yield running
-    running.stop()
-
-
-def _client(server: ServerThread, key: str) -> httpx.Client:
-    headers = {"Authorization": f"Bearer {key}"}
-    return httpx.Client(base_url=server.url, headers=headers, timeout=60)
+def api_keys() -> dict[str, list[str]]:
+    return KEYS
 
 
 def _remember(client: httpx.Client, content: str, **fields: object) -> str:
@@ -46,7 +37,7 @@ def _recall(client: httpx.Client, query: str, **fields: object) -> list[str]:
 
 
 def test_a_fact_that_changes_over_http(server: ServerThread) -> None:
-    with _client(server, AGENT_KEY) as agent, _client(server, OTHER_KEY) as other:
+    with api_client(server, AGENT_KEY) as agent, api_client(server, OTHER_KEY) as other:
         memory_id = _remember(agent, "Ada lives in London", key="home")
         _remember(agent, "Ada lives in Paris", key="home")
 
@@ -87,7 +78,7 @@ def test_a_fact_that_changes_over_http(server: ServerThread) -> None:
 
 
 def test_valid_time_over_http(server: ServerThread) -> None:
-    with _client(server, AGENT_KEY) as agent:
+    with api_client(server, AGENT_KEY) as agent:
         _remember(
             agent,
             "Ada lived in London",

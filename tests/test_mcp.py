@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+import uuid
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import asyncpg
 import httpx
 import httpx2
 import pytest
@@ -22,15 +24,12 @@ from mcp_types import CallToolResult
 
 from pgrecall.audit import key_actor
 
-from .conftest import store_settings
+from .conftest import ADMIN_KEY, AGENT_KEY
 from .http_server import ServerThread
 
 # Every wait on the server is bounded: the subprocess loads the model and opens the store first.
 CALL_SECONDS = 120.0
 SESSION_SECONDS = 240.0
-AGENT_KEY = "agent-a-key-0123456789"
-ADMIN_KEY = "admin-key-0123456789ab"
-KEYS = {AGENT_KEY: ["agent-a", "team-*"], ADMIN_KEY: ["*"]}
 TOOLS = {
     "remember", "recall", "get", "list", "update", "forget", "stats",
     "history", "invalidate", "audit",
@@ -244,14 +243,6 @@ async def test_stdio_namespaces_from_the_setting(migrated_dsn: str) -> None:
         await _refused(client, "list", {"namespace": "agent-a"}, "forbidden")
 
 
-@pytest.fixture
-def server(migrated_dsn: str) -> Iterator[ServerThread]:
-    settings = store_settings(database_url=migrated_dsn, api_keys=KEYS)
-    running = ServerThread(settings).start()
-    yield running
-    running.stop()
-
-
 def _http(url: str, key: str) -> Any:
     client = httpx2.AsyncClient(
         headers={"Authorization": f"Bearer {key}"}, timeout=httpx2.Timeout(CALL_SECONDS)
@@ -324,6 +315,91 @@ async def test_http_history_invalidate_and_audit_with_the_keys_actor(
         assert [entry["action"] for entry in entries] == ["invalidate", "supersede", "create"]
         assert {entry["actor"] for entry in entries} == {key_actor(AGENT_KEY)}
         await _refused(agent, "audit", {"namespace": "b"}, "forbidden")
+
+
+# Text only the database or a traceback would put in an answer.
+DATABASE_TEXT = ("asyncpg", "SQLSTATE", "DETAIL", "Traceback", "out of range for", "violates")
+BEYOND = "0001-01-01T00:00:00+01:00"  # in Python's years as written, before year 1 in UTC
+
+
+async def _stored_state(dsn: str) -> tuple[object, ...]:
+    """Every memory's identity, last change and validity, and the versions and audit entries
+    kept: what a refused call must leave as it was."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        row = await connection.fetchrow(
+            """SELECT md5(string_agg(concat_ws('|', id, updated_at, valid_until, invalid_reason),
+                                     ',' ORDER BY id)) AS memories,
+                      (SELECT count(*) FROM memory_versions) AS versions,
+                      (SELECT count(*) FROM memory_audit) AS audited
+               FROM memories"""
+        )
+    finally:
+        await connection.close()
+    return tuple(row)
+
+
+def _hostile_calls(mine: str, elsewhere: str) -> list[tuple[str, dict[str, Any], str]]:
+    """(tool, arguments, code) of the versions tools: wrong types, bad ids, bad times, text a
+    database cannot hold, bounds, and ids and namespaces outside the key's scope."""
+    unknown = str(uuid.UUID(int=uuid.UUID(mine).int ^ 1))
+    bad_ids: list[object] = [None, 1, [], "not-a-uuid", mine + "0", "a\x00b", "x" * 10_000]
+    calls: list[tuple[str, dict[str, Any], str]] = []
+    for tool in ("history", "invalidate"):
+        calls += [(tool, {"id": bad}, "invalid_request") for bad in bad_ids]
+        calls += [
+            (tool, {}, "invalid_request"),
+            (tool, {"id": mine, "colour": 1}, "invalid_request"),
+        ]
+        calls += [(tool, {"id": unknown}, "not_found"), (tool, {"id": elsewhere}, "not_found")]
+    for at in ("2030-01-01T00:00:00", "now", "2024-02-30T00:00:00Z", 1e308, [], {"a": 1}):
+        calls.append(("invalidate", {"id": mine, "at": at}, "invalid_request"))
+    for at in (BEYOND, "9999-12-31T23:59:59-14:00", "2019-01-01T00:00:00Z"):
+        calls.append(
+            ("invalidate", {"id": mine, "at": at}, "invalid_input")
+        )  # the last: before valid_from
+    for reason in ("", "x" * 1_001, 5, ["r"]):
+        calls.append(("invalidate", {"id": mine, "reason": reason}, "invalid_request"))
+    for reason in ("a\x00b", "   "):
+        calls.append(
+            ("invalidate", {"id": mine, "reason": reason}, "invalid_input|invalid_request")
+        )
+    for namespace in ("", "n" * 300, 5, ["agent-a"]):
+        calls.append(("audit", {"namespace": namespace}, "invalid_request"))
+    for namespace in ("b", "agent-a\x00", "agent-ab", "*", "team"):
+        calls.append(("audit", {"namespace": namespace}, "forbidden|invalid_input"))
+    for limit in (0, -1, 1_001, 10**30, 1.5, "many", None):
+        calls.append(("audit", {"limit": limit}, "invalid_request"))
+    for before in ("2024-01-01T00:00:00", "yesterday", 1e308, BEYOND):
+        calls.append(("audit", {"before": before}, "invalid_request|invalid_input"))
+    calls.append(("audit", {"memory_id": "not-a-uuid"}, "invalid_request"))
+    return calls
+
+
+async def test_http_hostile_arguments_to_the_versions_tools(
+    server: ServerThread, migrated_dsn: str
+) -> None:
+    async with _connected(_http(server.url, ADMIN_KEY)) as admin:
+        stored = await _ok(admin, "remember", {"content": "Secret of b.", "namespace": "b"})
+        elsewhere = stored["memories"][0]["id"]
+    async with _connected(_http(server.url, AGENT_KEY)) as agent:
+        fact = {"content": "Ada lives in Oslo.", "key": "ada", "valid_from": "2020-01-01T00:00:00Z"}
+        mine = (await _ok(agent, "remember", {"memories": [fact]}))["memories"][0]["id"]
+        await _ok(agent, "remember", {"memories": [{**fact, "content": "Ada lives in Rome."}]})
+        before = await _stored_state(migrated_dsn)
+        for tool, arguments, code in _hostile_calls(mine, elsewhere):
+            result = await _call(agent, tool, arguments)
+            where = f"{tool} {str(arguments)[:200]}"
+            assert result.is_error, where
+            assert result.structured_content is not None, where
+            error = result.structured_content["error"]
+            assert error["code"] in code.split("|"), (where, error)
+            assert set(error) == {"code", "message"}
+            assert not any(text in error["message"] for text in DATABASE_TEXT), (where, error)
+        assert await _stored_state(migrated_dsn) == before
+        versions = (await _ok(agent, "history", {"id": mine}))["versions"]
+        assert [v["content"] for v in versions] == ["Ada lives in Oslo.", "Ada lives in Rome."]
+        assert versions[-1]["valid_until"] is None
 
 
 def test_http_without_a_valid_key_is_401(server: ServerThread) -> None:

@@ -1,19 +1,29 @@
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
+import os
 import random
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
 from pgrecall.config import redact_url
+from pgrecall.db import migrate
 from pgrecall.db.errors import database_errors
-from pgrecall.db.pool import create_pool
+from pgrecall.db.pool import connect, create_pool
 from pgrecall.errors import (
+    ConfigurationError,
     DatabaseBusyError,
     DatabaseError,
     DatabaseUnavailableError,
+    PgRecallError,
     SchemaError,
 )
 
@@ -73,12 +83,121 @@ async def test_unmigrated_database_is_a_schema_error(empty_dsn: str) -> None:
         await create_pool(empty_dsn, min_size=1, max_size=1)
 
 
-async def test_unreachable_server_is_a_typed_error() -> None:
-    dsn = "postgresql://someone:secret@127.0.0.1:1/nowhere"
-    with pytest.raises(DatabaseUnavailableError) as caught:
-        await create_pool(dsn, min_size=1, max_size=1)
-    assert "secret" not in str(caught.value)
-    assert "127.0.0.1:1" in str(caught.value)
+PASSWORD = "s3cret-pw-0451"
+
+
+async def _refused_start(dsn: str) -> list[PgRecallError]:
+    """What the pool, a connection and a migration each raise on ``dsn``."""
+    raised: list[PgRecallError] = []
+    for start in (
+        lambda: create_pool(dsn, min_size=1, max_size=1),
+        lambda: connect(dsn),
+        lambda: migrate.upgrade(dsn, TEST_DIMENSIONS),
+    ):
+        with pytest.raises(PgRecallError) as caught:
+            await start()
+        raised.append(caught.value)
+    return raised
+
+
+def _safe(error: PgRecallError, caplog: pytest.LogCaptureFixture) -> str:
+    """The message, once checked for the password and the driver's words."""
+    message = str(error)
+    assert PASSWORD not in message + caplog.text
+    assert error.__cause__ is None  # a logged traceback would print the driver's text
+    for driver_text in ("Errno", "asyncpg", "sqlalchemy", "invalid literal", "authentication"):
+        assert driver_text not in message
+    return message
+
+
+@pytest.mark.parametrize(
+    ("dsn", "expected", "reason"),
+    [
+        (f"postgresql://someone:{PASSWORD}@127.0.0.1:1/nowhere", DatabaseUnavailableError,
+         "nothing listens"),
+        (f"postgresql://someone:{PASSWORD}@pgrecall.invalid/db", DatabaseUnavailableError,
+         "does not resolve"),
+        # The password where the port goes: the driver's error quotes it.
+        (f"postgresql://127.0.0.1:{PASSWORD}/db", ConfigurationError, "cannot be used"),
+        (f"postgresql://u:{PASSWORD}@127.0.0.1/db?sslmode=sometimes", ConfigurationError,
+         "cannot be used"),
+        (f"mysql://u:{PASSWORD}@127.0.0.1/db", ConfigurationError, "cannot be used"),
+    ],
+    ids=["closed port", "unresolvable", "password as port", "bad option", "not postgresql"],
+)  # fmt: skip
+async def test_a_server_out_of_reach_is_a_typed_error_without_the_password(
+    dsn: str, expected: type[PgRecallError], reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    for error in await _refused_start(dsn):
+        assert type(error) is expected
+        message = _safe(error, caplog)
+        assert reason in message
+        if expected is DatabaseUnavailableError:
+            assert message.startswith(f"cannot connect to {redact_url(dsn)}")
+
+
+def _as_role(dsn: str, role: str) -> str:
+    """``dsn`` as ``role``, giving PASSWORD."""
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(netloc=f"{role}:{PASSWORD}@{parts.netloc.rpartition('@')[2]}"))
+
+
+@pytest.fixture
+async def password_dsn(server_dsn: str) -> AsyncIterator[str]:
+    """The test server's DSN as a role that must give its password (pg_hba.conf gets a line
+    for that role alone), with a wrong one."""
+    admin = await asyncpg.connect(server_dsn)
+    hba = Path(await admin.fetchval("SHOW hba_file"))
+    if not os.access(hba, os.W_OK):
+        await admin.close()
+        pytest.skip("the test server's pg_hba.conf is not writable here")
+    role = f"pgrecall_pw_{uuid.uuid4().hex[:8]}"
+    original = await asyncio.to_thread(hba.read_text)
+    await admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'right-{role}'")
+    lines = f"local all {role} scram-sha-256\nhost all {role} all scram-sha-256\n"
+    await asyncio.to_thread(hba.write_text, lines + original)
+    wrong = _as_role(server_dsn, role)
+    try:
+        await admin.execute("SELECT pg_reload_conf()")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the server reloads its configuration by itself
+            try:
+                await (await asyncpg.connect(wrong)).close()
+            except asyncpg.InvalidPasswordError:
+                break
+            await asyncio.sleep(0.05)
+        yield wrong
+    finally:
+        await asyncio.to_thread(hba.write_text, original)
+        await admin.execute("SELECT pg_reload_conf()")
+        await admin.execute(f"DROP ROLE {role}")
+        await admin.close()
+
+
+async def test_a_wrong_password_is_a_typed_error_without_it(
+    password_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    for error in await _refused_start(password_dsn):
+        assert type(error) is DatabaseUnavailableError
+        assert "the password was refused" in _safe(error, caplog)
+
+
+async def test_a_refused_migration_names_the_sqlstate_not_the_servers_text(
+    server_dsn: str, empty_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    role = f"pgrecall_weak_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(server_dsn)
+    await admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}'")
+    weak = _as_role(empty_dsn, role)
+    try:
+        with pytest.raises(SchemaError) as caught:
+            await migrate.upgrade(weak, TEST_DIMENSIONS)
+    finally:
+        await admin.execute(f"DROP ROLE {role}")
+        await admin.close()
+    message = _safe(caught.value, caplog)
+    assert "SQLSTATE 42501" in message  # insufficient privilege
+    assert "permission denied" not in message
 
 
 def test_redact_hides_only_the_password() -> None:

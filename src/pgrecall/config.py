@@ -21,6 +21,16 @@ DEFAULT_OLLAMA_MODEL = "mxbai-embed-large"
 LOCAL_MODEL = "multilingual-e5-small-q4"
 # pgvector's HNSW index accepts `vector` columns of at most 2,000 dimensions.
 MAX_INDEXED_DIMENSIONS = 2000
+# The most PGRECALL_MAX_CONTENT_CHARS may be. The keyword index's tsvector holds at most
+# 1,048,575 bytes of lexemes, and the worst text measured (distinct 10-character words of
+# 4-byte characters) needs 4 of them a character: past ~262,000 characters the write fails.
+# 200,000 leaves room for the words a template adds.
+MAX_CONTENT_CHARS = 200_000
+# Fusion weights, of the settings and of a recall: 0 turns a ranking off; one below the minimum
+# underflows PostgreSQL's float8 division (weight / (rrf_k + rank)), an error instead of a
+# ranking; the maximum puts the ratio of the two at 1e8, far past any useful tilt.
+MIN_FUSION_WEIGHT = 1e-6
+MAX_FUSION_WEIGHT = 100.0
 
 
 # A libpq keyword or URL parameter that carries a password.
@@ -71,6 +81,16 @@ def ollama_host_to_url(value: str) -> str:
         host = f"[{ipaddress.ip_address(host)}]"
     suffix = f"/{path}".rstrip("/")
     return f"{scheme}://{host}:{port}{suffix}"
+
+
+FUSION_WEIGHT_RANGE = f"must be 0 or a number from {MIN_FUSION_WEIGHT:g} to {MAX_FUSION_WEIGHT:g}"
+
+
+def fusion_weight_allowed(value: object) -> bool:
+    """Whether ``value`` may weigh a ranking in hybrid fusion (a number, not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return value == 0 or MIN_FUSION_WEIGHT <= value <= MAX_FUSION_WEIGHT
 
 
 def _seconds(default: float, description: str) -> Any:
@@ -179,7 +199,9 @@ class Settings(BaseSettings):
     auto_migrate: bool = Field(
         default=True, description="upgrade the schema when a store opens (false: refuse instead)"
     )
-    max_content_chars: int = _count(100_000, "longest memory text accepted, in characters")
+    max_content_chars: int = _count(
+        100_000, "longest memory text accepted, in characters", most=MAX_CONTENT_CHARS
+    )
     ingest_chunk_size: int = _count(250, "memories embedded and written per step", most=100_000)
     ingest_concurrent_writes: int = _count(
         2, "chunks of one remember call written at once, each on its own connection", most=64
@@ -223,11 +245,11 @@ class Settings(BaseSettings):
         1000, "rows moved into the HNSW graph per transaction", most=100_000
     )
     hybrid_vector_weight: float = Field(
-        default=1.0, ge=0, description="weight of the vector ranking in hybrid fusion"
+        default=1.0, description="weight of the vector ranking in hybrid fusion"
     )
     # Fusion defaults tuned on SciFact's train claims (benchmarks/RESULTS.md).
     hybrid_keyword_weight: float = Field(
-        default=1.25, ge=0, description="weight of the keyword ranking in hybrid fusion"
+        default=1.25, description="weight of the keyword ranking in hybrid fusion"
     )
     hybrid_depth: int = _count(100, "candidates taken from each ranking before fusion", most=1000)
     rrf_k: float = Field(
@@ -270,6 +292,13 @@ class Settings(BaseSettings):
         scheme = urlsplit(value).scheme
         if scheme not in ("postgresql", "postgres"):
             raise ValueError("must start with postgresql:// (or postgres://)")
+        return value
+
+    @field_validator("hybrid_vector_weight", "hybrid_keyword_weight")
+    @classmethod
+    def _check_fusion_weight(cls, value: float) -> float:
+        if not fusion_weight_allowed(value):
+            raise ValueError(FUSION_WEIGHT_RANGE)
         return value
 
     @field_validator("api_keys")

@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 from collections.abc import Iterator
 
 import asyncpg
 
-from pgrecall.errors import DatabaseBusyError, DatabaseError, DatabaseUnavailableError, SchemaError
+from pgrecall.config import redact_url
+from pgrecall.errors import (
+    ConfigurationError,
+    DatabaseBusyError,
+    DatabaseError,
+    DatabaseUnavailableError,
+    PgRecallError,
+    SchemaError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,3 +58,50 @@ def database_errors() -> Iterator[None]:
         raise DatabaseError(
             "the database refused the operation; retry, and report it if it persists"
         ) from exc
+
+
+# What opening a connection raises: the network's errors, a DSN asyncpg cannot parse (ValueError,
+# its ClientConfigurationError among them), and the server's refusals.
+CONNECT_ERRORS = (OSError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+# The server's refusals of a new connection, in words that say what to check.
+_REFUSALS: list[tuple[type[Exception], str]] = [
+    (asyncpg.InvalidPasswordError, "the password was refused: check the URL's user and password"),
+    (
+        asyncpg.InvalidAuthorizationSpecificationError,
+        "the user was refused: no such role, or pg_hba.conf does not let it in",
+    ),
+    (asyncpg.InvalidCatalogNameError, "the database does not exist: create it first"),
+    (
+        asyncpg.CannotConnectNowError,
+        "the server is starting or shutting down: retry in a moment",
+    ),
+    (asyncpg.TooManyConnectionsError, "the server has no connection to spare: retry later"),
+    (socket.gaierror, "the host name does not resolve"),
+    (ConnectionRefusedError, "nothing listens at that host and port"),
+    (TimeoutError, "the server did not answer in time"),
+]
+
+
+def connect_failure(exc: BaseException, dsn: str) -> PgRecallError:
+    """Why no connection to ``dsn`` could be made, for an operator: the URL with its password
+    masked and what to check, never the driver's text (a DSN asyncpg cannot parse is quoted
+    back in it, password and all). The log gets the exception's class and SQLSTATE."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    logger.warning("cannot connect: %s (SQLSTATE %s)", type(exc).__name__, sqlstate)
+    if isinstance(exc, ValueError) and not isinstance(exc, asyncpg.PostgresError):
+        # The URL is not shown: where it cannot be parsed, what looks like a host or a port
+        # may be the password.
+        return ConfigurationError(
+            "the database URL cannot be used: check its form, "
+            "postgresql://user:password@host:port/database, and its options (sslmode=...)"
+        )
+    where = redact_url(dsn)
+    for kind, reason in _REFUSALS:
+        if isinstance(exc, kind):
+            return DatabaseUnavailableError(f"cannot connect to {where}: {reason}")
+    if isinstance(exc, asyncpg.PostgresError):
+        reason = f"the server refused the connection (SQLSTATE {sqlstate})"
+    else:
+        reason = f"the connection failed ({type(exc).__name__})"
+    return DatabaseUnavailableError(f"cannot connect to {where}: {reason}")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from importlib import resources
 
-import asyncpg
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -16,7 +16,10 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from pgrecall.config import Settings, redact_url
+from pgrecall.db.pool import connect
 from pgrecall.errors import DatabaseUnavailableError, SchemaError
+
+logger = logging.getLogger(__name__)
 
 # pg_advisory_xact_lock key held while migrating: ASCII "pgrc".
 MIGRATION_LOCK_KEY = 0x70677263
@@ -80,16 +83,26 @@ def require_pgvector(available: str | None, installed: str | None) -> None:
 
 
 async def _with_connection(dsn: str, work: Callable[[Connection], object]) -> object:
-    engine = create_async_engine(
-        "postgresql+asyncpg://", async_creator=lambda: asyncpg.connect(dsn)
-    )
+    """Run ``work`` in one transaction. Errors are pgrecall's, in words without the driver's
+    or the server's text (which can quote the DSN or the statement's values); the log gets
+    the SQLSTATE and the class."""
+    engine = create_async_engine("postgresql+asyncpg://", async_creator=lambda: connect(dsn))
     try:
         async with _alembic_in_use, engine.begin() as connection:
             return await connection.run_sync(work)
     except (OSError, OperationalError, InterfaceError) as exc:
-        raise DatabaseUnavailableError(f"cannot migrate {redact_url(dsn)}: {exc}") from exc
+        logger.warning("migration: connection lost (%s)", type(exc).__name__)
+        raise DatabaseUnavailableError(
+            f"cannot migrate {redact_url(dsn)}: the connection was lost; run it again"
+        ) from None
     except DBAPIError as exc:
-        raise SchemaError(f"migration failed on {redact_url(dsn)}: {exc.orig}") from exc
+        cause = exc.orig.__cause__ if exc.orig is not None else None
+        sqlstate = getattr(cause, "sqlstate", None)
+        logger.error("migration refused: SQLSTATE %s (%s)", sqlstate, type(cause).__name__)
+        raise SchemaError(
+            f"migration failed on {redact_url(dsn)}: the server refused a statement "
+            f"(SQLSTATE {sqlstate}, {type(cause).__name__}); its log has the details"
+        ) from None
     finally:
         await engine.dispose()
 

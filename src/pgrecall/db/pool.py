@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncpg
 
-from pgrecall.config import redact_url
+from pgrecall.db.errors import CONNECT_ERRORS, connect_failure
 from pgrecall.db.vectors import register_vector_codec
-from pgrecall.errors import DatabaseUnavailableError, SchemaError
+from pgrecall.errors import SchemaError
 
 # Each connection's prepared statements survive in asyncpg's cache; keep enough for every
 # query shape a service uses.
@@ -36,15 +36,18 @@ async def connect(dsn: str) -> asyncpg.Connection:
     """One connection with the pgvector codecs, for admin work outside the pool."""
     try:
         connection = await asyncpg.connect(dsn)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise DatabaseUnavailableError(f"cannot connect to {redact_url(dsn)}: {exc}") from exc
+    except CONNECT_ERRORS as exc:
+        # Not chained: the driver's text (a DSN it cannot parse, password and all) would reach
+        # every traceback that is logged (uvicorn logs a failed startup's).
+        raise connect_failure(exc, dsn) from None
     return connection
 
 
 async def create_pool(
     dsn: str, *, min_size: int = 1, max_size: int = 10, hnsw_ef_search: int = 200
 ) -> asyncpg.Pool:
-    """The process's pool; raises DatabaseUnavailableError or SchemaError, never asyncpg's.
+    """The process's pool; raises DatabaseUnavailableError, ConfigurationError (a URL that is
+    not one) or SchemaError, never asyncpg's.
 
     HNSW scans keep going until enough rows pass the namespace and metadata filters
     (``iterative_scan``), from a candidate list of ``hnsw_ef_search``.
@@ -62,7 +65,9 @@ async def create_pool(
                 "hnsw.iterative_scan": "relaxed_order",
             },
         )
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise DatabaseUnavailableError(f"cannot connect to {redact_url(dsn)}: {exc}") from exc
+    except CONNECT_ERRORS as exc:
+        # Not chained: the driver's text (a DSN it cannot parse, password and all) would reach
+        # every traceback that is logged (uvicorn logs a failed startup's).
+        raise connect_failure(exc, dsn) from None
     assert pool is not None
     return pool

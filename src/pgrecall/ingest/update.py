@@ -12,6 +12,7 @@ import asyncpg
 
 from pgrecall import validation
 from pgrecall.audit import logged
+from pgrecall.background.expiry import unexpired
 from pgrecall.db.errors import database_errors
 from pgrecall.db.params import SqlParams
 from pgrecall.embedding.guard import SpaceRegistry
@@ -21,6 +22,24 @@ from pgrecall.ingest.context import ContextWindow, Threaded, indexed_texts
 from pgrecall.ingest.prepare import content_hash
 from pgrecall.ingest.templates import TextTemplates
 from pgrecall.records import UNSET, Memory, Unset
+
+# Only an unkeyed memory is identified by its text (memories_namespace_content_hash_key).
+_DELETE_EXPIRED_TWIN = f"""
+    DELETE FROM memories
+    WHERE namespace = $1 AND content_hash = $2 AND key IS NULL AND id <> $3
+      AND NOT {unexpired()}
+"""
+
+
+class _TextTaken(Exception):
+    """The changed text is already another memory's of the namespace (its unique index)."""
+
+
+def _conflict(namespace: str) -> ConflictError:
+    return ConflictError(
+        f"namespace {namespace!r} already holds a memory with this text; "
+        "forget one of them or give them keys"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,24 +98,44 @@ class UpdateService:
             f"AND id = {params.add(current.id, 'uuid')}"
         )
         audit = logged("changed", "'update'", params.add(actor, "text"))
+        sql = (
+            f"WITH changed AS (UPDATE memories SET {', '.join(assignments)} "
+            f"WHERE {where} RETURNING namespace, id, version), audit AS ({audit}) "
+            "SELECT count(*) FROM changed"
+        )
         try:
-            with database_errors():
-                await self.pool.execute(
-                    f"WITH changed AS (UPDATE memories SET {', '.join(assignments)} "
-                    f"WHERE {where} RETURNING namespace, id, version), audit AS ({audit}) "
-                    "SELECT count(*) FROM changed",
-                    *params.values,
-                )
-        except DatabaseError as exc:
-            if isinstance(exc.__cause__, asyncpg.UniqueViolationError):
-                raise ConflictError(
-                    f"namespace {current.namespace!r} already holds a memory with this text; "
-                    "forget one of them or give them keys"
-                ) from exc
-            raise
+            await self._write(sql, params.values)
+        except _TextTaken as taken:
+            # The text may be an expired memory's, gone to every read but not yet swept: the
+            # change takes its place, as remember would (a live twin is a conflict).
+            if not await self._sweep_expired_twin(current, text):
+                raise _conflict(current.namespace) from taken
+            try:
+                await self._write(sql, params.values)
+            except _TextTaken as again:  # a live twin written since
+                raise _conflict(current.namespace) from again
         if pending:
             await announce_pending(self.pool)
         return current.id
+
+    async def _write(self, sql: str, values: list[object]) -> None:
+        try:
+            with database_errors():
+                await self.pool.execute(sql, *values)
+        except DatabaseError as exc:
+            if isinstance(exc.__cause__, asyncpg.UniqueViolationError):
+                raise _TextTaken from exc
+            raise
+
+    async def _sweep_expired_twin(self, current: Memory, text: str) -> bool:
+        """Delete the expired memory of ``current``'s namespace with this text, as the sweeper
+        will once its grace period is over (and, like the sweeper's, not audited: it was gone
+        already); whether there was one."""
+        with database_errors():
+            status = await self.pool.execute(
+                _DELETE_EXPIRED_TWIN, current.namespace, content_hash(text), current.id
+            )
+        return status != "DELETE 0"
 
     async def _indexed(
         self, current: Memory, text: str, metadata: Mapping[str, Any]

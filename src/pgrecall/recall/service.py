@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from pgrecall import validation
-from pgrecall.config import Settings
+from pgrecall.config import FUSION_WEIGHT_RANGE, Settings, fusion_weight_allowed
 from pgrecall.db.errors import database_errors
 from pgrecall.db.params import SqlParams
 from pgrecall.db.rows import from_row
@@ -55,9 +55,6 @@ from pgrecall.records import Hit, Mode, RecallOptions, RecallResult
 
 # HNSW candidates fetched per wanted hit, before the exact re-sort.
 CANDIDATE_FACTOR = 4
-# Smallest fusion weight but 0: weight / (rrf_k + rank) of a smaller one (5e-324) underflows
-# PostgreSQL's float8 division, an error instead of a ranking.
-MIN_WEIGHT = 1e-6
 
 
 def _hit(row: asyncpg.Record) -> Hit:
@@ -93,10 +90,8 @@ def _check(options: RecallOptions) -> None:
         raise InvalidInputError("min_score bounds vector similarity: not in keyword mode")
     for name in ("vector_weight", "keyword_weight"):
         value = getattr(options, name)
-        if value is not None and (
-            isinstance(value, bool) or not (value == 0 or MIN_WEIGHT <= value <= 100)
-        ):
-            raise InvalidInputError(f"{name} must be 0 or a number from {MIN_WEIGHT} to 100")
+        if value is not None and not fusion_weight_allowed(value):
+            raise InvalidInputError(f"{name} {FUSION_WEIGHT_RANGE}")
     check_boosts(options.diversity, options.recency_half_life)
     # Compile the filter before any work, so a malformed one fails fast and costs nothing.
     compile_filter(options.filter, SqlParams())
