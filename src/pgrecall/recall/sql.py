@@ -240,12 +240,13 @@ def fused_hits(scope: Scope, ranking: str, query: str | None, limit: str, embedd
 
     In a scope of one namespace each winner is read by a lateral lookup that repeats the
     scope's namespace condition, so Citus routes the whole statement to that namespace's shard
-    (one task instead of a final join on all 32). Its OFFSET 0 keeps the lookup a subquery:
-    pulled up into a plain join, the repeated condition let PostgreSQL read the namespace's
-    rows for a hash join, and keyword / hybrid recall of a 300-row namespace went 1.7-1.8x
-    slower (p50, interleaved A/B); as a lookup it is one primary-key probe per winner, as the
-    join was (A/B in benchmarks/RESULTS.md, "The fused hits' lookup"). Across namespaces the
-    join stays: Citus cannot push a correlated subquery with an OFFSET down to several shards.
+    (one task instead of a final join on all 32). Its OFFSET 0 keeps the lookup a subquery, one
+    index probe per winner whatever the namespace's statistics say: the condition repeated on a
+    plain join once measured 1.7-1.8x slower on plain PostgreSQL (not reproduced since). The
+    lookup plans as the join did (a nested loop over the winners, the same buffers) and its
+    interleaved A/B showed no difference beyond the noise (benchmarks/RESULTS.md, "The fused
+    hits' lookup"). Across namespaces the join stays: Citus cannot push a correlated subquery
+    with an OFFSET down to several shards.
     """
     vector_score = f"-(m.embedding <#> {query})" if query else "f.vector_score"
     if scope.one_namespace:
