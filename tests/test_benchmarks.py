@@ -118,6 +118,14 @@ def test_first_recall_benchmark_runs() -> None:
     assert "Ollama is not reachable" in out
 
 
+def test_hit_rendering_benchmark_runs() -> None:
+    out = _run("benchmarks.hit_rendering", "--hits", "3", "--repeat", "20")
+    # content, HitOut us/hit, Hit us/hit, saved, answer KB: a row per content length
+    rows = [line.split() for line in out.splitlines() if line.split()[-2:-1] and "%" in line]
+    assert len(rows) == 3  # 12 words, 234 words, 20,000 characters
+    assert all(float(row[-4]) > 0 and float(row[-3]) > 0 for row in rows)
+
+
 def test_versions_cost_benchmark_runs() -> None:
     out = _run(
         "benchmarks.versions_cost", *("--rows", "2000", "--queries", "10", "--ingest-rows", "2000")

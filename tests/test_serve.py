@@ -3,6 +3,7 @@ background work run once; no line per request unless ``--access-log``."""
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
@@ -18,7 +19,12 @@ import httpx
 import psutil
 import pytest
 
+from pgrecall.http.app import create_app
 from pgrecall.http.serving import default_workers
+from pgrecall.store import MemoryStore
+
+from .conftest import store_settings
+from .http_server import serving
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -122,3 +128,20 @@ def test_workers_must_be_positive(tmp_path: Path) -> None:
     )
     assert completed.returncode == 2
     assert "--workers" in completed.stderr
+
+
+async def test_a_server_freezes_what_startup_built(store: MemoryStore) -> None:
+    """``serve``'s app moves what startup built out of the collector's sight once it is up;
+    an app among others in a process (the tests') leaves the collector alone."""
+    gc.unfreeze()
+    try:
+        async with serving(create_app(store_settings(), store=store)) as url:
+            async with httpx.AsyncClient(base_url=url) as client:
+                assert (await client.get("/healthz")).status_code == 200
+            assert gc.get_freeze_count() == 0
+        async with serving(create_app(store_settings(), store=store, freeze_startup=True)) as url:
+            async with httpx.AsyncClient(base_url=url) as client:
+                assert (await client.get("/healthz")).status_code == 200
+            assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

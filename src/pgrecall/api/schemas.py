@@ -7,12 +7,13 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from pgrecall.api.errors import PayloadTooLarge
 from pgrecall.records import (
     AuditEntry,
+    Hit,
     Memory,
     MemoryInput,
     Mode,
@@ -44,6 +45,11 @@ class _FromRecord(BaseModel):
     def of(cls, record: object) -> Self:
         """The body for ``record``."""
         return cls.model_validate(record)
+
+    @classmethod
+    def json_of(cls, record: object) -> bytes:
+        """The body for ``record``, as JSON."""
+        return cls.__pydantic_serializer__.to_json(cls.of(record))
 
 
 class MemoryFields(Strict):
@@ -132,6 +138,17 @@ class HitOut(_FromRecord):
     version: int
     valid_from: datetime | None
     valid_until: datetime | None
+
+
+# HitOut's JSON straight from the Hit (same fields, same order; the same bytes, which
+# test_http_rendering checks): building and validating a HitOut first cost more than the
+# rendering itself (benchmarks/hit_rendering.py, RESULTS.md).
+_HIT_JSON = TypeAdapter(Hit)
+
+
+def hit_json(hit: Hit) -> bytes:
+    """A hit as the JSON of its ``HitOut``."""
+    return _HIT_JSON.dump_json(hit)
 
 
 class RecallResponse(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import logging
 from collections.abc import AsyncIterator
@@ -90,8 +91,12 @@ def _mount_mcp(app: FastAPI, settings: Settings) -> AbstractAsyncContextManager[
     return mount(app.router.routes, settings, lambda: app.state.store)
 
 
-def create_app(settings: Settings, *, store: MemoryStore | None = None) -> FastAPI:
-    """The app; it opens (and closes) its own store unless one is given."""
+def create_app(
+    settings: Settings, *, store: MemoryStore | None = None, freeze_startup: bool = False
+) -> FastAPI:
+    """The app; it opens (and closes) its own store unless one is given. ``freeze_startup``
+    (for a server process, not for an app among others in a process such as the tests'):
+    what startup built is moved out of the garbage collector's sight once the app is up."""
     metrics = Metrics()
 
     @asynccontextmanager
@@ -109,6 +114,12 @@ def create_app(settings: Settings, *, store: MemoryStore | None = None) -> FastA
             # it serves is open, and stops before the store closes.
             if mcp_runner is not None:
                 await resources.enter_async_context(mcp_runner)
+            if freeze_startup:
+                # What startup built (modules, FastAPI's routes, pydantic's validators, the
+                # store) lives as long as the server: frozen, the collector's full passes no
+                # longer walk it (issue 22: the p99 of benchmarks/http_load.py, RESULTS.md).
+                gc.collect()
+                gc.freeze()
             yield
 
     app = FastAPI(

@@ -15,7 +15,8 @@ recall to the floor's rate in ``benchmarks/http_load.py``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import TypeVar
 
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
@@ -24,11 +25,15 @@ from pydantic import BaseModel
 # smaller than this is sent whole.
 CHUNK_BYTES = 64 * 1024
 JSON = "application/json"
+Item = TypeVar("Item")
 
 
-def json_answer(answer: BaseModel, field: str, items: Iterable[BaseModel]) -> Response:
+def json_answer(
+    answer: BaseModel, field: str, items: Iterable[Item], render: Callable[[Item], bytes]
+) -> Response:
     """``answer`` with ``items`` as its list ``field`` (its first field, left empty in
-    ``answer``): the JSON FastAPI would send for the whole model, rendered item by item."""
+    ``answer``): the JSON FastAPI would send for the whole model, each item rendered by
+    ``render`` (the JSON of the item's response model)."""
     rest = answer.model_dump_json(exclude={field}).encode()  # b'{"pending":0,...}' or b"{}"
     tail = b"]" + (b"," + rest[1:] if len(rest) > 2 else b"}")
     head = b'{"' + field.encode() + b'":['
@@ -37,18 +42,21 @@ def json_answer(answer: BaseModel, field: str, items: Iterable[BaseModel]) -> Re
     for item in remaining:
         if len(buffer) > len(head):
             buffer += b","
-        buffer += item.model_dump_json().encode()
+        buffer += render(item)
         if len(buffer) >= CHUNK_BYTES:
-            return StreamingResponse(_chunks(bytes(buffer), remaining, tail), media_type=JSON)
+            chunks = _chunks(bytes(buffer), remaining, render, tail)
+            return StreamingResponse(chunks, media_type=JSON)
     return Response(bytes(buffer + tail), media_type=JSON)
 
 
-async def _chunks(first: bytes, items: Iterator[BaseModel], tail: bytes) -> AsyncIterator[bytes]:
+async def _chunks(
+    first: bytes, items: Iterator[Item], render: Callable[[Item], bytes], tail: bytes
+) -> AsyncIterator[bytes]:
     """The first chunk, then the other items (each after a comma), a turn of the loop each."""
     yield first
     buffer = bytearray()
     for item in items:
-        buffer += b"," + item.model_dump_json().encode()
+        buffer += b"," + render(item)
         if len(buffer) >= CHUNK_BYTES:
             yield bytes(buffer)
             buffer.clear()

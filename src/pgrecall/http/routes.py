@@ -20,7 +20,6 @@ from pgrecall.api.schemas import (
     ForgetRequest,
     ForgetResponse,
     HistoryOut,
-    HitOut,
     InvalidateRequest,
     MemoryOut,
     MemoryPatch,
@@ -37,6 +36,7 @@ from pgrecall.api.schemas import (
     WriteCountOut,
     WritesOut,
     check_batch,
+    hit_json,
 )
 from pgrecall.audit import MAX_AUDIT_PAGE
 from pgrecall.catalog import MAX_PAGE
@@ -90,7 +90,7 @@ async def recall(body: RecallRequest, caller: Caller, store: StoreDependency) ->
     caller.require(body.namespaces)
     result = await store.recall(body.query, namespace=body.namespaces, options=body)
     answer = RecallResponse.of(result, with_hits=False)
-    return json_answer(answer, "hits", (HitOut.of(hit) for hit in result))
+    return json_answer(answer, "hits", result, hit_json)
 
 
 @api.get("/memories/{memory_id}", response_model=MemoryOut)
@@ -186,7 +186,7 @@ async def list_memories(
         caller.require([namespace])
     page = await store.list(namespace, limit=limit, cursor=cursor, status=status, as_of=as_of)
     answer = PageOut(memories=[], next_cursor=page.next_cursor)
-    return json_answer(answer, "memories", (MemoryOut.of(memory) for memory in page.memories))
+    return json_answer(answer, "memories", page.memories, MemoryOut.json_of)
 
 
 @api.post("/memories:forget", response_model=ForgetResponse)

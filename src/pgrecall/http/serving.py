@@ -44,7 +44,7 @@ def default_workers() -> int:
 def worker_app() -> FastAPI:
     """The app of one worker process (a uvicorn factory): settings from the environment the
     supervisor prepared."""
-    return create_app(load_settings())
+    return create_app(load_settings(), freeze_startup=True)
 
 
 class Background:
@@ -100,7 +100,7 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, access_log:
     requests a second the line cost more than the routing)."""
     options = {"host": host, "port": port, "proxy_headers": False, "access_log": access_log}
     if workers == 1:
-        uvicorn.run(create_app(settings), log_level="info", **options)  # type: ignore[arg-type]
+        uvicorn.run(create_app(settings, freeze_startup=True), log_level="info", **options)  # type: ignore[arg-type]
         return
     background = Background(settings)
     dsn = background.start()
