@@ -7,7 +7,12 @@ recall p50 of each mode, and the shard tasks Citus plans for each statement of a
 workers started from ../shared/citus (tests/citus_cluster.py, the suite's recipe); every node
 shares this machine's cores, so read the ratios, not the times.
 
-    python -m benchmarks.citus [--sizes 1000,100000] [--queries 100]
+    python -m benchmarks.citus [--sizes 1000,100000] [--queries 100] [--engines postgres,citus]
+                               [--keep DIR --phase ingest|recall]
+
+``--keep DIR`` keeps both servers' data (and the cluster's ports) in DIR, so a size too large
+for one run is measured in parts: ``--phase ingest`` (each engine in a run of its own if need
+be), then ``--phase recall`` for both engines in one run.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import asyncio
 import re
 import time
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -24,8 +30,10 @@ import numpy as np
 from tests.citus_cluster import CitusCluster, absent_reason
 
 from benchmarks.common import (
+    Corpus,
     PrecomputedEmbedder,
     corpus,
+    database_url,
     embedded_server,
     fresh_database,
     machine,
@@ -39,6 +47,7 @@ from pgrecall.db.vectors import register_vector_codec
 
 DIMENSIONS = 384
 MODES = ("vector", "keyword", "hybrid")
+QUERY_POOL = 1000  # queries drawn once, so every run of a size asks the same ones
 _TASK_COUNT = re.compile(r"Task Count: (\d+)")
 
 
@@ -79,19 +88,42 @@ async def _tasks(dsn: str, sent: list[Any]) -> str:
         await connection.close()
 
 
-async def measure(dsn: str, size: int, queries: int) -> dict[str, Any]:
+def _data(size: int) -> tuple[Corpus, list[str]]:
+    """One namespace of ``size`` and one of 200 beside it (the same on every run), and the
+    texts of the queries (each has its vector: the embedder learns the corpus)."""
     data = corpus([("large", size), ("decoy", 200)], uniform=True)
+    rng = np.random.default_rng(3)
+    picks = rng.choice(np.flatnonzero(np.array(data.namespaces) == "large"), QUERY_POOL)
+    return data, [data.texts[i] for i in picks]
+
+
+def _embedder(data: Corpus) -> PrecomputedEmbedder:
     embedder = PrecomputedEmbedder()
     embedder.learn(data.texts, data.vectors)
-    sent: list[Any] = []
-    store = await _open(dsn, embedder, sent)
+    return embedder
+
+
+async def ingest(dsn: str, data: Corpus) -> dict[str, float]:
+    """Remember every memory, then build the graph: the ingest rate and the build's seconds."""
+    store = await _open(dsn, _embedder(data), [])
     try:
         seconds = await remember_all(store, data)
+        started = time.perf_counter()
         await store.index(rebuild=True)
-        rng = np.random.default_rng(3)
-        picks = rng.choice(np.flatnonzero(np.array(data.namespaces) == "large"), queries)
-        texts = [data.texts[i] for i in picks]  # learned: each query has its vector
-        result: dict[str, Any] = {"ingest_per_s": len(data.texts) / seconds}
+        return {
+            "ingest_per_s": len(data.texts) / seconds,
+            "index_s": time.perf_counter() - started,
+        }
+    finally:
+        await store.close()
+
+
+async def recall(dsn: str, data: Corpus, texts: list[str]) -> dict[str, Any]:
+    """p50 of each mode over ``texts`` in the large namespace, and the tasks of each statement."""
+    sent: list[Any] = []
+    store = await _open(dsn, _embedder(data), sent)
+    try:
+        result: dict[str, Any] = {}
         for mode in MODES:
             calls = [
                 lambda text=text, mode=mode: store.recall(text, namespace="large", mode=mode)
@@ -107,42 +139,66 @@ async def measure(dsn: str, size: int, queries: int) -> dict[str, Any]:
         await store.close()
 
 
+def _print(size: int, figures: dict[str, dict[str, Any]]) -> None:
+    for engine, row in figures.items():
+        line = f"  {engine:9}"
+        if "ingest_per_s" in row:
+            line += f" ingest {row['ingest_per_s']:7.0f}/s (graph {row['index_s']:.0f} s)"
+        if "vector" in row:
+            line += "  " + "  ".join(f"{m} p50 {row[m]:7.2f} ms" for m in MODES)
+            line += "  tasks " + "  ".join(f"{m} {row[m + '_tasks']}" for m in MODES)
+        print(line)
+    if len(figures) == 2:
+        citus, plain = figures["citus"], figures["postgres"]
+        ratios = [f"{m} p50 {citus[m] / plain[m]:.2f}x" for m in MODES if m in plain]
+        if "ingest_per_s" in plain:
+            ratios.insert(0, f"ingest {citus['ingest_per_s'] / plain['ingest_per_s']:.2f}x")
+        print(f"  citus / postgres: {'  '.join(ratios)}")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="1000,100000")
     parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--engines", default="postgres,citus")
+    parser.add_argument("--phase", choices=("all", "ingest", "recall"), default="all")
+    parser.add_argument("--keep", type=Path, help="directory keeping both servers between runs")
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
+    engines = args.engines.split(",")
+    if args.phase != "all" and args.keep is None:
+        raise SystemExit("--phase ingest or recall needs --keep DIRECTORY")
+    if args.queries > QUERY_POOL:
+        raise SystemExit(f"--queries is at most {QUERY_POOL}")
     reason = absent_reason()
     if reason:
         raise SystemExit(reason)
-    print(machine())
-    cluster = CitusCluster()
+    print(f"{machine()}; {args.queries} queries per mode; phase {args.phase}")
+    cluster = CitusCluster(keep=args.keep / "citus" if args.keep else None)
     await asyncio.to_thread(cluster.start)
     try:
         await cluster.tune_for_tests()
-        async with embedded_server() as server:
+        plain_dir = args.keep / "postgres" if args.keep else None
+        async with embedded_server(plain_dir) as server:
             for size in sizes:
                 print(f"\none namespace of {size} (and one of 200 beside it)")
-                figures = {}
-                plain = await fresh_database(server, f"bench_citus_{size}")
-                figures["postgres"] = await measure(plain, size, args.queries)
-                citus = await cluster.create_database(f"bench_citus_{size}")
-                await migrate.upgrade(citus, DIMENSIONS)
-                figures["citus"] = await measure(citus, size, args.queries)
-                for engine, row in figures.items():
-                    print(
-                        f"  {engine:9} ingest {row['ingest_per_s']:7.0f}/s  "
-                        + "  ".join(f"{m} p50 {row[m]:6.2f} ms" for m in MODES)
-                        + "  tasks "
-                        + "  ".join(f"{m} {row[m + '_tasks']}" for m in MODES)
-                    )
-                ratio = {k: figures["citus"][k] / figures["postgres"][k] for k in MODES}
-                ingest = figures["citus"]["ingest_per_s"] / figures["postgres"]["ingest_per_s"]
-                print(
-                    f"  citus / postgres: ingest {ingest:.2f}x  "
-                    + "  ".join(f"{m} p50 {ratio[m]:.2f}x" for m in MODES)
-                )
+                data, texts = _data(size)
+                name = f"bench_citus_{size}"
+                figures: dict[str, dict[str, Any]] = {}
+                for engine in engines:
+                    if args.phase == "recall":
+                        dsn = cluster.dsn(name) if engine == "citus" else database_url(server, name)
+                    elif engine == "citus":
+                        dsn = await cluster.create_database(name)
+                        await migrate.upgrade(dsn, DIMENSIONS)
+                    else:
+                        dsn = await fresh_database(server, name)
+                    row = figures.setdefault(engine, {})
+                    if args.phase != "recall":
+                        row.update(await ingest(dsn, data))
+                    if args.phase != "ingest":
+                        row.update(await recall(dsn, data, texts[: args.queries]))
+                _print(size, figures)
     finally:
         started = time.perf_counter()
         await asyncio.to_thread(cluster.stop)

@@ -76,10 +76,20 @@ def _as_postgres_user() -> list[str]:
 class CitusCluster:
     """Nodes started by ``cluster.sh`` (plus any added by ``add_worker``), stopped by ``stop``."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: Path | None = None) -> None:
+        """A cluster in a temporary directory, removed by ``stop``; or in ``keep``, kept with
+        its ports (a benchmark loads it in one run and reads it in the next)."""
         self.pginstall = _pginstall()
-        self.base = Path(tempfile.mkdtemp(prefix="pgrecall-citus-"))
-        self.ports = _free_ports(3)  # coordinator, worker 1, worker 2
+        self.kept = keep is not None
+        self.base = keep or Path(tempfile.mkdtemp(prefix="pgrecall-citus-"))
+        ports = self.base / "ports"
+        if ports.is_file():
+            self.ports = [int(port) for port in ports.read_text().split()]
+        else:
+            self.ports = _free_ports(3)  # coordinator, worker 1, worker 2
+            if self.kept:
+                self.base.mkdir(parents=True, exist_ok=True)
+                ports.write_text(" ".join(map(str, self.ports)))
         self.extra_nodes: list[tuple[Path, int]] = []
 
     def _script(self, action: str) -> None:
@@ -105,8 +115,30 @@ class CitusCluster:
                 capture_output=True,
                 timeout=_RUN_TIMEOUT,
             )
-        self._script("start")
+        if (self.base / "coord" / "PG_VERSION").is_file():
+            # Nodes set up by an earlier run (a kept cluster): cluster.sh's first start would
+            # add the workers again, which Citus refuses; their databases already list them.
+            for node in ("coord", "w1", "w2"):
+                self._pg_ctl(self.base / node, "start", "-l", str(self.base / node / "server.log"))
+        else:
+            self._script("start")
         return self
+
+    def _pg_ctl(self, directory: Path, action: str, *options: str, check: bool = True) -> None:
+        subprocess.run(
+            [
+                *_as_postgres_user(),
+                str(self.pginstall / "bin" / "pg_ctl"),
+                "-D",
+                str(directory),
+                *options,
+                "-w",
+                action,
+            ],
+            check=check,
+            capture_output=True,
+            timeout=_RUN_TIMEOUT,
+        )
 
     async def tune_for_tests(self) -> None:
         """Durability buys nothing in a throwaway cluster and costs time on every commit."""
@@ -121,23 +153,10 @@ class CitusCluster:
 
     def stop(self) -> None:
         for directory, _ in reversed(self.extra_nodes):
-            subprocess.run(
-                [
-                    *_as_postgres_user(),
-                    str(self.pginstall / "bin" / "pg_ctl"),
-                    "-D",
-                    str(directory),
-                    "-m",
-                    "fast",
-                    "-w",
-                    "stop",
-                ],
-                check=False,
-                capture_output=True,
-                timeout=_RUN_TIMEOUT,
-            )
+            self._pg_ctl(directory, "stop", "-m", "fast", check=False)
         self._script("stop")
-        shutil.rmtree(self.base, ignore_errors=True)
+        if not self.kept:
+            shutil.rmtree(self.base, ignore_errors=True)
 
     @property
     def coordinator_port(self) -> int:
@@ -199,21 +218,7 @@ class CitusCluster:
         )
         with (directory / "postgresql.conf").open("a") as conf:
             conf.write(_NODE_CONF.format(port=port, directory=directory))
-        subprocess.run(
-            [
-                *run_as,
-                str(self.pginstall / "bin" / "pg_ctl"),
-                "-D",
-                str(directory),
-                "-l",
-                str(directory / "server.log"),
-                "-w",
-                "start",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=_RUN_TIMEOUT,
-        )
+        self._pg_ctl(directory, "start", "-l", str(directory / "server.log"))
 
     async def add_worker(self, databases: list[str]) -> int:
         """Start one more worker (cluster.sh's recipe) and add it to ``databases``; its port."""

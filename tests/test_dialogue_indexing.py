@@ -102,6 +102,7 @@ async def _search_texts(dsn: str) -> dict[str, str | None]:
     return {row["content"]: row["search_text"] for row in rows}
 
 
+@pytest.mark.engines
 async def test_context_indexes_a_turn_with_the_one_before_it_in_its_thread(
     migrated_dsn: str, local_embedder: LocalEmbedder
 ) -> None:
@@ -119,6 +120,14 @@ async def test_context_indexes_a_turn_with_the_one_before_it_in_its_thread(
         await store.remember("It was lovely.", namespace="chat", metadata=s1)  # a later call
         await store.remember("Friday is my day off.", namespace="chat", metadata={"session": 2})
         await store.remember("No thread here.", namespace="chat")
+        # One call across namespaces: each turn's context comes from its own namespace.
+        await store.remember("Hello from elsewhere.", namespace="elsewhere", metadata=s1)
+        await store.remember(
+            [
+                MemoryInput("Bye.", metadata=s1, namespace="elsewhere"),
+                MemoryInput("See you.", metadata=s1, namespace="chat"),
+            ]
+        )
         texts = await _search_texts(migrated_dsn)
         assert texts["Where did you go on Friday?"] == "Ada: Where did you go on Friday?"
         assert texts["To Lisbon, by train."] == (
@@ -127,6 +136,8 @@ async def test_context_indexes_a_turn_with_the_one_before_it_in_its_thread(
         assert texts["It was lovely."] == "Bo: To Lisbon, by train.\nAda: It was lovely."
         assert texts["Friday is my day off."] is None  # first of its thread
         assert texts["No thread here."] is None
+        assert texts["Bye."] == "Ada: Hello from elsewhere.\nAda: Bye."
+        assert texts["See you."] == "Ada: It was lovely.\nAda: See you."
         # The answer shares no word with the question; its context does.
         assert "To Lisbon, by train." in await _keyword(store, "Friday trip?")
         # Remembered again once later turns exist: its context stays, nothing is rewritten.

@@ -68,6 +68,29 @@ async def test_hits_come_with_their_neighbours_in_their_thread(
         await store.close()
 
 
+async def test_an_invalidated_turn_is_no_neighbour_unless_the_recall_includes_it(
+    migrated_dsn: str, local_embedder: LocalEmbedder
+) -> None:
+    store = await MemoryStore.open(
+        store_settings(context_key="session"), dsn=migrated_dsn, embedder=local_embedder
+    )
+    try:
+        turns = await store.remember(
+            [MemoryInput(text, metadata={"session": 1}) for text in SESSION_1], namespace="chat"
+        )
+        await store.invalidate(turns[2].id, namespace="chat", reason="misheard")
+        around = await store.recall("slept", namespace="chat", mode="keyword", k=10, neighbours=1)
+        # The turn before the hit is invalid: the recall's valid-time rule leaves it out, as it
+        # would leave out a hit, and the nearest valid turn takes its place.
+        assert [hit.content for hit in around] == [SESSION_1[3], SESSION_1[1]]
+        everything = await store.recall(
+            "slept", namespace="chat", mode="keyword", k=10, neighbours=1, include_invalid=True
+        )
+        assert [hit.content for hit in everything] == [SESSION_1[3], SESSION_1[2]]
+    finally:
+        await store.close()
+
+
 async def test_neighbours_are_checked(store: MemoryStore) -> None:
     await store.remember("one", namespace="chat", metadata={"session": 1})
     for bad in (-1, 9, True, 1.5):

@@ -34,20 +34,24 @@ from pgrecall.db.errors import database_errors
 from pgrecall.ingest.prepare import Prepared
 from pgrecall.ingest.templates import TextTemplates
 
-# One row per memory of the call that names a thread: up to $7 rows of its thread before it.
+# One row per memory of one namespace ($1) that names a thread: up to $7 rows of its thread
+# before it. One statement per namespace, the namespace a single value: on Citus a statement
+# whose every read of memories names one namespace runs on that namespace's shard, whatever it
+# holds (with the namespaces unnested, Citus refused the lateral subqueries: "cannot push down
+# this subquery"); on plain PostgreSQL a call's memories are nearly always of one namespace.
 _BEFORE = f"""
     SELECT w.i, c.content, c.metadata::text AS metadata
-    FROM unnest($1::text[], $2::jsonb[], $3::bytea[], $4::text[], $5::timestamptz[],
-                $6::uuid[]) WITH ORDINALITY AS w(namespace, thread, hash, key, at, id, i)
+    FROM unnest($2::jsonb[], $3::bytea[], $4::text[], $5::timestamptz[], $6::uuid[])
+         WITH ORDINALITY AS w(thread, hash, key, at, id, i)
     LEFT JOIN LATERAL (
         SELECT e.created_at, e.id FROM memories e
-        WHERE e.namespace = w.namespace AND w.at IS NULL
+        WHERE e.namespace = $1 AND w.at IS NULL
           AND ((w.key IS NOT NULL AND e.key = w.key)
                OR (w.key IS NULL AND e.key IS NULL AND e.content_hash = w.hash))
     ) AS own ON TRUE
     CROSS JOIN LATERAL (
         SELECT m.content, m.metadata, m.created_at, m.id FROM memories m
-        WHERE m.namespace = w.namespace AND m.metadata @> w.thread AND {unexpired("m")}
+        WHERE m.namespace = $1 AND m.metadata @> w.thread AND {unexpired("m")}
           AND (coalesce(w.at, own.created_at) IS NULL
                OR (m.created_at, m.id) < (coalesce(w.at, own.created_at), coalesce(w.id, own.id)))
           AND NOT (m.key IS NULL AND m.content_hash = ANY($8::bytea[]))
@@ -121,32 +125,33 @@ async def indexed_texts(
     # written in one call costs one lookup, not one per turn (calls of 100 turns: context cost
     # remember 64% more without this, see benchmarks/RESULTS.md).
     seen: dict[tuple[str, str], int] = defaultdict(int)
-    lookup = []
+    by_namespace: dict[str, list[int]] = defaultdict(list)
     for i in named:
         thread = (memories[i].namespace, threads[i] or "")
         if seen[thread] < window.size:
-            lookup.append(i)
+            by_namespace[memories[i].namespace].append(i)
         seen[thread] += 1
-    bounds = [memories[i].before for i in lookup]
     stored: dict[int, list[str]] = defaultdict(list)
-    with database_errors():
-        rows = await pool.fetch(
-            _BEFORE,
-            [memories[i].namespace for i in lookup],
-            [threads[i] for i in lookup],
-            [memories[i].content_hash for i in lookup],
-            [memories[i].key for i in lookup],
-            [bound[0] if bound else None for bound in bounds],
-            [bound[1] if bound else None for bound in bounds],
-            window.size,
-            [m.content_hash for m in memories if m.key is None],
-            [m.key for m in memories if m.key is not None],
-        )
-    for row in rows:
-        position = lookup[row["i"] - 1]
-        metadata = json.loads(row["metadata"])
-        rendered = templates.render(memories[position].namespace, row["content"], metadata)
-        stored[position].append(rendered or row["content"])
+    for namespace, positions in by_namespace.items():
+        bounds = [memories[i].before for i in positions]
+        with database_errors():
+            rows = await pool.fetch(
+                _BEFORE,
+                namespace,
+                [threads[i] for i in positions],
+                [memories[i].content_hash for i in positions],
+                [memories[i].key for i in positions],
+                [bound[0] if bound else None for bound in bounds],
+                [bound[1] if bound else None for bound in bounds],
+                window.size,
+                [m.content_hash for m in memories if m.key is None],
+                [m.key for m in memories if m.key is not None],
+            )
+        for row in rows:
+            position = positions[row["i"] - 1]
+            metadata = json.loads(row["metadata"])
+            rendered = templates.render(namespace, row["content"], metadata)
+            stored[position].append(rendered or row["content"])
     earlier: dict[tuple[str, str], list[str]] = defaultdict(list)
     texts: list[str | None] = list(own)
     for i in named:

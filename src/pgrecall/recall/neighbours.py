@@ -7,8 +7,9 @@ one just after, then the next ones out), all within ``k``: a hit and its neighbo
 list in turn until ``k`` memories, and a memory already in the list is not repeated. A neighbour
 carries the score of the hit it came with and no vector or keyword score. Hits without the
 thread key come alone. Neighbours are current, unexpired memories of the hit's namespace (the
-caller may see it: the hit is there); the metadata filter and the created range select hits, not
-their neighbours.
+caller may see it: the hit is there) under the recall's valid-time rule (a fact invalidated is
+left out as it is from the hits, unless ``include_invalid``); the metadata filter and the created
+range select hits, not their neighbours.
 
 Why: in a dialogue the answer is often the turn next to the one that matches the question. On
 LoCoMo-dev (benchmarks/locomo.py, five conversations, 997 questions) ten memories made of hits
@@ -25,29 +26,31 @@ import asyncpg
 
 from pgrecall.background.expiry import unexpired
 from pgrecall.db.errors import database_errors
+from pgrecall.db.params import SqlParams
 from pgrecall.db.rows import from_row
 from pgrecall.ingest.context import thread_of
 from pgrecall.recall.sql import HIT_COLUMNS
-from pgrecall.records import Hit
+from pgrecall.records import Hit, RecallOptions
+from pgrecall.versions import valid_time_condition
 
 # Per hit (w.i), up to $5 memories of its thread before it (side -1) and after it (side 1),
 # nearest first (place 1 is the memory right next to it).
-_AROUND = f"""
+_AROUND = """
     SELECT w.i, n.*
     FROM unnest($1::text[], $2::jsonb[], $3::timestamptz[], $4::uuid[])
          WITH ORDINALITY AS w(namespace, thread, at, id, i)
     CROSS JOIN LATERAL (
-        (SELECT {HIT_COLUMNS}, -1 AS side,
+        (SELECT {columns}, -1 AS side,
                 row_number() OVER (ORDER BY m.created_at DESC, m.id DESC) AS place
          FROM memories m
-         WHERE m.namespace = w.namespace AND m.metadata @> w.thread AND {unexpired("m")}
+         WHERE m.namespace = w.namespace AND m.metadata @> w.thread AND {kept}
            AND (m.created_at, m.id) < (w.at, w.id)
          ORDER BY m.created_at DESC, m.id DESC LIMIT $5)
         UNION ALL
-        (SELECT {HIT_COLUMNS}, 1 AS side,
+        (SELECT {columns}, 1 AS side,
                 row_number() OVER (ORDER BY m.created_at, m.id) AS place
          FROM memories m
-         WHERE m.namespace = w.namespace AND m.metadata @> w.thread AND {unexpired("m")}
+         WHERE m.namespace = w.namespace AND m.metadata @> w.thread AND {kept}
            AND (m.created_at, m.id) > (w.at, w.id)
          ORDER BY m.created_at, m.id LIMIT $5)
     ) AS n
@@ -55,22 +58,35 @@ _AROUND = f"""
 """
 
 
+def _around(options: RecallOptions) -> tuple[str, list[object]]:
+    """The statement for this recall's valid-time rule, and the values it binds after $5."""
+    params = SqlParams(first=6)
+    valid = valid_time_condition(
+        params, valid_at=options.valid_at, include_invalid=options.include_invalid, as_of=None
+    )
+    kept = unexpired("m") + (f" AND {valid}" if valid else "")
+    return _AROUND.format(columns=HIT_COLUMNS, kept=kept), params.values
+
+
 async def with_neighbours(
-    pool: asyncpg.Pool, hits: list[Hit], thread_key: str, count: int, k: int
+    pool: asyncpg.Pool, hits: list[Hit], thread_key: str, count: int, options: RecallOptions
 ) -> list[Hit]:
-    """``hits`` (best first), each followed by its neighbours, cut to ``k`` memories."""
+    """``hits`` (best first), each followed by its neighbours, cut to ``options.k`` memories."""
+    k = options.k
     threads = [thread_of(hit.metadata, thread_key) for hit in hits]
     asked = [i for i, thread in enumerate(threads) if thread is not None]
     around: dict[int, list[Hit]] = {i: [] for i in asked}
     if asked:
         with database_errors():
+            statement, valid_values = _around(options)
             rows = await pool.fetch(
-                _AROUND,
+                statement,
                 [hits[i].namespace for i in asked],
                 [threads[i] for i in asked],
                 [hits[i].created_at for i in asked],
                 [hits[i].id for i in asked],
                 count,
+                *valid_values,
             )
         for row in rows:
             position = asked[row["i"] - 1]

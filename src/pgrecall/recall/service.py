@@ -175,7 +175,7 @@ class QueryService:
         neighbours = _neighbours(options, self._settings)
         if neighbours and self._settings.context_key:
             hits = await with_neighbours(
-                self._pool, hits, self._settings.context_key, neighbours, options.k
+                self._pool, hits, self._settings.context_key, neighbours, options
             )
         return RecallResult(
             hits=tuple(hits),

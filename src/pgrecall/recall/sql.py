@@ -38,6 +38,7 @@ class Scope:
     in_namespaces: str
     conditions: str  # namespace, expiry, created range, valid time, metadata filter, over m
     source: str = "memories"  # the relation read as m: the table, or a CTE of past versions
+    one_namespace: bool = False  # the scope names exactly one namespace
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,23 +242,43 @@ def recall_scope(
     if options.created_before is not None:
         conditions.append(f"m.created_at < {params.add(options.created_before, 'timestamptz')}")
     conditions.append(compile_filter(options.filter, params, column="m.metadata"))
-    return Scope(in_namespaces=in_namespaces, conditions=" AND ".join(conditions), source=source)
+    return Scope(
+        in_namespaces=in_namespaces,
+        conditions=" AND ".join(conditions),
+        source=source,
+        one_namespace=len(names) == 1,
+    )
 
 
 def fused_hits(scope: Scope, ranking: str, query: str | None, limit: str, embedding: str) -> str:
     """The best ``limit`` rows of a fused ranking, read whole.
 
-    Unlike ``vector_hits``, the join does not repeat the scope's namespace condition: on plain
-    PostgreSQL that made keyword and hybrid recall of a 300-row namespace 1.7-1.8x slower (p50,
-    interleaved A/B on a loaded machine), so on Citus this join still reads every shard."""
+    In a scope of one namespace each winner is read by a lateral lookup that repeats the
+    scope's namespace condition, so Citus routes the whole statement to that namespace's shard
+    (one task instead of a final join on all 32). Its OFFSET 0 keeps the lookup a subquery, one
+    index probe per winner whatever the namespace's statistics say: the condition repeated on a
+    plain join once measured 1.7-1.8x slower on plain PostgreSQL (not reproduced since). The
+    lookup plans as the join did (a nested loop over the winners, the same buffers) and its
+    interleaved A/B showed no difference beyond the noise (benchmarks/RESULTS.md, "The fused
+    hits' lookup"). Across namespaces the join stays: Citus cannot push a correlated subquery
+    with an OFFSET down to several shards.
+    """
     vector_score = f"-(m.embedding <#> {query})" if query else "f.vector_score"
+    if scope.one_namespace:
+        winners = f"""CROSS JOIN LATERAL (
+            SELECT * FROM {scope.source} m
+            WHERE m.namespace {scope.in_namespaces} AND m.namespace = f.namespace
+              AND m.id = f.id OFFSET 0
+        ) AS m"""
+    else:
+        winners = f"JOIN {scope.source} m ON m.namespace = f.namespace AND m.id = f.id"
     return f"""
         SELECT {HIT_COLUMNS}, f.fused AS score, {vector_score} AS vector_score,
                f.keyword_score, {embedding} AS embedding
         FROM (SELECT * FROM ({ranking}) AS ranked
               ORDER BY fused DESC, vector_score DESC NULLS LAST, id
               LIMIT {limit}) AS f
-        JOIN {scope.source} m ON m.namespace = f.namespace AND m.id = f.id
+        {winners}
     """
 
 
