@@ -170,14 +170,15 @@ async def test_context_indexes_a_turn_with_the_one_before_it_in_its_thread(
 
 
 class _CountingPool:
-    """A real connection's ``fetch``, counting how many memories each lookup asks about."""
+    """A real connection's ``fetch``, counting how many memories each lookup asks about (one
+    lookup per namespace: $1 the namespace, $2 the memories' threads)."""
 
     def __init__(self, connection: asyncpg.Connection) -> None:
         self.connection = connection
         self.asked: list[int] = []
 
     async def fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
-        self.asked.append(len(args[0]))  # type: ignore[arg-type]
+        self.asked.append(len(args[1]))  # type: ignore[arg-type]
         return await self.connection.fetch(query, *args)
 
 
