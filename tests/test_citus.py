@@ -162,17 +162,9 @@ async def test_migrate_distributes_idempotently_and_later_migrations_run_distrib
             ("memories", "distributed", "namespace"),
         ]
         assert [tuple(row) for row in await connection.fetch(kinds)] == expected
-        await migrate.upgrade(citus_empty_dsn, TEST_DIMENSIONS)
-        await migrate.upgrade(citus_empty_dsn, TEST_DIMENSIONS)
-        expected += [
-            ("memory_audit", "distributed", "namespace"),
-            ("memory_versions", "distributed", "namespace"),
-        ]
-        assert [tuple(row) for row in await connection.fetch(kinds)] == expected
-        colocation = """SELECT count(DISTINCT colocation_id) FROM citus_tables
-                        WHERE distribution_column = 'namespace'"""
-        assert await connection.fetchval(colocation) == 1
-        # The versions' vectors stay in the row on the shards too (set before 0011 distributes).
+        await migrate.upgrade(citus_empty_dsn, TEST_DIMENSIONS, revision="0011")
+        # The versions' vectors stay in the row on the shards too (set before 0011 distributes;
+        # 0012's untyped column brings the type's default back on the shards).
         storage = await connection.fetch(
             """SELECT result FROM run_command_on_shards('memory_versions',
                $$SELECT attstorage FROM pg_attribute
@@ -180,6 +172,17 @@ async def test_migrate_distributes_idempotently_and_later_migrations_run_distrib
         )
         assert storage
         assert {row["result"] for row in storage} == {"p"}
+        await migrate.upgrade(citus_empty_dsn, TEST_DIMENSIONS)
+        await migrate.upgrade(citus_empty_dsn, TEST_DIMENSIONS)
+        expected += [
+            ("memory_audit", "distributed", "namespace"),
+            ("memory_versions", "distributed", "namespace"),
+            ("space_vectors", "distributed", "namespace"),
+        ]
+        assert [tuple(row) for row in await connection.fetch(kinds)] == expected
+        colocation = """SELECT count(DISTINCT colocation_id) FROM citus_tables
+                        WHERE distribution_column = 'namespace'"""
+        assert await connection.fetchval(colocation) == 1
         assert await migrate.current_revision(citus_empty_dsn) == migrate.head_revision()
         indexes = await connection.fetch(
             "SELECT indexname FROM pg_indexes WHERE tablename = 'memories' ORDER BY 1"

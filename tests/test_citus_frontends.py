@@ -89,7 +89,7 @@ def test_every_command_on_the_cluster(citus_dsn: str, tmp_path: Path) -> None:
         assert printed.endswith("memories moved into the HNSW graph\n"), printed
         assert int(printed.split()[0]) >= (3 if arguments == ["index"] else 0), printed
     doctor = {check["name"]: check["ok"] for check in _cli(citus_dsn, "doctor")}
-    assert doctor == {"local model": True, "database column": True}
+    assert doctor == {"local model": True, "database column": True, "active space": True}
 
     assert _cli(citus_dsn, "forget", bikes, "-n", "ada") == {"forgotten": 1}
     assert _cli(citus_dsn, "forget", tea) == {"forgotten": 1}

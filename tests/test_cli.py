@@ -45,7 +45,7 @@ def test_migrate_on_the_embedded_default(data_dir: Path) -> None:
     assert completed.returncode == 0, completed.stderr
     assert "pgvector 0.8" in completed.stdout
     assert "vector(384)" in completed.stdout
-    assert "hnsw (embedding vector_ip_ops)" in completed.stdout
+    assert "hnsw (((embedding)::vector(384)) vector_ip_ops)" in completed.stdout
     # The server was let go when the command ended.
     assert not (data_dir / "postgres" / "postmaster.pid").exists()
     again = _pgrecall("migrate", PGRECALL_DATA_DIR=str(data_dir), PGRECALL_EMBEDDER="local")

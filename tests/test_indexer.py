@@ -92,9 +92,12 @@ async def test_the_plan_uses_the_partial_index(
         plan = "\n".join(
             row[0]
             for row in await connection.fetch(
+                # The graph is on the vectors cast to their size (migration 0012), as recall
+                # orders its graph branch (recall/sql.nearest).
                 """EXPLAIN SELECT id FROM memories m WHERE m.hnsw_indexed
                    AND m.namespace = ANY('{large}') AND m.embedding IS NOT NULL
-                   ORDER BY m.embedding <#> (SELECT embedding FROM memories LIMIT 1) LIMIT 40"""
+                   ORDER BY (m.embedding::vector(384)) <#> (SELECT embedding FROM memories LIMIT 1)
+                   LIMIT 40"""
             )
         )
         assert "memories_embedding_hnsw" in plan

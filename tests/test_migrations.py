@@ -13,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from pgrecall.db import migrate
+from pgrecall.db import inspect, migrate
 from pgrecall.db.schema import build_metadata
 from pgrecall.errors import SchemaError
 
@@ -133,10 +133,8 @@ async def test_alembic_command_line_uses_settings(empty_dsn: str) -> None:
         assert completed.returncode == 0, completed.stderr
     connection = await asyncpg.connect(empty_dsn)
     try:
-        dimensions = await connection.fetchval(
-            "SELECT atttypmod FROM pg_attribute "
-            "WHERE attrelid = 'memories'::regclass AND attname = 'embedding'"
-        )
+        # The store's size: the graph's expression since 0012 (the column has none).
+        dimensions = await inspect.vector_dimensions(connection)
     finally:
         await connection.close()
     assert dimensions == 768

@@ -15,6 +15,7 @@ PUBLIC = {
     # what goes in and comes out
     "MemoryInput", "Embedding", "Remembered", "Memory", "Page", "Hit", "RecallResult",
     "RecallOptions", "RecallKeywords", "Mode", "MODES", "EmbedStatus", "Stats", "NamespaceStats",
+    "SpaceBuild",
     # memories that change
     "Version", "AuditEntry", "AuditAction",
     "ExportScope", "UNSET", "Unset", "WriteCount",
@@ -25,6 +26,7 @@ PUBLIC = {
     "ConfigurationError", "SchemaError", "EmbeddingError", "EmbedderUnavailableError",
     "EmbedderBusyError", "ModelNotFoundError", "NotAnEmbeddingModelError", "InputTooLongError",
     "BadEmbeddingResponseError", "DimensionMismatchError", "EmbeddingSpaceMismatchError",
+    "EmbeddingSpaceSwitchedError",
     "DatabaseError", "DatabaseUnavailableError", "DatabaseBusyError",
 }  # fmt: skip
 

@@ -78,7 +78,10 @@ async def test_indexes(connection: asyncpg.Connection) -> None:
             "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'memories'"
         )
     }
-    assert "USING hnsw (embedding vector_ip_ops)" in definitions["memories_embedding_hnsw"]
+    assert (
+        "USING hnsw (((embedding)::vector(384)) vector_ip_ops)"
+        in definitions["memories_embedding_hnsw"]
+    )
     assert definitions["memories_embedding_hnsw"].endswith("WHERE hnsw_indexed")
     assert "USING gin (metadata jsonb_path_ops)" in definitions["memories_metadata_gin"]
     assert "(namespace, created_at, id)" in definitions["memories_namespace_created_at"]
@@ -145,10 +148,11 @@ async def test_wrong_vector_size_is_refused(connection: asyncpg.Connection) -> N
         "INSERT INTO embedding_spaces (kind, model, dimensions, document_prefix, query_prefix, "
         "embedder_version) VALUES ('local', 'm', 3, '', '', '') RETURNING id"
     )
-    with pytest.raises(asyncpg.DataError, match="expected 384 dimensions, not 3"):
+    # The column takes any size since 0012; the check keeps it to the active space's.
+    with pytest.raises(asyncpg.CheckViolationError, match="memories_embedding_size"):
         await connection.execute(
-            "INSERT INTO memories (namespace, content, content_hash, embedding, space_id) "
-            "VALUES ('ns', 'x', $1, '[1,0,0]'::vector, $2)",
+            "INSERT INTO memories (namespace, content, content_hash, embedding, space_id, status) "
+            "VALUES ('ns', 'x', $1, '[1,0,0]'::vector, $2, 'embedded')",
             _digest("x"),
             space_id,
         )

@@ -251,6 +251,18 @@ class Settings(BaseSettings):
     index_batch_size: int = _count(
         1000, "rows moved into the HNSW graph per transaction", most=100_000
     )
+    space_recheck_seconds: float = _seconds(
+        2.0,
+        "how often a process reads the store's active embedding space again (learns of a "
+        "pgrecall reembed --switch)",
+    )
+    reembed_batch_size: int = _count(64, "memories embedded per pgrecall reembed batch", most=4096)
+    reembed_rate: float | None = Field(
+        default=None,
+        gt=0,
+        description="texts per second each pgrecall reembed process sends the embedder at most "
+        "(unset: no limit), so it keeps serving live traffic",
+    )
     hybrid_vector_weight: float = Field(
         default=1.0, description="weight of the vector ranking in hybrid fusion"
     )

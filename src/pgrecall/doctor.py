@@ -8,6 +8,7 @@ from pgrecall.config import Settings
 from pgrecall.db import inspect
 from pgrecall.db.embedded import database_dsn
 from pgrecall.db.pool import connect
+from pgrecall.embedding import lifecycle
 from pgrecall.embedding.backends import BACKENDS
 from pgrecall.embedding.models import canonical_name
 from pgrecall.embedding.ollama.client import ModelFacts, OllamaClient, RetryPolicy
@@ -56,20 +57,62 @@ async def _ollama_checks(settings: Settings) -> tuple[list[Check], int | None]:
         await client.aclose()
 
 
-async def _database_check(settings: Settings, size: int | None) -> Check:
+def space_checks(spaces: lifecycle.Overview) -> list[Check]:
+    """The active space, any space being built with its progress, the one kept for rollback."""
+    if spaces.active is None:
+        return [Check("active space", True, "none yet: the first memory records it")]
+    checks = [Check("active space", True, spaces.active.space.describe())]
+    if spaces.building is not None:
+        build = spaces.building
+        share = f" ({100 * build.done / build.total:.0f}%)" if build.total else ""
+        then = "pgrecall reembed --switch" if build.complete else "pgrecall reembed"
+        checks.append(
+            Check(
+                "space being built",
+                True,
+                f"{build.space.describe()}: {build.done} of {build.total} memories{share}; "
+                f"next: {then}",
+            )
+        )
+    if spaces.previous is not None:
+        checks.append(
+            Check(
+                "previous space",
+                True,
+                f"{spaces.previous.space.describe()} kept for pgrecall reembed --rollback "
+                "(--drop-old frees it)",
+            )
+        )
+    return checks
+
+
+async def _database_checks(settings: Settings, size: int | None) -> list[Check]:
     try:
         async with database_dsn(settings.database_url, settings.data_dir) as dsn:
             connection = await connect(dsn)
             try:
                 column = await inspect.vector_dimensions(connection)
+                spaces = await lifecycle.overview(connection) if column is not None else None
             finally:
                 await connection.close()
     except PgRecallError as exc:
-        return Check("database", False, str(exc))
-    if column is None:
-        return Check("database column", False, "memories table missing: run pgrecall migrate")
+        return [Check("database", False, str(exc))]
+    if column is None or spaces is None:
+        return [Check("database column", False, "memories table missing: run pgrecall migrate")]
+    column_check = _column_check(column, size, spaces)
+    return [column_check, *space_checks(spaces)]
+
+
+def _column_check(column: int, size: int | None, spaces: lifecycle.Overview) -> Check:
     if size is None:
         return Check("database column", True, f"vector({column})")
+    building = spaces.building
+    if column != size and building is not None and building.space.dimensions == size:
+        return Check(
+            "database column",
+            True,
+            f"vector({column}) today; the model's {size}-dimensional space is being built",
+        )
     if column != size:
         return Check(
             "database column",
@@ -89,5 +132,5 @@ async def run_checks(settings: Settings) -> list[Check]:
         size: int | None = space.dimensions
     else:
         checks, size = await _ollama_checks(settings)
-    checks.append(await _database_check(settings, size))
+    checks.extend(await _database_checks(settings, size))
     return checks

@@ -19,6 +19,7 @@
     │   ├── BadEmbeddingResponseError wrong count, NaN/Inf, malformed body, server error
     │   └── DimensionMismatchError    vector size differs from what the store expects
     └── EmbeddingSpaceMismatchError   write/query from another model, size or prefix set
+        └── EmbeddingSpaceSwitchedError  the store switched spaces: restart with the new settings
 
 Errors from the layers below (httpx, asyncpg, pydantic) are translated to these at one boundary
 each, with ``raise ... from exc``.
@@ -122,3 +123,8 @@ class DimensionMismatchError(EmbeddingError):
 
 class EmbeddingSpaceMismatchError(PgRecallError):
     """A write or query comes from another embedding space than the store was built with."""
+
+
+class EmbeddingSpaceSwitchedError(EmbeddingSpaceMismatchError):
+    """The store switched to another embedding space (``pgrecall reembed --switch``) after this
+    process was configured: it must restart with the new settings."""

@@ -310,8 +310,24 @@ class WriteCount:
 
 
 @dataclass(frozen=True, slots=True)
+class SpaceBuild:
+    """An embedding space being built by ``pgrecall reembed``: memories with their vector in
+    it (``done``) of those embedded (``total``)."""
+
+    space: EmbeddingSpace
+    done: int
+    total: int
+
+    @property
+    def complete(self) -> bool:
+        """Every embedded memory has its vector in the new space: it can be switched to."""
+        return self.done >= self.total
+
+
+@dataclass(frozen=True, slots=True)
 class Stats:
-    """What the store holds."""
+    """What the store holds; its active space, any space being built, and the one kept for a
+    rollback (``previous_space``)."""
 
     memories: int
     embedded: int
@@ -320,3 +336,5 @@ class Stats:
     oldest_pending_seconds: float | None = None
     namespaces: list[NamespaceStats] = field(default_factory=list)
     space: EmbeddingSpace | None = None
+    building: SpaceBuild | None = None
+    previous_space: EmbeddingSpace | None = None

@@ -26,6 +26,7 @@ from pgrecall.config import Settings, load_settings
 from pgrecall.db import inspect, migrate
 from pgrecall.db.embedded import database_dsn
 from pgrecall.db.pool import create_pool
+from pgrecall.embedding import lifecycle
 from pgrecall.embedding.base import Embedder
 from pgrecall.embedding.guard import SpaceRegistry
 from pgrecall.embedding.health import EmbedderHealth
@@ -142,7 +143,7 @@ class MemoryStore:
         # What the indexed text is made of, recorded in the space: templates, and the context.
         context = self.context.identity(self.templates) if self.context else None
         self.text_identity = context or self.templates.identity()
-        self._spaces = SpaceRegistry(pool, self.text_identity)
+        self._spaces = SpaceRegistry(pool, self.text_identity, settings.space_recheck_seconds)
         self._sizes = NamespaceSizes(pool, settings.exact_scan_max_rows)
         self._pool = pool
         self._catalog = Catalog(pool)
@@ -439,10 +440,16 @@ class MemoryStore:
         self, *, namespace: str | None = None, scope: ExportScope | None = None
     ) -> Stats:
         """How many memories, embedded or not, and the last write, per namespace (all, one, or
-        those of ``scope``); and the store's space."""
+        those of ``scope``); the store's active space, any being built (with its progress over
+        the whole store) and the one kept for a rollback."""
         counts = await self._catalog.stats(namespace, scope)
-        recorded = await self._spaces.recorded()
-        return dataclasses.replace(counts, space=recorded[1] if recorded else None)
+        spaces = await lifecycle.overview(self._pool)
+        return dataclasses.replace(
+            counts,
+            space=spaces.active.space if spaces.active else None,
+            building=spaces.building,
+            previous_space=spaces.previous.space if spaces.previous else None,
+        )
 
     async def readiness(self) -> tuple[bool, dict[str, str]]:
         """Database reachable, schema at head, embedder answering: (all fine, detail each)."""

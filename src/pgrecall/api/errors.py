@@ -53,6 +53,7 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (errors.InputTooLongError, 422, "input_too_long"),
     (errors.NotFoundError, 404, "not_found"),
     (errors.ConflictError, 409, "conflict"),
+    (errors.EmbeddingSpaceSwitchedError, 409, "embedding_space_switched"),
     (errors.EmbeddingSpaceMismatchError, 409, "embedding_space_mismatch"),
     (errors.EmbeddingError, 503, "embedder_unavailable"),
     (errors.DatabaseBusyError, 503, "database_busy"),

@@ -20,6 +20,7 @@ from pgrecall.records import (
     RecallOptions,
     RecallResult,
     Remembered,
+    SpaceBuild,
     Stats,
     Version,
 )
@@ -312,8 +313,28 @@ class WritesOut(BaseModel):
     writes: list[WriteCountOut]
 
 
+class SpaceBuildOut(BaseModel):
+    """An embedding space being built by ``pgrecall reembed``: memories with their vector in it
+    (``done``) of those embedded (``total``)."""
+
+    space: str
+    done: int
+    total: int
+    complete: bool
+
+    @classmethod
+    def of(cls, build: SpaceBuild) -> SpaceBuildOut:
+        return cls(
+            space=build.space.describe(),
+            done=build.done,
+            total=build.total,
+            complete=build.complete,
+        )
+
+
 class StatsOut(BaseModel):
-    """Counts, the oldest pending age, and the store's embedding space."""
+    """Counts, the oldest pending age, the store's embedding space, any space being built and
+    the one kept for a rollback."""
 
     memories: int
     embedded: int
@@ -321,6 +342,8 @@ class StatsOut(BaseModel):
     failed: int
     oldest_pending_seconds: float | None
     space: str | None
+    building: SpaceBuildOut | None = None
+    previous_space: str | None = None
     namespaces: list[NamespaceStatsOut]
 
     @classmethod
@@ -332,6 +355,8 @@ class StatsOut(BaseModel):
             failed=stats.failed,
             oldest_pending_seconds=stats.oldest_pending_seconds,
             space=stats.space.describe() if stats.space else None,
+            building=SpaceBuildOut.of(stats.building) if stats.building else None,
+            previous_space=stats.previous_space.describe() if stats.previous_space else None,
             namespaces=[NamespaceStatsOut.of(n) for n in stats.namespaces],
         )
 

@@ -21,8 +21,9 @@ import asyncpg
 
 from pgrecall.config import Settings
 from pgrecall.db.errors import database_errors
-from pgrecall.db.schema import HNSW_EF_CONSTRUCTION, HNSW_INDEX, HNSW_M
-from pgrecall.errors import DatabaseUnavailableError
+from pgrecall.db.inspect import vector_dimensions
+from pgrecall.db.schema import HNSW_INDEX, hnsw_index_sql
+from pgrecall.errors import DatabaseUnavailableError, SchemaError
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +52,6 @@ _FLAG_ALL = """
     UPDATE memories SET hnsw_indexed = true
     WHERE namespace = ANY($1::text[]) AND NOT hnsw_indexed AND embedding IS NOT NULL
 """
-
-CREATE_HNSW = (
-    f"CREATE INDEX {HNSW_INDEX} ON memories USING hnsw (embedding vector_ip_ops) "
-    f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION}) WHERE hnsw_indexed"
-)
 
 
 class Indexer:
@@ -103,6 +99,10 @@ class Indexer:
     async def _rebuild(self, namespaces: list[str], maintenance_work_mem: str) -> int:
         with database_errors():
             async with self._pool.acquire() as connection:
+                # The graph's size is its expression's (embedding::vector(N)): read before the drop.
+                dimensions = await vector_dimensions(connection)
+                if dimensions is None:
+                    raise SchemaError("the memories table is missing: run pgrecall migrate")
                 await connection.execute(f"DROP INDEX IF EXISTS {HNSW_INDEX}")
                 try:
                     status = await connection.execute(_FLAG_ALL, namespaces)
@@ -113,7 +113,7 @@ class Indexer:
                         maintenance_work_mem,
                     )
                     try:
-                        await connection.execute(CREATE_HNSW)
+                        await connection.execute(hnsw_index_sql(dimensions))
                     finally:
                         # The pool hands connections back as they are (db/pool.py).
                         await connection.execute("RESET maintenance_work_mem")

@@ -31,7 +31,11 @@ from pgrecall.db.errors import database_errors
 from pgrecall.db.pool import connect
 from pgrecall.embedding.guard import SpaceRegistry
 from pgrecall.embedding.policy import PENDING_CHANNEL, EmbedOrDefer
-from pgrecall.errors import DatabaseUnavailableError, EmbeddingError
+from pgrecall.errors import (
+    DatabaseUnavailableError,
+    EmbeddingError,
+    EmbeddingSpaceMismatchError,
+)
 
 logger = logging.getLogger(__name__)
 _Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
@@ -182,6 +186,11 @@ class EmbeddingWorker:
                 except DatabaseUnavailableError as exc:
                     logger.warning("embedding worker: %s", exc)
                     wait = 1.0
+                except EmbeddingSpaceMismatchError as exc:
+                    # The store switched spaces (pgrecall reembed): nothing to embed in this
+                    # one until a rollback or a restart with the new settings.
+                    logger.error("embedding worker: %s", exc)
+                    wait = self.settings.worker_poll_seconds
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(_first(self._wake, stop), wait)

@@ -10,6 +10,7 @@ from pgrecall.cli import (  # noqa: F401 - they register
     export,
     mcp,
     memories,
+    reembed,
     serve,
     versions,
 )

@@ -329,7 +329,7 @@ def stats_command(
     namespace: str | None = typer.Option(None, "--namespace", "-n"),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Count memories per namespace, and show the embedding space."""
+    """Count memories per namespace, and show the embedding spaces."""
     stats: Stats = with_store(lambda store: store.stats(namespace=namespace))
     if as_json:
         print_answer(StatsOut.of(stats))
@@ -342,6 +342,15 @@ def stats_command(
         out.print(f"oldest pending: {stats.oldest_pending_seconds:.0f} s")
     if stats.space:
         out.print(f"space: {stats.space.describe()}", highlight=False)
+    if stats.building:
+        build = stats.building
+        out.print(
+            f"being built: {build.space.describe()}, {build.done} of {build.total} memories"
+            + (" (complete: pgrecall reembed --switch)" if build.complete else ""),
+            highlight=False,
+        )
+    if stats.previous_space:
+        out.print(f"previous space: {stats.previous_space.describe()}", highlight=False)
     table = Table("namespace", "memories", "embedded", "pending", "failed", box=None)
     for item in stats.namespaces:
         table.add_row(

@@ -36,7 +36,7 @@ MENU: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     ("Serving", ("serve", "mcp", "worker")),
-    ("Setup and administration", ("demo", "doctor", "pull", "migrate", "index")),
+    ("Setup and administration", ("demo", "doctor", "pull", "migrate", "index", "reembed")),
 )
 
 

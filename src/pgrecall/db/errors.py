@@ -15,11 +15,13 @@ from collections.abc import Iterator
 import asyncpg
 
 from pgrecall.config import redact_url
+from pgrecall.db.schema import SIZE_CHECK
 from pgrecall.errors import (
     ConfigurationError,
     DatabaseBusyError,
     DatabaseError,
     DatabaseUnavailableError,
+    EmbeddingSpaceSwitchedError,
     PgRecallError,
     SchemaError,
 )
@@ -47,6 +49,14 @@ def database_errors() -> Iterator[None]:
     except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError) as exc:
         logger.error("schema not current: SQLSTATE %s (%s)", exc.sqlstate, type(exc).__name__)
         raise SchemaError("the database schema is not current: run pgrecall migrate") from exc
+    except asyncpg.CheckViolationError as exc:
+        if exc.constraint_name != SIZE_CHECK:
+            raise _refused(exc) from exc
+        # Vectors of the size before a switch (schema.size_check): this process lags behind it.
+        raise EmbeddingSpaceSwitchedError(
+            "the store switched to vectors of another size (pgrecall reembed --switch): restart "
+            "this process with the new settings"
+        ) from exc
     except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
         # PostgreSQL rolled the statement back; its text names server processes: not shown.
         logger.warning("writes collided: SQLSTATE %s (%s)", exc.sqlstate, type(exc).__name__)
@@ -54,10 +64,12 @@ def database_errors() -> Iterator[None]:
             "concurrent writes to the same memories collided; send the request again"
         ) from exc
     except asyncpg.PostgresError as exc:
-        logger.error("the database refused: SQLSTATE %s (%s)", exc.sqlstate, type(exc).__name__)
-        raise DatabaseError(
-            "the database refused the operation; retry, and report it if it persists"
-        ) from exc
+        raise _refused(exc) from exc
+
+
+def _refused(exc: asyncpg.PostgresError) -> DatabaseError:
+    logger.error("the database refused: SQLSTATE %s (%s)", exc.sqlstate, type(exc).__name__)
+    return DatabaseError("the database refused the operation; retry, and report it if it persists")
 
 
 # What opening a connection raises: the network's errors, a DSN asyncpg cannot parse (ValueError,

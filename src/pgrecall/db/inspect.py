@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from pgrecall.db.schema import MEMORIES
+from pgrecall.db.schema import HNSW_INDEX, MEMORIES
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,13 +23,20 @@ class SchemaReport:
 async def vector_dimensions(
     connection: asyncpg.Connection | PoolConnectionProxy[asyncpg.Record],
 ) -> int | None:
-    """The declared size of ``memories.embedding``, or None when the table does not exist."""
+    """The size of the store's vectors, or None when the table does not exist: that of the HNSW
+    index's expression (``embedding::vector(N)``, migration 0012), or of the column where it
+    still has one (before 0012)."""
     value = await connection.fetchval(
         """
-        SELECT a.atttypmod FROM pg_attribute a
-        WHERE a.attrelid = to_regclass($1) AND a.attname = 'embedding' AND NOT a.attisdropped
+        SELECT coalesce(
+            (SELECT a.atttypmod FROM pg_attribute a
+             WHERE a.attrelid = to_regclass($2) AND a.attnum = 1 AND a.atttypmod > 0),
+            (SELECT a.atttypmod FROM pg_attribute a
+             WHERE a.attrelid = to_regclass($1) AND a.attname = 'embedding'
+               AND NOT a.attisdropped AND a.atttypmod > 0))
         """,
         MEMORIES,
+        HNSW_INDEX,
     )
     return int(value) if value is not None else None
 

@@ -1,6 +1,8 @@
 """The schema, once, as SQLAlchemy Table objects: what Alembic migrations must produce.
 
-The vector size is a property of a deployment, so the tables are built for a given dimension.
+Vectors are stored without a size (``vector``: a switch of embedding space may change it, see
+migration 0012); the HNSW index is on ``embedding::vector(N)`` for the active space's N, so the
+tables are built for a given dimension.
 Ready for Citus: `memories` keys and unique constraints all lead with `namespace` (its
 distribution column); `embedding_spaces` is small and would become a reference table.
 """
@@ -27,6 +29,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     func,
+    literal_column,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR, UUID
@@ -35,10 +38,40 @@ MEMORIES = "memories"
 MEMORY_VERSIONS = "memory_versions"
 MEMORY_AUDIT = "memory_audit"
 EMBEDDING_SPACES = "embedding_spaces"
+SPACE_VECTORS = "space_vectors"
 HNSW_INDEX = "memories_embedding_hnsw"
+SIZE_CHECK = "memories_embedding_size"
 # HNSW build parameters; pgvector's defaults, named so benchmarks and migrations agree.
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
+# What a space may be (migration 0012): one active, at most one building.
+SPACE_STATES = ("active", "building", "previous", "retired")
+
+
+def indexed_embedding(dimensions: int, alias: str = "") -> str:
+    """The expression the HNSW index is built on, for a query to match it: the stored vector
+    cast to its size (pgvector indexes only sized vectors). Only an int is written."""
+    if type(dimensions) is not int or dimensions <= 0:
+        raise ValueError(f"dimensions must be a positive int, not {dimensions!r}")
+    column = f"{alias}.embedding" if alias else "embedding"
+    return f"({column}::vector({dimensions}))"
+
+
+def size_check(dimensions: int) -> str:
+    """The check that keeps ``memories.embedding`` to the active space's size (the column has
+    none since migration 0012); the switch replaces it. Only an int is written."""
+    if type(dimensions) is not int or dimensions <= 0:
+        raise ValueError(f"dimensions must be a positive int, not {dimensions!r}")
+    return f"vector_dims(embedding) = {dimensions}"
+
+
+def hnsw_index_sql(dimensions: int) -> str:
+    """CREATE INDEX of the partial HNSW index over vectors of ``dimensions`` values."""
+    return (
+        f"CREATE INDEX {HNSW_INDEX} ON {MEMORIES} USING hnsw "
+        f"({indexed_embedding(dimensions)} vector_ip_ops) "
+        f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION}) WHERE hnsw_indexed"
+    )
 
 
 def build_metadata(dimensions: int) -> MetaData:
@@ -56,6 +89,7 @@ def build_metadata(dimensions: int) -> MetaData:
         Column("embedder_version", Text, nullable=False),
         Column("text_template", Text, nullable=False, server_default=text("''")),
         Column("first_used_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("state", Text, nullable=False, server_default=text("'retired'")),
         UniqueConstraint(
             "kind",
             "model",
@@ -67,6 +101,19 @@ def build_metadata(dimensions: int) -> MetaData:
             name="embedding_spaces_identity_key",
         ),
         CheckConstraint("dimensions > 0", name="embedding_spaces_dimensions_positive"),
+        CheckConstraint(
+            "state IN ('active', 'building', 'previous', 'retired')",
+            name="embedding_spaces_state_known",
+        ),
+        *(
+            Index(
+                f"embedding_spaces_one_{state}",
+                "state",
+                unique=True,
+                postgresql_where=text(f"state = '{state}'"),
+            )
+            for state in ("active", "building")
+        ),
     )
     Table(
         MEMORIES,
@@ -77,7 +124,7 @@ def build_metadata(dimensions: int) -> MetaData:
         Column("content_hash", LargeBinary, nullable=False),
         Column("key", Text, nullable=True),
         Column("metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
-        Column("embedding", VECTOR(dimensions), nullable=True),
+        Column("embedding", VECTOR(), nullable=True),
         Column(
             "space_id",
             Integer,
@@ -121,6 +168,7 @@ def build_metadata(dimensions: int) -> MetaData:
         CheckConstraint(
             "(embedding IS NULL) = (space_id IS NULL)", name="memories_embedding_has_space"
         ),
+        CheckConstraint(size_check(dimensions), name=SIZE_CHECK),
         CheckConstraint(
             "status IN ('pending', 'embedded', 'failed')", name="memories_status_known"
         ),
@@ -163,10 +211,10 @@ def build_metadata(dimensions: int) -> MetaData:
         ),
         Index(
             HNSW_INDEX,
-            "embedding",
+            literal_column(indexed_embedding(dimensions)).label("graph"),
             postgresql_using="hnsw",
+            postgresql_ops={"graph": "vector_ip_ops"},
             postgresql_with={"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION},
-            postgresql_ops={"embedding": "vector_ip_ops"},
             postgresql_where=text("hnsw_indexed"),
         ),
         Index(
@@ -175,11 +223,40 @@ def build_metadata(dimensions: int) -> MetaData:
             postgresql_where=text("NOT hnsw_indexed AND embedding IS NOT NULL"),
         ),
     )
-    _history_tables(metadata, dimensions)
+    _history_tables(metadata)
+    _space_vectors(metadata)
     return metadata
 
 
-def _history_tables(metadata: MetaData, dimensions: int) -> None:
+def _space_vectors(metadata: MetaData) -> None:
+    """Vectors of memories in spaces other than the active one (being built, or kept for a
+    rollback), co-located with memories by namespace (migration 0012)."""
+    Table(
+        SPACE_VECTORS,
+        metadata,
+        Column("namespace", Text, nullable=False),
+        Column("memory_id", UUID(as_uuid=True), nullable=False),
+        Column(
+            "space_id",
+            Integer,
+            ForeignKey(f"{EMBEDDING_SPACES}.id", name="space_vectors_space_id_fkey"),
+            nullable=False,
+        ),
+        # sha256 of the text the vector was made from: a memory changed since is stale.
+        Column("text_hash", LargeBinary, nullable=False),
+        Column("embedding", VECTOR(), nullable=False),
+        PrimaryKeyConstraint("namespace", "memory_id", "space_id", name="space_vectors_pkey"),
+        ForeignKeyConstraint(
+            ["namespace", "memory_id"],
+            [f"{MEMORIES}.namespace", f"{MEMORIES}.id"],
+            name="space_vectors_memory_fkey",
+            ondelete="CASCADE",
+        ),
+        Index("space_vectors_space", "space_id"),
+    )
+
+
+def _history_tables(metadata: MetaData) -> None:
     """Superseded versions (co-located with memories by namespace) and the audit log."""
     Table(
         MEMORY_VERSIONS,
@@ -192,7 +269,7 @@ def _history_tables(metadata: MetaData, dimensions: int) -> None:
         Column("key", Text, nullable=True),
         Column("metadata", JSONB, nullable=False),
         Column("search_text", Text, nullable=True),
-        Column("embedding", VECTOR(dimensions), nullable=True),
+        Column("embedding", VECTOR(), nullable=True),
         Column("space_id", Integer, nullable=True),
         Column("valid_from", DateTime(timezone=True), nullable=True),
         Column("valid_until", DateTime(timezone=True), nullable=True),

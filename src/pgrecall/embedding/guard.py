@@ -1,40 +1,74 @@
-"""The embedding-space guard: the first write records the space; others are refused."""
+"""The embedding-space guard: the first write records the space; others are refused.
+
+The store's space is its *active* one (``embedding_spaces.state``, migration 0012): ``pgrecall
+reembed --switch`` can make another space active while processes run. Each process reads the
+active space once and again at most every ``recheck_seconds`` (a clock comparison per call,
+one query per interval: nothing measurable on the write path), so a process configured for the
+old space learns of a switch within that time and is refused with
+``EmbeddingSpaceSwitchedError``, which tells it to restart with the new settings.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import fields, replace
 
 import asyncpg
 
 from pgrecall.db.errors import database_errors
 from pgrecall.embedding.space import EmbeddingSpace
-from pgrecall.errors import EmbeddingSpaceMismatchError
+from pgrecall.errors import EmbeddingSpaceMismatchError, EmbeddingSpaceSwitchedError
 
 # pg_advisory_xact_lock key held while recording the first space: ASCII "pgsp".
 SPACE_LOCK_KEY = 0x70677370
+# Default of how old the cached active space may get before it is read again.
+RECHECK_SECONDS = 2.0
 
 # An EmbeddingSpace's fields are the columns of its row (and its id).
-_FIELDS = tuple(field.name for field in fields(EmbeddingSpace))
-_COLUMNS = ", ".join(("id", *_FIELDS))
-_SELECT = f"SELECT {_COLUMNS} FROM embedding_spaces ORDER BY id LIMIT 1"
+FIELDS = tuple(field.name for field in fields(EmbeddingSpace))
+COLUMNS = ", ".join(("id", *FIELDS))
+# The identity of a space as a WHERE clause over $1..$n, in FIELDS order.
+IDENTITY = " AND ".join(f"{name} = ${position}" for position, name in enumerate(FIELDS, 1))
+_SELECT = f"SELECT {COLUMNS} FROM embedding_spaces WHERE state = 'active'"
 _INSERT = f"""
-    INSERT INTO embedding_spaces ({", ".join(_FIELDS)})
-    VALUES ({", ".join(f"${position}" for position in range(1, len(_FIELDS) + 1))})
-    RETURNING {_COLUMNS}
+    INSERT INTO embedding_spaces ({", ".join(FIELDS)}, state)
+    VALUES ({", ".join(f"${position}" for position in range(1, len(FIELDS) + 1))}, 'active')
+    RETURNING {COLUMNS}
 """
+_STATE = f"SELECT state FROM embedding_spaces WHERE {IDENTITY}"
 
 
-def _space(row: asyncpg.Record) -> EmbeddingSpace:
-    return EmbeddingSpace(**{name: row[name] for name in _FIELDS})
+def space_of(row: asyncpg.Record) -> EmbeddingSpace:
+    """The space a row of ``embedding_spaces`` (selected with ``COLUMNS``) describes."""
+    return EmbeddingSpace(**{name: row[name] for name in FIELDS})
 
 
-def mismatch(recorded: EmbeddingSpace, asked: EmbeddingSpace) -> EmbeddingSpaceMismatchError:
-    """The error for vectors from ``asked`` meeting a store built in ``recorded``."""
+def identity(space: EmbeddingSpace) -> tuple[object, ...]:
+    """The values ``IDENTITY`` binds for ``space``."""
+    return tuple(getattr(space, name) for name in FIELDS)
+
+
+def mismatch(
+    recorded: EmbeddingSpace, asked: EmbeddingSpace, state: str | None = None
+) -> EmbeddingSpaceMismatchError:
+    """The error for vectors from ``asked`` meeting a store whose active space is ``recorded``;
+    ``state`` is ``asked``'s own in this store, if it has one."""
+    if state in ("previous", "retired"):
+        return EmbeddingSpaceSwitchedError(
+            f"this store switched to {recorded.describe()} (pgrecall reembed --switch), but this "
+            f"process embeds with {asked.describe()}: restart it with the new settings (model, "
+            "dimensions, prefixes)"
+        )
+    hint = (
+        "it is being built: run pgrecall reembed --switch when it is complete"
+        if state == "building"
+        else "configure the store's model, size and prefixes again, or move the memories to "
+        "this one with pgrecall reembed"
+    )
     return EmbeddingSpaceMismatchError(
         f"this store holds vectors of {recorded.describe()}, but the embedder is "
-        f"{asked.describe()}: configure the store's model, size and prefixes again, or re-embed "
-        "the memories into a new store"
+        f"{asked.describe()}: {hint}"
     )
 
 
@@ -45,26 +79,44 @@ class SpaceRegistry:
     (``text_template``): the same model fed other text makes other vectors.
     """
 
-    def __init__(self, pool: asyncpg.Pool, text_template: str = "") -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        text_template: str = "",
+        recheck_seconds: float = RECHECK_SECONDS,
+    ) -> None:
         self._pool = pool
         self._text_template = text_template
+        self._recheck_seconds = recheck_seconds
         self._recorded: tuple[int, EmbeddingSpace] | None = None
+        self._read_at = 0.0  # time.monotonic() of the last read of the active space
+        # This process's space was the active one: a mismatch now means a switch (or rollback).
+        self._was_active = False
         self._lock = asyncio.Lock()
 
     async def recorded(self) -> tuple[int, EmbeddingSpace] | None:
-        """The id and space the store was built with, or None before the first write."""
-        if self._recorded is None:
+        """The id and space the store's vectors are in (its active space), or None before the
+        first write; read again once ``recheck_seconds`` have passed."""
+        now = time.monotonic()
+        if self._recorded is None or now - self._read_at >= self._recheck_seconds:
             with database_errors():
                 row = await self._pool.fetchrow(_SELECT)
-            if row is not None:
-                self._recorded = (row["id"], _space(row))
+            self._recorded = (row["id"], space_of(row)) if row is not None else None
+            self._read_at = now
         return self._recorded
 
     async def every(self) -> dict[int, EmbeddingSpace]:
         """Every space recorded, by id (an export names the space of each vector it writes)."""
         with database_errors():
-            rows = await self._pool.fetch(f"SELECT {_COLUMNS} FROM embedding_spaces")
-        return {row["id"]: _space(row) for row in rows}
+            rows = await self._pool.fetch(f"SELECT {COLUMNS} FROM embedding_spaces")
+        return {row["id"]: space_of(row) for row in rows}
+
+    async def _mismatch(
+        self, recorded: EmbeddingSpace, asked: EmbeddingSpace
+    ) -> EmbeddingSpaceMismatchError:
+        with database_errors():
+            state = await self._pool.fetchval(_STATE, *identity(asked))
+        return mismatch(recorded, asked, "previous" if self._was_active else state)
 
     def stored_as(self, space: EmbeddingSpace) -> EmbeddingSpace:
         """The space this store's vectors are in when ``space``'s embedder makes them."""
@@ -77,7 +129,8 @@ class SpaceRegistry:
         if recorded is None:
             return None
         if recorded[1] != space:
-            raise mismatch(recorded[1], space)
+            raise await self._mismatch(recorded[1], space)
+        self._was_active = True
         return recorded[0]
 
     async def ensure(self, space: EmbeddingSpace) -> int:
@@ -88,9 +141,11 @@ class SpaceRegistry:
             return known
         with database_errors():
             row = await self._record(space)
-        self._recorded = (row["id"], _space(row))
+        self._recorded = (row["id"], space_of(row))
+        self._read_at = time.monotonic()
         if self._recorded[1] != space:
-            raise mismatch(self._recorded[1], space)
+            raise await self._mismatch(self._recorded[1], space)
+        self._was_active = True
         return int(row["id"])
 
     async def _record(self, space: EmbeddingSpace) -> asyncpg.Record:
@@ -98,8 +153,6 @@ class SpaceRegistry:
             await connection.execute("SELECT pg_advisory_xact_lock($1)", SPACE_LOCK_KEY)
             row = await connection.fetchrow(_SELECT)
             if row is None:
-                row = await connection.fetchrow(
-                    _INSERT, *(getattr(space, name) for name in _FIELDS)
-                )
+                row = await connection.fetchrow(_INSERT, *identity(space))
             assert row is not None
             return row

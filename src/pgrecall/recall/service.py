@@ -217,8 +217,10 @@ class QueryService:
         limit = rows(wanted)
         plan = "exact" if exact else "hnsw"
         query = space = None
+        dimensions = 0  # the query's size: the graph's expression casts to it (sql.nearest)
         rankings = MODE_RANKINGS[mode]
         if rankings.vector and vector is not None and space_id is not None:
+            dimensions = len(vector)
             query = params.add(vector, "vector")
             space = params.add(space_id, "int")
         # Through HNSW the vector ranking fetches a few more candidates than asked, for the
@@ -227,13 +229,13 @@ class QueryService:
         ctes: list[str] = []
         if not rankings.keyword and query is not None and space is not None:
             size = rows(candidates)
-            hits = vector_hits(scope, query, space, size, plan, limit, embedding)
+            hits = vector_hits(scope, query, space, size, plan, limit, embedding, dimensions)
         else:
             ctes.extend(query_terms(params.add(text, "text")))
             vector_ranked = None
             if query is not None and space is not None:
                 size = rows(max(depth, candidates))
-                vector_ranked = vector_ranking(scope, query, space, size, plan)
+                vector_ranked = vector_ranking(scope, query, space, size, plan, dimensions)
             keyword_ranked = keyword_ranking(
                 params,
                 scope,

@@ -1,0 +1,154 @@
+"""Moving a store to another embedding space: what ``pgrecall reembed`` does, over its own pool.
+
+It does not open a ``MemoryStore``: its settings name the *new* space, which the store's guard
+would refuse until the switch. The memories' indexed text (templates, context) is kept as
+stored: a re-embedding changes the model, size and prefixes, not what is embedded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from types import TracebackType
+
+import asyncpg
+
+from pgrecall.background.indexer import Indexer
+from pgrecall.background.reembed import Reembedder
+from pgrecall.background.switch import Switched, drop_old, settle, switch
+from pgrecall.config import Settings
+from pgrecall.db import migrate
+from pgrecall.db.embedded import database_dsn
+from pgrecall.db.pool import create_pool
+from pgrecall.embedding import lifecycle
+from pgrecall.embedding.base import Embedder
+from pgrecall.embedding.lifecycle import SpaceState
+from pgrecall.embedding.registry import create_embedder
+from pgrecall.embedding.space import EmbeddingSpace
+from pgrecall.errors import ConflictError, SchemaError
+from pgrecall.records import SpaceBuild
+
+# Added to the processes' recheck interval before stragglers are queued again (switch.settle).
+_SETTLE_MARGIN_SECONDS = 0.5
+
+
+class SpaceMover:
+    """Builds the configured space, switches to it, rolls back, drops the old vectors."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, resources: AsyncExitStack) -> None:
+        self.settings = settings
+        self._pool = pool
+        self._resources = resources
+        self._embedder: Embedder | None = None
+
+    @classmethod
+    async def open(cls, settings: Settings, *, dsn: str | None = None) -> SpaceMover:
+        """Connect (the embedded PostgreSQL without a DSN) to a schema at head."""
+        resources = AsyncExitStack()
+        try:
+            if dsn is None:
+                dsn = await resources.enter_async_context(
+                    database_dsn(settings.database_url, settings.data_dir)
+                )
+            current = await migrate.current_revision(dsn)
+            if current != migrate.head_revision():
+                raise SchemaError(
+                    f"the database schema is at {current or 'nothing'}, pgrecall needs "
+                    f"{migrate.head_revision()}: run pgrecall migrate"
+                )
+            pool = await create_pool(dsn, min_size=1, max_size=max(2, settings.pool_max_size))
+            resources.push_async_callback(pool.close)
+        except BaseException:
+            await resources.aclose()
+            raise
+        return cls(settings, pool, resources)
+
+    async def close(self) -> None:
+        """Close the embedder and the pool, let go of the embedded server."""
+        await self._resources.aclose()
+
+    async def __aenter__(self) -> SpaceMover:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _configured(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = create_embedder(self.settings)
+            self._resources.push_async_callback(self._embedder.aclose)
+        return self._embedder
+
+    async def overview(self) -> lifecycle.Overview:
+        """The active space, the one being built (with progress), the one kept for rollback."""
+        return await lifecycle.overview(self._pool)
+
+    async def begin(self) -> tuple[SpaceState, SpaceBuild]:
+        """Register the configured space as the one being built; the active space and the
+        build's progress so far."""
+        embedder = self._configured()
+        active_now = (await lifecycle.states(self._pool)).get("active")
+        # The indexed text stays as stored, so the new space keeps the active one's template.
+        template = active_now.space.text_template if active_now else ""
+        target = dataclasses.replace(embedder.space, text_template=template)
+        active, _ = await lifecycle.begin_build(self._pool, target)
+        progress = (await self.overview()).building
+        if progress is None:  # another process switched to it in between
+            raise ConflictError(f"{target.describe()} is no longer being built")
+        return active, progress
+
+    async def build(
+        self, progress: Callable[[int], None] | None = None, stop: asyncio.Event | None = None
+    ) -> int:
+        """Embed every memory still missing a vector in the building space (``begin`` first);
+        returns how many this process embedded."""
+        found = await lifecycle.states(self._pool)
+        active, building = found.get("active"), found.get("building")
+        if active is None or building is None:
+            raise ConflictError("no space is being built: run pgrecall reembed")
+        worker = Reembedder(
+            self._pool,
+            self._configured(),
+            active.id,
+            building.id,
+            self.settings.reembed_batch_size,
+            self.settings.reembed_rate,
+        )
+        return await worker.run(progress, stop)
+
+    async def switch(self, *, rollback: bool = False) -> Switched:
+        """Make the built space active (the previous one with ``rollback``); once processes on
+        the old settings have seen it, queue again what they wrote meanwhile, and rebuild the
+        graph of large namespaces."""
+        if not rollback:
+            await self._require_configured_build()
+        switched = await switch(self._pool, rollback=rollback)
+        await asyncio.sleep(self.settings.space_recheck_seconds + _SETTLE_MARGIN_SECONDS)
+        requeued = await settle(self._pool, switched.old)
+        await Indexer(self._pool, self.settings).catch_up(rebuild=True)
+        return dataclasses.replace(switched, requeued=switched.requeued + requeued)
+
+    async def drop_old(self) -> SpaceState:
+        """Free the previous space's vectors (no rollback to it afterwards)."""
+        return await drop_old(self._pool)
+
+    async def _require_configured_build(self) -> None:
+        building = (await lifecycle.states(self._pool)).get("building")
+        configured = self._configured().space
+        if building is not None and not _same_model(building.space, configured):
+            raise ConflictError(
+                f"{building.space.describe()} is being built, but these settings describe "
+                f"{configured.describe()}: switch with the settings of the space built"
+            )
+
+
+def _same_model(built: EmbeddingSpace, configured: EmbeddingSpace) -> bool:
+    """Equal but for the indexed-text template (kept from the active space by ``begin``)."""
+    return dataclasses.replace(configured, text_template=built.text_template) == built
