@@ -98,9 +98,11 @@ _REFUSALS: list[tuple[type[Exception], str]] = [
 def connect_failure(exc: BaseException, dsn: str) -> PgRecallError:
     """Why no connection to ``dsn`` could be made, for an operator: the URL with its password
     masked and what to check, never the driver's text (a DSN asyncpg cannot parse is quoted
-    back in it, password and all). The log gets the exception's class and SQLSTATE."""
+    back in it, password and all). The log gets the exception's class and SQLSTATE at info: the
+    error itself is what the caller reports, and a warning would reach a CLI's stderr through
+    logging's last-resort handler as a second line."""
     sqlstate = getattr(exc, "sqlstate", None)
-    logger.warning("cannot connect: %s (SQLSTATE %s)", type(exc).__name__, sqlstate)
+    logger.info("cannot connect: %s (SQLSTATE %s)", type(exc).__name__, sqlstate)
     if isinstance(exc, ValueError) and not isinstance(exc, asyncpg.PostgresError):
         # The URL is not shown: where it cannot be parsed, what looks like a host or a port
         # may be the password.
