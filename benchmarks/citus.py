@@ -130,19 +130,19 @@ async def ingest_routing(dsn: str) -> str:
     texts = [f"routing sample {n}" for n in range(ROUTING_SAMPLE)]
     embedder = PrecomputedEmbedder()
     embedder.learn(texts, np.eye(len(texts), DIMENSIONS, dtype=np.float32))
-    store = await _open(dsn, embedder, statement_done, remote)
     calls = []
-    try:
-        with warnings.catch_warnings():  # the listener stays on the pool's one connection
-            warnings.filterwarnings("ignore", ".*active log listener", asyncpg.InterfaceWarning)
+    with warnings.catch_warnings():  # the listener stays on the pool's one connection
+        warnings.filterwarnings("ignore", ".*active log listener")
+        store = await _open(dsn, embedder, statement_done, remote)
+        try:
             for call, metadata in (("new", {"call": 1}), ("again", {"call": 2})):
                 reached.clear()
                 items = [MemoryInput(text, metadata=metadata) for text in texts]
                 await store.remember(items, namespace="routing")
                 calls.append(f"{call} [{', '.join(reached)}]")
-        return "; ".join(calls)
-    finally:
-        await store.close()
+        finally:
+            await store.close()
+    return "; ".join(calls)
 
 
 def _data(size: int) -> tuple[Corpus, list[str]]:
