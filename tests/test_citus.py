@@ -110,7 +110,10 @@ async def capturing(
     citus_dsn: str, local_embedder: LocalEmbedder
 ) -> AsyncIterator[tuple[CapturingStore, asyncpg.Connection]]:
     capture = CapturingStore()
-    await capture.open(citus_dsn, local_embedder)
+    # The guard re-reads the active space on another connection once its recheck interval has
+    # passed, also inside the worker's claim: with one connection in the pool, a slow run
+    # (more than 2 s between two reads) waited for itself.
+    await capture.open(citus_dsn, local_embedder, space_recheck_seconds=3600)
     explainer = await asyncpg.connect(citus_dsn)
     await register_vector_codec(explainer)
     yield capture, explainer
