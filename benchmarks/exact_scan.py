@@ -13,7 +13,7 @@ alternated query by query (so load moves them alike). The vectors are the local 
   ``memories``, whose long rows stay inline (migration 0006): one row a page.
 - ``content out of line``: the same statement over a copy of ``memories`` whose ``content`` is
   stored out of line (``STORAGE EXTERNAL``, ``toast_tuple_target`` half a page) and whose
-  tsvector stays inline (``STORAGE MAIN``): two rows a page, nothing else changes.
+  tsvector stays inline (``STORAGE MAIN``), with every index of ``memories``: two rows a page.
 - ``narrow table``: (namespace, id, vector, the scope's columns), as a side table kept by the
   write path would hold them.
 - ``halfvec + exact re-rank``: half-precision vectors (namespace, id, halfvec) scanned, every
@@ -75,8 +75,8 @@ EF_SEARCHES = (40, 100, 200)
 
 
 def _documents(size: int) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
-    """Texts and vectors of the documents and of the queries: SciFact's abstracts (their rows'
-    layout is the case), with the local model's vectors and the test claims if
+    """Texts and vectors of the documents and of the queries: SciFact's first ``size`` abstracts
+    (their rows' layout is the case), with the local model's vectors and the test claims if
     benchmarks.longdocs cached them, else synthetic vectors (common.py) and queries near them;
     without SciFact, ``size`` documents of 200 Zipf words."""
     from benchmarks.longdocs import scifact_cache
@@ -85,10 +85,11 @@ def _documents(size: int) -> tuple[list[str], np.ndarray, list[str], np.ndarray]
     if SCIFACT.exists():
         from benchmarks.scifact import _load
 
-        texts = [m["text"] for m in _load("memories.jsonl")]
+        texts = [m["text"] for m in _load("memories.jsonl")][:size]
         cached = scifact_cache()
         if cached is not None:
-            return texts, cached[0], [q["question"] for q in _load("queries.jsonl")], cached[1]
+            claims = [q["question"] for q in _load("queries.jsonl")]
+            return texts, cached[0][:size], claims, cached[1]
     else:
         texts = sentences(size, generator, tag="d", words=200)
     vectors = unit_vectors(len(texts), generator)
@@ -122,12 +123,10 @@ _COPIED = (
 async def _levers(connection: asyncpg.Connection) -> None:
     """The relations of the levers, filled from ``memories``; then VACUUM ANALYZE of each."""
     await connection.execute(f"""
-        CREATE TABLE out_of_line (LIKE memories INCLUDING DEFAULTS INCLUDING GENERATED
-                                  INCLUDING STORAGE) WITH (toast_tuple_target = 4080);
+        CREATE TABLE out_of_line (LIKE memories INCLUDING ALL) WITH (toast_tuple_target = 4080);
         ALTER TABLE out_of_line ALTER COLUMN content SET STORAGE EXTERNAL,
                                 ALTER COLUMN search SET STORAGE MAIN;
         INSERT INTO out_of_line ({_COPIED}) SELECT {_COPIED} FROM memories;
-        ALTER TABLE out_of_line ADD PRIMARY KEY (namespace, id);
         CREATE TABLE narrow AS
             SELECT namespace, id, embedding::vector({DIMENSIONS}) AS embedding, space_id,
                    expires_at, valid_from, valid_until FROM memories;
@@ -268,7 +267,7 @@ async def keyword(dsn: str, claims: list[str], rounds: int) -> None:
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--size", type=int, default=5183, help="synthetic documents")
+    parser.add_argument("--size", type=int, default=5183, help="documents")
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
     arguments = parser.parse_args()

@@ -1,7 +1,7 @@
 """The graph's recall@10 and latency at several ``ef_search``: what the default costs.
 
     python -m benchmarks.graph_recall [--rows 100000] [--queries 200] [--ef 40,64,100,200,400]
-                                      [--centres N]
+                                      [--centres N] [--threshold ROWS]
 
 Case (a) of ``benchmarks.recall_latency``: one namespace of ``--rows`` synthetic memories (above
 the exact-scan threshold, so through the graph), written through ``remember`` and indexed with
@@ -42,7 +42,12 @@ async def main() -> None:
     parser.add_argument("--ef", default="40,64,100,200,400", help="ef_search values")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--centres", type=int, default=common.CENTRE_TITLES)
+    parser.add_argument(
+        "--threshold", type=int, default=None, help="PGRECALL_EXACT_SCAN_MAX_ROWS (tiny runs)"
+    )
     arguments = parser.parse_args()
+    if arguments.threshold is not None:  # read by every store's settings, the indexer's too
+        os.environ["PGRECALL_EXACT_SCAN_MAX_ROWS"] = str(arguments.threshold)
     common.CENTRE_TITLES = arguments.centres
     efs = [int(value) for value in arguments.ef.split(",")]
     print(f"{machine()}; {_load_average()}; centres from {common.CENTRE_TITLES} titles")
