@@ -370,9 +370,9 @@ async def _postmaster(dsn: str) -> int:
     connection = await asyncpg.connect(dsn)
     try:
         backend: int = await connection.fetchval("SELECT pg_backend_pid()")
+        return psutil.Process(backend).ppid()  # while the backend lives
     finally:
         await connection.close()
-    return psutil.Process(backend).ppid()
 
 
 async def _measure(
