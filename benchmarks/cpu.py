@@ -1,8 +1,10 @@
 """CPU seconds spent by the processes of a benchmark (psutil).
 
 Wall-clock rates on a shared 2-core machine move with whatever else runs; the CPU time each
-process of a measured path spends per operation moves far less (the kernel charges a process
-only for what it ran). ``CpuMeter`` takes a snapshot of named process trees and of the whole
+process of a measured path spends per operation moves less (the kernel charges a process only
+for what it ran), though contention for caches and the scheduler still inflated it by 15-22%
+between runs of issue 22 (RESULTS.md): compare processes within one leg rather than
+milliseconds across runs. ``CpuMeter`` takes a snapshot of named process trees and of the whole
 machine; the difference of two snapshots, divided by the operations in between, is what each
 process costs per operation, and the machine's busy time not charged to any of them is what
 other jobs took meanwhile.

@@ -21,9 +21,8 @@ generator's interpreter) and ``pgrecall serve`` started as a subprocess against 
 Every leg prints its QPS, p50, p99, errors and its ratio to the better floor; the load average
 (``uptime``) before and after is printed too, for the machine is shared. Each leg also prints the
 CPU milliseconds each process spent per recall (``benchmarks/cpu.py``: the load generator, the
-server, the stand-in, PostgreSQL, and what other jobs took meanwhile): a figure the rest of the
-machine moves far less than the rates, and one that says which process the HTTP path's extra
-cost is in.
+server, the stand-in, PostgreSQL, and what other jobs took meanwhile): it says which process
+the HTTP path's extra cost is in, and the rate of a CPU-bound leg follows it.
 """
 
 from __future__ import annotations
