@@ -24,6 +24,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -53,16 +54,27 @@ WARMUP = 10
 Taught = list[tuple[list[str], np.ndarray]]  # texts, and the vectors the embedder answers
 
 
+def _scifact_cache_path() -> Path:
+    from pgrecall.embedding.backends import LOCAL_EMBEDDER_VERSION
+
+    return OUT / f"scifact-vectors-{LOCAL_EMBEDDER_VERSION.replace('==', '-')}.npz"
+
+
+def scifact_cache() -> tuple[np.ndarray, np.ndarray] | None:
+    """The local model's vectors of SciFact's abstracts and test claims, if cached."""
+    cache = _scifact_cache_path()
+    if not cache.exists():
+        return None
+    stored = np.load(cache)
+    return stored["documents"], stored["queries"]
+
+
 def scifact_vectors(abstracts: list[str], claims: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """The local model's vectors of the abstracts (document prefix) and the test claims (query
     prefix): computed once (minutes of CPU), then read from a cache named for the model."""
-    from pgrecall.embedding.backends import LOCAL_EMBEDDER_VERSION
-
-    cache = OUT / f"scifact-vectors-{LOCAL_EMBEDDER_VERSION.replace('==', '-')}.npz"
-    if cache.exists():
-        stored = np.load(cache)
-        if len(stored["documents"]) == len(abstracts) and len(stored["queries"]) == len(claims):
-            return stored["documents"], stored["queries"]
+    cached = scifact_cache()
+    if cached is not None and (len(cached[0]), len(cached[1])) == (len(abstracts), len(claims)):
+        return cached
     from pgrecall.embedding.local import LocalEmbedder
     from pgrecall.embedding.space import configured_space
 
@@ -78,6 +90,7 @@ def scifact_vectors(abstracts: list[str], claims: list[str]) -> tuple[np.ndarray
     print("embedding the SciFact abstracts and claims once (minutes)", flush=True)
     documents, queries = asyncio.run(embed())
     result = np.asarray(documents, dtype=np.float32), np.asarray(queries, dtype=np.float32)
+    cache = _scifact_cache_path()
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, documents=result[0], queries=result[1])
     return result
