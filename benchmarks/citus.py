@@ -2,10 +2,14 @@
 
 For one namespace of each size (``--sizes``, default 1,000 and 100,000) on each engine: the
 ingest rate through ``remember`` (precomputed vectors, so the figures are the database's), the
-recall p50 of each mode, and the shard tasks Citus plans for each statement of a recall
-(``EXPLAIN``: ``Task Count``; plain PostgreSQL plans none). Citus is a coordinator and two
-workers started from ../shared/citus (tests/citus_cluster.py, the suite's recipe); every node
-shares this machine's cores, so read the ratios, not the times.
+recall p50 of each mode, the shard tasks Citus plans for each statement of a recall
+(``EXPLAIN``: ``Task Count``; plain PostgreSQL plans none), and the shards each statement of a
+``remember`` reaches (``citus.log_remote_commands``: the shard tables its remote commands name).
+Citus is a coordinator and two workers started from ../shared/citus (tests/citus_cluster.py,
+the suite's recipe); every node shares this machine's cores, so read the ratios, not the times.
+The memories are indexed by their content alone (``CONTENT_ONLY``, as every benchmark with
+precomputed vectors: the vectors are the content's); contextual indexing's cost is
+benchmarks/context_cost.py's.
 
     python -m benchmarks.citus [--sizes 1000,100000] [--queries 100] [--engines postgres,citus]
                                [--keep DIR --phase ingest|recall]
@@ -21,6 +25,8 @@ import argparse
 import asyncio
 import re
 import time
+import warnings
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -30,6 +36,7 @@ import numpy as np
 from tests.citus_cluster import CitusCluster, absent_reason
 
 from benchmarks.common import (
+    CONTENT_ONLY,
     Corpus,
     PrecomputedEmbedder,
     corpus,
@@ -41,7 +48,7 @@ from benchmarks.common import (
     remember_all,
     timed,
 )
-from pgrecall import MemoryStore, load_settings
+from pgrecall import MemoryInput, MemoryStore, load_settings
 from pgrecall.db import migrate
 from pgrecall.db.vectors import register_vector_codec
 
@@ -49,23 +56,41 @@ DIMENSIONS = 384
 MODES = ("vector", "keyword", "hybrid")
 QUERY_POOL = 1000  # queries drawn once, so every run of a size asks the same ones
 _TASK_COUNT = re.compile(r"Task Count: (\d+)")
+_SHARD_TABLE = re.compile(r"\bmemories_(\d+)\b")
+ROUTING_SAMPLE = 100  # memories of the routing sample's remember calls
 
 
-async def _open(dsn: str, embedder: PrecomputedEmbedder, sent: list[Any]) -> MemoryStore:
-    """A store on a one-connection pool whose statements are kept in ``sent``."""
-    settings = load_settings(worker=False, auto_migrate=False)
+async def _open(
+    dsn: str,
+    embedder: PrecomputedEmbedder,
+    logger: Callable[[Any], None],
+    remote: list[str] | None = None,
+) -> MemoryStore:
+    """A store on a one-connection pool that tells ``logger`` each statement it ran; with
+    ``remote`` (Citus only), the commands Citus sends to the shards go there, as notices, before
+    their statement's ``logger`` call."""
+    settings = load_settings(worker=False, auto_migrate=False, **CONTENT_ONLY)
+    server_settings = {
+        "hnsw.ef_search": str(settings.hnsw_ef_search),
+        "hnsw.iterative_scan": "relaxed_order",
+    }
+    if remote is not None:
+        server_settings["citus.log_remote_commands"] = "on"
+
+    async def listen(connection: Any) -> None:  # asyncpg drops listeners at each release
+        if remote is not None:
+            connection.add_log_listener(lambda _, message: remote.append(str(message)))
+
     pool = await asyncpg.create_pool(
         dsn,
         min_size=1,
         max_size=1,
         init=register_vector_codec,
-        server_settings={
-            "hnsw.ef_search": str(settings.hnsw_ef_search),
-            "hnsw.iterative_scan": "relaxed_order",
-        },
+        setup=listen,
+        server_settings=server_settings,
     )
     async with pool.acquire() as connection:
-        connection.add_query_logger(sent.append)
+        connection.add_query_logger(logger)
     resources = AsyncExitStack()
     resources.push_async_callback(pool.close)
     return MemoryStore(settings, pool, dsn, embedder, resources)
@@ -88,6 +113,38 @@ async def _tasks(dsn: str, sent: list[Any]) -> str:
         await connection.close()
 
 
+async def ingest_routing(dsn: str) -> str:
+    """The shards each statement of ``remember`` on memories reaches on Citus, for new memories
+    of one namespace and for the same again with other metadata (the insert and the update
+    paths): "statement: shards reached", in order. A namespace of its own, so the measured ones
+    are left as they were."""
+    remote: list[str] = []
+    reached: list[str] = []
+
+    def statement_done(record: Any) -> None:
+        shards = {int(shard) for command in remote for shard in _SHARD_TABLE.findall(command)}
+        remote.clear()
+        if "memories" in record.query:
+            reached.append(f"{' '.join(record.query.split()[:2])}: {len(shards)}")
+
+    texts = [f"routing sample {n}" for n in range(ROUTING_SAMPLE)]
+    embedder = PrecomputedEmbedder()
+    embedder.learn(texts, np.eye(len(texts), DIMENSIONS, dtype=np.float32))
+    calls = []
+    with warnings.catch_warnings():  # the listener stays on the pool's one connection
+        warnings.filterwarnings("ignore", ".*active log listener")
+        store = await _open(dsn, embedder, statement_done, remote)
+        try:
+            for call, metadata in (("new", {"call": 1}), ("again", {"call": 2})):
+                reached.clear()
+                items = [MemoryInput(text, metadata=metadata) for text in texts]
+                await store.remember(items, namespace="routing")
+                calls.append(f"{call} [{', '.join(reached)}]")
+        finally:
+            await store.close()
+    return "; ".join(calls)
+
+
 def _data(size: int) -> tuple[Corpus, list[str]]:
     """One namespace of ``size`` and one of 200 beside it (the same on every run), and the
     texts of the queries (each has its vector: the embedder learns the corpus)."""
@@ -105,7 +162,7 @@ def _embedder(data: Corpus) -> PrecomputedEmbedder:
 
 async def ingest(dsn: str, data: Corpus) -> dict[str, float]:
     """Remember every memory, then build the graph: the ingest rate and the build's seconds."""
-    store = await _open(dsn, _embedder(data), [])
+    store = await _open(dsn, _embedder(data), lambda _: None)
     try:
         seconds = await remember_all(store, data)
         started = time.perf_counter()
@@ -121,7 +178,7 @@ async def ingest(dsn: str, data: Corpus) -> dict[str, float]:
 async def recall(dsn: str, data: Corpus, texts: list[str]) -> dict[str, Any]:
     """p50 of each mode over ``texts`` in the large namespace, and the tasks of each statement."""
     sent: list[Any] = []
-    store = await _open(dsn, _embedder(data), sent)
+    store = await _open(dsn, _embedder(data), sent.append)
     try:
         result: dict[str, Any] = {}
         for mode in MODES:
@@ -144,6 +201,8 @@ def _print(size: int, figures: dict[str, dict[str, Any]]) -> None:
         line = f"  {engine:9}"
         if "ingest_per_s" in row:
             line += f" ingest {row['ingest_per_s']:7.0f}/s (graph {row['index_s']:.0f} s)"
+        if "ingest_routing" in row:
+            line += f"\n            remember's statements, shards reached: {row['ingest_routing']}"
         if "vector" in row:
             line += "  " + "  ".join(f"{m} p50 {row[m]:7.2f} ms" for m in MODES)
             line += "  tasks " + "  ".join(f"{m} {row[m + '_tasks']}" for m in MODES)
@@ -196,6 +255,8 @@ async def main() -> None:
                     row = figures.setdefault(engine, {})
                     if args.phase != "recall":
                         row.update(await ingest(dsn, data))
+                        if engine == "citus":
+                            row["ingest_routing"] = await ingest_routing(dsn)
                     if args.phase != "ingest":
                         row.update(await recall(dsn, data, texts[: args.queries]))
                 _print(size, figures)

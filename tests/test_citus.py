@@ -16,17 +16,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import numpy as np
 import pytest
 
-from pgrecall import MemoryInput, MemoryStore
+from pgrecall import Embedding, EmbeddingSpaceSwitchedError, MemoryInput, MemoryStore
+from pgrecall.background.reembed import Reembedder
 from pgrecall.db import migrate
 from pgrecall.db.pool import create_pool
 from pgrecall.db.vectors import register_vector_codec
+from pgrecall.embedding import lifecycle
 from pgrecall.embedding.local import LocalEmbedder
+from pgrecall.embedding.registry import create_embedder
 from pgrecall.records import Hit
+from pgrecall.spaces import SpaceMover
 
 from .citus_cluster import CitusCluster
 from .conftest import TEST_DIMENSIONS, store_settings
+from .ollama_standin import OllamaStandin
+from .test_reembed import RECHECK, _environment, _new_settings, _reembed
 
 # The capture's log listener stays on its one pooled connection until released, on purpose:
 # asyncpg warns at every release.
@@ -103,7 +110,10 @@ async def capturing(
     citus_dsn: str, local_embedder: LocalEmbedder
 ) -> AsyncIterator[tuple[CapturingStore, asyncpg.Connection]]:
     capture = CapturingStore()
-    await capture.open(citus_dsn, local_embedder)
+    # The guard re-reads the active space on another connection once its recheck interval has
+    # passed, also inside the worker's claim: with one connection in the pool, a slow run
+    # (more than 2 s between two reads) waited for itself.
+    await capture.open(citus_dsn, local_embedder, space_recheck_seconds=3600)
     explainer = await asyncpg.connect(citus_dsn)
     await register_vector_codec(explainer)
     yield capture, explainer
@@ -116,14 +126,14 @@ async def _task_counts(explainer: asyncpg.Connection, sent: Sent) -> list[int]:
     return [int(n) for n in _TASK_COUNT.findall("\n".join(row[0] for row in plan))]
 
 
-def _shards(sent: Sent) -> set[int]:
-    return {int(shard) for command in sent.remote for shard in _SHARD_TABLE.findall(command)}
+def _shards(sent: Sent, table: re.Pattern[str] = _SHARD_TABLE) -> set[int]:
+    return {int(shard) for command in sent.remote for shard in table.findall(command)}
 
 
-async def _shard_of(explainer: asyncpg.Connection, namespace: str) -> int:
+async def _shard_of(explainer: asyncpg.Connection, namespace: str, table: str = "memories") -> int:
     return int(
         await explainer.fetchval(
-            "SELECT get_shard_id_for_distribution_column('memories', $1::text)", namespace
+            "SELECT get_shard_id_for_distribution_column($1::regclass, $2::text)", table, namespace
         )
     )
 
@@ -231,6 +241,9 @@ async def test_each_verb_of_a_named_namespace_runs_on_its_shard_alone(
         store._sizes.forget([namespace])  # the size count is part of a first recall
         sent = await capture.during(store.recall("tea", namespace=namespace, mode=mode))
         await _assert_one_shard(explainer, sent, namespace, f"recall {mode}")
+    sent = await capture.during(store.recall("hello", namespace=namespace, neighbours=1))
+    assert any("AS side" in s.query for s in sent), "no neighbours looked up"
+    await _assert_one_shard(explainer, sent, namespace, "recall with neighbours")
 
     memory = (await store.recall("tea", namespace=namespace, k=1)).hits[0]
     sent = await capture.during(store.get(memory.id, namespace=namespace))
@@ -293,7 +306,7 @@ async def test_recall_across_namespaces_matches_plain_postgresql(
     citus_dsn: str, pg_migrated_dsn: str, local_embedder: LocalEmbedder
 ) -> None:
     memories = [
-        MemoryInput(content=text, namespace=f"team-{n % 3}", metadata={"n": n})
+        MemoryInput(content=text, namespace=f"team-{n % 3}", metadata={"n": n, "session": n % 2})
         for n, text in enumerate(
             [
                 "The shipment leaves on Thursday.",
@@ -319,6 +332,11 @@ async def test_recall_across_namespaces_matches_plain_postgresql(
                 for query in ("shipment on Thursday", "third floor office")
                 for mode in ("vector", "keyword", "hybrid")
             ]
+            # Neighbours of hits in several namespaces: one lookup per namespace.
+            around = await store.recall("physician", namespace=names, k=6, neighbours=1)
+            neighbours = [h for h in around.hits if h.vector_score is h.keyword_score is None]
+            assert len({h.namespace for h in neighbours}) > 1
+            results[engine].append(_ranked(around.hits))
         finally:
             await store.close()
     assert all(results["citus"])
@@ -435,3 +453,90 @@ async def test_a_third_worker_and_the_rebalancer_lose_nothing_under_load(
         assert not [a for a in answers if a not in before]
     finally:
         await store.close()
+
+
+@_KEEPS_ITS_LISTENER
+async def test_the_embedding_model_switch_runs_on_the_cluster(
+    citus_empty_dsn: str, local_embedder: LocalEmbedder, ollama: OllamaStandin
+) -> None:
+    """pgrecall reembed's whole cycle (build, switch, rollback, switch, drop the old) on
+    distributed tables, small (test_reembed.py runs it at size on plain PostgreSQL); each claim
+    of the build and the vectors it writes stay on the namespace's shards. A database of its
+    own: the switch leaves it at 768 dimensions."""
+    citus_dsn = citus_empty_dsn
+    await migrate.upgrade(citus_dsn, TEST_DIMENSIONS)
+    capture = CapturingStore()
+    await capture.open(citus_dsn, local_embedder, space_recheck_seconds=RECHECK)
+    explainer = await asyncpg.connect(citus_dsn)
+    try:
+        await _switch_cycle(capture, explainer, citus_dsn, ollama)
+    finally:
+        await explainer.close()
+        await capture.close()
+
+
+async def _switch_cycle(
+    capture: CapturingStore, explainer: asyncpg.Connection, citus_dsn: str, ollama: OllamaStandin
+) -> None:
+    old_store = capture.store
+    namespaces = ["agent-0", "agent-1", "agent-2"]
+    vectors = np.random.default_rng(5).standard_normal((90, TEST_DIMENSIONS))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    await old_store.remember(
+        [
+            MemoryInput(
+                content=f"note {i}: fact {i % 7} about topic {i % 5}",
+                namespace=namespaces[i % 3],
+                embedding=Embedding(old_store.space, vector.tolist()),
+            )
+            for i, vector in enumerate(vectors)
+        ]
+    )
+    new_settings = _new_settings(ollama)
+    async with await SpaceMover.open(new_settings, dsn=citus_dsn) as mover:
+        active, progress = await mover.begin()
+    assert (active.space.dimensions, progress.space.dimensions) == (384, 768)
+    assert (progress.done, progress.total) == (0, len(vectors))
+
+    # One batch of one namespace, as the build claims it: the claim, the re-read and the
+    # vectors' insert reach that namespace's shards of memories and space_vectors alone.
+    building = (await lifecycle.states(capture.pool))["building"]
+    embedder = create_embedder(new_settings)
+    try:
+        claimer = Reembedder(capture.pool, embedder, active.id, building.id, batch_size=10)
+        sent = await capture.during(claimer.batch("agent-1"))
+    finally:
+        await embedder.aclose()
+    assert any("FOR NO KEY UPDATE" in s.query for s in sent)
+    await _assert_one_shard(explainer, sent, "agent-1", "reembed claim")
+    [written] = [s for s in capture.sent if "INSERT INTO space_vectors" in s.query]
+    vectors_shard = await _shard_of(explainer, "agent-1", "space_vectors")
+    assert _shards(written, re.compile(r"\bspace_vectors_(\d+)\b")) == {vectors_shard}
+
+    environment = _environment(citus_dsn, ollama)
+    code, stdout, stderr = await _reembed(environment, "--switch")
+    assert code == 0, stderr
+    assert f"{len(vectors) - 10} memories embedded by this process" in stdout
+    assert "switched to ollama:nomic-embed-text" in stdout
+    with pytest.raises(EmbeddingSpaceSwitchedError):
+        await old_store.recall("topic 3", namespace="agent-0")
+    new_store = await MemoryStore.open(
+        _new_settings(ollama, worker=False), dsn=citus_dsn, embedder=None
+    )
+    try:
+        found = await new_store.recall("note 4: fact 4 about topic 4", namespace="agent-1", k=3)
+        assert found.hits[0].content == "note 4: fact 4 about topic 4"
+        assert (await new_store.stats()).space.dimensions == 768  # type: ignore[union-attr]
+    finally:
+        await new_store.close()
+
+    # The rest through the mover (what the CLI's flags call; their output is test_reembed's).
+    async with await SpaceMover.open(_new_settings(ollama), dsn=citus_dsn) as mover:
+        back = await mover.switch(rollback=True)
+        assert (back.new.space.dimensions, back.moved) == (384, len(vectors))
+        await asyncio.sleep(RECHECK)  # the old process reads the active space again
+        assert len((await old_store.recall("topic 3", namespace="agent-2", k=5)).hits) == 5
+        assert await mover.build() == 0  # the rolled-back vectors were kept
+        assert (await mover.switch()).moved == len(vectors)
+        assert (await mover.drop_old()).space.dimensions == 384
+    assert await explainer.fetchval("SELECT count(*) FROM space_vectors") == 0

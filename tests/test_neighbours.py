@@ -21,6 +21,7 @@ SESSION_1 = [
 SESSION_2 = ["The bakery downstairs sells pastel de nata now.", "Lisbon memories!"]
 
 
+@pytest.mark.engines
 async def test_hits_come_with_their_neighbours_in_their_thread(
     migrated_dsn: str, local_embedder: LocalEmbedder
 ) -> None:
@@ -68,6 +69,7 @@ async def test_hits_come_with_their_neighbours_in_their_thread(
         await store.close()
 
 
+@pytest.mark.engines
 async def test_an_invalidated_turn_is_no_neighbour_unless_the_recall_includes_it(
     migrated_dsn: str, local_embedder: LocalEmbedder
 ) -> None:

@@ -79,8 +79,11 @@ class Switched:
 
 
 async def _citus(connection: _Connection) -> None:
-    """On Citus, the index DDL follows modifications of memories in the same transaction: one
-    connection per node (as the migrations, db/distribute.py)."""
+    """On Citus, one connection per node for the rest of the transaction (as the migrations,
+    db/distribute.py): the index DDL follows modifications of memories, and the states'
+    update (a reference table) follows a delete from space_vectors on every shard, which Citus
+    refuses after a parallel one ("cannot execute DML on table embedding_spaces because there
+    was a parallel DML access to distributed table space_vectors")."""
     if await connection.fetchval("SELECT 1 FROM pg_extension WHERE extname = 'citus'"):
         await connection.execute("SET LOCAL citus.multi_shard_modify_mode = 'sequential'")
 
@@ -161,6 +164,7 @@ async def drop_old(pool: asyncpg.Pool) -> SpaceState:
     """Free the previous space's vectors; no rollback to it afterwards."""
     with database_errors():
         async with pool.acquire() as connection, connection.transaction():
+            await _citus(connection)
             previous = (await _states(connection)).get("previous")
             if previous is None:
                 raise ConflictError("no previous space to drop: nothing is kept for a rollback")

@@ -20,6 +20,7 @@ and their neighbours (``neighbours=1``) held an evidence turn for 0.837 of the q
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from uuid import UUID
 
 import asyncpg
@@ -33,24 +34,27 @@ from pgrecall.recall.sql import HIT_COLUMNS
 from pgrecall.records import Hit, RecallOptions
 from pgrecall.versions import valid_time_condition
 
-# Per hit (w.i), up to $5 memories of its thread before it (side -1) and after it (side 1),
-# nearest first (place 1 is the memory right next to it).
+# Per hit (w.i) of one namespace ($1), up to $5 memories of its thread before it (side -1) and
+# after it (side 1), nearest first (place 1 is the memory right next to it). One statement per
+# namespace, the namespace a single value (as ingest/context.py's lookup): on Citus a statement
+# whose every read of memories names one namespace runs on that namespace's shard; with the
+# namespaces unnested beside the lateral subqueries Citus refused it ("cannot push down this
+# subquery"). A recall of one namespace, the usual case, costs one statement as before.
 _AROUND = """
     SELECT w.i, n.*
-    FROM unnest($1::text[], $2::jsonb[], $3::timestamptz[], $4::uuid[])
-         WITH ORDINALITY AS w(namespace, thread, at, id, i)
+    FROM unnest($2::jsonb[], $3::timestamptz[], $4::uuid[]) WITH ORDINALITY AS w(thread, at, id, i)
     CROSS JOIN LATERAL (
         (SELECT {columns}, -1 AS side,
                 row_number() OVER (ORDER BY m.created_at DESC, m.id DESC) AS place
          FROM memories m
-         WHERE m.namespace = w.namespace AND m.metadata @> w.thread AND {kept}
+         WHERE m.namespace = $1 AND m.metadata @> w.thread AND {kept}
            AND (m.created_at, m.id) < (w.at, w.id)
          ORDER BY m.created_at DESC, m.id DESC LIMIT $5)
         UNION ALL
         (SELECT {columns}, 1 AS side,
                 row_number() OVER (ORDER BY m.created_at, m.id) AS place
          FROM memories m
-         WHERE m.namespace = w.namespace AND m.metadata @> w.thread AND {kept}
+         WHERE m.namespace = $1 AND m.metadata @> w.thread AND {kept}
            AND (m.created_at, m.id) > (w.at, w.id)
          ORDER BY m.created_at, m.id LIMIT $5)
     ) AS n
@@ -74,14 +78,17 @@ async def with_neighbours(
     """``hits`` (best first), each followed by its neighbours, cut to ``options.k`` memories."""
     k = options.k
     threads = [thread_of(hit.metadata, thread_key) for hit in hits]
-    asked = [i for i, thread in enumerate(threads) if thread is not None]
-    around: dict[int, list[Hit]] = {i: [] for i in asked}
-    if asked:
+    by_namespace: dict[str, list[int]] = defaultdict(list)
+    for i, thread in enumerate(threads):
+        if thread is not None:
+            by_namespace[hits[i].namespace].append(i)
+    around: dict[int, list[Hit]] = defaultdict(list)
+    statement, valid_values = _around(options)
+    for namespace, asked in by_namespace.items():
         with database_errors():
-            statement, valid_values = _around(options)
             rows = await pool.fetch(
                 statement,
-                [hits[i].namespace for i in asked],
+                namespace,
                 [threads[i] for i in asked],
                 [hits[i].created_at for i in asked],
                 [hits[i].id for i in asked],
