@@ -428,10 +428,10 @@ async def test_hostile_neighbours_to_recall_over_mcp_and_rest(server: ServerThre
         around = await _ok(agent, "recall", {"query": "turn 1", "k": 3, "neighbours": 1})
         assert len(around["hits"]) == 3
     headers = {"X-API-Key": AGENT_KEY}
-    with httpx.Client(base_url=server.url, headers=headers, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=60) as client:
         for value in HOSTILE_NEIGHBOURS:
             body = {"query": "turn 1", "namespaces": ["agent-a"], "neighbours": value}
-            response = client.post("/v1/recall", json=body)
+            response = await client.post("/v1/recall", json=body)
             assert response.status_code == 422, (value, response.text)
             assert "neighbours" in response.json()["error"]["message"]
 
