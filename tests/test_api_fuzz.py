@@ -385,6 +385,7 @@ RECALL = Shape(
         "as_of": VALID_STAMP,
         "valid_at": VALID_STAMP,
         "include_invalid": st.booleans(),
+        "neighbours": st.sampled_from([None, 0, 1, 2]),
     },
     hostile={
         "query": TEXT,
@@ -407,6 +408,7 @@ RECALL = Shape(
         "as_of": STAMP,
         "valid_at": STAMP,
         "include_invalid": ANY,
+        "neighbours": Hostile((*NUMBER_VALUES, 8, 9, 1.5, [1], {"n": 1}), NUMBERS),
     },
     required=("query", "namespaces"),
 )
@@ -703,9 +705,14 @@ class Fuzzed:
         return [row[0] for row in rows] or [str(uuid.uuid4())]
 
     def seed(self) -> None:
-        """A few memories in every namespace, so recall and list find something."""
+        """A few memories in every namespace, so recall and list find something, in a thread
+        (the default context key), so that recall's neighbours are looked up."""
         memories = [
-            {"namespace": namespace, "content": f"{namespace} fact {i}", "metadata": {"i": i}}
+            {
+                "namespace": namespace,
+                "content": f"{namespace} fact {i}",
+                "metadata": {"i": i, "session": 1},
+            }
             for namespace in NAMESPACES
             for i in range(3)
         ]

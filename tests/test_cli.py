@@ -65,6 +65,22 @@ def test_bad_settings_are_one_clear_error(data_dir: Path) -> None:
     assert "PGRECALL_EMBEDDER='gpu'" in completed.stderr
 
 
+def test_garbage_settings_are_one_line_and_exit_2(data_dir: Path) -> None:
+    garbage = {
+        "PGRECALL_REEMBED_RATE": "nan",
+        "PGRECALL_REEMBED_BATCH_SIZE": "0",
+        "PGRECALL_SPACE_RECHECK_SECONDS": "1e400",
+        "PGRECALL_RECALL_NEIGHBOURS": "lots",
+    }
+    completed = _pgrecall("reembed", PGRECALL_DATA_DIR=str(data_dir), **garbage)
+    assert completed.returncode == 2
+    assert completed.stderr.startswith("error: invalid settings: ")
+    assert len(completed.stderr.strip().splitlines()) == 1, completed.stderr
+    for variable, value in garbage.items():
+        assert f"{variable}={value!r}: " in completed.stderr
+    assert completed.stdout == ""
+
+
 def test_bad_secrets_are_named_never_shown(data_dir: Path) -> None:
     completed = _pgrecall(
         "migrate",

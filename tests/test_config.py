@@ -114,6 +114,42 @@ def test_sizes_and_weights_have_bounds(
     assert message in str(caught.value)
 
 
+# Garbage for the settings of re-embedding and neighbours: below, at and past their bounds,
+# not a number, not finite, not whole.
+GARBAGE_SETTINGS = [
+    (variable, value)
+    for variable in ("REEMBED_RATE", "SPACE_RECHECK_SECONDS")
+    for value in ("-1", "0", "1e400", "1e308", "inf", "-inf", "nan", "many", "", "0x10")
+] + [
+    (variable, value)
+    for variable in ("REEMBED_BATCH_SIZE", "RECALL_NEIGHBOURS")
+    for value in ("-1", "99999999999999999999", "1.5", "1e3", "nan", "inf", "many", "", "true")
+]
+
+
+@pytest.mark.parametrize(("variable", "value"), GARBAGE_SETTINGS)
+def test_garbage_settings_are_one_line_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(f"PGRECALL_{variable}", value)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith(f"invalid settings: PGRECALL_{variable}={value!r}: ")
+    assert "\n" not in message
+
+
+def test_every_bad_value_is_on_the_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGRECALL_REEMBED_RATE", "nan")
+    monkeypatch.setenv("PGRECALL_SPACE_RECHECK_SECONDS", "1e308")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert str(caught.value) == (
+        "invalid settings: PGRECALL_SPACE_RECHECK_SECONDS='1e308': Input should be less than "
+        "or equal to 3600; PGRECALL_REEMBED_RATE='nan': Input should be a finite number"
+    )
+
+
 def test_the_bounds_themselves_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
     for variable, value in (
         ("MAX_CONTENT_CHARS", "200000"),

@@ -201,6 +201,26 @@ async def test_parallel_workers_never_embed_a_memory_twice(
     assert set(embedded_texts) == {f"queued {i}" for i in range(500)}
 
 
+async def _mid_batch(writer: MemoryStore, standin: OllamaStandin, generator: random.Random) -> None:
+    """Return once a worker has committed a batch and sent the next one (its claim is held for
+    the standin's latency), a random part of the way into that call. Waiting on progress, not
+    on a fixed time: on a loaded machine a worker process took longer than a fixed 2-3.5 s to
+    start, and was killed before it had embedded anything."""
+    embedded = (await writer.stats()).embedded
+
+    async def committed() -> bool:
+        return (await writer.stats()).embedded > embedded
+
+    await wait_until(committed, 120)
+    sent = len(list(standin.embed_requests()))
+
+    async def sending() -> bool:
+        return len(list(standin.embed_requests())) > sent
+
+    await wait_until(sending, 120)
+    await asyncio.sleep(generator.uniform(0.0, standin.state.latency / 2))
+
+
 async def test_killed_workers_leave_nothing_claimed(
     standin: OllamaStandin, migrated_dsn: str
 ) -> None:
@@ -231,7 +251,7 @@ async def test_killed_workers_leave_nothing_claimed(
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL,
             )
-            await asyncio.sleep(generator.uniform(2.0, 3.5))
+            await _mid_batch(writer, standin, generator)
             process.send_signal(signal.SIGKILL)
             assert await asyncio.wait_for(process.wait(), 10) == -signal.SIGKILL
         partial = await writer.stats()

@@ -65,6 +65,15 @@ def test_a_fact_that_changes_over_http(server: ServerThread) -> None:
         ended = agent.post(f"/v1/memories/{memory_id}:invalidate", json={"reason": "moved again"})
         assert ended.status_code == 200, ended.text
         assert ended.json()["invalid_reason"] == "moved again"
+        again = agent.post(f"/v1/memories/{memory_id}:invalidate", json={"reason": "and again"})
+        assert again.status_code == 409, again.text
+        assert again.json()["error"]["code"] == "conflict"
+        assert "already invalid since" in again.json()["error"]["message"]
+        kept = agent.get(f"/v1/memories/{memory_id}").json()
+        assert (kept["valid_until"], kept["invalid_reason"]) == (
+            ended.json()["valid_until"],
+            "moved again",
+        )
         assert _recall(agent, "Ada") == []
         assert _recall(agent, "Ada", include_invalid=True) == ["Ada lives in Paris"]
 

@@ -402,6 +402,40 @@ async def test_http_hostile_arguments_to_the_versions_tools(
         assert versions[-1]["valid_until"] is None
 
 
+# Counts a client may get wrong: out of bounds, not whole, not a number (JSON's true and "1"
+# are refused, not read as 1). NaN is not here: MCP's client sends it as null, the default.
+HOSTILE_NEIGHBOURS: tuple[object, ...] = (-1, 9, 10**30, 1.5, 1.0, "1", True, [], {"n": 1})
+
+
+async def test_hostile_neighbours_to_recall_over_mcp_and_rest(server: ServerThread) -> None:
+    async with _connected(_http(server.url, AGENT_KEY)) as agent:
+        turns = [{"content": f"turn {i} of the chat", "metadata": {"session": 1}} for i in range(3)]
+        await _ok(agent, "remember", {"memories": turns})
+        for value in HOSTILE_NEIGHBOURS:
+            result = await _call(agent, "recall", {"query": "turn 1", "neighbours": value})
+            where = f"neighbours={value!r}"
+            assert result.is_error, where
+            assert result.structured_content is not None, where
+            error = result.structured_content["error"]
+            assert error["code"] == "invalid_request", (where, error)
+            assert "neighbours" in error["message"], (where, error)
+            assert not any(text in error["message"] for text in DATABASE_TEXT), (where, error)
+        past = {"query": "turn 1", "neighbours": 1, "as_of": "2030-01-01T00:00:00Z"}
+        result = await _call(agent, "recall", past)
+        assert result.is_error
+        assert result.structured_content is not None
+        assert result.structured_content["error"]["code"] == "invalid_input"
+        around = await _ok(agent, "recall", {"query": "turn 1", "k": 3, "neighbours": 1})
+        assert len(around["hits"]) == 3
+    headers = {"X-API-Key": AGENT_KEY}
+    async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=60) as client:
+        for value in HOSTILE_NEIGHBOURS:
+            body = {"query": "turn 1", "namespaces": ["agent-a"], "neighbours": value}
+            response = await client.post("/v1/recall", json=body)
+            assert response.status_code == 422, (value, response.text)
+            assert "neighbours" in response.json()["error"]["message"]
+
+
 def test_http_without_a_valid_key_is_401(server: ServerThread) -> None:
     initialize = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
     headers = {"Accept": "application/json, text/event-stream"}

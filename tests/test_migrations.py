@@ -76,6 +76,47 @@ async def test_concurrent_migrations_do_not_collide(empty_dsn: str) -> None:
     assert [row["version_num"] for row in versions] == [migrate.head_revision()]
 
 
+async def test_a_migration_that_loses_its_connection_is_one_line_and_exit_2(
+    empty_dsn: str,
+) -> None:
+    """The migration waits on the advisory lock a test connection holds; its backend is then
+    terminated: the CLI says so in one line (no log line of its own before it) and exits 2."""
+    holder = await asyncpg.connect(empty_dsn)
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", migrate.MIGRATION_LOCK_KEY)
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("PGRECALL_")}
+        environment = {**clean, "PGRECALL_DATABASE_URL": empty_dsn, "PGRECALL_EMBEDDER": "local"}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "pgrecall.cli",
+            "migrate",
+            env=environment,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        waiting = None
+        for _ in range(1200):  # up to two minutes on a loaded machine
+            waiting = await holder.fetchval(
+                """SELECT pid FROM pg_stat_activity
+                   WHERE datname = current_database() AND pid <> pg_backend_pid()
+                     AND wait_event_type = 'Lock' AND query LIKE '%pg_advisory_xact_lock%'"""
+            )
+            if waiting is not None or process.returncode is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert waiting is not None, "the migration never waited on the lock"
+        await holder.execute("SELECT pg_terminate_backend($1)", waiting)
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
+    finally:
+        await holder.close()
+    lines = stderr.decode().strip().splitlines()
+    assert process.returncode == 2, lines
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: cannot migrate"), lines
+    assert "the connection was lost" in lines[0]
+
+
 async def test_migrated_database_matches_schema_module(migrated_dsn: str) -> None:
     engine = create_async_engine(
         "postgresql+asyncpg://", async_creator=lambda: asyncpg.connect(migrated_dsn)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
@@ -298,6 +299,23 @@ async def test_update_re_embeds_and_guards_conflicts(store: MemoryStore) -> None
     assert expiring.expires_at is not None
     cleared = await store.update(memory.id, expires_at=None)
     assert cleared.expires_at is None
+
+
+async def test_a_duplicate_text_is_the_callers_conflict_not_an_error_log(
+    store: MemoryStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 409 is the client's mistake: it may be logged for an operator, not as a warning or an
+    error (which alert, and reach a CLI's stderr as a second line)."""
+    memory = await store.remember("Meeting on Monday.", namespace="a")
+    await store.remember("Lunch at noon.", namespace="a")
+    caplog.set_level(logging.DEBUG, logger="pgrecall")
+    with pytest.raises(ConflictError, match="already holds"):
+        await store.update(memory.id, content="Lunch at noon.")
+    loud = [
+        r for r in caplog.records if r.name.startswith("pgrecall") and r.levelno >= logging.WARNING
+    ]
+    assert loud == []
+    assert (await store.get(memory.id)).content == "Meeting on Monday."
 
 
 async def test_forget_by_ids_and_by_filter(store: MemoryStore) -> None:

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pgrecall import InvalidInputError, MemoryInput, MemoryStore, NotFoundError
+from pgrecall import ConflictError, InvalidInputError, MemoryInput, MemoryStore, NotFoundError
 
 Y2020 = datetime(2020, 1, 1, tzinfo=UTC)
 Y2024 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -74,6 +75,47 @@ async def test_invalidate_in_the_future_keeps_it_valid_until_then(store: MemoryS
     memory = await store.remember("The shop is open", namespace="ada")
     await store.invalidate(memory.id, at=datetime.now(UTC) + timedelta(days=1))
     assert len(await store.recall("shop", namespace="ada", mode="keyword")) == 1
+
+
+@pytest.mark.engines
+async def test_an_invalid_fact_keeps_its_first_end(store: MemoryStore) -> None:
+    memory = await store.remember("Ada works at the mill", namespace="ada")
+    first = await store.invalidate(memory.id, at=Y2024, reason="she left")
+    for at in (None, Y2024 - timedelta(days=1), Y2024 + timedelta(days=1)):
+        with pytest.raises(ConflictError, match="already invalid since 2024-01-01") as caught:
+            await store.invalidate(memory.id, at=at, reason="left again")
+        assert str(memory.id) in str(caught.value)
+    kept = await store.get(memory.id)
+    assert (kept.valid_until, kept.invalid_reason, kept.version) == (
+        Y2024,
+        "she left",
+        first.version,
+    )
+    assert [version.valid_until for version in await store.history(memory.id)] == [Y2024]
+    # The audit records changes: the one invalidation.
+    actions = [entry.action for entry in await store.audit("ada", memory=memory.id)]
+    assert actions == ["invalidate", "create"]
+
+
+async def test_an_end_still_to_come_may_be_moved(store: MemoryStore) -> None:
+    memory = await store.remember("The shop is open", namespace="ada")
+    tomorrow = datetime.now(UTC) + timedelta(days=1)
+    await store.invalidate(memory.id, at=tomorrow, reason="closing")
+    ended = await store.invalidate(memory.id, reason="closed early")
+    assert ended.valid_until is not None
+    assert ended.valid_until < tomorrow
+    assert ended.invalid_reason == "closed early"
+
+
+async def test_an_end_before_the_start_is_the_callers_mistake_not_an_error_log(
+    store: MemoryStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    memory = await store.remember("Ada rides", namespace="ada", valid_from=Y2024)
+    caplog.set_level(logging.DEBUG, logger="pgrecall")
+    with pytest.raises(InvalidInputError, match="valid_from"):
+        await store.invalidate(memory.id, at=Y2020)
+    loud = [r for r in caplog.records if r.name.startswith("pgrecall") and r.levelno >= 30]
+    assert loud == []
 
 
 async def test_bad_valid_times_are_refused_and_nothing_is_stored(store: MemoryStore) -> None:

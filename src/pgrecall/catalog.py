@@ -8,7 +8,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 import asyncpg
@@ -18,7 +18,7 @@ from pgrecall.audit import logged
 from pgrecall.background.expiry import unexpired
 from pgrecall.db.errors import database_errors
 from pgrecall.db.params import SqlParams
-from pgrecall.errors import DatabaseError, InvalidInputError, NotFoundError
+from pgrecall.errors import InvalidInputError, NotFoundError
 from pgrecall.offload import off_loop
 from pgrecall.recall.filters import compile_filter
 from pgrecall.records import EmbedStatus, Memory, NamespaceStats, Page, Stats
@@ -29,6 +29,8 @@ from pgrecall.versions import as_of_relation
 _MEMORY_FIELDS = tuple(field.name for field in fields(Memory))
 MEMORY_COLUMNS = ", ".join(_MEMORY_FIELDS)
 MAX_PAGE = 1000
+# What an invalidation did: ended the validity, found it ended already, or found no memory.
+Ending = Literal["ended", "already", "missing"]
 
 
 def memory_from_row(row: asyncpg.Record) -> Memory:
@@ -277,9 +279,10 @@ class Catalog:
         at: datetime | None,
         reason: str | None,
         actor: str,
-    ) -> bool:
-        """End a memory's validity at ``at`` (now when None), saying why; audited. False when
-        there is no such memory."""
+    ) -> Ending:
+        """End a memory's validity at ``at`` (now when None), saying why; audited. A memory
+        whose validity has already ended keeps its first end and reason, and no entry is
+        written (the audit records changes): ``"already"``. ``"missing"``: no such memory."""
         params = SqlParams()
         ending = validation.check_timestamp(at, "at")
         # now() on its own, not coalesce(.., now()): Citus refuses a non-immutable function in
@@ -290,25 +293,33 @@ class Catalog:
             f" AND {unexpired()}"
         )
         audit = logged("ended", "'invalidate'", params.add(actor, "text"))
+        # ``found`` reads the statement's snapshot: the row as it was before the UPDATE, which
+        # re-checks a row another transaction changed meanwhile (one that invalidated it first
+        # leaves nothing to end).
         sql = f"""
             WITH ended AS (
                 UPDATE memories SET valid_until = {until},
                                     invalid_reason = {params.add(reason, "text")},
                                     updated_at = now()
-                WHERE {where} RETURNING namespace, id, version
+                WHERE {where} AND (valid_until IS NULL OR valid_until > now())
+                RETURNING namespace, id, version
             ), audit AS ({audit})
-            SELECT count(*) FROM ended
+            SELECT (SELECT count(*) FROM ended) AS ended,
+                   (SELECT count(*) FROM memories WHERE {where}) AS found
         """
-        try:
-            with database_errors():
-                count = await self._pool.fetchval(sql, *params.values)
-        except DatabaseError as exc:
-            if isinstance(exc.__cause__, asyncpg.CheckViolationError):
+        with database_errors():
+            try:
+                row = await self._pool.fetchrow(sql, *params.values)
+            except asyncpg.CheckViolationError as exc:
+                # memories_valid_span: the client's mistake, caught before database_errors
+                # would log it as a refusal at error level.
                 raise InvalidInputError(
                     "at is not after the memory's valid_from: a fact cannot end before it begins"
                 ) from exc
-            raise
-        return bool(count)
+        assert row is not None  # a SELECT of two scalar subqueries returns one row
+        if row["ended"]:
+            return "ended"
+        return "already" if row["found"] else "missing"
 
     async def stats(self, namespace: str | None = None, scope: ExportScope | None = None) -> Stats:
         """Counts per namespace (one namespace, those of ``scope``, or all of them) and each

@@ -31,6 +31,12 @@ MAX_CONTENT_CHARS = 200_000
 # ranking; the maximum puts the ratio of the two at 1e8, far past any useful tilt.
 MIN_FUSION_WEIGHT = 1e-6
 MAX_FUSION_WEIGHT = 100.0
+# A switch waits for every process to read the active space again: an hour is already a long
+# wait for `pgrecall reembed --switch`, and past it the wait is a mistake (1e308: forever).
+MAX_SPACE_RECHECK_SECONDS = 3600.0
+# Texts per second of a re-embedding's throttle: a million is far past what any embedder takes
+# (the local model: ~100/s); the bound keeps a typo (1e400, read as infinity) from passing.
+MAX_REEMBED_RATE = 1e6
 
 
 # A libpq keyword or URL parameter that carries a password.
@@ -93,9 +99,9 @@ def fusion_weight_allowed(value: object) -> bool:
     return value == 0 or MIN_FUSION_WEIGHT <= value <= MAX_FUSION_WEIGHT
 
 
-def _seconds(default: float, description: str) -> Any:
-    """A setting in seconds: a duration, so above zero."""
-    return Field(default=default, gt=0, description=description)
+def _seconds(default: float, description: str, *, most: float | None = None) -> Any:
+    """A setting in seconds: a duration, so finite and above zero, at most ``most``."""
+    return Field(default=default, gt=0, le=most, allow_inf_nan=False, description=description)
 
 
 def _count(default: int, description: str, *, most: int | None = None) -> Any:
@@ -254,12 +260,15 @@ class Settings(BaseSettings):
     space_recheck_seconds: float = _seconds(
         2.0,
         "how often a process reads the store's active embedding space again (learns of a "
-        "pgrecall reembed --switch)",
+        "pgrecall reembed --switch, which waits this long before it settles)",
+        most=MAX_SPACE_RECHECK_SECONDS,
     )
     reembed_batch_size: int = _count(64, "memories embedded per pgrecall reembed batch", most=4096)
     reembed_rate: float | None = Field(
         default=None,
         gt=0,
+        le=MAX_REEMBED_RATE,
+        allow_inf_nan=False,
         description="texts per second each pgrecall reembed process sends the embedder at most "
         "(unset: no limit), so it keeps serving live traffic",
     )
@@ -400,7 +409,7 @@ def _shown(location: tuple[int | str, ...], value: object) -> str:
 
 def load_settings(**overrides: Any) -> Settings:
     """Build Settings from the environment (and overrides), or raise one ConfigurationError
-    listing every bad value."""
+    listing every bad value, on one line (a CLI prints it as its one line of error)."""
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -409,7 +418,7 @@ def load_settings(**overrides: Any) -> Settings:
             message = error["msg"].removeprefix("Value error, ")
             where = _env_name(error["loc"])
             if error["loc"] and error["type"] != "missing":
-                problems.append(f"  {where}={_shown(error['loc'], error['input'])}: {message}")
+                problems.append(f"{where}={_shown(error['loc'], error['input'])}: {message}")
             else:
-                problems.append(f"  {where}: {message}")
-        raise ConfigurationError("invalid settings:\n" + "\n".join(problems)) from exc
+                problems.append(f"{where}: {message}")
+        raise ConfigurationError("invalid settings: " + "; ".join(problems)) from exc

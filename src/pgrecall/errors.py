@@ -5,7 +5,7 @@
     ├── InvalidInputError            bad text, metadata, filter or argument (also a ValueError)
     │   └── InvalidFilterError        malformed filter or unknown operator
     ├── NotFoundError                no memory with that id, or a namespace with no memories
-    ├── ConflictError                an update would duplicate another memory
+    ├── ConflictError                a duplicate memory, or a fact invalidated already
     ├── DatabaseError
     │   ├── DatabaseUnavailableError  cannot connect / the embedded server will not start
     │   │   └── DatabaseBusyError     concurrent writes kept colliding (deadlock) through replays
@@ -53,7 +53,8 @@ class NotFoundError(PgRecallError, LookupError):
 
 
 class ConflictError(PgRecallError):
-    """The change would make two memories with the same identity (text or key) in a namespace."""
+    """The change conflicts with what is stored: it would make two memories with the same
+    identity (text or key) in a namespace, or end a fact whose validity has ended already."""
 
 
 class DatabaseError(PgRecallError):

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, TypedDict, overload
 from uuid import UUID
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, Strict
 
 from pgrecall.embedding.space import EmbeddingSpace
 from pgrecall.validation import MAX_K, MAX_NEIGHBOURS
@@ -171,7 +171,11 @@ class RecallOptions:
     below are what their schemas publish. The store checks them again for Python callers.
     """
 
-    k: Annotated[int, Field(ge=1, le=MAX_K, description="how many memories, best first")] = 10
+    # Counts are strict: JSON's true or "3" is a client's mistake, refused as the store refuses
+    # it from Python (validation.py), not read as 1 or 3.
+    k: Annotated[
+        int, Strict(), Field(ge=1, le=MAX_K, description="how many memories, best first")
+    ] = 10
     filter: Annotated[
         Mapping[str, Any] | None,
         Field(description='metadata filter, e.g. {"topic": "travel"} or {"year": {"$gte": 2024}}'),
@@ -219,6 +223,7 @@ class RecallOptions:
     ] = False
     neighbours: Annotated[
         int | None,
+        Strict(),
         Field(
             ge=0,
             le=MAX_NEIGHBOURS,

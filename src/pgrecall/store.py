@@ -34,6 +34,7 @@ from pgrecall.embedding.policy import EmbedOrDefer
 from pgrecall.embedding.registry import create_embedder
 from pgrecall.embedding.space import EmbeddingSpace
 from pgrecall.errors import (
+    ConflictError,
     DimensionMismatchError,
     InvalidInputError,
     NotFoundError,
@@ -561,16 +562,27 @@ class MemoryStore:
         actor: str | None = None,
     ) -> Memory:
         """End a fact's validity at ``at`` (now by default) without deleting it, saying why:
-        recall leaves it out from then on unless ``include_invalid``; returns the memory."""
+        recall leaves it out from then on unless ``include_invalid``; returns the memory.
+
+        A fact already invalid (its ``valid_until`` passed) keeps its first end and reason:
+        ConflictError saying since when, and nothing changes, in the audit either. One whose
+        end is still to come gets the new one."""
         who = self._who(actor)
         if reason is not None:
             reason = validation.content(reason, MAX_REASON_CHARS)
         current = await self.get(memory, namespace=namespace)
-        if not await self._catalog.invalidate(
+        outcome = await self._catalog.invalidate(
             current.id, current.namespace, at=at, reason=reason, actor=who
-        ):
+        )
+        if outcome == "missing":
             raise no_memory(current.id)
-        return await self.get(current.id, namespace=current.namespace)
+        latest = await self.get(current.id, namespace=current.namespace)
+        if outcome == "already":
+            since = f" since {latest.valid_until.isoformat()}" if latest.valid_until else ""
+            raise ConflictError(
+                f"memory {latest.id} is already invalid{since}: its first end is kept"
+            )
+        return latest
 
     async def audit(
         self,

@@ -28,7 +28,8 @@ from pgrecall.errors import (
 
 logger = logging.getLogger(__name__)
 
-_CONNECTION_LOST = (
+# What a lost connection raises (asyncpg's, and the network's below it).
+CONNECTION_LOST = (
     OSError,
     asyncpg.ConnectionDoesNotExistError,
     asyncpg.CannotConnectNowError,
@@ -44,7 +45,7 @@ def database_errors() -> Iterator[None]:
     """Translate asyncpg errors raised inside the block."""
     try:
         yield
-    except _CONNECTION_LOST as exc:
+    except CONNECTION_LOST as exc:
         raise DatabaseUnavailableError("lost the database connection; retry") from exc
     except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError) as exc:
         logger.error("schema not current: SQLSTATE %s (%s)", exc.sqlstate, type(exc).__name__)

@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from pgrecall.config import Settings, redact_url
+from pgrecall.db.errors import CONNECTION_LOST
 from pgrecall.db.pool import connect
 from pgrecall.errors import DatabaseUnavailableError, SchemaError
 
@@ -85,20 +86,30 @@ def require_pgvector(available: str | None, installed: str | None) -> None:
 async def _with_connection(dsn: str, work: Callable[[Connection], object]) -> object:
     """Run ``work`` in one transaction. Errors are pgrecall's, in words without the driver's
     or the server's text (which can quote the DSN or the statement's values); the log gets
-    the SQLSTATE and the class."""
+    the SQLSTATE and the class, at info: the error is what the caller reports, and a warning
+    would reach a CLI's stderr through logging's last-resort handler as a second line."""
     engine = create_async_engine("postgresql+asyncpg://", async_creator=lambda: connect(dsn))
     try:
         async with _alembic_in_use, engine.begin() as connection:
             return await connection.run_sync(work)
-    except (OSError, OperationalError, InterfaceError) as exc:
-        logger.warning("migration: connection lost (%s)", type(exc).__name__)
-        raise DatabaseUnavailableError(
-            f"cannot migrate {redact_url(dsn)}: the connection was lost; run it again"
-        ) from None
-    except DBAPIError as exc:
-        cause = exc.orig.__cause__ if exc.orig is not None else None
+    except (OSError, DBAPIError) as exc:
+        cause = exc.orig.__cause__ if isinstance(exc, DBAPIError) and exc.orig else exc
         sqlstate = getattr(cause, "sqlstate", None)
-        logger.error("migration refused: SQLSTATE %s (%s)", sqlstate, type(cause).__name__)
+        # SQLAlchemy wraps most of asyncpg's errors in a plain DBAPIError: a backend that was
+        # terminated mid-migration raised ConnectionDoesNotExistError under it.
+        lost = isinstance(exc, OSError | OperationalError | InterfaceError) or isinstance(
+            cause, CONNECTION_LOST
+        )
+        logger.info(
+            "migration %s: SQLSTATE %s (%s)",
+            "lost its connection" if lost else "refused",
+            sqlstate,
+            type(cause).__name__,
+        )
+        if lost:
+            raise DatabaseUnavailableError(
+                f"cannot migrate {redact_url(dsn)}: the connection was lost; run it again"
+            ) from None
         raise SchemaError(
             f"migration failed on {redact_url(dsn)}: the server refused a statement "
             f"(SQLSTATE {sqlstate}, {type(cause).__name__}); its log has the details"

@@ -121,7 +121,8 @@ async def update_memory(
 async def invalidate_memory(
     memory_id: UUID, body: InvalidateRequest, caller: Caller, store: StoreDependency
 ) -> MemoryOut:
-    """End a fact's validity without deleting it; recall leaves it out unless asked."""
+    """End a fact's validity without deleting it; recall leaves it out unless asked. 409 if it
+    has ended already: it keeps its first end."""
     current = await visible_memory(memory_id, caller, store)
     ended = await store.invalidate(
         memory_id, namespace=current.namespace, at=body.at, reason=body.reason, actor=caller.actor

@@ -17,7 +17,7 @@ from pgrecall.db.errors import database_errors
 from pgrecall.db.params import SqlParams
 from pgrecall.embedding.guard import SpaceRegistry
 from pgrecall.embedding.policy import EmbedOrDefer, announce_pending
-from pgrecall.errors import ConflictError, DatabaseError
+from pgrecall.errors import ConflictError
 from pgrecall.ingest.context import ContextWindow, Threaded, indexed_texts
 from pgrecall.ingest.prepare import content_hash
 from pgrecall.ingest.templates import TextTemplates
@@ -119,13 +119,13 @@ class UpdateService:
         return current.id
 
     async def _write(self, sql: str, values: list[object]) -> None:
-        try:
-            with database_errors():
+        with database_errors():
+            try:
                 await self.pool.execute(sql, *values)
-        except DatabaseError as exc:
-            if isinstance(exc.__cause__, asyncpg.UniqueViolationError):
+            except asyncpg.UniqueViolationError as exc:
+                # The client's conflict (a 409), caught before database_errors would log it as
+                # a refusal at error level.
                 raise _TextTaken from exc
-            raise
 
     async def _sweep_expired_twin(self, current: Memory, text: str) -> bool:
         """Delete the expired memory of ``current``'s namespace with this text, as the sweeper

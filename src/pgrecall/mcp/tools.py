@@ -168,7 +168,8 @@ TOOLS: tuple[ToolSpec, ...] = (
             "Mark a memory's fact as no longer true from `at` (now, left out), with a `reason`, "
             "without deleting it: recall leaves it out from then on unless `include_invalid` is "
             "set, and its history keeps it. Prefer this to forget when a fact was true once "
-            "and stopped being so (someone moved, a decision was reversed)."
+            "and stopped being so (someone moved, a decision was reversed). A fact already "
+            "invalid keeps its first end: the call is then a conflict error saying since when."
         ),
         arguments=TypeAdapter(arguments.InvalidateArgs),
         answer=answers.MemoryOut,
