@@ -3,7 +3,10 @@ tsvector, and writes pay nothing for them.
 
 - ``memory_terms`` (namespace, lexeme, memory_id, tf, dl): one row per lexeme of a memory's
   indexed text, its term frequency and the memory's length in lexemes, keyed in that order so a
-  query reads each of its lexemes as one index range. Co-located with ``memories`` by namespace
+  query reads each of its lexemes as one index range, and ``tf`` and ``dl`` are in the index
+  too: a lexeme's postings lie on as many heap pages as it has memories (they are written
+  memory by memory), and reading them through the heap cost 1,299 page reads for 1,413
+  postings (65 ms cold) where the index alone reads them in 0.5 ms (SciFact). Co-located with ``memories`` by namespace
   on Citus (no foreign key: the triggers below keep it, see why there).
 - ``memories.terms_indexed``: the row's postings are in ``memory_terms``. Rows arrive unflagged;
   the worker moves the rows of large namespaces in the background (``background/postings.py``),
@@ -93,6 +96,7 @@ def upgrade() -> None:
             tf integer NOT NULL,
             dl integer NOT NULL,
             CONSTRAINT memory_terms_pkey PRIMARY KEY (namespace, lexeme, memory_id)
+                INCLUDE (tf, dl)
         )
         """
     )

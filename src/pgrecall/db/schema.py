@@ -247,7 +247,14 @@ def _memory_terms(metadata: MetaData) -> None:
         Column("memory_id", UUID(as_uuid=True), nullable=False),
         Column("tf", Integer, nullable=False),  # occurrences of the lexeme (positions kept)
         Column("dl", Integer, nullable=False),  # the memory's distinct lexemes, as length()
-        PrimaryKeyConstraint("namespace", "lexeme", "memory_id", name="memory_terms_pkey"),
+        # tf and dl in the index: read by index-only scans (migration 0013 says why).
+        PrimaryKeyConstraint(
+            "namespace",
+            "lexeme",
+            "memory_id",
+            name="memory_terms_pkey",
+            postgresql_include=["tf", "dl"],
+        ),
     )
 
 
