@@ -6,8 +6,8 @@ tsvector, and writes pay nothing for them.
   query reads each of its lexemes as one index range, and ``tf`` and ``dl`` are in the index
   too: a lexeme's postings lie on as many heap pages as it has memories (they are written
   memory by memory), and reading them through the heap cost 1,299 page reads for 1,413
-  postings (65 ms cold) where the index alone reads them in 0.5 ms (SciFact). Co-located with ``memories`` by namespace
-  on Citus (no foreign key: the triggers below keep it, see why there).
+  postings (65 ms cold) where the index alone reads them in 0.5 ms (SciFact). Co-located with
+  ``memories`` by namespace on Citus (no foreign key: the triggers below keep it, see why).
 - ``memories.terms_indexed``: the row's postings are in ``memory_terms``. Rows arrive unflagged;
   the worker moves the rows of large namespaces in the background (``background/postings.py``),
   as the indexer does for the graph, and recall reads the tsvectors of the rows not moved yet,
