@@ -152,16 +152,17 @@ def corpus(namespaces: Sequence[tuple[str, int]], seed: int = 1, uniform: bool =
 
 class PrecomputedEmbedder(BatchingEmbedder):
     """Returns vectors computed beforehand (``learn``), or a seeded one for other texts, so the
-    figures are the database's and the store's alone.
+    figures are the database's and the store's alone. ``model`` names its embedding space (two
+    names make two spaces of the same vectors: benchmarks/switch_cost.py).
 
     Each answer is a fresh list, what an embedder client hands over; the learned vectors stay in
     one array: held as 100k lists of floats they made every full garbage collection of the
     benchmark process walk 38M references (1.3 s of CPU in a 100k ingest).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, model: str = "precomputed") -> None:
         super().__init__(
-            EmbeddingSpace("bench", "precomputed", DIMENSIONS, "", ""),
+            EmbeddingSpace("bench", model, DIMENSIONS, "", ""),
             batch_size=100_000,
             batch_chars=10**12,
             concurrency=1,

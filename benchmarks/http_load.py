@@ -19,7 +19,10 @@ generator's interpreter) and ``pgrecall serve`` started as a subprocess against 
    on a machine other jobs load, a slow minute then falls on every leg alike.
 
 Every leg prints its QPS, p50, p99, errors and its ratio to the better floor; the load average
-(``uptime``) before and after is printed too, for the machine is shared.
+(``uptime``) before and after is printed too, for the machine is shared. Each leg also prints the
+CPU milliseconds each process spent per recall (``benchmarks/cpu.py``: the load generator, the
+server, the stand-in, PostgreSQL, and what other jobs took meanwhile): it says which process
+the HTTP path's extra cost is in, and the rate of a CPU-bound leg follows it.
 """
 
 from __future__ import annotations
@@ -34,13 +37,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
 import numpy as np
+import psutil
 
 from benchmarks.common import (
     OUT,
@@ -53,6 +58,7 @@ from benchmarks.common import (
     settle,
     write_json,
 )
+from benchmarks.cpu import OTHER, CpuMeter, CpuSnapshot
 from pgrecall import MemoryInput, MemoryStore, load_settings
 from pgrecall.db.vectors import register_vector_codec
 
@@ -79,6 +85,7 @@ class Leg:
     seconds: float
     p50_ms: float
     p99_ms: float
+    cpu_ms: dict[str, float]  # CPU milliseconds per call, per process (and other jobs)
 
     @property
     def qps(self) -> float:
@@ -136,12 +143,15 @@ class Samples:
     latencies: list[float]
     errors: list[str]
     seconds: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per process, summed
 
     def leg(self, name: str) -> Leg:
         if self.errors:
             print(f"  {name}: {len(self.errors)} errors, first: {self.errors[0]}", file=sys.stderr)
         p50, _, p99 = percentiles(self.latencies) if self.latencies else (0.0, 0.0, 0.0)
-        return Leg(name, len(self.latencies), len(self.errors), self.seconds, p50, p99)
+        calls = max(1, len(self.latencies) + len(self.errors))
+        cpu_ms = {process: 1000 * spent / calls for process, spent in self.cpu.items()}
+        return Leg(name, len(self.latencies), len(self.errors), self.seconds, p50, p99, cpu_ms)
 
 
 async def _run_slice(
@@ -150,6 +160,7 @@ async def _run_slice(
     clients: int,
     seconds: float,
     into: Samples,
+    meter: CpuMeter,
 ) -> None:
     """``clients`` concurrent loops of ``call`` for ``seconds``, added to ``into``."""
     deadline = time.perf_counter() + seconds
@@ -168,9 +179,12 @@ async def _run_slice(
             else:
                 into.latencies.append(time.perf_counter() - started)
 
+    before: CpuSnapshot = meter.snapshot()
     started = time.perf_counter()
     await asyncio.gather(*(client(i) for i in range(clients)))
     into.seconds += time.perf_counter() - started
+    for process, spent in (meter.snapshot() - before).items():
+        into.cpu[process] = into.cpu.get(process, 0.0) + spent
 
 
 def _batches(texts: list[str], namespaces: list[str]) -> list[list[dict[str, object]]]:
@@ -289,6 +303,7 @@ async def recall_legs(
     clients: int,
     seconds: float,
     rounds: int,
+    meter: CpuMeter,
 ) -> list[Leg]:
     async def floor(query: Query) -> None:
         response = await ollama.post("/api/embed", json={"model": MODEL, "input": [query.text]})
@@ -317,7 +332,7 @@ async def recall_legs(
     samples = {name: Samples([], []) for name in order}
     for name in order:
         call = calls.get(name, floor)
-        await _run_slice(call, queries, clients, seconds / rounds, samples[name])
+        await _run_slice(call, queries, clients, seconds / rounds, samples[name], meter)
     legs = [samples[name].leg(name) for name in samples]
     for leg in legs:
         print(f"  {leg.name}: {leg.qps:.0f}/s", flush=True)
@@ -336,8 +351,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     standin.start()
     try:
         ollama_url: str = ours.recv()
+        assert standin.pid is not None
         async with embedded_server(args.data_dir) as admin_dsn:
-            result = await _measure(args, admin_dsn, ollama_url)
+            result = await _measure(args, admin_dsn, ollama_url, standin.pid)
     finally:
         ours.close()
         standin.join(STOP_SECONDS)
@@ -348,7 +364,19 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     return result
 
 
-async def _measure(args: argparse.Namespace, admin_dsn: str, ollama_url: str) -> dict[str, object]:
+async def _postmaster(dsn: str) -> int:
+    """The pid of the PostgreSQL server's postmaster: the parent of a backend."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        backend: int = await connection.fetchval("SELECT pg_backend_pid()")
+        return psutil.Process(backend).ppid()  # while the backend lives
+    finally:
+        await connection.close()
+
+
+async def _measure(
+    args: argparse.Namespace, admin_dsn: str, ollama_url: str, standin: int
+) -> dict[str, object]:
     names = [f"agent-{i:03d}" for i in range(args.namespaces)]
     generator = np.random.default_rng(3)
     texts: list[str] = []
@@ -395,8 +423,16 @@ async def _measure(args: argparse.Namespace, admin_dsn: str, ollama_url: str) ->
                 init=register_vector_codec,
             )
             try:
+                meter = CpuMeter(
+                    trees={
+                        "server": server.process.pid,
+                        "stand-in": standin,
+                        "PostgreSQL": await _postmaster(admin_dsn),
+                    },
+                    alone={"load generator": os.getpid()},
+                )
                 legs = await recall_legs(
-                    client, ollama, pool, queries, args.clients, args.seconds, args.rounds
+                    client, ollama, pool, queries, args.clients, args.seconds, args.rounds, meter
                 )
             finally:
                 await pool.close()
@@ -424,7 +460,7 @@ async def _check_loaded(dsn: str, expected: int) -> None:
 
 def report(result: dict[str, object], args: argparse.Namespace) -> None:
     ingest: dict[str, float] = result["ingest"]  # type: ignore[assignment]
-    legs: list[dict[str, float]] = result["legs"]  # type: ignore[assignment]
+    legs: list[dict[str, Any]] = result["legs"]  # type: ignore[assignment]
     floor = max(leg["qps"] for leg in legs if leg["name"].startswith("floor"))
     print(
         f"\n{machine()}; {args.namespaces} namespaces x {args.per_namespace:,} memories, "
@@ -440,6 +476,7 @@ def report(result: dict[str, object], args: argparse.Namespace) -> None:
             f"{leg['name']:<14}{leg['qps']:>9.1f}{leg['p50_ms']:>9.1f}{leg['p99_ms']:>9.1f}"
             f"{ratio:>9.2f}{leg['errors']:>8}{leg['qps'] / floor:>9.2f}"
         )
+    cpu_report(legs)
     if args.recall_only:
         return
     share = ingest["over_http"] / ingest["in_process"]
@@ -448,6 +485,21 @@ def report(result: dict[str, object], args: argparse.Namespace) -> None:
         f"{ingest['in_process']:,.0f}/s, over HTTP {ingest['over_http']:,.0f}/s = "
         f"{share:.2f} x in process"
     )
+
+
+def cpu_report(legs: list[dict[str, Any]]) -> None:
+    """CPU milliseconds per recall, per process and leg; ``ours`` adds up the benchmark's own
+    processes, ``x floor`` compares it with the first floor's."""
+    processes = [name for name in legs[0]["cpu_ms"] if name != OTHER]
+    columns = [*processes, "ours", "x floor", OTHER]
+    print("\nCPU ms per recall")
+    print(f"{'leg':<14}" + "".join(f"{name:>16}" for name in columns))
+    floor_ours = sum(legs[0]["cpu_ms"][name] for name in processes)
+    for leg in legs:
+        cpu: dict[str, float] = leg["cpu_ms"]
+        ours = sum(cpu[name] for name in processes)
+        figures = [*(cpu[name] for name in processes), ours, ours / floor_ours, cpu[OTHER]]
+        print(f"{leg['name']:<14}" + "".join(f"{value:>16.3f}" for value in figures))
 
 
 def main() -> None:

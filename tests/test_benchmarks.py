@@ -180,10 +180,12 @@ def test_http_load_benchmark_runs(tmp_path: Path) -> None:
         *("--namespaces", "2", "--per-namespace", "100", "--clients", "4", "--seconds", "1"),
         *("--data-dir", str(tmp_path / "db")),
     )
+    rates, cpu = out.split("CPU ms per recall")
+    names = ("floor", "HTTP vector", "HTTP hybrid")
     legs = {
         line[:14].strip(): line[14:].split()
-        for line in out.splitlines()
-        if line.startswith(("floor", "HTTP vector", "HTTP hybrid"))
+        for line in rates.splitlines()
+        if line.startswith(names)
     }
     assert set(legs) == {"floor", "HTTP vector", "HTTP hybrid", "floor again"}
     for name, (qps, p50, p99, _, errors, ratio) in legs.items():
@@ -192,4 +194,18 @@ def test_http_load_benchmark_runs(tmp_path: Path) -> None:
         assert int(errors) == 0, name
         assert float(ratio) > 0, name
     assert max(float(legs[name][5]) for name in ("floor", "floor again")) == 1.0
+    # CPU ms per recall: server, stand-in, PostgreSQL, load generator, ours, x floor, others.
+    spent = {
+        line[:14].strip(): [float(value) for value in line[14:].split()]
+        for line in cpu.splitlines()
+        if line.startswith(names)
+    }
+    assert set(spent) == set(legs)
+    for name in ("HTTP vector", "HTTP hybrid"):
+        server, standin, postgres, generator, ours = spent[name][:5]
+        assert min(server, standin, postgres, generator) > 0, name
+        assert ours == pytest.approx(server + standin + postgres + generator, abs=0.01), name
+    # The floor never calls the server; the server's idle loop costs far less than a recall.
+    assert spent["floor"][0] < spent["HTTP vector"][0], spent
+    assert spent["floor"][5] == 1.0
     assert "x in process" in out

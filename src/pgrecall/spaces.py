@@ -37,15 +37,25 @@ _SETTLE_MARGIN_SECONDS = 0.5
 class SpaceMover:
     """Builds the configured space, switches to it, rolls back, drops the old vectors."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, resources: AsyncExitStack) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        resources: AsyncExitStack,
+        embedder: Embedder | None = None,
+    ) -> None:
         self.settings = settings
         self._pool = pool
         self._resources = resources
-        self._embedder: Embedder | None = None
+        self._embedder = embedder
 
     @classmethod
-    async def open(cls, settings: Settings, *, dsn: str | None = None) -> SpaceMover:
-        """Connect (the embedded PostgreSQL without a DSN) to a schema at head."""
+    async def open(
+        cls, settings: Settings, *, dsn: str | None = None, embedder: Embedder | None = None
+    ) -> SpaceMover:
+        """Connect (the embedded PostgreSQL without a DSN) to a schema at head. The new space's
+        embedder comes from ``settings`` unless ``embedder`` is given (then the caller closes it,
+        as with ``MemoryStore.open``)."""
         resources = AsyncExitStack()
         try:
             if dsn is None:
@@ -63,7 +73,7 @@ class SpaceMover:
         except BaseException:
             await resources.aclose()
             raise
-        return cls(settings, pool, resources)
+        return cls(settings, pool, resources, embedder)
 
     async def close(self) -> None:
         """Close the embedder and the pool, let go of the embedded server."""
