@@ -9,6 +9,14 @@ with hit@10 and nDCG@10 from the eval folder's score.py. The local model embeds 
 and claims once (cached in ``out/``); the stores then answer from those vectors
 (``PrecomputedEmbedder``), so the figures are pgrecall's own, not the model's.
 
+Keyword postings (issue 25): large namespaces' BM25 reads ``memory_terms``, which the worker
+fills in the background; both corpora are moved into it after writing (``MemoryStore.index``).
+``--plans`` also measures keyword and hybrid recall in-process with the scan of every matching
+tsvector (a second store whose ``keyword_postings_min_rows`` no namespace reaches), alternated
+query by query with the postings: p50 of each, the ratio, and how many top-10 lists are
+identical. ``--random-vectors`` skips the model (seeded vectors): timing only, vector and
+hybrid quality then mean nothing.
+
 Synthetic: ``--size`` documents of ``LONG_WORDS`` Zipf words each in one namespace, above the
 exact-scan threshold at the default size (so through the graph), queries of a few of a
 document's words with a vector near it; vector recall@10 against the exact top 10.
@@ -27,6 +35,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import numpy as np
 
@@ -102,11 +111,69 @@ def _settings(dsn: str, **overrides: Any) -> Any:
     )
 
 
-async def _open(dsn: str, taught: Taught) -> MemoryStore:
+async def _open(dsn: str, taught: Taught, **overrides: Any) -> MemoryStore:
     embedder = PrecomputedEmbedder()
     for texts, vectors in taught:
         embedder.learn(texts, vectors)
-    return await MemoryStore.open(_settings(dsn), embedder=embedder)
+    return await MemoryStore.open(_settings(dsn, **overrides), embedder=embedder)
+
+
+async def move_postings(store: MemoryStore, database: str) -> float:
+    """Move the namespace's postings now, as the worker would, then analyze; seconds taken."""
+    started = time.perf_counter()
+    await store.postings.catch_up()
+    connection = await asyncpg.connect(database)
+    try:
+        await connection.execute("VACUUM ANALYZE memory_terms")
+        await connection.execute("VACUUM ANALYZE memories")
+    finally:
+        await connection.close()
+    return time.perf_counter() - started
+
+
+async def compare_plans(
+    postings: MemoryStore, scanned: MemoryStore, queries: list[str], namespace: str
+) -> None:
+    """Keyword and hybrid recall in-process, from the postings and from the scan of every
+    matching tsvector, alternated query by query (the order swapped every other query)."""
+    plans = {"postings": in_process(postings, "content"), "scan": in_process(scanned, "content")}
+    for mode in ("keyword", "hybrid"):
+        for query in queries[:WARMUP]:
+            for recall in plans.values():
+                await recall(query, namespace, mode)
+        latencies: dict[str, list[float]] = {name: [] for name in plans}
+        same = 0
+        for index, query in enumerate(queries):
+            found = {}
+            order = list(plans.items())
+            for name, recall in order if index % 2 else order[::-1]:
+                started = time.perf_counter()
+                found[name] = await recall(query, namespace, mode)
+                latencies[name].append(time.perf_counter() - started)
+            same += found["postings"] == found["scan"]
+        p50 = {name: percentiles(values)[0] for name, values in latencies.items()}
+        print(
+            f"  {mode:<8} scan p50 {p50['scan']:7.2f} ms  postings p50 {p50['postings']:7.2f} ms"
+            f"  {p50['scan'] / p50['postings']:4.1f}x faster  identical top-10 "
+            f"{same}/{len(queries)}  ({_load_average()})",
+            flush=True,
+        )
+
+
+async def _postings_size(database: str) -> str:
+    connection = await asyncpg.connect(database)
+    try:
+        row = await connection.fetchrow(
+            "SELECT (SELECT count(*) FROM memory_terms) AS n,"
+            " pg_total_relation_size('memory_terms') AS bytes,"
+            " pg_total_relation_size('memories') AS memories"
+        )
+    finally:
+        await connection.close()
+    return (
+        f"{row['n']} postings, {row['bytes'] / 2**20:.0f} MB "
+        f"(memories {row['memories'] / 2**20:.0f} MB)"
+    )
 
 
 Recall = Callable[[str, str, str], Awaitable[list[str]]]
@@ -227,17 +294,21 @@ def _row(where: str, mode: str, timing: tuple[float, float], quality: str) -> st
 HEADER = f"{'where':<12}{'mode':<9}{'p50 ms':>8}{'p99 ms':>8}{'p99/50':>8}  quality"
 
 
-async def scifact(dsn: str, limit: int | None, http: bool) -> None:
+async def scifact(
+    dsn: str, limit: int | None, http: bool, plans: bool, random_vectors: bool
+) -> None:
     """Every test claim (or the first ``limit``) in each mode, in-process and over HTTP."""
     memories = _load("memories.jsonl")
     tests = _load("queries.jsonl", limit)
-    documents, claims = scifact_vectors(
-        [m["text"] for m in memories], [q["question"] for q in _load("queries.jsonl")]
-    )
-    taught = [
-        ([m["text"] for m in memories], documents),
-        ([q["question"] for q in _load("queries.jsonl")], claims),
-    ]
+    taught: Taught = []
+    if not random_vectors:
+        documents, claims = scifact_vectors(
+            [m["text"] for m in memories], [q["question"] for q in _load("queries.jsonl")]
+        )
+        taught = [
+            ([m["text"] for m in memories], documents),
+            ([q["question"] for q in _load("queries.jsonl")], claims),
+        ]
     score = _score_module()
     database = await fresh_database(dsn, "longdocs_scifact")
     store = await _open(database, taught)
@@ -250,9 +321,20 @@ async def scifact(dsn: str, limit: int | None, http: bool) -> None:
                 ],
                 namespace=NAMESPACE,
             )
+        moved = await move_postings(store, database)
         recalls = {"in-process": in_process(store, "key")}
         questions = [q["question"] for q in tests]
-        print(f"\nSciFact: {len(memories)} abstracts in one namespace, {len(tests)} claims")
+        print(
+            f"\nSciFact: {len(memories)} abstracts in one namespace, {len(tests)} claims"
+            f"{' (random vectors)' if random_vectors else ''}; {await _postings_size(database)},"
+            f" moved in {moved:.0f} s"
+        )
+        if plans:
+            scanned = await _open(database, taught, keyword_postings_min_rows=10**9)
+            try:
+                await compare_plans(store, scanned, questions, NAMESPACE)
+            finally:
+                await scanned.close()
         print(HEADER)
         async with contextlib.AsyncExitStack() as stack:
             if http:
@@ -277,7 +359,7 @@ def long_corpus(size: int, seed: int = 5) -> Corpus:
     return Corpus(texts, metadata, [LONG_NAMESPACE] * size, unit_vectors(size, generator))
 
 
-async def synthetic(dsn: str, size: int, count: int, http: bool) -> None:
+async def synthetic(dsn: str, size: int, count: int, http: bool, plans: bool) -> None:
     """Long documents in one namespace, through the graph when above the exact threshold."""
     data = long_corpus(size)
     queries = make_queries(data, LONG_NAMESPACE, count)
@@ -299,13 +381,21 @@ async def synthetic(dsn: str, size: int, count: int, http: bool) -> None:
                 namespace=LONG_NAMESPACE,
             )
         written = time.perf_counter() - started
+        moved = await move_postings(store, database)
         started = time.perf_counter()
         await store.index(rebuild=True)
         graph = time.perf_counter() - started
         print(
             f"\nsynthetic: {size} documents of {LONG_WORDS} words in one namespace "
-            f"(written in {written:.0f} s, graph {graph:.0f} s), {count} queries"
+            f"(written in {written:.0f} s, postings {moved:.0f} s, graph {graph:.0f} s), "
+            f"{count} queries; {await _postings_size(database)}"
         )
+        if plans:
+            scanned = await _open(database, taught, keyword_postings_min_rows=10**9)
+            try:
+                await compare_plans(store, scanned, queries.texts, LONG_NAMESPACE)
+            finally:
+                await scanned.close()
         print(HEADER)
         recalls = {"in-process": in_process(store, "content")}
         async with contextlib.AsyncExitStack() as stack:
@@ -331,13 +421,27 @@ async def main() -> None:
     parser.add_argument("--no-http", action="store_true")
     parser.add_argument("--no-scifact", action="store_true")
     parser.add_argument("--no-synthetic", action="store_true")
+    parser.add_argument(
+        "--plans", action="store_true", help="keyword and hybrid: postings against the scan"
+    )
+    parser.add_argument(
+        "--random-vectors", action="store_true", help="SciFact without the model (timing only)"
+    )
     arguments = parser.parse_args()
     print(f"{machine()}; {_load_average()}")
     async with embedded_server() as dsn:
         if not arguments.no_scifact:
-            await scifact(dsn, arguments.limit, not arguments.no_http)
+            await scifact(
+                dsn,
+                arguments.limit,
+                not arguments.no_http,
+                arguments.plans,
+                arguments.random_vectors,
+            )
         if not arguments.no_synthetic:
-            await synthetic(dsn, arguments.size, arguments.queries, not arguments.no_http)
+            await synthetic(
+                dsn, arguments.size, arguments.queries, not arguments.no_http, arguments.plans
+            )
 
 
 if __name__ == "__main__":

@@ -257,6 +257,17 @@ class Settings(BaseSettings):
     index_batch_size: int = _count(
         1000, "rows moved into the HNSW graph per transaction", most=100_000
     )
+    # Below it today's scan of the matching tsvectors is as fast (benchmarks/RESULTS.md, issue
+    # 25) and the postings (larger than the memories themselves) are not worth their space.
+    keyword_postings_min_rows: int = Field(
+        default=2_000,
+        ge=0,
+        description="namespaces from this size get keyword postings (BM25 reads the query's "
+        "lexemes only), written by the worker in the background",
+    )
+    keyword_postings_batch_size: int = _count(
+        500, "memories whose keyword postings the worker writes per transaction", most=100_000
+    )
     space_recheck_seconds: float = _seconds(
         2.0,
         "how often a process reads the store's active embedding space again (learns of a "

@@ -20,6 +20,7 @@ from pgrecall.activity import Bucket
 from pgrecall.audit import AuditLog, check_actor, local_actor
 from pgrecall.background.expiry import ExpirySweeper
 from pgrecall.background.indexer import Indexer
+from pgrecall.background.postings import PostingsMover
 from pgrecall.background.worker import EmbeddingWorker
 from pgrecall.catalog import Catalog, memory_id, no_memory
 from pgrecall.config import Settings, load_settings
@@ -164,6 +165,7 @@ class MemoryStore:
         self._query = QueryService(pool, embedder, self._spaces, self._sizes, settings, health)
         self.worker = EmbeddingWorker(pool, dsn, embedding, self._spaces, settings)
         self.indexer = Indexer(pool, settings)
+        self.postings = PostingsMover(pool, settings)
         self._audit = AuditLog(pool, settings.audit_retention_days)
         self._history = History(pool)
         self.sweeper = ExpirySweeper(pool, settings, self._audit)
@@ -178,8 +180,8 @@ class MemoryStore:
         return self._spaces.stored_as(self.embedder.space)
 
     def start_worker(self) -> None:
-        """Run the embedding worker, the indexer and the expiry sweeper as a background task
-        of this store (idempotent)."""
+        """Run the embedding worker, the indexer, the postings mover and the expiry sweeper as
+        a background task of this store (idempotent)."""
         if self._worker_task is None:
             self._worker_task = asyncio.create_task(self._background())
 
@@ -187,6 +189,7 @@ class MemoryStore:
         await asyncio.gather(
             self.worker.run(self._stop_worker),
             self.indexer.run(self._stop_worker),
+            self.postings.run(self._stop_worker),
             self.sweeper.run(self._stop_worker),
         )
 
@@ -477,9 +480,11 @@ class MemoryStore:
         return await self._catalog.pending_count()
 
     async def index(self, *, rebuild: bool = False) -> int:
-        """Move the rows of large namespaces into the HNSW graph now instead of waiting for
-        the worker; ``rebuild`` rebuilds the graph in one pass (after a bulk load). Returns
-        the rows moved."""
+        """Move the rows of large namespaces into the HNSW graph, and their keyword postings
+        into ``memory_terms``, now instead of waiting for the worker; ``rebuild`` rebuilds the
+        graph in one pass (after a bulk load). Returns the rows moved into the graph."""
+        # Postings first: flagging rewrites the rows, which a rebuild's VACUUM then cleans.
+        await self.postings.catch_up()
         return await self.indexer.catch_up(rebuild=rebuild)
 
     async def writes(

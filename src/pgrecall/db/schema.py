@@ -39,6 +39,7 @@ MEMORY_VERSIONS = "memory_versions"
 MEMORY_AUDIT = "memory_audit"
 EMBEDDING_SPACES = "embedding_spaces"
 SPACE_VECTORS = "space_vectors"
+MEMORY_TERMS = "memory_terms"
 HNSW_INDEX = "memories_embedding_hnsw"
 SIZE_CHECK = "memories_embedding_size"
 # HNSW build parameters; pgvector's defaults, named so benchmarks and migrations agree.
@@ -149,6 +150,8 @@ def build_metadata(dimensions: int) -> MetaData:
         Column("embed_after", DateTime(timezone=True), nullable=False, server_default=func.now()),
         # In the HNSW graph: set by the indexer for rows of large namespaces (migration 0005).
         Column("hnsw_indexed", Boolean, nullable=False, server_default=false()),
+        # Postings in memory_terms: set by the worker for rows of large namespaces (0013).
+        Column("terms_indexed", Boolean, nullable=False, server_default=false()),
         # Versions (migration 0011): the current one is here, superseded ones in
         # memory_versions; version_since NULL means current since created_at.
         Column("version", Integer, nullable=False, server_default=text("1")),
@@ -222,10 +225,37 @@ def build_metadata(dimensions: int) -> MetaData:
             "namespace",
             postgresql_where=text("NOT hnsw_indexed AND embedding IS NOT NULL"),
         ),
+        Index(
+            "memories_unposted_namespace", "namespace", postgresql_where=text("NOT terms_indexed")
+        ),
     )
     _history_tables(metadata)
     _space_vectors(metadata)
+    _memory_terms(metadata)
     return metadata
+
+
+def _memory_terms(metadata: MetaData) -> None:
+    """The keyword postings of moved memories, co-located with memories by namespace and kept
+    by triggers on it (migration 0013), keyed so a query reads each of its lexemes as one
+    index range."""
+    Table(
+        MEMORY_TERMS,
+        metadata,
+        Column("namespace", Text, nullable=False),
+        Column("lexeme", Text, nullable=False),
+        Column("memory_id", UUID(as_uuid=True), nullable=False),
+        Column("tf", Integer, nullable=False),  # occurrences of the lexeme (positions kept)
+        Column("dl", Integer, nullable=False),  # the memory's distinct lexemes, as length()
+        # tf and dl in the index: read by index-only scans (migration 0013 says why).
+        PrimaryKeyConstraint(
+            "namespace",
+            "lexeme",
+            "memory_id",
+            name="memory_terms_pkey",
+            postgresql_include=["tf", "dl"],
+        ),
+    )
 
 
 def _space_vectors(metadata: MetaData) -> None:

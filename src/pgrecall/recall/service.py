@@ -15,6 +15,10 @@ namespace filter returns almost nothing for a small namespace inside a large tab
   the graph yet, then an exact re-sort.
 ``exact=True`` forces the exact plan at any size.
 
+Keyword ranking (BM25) of a namespace of ``keyword_postings_min_rows`` memories or more reads
+the postings of the query's lexemes (``memory_terms``, written by the worker in the background)
+instead of every matching row's tsvector (``recall.sql.keyword_postings``).
+
 Namespace sizes are counted with a bounded query and cached for a few seconds (``sizes``).
 """
 
@@ -166,7 +170,15 @@ class QueryService:
             or options.as_of is not None
             or max(sizes.values()) <= self._settings.exact_scan_max_rows
         )
-        rows = await self._fetch(text, names, vector, space_id, mode, exact, options)
+        # Sizes are counted up to the exact-scan limit: a namespace above it is large too.
+        largest = max(sizes.values())
+        postings = (
+            largest >= self._settings.keyword_postings_min_rows
+            or largest > self._settings.exact_scan_max_rows
+        )
+        rows = await self._fetch(
+            text, names, vector, space_id, mode, options, exact=exact, postings=postings
+        )
         pending = rows[0]["pending"] if rows else 0
         # Off the loop when large: MMR over 100 candidates (the fewest a diverse recall
         # fetches by default) took 1-4 ms, decoding 1,000 rows' metadata up to 0.3 s.
@@ -192,9 +204,13 @@ class QueryService:
         vector: list[float] | None,
         space_id: int | None,
         mode: Mode,
-        exact: bool,
         options: RecallOptions,
+        *,
+        exact: bool,
+        postings: bool,
     ) -> list[asyncpg.Record]:
+        """The rows of the recall's statement: ``exact`` vector scan or the graph, BM25 from
+        the keyword ``postings`` or from every matching tsvector."""
         settings = self._settings
         params = SqlParams()
         # Inside small namespaces the statement can settle on one generic plan: the LIMITs are
@@ -242,6 +258,7 @@ class QueryService:
                 rows(depth if vector_ranked else wanted),
                 settings.bm25_k1,
                 settings.bm25_b,
+                postings=postings,
             )
             ctes.extend(keyword_ranked.ctes)
             if vector_ranked is None:
