@@ -186,6 +186,7 @@ async def test_migrate_distributes_idempotently_and_later_migrations_run_distrib
         await migrate.upgrade(citus_empty_dsn, TEST_DIMENSIONS)
         expected += [
             ("memory_audit", "distributed", "namespace"),
+            ("memory_terms", "distributed", "namespace"),
             ("memory_versions", "distributed", "namespace"),
             ("space_vectors", "distributed", "namespace"),
         ]
