@@ -180,6 +180,19 @@ def test_context_cost_benchmark_runs() -> None:
     assert all("/s, without " in line for line in lines)
 
 
+def test_switch_cost_benchmark_runs() -> None:
+    out = _run(
+        "benchmarks.switch_cost",
+        *("--cases", "b", "--rows", "2000", "--queries", "10", "--single", "5", "--batches", "1"),
+    )
+    # Four states, each with every mode and both ingest shapes, and three moves between them.
+    assert out.count(" moved in ") == 3
+    for state in ("first space", "switched", "rolled back", "switched again"):
+        lines = [line for line in out.splitlines() if line[2:18].rstrip() == state]
+        assert len(lines) == 5, (state, lines)
+        assert all(" x first " in line for line in lines)
+
+
 def test_console_load_benchmark_runs() -> None:
     if not (shutil.which("chromium") or shutil.which("chromium-browser")) or not shutil.which(
         "chromedriver"
