@@ -15,11 +15,12 @@ of that state's own. Ratios are to the first state, measured minutes before in t
 
 Each state is measured in a settled database: ``VACUUM (ANALYZE)`` of the whole database first
 (a switch rewrites every row of ``memories`` and inserts and deletes as many in
-``space_vectors``; autovacuum of those, started within a minute of the move, ran under the
-ingest legs of the first run: 570-712 memories/s where the same calls make 8,389/s), then
-``common.settle`` (no autovacuum worker busy, a checkpoint), again before the ingest legs. A
-watcher samples ``pg_stat_activity`` every 0.5 s during each state; the share of samples with an
-autovacuum worker busy is printed beside its figures (0 is what a settled state reads).
+``space_vectors``), then ``common.settle`` (no autovacuum worker busy, a checkpoint), again
+before the ingest legs. A watcher samples ``pg_stat_activity`` every 0.5 s during each state;
+the share of samples with an autovacuum worker busy is printed beside its figures. (Autovacuum
+was suspected of the first run's slow batched ingest, 570-712/s; settled, it was busy in 0-3%
+of the samples and the legs stayed as slow: the cause is the ingest lookup's plan for a
+namespace the statistics have not seen, benchmarks/RESULTS.md, issue 21 session 11.)
 """
 
 from __future__ import annotations
