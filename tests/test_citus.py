@@ -110,10 +110,7 @@ async def capturing(
     citus_dsn: str, local_embedder: LocalEmbedder
 ) -> AsyncIterator[tuple[CapturingStore, asyncpg.Connection]]:
     capture = CapturingStore()
-    # The guard re-reads the active space on another connection once its recheck interval has
-    # passed, also inside the worker's claim: with one connection in the pool, a slow run
-    # (more than 2 s between two reads) waited for itself.
-    await capture.open(citus_dsn, local_embedder, space_recheck_seconds=3600)
+    await capture.open(citus_dsn, local_embedder)
     explainer = await asyncpg.connect(citus_dsn)
     await register_vector_codec(explainer)
     yield capture, explainer
