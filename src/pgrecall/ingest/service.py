@@ -36,9 +36,10 @@ each other.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -130,7 +131,9 @@ class IngestionService:
         is never taken as unchanged: its row as looked up may not hold that write yet, and the
         later item must win."""
 
-        async def find(sql: str, memories: list[Prepared], *extra: object) -> list[asyncpg.Record]:
+        async def find(
+            sql: str, namespace: str, memories: list[Prepared], *extra: object
+        ) -> list[asyncpg.Record]:
             with database_errors():
                 return await self.pool.fetch(
                     sql,
@@ -140,31 +143,37 @@ class IngestionService:
                     space_id,
                     [m.search_text for m in memories],
                     *extra,
-                    sorted({m.namespace for m in memories}),
+                    namespace,
                 )
 
-        found = (await with_replays(lambda: find(FIND_EXISTING, chunk.unique)))[0]
+        # Both lookups are asked of one namespace at a time (see FIND_EXISTING: one shard on
+        # Citus, and probes the planner cannot turn into a read of the namespace per row).
         reusable = []
-        for position, kept in zip(found["positions"], found["reusable"], strict=True):
-            chunk.stored.add(position - 1)
-            if kept:
-                reusable.append(position - 1)
+        clock: datetime | None = None
+        for namespace, indexes in _by_namespace(chunk.unique, range(len(chunk.unique))):
+            members = [chunk.unique[index] for index in indexes]
+            found = (await with_replays(partial(find, FIND_EXISTING, namespace, members)))[0]
+            clock = clock or found["clock"]  # the first lookup's, as the call's new rows take
+            for position, kept in zip(found["positions"], found["reusable"], strict=True):
+                chunk.stored.add(indexes[position - 1])
+                if kept:
+                    reusable.append(indexes[position - 1])
+        assert clock is not None  # a chunk holds at least one memory
         candidates = [
             index
             for index in reusable
             if not any(other.writes(chunk.unique[index].identity) for other in unsettled)
         ]
-        if candidates:
-            known = [chunk.unique[index] for index in candidates]
+        for namespace, indexes in _by_namespace(chunk.unique, candidates):
+            known = [chunk.unique[index] for index in indexes]
             metadata = [m.metadata for m in known]
             expiry = [m.expires_at for m in known]
             valid = ([m.valid_from for m in known], [m.valid_until for m in known])
-            for row in await with_replays(
-                lambda: find(FIND_UNCHANGED, known, metadata, expiry, *valid)
-            ):
-                chunk.unchanged[candidates[row["position"] - 1]] = row["id"]
+            lookup = partial(find, FIND_UNCHANGED, namespace, known, metadata, expiry, *valid)
+            for row in await with_replays(lookup):
+                chunk.unchanged[indexes[row["position"] - 1]] = row["id"]
         kept = set(reusable)
-        return [index for index in range(len(chunk.unique)) if index not in kept], found["clock"]
+        return [index for index in range(len(chunk.unique)) if index not in kept], clock
 
     async def _embed(self, chunk: Chunk, remaining: list[int]) -> None:
         """Embed the chunk's memories at the ``remaining`` indexes (those given a vector in the
@@ -262,3 +271,11 @@ def _remembered(row: asyncpg.Record) -> Remembered:
         status=row["status"],
         error=row["embed_error"],
     )
+
+
+def _by_namespace(memories: list[Prepared], indexes: Iterable[int]) -> list[tuple[str, list[int]]]:
+    """The ``indexes`` into ``memories`` grouped by the memory's namespace, in first-seen order."""
+    groups: dict[str, list[int]] = {}
+    for index in indexes:
+        groups.setdefault(memories[index].namespace, []).append(index)
+    return list(groups.items())
