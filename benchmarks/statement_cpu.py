@@ -1,8 +1,10 @@
 """PostgreSQL's CPU per vector recall: pgrecall's statement against the hand-written floor's.
 
     python -m benchmarks.statement_cpu --data-dir DIR [--queries 200] [--rounds 5]
+                                       [--namespaces 100] [--per-namespace 1000]
 
-On the database ``benchmarks.http_load`` left in ``--data-dir`` (100 namespaces of 1,000), the
+On the database ``benchmarks.http_load`` left in ``--data-dir`` (its sizes: 100 namespaces of
+1,000 by default), the
 statements of real ``recall(mode="vector")`` calls are captured, then replayed on one
 connection, variant after variant in alternating rounds; the backend's CPU time
 (``/proc/<pid>/stat``, user + system) is read around each variant, so the figures are the
@@ -47,16 +49,19 @@ def backend_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-async def capture(dsn: str, ollama_url: str, count: int) -> list[tuple[str, tuple[Any, ...]]]:
-    """The SQL and arguments of ``count`` vector recalls, as the store sent them."""
+async def capture(
+    dsn: str, ollama_url: str, args: argparse.Namespace
+) -> list[tuple[str, tuple[Any, ...]]]:
+    """The SQL and arguments of ``args.queries`` vector recalls, as the store sent them (the
+    queries ``benchmarks.http_load`` asks, from the memories it wrote)."""
     generator = np.random.default_rng(3)
     texts: list[str] = []
     namespaces: list[str] = []
-    for i in range(100):
+    for i in range(args.namespaces):
         name = f"agent-{i:03d}"
-        texts.extend(sentences(1000, generator, tag=f"{name}-"))
-        namespaces.extend([name] * 1000)
-    queries = _queries(texts, namespaces, count)
+        texts.extend(sentences(args.per_namespace, generator, tag=f"{name}-"))
+        namespaces.extend([name] * args.per_namespace)
+    queries = _queries(texts, namespaces, args.queries)
     captured: list[tuple[str, tuple[Any, ...]]] = []
     original = asyncpg.pool.Pool.fetch
 
@@ -85,6 +90,8 @@ async def capture(dsn: str, ollama_url: str, count: int) -> list[tuple[str, tupl
 
 
 async def measure(dsn: str, statements: list[tuple[str, tuple[Any, ...]]], rounds: int) -> None:
+    """Replay ``statements`` and their variants on one connection, ``rounds`` times
+    alternated; print the backend's CPU per statement and both plans."""
     connection = await asyncpg.connect(dsn)
     await register_vector_codec(connection)
     pid = await connection.fetchval("SELECT pg_backend_pid()")
@@ -145,7 +152,7 @@ async def run(args: argparse.Namespace) -> None:
         ollama_url: str = ours.recv()
         async with embedded_server(args.data_dir) as admin:
             dsn = database_url(admin, "http_load")
-            statements = await capture(dsn, ollama_url, args.queries)
+            statements = await capture(dsn, ollama_url, args)
             await measure(dsn, statements, args.rounds)
     finally:
         ours.close()
@@ -161,6 +168,8 @@ def main() -> None:
     )
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--namespaces", type=int, default=100, help="as in the http_load run")
+    parser.add_argument("--per-namespace", type=int, default=1000, help="as in the http_load run")
     asyncio.run(run(parser.parse_args()))
 
 
