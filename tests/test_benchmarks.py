@@ -245,3 +245,18 @@ def test_http_load_benchmark_runs(tmp_path: Path) -> None:
     assert spent["floor"][0] < spent["HTTP vector"][0], spent
     assert spent["floor"][5] == 1.0
     assert "x in process" in out
+    # PostgreSQL's CPU per statement, on the database the run left.
+    replayed = _run(
+        "benchmarks.statement_cpu",
+        *("--namespaces", "2", "--per-namespace", "100", "--queries", "20", "--rounds", "1"),
+        *("--data-dir", str(tmp_path / "db")),
+    )
+    variants = ("floor", "pgrecall", "pgrecall generic", "pgrecall custom", "no pending count")
+    figures = {
+        line[:20].strip(): float(line[20:].split()[0])
+        for line in replayed.split("EXPLAIN ANALYZE")[0].splitlines()
+        if line.startswith("  ")
+    }
+    assert set(figures) == set(variants)
+    assert min(figures.values()) >= 0
+    assert replayed.count("Execution Time") == 2  # the floor's plan and the statement's

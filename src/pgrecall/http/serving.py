@@ -36,8 +36,10 @@ WORKER_HEALTHCHECK_SECONDS = 60
 
 def default_workers() -> int:
     """One worker per two cores: PostgreSQL, the embedder and the workers share the cores.
-    On the 2-core VM that is one process, which two did not beat in the runs of issue 22
-    (RESULTS.md); larger machines get more."""
+    On the 2-core VM that is one process: in two runs of issue 22 (RESULTS.md, sessions 10
+    and 11) a second one cost a quarter more server CPU per recall (2.76 against 2.20 ms) and
+    lowered HTTP vector recall from 0.95 to 0.81 of the floor, though its tail was tighter
+    (p99/p50 2.05 against 2.96); larger machines get more."""
     return max(1, (os.cpu_count() or 1) // 2)
 
 
