@@ -313,7 +313,7 @@ def scores_fused(vector: Ranking, keyword: Ranking, fusion: Fusion) -> str:
     boosts multiply it).
 
     Unlike ranks, scores keep how far ahead a candidate is: on SciFact's 809 train claims
-    nDCG@10 0.7323 against RRF's best 0.7225 (test 0.715 against 0.710 with RRF's defaults;
+    nDCG@10 0.7305 against RRF's best 0.7225 (test 0.716 against 0.710 with RRF's defaults;
     benchmarks/RESULTS.md, issue 24). A short keyword list holds every row that shares a word
     with the query, so the rows outside it score 0 (BM25 of no shared word); a full list, and
     the vector list always, are cut at their lowest score.
