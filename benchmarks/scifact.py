@@ -5,7 +5,8 @@
 Ingests the 5,183 abstracts into an embedded PostgreSQL (kept in --data-dir, so a second run
 embeds nothing), then scores vector, keyword and hybrid recall with the eval folder's score.py:
 hit@1/5/10, recall@10, MRR and nDCG@10, next to its pure-Python BM25 baseline. ``--tune`` first
-searches fusion weights and depth on queries_train.jsonl; the report is on queries.jsonl.
+searches the fusion (by score or by rank), its weights and depth on queries_train.jsonl; the
+report is on queries.jsonl.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import importlib.util
 import itertools
 import json
+import statistics
 import time
 from pathlib import Path
 from types import ModuleType
@@ -87,41 +89,68 @@ def _open(dsn: str, **overrides: Any) -> Any:
     return MemoryStore.open(load_settings(embedder="local", database_url=dsn, **overrides))
 
 
+Ranked = list[tuple[str, float]]  # (key, score), best first
+
+
 async def _rankings(
     store: MemoryStore, queries: list[dict[str, Any]]
-) -> dict[str, tuple[list[str], list[str]]]:
+) -> dict[str, tuple[Ranked, Ranked]]:
     lists = {}
     for query in queries:
         vector = await store.recall(query["question"], namespace=NAMESPACE, k=100, mode="vector")
         keyword = await store.recall(query["question"], namespace=NAMESPACE, k=100, mode="keyword")
-        lists[query["id"]] = ([h.key or "" for h in vector], [h.key or "" for h in keyword])
+        lists[query["id"]] = (
+            [(h.key or "", h.score) for h in vector],
+            [(h.key or "", h.score) for h in keyword],
+        )
     return lists
 
 
+def _standard(ranked: Ranked, floor: float) -> dict[str, float]:
+    scores = [score for _, score in ranked]
+    scale = statistics.pstdev(scores) if scores else 0.0
+    scale = scale or (max(scores, default=floor) - floor) or 1.0
+    return {key: (score - floor) / scale for key, score in ranked}
+
+
 def _fuse(
-    lists: dict[str, tuple[list[str], list[str]]], rrf_k: float, weight: float, depth: int
+    lists: dict[str, tuple[Ranked, Ranked]], fusion: str, rrf_k: float, weight: float, depth: int
 ) -> dict[str, list[str]]:
-    """The same reciprocal-rank fusion recall runs in SQL, over rankings fetched once."""
+    """The fusion recall runs in SQL (recall/sql.py's ``fused``), over rankings fetched once."""
     run = {}
     for query_id, (vector, keyword) in lists.items():
+        vector, keyword = vector[:depth], keyword[:depth]
         fused: dict[str, float] = {}
-        for rank, doc in enumerate(vector[:depth], 1):
-            fused[doc] = fused.get(doc, 0.0) + 1.0 / (rrf_k + rank)
-        for rank, doc in enumerate(keyword[:depth], 1):
-            fused[doc] = fused.get(doc, 0.0) + weight / (rrf_k + rank)
+        if fusion == "rrf":
+            for rank, (doc, _) in enumerate(vector, 1):
+                fused[doc] = fused.get(doc, 0.0) + 1.0 / (rrf_k + rank)
+            for rank, (doc, _) in enumerate(keyword, 1):
+                fused[doc] = fused.get(doc, 0.0) + weight / (rrf_k + rank)
+        else:
+            floor = min((s for _, s in keyword), default=0.0) if len(keyword) >= depth else 0.0
+            by_vector = _standard(vector, min((s for _, s in vector), default=0.0))
+            by_keyword = _standard(keyword, floor)
+            for doc in by_vector.keys() | by_keyword.keys():
+                fused[doc] = by_vector.get(doc, 0.0) + weight * by_keyword.get(doc, 0.0)
         run[query_id] = sorted(fused, key=lambda doc: -fused[doc])[:50]
     return run
 
 
 async def tune(dsn: str, score: ModuleType, queries: list[dict[str, Any]]) -> dict[str, Any]:
-    """Grid-search fusion constant, keyword weight and depth on the train claims."""
+    """Grid-search the fusion, its constant, the keyword weight and depth on the train claims."""
     async with await _open(dsn) as store:
         lists = await _rankings(store, queries)
-    grid = itertools.product((2.0, 5.0, 10.0, 20.0, 60.0), (0.75, 1.0, 1.25, 1.5, 2.0), (50, 100))
+    weights = (0.75, 0.85, 1.0, 1.25, 1.5, 2.0)
+    grid = [
+        *itertools.product(("rrf",), (2.0, 5.0, 10.0, 20.0, 60.0), weights, (50, 100)),
+        *itertools.product(("scores",), (5.0,), weights, (50, 100)),
+    ]
     scored = []
-    for rrf_k, weight, depth in grid:
-        ndcg = score.score(queries, _fuse(lists, rrf_k, weight, depth), [10])["ALL"]["ndcg@10"]
-        scored.append((ndcg, {"rrf_k": rrf_k, "keyword_weight": weight, "hybrid_depth": depth}))
+    for fusion, rrf_k, weight, depth in grid:
+        run = _fuse(lists, fusion, rrf_k, weight, depth)
+        ndcg = score.score(queries, run, [10])["ALL"]["ndcg@10"]
+        config = {"hybrid_fusion": fusion, "keyword_weight": weight, "hybrid_depth": depth}
+        scored.append((ndcg, config | ({"rrf_k": rrf_k} if fusion == "rrf" else {})))
     scored.sort(key=lambda item: -item[0])
     for ndcg, config in scored[:5]:
         print(f"  train nDCG@10 {ndcg:.4f}  {config}")

@@ -102,6 +102,8 @@ def test_every_bad_value_is_listed_in_one_error(monkeypatch: pytest.MonkeyPatch)
         ("HYBRID_KEYWORD_WEIGHT", "-1", "must be 0 or a number from 1e-06 to 100"),
         ("HYBRID_VECTOR_WEIGHT", "inf", "must be 0 or a number from 1e-06 to 100"),
         ("HYBRID_VECTOR_WEIGHT", "nan", "must be 0 or a number from 1e-06 to 100"),
+        ("HYBRID_FUSION", "zscore", "Input should be 'rrf' or 'scores'"),
+        ("HYBRID_FUSION", "", "Input should be 'rrf' or 'scores'"),
     ],
 )
 def test_sizes_and_weights_have_bounds(

@@ -31,6 +31,9 @@ MAX_CONTENT_CHARS = 200_000
 # ranking; the maximum puts the ratio of the two at 1e8, far past any useful tilt.
 MIN_FUSION_WEIGHT = 1e-6
 MAX_FUSION_WEIGHT = 100.0
+# How hybrid recall fuses its rankings: by rank (reciprocal-rank fusion) or by score (each
+# ranking's scores in standard deviations, recall/sql.py's scores_fused).
+FusionMethod = Literal["rrf", "scores"]
 # A switch waits for every process to read the active space again: an hour is already a long
 # wait for `pgrecall reembed --switch`, and past it the wait is a mistake (1e308: forever).
 MAX_SPACE_RECHECK_SECONDS = 3600.0
@@ -283,12 +286,18 @@ class Settings(BaseSettings):
         description="texts per second each pgrecall reembed process sends the embedder at most "
         "(unset: no limit), so it keeps serving live traffic",
     )
+    # Fusion defaults tuned on SciFact's train claims and checked on LoCoMo-dev
+    # (benchmarks/RESULTS.md, issue 24).
+    hybrid_fusion: FusionMethod = Field(
+        default="scores",
+        description="how hybrid recall fuses its rankings: scores (each ranking's scores in "
+        "standard deviations, weighted and summed) or rrf (weight / (rrf_k + rank))",
+    )
     hybrid_vector_weight: float = Field(
         default=1.0, description="weight of the vector ranking in hybrid fusion"
     )
-    # Fusion defaults tuned on SciFact's train claims (benchmarks/RESULTS.md).
     hybrid_keyword_weight: float = Field(
-        default=1.25, description="weight of the keyword ranking in hybrid fusion"
+        default=1.0, description="weight of the keyword ranking in hybrid fusion"
     )
     hybrid_depth: int = _count(100, "candidates taken from each ranking before fusion", most=1000)
     rrf_k: float = Field(

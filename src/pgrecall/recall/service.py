@@ -1,7 +1,8 @@
 """Recall: embed the query, then one SQL statement that scopes, filters, ranks and fuses.
 
 Modes: ``vector`` (inner product), ``keyword`` (BM25 over the tsvector, needs no embedder) and
-``hybrid`` (default: reciprocal-rank fusion of both, weights and depth in settings). In hybrid
+``hybrid`` (default: both fused by score or by rank, ``recall.sql.fused``; the fusion, weights
+and depth in settings). In hybrid
 mode a transient embedder failure falls back to keywords (``degraded=True``) instead of failing.
 
 The plan depends on how many memories each namespace in scope holds. A graph index with a
@@ -46,6 +47,7 @@ from pgrecall.recall.neighbours import with_neighbours
 from pgrecall.recall.rerank import check_boosts, needs_candidates, rerank
 from pgrecall.recall.sizes import NamespaceSizes
 from pgrecall.recall.sql import (
+    Fusion,
     fused,
     fused_hits,
     keyword_ranking,
@@ -252,26 +254,33 @@ class QueryService:
             if query is not None and space is not None:
                 size = rows(max(depth, candidates))
                 vector_ranked = vector_ranking(scope, query, space, size, plan, dimensions)
+            keyword_depth = rows(depth if vector_ranked else wanted)
             keyword_ranked = keyword_ranking(
                 params,
                 scope,
-                rows(depth if vector_ranked else wanted),
+                keyword_depth,
                 settings.bm25_k1,
                 settings.bm25_b,
                 postings=postings,
             )
             ctes.extend(keyword_ranked.ctes)
-            if vector_ranked is None:
-                ranking = fused(None, keyword_ranked, ("", ""), "")
-            else:
+            fusion = None
+            if vector_ranked is not None:
                 vector_weight = _weight(options.vector_weight, settings.hybrid_vector_weight)
                 keyword_weight = _weight(options.keyword_weight, settings.hybrid_keyword_weight)
-                weights = (
-                    params.add(vector_weight, "float8"),
-                    params.add(keyword_weight, "float8"),
+                fusion = Fusion(
+                    method=settings.hybrid_fusion,
+                    vector_weight=params.add(vector_weight, "float8"),
+                    keyword_weight=params.add(keyword_weight, "float8"),
+                    # Bound only where the statement reads it: every placeholder must be.
+                    rrf_k=(
+                        params.add(settings.rrf_k, "float8")
+                        if settings.hybrid_fusion == "rrf"
+                        else ""
+                    ),
+                    depth=keyword_depth,
                 )
-                rrf_k = params.add(settings.rrf_k, "float8")
-                ranking = fused(vector_ranked, keyword_ranked, weights, rrf_k)
+            ranking = fused(vector_ranked, keyword_ranked, fusion)
             hits = fused_hits(scope, ranking, query, limit, embedding)
         sql = statement(ctes, scope, hits)
         with database_errors():

@@ -57,7 +57,7 @@ function results(answer) {
     "section",
     { id: "hits", "aria-label": "Hits" },
     h("p", { class: "hint" }, notes.join(" · ")),
-    h("p", { class: "hint" }, "Bars: fused = rank-fusion score relative to the best hit; vector = cosine similarity; keyword = BM25 relative to the best keyword match."),
+    h("p", { class: "hint" }, "Bars: fused = the fused score relative to the best hit; vector = cosine similarity; keyword = BM25 relative to the best keyword match."),
     h("ol", { class: "hits" }, answer.hits.map((hit, i) => hitCard(hit, answer, best, i + 1))),
   );
 }
