@@ -82,13 +82,17 @@ def nearest(
 ) -> str:
     """``columns`` and ``distance`` of the top ``depth`` rows by inner product, nearest first.
 
-    ``plan`` "exact" sorts the scope read through the namespace btree; "hnsw" walks the HNSW
-    index and adds the rows not in it yet (the graph holds the rows of large namespaces, see
-    indexer.py; the few it has not taken in yet are sorted exactly, so new memories are found
-    at once), then sorts the candidates exactly. The graph is built on the vectors cast to
-    their size (``dimensions``, the query's), and its branch orders by that same expression.
+    ``plan`` "exact" sorts the scope read through the namespace btree; "copied" sorts the
+    same rows exactly too, their vectors read from the narrow copies (see ``copied_nearest``);
+    "hnsw" walks the HNSW index and adds the rows not in it yet (the graph holds the rows of
+    large namespaces, see indexer.py; the few it has not taken in yet are sorted exactly, so
+    new memories are found at once), then sorts the candidates exactly. The graph is built on
+    the vectors cast to their size (``dimensions``, the query's), and its branch orders by that
+    same expression.
     """
     where = f"{scope.conditions} AND m.embedding IS NOT NULL AND m.space_id = {space}"
+    if plan == "copied":
+        return copied_nearest(scope, vector, space, depth, columns, where)
     scored = f"SELECT {columns}, m.embedding <#> {vector} AS distance FROM {scope.source} m"
     # Sorting a subquery's output (the OFFSET 0 keeps it one) keeps the planner off the HNSW
     # index, and computes each row's distance once.
@@ -105,6 +109,38 @@ def nearest(
             UNION ALL
             ({exact.format(rows=f"NOT m.hnsw_indexed AND {where}")})
         ) AS candidates ORDER BY distance, id LIMIT {depth}
+    """
+
+
+def copied_nearest(
+    scope: Scope, vector: str, space: str, depth: str, columns: str, where: str
+) -> str:
+    """The exact top ``depth`` of a namespace whose vectors are copied (``memory_vectors``,
+    background/copies.py): every copy of the space plus the rows not copied yet sorted by
+    distance, then the scope's conditions (``where``) checked on the memories in that order,
+    one primary-key probe each, until ``depth`` pass. Exact: every row of the scope is in the
+    sort once (a copied row's copy holds its vector, the triggers of migration 0014 drop a copy
+    whose vector changes), and the probes keep the first ``depth`` that pass. Meant for scopes
+    that drop few rows (expiry, current validity): a narrow filter would probe row after row.
+    """
+    return f"""
+        SELECT {columns}, c.distance FROM (
+            SELECT * FROM (
+                (SELECT v.namespace, v.id, v.embedding <#> {vector} AS distance
+                 FROM memory_vectors v
+                 WHERE v.namespace {scope.in_namespaces} AND v.space_id = {space} OFFSET 0)
+                UNION ALL
+                (SELECT m.namespace, m.id, m.embedding <#> {vector} AS distance
+                 FROM memories m
+                 WHERE m.namespace {scope.in_namespaces} AND NOT m.vector_copied
+                   AND m.embedding IS NOT NULL AND m.space_id = {space} OFFSET 0)
+            ) AS copies ORDER BY distance, id
+        ) AS c
+        CROSS JOIN LATERAL (
+            SELECT m.namespace, m.id FROM memories m
+            WHERE {where} AND m.namespace = c.namespace AND m.id = c.id OFFSET 0
+        ) AS m
+        ORDER BY c.distance, c.id LIMIT {depth}
     """
 
 
