@@ -92,6 +92,21 @@ async def test_copies_rank_as_the_scan_of_the_rows_and_new_rows_are_found_at_onc
         best = await copied.recall("a late note about lighthouses", namespace=NAMESPACE, k=1)
         assert best.hits[0].content == "a late note about lighthouses"
         assert best.exact
+        # 15 of a query's nearest 20 expired: the bounded sort falls short, every row is sorted.
+        nearest = await copied.recall(queries[0], namespace=NAMESPACE, k=20, mode="vector")
+        expired = [hit.id for hit in nearest.hits[:15]]
+        await connection.execute(
+            "UPDATE memories SET expires_at = now() - interval '1 second' WHERE id = ANY($1)",
+            expired,
+        )
+        found = [
+            hit.id
+            for hit in await copied.recall(queries[0], namespace=NAMESPACE, k=10, mode="vector")
+        ]
+        assert found[:5] == [hit.id for hit in nearest.hits[15:]]
+        assert len(found) == 10
+        assert not set(found) & set(expired)
+        assert await _vector(copied, queries[0]) == await _vector(scanned, queries[0])
     finally:
         await copied.close()
         await scanned.close()
