@@ -211,7 +211,11 @@ class QueryService:
         after row; nor past versions, which have no copies)."""
         return (
             len(names) == 1
-            and largest >= self._settings.vector_copy_min_rows
+            # Sizes are counted up to the exact-scan limit: a namespace above it is large too.
+            and (
+                largest >= self._settings.vector_copy_min_rows
+                or largest > self._settings.exact_scan_max_rows
+            )
             and options.as_of is None
             and options.valid_at is None
             and options.created_after is None
