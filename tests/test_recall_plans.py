@@ -32,15 +32,7 @@ async def plan_store(migrated_dsn: str) -> AsyncIterator[MemoryStore]:
     store = await MemoryStore.open(
         # The hash embedder's vectors are uniform on the sphere, the hardest case for a graph:
         # a wider candidate list than the default (tuned on clustered vectors) keeps it near exact.
-        # No background worker: its movers' sweeps (postings, vector copies, the graph) lock
-        # batches (SKIP LOCKED) while the tests' index() runs, which then moves fewer rows
-        # (seen: 2,282 of 2,500 on a loaded machine).
-        store_settings(
-            exact_scan_max_rows=THRESHOLD,
-            ingest_chunk_size=2000,
-            hnsw_ef_search=200,
-            worker=False,
-        ),
+        store_settings(exact_scan_max_rows=THRESHOLD, ingest_chunk_size=2000, hnsw_ef_search=200),
         dsn=migrated_dsn,
         embedder=HashEmbedder(),
     )
