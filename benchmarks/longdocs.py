@@ -11,11 +11,13 @@ and claims once (cached in ``out/``); the stores then answer from those vectors
 
 Keyword postings (issue 25): large namespaces' BM25 reads ``memory_terms``, which the worker
 fills in the background; both corpora are moved into it after writing (``MemoryStore.index``).
-``--plans`` also measures keyword and hybrid recall in-process with the scan of every matching
-tsvector (a second store whose ``keyword_postings_min_rows`` no namespace reaches), alternated
-query by query with the postings: p50 of each, the ratio, and how many top-10 lists are
-identical. ``--random-vectors`` skips the model (seeded vectors): timing only, vector and
-hybrid quality then mean nothing.
+Vector copies (issue 25): the exact scan of a large namespace reads ``memory_vectors``, which
+the worker fills in the background, copied with the postings. ``--plans`` also measures each
+lever against its absence in-process (a second store whose threshold no namespace reaches):
+keyword and hybrid with the scan of every matching tsvector instead of the postings, vector and
+hybrid with the scan of the memories' rows instead of the copies, alternated query by query:
+p50 of each, the ratio, and how many top-10 lists are identical. ``--random-vectors`` skips the
+model (seeded vectors): timing only, vector and hybrid quality then mean nothing.
 
 Synthetic: ``--size`` documents of ``LONG_WORDS`` Zipf words each in one namespace, above the
 exact-scan threshold at the default size (so through the graph), queries of a few of a
@@ -119,25 +121,32 @@ async def _open(dsn: str, taught: Taught, **overrides: Any) -> MemoryStore:
 
 
 async def move_postings(store: MemoryStore, database: str) -> float:
-    """Move the namespace's postings now, as the worker would, then analyze; seconds taken."""
+    """Move the namespace's postings and copy its vectors now, as the worker would, then
+    analyze; seconds taken."""
     started = time.perf_counter()
     await store.postings.catch_up()
+    await store.copies.catch_up()
     connection = await asyncpg.connect(database)
     try:
-        await connection.execute("VACUUM ANALYZE memory_terms")
-        await connection.execute("VACUUM ANALYZE memories")
+        for table in ("memory_terms", "memory_vectors", "memories"):
+            await connection.execute(f"VACUUM ANALYZE {table}")
     finally:
         await connection.close()
     return time.perf_counter() - started
 
 
 async def compare_plans(
-    postings: MemoryStore, scanned: MemoryStore, queries: list[str], namespace: str
+    lever: str,
+    stores: tuple[MemoryStore, MemoryStore],
+    queries: list[str],
+    namespace: str,
+    modes: tuple[str, ...],
 ) -> None:
-    """Keyword and hybrid recall in-process, from the postings and from the scan of every
-    matching tsvector, alternated query by query (the order swapped every other query)."""
-    plans = {"postings": in_process(postings, "content"), "scan": in_process(scanned, "content")}
-    for mode in ("keyword", "hybrid"):
+    """Recall in-process with the ``lever`` (``stores[0]``) and without it (``stores[1]``, the
+    same database), alternated query by query (the order swapped every other query): p50 of
+    each, the ratio, and how many top-10 lists are identical."""
+    plans = {lever: in_process(stores[0], "content"), "without": in_process(stores[1], "content")}
+    for mode in modes:
         for query in queries[:WARMUP]:
             for recall in plans.values():
                 await recall(query, namespace, mode)
@@ -150,14 +159,34 @@ async def compare_plans(
                 started = time.perf_counter()
                 found[name] = await recall(query, namespace, mode)
                 latencies[name].append(time.perf_counter() - started)
-            same += found["postings"] == found["scan"]
+            same += found[lever] == found["without"]
         p50 = {name: percentiles(values)[0] for name, values in latencies.items()}
         print(
-            f"  {mode:<8} scan p50 {p50['scan']:7.2f} ms  postings p50 {p50['postings']:7.2f} ms"
-            f"  {p50['scan'] / p50['postings']:4.1f}x faster  identical top-10 "
+            f"  {mode:<8} without p50 {p50['without']:7.2f} ms  {lever} p50 {p50[lever]:7.2f} ms"
+            f"  {p50['without'] / p50[lever]:4.2f}x faster  identical top-10 "
             f"{same}/{len(queries)}  ({_load_average()})",
             flush=True,
         )
+
+
+# Each lever alone: the settings of a store without it (no namespace reaches the threshold),
+# and the modes whose statements it changes.
+LEVERS: dict[str, tuple[dict[str, int], tuple[str, ...]]] = {
+    "postings": ({"keyword_postings_min_rows": 10**9}, ("keyword", "hybrid")),
+    "copies": ({"vector_copy_min_rows": 10**9}, ("vector", "hybrid")),
+}
+
+
+async def _compare_levers(
+    store: MemoryStore, database: str, taught: Taught, queries: list[str], namespace: str
+) -> None:
+    """``compare_plans`` for each of ``LEVERS``: ``store`` against one without that lever."""
+    for lever, (without, modes) in LEVERS.items():
+        other = await _open(database, taught, **without)
+        try:
+            await compare_plans(lever, (store, other), queries, namespace, modes)
+        finally:
+            await other.close()
 
 
 async def _postings_size(database: str) -> str:
@@ -330,11 +359,7 @@ async def scifact(
             f" moved in {moved:.0f} s"
         )
         if plans:
-            scanned = await _open(database, taught, keyword_postings_min_rows=10**9)
-            try:
-                await compare_plans(store, scanned, questions, NAMESPACE)
-            finally:
-                await scanned.close()
+            await _compare_levers(store, database, taught, questions, NAMESPACE)
         print(HEADER)
         async with contextlib.AsyncExitStack() as stack:
             if http:
@@ -391,11 +416,7 @@ async def synthetic(dsn: str, size: int, count: int, http: bool, plans: bool) ->
             f"{count} queries; {await _postings_size(database)}"
         )
         if plans:
-            scanned = await _open(database, taught, keyword_postings_min_rows=10**9)
-            try:
-                await compare_plans(store, scanned, queries.texts, LONG_NAMESPACE)
-            finally:
-                await scanned.close()
+            await _compare_levers(store, database, taught, queries.texts, LONG_NAMESPACE)
         print(HEADER)
         recalls = {"in-process": in_process(store, "content")}
         async with contextlib.AsyncExitStack() as stack:
@@ -422,7 +443,9 @@ async def main() -> None:
     parser.add_argument("--no-scifact", action="store_true")
     parser.add_argument("--no-synthetic", action="store_true")
     parser.add_argument(
-        "--plans", action="store_true", help="keyword and hybrid: postings against the scan"
+        "--plans",
+        action="store_true",
+        help="each lever against its absence: keyword postings, vector copies",
     )
     parser.add_argument(
         "--random-vectors", action="store_true", help="SciFact without the model (timing only)"

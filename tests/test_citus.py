@@ -187,6 +187,7 @@ async def test_migrate_distributes_idempotently_and_later_migrations_run_distrib
         expected += [
             ("memory_audit", "distributed", "namespace"),
             ("memory_terms", "distributed", "namespace"),
+            ("memory_vectors", "distributed", "namespace"),
             ("memory_versions", "distributed", "namespace"),
             ("space_vectors", "distributed", "namespace"),
         ]
@@ -272,6 +273,39 @@ async def test_each_verb_of_a_named_namespace_runs_on_its_shard_alone(
     assert any("FOR UPDATE" in s.query for s in claims)
     await _assert_one_shard(explainer, claims, namespace, "worker")
     assert (await store.stats(namespace=namespace)).pending == 0
+
+
+@_KEEPS_ITS_LISTENER
+async def test_recall_from_the_vector_copies_runs_on_one_shard(
+    citus_dsn: str, local_embedder: LocalEmbedder
+) -> None:
+    """A namespace with vector copies: their exact scan, and the triggers that drop a changed
+    or forgotten memory's copy, each run on the namespace's shard alone."""
+    capture = CapturingStore()
+    store = await capture.open(citus_dsn, local_embedder, vector_copy_min_rows=5)
+    explainer = await asyncpg.connect(citus_dsn)
+    try:
+        await register_vector_codec(explainer)
+        texts = [f"Note {n}: the {w} arrives on day {n}." for n, w in enumerate("abcdefghij")]
+        ids = [memory.id for memory in await store.remember(texts, namespace="copied")]
+        await store.index()
+        assert await explainer.fetchval("SELECT count(*) FROM memory_vectors") == len(texts)
+        sent = await capture.during(store.update(ids[0], namespace="copied", content="Changed."))
+        await _assert_one_shard(explainer, sent, "copied", "update of a copied memory")
+        sent = await capture.during(store.forget([ids[1]], namespace="copied"))
+        await _assert_one_shard(explainer, sent, "copied", "forget of a copied memory")
+        assert await explainer.fetchval("SELECT count(*) FROM memory_vectors") == len(texts) - 2
+        for mode in ("vector", "hybrid"):
+            store._sizes.forget(["copied"])
+            sent = await capture.during(store.recall("arrives", namespace="copied", mode=mode))
+            assert any("memory_vectors" in s.query for s in sent), "copies not read"
+            await _assert_one_shard(explainer, sent, "copied", f"recall {mode} (copies)")
+            result = await store.recall("arrives", namespace="copied", mode=mode)
+            assert result.exact
+            assert len(result.hits) == len(texts) - 1
+    finally:
+        await explainer.close()
+        await capture.close()
 
 
 @_KEEPS_ITS_LISTENER

@@ -271,6 +271,18 @@ class Settings(BaseSettings):
     keyword_postings_batch_size: int = _count(
         500, "memories whose keyword postings the worker writes per transaction", most=100_000
     )
+    # Below it a namespace's rows are few enough to scan where they are, and a copy of its
+    # vectors is not worth its space (benchmarks/RESULTS.md, issue 25).
+    vector_copy_min_rows: int = Field(
+        default=2_000,
+        ge=0,
+        description="namespaces from this size get a copy of their vectors in a narrow table "
+        "(the exact scan reads it instead of the memories' rows), written by the worker in "
+        "the background",
+    )
+    vector_copy_batch_size: int = _count(
+        1000, "memories whose vectors the worker copies per transaction", most=100_000
+    )
     space_recheck_seconds: float = _seconds(
         2.0,
         "how often a process reads the store's active embedding space again (learns of a "

@@ -18,6 +18,7 @@ import asyncpg
 from pgrecall import activity, records, validation
 from pgrecall.activity import Bucket
 from pgrecall.audit import AuditLog, check_actor, local_actor
+from pgrecall.background.copies import VectorCopier
 from pgrecall.background.expiry import ExpirySweeper
 from pgrecall.background.indexer import Indexer
 from pgrecall.background.postings import PostingsMover
@@ -166,6 +167,7 @@ class MemoryStore:
         self.worker = EmbeddingWorker(pool, dsn, embedding, self._spaces, settings)
         self.indexer = Indexer(pool, settings)
         self.postings = PostingsMover(pool, settings)
+        self.copies = VectorCopier(pool, settings)
         self._audit = AuditLog(pool, settings.audit_retention_days)
         self._history = History(pool)
         self.sweeper = ExpirySweeper(pool, settings, self._audit)
@@ -180,8 +182,8 @@ class MemoryStore:
         return self._spaces.stored_as(self.embedder.space)
 
     def start_worker(self) -> None:
-        """Run the embedding worker, the indexer, the postings mover and the expiry sweeper as
-        a background task of this store (idempotent)."""
+        """Run the embedding worker, the indexer, the postings mover, the vector copier and
+        the expiry sweeper as a background task of this store (idempotent)."""
         if self._worker_task is None:
             self._worker_task = asyncio.create_task(self._background())
 
@@ -190,6 +192,7 @@ class MemoryStore:
             self.worker.run(self._stop_worker),
             self.indexer.run(self._stop_worker),
             self.postings.run(self._stop_worker),
+            self.copies.run(self._stop_worker),
             self.sweeper.run(self._stop_worker),
         )
 
@@ -480,11 +483,14 @@ class MemoryStore:
         return await self._catalog.pending_count()
 
     async def index(self, *, rebuild: bool = False) -> int:
-        """Move the rows of large namespaces into the HNSW graph, and their keyword postings
-        into ``memory_terms``, now instead of waiting for the worker; ``rebuild`` rebuilds the
-        graph in one pass (after a bulk load). Returns the rows moved into the graph."""
-        # Postings first: flagging rewrites the rows, which a rebuild's VACUUM then cleans.
+        """Move the rows of large namespaces into the HNSW graph, their keyword postings into
+        ``memory_terms`` and their vectors into ``memory_vectors``, now instead of waiting for
+        the worker; ``rebuild`` rebuilds the graph in one pass (after a bulk load). Returns the
+        rows moved into the graph."""
+        # Postings and copies first: flagging rewrites the rows, which a rebuild's VACUUM then
+        # cleans.
         await self.postings.catch_up()
+        await self.copies.catch_up()
         return await self.indexer.catch_up(rebuild=rebuild)
 
     async def writes(

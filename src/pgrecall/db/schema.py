@@ -40,6 +40,7 @@ MEMORY_AUDIT = "memory_audit"
 EMBEDDING_SPACES = "embedding_spaces"
 SPACE_VECTORS = "space_vectors"
 MEMORY_TERMS = "memory_terms"
+MEMORY_VECTORS = "memory_vectors"
 HNSW_INDEX = "memories_embedding_hnsw"
 SIZE_CHECK = "memories_embedding_size"
 # HNSW build parameters; pgvector's defaults, named so benchmarks and migrations agree.
@@ -152,6 +153,8 @@ def build_metadata(dimensions: int) -> MetaData:
         Column("hnsw_indexed", Boolean, nullable=False, server_default=false()),
         # Postings in memory_terms: set by the worker for rows of large namespaces (0013).
         Column("terms_indexed", Boolean, nullable=False, server_default=false()),
+        # Vector copied into memory_vectors: set by the worker for rows of large namespaces (0014).
+        Column("vector_copied", Boolean, nullable=False, server_default=false()),
         # Versions (migration 0011): the current one is here, superseded ones in
         # memory_versions; version_since NULL means current since created_at.
         Column("version", Integer, nullable=False, server_default=text("1")),
@@ -228,11 +231,31 @@ def build_metadata(dimensions: int) -> MetaData:
         Index(
             "memories_unposted_namespace", "namespace", postgresql_where=text("NOT terms_indexed")
         ),
+        Index(
+            "memories_uncopied_vectors",
+            "namespace",
+            postgresql_where=text("NOT vector_copied AND embedding IS NOT NULL"),
+        ),
     )
     _history_tables(metadata)
     _space_vectors(metadata)
     _memory_terms(metadata)
+    _memory_vectors(metadata)
     return metadata
+
+
+def _memory_vectors(metadata: MetaData) -> None:
+    """Copies of the vectors of large namespaces' memories, for a narrow exact scan:
+    co-located with memories by namespace and kept by triggers on it (migration 0014)."""
+    Table(
+        MEMORY_VECTORS,
+        metadata,
+        Column("namespace", Text, nullable=False),
+        Column("id", UUID(as_uuid=True), nullable=False),
+        Column("space_id", Integer, nullable=False),
+        Column("embedding", VECTOR(), nullable=False),
+        PrimaryKeyConstraint("namespace", "id", name="memory_vectors_pkey"),
+    )
 
 
 def _memory_terms(metadata: MetaData) -> None:

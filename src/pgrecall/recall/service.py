@@ -20,6 +20,10 @@ Keyword ranking (BM25) of a namespace of ``keyword_postings_min_rows`` memories 
 the postings of the query's lexemes (``memory_terms``, written by the worker in the background)
 instead of every matching row's tsvector (``recall.sql.keyword_postings``).
 
+The exact scan of one namespace of ``vector_copy_min_rows`` memories or more reads copies of
+its vectors (``memory_vectors``, written by the worker in the background) instead of the
+memories' long rows (``recall.sql.copied_nearest``).
+
 Namespace sizes are counted with a bounded query and cached for a few seconds (``sizes``).
 """
 
@@ -178,8 +182,11 @@ class QueryService:
             largest >= self._settings.keyword_postings_min_rows
             or largest > self._settings.exact_scan_max_rows
         )
+        plan = "hnsw"
+        if exact:
+            plan = "copied" if self._copied(names, largest, options) else "exact"
         rows = await self._fetch(
-            text, names, vector, space_id, mode, options, exact=exact, postings=postings
+            text, names, vector, space_id, mode, options, plan=plan, postings=postings
         )
         pending = rows[0]["pending"] if rows else 0
         # Off the loop when large: MMR over 100 candidates (the fewest a diverse recall
@@ -199,6 +206,25 @@ class QueryService:
             degraded=degraded,
         )
 
+    def _copied(self, names: list[str], largest: int, options: RecallOptions) -> bool:
+        """Whether the exact scan reads the vector copies (``recall.sql.copied_nearest``): one
+        namespace large enough to have them, a scope of current memories that drops few rows
+        (no metadata filter, created range or past validity, which could make it probe row
+        after row; nor past versions, which have no copies)."""
+        return (
+            len(names) == 1
+            # Sizes are counted up to the exact-scan limit: a namespace above it is large too.
+            and (
+                largest >= self._settings.vector_copy_min_rows
+                or largest > self._settings.exact_scan_max_rows
+            )
+            and options.as_of is None
+            and options.valid_at is None
+            and options.created_after is None
+            and options.created_before is None
+            and not options.filter
+        )
+
     async def _fetch(
         self,
         text: str,
@@ -208,12 +234,14 @@ class QueryService:
         mode: Mode,
         options: RecallOptions,
         *,
-        exact: bool,
+        plan: str,
         postings: bool,
     ) -> list[asyncpg.Record]:
-        """The rows of the recall's statement: ``exact`` vector scan or the graph, BM25 from
-        the keyword ``postings`` or from every matching tsvector."""
+        """The rows of the recall's statement: the vector ranking's ``plan`` ("exact",
+        "copied" or "hnsw", ``recall.sql.nearest``), BM25 from the keyword ``postings`` or from
+        every matching tsvector."""
         settings = self._settings
+        exact = plan != "hnsw"
         params = SqlParams()
         # Inside small namespaces the statement can settle on one generic plan: the LIMITs are
         # written out and one namespace is compared with "=", so a generic plan costs what a
@@ -233,7 +261,6 @@ class QueryService:
             return row_limit(count) if exact else params.add(count, "int")
 
         limit = rows(wanted)
-        plan = "exact" if exact else "hnsw"
         query = space = None
         dimensions = 0  # the query's size: the graph's expression casts to it (sql.nearest)
         rankings = MODE_RANKINGS[mode]

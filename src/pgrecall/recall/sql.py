@@ -83,13 +83,17 @@ def nearest(
 ) -> str:
     """``columns`` and ``distance`` of the top ``depth`` rows by inner product, nearest first.
 
-    ``plan`` "exact" sorts the scope read through the namespace btree; "hnsw" walks the HNSW
-    index and adds the rows not in it yet (the graph holds the rows of large namespaces, see
-    indexer.py; the few it has not taken in yet are sorted exactly, so new memories are found
-    at once), then sorts the candidates exactly. The graph is built on the vectors cast to
-    their size (``dimensions``, the query's), and its branch orders by that same expression.
+    ``plan`` "exact" sorts the scope read through the namespace btree; "copied" sorts the
+    same rows exactly too, their vectors read from the narrow copies (see ``copied_nearest``);
+    "hnsw" walks the HNSW index and adds the rows not in it yet (the graph holds the rows of
+    large namespaces, see indexer.py; the few it has not taken in yet are sorted exactly, so
+    new memories are found at once), then sorts the candidates exactly. The graph is built on
+    the vectors cast to their size (``dimensions``, the query's), and its branch orders by that
+    same expression.
     """
     where = f"{scope.conditions} AND m.embedding IS NOT NULL AND m.space_id = {space}"
+    if plan == "copied":
+        return copied_nearest(scope, vector, space, depth, columns, where)
     scored = f"SELECT {columns}, m.embedding <#> {vector} AS distance FROM {scope.source} m"
     # Sorting a subquery's output (the OFFSET 0 keeps it one) keeps the planner off the HNSW
     # index, and computes each row's distance once.
@@ -106,6 +110,53 @@ def nearest(
             UNION ALL
             ({exact.format(rows=f"NOT m.hnsw_indexed AND {where}")})
         ) AS candidates ORDER BY distance, id LIMIT {depth}
+    """
+
+
+# Nearest copies checked against the scope before the full sort is needed, per wanted row.
+COPIED_CANDIDATES_PER_ROW = 2
+
+
+def copied_nearest(
+    scope: Scope, vector: str, space: str, depth: str, columns: str, where: str
+) -> str:
+    """The exact top ``depth`` of one namespace whose vectors are copied (``memory_vectors``,
+    background/copies.py): the copies of the space plus the rows not copied yet, by distance,
+    then the scope's conditions (``where``) checked on the memories in that order, one
+    primary-key probe each, until ``depth`` pass.
+
+    The nearest ``COPIED_CANDIDATES_PER_ROW`` x ``depth`` are kept by a bounded sort first;
+    only when fewer than ``depth`` of them pass the scope (many expired or invalid rows) is
+    every row sorted. Both are exact: every row of the namespace is a candidate once (a copy
+    holds its row's vector: the triggers of migration 0014 drop a copy whose vector changes),
+    and rows outside the bounded sort lie no nearer than those in it. Candidates carry no
+    namespace (one is in scope): on SciFact the bounded sort of (id, distance) took recall's
+    statement from 0.42x of the scan of the rows (a full sort of every candidate with its
+    namespace) to 0.23x (benchmarks/RESULTS.md, issue 25). Meant for scopes that drop few rows
+    (expiry, current validity): a narrow filter would probe row after row.
+    """
+    candidates = f"""
+        SELECT * FROM (
+            (SELECT v.id, v.embedding <#> {vector} AS distance FROM memory_vectors v
+             WHERE v.namespace {scope.in_namespaces} AND v.space_id = {space} OFFSET 0)
+            UNION ALL
+            (SELECT m.id, m.embedding <#> {vector} AS distance FROM memories m
+             WHERE m.namespace {scope.in_namespaces} AND NOT m.vector_copied
+               AND m.embedding IS NOT NULL AND m.space_id = {space} OFFSET 0)
+        ) AS copies ORDER BY distance, id"""
+    passing = f"""
+        SELECT {columns}, c.distance FROM ({candidates} {{bound}}) AS c
+        CROSS JOIN LATERAL (
+            SELECT m.namespace, m.id FROM memories m WHERE {where} AND m.id = c.id OFFSET 0
+        ) AS m
+        ORDER BY c.distance, c.id LIMIT {depth}"""
+    nearest_first = passing.format(bound=f"LIMIT {depth} * {COPIED_CANDIDATES_PER_ROW}")
+    return f"""
+        WITH nearest_first AS MATERIALIZED ({nearest_first})
+        SELECT * FROM nearest_first WHERE (SELECT count(*) FROM nearest_first) >= {depth}
+        UNION ALL
+        SELECT * FROM ({passing.format(bound="")}) AS every_row
+        WHERE (SELECT count(*) FROM nearest_first) < {depth}
     """
 
 

@@ -1,0 +1,265 @@
+"""Vector copies (issue 25): the exact scan of a large namespace reads ``memory_vectors``, copied
+in the background, and ranks exactly as the scan of the memories' rows; rows not copied yet are
+found at once; expiry, valid time, filters, updates, forget and a model switch hold; writes
+leave the table alone."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from pgrecall import MemoryInput, MemoryStore
+from pgrecall.db.pool import create_pool
+from pgrecall.spaces import SpaceMover
+
+from .conftest import store_settings
+from .fakes import HashEmbedder
+from .ollama_standin import OllamaStandin
+
+NAMESPACE = "kb"
+ROWS = 300
+
+
+@pytest.fixture
+async def connection(migrated_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    opened = await asyncpg.connect(migrated_dsn)
+    yield opened
+    await opened.close()
+
+
+async def _open(dsn: str, min_rows: int, sent: list[str] | None = None) -> MemoryStore:
+    """A store whose copies start at ``min_rows``; with ``sent``, on a pool of one connection
+    whose statements are logged there (asyncpg keeps query loggers across releases)."""
+    settings = store_settings(worker=False, vector_copy_min_rows=min_rows)
+    if sent is None:
+        return await MemoryStore.open(settings, dsn=dsn, embedder=HashEmbedder())
+    pool = await create_pool(dsn, min_size=1, max_size=1)
+    async with pool.acquire() as connection:
+        connection.add_query_logger(lambda record: sent.append(record.query))
+    resources = AsyncExitStack()
+    resources.push_async_callback(pool.close)
+    return MemoryStore(settings, pool, dsn, HashEmbedder(), resources)
+
+
+async def _vector(store: MemoryStore, query: str, **options: object) -> list[tuple[str, float]]:
+    result = await store.recall(query, namespace=NAMESPACE, k=10, mode="vector", **options)  # type: ignore[arg-type]
+    return [(hit.content, round(hit.score, 6)) for hit in result]
+
+
+async def _copies(connection: asyncpg.Connection) -> int:
+    return int(await connection.fetchval("SELECT count(*) FROM memory_vectors"))
+
+
+async def _plan(store: MemoryStore, sent: list[str], query: str, **options: object) -> str:
+    """Which rows ``store``'s vector recall of ``query`` scans, read from the statement."""
+    sent.clear()
+    await store.recall(query, namespace=NAMESPACE, k=3, mode="vector", **options)  # type: ignore[arg-type]
+    [recall] = [sql for sql in sent if "ORDER BY distance" in sql]
+    return "copies" if "memory_vectors" in recall else "rows"
+
+
+async def test_copies_rank_as_the_scan_of_the_rows_and_new_rows_are_found_at_once(
+    migrated_dsn: str, connection: asyncpg.Connection
+) -> None:
+    sent: list[str] = []
+    copied = await _open(migrated_dsn, min_rows=100, sent=sent)
+    scanned_sent: list[str] = []  # the same store, the old plan:
+    scanned = await _open(migrated_dsn, min_rows=1_000_000, sent=scanned_sent)
+    try:
+        texts = [f"note {i} on topic {i % 17} with word{i % 29}" for i in range(ROWS)]
+        await copied.remember(texts, namespace=NAMESPACE)
+        assert await _copies(connection) == 0  # remember writes no copy
+        await copied.index()
+        assert await _copies(connection) == ROWS
+        # One memory written after the copy: scanned from its row, beside the copies.
+        await copied.remember("a late note about lighthouses", namespace=NAMESPACE)
+        assert await _copies(connection) == ROWS
+        assert await _plan(copied, sent, "lighthouses") == "copies"
+        assert await _plan(scanned, scanned_sent, "lighthouses") == "rows"
+        queries = [f"topic {i} word{i}" for i in range(25)] + ["a late note about lighthouses"]
+        for query in queries:
+            assert await _vector(copied, query) == await _vector(scanned, query), query
+            both = [
+                [hit.content for hit in await store.recall(query, namespace=NAMESPACE, k=10)]
+                for store in (copied, scanned)
+            ]
+            assert both[0] == both[1], query
+        best = await copied.recall("a late note about lighthouses", namespace=NAMESPACE, k=1)
+        assert best.hits[0].content == "a late note about lighthouses"
+        assert best.exact
+        # 15 of a query's nearest 20 expired: the bounded sort falls short, every row is sorted.
+        nearest = await copied.recall(queries[0], namespace=NAMESPACE, k=20, mode="vector")
+        expired = [hit.id for hit in nearest.hits[:15]]
+        await connection.execute(
+            "UPDATE memories SET expires_at = now() - interval '1 second' WHERE id = ANY($1)",
+            expired,
+        )
+        found = [
+            hit.id
+            for hit in await copied.recall(queries[0], namespace=NAMESPACE, k=10, mode="vector")
+        ]
+        assert found[:5] == [hit.id for hit in nearest.hits[15:]]
+        assert len(found) == 10
+        assert not set(found) & set(expired)
+        assert await _vector(copied, queries[0]) == await _vector(scanned, queries[0])
+    finally:
+        await copied.close()
+        await scanned.close()
+
+
+async def test_expired_invalid_filtered_changed_and_forgotten_memories_hold(
+    migrated_dsn: str, connection: asyncpg.Connection
+) -> None:
+    sent: list[str] = []
+    store = await _open(migrated_dsn, min_rows=10, sent=sent)
+    try:
+        filler = [MemoryInput(f"filler note number {i} about gardens") for i in range(20)]
+        ids = await store.remember(
+            [
+                MemoryInput("the lighthouse keeper feeds the gulls", key="gone"),
+                MemoryInput("the lighthouse stands on the northern cape", key="old"),
+                MemoryInput("the lighthouse lamp is red", key="red", metadata={"lamp": "red"}),
+                MemoryInput("the lighthouse was painted last spring", key="changed"),
+                MemoryInput("the lighthouse keeper retired", key="forgotten"),
+                *filler,
+            ],
+            namespace=NAMESPACE,
+        )
+        await store.remember("the lighthouse is in another namespace", namespace="elsewhere")
+        await store.index()
+        assert await _copies(connection) == 25  # "elsewhere" is small: never copied
+        assert await _plan(store, sent, "lighthouse") == "copies"
+        gone, old, red, changed, forgotten = [memory.id for memory in ids[:5]]
+        await connection.execute(
+            "UPDATE memories SET expires_at = now() - interval '1 second' WHERE id = $1", gone
+        )
+        await store.invalidate(old, reason="moved inland")
+        await store.update(changed, content="the beacon was painted last spring")
+        await store.forget([forgotten])
+        # The text change dropped the row's copy and its flag; the delete its copy.
+        assert (
+            await connection.fetchval("SELECT vector_copied FROM memories WHERE id = $1", changed)
+            is False
+        )
+        assert await _copies(connection) == 23
+        orphans = await connection.fetchval(
+            "SELECT count(*) FROM memory_vectors v WHERE NOT EXISTS (SELECT 1 FROM memories m "
+            "WHERE m.namespace = v.namespace AND m.id = v.id AND m.vector_copied "
+            "AND m.embedding = v.embedding AND m.space_id = v.space_id)"
+        )
+        assert orphans == 0
+
+        for _ in range(2):  # before the changed row is copied again, and after
+            hits = await store.recall("the lighthouse", namespace=NAMESPACE, k=25, mode="vector")
+            contents = {hit.content for hit in hits}
+            assert "the lighthouse keeper feeds the gulls" not in contents  # expired
+            assert "the lighthouse stands on the northern cape" not in contents  # invalid
+            assert "the lighthouse keeper retired" not in contents  # forgotten
+            assert "the beacon was painted last spring" in contents
+            assert len(hits.hits) == 22
+            best = await store.recall(
+                "the beacon was painted last spring", namespace=NAMESPACE, k=1, mode="vector"
+            )
+            assert best.hits[0].content == "the beacon was painted last spring"
+            everything = await store.recall(
+                "the lighthouse", namespace=NAMESPACE, k=25, mode="vector", include_invalid=True
+            )
+            assert "the lighthouse stands on the northern cape" in {h.content for h in everything}
+            await store.index()
+        assert await _copies(connection) == 24
+        # A filter scans the rows (copies would be probed one by one); it holds there.
+        assert await _plan(store, sent, "lighthouse", filter={"lamp": "red"}) == "rows"
+        lamp = await store.recall("x", namespace=NAMESPACE, mode="vector", filter={"lamp": "red"})
+        assert [hit.id for hit in lamp] == [red]
+    finally:
+        await store.close()
+
+
+async def test_a_past_validity_scans_the_rows(migrated_dsn: str) -> None:
+    sent: list[str] = []
+    store = await _open(migrated_dsn, min_rows=5, sent=sent)
+    try:
+        start = datetime.now(UTC) - timedelta(days=10)
+        await store.remember(
+            [
+                MemoryInput(
+                    "the ferry leaves at noon",
+                    valid_from=start,
+                    valid_until=start + timedelta(days=5),
+                ),
+                *[MemoryInput(f"timetable entry {i}") for i in range(6)],
+            ],
+            namespace=NAMESPACE,
+        )
+        await store.index()
+        now = await store.recall("the ferry leaves at noon", namespace=NAMESPACE, mode="vector")
+        assert "the ferry leaves at noon" not in {hit.content for hit in now}
+        past = await store.recall(
+            "the ferry leaves at noon",
+            namespace=NAMESPACE,
+            k=1,
+            mode="vector",
+            valid_at=start + timedelta(days=1),
+        )
+        assert [hit.content for hit in past] == ["the ferry leaves at noon"]
+        assert await _plan(store, sent, "ferry", valid_at=start) == "rows"
+        assert await _plan(store, sent, "ferry") == "copies"
+    finally:
+        await store.close()
+
+
+async def test_a_model_switch_and_its_rollback_drop_the_copies_of_the_old_space(
+    migrated_dsn: str, connection: asyncpg.Connection, ollama: OllamaStandin
+) -> None:
+    old = await _open(migrated_dsn, min_rows=10)
+    texts = [f"harbour log entry {i} on tide {i % 7}" for i in range(40)]
+    new_settings = store_settings(
+        worker=False,
+        vector_copy_min_rows=10,
+        embedder="ollama",
+        ollama_url=ollama.url,
+        embed_model="nomic-embed-text",
+        space_recheck_seconds=0.2,
+    )
+    try:
+        await old.remember(texts, namespace=NAMESPACE)
+        await old.index()
+        assert await _copies(connection) == len(texts)
+        async with await SpaceMover.open(new_settings, dsn=migrated_dsn) as mover:
+            await mover.begin()
+            await mover.build()
+            await mover.switch()
+            # Every copy was of the old space (384 values): the switch dropped them all.
+            assert await _copies(connection) == 0
+            new = await MemoryStore.open(new_settings, dsn=migrated_dsn)
+            try:
+                for _ in range(2):  # from the rows, then from the new copies
+                    found = await new.recall(texts[5], namespace=NAMESPACE, k=1, mode="vector")
+                    assert found.hits[0].content == texts[5]
+                    await new.index()
+                dimensions = await connection.fetch(
+                    "SELECT DISTINCT vector_dims(embedding) AS n FROM memory_vectors"
+                )
+                assert [row["n"] for row in dimensions] == [768]
+                await mover.switch(rollback=True)
+                assert await _copies(connection) == 0
+            finally:
+                await new.close()
+        await asyncio.sleep(0.3)  # the old process reads the active space again
+        for _ in range(2):
+            found = await old.recall(texts[7], namespace=NAMESPACE, k=1, mode="vector")
+            assert found.hits[0].content == texts[7]
+            await old.index()
+        stale = await connection.fetchval(
+            "SELECT count(*) FROM memory_vectors v JOIN memories m USING (namespace, id) "
+            "WHERE v.embedding <> m.embedding OR v.space_id <> m.space_id"
+        )
+        assert stale == 0
+        assert await _copies(connection) == len(texts)
+    finally:
+        await old.close()
