@@ -10,7 +10,7 @@ does nothing.
 - ``memories`` is distributed by ``namespace``: every key leads with it, so a namespace's
   memories live on one shard and each statement that names one namespace runs there alone.
   Further per-namespace tables (``memory_versions``, ``memory_audit``, ``space_vectors``,
-  ``memory_terms``) join ``DISTRIBUTED_TABLES`` and are co-located with it.
+  ``memory_terms``, ``memory_term_counts``) join ``DISTRIBUTED_TABLES`` and are co-located with it.
 - The search settings go on the database (``ALTER DATABASE .. SET``, which Citus propagates to
   every node): the shards run the HNSW scans, and the settings a pool sets on its coordinator
   connections never reach them (measured on Citus 14: shards ran ``ef_search`` 40 and
@@ -30,6 +30,7 @@ from pgrecall.db.schema import (
     EMBEDDING_SPACES,
     MEMORIES,
     MEMORY_AUDIT,
+    MEMORY_TERM_COUNTS,
     MEMORY_TERMS,
     MEMORY_VERSIONS,
     SPACE_VECTORS,
@@ -39,7 +40,14 @@ DISTRIBUTION_COLUMN = "namespace"
 REFERENCE_TABLES = (EMBEDDING_SPACES,)
 # Distributed by namespace, co-located with the first (a namespace's rows share a node), in
 # this order: memory_versions' foreign key refers to memories.
-DISTRIBUTED_TABLES = (MEMORIES, MEMORY_VERSIONS, MEMORY_AUDIT, SPACE_VECTORS, MEMORY_TERMS)
+DISTRIBUTED_TABLES = (
+    MEMORIES,
+    MEMORY_VERSIONS,
+    MEMORY_AUDIT,
+    SPACE_VECTORS,
+    MEMORY_TERMS,
+    MEMORY_TERM_COUNTS,
+)
 
 
 def citus_installed(connection: Connection) -> bool:
