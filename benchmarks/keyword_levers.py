@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import time
 from typing import Any
@@ -100,6 +101,28 @@ async def _statement(database: str, claim: str) -> tuple[str, tuple[Any, ...]]:
         await store.close()
 
 
+async def _plans(
+    connection: asyncpg.Connection, legs: dict[str, str], args: tuple[Any, ...], claims: list[str]
+) -> dict[str, tuple[float, float]]:
+    """p50 execution time (ms) and buffers of each leg over the claims, from EXPLAIN (ANALYZE,
+    BUFFERS), legs alternated: the server's own time, less moved by the load than a round trip."""
+    executed: dict[str, list[float]] = {name: [] for name in legs}
+    buffers: dict[str, list[float]] = {name: [] for name in legs}
+    for index, claim in enumerate(claims):
+        for name in list(legs) if index % 2 else list(legs)[::-1]:
+            rows = await connection.fetch(
+                f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {legs[name]}", args[0], claim, *args[2:]
+            )
+            plan = json.loads(rows[0][0])[0]
+            executed[name].append(plan["Execution Time"])
+            buffers[name].append(
+                plan["Plan"]["Shared Hit Blocks"] + plan["Plan"]["Shared Read Blocks"]
+            )
+    return {
+        name: (float(np.median(executed[name])), float(np.median(buffers[name]))) for name in legs
+    }
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--claims", type=int, default=150)
@@ -133,16 +156,23 @@ async def main() -> None:
                     latencies[name].append(elapsed)
                 for name in legs:
                     same[name] += found[name] == found["shipped"]
+            plans = await _plans(connection, legs, args, claims)
+            generic = await connection.fetch(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements ORDER BY prepare_time"
+            )
         finally:
             await connection.close()
     base = float(np.median(latencies["shipped"]))
     print(f"SciFact, {len(claims)} claims, keyword statement alone, one connection:")
     for name, values in latencies.items():
         p50, p99 = float(np.median(values)), float(np.percentile(values, 99))
+        executed, buffers = plans[name]
         print(
             f"  {name:<16} p50 {p50 * 1000:6.2f} ms  p99 {p99 * 1000:6.2f} ms  "
-            f"{p50 / base:4.2f}x  identical {same[name]}/{len(claims)}"
+            f"{p50 / base:4.2f}x  identical {same[name]}/{len(claims)}  "
+            f"EXPLAIN ANALYZE: execution p50 {executed:5.2f} ms, buffers p50 {buffers:.0f}"
         )
+    print("generic/custom plans per leg:", [tuple(row) for row in generic])
     print("load " + " ".join(f"{value:.2f}" for value in os.getloadavg()))
 
 

@@ -275,6 +275,7 @@ async def test_each_verb_of_a_named_namespace_runs_on_its_shard_alone(
     assert (await store.stats(namespace=namespace)).pending == 0
 
 
+@_KEEPS_ITS_LISTENER
 async def test_keyword_postings_run_on_the_namespace_shard(
     citus_dsn: str, local_embedder: LocalEmbedder
 ) -> None:
