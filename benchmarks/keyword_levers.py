@@ -158,7 +158,8 @@ async def main() -> None:
                     same[name] += found[name] == found["shipped"]
             plans = await _plans(connection, legs, args, claims)
             generic = await connection.fetch(
-                "SELECT generic_plans, custom_plans FROM pg_prepared_statements ORDER BY prepare_time"
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                " ORDER BY prepare_time"
             )
         finally:
             await connection.close()
