@@ -12,11 +12,13 @@ precomputed vectors: the vectors are the content's); contextual indexing's cost 
 benchmarks/context_cost.py's.
 
     python -m benchmarks.citus [--sizes 1000,100000] [--queries 100] [--engines postgres,citus]
-                               [--keep DIR --phase ingest|recall]
+                               [--keep DIR --phase ingest|build|recall]
 
 ``--keep DIR`` keeps both servers' data (and the cluster's ports) in DIR, so a size too large
-for one run is measured in parts: ``--phase ingest`` (each engine in a run of its own if need
-be), then ``--phase recall`` for both engines in one run.
+for one run is measured in parts: ``--phase ingest`` (``remember`` alone, both engines in one
+run, and the routing sample), ``--phase build`` (the keyword postings and the graph: at 100k
+they took longer than the ingest itself, so the ingest rate is printed before they start, each
+engine in a run of its own if need be), then ``--phase recall`` for both engines in one run.
 """
 
 from __future__ import annotations
@@ -161,16 +163,27 @@ def _embedder(data: Corpus) -> PrecomputedEmbedder:
 
 
 async def ingest(dsn: str, data: Corpus) -> dict[str, float]:
-    """Remember every memory, then build the graph: the ingest rate and the build's seconds."""
+    """Remember every memory: the ingest rate (printed at once: a build may outlast a slot)."""
     store = await _open(dsn, _embedder(data), lambda _: None)
     try:
         seconds = await remember_all(store, data)
+        print(f"    {len(data.texts) / seconds:.0f} memories/s in {seconds:.1f} s", flush=True)
+        return {"ingest_per_s": len(data.texts) / seconds}
+    finally:
+        await store.close()
+
+
+async def build(dsn: str, data: Corpus) -> dict[str, float]:
+    """The large namespace's keyword postings, then its graph: the seconds of each."""
+    store = await _open(dsn, _embedder(data), lambda _: None)
+    try:
+        started = time.perf_counter()
+        await store.postings.catch_up()
+        postings = time.perf_counter() - started
+        print(f"    postings {postings:.1f} s", flush=True)
         started = time.perf_counter()
         await store.index(rebuild=True)
-        return {
-            "ingest_per_s": len(data.texts) / seconds,
-            "index_s": time.perf_counter() - started,
-        }
+        return {"postings_s": postings, "index_s": time.perf_counter() - started}
     finally:
         await store.close()
 
@@ -200,7 +213,9 @@ def _print(size: int, figures: dict[str, dict[str, Any]]) -> None:
     for engine, row in figures.items():
         line = f"  {engine:9}"
         if "ingest_per_s" in row:
-            line += f" ingest {row['ingest_per_s']:7.0f}/s (graph {row['index_s']:.0f} s)"
+            line += f" ingest {row['ingest_per_s']:7.0f}/s"
+        if "index_s" in row:
+            line += f" (postings {row['postings_s']:.0f} s, graph {row['index_s']:.0f} s)"
         if "ingest_routing" in row:
             line += f"\n            remember's statements, shards reached: {row['ingest_routing']}"
         if "vector" in row:
@@ -220,13 +235,13 @@ async def main() -> None:
     parser.add_argument("--sizes", default="1000,100000")
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--engines", default="postgres,citus")
-    parser.add_argument("--phase", choices=("all", "ingest", "recall"), default="all")
+    parser.add_argument("--phase", choices=("all", "ingest", "build", "recall"), default="all")
     parser.add_argument("--keep", type=Path, help="directory keeping both servers between runs")
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
     engines = args.engines.split(",")
     if args.phase != "all" and args.keep is None:
-        raise SystemExit("--phase ingest or recall needs --keep DIRECTORY")
+        raise SystemExit("--phase ingest, build or recall needs --keep DIRECTORY")
     if args.queries > QUERY_POOL:
         raise SystemExit(f"--queries is at most {QUERY_POOL}")
     reason = absent_reason()
@@ -245,7 +260,8 @@ async def main() -> None:
                 name = f"bench_citus_{size}"
                 figures: dict[str, dict[str, Any]] = {}
                 for engine in engines:
-                    if args.phase == "recall":
+                    print(f"  {engine}", flush=True)
+                    if args.phase in ("build", "recall"):
                         dsn = cluster.dsn(name) if engine == "citus" else database_url(server, name)
                     elif engine == "citus":
                         dsn = await cluster.create_database(name)
@@ -253,11 +269,13 @@ async def main() -> None:
                     else:
                         dsn = await fresh_database(server, name)
                     row = figures.setdefault(engine, {})
-                    if args.phase != "recall":
+                    if args.phase in ("all", "ingest"):
                         row.update(await ingest(dsn, data))
                         if engine == "citus":
                             row["ingest_routing"] = await ingest_routing(dsn)
-                    if args.phase != "ingest":
+                    if args.phase in ("all", "build"):
+                        row.update(await build(dsn, data))
+                    if args.phase in ("all", "recall"):
                         row.update(await recall(dsn, data, texts[: args.queries]))
                 _print(size, figures)
     finally:

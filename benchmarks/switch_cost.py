@@ -12,14 +12,27 @@ states is the switch's doing (rows rewritten, the previous space's vectors kept 
 ``space_vectors``, the graph rebuilt), not the vectors. In each state: p50/p99 per recall mode
 (the same queries), and ``remember`` of one memory a call and of 1,000 a call into a namespace
 of that state's own. Ratios are to the first state, measured minutes before in the same process.
+
+Each state is measured in a settled database: ``VACUUM (ANALYZE)`` of the whole database first
+(a switch rewrites every row of ``memories`` and inserts and deletes as many in
+``space_vectors``), then ``common.settle`` (no autovacuum worker busy, a checkpoint), again
+before the ingest legs. A watcher samples ``pg_stat_activity`` every 0.5 s during each state;
+the share of samples with an autovacuum worker busy is printed beside its figures. (Autovacuum
+was suspected of the first run's slow batched ingest, 570-712/s; settled, it was busy in 0-3%
+of the samples and the legs stayed as slow: the cause is the ingest lookup's plan for a
+namespace the statistics have not seen, benchmarks/RESULTS.md, issue 21 session 11.)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
+
+import asyncpg
 
 from benchmarks.common import (
     CONTENT_ONLY,
@@ -42,6 +55,10 @@ from pgrecall.spaces import SpaceMover
 
 FIRST, SECOND = "precomputed", "precomputed-next"
 STATES = ("first space", "switched", "rolled back", "switched again")
+WATCH_SECONDS = 0.5
+_AUTOVACUUM_BUSY = (
+    "SELECT count(*) > 0 FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+)
 
 
 def _settings(dsn: str) -> Settings:
@@ -68,42 +85,96 @@ async def _ingest(store: MemoryStore, data: Corpus, single: int) -> dict[str, fl
     return {"one_a_call": one, "thousand_a_call": len(rest.texts) / seconds}
 
 
+async def _vacuumed(dsn: str) -> float:
+    """``VACUUM (ANALYZE)`` of every table of ``dsn``'s database, then ``settle``; seconds."""
+    started = time.perf_counter()
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute("VACUUM (ANALYZE)")
+    finally:
+        await connection.close()
+    await settle(dsn)
+    return time.perf_counter() - started
+
+
+@contextlib.asynccontextmanager
+async def _autovacuum_watch(dsn: str) -> AsyncIterator[list[int]]:
+    """Samples whether an autovacuum worker is busy every ``WATCH_SECONDS``; yields
+    ``[busy samples, samples]``, filled until the block ends."""
+    counts = [0, 0]
+    connection = await asyncpg.connect(dsn)
+    stop = asyncio.Event()
+
+    async def watch() -> None:
+        while not stop.is_set():
+            counts[0] += bool(await connection.fetchval(_AUTOVACUUM_BUSY))
+            counts[1] += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), WATCH_SECONDS)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield counts
+    finally:
+        stop.set()
+        await watcher
+        await connection.close()
+
+
 async def _measure(
     dsn: str, model: str, known: list[Corpus], queries: Queries, ingest: Corpus, single: int
 ) -> dict[str, Any]:
-    """Every recall mode on ``queries``, then ingest, through a store on ``model``'s space."""
-    await settle(dsn)
+    """Every recall mode on ``queries``, then ingest, through a store on ``model``'s space, in
+    a settled database."""
+    result: dict[str, Any] = {"vacuum_seconds": await _vacuumed(dsn)}
     embedder = _embedder(model, *known)
     store = await MemoryStore.open(_settings(dsn), embedder=embedder)
     try:
-        result: dict[str, Any] = {}
-        for mode in MODES:
-            latencies, _ = await run_mode(store, queries, mode)
-            p50, _, p99 = percentiles(latencies)
-            result[mode] = {"p50": p50, "p99": p99}
-        result["ingest"] = await _ingest(store, ingest, single)
+        async with _autovacuum_watch(dsn) as autovacuum:
+            for mode in MODES:
+                latencies, _ = await run_mode(store, queries, mode)
+                p50, _, p99 = percentiles(latencies)
+                result[mode] = {"p50": p50, "p99": p99}
+            await settle(dsn)
+            result["ingest"] = await _ingest(store, ingest, single)
+        result["autovacuum_busy"] = autovacuum[0] / max(1, autovacuum[1])
         return result
     finally:
         await store.close()
         await embedder.aclose()
 
 
-async def _move(dsn: str, known: list[Corpus], *, rollback: bool) -> float:
-    """Build the second space (what is missing in it) and switch to it, or roll back; seconds."""
+async def _move(dsn: str, known: list[Corpus], *, rollback: bool) -> dict[str, float]:
+    """Build the second space (what is missing in it) and switch to it, or roll back: vectors
+    built, seconds of the build, seconds of the switch (its transaction, the wait for the
+    processes' recheck, the graph's rebuild and its VACUUM)."""
     embedder = _embedder(SECOND, *known)
-    started = time.perf_counter()
+    built, build_seconds = 0, 0.0
     try:
         async with await SpaceMover.open(_settings(dsn), dsn=dsn, embedder=embedder) as mover:
             if not rollback:
+                started = time.perf_counter()
                 await mover.begin()
-                await mover.build()
-            await mover.switch(rollback=rollback)
+                built = await mover.build()
+                build_seconds = time.perf_counter() - started
+            started = time.perf_counter()
+            switched = await mover.switch(rollback=rollback)
+            switch_seconds = time.perf_counter() - started
     finally:
         await embedder.aclose()
-    return time.perf_counter() - started
+    return {
+        "built": built,
+        "build_seconds": build_seconds,
+        "moved": switched.moved,
+        "switch_seconds": switch_seconds,
+    }
 
 
 def _print(state: str, result: dict[str, Any], first: dict[str, Any]) -> None:
+    busy = result["autovacuum_busy"]
+    print(
+        f"  {state:<16}settled: VACUUM in {result['vacuum_seconds']:.1f} s, autovacuum {busy:.0%}"
+    )
     for mode in MODES:
         p50, p99 = result[mode]["p50"], result[mode]["p99"]
         ratio = p50 / first[mode]["p50"]
@@ -130,11 +201,18 @@ async def run_case(
         await loader.aclose()
     results: dict[str, Any] = {}
     for i, state in enumerate(STATES):
+        move: dict[str, float] = {}
         if i:
-            seconds = await _move(case_dsn, known, rollback=state == "rolled back")
-            print(f"  {state}: moved in {seconds:.1f} s (graph rebuilt)")
+            move = await _move(case_dsn, known, rollback=state == "rolled back")
+            rate = move["built"] / move["build_seconds"] if move["built"] else 0.0
+            print(
+                f"  {state}: built {move['built']:.0f} vectors in {move['build_seconds']:.1f} s "
+                f"({rate:.0f}/s), switched {move['moved']:.0f} in {move['switch_seconds']:.1f} s "
+                "(graph rebuilt)"
+            )
         model = SECOND if state.startswith("switched") else FIRST
         results[state] = await _measure(case_dsn, model, known, queries, ingests[i], single)
+        results[state]["move"] = move
         _print(state, results[state], results[STATES[0]])
     return results
 

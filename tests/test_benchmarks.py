@@ -185,12 +185,14 @@ def test_switch_cost_benchmark_runs() -> None:
         "benchmarks.switch_cost",
         *("--cases", "b", "--rows", "2000", "--queries", "10", "--single", "5", "--batches", "1"),
     )
-    # Four states, each with every mode and both ingest shapes, and three moves between them.
-    assert out.count(" moved in ") == 3
+    # Four states, each settled, with every mode and both ingest shapes, and three moves
+    # between them: two builds (the second only of what was written since) and a rollback.
+    assert out.count(" vectors in ") == 3
     for state in ("first space", "switched", "rolled back", "switched again"):
         lines = [line for line in out.splitlines() if line[2:18].rstrip() == state]
-        assert len(lines) == 5, (state, lines)
-        assert all(" x first " in line for line in lines)
+        assert len(lines) == 6, (state, lines)
+        assert "settled: VACUUM in " in lines[0]
+        assert all(" x first " in line for line in lines[1:])
 
 
 def test_console_load_benchmark_runs() -> None:

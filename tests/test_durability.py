@@ -201,6 +201,41 @@ async def test_parallel_workers_never_embed_a_memory_twice(
     assert set(embedded_texts) == {f"queued {i}" for i in range(500)}
 
 
+@pytest.mark.engines
+async def test_the_worker_checks_its_space_on_the_claims_one_connection(
+    standin: OllamaStandin, migrated_dsn: str
+) -> None:
+    """A claim holds the pool's only connection while the worker checks the store's space:
+    recording it (a store with none) and reading it again (every call here) go on that
+    connection. On a second one from the pool the claim waited for itself, for ever."""
+    store = await MemoryStore.open(
+        durable_settings(
+            standin.url, worker=False, pool_min_size=1, pool_max_size=1, space_recheck_seconds=0.01
+        ),
+        dsn=migrated_dsn,
+    )
+    connection = await asyncpg.connect(migrated_dsn)
+    try:
+        standin.stop()
+        await store.remember(
+            [MemoryInput(f"queued {i}", namespace=("one", "two")[i % 2]) for i in range(3)]
+        )
+        # No space recorded yet, as in a store whose first memories all waited for the worker.
+        await connection.execute("DELETE FROM embedding_spaces")
+        standin.start()
+        assert await asyncio.wait_for(store.worker.run_once(), 30) == 3
+        assert await connection.fetchval("SELECT count(*) FROM embedding_spaces") == 1
+        standin.stop()
+        await store.remember(["queued later"], namespace="one")
+        standin.start()
+        await asyncio.sleep(0.05)  # the space is due to be read again
+        assert await asyncio.wait_for(store.worker.run_once(), 30) == 1
+        assert await all_embedded(store, 4)
+    finally:
+        await connection.close()
+        await store.close()
+
+
 async def _mid_batch(writer: MemoryStore, standin: OllamaStandin, generator: random.Random) -> None:
     """Return once a worker has committed a batch and sent the next one (its claim is held for
     the standin's latency), a random part of the way into that call. Waiting on progress, not

@@ -14,6 +14,14 @@ skips the others' rows), a process killed mid-batch leaves nothing claimed or ha
 transaction rolls back), no lease to expire. A writer changing a claimed memory waits for that
 one batch. Each claim names its namespace: on Citus it runs on that namespace's shard alone.
 
+Each claim walks its namespace in id order from where the previous batch ended (a cursor in the
+process, the primary key on disk), so a batch reads the next batch's memories and their missing
+vectors, not every memory done before it: claimed from the start of the namespace each time,
+a claim half-way through one namespace of 10,000 read 5,000 memories and 5,000 vectors
+(159 ms), and the build of 100k ran at ~200 vectors/s. A pass visits each namespace once;
+what it skipped (held by another process, which may die) or what was written behind its cursor
+is missing still, and the next pass takes it.
+
 The throttle (``rate``, texts per second per process) sleeps after each batch for the rest of
 the batch's share of time, so Ollama keeps serving live traffic.
 """
@@ -25,6 +33,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from uuid import UUID
 
 import asyncpg
 
@@ -37,12 +46,22 @@ _NAMESPACES = f"""
     ORDER BY m.namespace
 """
 
-_CLAIM = f"""
+
+def _claim(after: bool) -> str:
+    """The next batch of missing memories of namespace ``$3`` in id order (after id ``$5``
+    with ``after``), read through the primary key from where the previous batch ended."""
+    cursor = " AND m.id > $5" if after else ""
+    missing = missing_vector("$1", "$2", "$3", "$5" if after else None)
+    return f"""
     SELECT m.namespace, m.id, {EMBEDDED_TEXT} AS text FROM memories m
-    WHERE m.namespace = $3 AND {missing_vector("$1", "$2", "$3")}
+    WHERE m.namespace = $3{cursor} AND {missing}
+    ORDER BY m.id
     LIMIT $4
     FOR NO KEY UPDATE OF m SKIP LOCKED
 """
+
+
+_CLAIM_FIRST, _CLAIM_AFTER = _claim(after=False), _claim(after=True)
 
 # The claimed rows still missing, read with a new snapshot: the claim's snapshot may predate
 # another process's commit of the same rows (it held them, committed, and let go between the
@@ -68,6 +87,15 @@ def text_hash(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What one claim did: how many memories it embedded, and the last id it claimed (where
+    the next claim of its namespace starts; None when nothing was left to claim)."""
+
+    embedded: int
+    last: UUID | None
+
+
 @dataclass
 class Reembedder:
     """Embeds the memories of the active space into the building one, batch by batch."""
@@ -85,16 +113,18 @@ class Reembedder:
             rows = await self.pool.fetch(_NAMESPACES, self.active_id, self.building_id)
         return [row["namespace"] for row in rows]
 
-    async def batch(self, namespace: str) -> int:
-        """Claim, embed and store one batch of ``namespace``; returns how many (0: none left
-        that another process has not claimed; -1: the claimed ones were done meanwhile)."""
+    async def batch(self, namespace: str, after: UUID | None = None) -> Batch:
+        """Claim, embed and store the next batch of ``namespace`` after id ``after``."""
+        claim = (self.active_id, self.building_id, namespace, self.batch_size)
         with database_errors():
             async with self.pool.acquire() as connection, connection.transaction():
-                rows = await connection.fetch(
-                    _CLAIM, self.active_id, self.building_id, namespace, self.batch_size
-                )
+                if after is None:
+                    rows = await connection.fetch(_CLAIM_FIRST, *claim)
+                else:
+                    rows = await connection.fetch(_CLAIM_AFTER, *claim, after)
                 if not rows:
-                    return 0
+                    return Batch(0, None)
+                last = rows[-1]["id"]
                 still = await connection.fetch(
                     _STILL_MISSING,
                     self.active_id,
@@ -105,7 +135,7 @@ class Reembedder:
                 missing = {row["id"] for row in still}
                 rows = [row for row in rows if row["id"] in missing]
                 if not rows:
-                    return -1  # all done meanwhile by another process: claim again
+                    return Batch(0, last)  # all done meanwhile by another process
                 texts = [row["text"] for row in rows]
                 embedded = await self.embedder.embed_documents(texts)
                 await connection.executemany(
@@ -115,13 +145,15 @@ class Reembedder:
                         for row, text, vector in zip(rows, texts, embedded.vectors, strict=True)
                     ],
                 )
-                return len(rows)
+                return Batch(len(rows), last)
 
     async def run(
         self, progress: Callable[[int], None] | None = None, stop: asyncio.Event | None = None
     ) -> int:
         """Embed until no memory is missing (or ``stop`` is set); returns how many this process
-        embedded. ``progress`` is told each batch's size."""
+        embedded. ``progress`` is told each batch's size. Each pass walks every namespace once
+        in id order; what it skipped (claimed by another process) or what was written behind
+        its cursor meanwhile is left for the next pass."""
         embedded = 0
         while not (stop and stop.is_set()):
             namespaces = await self.namespaces()
@@ -129,17 +161,18 @@ class Reembedder:
                 break
             moved = 0
             for namespace in namespaces:
+                after: UUID | None = None
                 while not (stop and stop.is_set()):
                     started = time.monotonic()
-                    count = await self.batch(namespace)
-                    if count < 0:
-                        continue
-                    if not count:
+                    batch = await self.batch(namespace, after)
+                    if batch.last is None:
                         break
-                    moved += count
-                    if progress is not None:
-                        progress(count)
-                    await self._throttle(count, time.monotonic() - started)
+                    after = batch.last
+                    if batch.embedded:
+                        moved += batch.embedded
+                        if progress is not None:
+                            progress(batch.embedded)
+                        await self._throttle(batch.embedded, time.monotonic() - started)
             embedded += moved
             if not moved:  # what is left is claimed by other processes: let them finish
                 await asyncio.sleep(_BUSY_WAIT_SECONDS)

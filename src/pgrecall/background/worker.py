@@ -106,16 +106,26 @@ class EmbeddingWorker:
 
     async def run_once(self) -> int:
         """Handle one batch of due pending memories; returns how many were claimed."""
+        size = self.settings.worker_batch_size
         with database_errors():
-            async with self.pool.acquire() as connection, connection.transaction():
-                rows = await self._claim(connection, self.settings.worker_batch_size)
-                if rows:
-                    await self._handle(connection, rows)
-                return len(rows)
+            async with self.pool.acquire() as connection:
+                # Before the claim's transaction: on Citus the peek reads every shard, and a
+                # transaction that has may not then write a reference table (the store's
+                # first space, recorded in the claim when no writer recorded it).
+                due = await connection.fetch(_DUE_NAMESPACES, size)
+                if not due:
+                    return 0
+                async with connection.transaction():
+                    rows = await self._claim(connection, due, size)
+                    if rows:
+                        await self._handle(connection, rows)
+                    return len(rows)
 
-    async def _claim(self, connection: _Connection, size: int) -> list[asyncpg.Record]:
-        """Lock up to ``size`` due pending memories, a namespace at a time (see _CLAIM)."""
-        due = await connection.fetch(_DUE_NAMESPACES, size)
+    async def _claim(
+        self, connection: _Connection, due: list[asyncpg.Record], size: int
+    ) -> list[asyncpg.Record]:
+        """Lock up to ``size`` due pending memories of the ``due`` rows' namespaces, a
+        namespace at a time (see _CLAIM)."""
         claimed: list[asyncpg.Record] = []
         for namespace in dict.fromkeys(row["namespace"] for row in due):
             claimed += await connection.fetch(_CLAIM, size - len(claimed), namespace)
@@ -124,7 +134,8 @@ class EmbeddingWorker:
         return claimed
 
     async def _handle(self, connection: _Connection, rows: list[asyncpg.Record]) -> None:
-        space_id = await self.spaces.ensure(self.embedding.embedder.space)
+        # On the claim's connection: a second one from the pool may never come (a pool of one).
+        space_id = await self.spaces.ensure(self.embedding.embedder.space, connection)
         outcome = await self.embedding.embed([row["text"] for row in rows], inline=False)
         failed: dict[EmbeddingError, list[asyncpg.Record]] = {}
         for row, failure in zip(rows, outcome.failures, strict=True):

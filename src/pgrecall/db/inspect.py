@@ -20,6 +20,12 @@ class SchemaReport:
     indexes: tuple[str, ...]
 
 
+async def on_citus(connection: asyncpg.Connection | PoolConnectionProxy[asyncpg.Record]) -> bool:
+    """Whether this database has the ``citus`` extension (its statements then run on shards)."""
+    found = await connection.fetchval("SELECT 1 FROM pg_extension WHERE extname = 'citus'")
+    return found is not None
+
+
 async def vector_dimensions(
     connection: asyncpg.Connection | PoolConnectionProxy[asyncpg.Record],
 ) -> int | None:

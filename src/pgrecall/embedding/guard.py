@@ -6,15 +6,24 @@ active space once and again at most every ``recheck_seconds`` (a clock compariso
 one query per interval: nothing measurable on the write path), so a process configured for the
 old space learns of a switch within that time and is refused with
 ``EmbeddingSpaceSwitchedError``, which tells it to restart with the new settings.
+
+A caller that holds a pooled connection (the worker's claim holds its rows' locks on one) passes
+it as ``connection``: the space is then read and recorded on it, never on a second connection
+from the pool, which a pool of one would wait for forever (it did: the worker's claim hung on the
+recheck's read once the interval had passed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import fields, replace
+from typing import TypeAlias
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from pgrecall.db.errors import database_errors
 from pgrecall.embedding.space import EmbeddingSpace
@@ -37,6 +46,9 @@ _INSERT = f"""
     RETURNING {COLUMNS}
 """
 _STATE = f"SELECT state FROM embedding_spaces WHERE {IDENTITY}"
+
+# A connection the caller already holds from the pool.
+Held: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 
 
 def space_of(row: asyncpg.Record) -> EmbeddingSpace:
@@ -94,13 +106,14 @@ class SpaceRegistry:
         self._was_active = False
         self._lock = asyncio.Lock()
 
-    async def recorded(self) -> tuple[int, EmbeddingSpace] | None:
+    async def recorded(self, connection: Held | None = None) -> tuple[int, EmbeddingSpace] | None:
         """The id and space the store's vectors are in (its active space), or None before the
-        first write; read again once ``recheck_seconds`` have passed."""
+        first write; read again once ``recheck_seconds`` have passed (on ``connection`` if
+        given, see the module)."""
         now = time.monotonic()
         if self._recorded is None or now - self._read_at >= self._recheck_seconds:
             with database_errors():
-                row = await self._pool.fetchrow(_SELECT)
+                row = await self._on(connection).fetchrow(_SELECT)
             self._recorded = (row["id"], space_of(row)) if row is not None else None
             self._read_at = now
         return self._recorded
@@ -112,47 +125,65 @@ class SpaceRegistry:
         return {row["id"]: space_of(row) for row in rows}
 
     async def _mismatch(
-        self, recorded: EmbeddingSpace, asked: EmbeddingSpace
+        self, recorded: EmbeddingSpace, asked: EmbeddingSpace, connection: Held | None
     ) -> EmbeddingSpaceMismatchError:
         with database_errors():
-            state = await self._pool.fetchval(_STATE, *identity(asked))
+            state = await self._on(connection).fetchval(_STATE, *identity(asked))
         return mismatch(recorded, asked, "previous" if self._was_active else state)
 
     def stored_as(self, space: EmbeddingSpace) -> EmbeddingSpace:
         """The space this store's vectors are in when ``space``'s embedder makes them."""
         return replace(space, text_template=self._text_template)
 
-    async def require(self, space: EmbeddingSpace) -> int | None:
+    async def require(self, space: EmbeddingSpace, connection: Held | None = None) -> int | None:
         """The recorded space's id if ``space`` is it; None when nothing is recorded yet."""
         space = self.stored_as(space)
-        recorded = await self.recorded()
+        recorded = await self.recorded(connection)
         if recorded is None:
             return None
         if recorded[1] != space:
-            raise await self._mismatch(recorded[1], space)
+            raise await self._mismatch(recorded[1], space, connection)
         self._was_active = True
         return recorded[0]
 
-    async def ensure(self, space: EmbeddingSpace) -> int:
+    async def ensure(self, space: EmbeddingSpace, connection: Held | None = None) -> int:
         """Record ``space`` if the store has none yet (one writer wins); return its id."""
         space = self.stored_as(space)
-        known = await self.require(space)
+        known = await self.require(space, connection)
         if known is not None:
             return known
         with database_errors():
-            row = await self._record(space)
+            row = await self._record(space, connection)
         self._recorded = (row["id"], space_of(row))
         self._read_at = time.monotonic()
         if self._recorded[1] != space:
-            raise await self._mismatch(self._recorded[1], space)
+            raise await self._mismatch(self._recorded[1], space, connection)
         self._was_active = True
         return int(row["id"])
 
-    async def _record(self, space: EmbeddingSpace) -> asyncpg.Record:
-        async with self._lock, self._pool.acquire() as connection, connection.transaction():
+    async def _record(self, space: EmbeddingSpace, held: Held | None) -> asyncpg.Record:
+        """The active space, ``space`` inserted as it if there is none, under the space lock.
+
+        On a held connection the insert is a savepoint of the caller's transaction, and the
+        lock stays until that commits: only the store's first write waits for it."""
+        async with self._connection(held) as connection, connection.transaction():
             await connection.execute("SELECT pg_advisory_xact_lock($1)", SPACE_LOCK_KEY)
             row = await connection.fetchrow(_SELECT)
             if row is None:
                 row = await connection.fetchrow(_INSERT, *identity(space))
             assert row is not None
             return row
+
+    def _on(self, held: Held | None) -> Held | asyncpg.Pool:
+        """Where a read goes: ``held`` if given (see the module), else the pool."""
+        return self._pool if held is None else held
+
+    @asynccontextmanager
+    async def _connection(self, held: Held | None) -> AsyncIterator[Held]:
+        """``held``, or one from the pool (one recording at a time in this process). A held
+        connection skips the process's lock: its holder may be waiting for the pool."""
+        if held is not None:
+            yield held
+            return
+        async with self._lock, self._pool.acquire() as connection:
+            yield connection

@@ -28,11 +28,17 @@ EMBEDDED_TEXT = "coalesce(m.search_text, m.content)"
 TEXT_HASH = f"sha256(convert_to({EMBEDDED_TEXT}, 'UTF8'))"
 
 
-def missing_vector(active: str, building: str, namespace: str | None = None) -> str:
+def missing_vector(
+    active: str, building: str, namespace: str | None = None, after: str | None = None
+) -> str:
     """Condition over ``memories m``: embedded in the active space (``$active``) and without a
     fresh vector in the building one. ``namespace`` (a placeholder) is repeated in the
-    subquery so that Citus routes both to one shard."""
+    subquery so that Citus routes both to one shard; ``after`` (a placeholder: only memories
+    with a greater id are asked about) too, so that a merge anti join reads the building
+    space's vectors from there, not all those done before it."""
     inner = f" AND s.namespace = {namespace}" if namespace else ""
+    if after:
+        inner += f" AND s.memory_id > {after}"
     return f"""m.status = 'embedded' AND m.space_id = {active} AND NOT EXISTS (
         SELECT 1 FROM space_vectors s
         WHERE s.namespace = m.namespace AND s.memory_id = m.id AND s.space_id = {building}

@@ -163,10 +163,7 @@ def keyword_ranking(
     if postings and scope.source == "memories":
         ctes = keyword_postings(scope)
         documents = "(SELECT DISTINCT namespace, id, dl FROM postings) AS documents"
-        alive = f"""CROSS JOIN LATERAL (
-                SELECT 1 FROM memories m
-                WHERE {scope.conditions} AND m.namespace = s.namespace AND m.id = s.id OFFSET 0
-            ) AS alive"""
+        alive = _alive(scope)
         count = postings_count(scope)
     else:
         ctes, documents, alive = scanned_postings(scope), "matched", ""
@@ -200,6 +197,23 @@ def keyword_ranking(
             ) AS best
         """,
     )
+
+
+def _alive(scope: Scope) -> str:
+    """The scope's conditions on the best-scored rows of the postings, in score order.
+
+    One namespace: a lateral lookup per row (OFFSET 0 keeps it a subquery, one probe each, and
+    the statement one task on Citus). Several: a join on the key, as ``fused_hits`` does, since
+    Citus cannot push a correlated subquery with an OFFSET down to several shards ("Offset
+    clause is currently unsupported when a lateral subquery references a column from complex
+    subqueries, CTEs or local tables")."""
+    if scope.one_namespace:
+        return f"""CROSS JOIN LATERAL (
+                SELECT 1 FROM memories m
+                WHERE {scope.conditions} AND m.namespace = s.namespace AND m.id = s.id OFFSET 0
+            ) AS alive"""
+    return f"""JOIN memories m
+                ON {scope.conditions} AND m.namespace = s.namespace AND m.id = s.id"""
 
 
 def scanned_postings(scope: Scope) -> tuple[str, ...]:
