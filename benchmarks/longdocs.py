@@ -384,13 +384,20 @@ def long_corpus(size: int, seed: int = 5) -> Corpus:
     return Corpus(texts, metadata, [LONG_NAMESPACE] * size, unit_vectors(size, generator))
 
 
-async def synthetic(dsn: str, size: int, count: int, http: bool, plans: bool) -> None:
-    """Long documents in one namespace, through the graph when above the exact threshold."""
+async def synthetic(
+    dsn: str, size: int, count: int, http: bool, plans: bool, postings_min_rows: int | None
+) -> None:
+    """Long documents in one namespace, through the graph when above the exact threshold;
+    ``postings_min_rows`` overrides the namespace size from which keyword recall reads the
+    postings (to measure that threshold with ``--plans``)."""
     data = long_corpus(size)
     queries = make_queries(data, LONG_NAMESPACE, count)
     taught = [(data.texts, data.vectors), (queries.texts, queries.vectors)]
     database = await fresh_database(dsn, "longdocs_synthetic")
-    store = await _open(database, taught)
+    overrides = (
+        {} if postings_min_rows is None else {"keyword_postings_min_rows": postings_min_rows}
+    )
+    store = await _open(database, taught, **overrides)
     try:
         started = time.perf_counter()
         for start in range(0, size, 1000):
@@ -450,6 +457,12 @@ async def main() -> None:
     parser.add_argument(
         "--random-vectors", action="store_true", help="SciFact without the model (timing only)"
     )
+    parser.add_argument(
+        "--postings-min-rows",
+        type=int,
+        default=None,
+        help="synthetic: namespaces from this size read the keyword postings (default: settings)",
+    )
     arguments = parser.parse_args()
     print(f"{machine()}; {_load_average()}")
     async with embedded_server() as dsn:
@@ -463,7 +476,12 @@ async def main() -> None:
             )
         if not arguments.no_synthetic:
             await synthetic(
-                dsn, arguments.size, arguments.queries, not arguments.no_http, arguments.plans
+                dsn,
+                arguments.size,
+                arguments.queries,
+                not arguments.no_http,
+                arguments.plans,
+                arguments.postings_min_rows,
             )
 
 

@@ -186,6 +186,7 @@ async def test_migrate_distributes_idempotently_and_later_migrations_run_distrib
         await migrate.upgrade(citus_empty_dsn, TEST_DIMENSIONS)
         expected += [
             ("memory_audit", "distributed", "namespace"),
+            ("memory_term_counts", "distributed", "namespace"),
             ("memory_terms", "distributed", "namespace"),
             ("memory_vectors", "distributed", "namespace"),
             ("memory_versions", "distributed", "namespace"),
@@ -303,6 +304,44 @@ async def test_recall_from_the_vector_copies_runs_on_one_shard(
             result = await store.recall("arrives", namespace="copied", mode=mode)
             assert result.exact
             assert len(result.hits) == len(texts) - 1
+    finally:
+        await explainer.close()
+        await capture.close()
+
+
+@_KEEPS_ITS_LISTENER
+async def test_keyword_postings_run_on_the_namespace_shard(
+    citus_dsn: str, local_embedder: LocalEmbedder
+) -> None:
+    """The postings mover, BM25 from the postings and their stored count (migrations 0013 and
+    0015), and a forget through their triggers: each statement on the namespace's shard."""
+    capture = CapturingStore()
+    store = await capture.open(
+        citus_dsn, local_embedder, keyword_postings_min_rows=3, space_recheck_seconds=3600
+    )
+    explainer = await asyncpg.connect(citus_dsn)
+    await register_vector_codec(explainer)
+    namespace = "postings"
+    try:
+        await store.remember(["Elsewhere: a decoy about tea.", "Decoy two."], namespace="other")
+        ids = await store.remember(
+            ["Ada likes green tea.", "Bob fixes bikes.", "Tea grows on hills."],
+            namespace=namespace,
+        )
+        sent = await capture.during(store.postings.move_batch(namespace))
+        await _assert_one_shard(explainer, sent, namespace, "move postings")
+        counted = "SELECT documents FROM memory_term_counts WHERE namespace = $1"
+        assert await explainer.fetchval(counted, namespace) == 3
+        for mode in ("keyword", "hybrid"):
+            store._sizes.forget([namespace])
+            sent = await capture.during(store.recall("tea hills", namespace=namespace, mode=mode))
+            assert any("memory_term_counts" in s.query for s in sent), "not from the postings"
+            await _assert_one_shard(explainer, sent, namespace, f"recall {mode} from postings")
+        found = await store.recall("tea hills", namespace=namespace, mode="keyword")
+        assert found.hits[0].content == "Tea grows on hills."
+        sent = await capture.during(store.forget([ids[2].id], namespace=namespace))
+        await _assert_one_shard(explainer, sent, namespace, "forget a moved memory")
+        assert await explainer.fetchval(counted, namespace) == 2
     finally:
         await explainer.close()
         await capture.close()

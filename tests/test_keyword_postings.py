@@ -49,7 +49,16 @@ async def _keyword(store: MemoryStore, query: str, **options: object) -> list[tu
 
 
 async def _moved(connection: asyncpg.Connection) -> int:
-    return int(await connection.fetchval("SELECT count(*) FROM memories WHERE terms_indexed"))
+    """Rows moved into the postings; checks that the stored count of each namespace (BM25's N,
+    migration 0015) says the same."""
+    moved = await connection.fetch(
+        "SELECT namespace, count(*) AS n FROM memories WHERE terms_indexed GROUP BY namespace"
+    )
+    counted = await connection.fetch(
+        "SELECT namespace, documents AS n FROM memory_term_counts WHERE documents <> 0"
+    )
+    assert sorted(map(tuple, counted)) == sorted(map(tuple, moved))
+    return sum(int(row["n"]) for row in moved)
 
 
 async def test_postings_rank_as_the_scan_of_every_tsvector_on_scifact(

@@ -7,10 +7,11 @@ the postings in the remembering transaction cost 30-56 % of the write rate
 (``benchmarks/keyword_postings.py``), so ``remember`` writes none: rows arrive unflagged
 (``terms_indexed`` false), and this mover, as the indexer does for the graph, takes a batch of
 a large namespace's unflagged rows (``SKIP LOCKED``, so several workers share the work), writes
-their postings from their tsvectors and flags them, in one statement. Recall reads the
+their postings from their tsvectors, flags them and adds them to the namespace's count of moved
+rows (``memory_term_counts``, BM25's N, migration 0015), in one statement. Recall reads the
 tsvectors of the rows not moved yet beside the postings, so a new memory is found at once.
-Triggers on ``memories`` drop a moved row's postings when its text changes (and its flag, so it
-is moved again) or when it is deleted.
+Triggers on ``memories`` drop a moved row's postings and take it off the count when its text
+changes (and its flag, so it is moved again) or when it is deleted.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ _MOVE_BATCH = """
         INSERT INTO memory_terms (namespace, lexeme, memory_id, tf, dl)
         SELECT b.namespace, t.lexeme, b.id, cardinality(t.positions), length(b.search)
         FROM batch b, unnest(b.search) AS t
+    ), counted AS (
+        INSERT INTO memory_term_counts AS c (namespace, documents)
+        SELECT $1, count(*) FROM batch HAVING count(*) > 0
+        ON CONFLICT (namespace) DO UPDATE SET documents = c.documents + excluded.documents
     )
     UPDATE memories m SET terms_indexed = true
     FROM batch b

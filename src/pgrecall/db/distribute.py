@@ -10,7 +10,8 @@ does nothing.
 - ``memories`` is distributed by ``namespace``: every key leads with it, so a namespace's
   memories live on one shard and each statement that names one namespace runs there alone.
   Further per-namespace tables (``memory_versions``, ``memory_audit``, ``space_vectors``,
-  ``memory_terms``, ``memory_vectors``) join ``DISTRIBUTED_TABLES`` and are co-located with it.
+  ``memory_terms``, ``memory_term_counts``, ``memory_vectors``) join ``DISTRIBUTED_TABLES`` and
+  are co-located with it.
 - The search settings go on the database (``ALTER DATABASE .. SET``, which Citus propagates to
   every node): the shards run the HNSW scans, and the settings a pool sets on its coordinator
   connections never reach them (measured on Citus 14: shards ran ``ef_search`` 40 and
@@ -30,6 +31,7 @@ from pgrecall.db.schema import (
     EMBEDDING_SPACES,
     MEMORIES,
     MEMORY_AUDIT,
+    MEMORY_TERM_COUNTS,
     MEMORY_TERMS,
     MEMORY_VECTORS,
     MEMORY_VERSIONS,
@@ -47,6 +49,7 @@ DISTRIBUTED_TABLES = (
     SPACE_VECTORS,
     MEMORY_TERMS,
     MEMORY_VECTORS,
+    MEMORY_TERM_COUNTS,
 )
 
 

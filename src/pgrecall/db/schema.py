@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pgvector.sqlalchemy import VECTOR
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
@@ -41,6 +42,7 @@ EMBEDDING_SPACES = "embedding_spaces"
 SPACE_VECTORS = "space_vectors"
 MEMORY_TERMS = "memory_terms"
 MEMORY_VECTORS = "memory_vectors"
+MEMORY_TERM_COUNTS = "memory_term_counts"
 HNSW_INDEX = "memories_embedding_hnsw"
 SIZE_CHECK = "memories_embedding_size"
 # HNSW build parameters; pgvector's defaults, named so benchmarks and migrations agree.
@@ -241,7 +243,20 @@ def build_metadata(dimensions: int) -> MetaData:
     _space_vectors(metadata)
     _memory_terms(metadata)
     _memory_vectors(metadata)
+    _memory_term_counts(metadata)
     return metadata
+
+
+def _memory_term_counts(metadata: MetaData) -> None:
+    """How many memories of each namespace have their postings in ``memory_terms``: BM25's N
+    without counting the namespace (migration 0015), kept by the mover and the triggers."""
+    Table(
+        MEMORY_TERM_COUNTS,
+        metadata,
+        Column("namespace", Text, nullable=False),
+        Column("documents", BigInteger, nullable=False),
+        PrimaryKeyConstraint("namespace", name="memory_term_counts_pkey"),
+    )
 
 
 def _memory_vectors(metadata: MetaData) -> None:
