@@ -15,17 +15,7 @@ changes (and the flag, so it is copied again) or when the row is deleted.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-
-import asyncpg
-
-from pgrecall.config import Settings
-from pgrecall.db.errors import database_errors
-from pgrecall.errors import DatabaseUnavailableError
-
-logger = logging.getLogger(__name__)
+from pgrecall.background.movers import BatchMover
 
 # Namespaces of at least $1 memories with embedded rows not copied yet.
 _LARGE_WITH_BACKLOG = """
@@ -57,44 +47,15 @@ _COPY_BATCH = """
 """
 
 
-class VectorCopier:
+class VectorCopier(BatchMover):
     """Copies the vectors of large namespaces' memories and flags them ``vector_copied``."""
 
-    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
-        self._pool = pool
-        self._settings = settings
+    backlog_sql = _LARGE_WITH_BACKLOG
+    batch_sql = _COPY_BATCH
+    what = "vectors copied into memory_vectors"
 
-    async def large_namespaces_behind(self) -> list[str]:
-        """Namespaces of at least ``vector_copy_min_rows`` memories with rows not copied."""
-        with database_errors():
-            rows = await self._pool.fetch(_LARGE_WITH_BACKLOG, self._settings.vector_copy_min_rows)
-        return [row["namespace"] for row in rows]
+    def min_rows(self) -> int:
+        return self._settings.vector_copy_min_rows
 
-    async def copy_batch(self, namespace: str) -> int:
-        """Copy the vectors of one batch of ``namespace``'s rows; returns how many rows."""
-        with database_errors():
-            status = await self._pool.execute(
-                _COPY_BATCH, namespace, self._settings.vector_copy_batch_size
-            )
-        return int(status.split()[-1])
-
-    async def catch_up(self, stop: asyncio.Event | None = None) -> int:
-        """Copy every large namespace's backlog now (or until ``stop`` is set); returns the
-        rows copied."""
-        copied = 0
-        for namespace in await self.large_namespaces_behind():
-            while not (stop and stop.is_set()) and (batch := await self.copy_batch(namespace)):
-                copied += batch
-        return copied
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Sweep for large namespaces every ``index_sweep_seconds`` until ``stop`` is set."""
-        while not stop.is_set():
-            try:
-                copied = await self.catch_up(stop)
-                if copied:
-                    logger.info("copies: %d vectors copied into memory_vectors", copied)
-            except DatabaseUnavailableError as exc:
-                logger.warning("copies: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._settings.index_sweep_seconds)
+    def batch_size(self) -> int:
+        return self._settings.vector_copy_batch_size

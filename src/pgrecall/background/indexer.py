@@ -14,21 +14,18 @@ in one parallel ``CREATE INDEX``, which is several times faster than growing it 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import re
 from typing import TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from pgrecall.config import Settings
+from pgrecall.background.movers import BatchMover
 from pgrecall.db.errors import database_errors
 from pgrecall.db.inspect import on_citus, vector_dimensions
 from pgrecall.db.schema import HNSW_INDEX, hnsw_index_sql
-from pgrecall.errors import DatabaseUnavailableError, SchemaError
+from pgrecall.errors import SchemaError
 
-logger = logging.getLogger(__name__)
 _Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 
 # A memory size as PostgreSQL reads it: SET takes no parameter, so the value is checked before
@@ -62,47 +59,33 @@ _FLAG_ALL = """
 """
 
 
-class Indexer:
+class Indexer(BatchMover):
     """Flags the rows of large namespaces so the partial HNSW index takes them in."""
 
-    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
-        self._pool = pool
-        self._settings = settings
+    backlog_sql = _LARGE_WITH_BACKLOG
+    batch_sql = _FLAG_BATCH
+    what = "memories moved into the HNSW graph"
 
-    async def large_namespaces_behind(self) -> list[str]:
-        """Namespaces at or above the exact-scan limit with rows not yet in the graph."""
-        # Larger than the exact-scan limit, as recall counts it (query.py).
-        threshold = self._settings.exact_scan_max_rows + 1
-        with database_errors():
-            rows = await self._pool.fetch(_LARGE_WITH_BACKLOG, threshold)
-        return [row["namespace"] for row in rows]
+    def min_rows(self) -> int:
+        # Larger than the exact-scan limit, as recall counts it (recall/sizes.py).
+        return self._settings.exact_scan_max_rows + 1
 
-    async def flag_batch(self, namespace: str) -> int:
-        """Move one batch of ``namespace``'s rows into the graph; returns how many."""
-        with database_errors():
-            status = await self._pool.execute(
-                _FLAG_BATCH, namespace, self._settings.index_batch_size
-            )
-        return int(status.split()[-1])
+    def batch_size(self) -> int:
+        return self._settings.index_batch_size
 
     async def catch_up(
         self,
+        stop: asyncio.Event | None = None,
         *,
         rebuild: bool = False,
         maintenance_work_mem: str = "1GB",
-        stop: asyncio.Event | None = None,
     ) -> int:
         """Index every large namespace's backlog now (or until ``stop`` is set); returns the
         rows flagged. ``rebuild`` drops the graph and builds it again in one pass (for bulk
         loads; recall on large namespaces is exact, so slow, while it runs)."""
-        namespaces = await self.large_namespaces_behind()
         if rebuild:
-            return await self._rebuild(namespaces, maintenance_work_mem)
-        flagged = 0
-        for namespace in namespaces:
-            while not (stop and stop.is_set()) and (moved := await self.flag_batch(namespace)):
-                flagged += moved
-        return flagged
+            return await self._rebuild(await self.large_namespaces_behind(), maintenance_work_mem)
+        return await super().catch_up(stop)
 
     async def _rebuild(self, namespaces: list[str], maintenance_work_mem: str) -> int:
         if not _MEMORY_SIZE.fullmatch(maintenance_work_mem):  # before anything is dropped
@@ -121,18 +104,6 @@ class Indexer:
                 # The flagging left a dead version of every row it touched behind.
                 await connection.execute("VACUUM (ANALYZE) memories")
         return int(status.split()[-1])
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Sweep for large namespaces every ``index_sweep_seconds`` until ``stop`` is set."""
-        while not stop.is_set():
-            try:
-                flagged = await self.catch_up(stop=stop)
-                if flagged:
-                    logger.info("indexer: %d memories moved into the HNSW graph", flagged)
-            except DatabaseUnavailableError as exc:
-                logger.warning("indexer: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._settings.index_sweep_seconds)
 
 
 async def _build_graph(connection: _Connection, dimensions: int, maintenance_work_mem: str) -> None:

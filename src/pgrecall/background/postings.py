@@ -16,17 +16,7 @@ changes (and its flag, so it is moved again) or when it is deleted.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-
-import asyncpg
-
-from pgrecall.config import Settings
-from pgrecall.db.errors import database_errors
-from pgrecall.errors import DatabaseUnavailableError
-
-logger = logging.getLogger(__name__)
+from pgrecall.background.movers import BatchMover
 
 # Namespaces of at least $1 memories with rows not moved yet.
 _LARGE_WITH_BACKLOG = """
@@ -59,46 +49,15 @@ _MOVE_BATCH = """
 """
 
 
-class PostingsMover:
+class PostingsMover(BatchMover):
     """Writes the postings of large namespaces' memories and flags them ``terms_indexed``."""
 
-    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
-        self._pool = pool
-        self._settings = settings
+    backlog_sql = _LARGE_WITH_BACKLOG
+    batch_sql = _MOVE_BATCH
+    what = "postings moved into memory_terms"
 
-    async def large_namespaces_behind(self) -> list[str]:
-        """Namespaces of at least ``keyword_postings_min_rows`` memories with rows not moved."""
-        with database_errors():
-            rows = await self._pool.fetch(
-                _LARGE_WITH_BACKLOG, self._settings.keyword_postings_min_rows
-            )
-        return [row["namespace"] for row in rows]
+    def min_rows(self) -> int:
+        return self._settings.keyword_postings_min_rows
 
-    async def move_batch(self, namespace: str) -> int:
-        """Write the postings of one batch of ``namespace``'s rows; returns how many rows."""
-        with database_errors():
-            status = await self._pool.execute(
-                _MOVE_BATCH, namespace, self._settings.keyword_postings_batch_size
-            )
-        return int(status.split()[-1])
-
-    async def catch_up(self, stop: asyncio.Event | None = None) -> int:
-        """Move every large namespace's backlog now (or until ``stop`` is set); returns the
-        rows moved."""
-        moved = 0
-        for namespace in await self.large_namespaces_behind():
-            while not (stop and stop.is_set()) and (batch := await self.move_batch(namespace)):
-                moved += batch
-        return moved
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Sweep for large namespaces every ``index_sweep_seconds`` until ``stop`` is set."""
-        while not stop.is_set():
-            try:
-                moved = await self.catch_up(stop)
-                if moved:
-                    logger.info("postings: %d memories moved into memory_terms", moved)
-            except DatabaseUnavailableError as exc:
-                logger.warning("postings: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._settings.index_sweep_seconds)
+    def batch_size(self) -> int:
+        return self._settings.keyword_postings_batch_size

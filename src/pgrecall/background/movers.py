@@ -1,0 +1,80 @@
+"""What the background movers share: find the large namespaces with rows not moved yet, then
+move them a batch per statement until none is left, on a sweep.
+
+Three movers take a large namespace's rows somewhere writes do not pay for: the indexer into
+the HNSW graph (indexer.py), the postings mover into ``memory_terms`` (postings.py), the vector
+copier into ``memory_vectors`` (copies.py). Each flags the rows it moved on ``memories``, claims
+a batch with ``SKIP LOCKED`` (so several workers share the work) and does the whole batch in one
+statement; they differ in their two statements, their size threshold and their batch size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from abc import ABC, abstractmethod
+
+import asyncpg
+
+from pgrecall.config import Settings
+from pgrecall.db.errors import database_errors
+from pgrecall.errors import DatabaseUnavailableError
+
+logger = logging.getLogger(__name__)
+
+
+class BatchMover(ABC):
+    """A mover of large namespaces' rows: ``backlog_sql`` lists the namespaces of at least $1
+    rows with rows not moved, ``batch_sql`` moves up to $2 rows of namespace $1 (naming it in
+    every reference, so Citus runs it on that namespace's shard alone) and reports their count.
+    ``what`` says in the log what a sweep moved."""
+
+    backlog_sql: str
+    batch_sql: str
+    what: str
+
+    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
+        self._pool = pool
+        self._settings = settings
+
+    @abstractmethod
+    def min_rows(self) -> int:
+        """How many memories make a namespace large enough for this mover."""
+
+    @abstractmethod
+    def batch_size(self) -> int:
+        """How many rows one statement moves."""
+
+    async def large_namespaces_behind(self) -> list[str]:
+        """Namespaces of at least ``min_rows()`` memories with rows not moved yet."""
+        with database_errors():
+            rows = await self._pool.fetch(self.backlog_sql, self.min_rows())
+        return [row["namespace"] for row in rows]
+
+    async def move_batch(self, namespace: str) -> int:
+        """Move one batch of ``namespace``'s rows; returns how many rows."""
+        with database_errors():
+            status = await self._pool.execute(self.batch_sql, namespace, self.batch_size())
+        return int(status.split()[-1])
+
+    async def catch_up(self, stop: asyncio.Event | None = None) -> int:
+        """Move every large namespace's backlog now (or until ``stop`` is set); returns the
+        rows moved."""
+        moved = 0
+        for namespace in await self.large_namespaces_behind():
+            while not (stop and stop.is_set()) and (batch := await self.move_batch(namespace)):
+                moved += batch
+        return moved
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Sweep for large namespaces every ``index_sweep_seconds`` until ``stop`` is set."""
+        while not stop.is_set():
+            try:
+                moved = await self.catch_up(stop)
+                if moved:
+                    logger.info("%s: %d memories", self.what, moved)
+            except DatabaseUnavailableError as exc:
+                logger.warning("%s: %s", self.what, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._settings.index_sweep_seconds)
