@@ -168,10 +168,11 @@ async def _measure(
     ingest: Corpus,
     single: int,
     rounds: int,
+    buffers: bool,
 ) -> dict[str, dict[str, Any]]:
     """Every recall mode on ``queries`` in each leg's database, the legs alternated for
-    ``rounds`` rounds (the order rotated each round), then the buffers of one vector pass per
-    leg, then ingest of ``ingest`` into each; in settled databases."""
+    ``rounds`` rounds (the order rotated each round), then (``buffers``) the buffers of one
+    vector pass per leg, then ingest of ``ingest`` into each; in settled databases."""
     results: dict[str, dict[str, Any]] = {
         name: {"vacuum_seconds": await _vacuumed(leg.dsn)} for name, leg in legs.items()
     }
@@ -190,17 +191,8 @@ async def _measure(
                 for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
                     for mode in MODES:
                         latencies[name][mode] += (await run_mode(stores[name], queries, mode))[0]
-            # The exact scans of (b): how many pages a recall touches, and where they came from.
-            before = {name: await _buffers(leg.dsn) for name, leg in legs.items()}
-            for name in names:
-                await run_mode(stores[name], queries, "vector")
-            await asyncio.sleep(STATS_FLUSH_SECONDS)
-            for name, leg in legs.items():
-                after, calls = await _buffers(leg.dsn), len(queries.texts) + WARMUP
-                results[name]["vector_buffers"] = {
-                    "hit": (after[0] - before[name][0]) / calls,
-                    "read": (after[1] - before[name][1]) / calls,
-                }
+            if buffers:  # the exact scans of (b): how many pages a recall touches, from where
+                await _vector_buffers(legs, stores, queries, results)
             for leg in legs.values():
                 await settle(leg.dsn)
             for name in names:
@@ -216,6 +208,25 @@ async def _measure(
             await store.close()
         for embedder in embedders:
             await embedder.aclose()
+
+
+async def _vector_buffers(
+    legs: dict[str, Leg],
+    stores: dict[str, MemoryStore],
+    queries: Queries,
+    results: dict[str, dict[str, Any]],
+) -> None:
+    """One vector pass per leg: blocks of memories hit and read per recall, into ``results``."""
+    before = {name: await _buffers(leg.dsn) for name, leg in legs.items()}
+    for store in stores.values():
+        await run_mode(store, queries, "vector")
+    await asyncio.sleep(STATS_FLUSH_SECONDS)
+    for name, leg in legs.items():
+        after, calls = await _buffers(leg.dsn), len(queries.texts) + WARMUP
+        results[name]["vector_buffers"] = {
+            "hit": (after[0] - before[name][0]) / calls,
+            "read": (after[1] - before[name][1]) / calls,
+        }
 
 
 async def _copy(dsn: str, source: str, name: str) -> str:
@@ -273,11 +284,9 @@ def _print(state: str, results: dict[str, dict[str, Any]]) -> None:
             p50, p99 = result[mode]["p50"], result[mode]["p99"]
             ratio = p50 / copy[mode]["p50"]
             print(f"  {label:<16}{mode:<9}p50 {p50:6.2f} ms  p99 {p99:6.2f}  x copy {ratio:.2f}")
-        buffers = result["vector_buffers"]
-        print(
-            f"  {label:<16}vector buffers a recall: {buffers['hit']:.0f} hit, "
-            f"{buffers['read']:.1f} read"
-        )
+        if "vector_buffers" in result:
+            hit, read = result["vector_buffers"]["hit"], result["vector_buffers"]["read"]
+            print(f"  {label:<16}vector buffers a recall: {hit:.0f} hit, {read:.1f} read")
         for shape, rate in result["ingest"].items():
             ratio = rate / copy["ingest"][shape]
             print(f"  {label:<16}remember {shape:<16}{rate:8.0f}/s  x copy {ratio:.2f}")
@@ -291,6 +300,7 @@ async def run_case(
     single: int,
     batches: int,
     rounds: int,
+    buffers: bool,
 ) -> dict[str, Any]:
     """Load ``data`` into a fresh database and keep a copy of it in its first space; then
     measure the database in each state of STATES alternated with the copy."""
@@ -320,7 +330,7 @@ async def run_case(
             )
         model = SECOND if state.startswith("switched") else FIRST
         legs = {STATE: Leg(case_dsn, model), COPY: copy}
-        results[state] = await _measure(legs, known, queries, ingests[i], single, rounds)
+        results[state] = await _measure(legs, known, queries, ingests[i], single, rounds, buffers)
         results[state]["move"] = move
         _print(state, results[state])
     return results
@@ -334,6 +344,12 @@ async def main() -> None:
     parser.add_argument("--single", type=int, default=300, help="memories remembered one a call")
     parser.add_argument("--batches", type=int, default=5, help="calls of 1,000 memories")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of alternated recall legs")
+    parser.add_argument(
+        "--buffers",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=f"count the buffers of a vector recall (waits {STATS_FLUSH_SECONDS:.0f} s a state)",
+    )
     arguments = parser.parse_args()
     cases = set(arguments.cases.split(","))
     rows = arguments.rows
@@ -352,6 +368,7 @@ async def main() -> None:
                 arguments.single,
                 arguments.batches,
                 arguments.rounds,
+                arguments.buffers,
             )
         if "b" in cases:
             print(f"\n(b) 100 namespaces of {rows // 100}, recall inside one")
@@ -365,6 +382,7 @@ async def main() -> None:
                 arguments.single,
                 arguments.batches,
                 arguments.rounds,
+                arguments.buffers,
             )
     write_json(OUT / "switch_cost.json", report)
 
