@@ -53,6 +53,7 @@ from benchmarks.common import (
     sentences,
     unit_vectors,
 )
+from benchmarks.lean_http import Client, HttpxClient, LeanConnection
 from benchmarks.recall_latency import make_queries, recall_at_10
 from benchmarks.scifact import _load, _score_module
 from pgrecall import MemoryInput, MemoryStore, load_settings
@@ -218,12 +219,13 @@ def in_process(store: MemoryStore, field: str) -> Recall:
     return recall
 
 
-def over_http(client: httpx.AsyncClient, field: str) -> Recall:
-    """A recall through ``POST /v1/recall`` on one kept-alive connection."""
+def over_http(client: Client, field: str) -> Recall:
+    """A recall through ``POST /v1/recall`` on one kept-alive connection (``lean_http``'s, or
+    httpx's through ``HttpxClient``)."""
 
     async def recall(query: str, namespace: str, mode: str) -> list[str]:
         body = {"query": query, "namespaces": [namespace], "k": 10, "mode": mode}
-        response = await client.post("/v1/recall", json=body)
+        response = await client.post("/v1/recall", body)
         response.raise_for_status()
         return [hit[field] or "" for hit in response.json()["hits"]]
 
@@ -285,8 +287,9 @@ def _serve(dsn: str, port: int, taught: Taught, pipe: Connection) -> None:
 
 
 @contextlib.asynccontextmanager
-async def http_client(dsn: str, taught: Taught) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of the API served by a child process on the database ``dsn``."""
+async def http_clients(dsn: str, taught: Taught) -> AsyncIterator[dict[str, Client]]:
+    """Clients of the API served by a child process on the database ``dsn``: "http" (a lean
+    client, ``lean_http``: the server's own time) and "httpx"."""
     port = _free_port()
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
@@ -302,7 +305,11 @@ async def http_client(dsn: str, taught: Taught) -> AsyncIterator[httpx.AsyncClie
                     if (await client.get("/healthz")).status_code < 500:
                         break
                 await asyncio.sleep(0.1)
-            yield client
+            lean = LeanConnection("127.0.0.1", port)
+            try:
+                yield {"http": lean, "httpx": HttpxClient(client)}
+            finally:
+                await lean.close()
     finally:
         ours.close()
         child.join(30)
@@ -363,8 +370,8 @@ async def scifact(
         print(HEADER)
         async with contextlib.AsyncExitStack() as stack:
             if http:
-                client = await stack.enter_async_context(http_client(database, taught))
-                recalls["http"] = over_http(client, "key")
+                clients = await stack.enter_async_context(http_clients(database, taught))
+                recalls |= {name: over_http(c, "key") for name, c in clients.items()}
             for where, recall in recalls.items():
                 for mode in MODES:
                     timing, found = await measure(recall, questions, NAMESPACE, mode)
@@ -428,8 +435,8 @@ async def synthetic(
         recalls = {"in-process": in_process(store, "content")}
         async with contextlib.AsyncExitStack() as stack:
             if http:
-                client = await stack.enter_async_context(http_client(database, taught))
-                recalls["http"] = over_http(client, "content")
+                clients = await stack.enter_async_context(http_clients(database, taught))
+                recalls |= {name: over_http(c, "content") for name, c in clients.items()}
             for where, recall in recalls.items():
                 for mode in MODES:
                     timing, found = await measure(recall, queries.texts, LONG_NAMESPACE, mode)
