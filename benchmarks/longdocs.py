@@ -144,24 +144,14 @@ async def compare_plans(
     modes: tuple[str, ...],
 ) -> None:
     """Recall in-process with the ``lever`` (``stores[0]``) and without it (``stores[1]``, the
-    same database), alternated query by query (the order swapped every other query): p50 of
-    each, the ratio, and how many top-10 lists are identical."""
+    same database), alternated query by query (``measure``): p50 of each, the ratio, and how
+    many top-10 lists are identical."""
     plans = {lever: in_process(stores[0], "content"), "without": in_process(stores[1], "content")}
     for mode in modes:
-        for query in queries[:WARMUP]:
-            for recall in plans.values():
-                await recall(query, namespace, mode)
-        latencies: dict[str, list[float]] = {name: [] for name in plans}
-        same = 0
-        for index, query in enumerate(queries):
-            found = {}
-            order = list(plans.items())
-            for name, recall in order if index % 2 else order[::-1]:
-                started = time.perf_counter()
-                found[name] = await recall(query, namespace, mode)
-                latencies[name].append(time.perf_counter() - started)
-            same += found[lever] == found["without"]
-        p50 = {name: percentiles(values)[0] for name, values in latencies.items()}
+        measured = await measure(plans, queries, namespace, mode)
+        lists = [found for _, found in measured.values()]
+        same = sum(ours == theirs for ours, theirs in zip(*lists, strict=True))
+        p50 = {name: timing[0] for name, (timing, _) in measured.items()}
         print(
             f"  {mode:<8} without p50 {p50['without']:7.2f} ms  {lever} p50 {p50[lever]:7.2f} ms"
             f"  {p50['without'] / p50[lever]:4.2f}x faster  identical top-10 "
@@ -233,18 +223,24 @@ def over_http(client: Client, field: str) -> Recall:
 
 
 async def measure(
-    recall: Recall, queries: list[str], namespace: str, mode: str
-) -> tuple[tuple[float, float], list[list[str]]]:
-    """p50 and p99 (ms) of every query in ``mode`` after a warm-up, and what each found."""
+    recalls: dict[str, Recall], queries: list[str], namespace: str, mode: str
+) -> dict[str, tuple[tuple[float, float], list[list[str]]]]:
+    """For each of ``recalls``: p50 and p99 (ms) of every query in ``mode`` after a warm-up,
+    and what each found. The recalls take turns query by query (the order rotating), so that
+    the drift of a shared machine falls on each alike."""
+    names = list(recalls)
     for query in queries[:WARMUP]:
-        await recall(query, namespace, mode)
-    latencies, found = [], []
-    for query in queries:
-        started = time.perf_counter()
-        found.append(await recall(query, namespace, mode))
-        latencies.append(time.perf_counter() - started)
-    p50, _, p99 = percentiles(latencies)
-    return (p50, p99), found
+        for name in names:
+            await recalls[name](query, namespace, mode)
+    latencies: dict[str, list[float]] = {name: [] for name in names}
+    found: dict[str, list[list[str]]] = {name: [] for name in names}
+    for turn, query in enumerate(queries):
+        for name in names[turn % len(names) :] + names[: turn % len(names)]:
+            started = time.perf_counter()
+            found[name].append(await recalls[name](query, namespace, mode))
+            latencies[name].append(time.perf_counter() - started)
+    timings = {name: percentiles(latencies[name]) for name in names}
+    return {name: ((timings[name][0], timings[name][2]), found[name]) for name in names}
 
 
 def _free_port() -> int:
@@ -372,9 +368,9 @@ async def scifact(
             if http:
                 clients = await stack.enter_async_context(http_clients(database, taught))
                 recalls |= {name: over_http(c, "key") for name, c in clients.items()}
-            for where, recall in recalls.items():
-                for mode in MODES:
-                    timing, found = await measure(recall, questions, NAMESPACE, mode)
+            for mode in MODES:
+                measured = await measure(recalls, questions, NAMESPACE, mode)
+                for where, (timing, found) in measured.items():
                     ranked = {q["id"]: hits for q, hits in zip(tests, found, strict=True)}
                     metrics = score.score(tests, ranked, [10])["ALL"]
                     quality = f"hit@10 {metrics['hit@10']:.3f}  nDCG@10 {metrics['ndcg@10']:.3f}"
@@ -437,9 +433,9 @@ async def synthetic(
             if http:
                 clients = await stack.enter_async_context(http_clients(database, taught))
                 recalls |= {name: over_http(c, "content") for name, c in clients.items()}
-            for where, recall in recalls.items():
-                for mode in MODES:
-                    timing, found = await measure(recall, queries.texts, LONG_NAMESPACE, mode)
+            for mode in MODES:
+                measured = await measure(recalls, queries.texts, LONG_NAMESPACE, mode)
+                for where, (timing, found) in measured.items():
                     quality = ""
                     if mode == "vector":
                         quality = f"recall@10 {recall_at_10(found, queries.truth)[0]:.4f}"
