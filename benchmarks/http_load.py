@@ -18,6 +18,10 @@ generator's interpreter) and ``pgrecall serve`` started as a subprocess against 
    slices that alternate (floor, vector, hybrid, R times, then the floor again for a slice):
    on a machine other jobs load, a slow minute then falls on every leg alike.
 
+The recall legs' clients are ``lean_http``'s (``--client httpx`` for httpx): the agents' side is
+the load generator, not the system measured, and on 2 cores its CPU is the server's. The floor's
+``/api/embed`` call and the server's go through httpx alike (each is a client of Ollama).
+
 Every leg prints its QPS, p50, p99, errors and its ratio to the better floor; the load average
 (``uptime``) before and after is printed too, for the machine is shared. Each leg also prints the
 CPU milliseconds each process spent per recall (``benchmarks/cpu.py``: the load generator, the
@@ -59,6 +63,7 @@ from benchmarks.common import (
     write_json,
 )
 from benchmarks.cpu import OTHER, CpuMeter, CpuSnapshot
+from benchmarks.lean_http import Client, HttpxClient, LeanPool
 from pgrecall import MemoryInput, MemoryStore, load_settings
 from pgrecall.db.vectors import register_vector_codec
 
@@ -296,7 +301,7 @@ def _queries(texts: list[str], namespaces: list[str], count: int) -> list[Query]
 
 
 async def recall_legs(
-    server: httpx.AsyncClient,
+    server: Client,
     ollama: httpx.AsyncClient,
     pool: asyncpg.Pool,
     queries: list[Query],
@@ -316,7 +321,7 @@ async def recall_legs(
     def over_http(mode: str) -> Callable[[Query], Awaitable[None]]:
         async def recall(query: Query) -> None:
             body = {"query": query.text, "namespaces": [query.namespace], "k": 10, "mode": mode}
-            response = await server.post("/v1/recall", json=body)
+            response = await server.post("/v1/recall", body)
             response.raise_for_status()
             if not response.json()["hits"]:
                 raise RuntimeError(f"no hits in {query.namespace}")
@@ -431,11 +436,16 @@ async def _measure(
                     },
                     alone={"load generator": os.getpid()},
                 )
+                recaller: Client = HttpxClient(client)
+                if args.client == "lean":
+                    recaller = lean = LeanPool("127.0.0.1", server.port)
                 legs = await recall_legs(
-                    client, ollama, pool, queries, args.clients, args.seconds, args.rounds, meter
+                    recaller, ollama, pool, queries, args.clients, args.seconds, args.rounds, meter
                 )
             finally:
                 await pool.close()
+                if args.client == "lean":
+                    await lean.aclose()
     finally:
         server.stop()
     return {
@@ -464,7 +474,8 @@ def report(result: dict[str, object], args: argparse.Namespace) -> None:
     floor = max(leg["qps"] for leg in legs if leg["name"].startswith("floor"))
     print(
         f"\n{machine()}; {args.namespaces} namespaces x {args.per_namespace:,} memories, "
-        f"{args.clients} clients, {args.seconds:g} s a leg; serve {' '.join(args.serve_arg)} "
+        f"{args.clients} {args.client} clients, {args.seconds:g} s a leg; "
+        f"serve {' '.join(args.serve_arg)} "
         f"{' '.join(args.env)}".rstrip()
     )
     print(f"load average before: {result['load_before']}, after: {result['load_after']}")
@@ -522,6 +533,12 @@ def main() -> None:
         "--env", action="append", default=[], help="NAME=value for the server (repeat)"
     )
     parser.add_argument("--data-dir", type=Path, default=None, help="embedded server directory")
+    parser.add_argument(
+        "--client",
+        choices=("lean", "httpx"),
+        default="lean",
+        help="the load generator's client of the recall legs (benchmarks/lean_http.py)",
+    )
     parser.add_argument(
         "--recall-only",
         action="store_true",

@@ -53,6 +53,7 @@ from benchmarks.common import (
     sentences,
     unit_vectors,
 )
+from benchmarks.lean_http import Client, HttpxClient, LeanConnection
 from benchmarks.recall_latency import make_queries, recall_at_10
 from benchmarks.scifact import _load, _score_module
 from pgrecall import MemoryInput, MemoryStore, load_settings
@@ -143,24 +144,14 @@ async def compare_plans(
     modes: tuple[str, ...],
 ) -> None:
     """Recall in-process with the ``lever`` (``stores[0]``) and without it (``stores[1]``, the
-    same database), alternated query by query (the order swapped every other query): p50 of
-    each, the ratio, and how many top-10 lists are identical."""
+    same database), alternated query by query (``measure``): p50 of each, the ratio, and how
+    many top-10 lists are identical."""
     plans = {lever: in_process(stores[0], "content"), "without": in_process(stores[1], "content")}
     for mode in modes:
-        for query in queries[:WARMUP]:
-            for recall in plans.values():
-                await recall(query, namespace, mode)
-        latencies: dict[str, list[float]] = {name: [] for name in plans}
-        same = 0
-        for index, query in enumerate(queries):
-            found = {}
-            order = list(plans.items())
-            for name, recall in order if index % 2 else order[::-1]:
-                started = time.perf_counter()
-                found[name] = await recall(query, namespace, mode)
-                latencies[name].append(time.perf_counter() - started)
-            same += found[lever] == found["without"]
-        p50 = {name: percentiles(values)[0] for name, values in latencies.items()}
+        measured = await measure(plans, queries, namespace, mode)
+        lists = [found for _, found in measured.values()]
+        same = sum(ours == theirs for ours, theirs in zip(*lists, strict=True))
+        p50 = {name: timing[0] for name, (timing, _) in measured.items()}
         print(
             f"  {mode:<8} without p50 {p50['without']:7.2f} ms  {lever} p50 {p50[lever]:7.2f} ms"
             f"  {p50['without'] / p50[lever]:4.2f}x faster  identical top-10 "
@@ -218,12 +209,13 @@ def in_process(store: MemoryStore, field: str) -> Recall:
     return recall
 
 
-def over_http(client: httpx.AsyncClient, field: str) -> Recall:
-    """A recall through ``POST /v1/recall`` on one kept-alive connection."""
+def over_http(client: Client, field: str) -> Recall:
+    """A recall through ``POST /v1/recall`` on one kept-alive connection (``lean_http``'s, or
+    httpx's through ``HttpxClient``)."""
 
     async def recall(query: str, namespace: str, mode: str) -> list[str]:
         body = {"query": query, "namespaces": [namespace], "k": 10, "mode": mode}
-        response = await client.post("/v1/recall", json=body)
+        response = await client.post("/v1/recall", body)
         response.raise_for_status()
         return [hit[field] or "" for hit in response.json()["hits"]]
 
@@ -231,18 +223,24 @@ def over_http(client: httpx.AsyncClient, field: str) -> Recall:
 
 
 async def measure(
-    recall: Recall, queries: list[str], namespace: str, mode: str
-) -> tuple[tuple[float, float], list[list[str]]]:
-    """p50 and p99 (ms) of every query in ``mode`` after a warm-up, and what each found."""
+    recalls: dict[str, Recall], queries: list[str], namespace: str, mode: str
+) -> dict[str, tuple[tuple[float, float], list[list[str]]]]:
+    """For each of ``recalls``: p50 and p99 (ms) of every query in ``mode`` after a warm-up,
+    and what each found. The recalls take turns query by query (the order rotating), so that
+    the drift of a shared machine falls on each alike."""
+    names = list(recalls)
     for query in queries[:WARMUP]:
-        await recall(query, namespace, mode)
-    latencies, found = [], []
-    for query in queries:
-        started = time.perf_counter()
-        found.append(await recall(query, namespace, mode))
-        latencies.append(time.perf_counter() - started)
-    p50, _, p99 = percentiles(latencies)
-    return (p50, p99), found
+        for name in names:
+            await recalls[name](query, namespace, mode)
+    latencies: dict[str, list[float]] = {name: [] for name in names}
+    found: dict[str, list[list[str]]] = {name: [] for name in names}
+    for turn, query in enumerate(queries):
+        for name in names[turn % len(names) :] + names[: turn % len(names)]:
+            started = time.perf_counter()
+            found[name].append(await recalls[name](query, namespace, mode))
+            latencies[name].append(time.perf_counter() - started)
+    timings = {name: percentiles(latencies[name]) for name in names}
+    return {name: ((timings[name][0], timings[name][2]), found[name]) for name in names}
 
 
 def _free_port() -> int:
@@ -285,8 +283,9 @@ def _serve(dsn: str, port: int, taught: Taught, pipe: Connection) -> None:
 
 
 @contextlib.asynccontextmanager
-async def http_client(dsn: str, taught: Taught) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of the API served by a child process on the database ``dsn``."""
+async def http_clients(dsn: str, taught: Taught) -> AsyncIterator[dict[str, Client]]:
+    """Clients of the API served by a child process on the database ``dsn``: "http" (a lean
+    client, ``lean_http``: the server's own time) and "httpx"."""
     port = _free_port()
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
@@ -302,7 +301,11 @@ async def http_client(dsn: str, taught: Taught) -> AsyncIterator[httpx.AsyncClie
                     if (await client.get("/healthz")).status_code < 500:
                         break
                 await asyncio.sleep(0.1)
-            yield client
+            lean = LeanConnection("127.0.0.1", port)
+            try:
+                yield {"http": lean, "httpx": HttpxClient(client)}
+            finally:
+                await lean.close()
     finally:
         ours.close()
         child.join(30)
@@ -363,11 +366,11 @@ async def scifact(
         print(HEADER)
         async with contextlib.AsyncExitStack() as stack:
             if http:
-                client = await stack.enter_async_context(http_client(database, taught))
-                recalls["http"] = over_http(client, "key")
-            for where, recall in recalls.items():
-                for mode in MODES:
-                    timing, found = await measure(recall, questions, NAMESPACE, mode)
+                clients = await stack.enter_async_context(http_clients(database, taught))
+                recalls |= {name: over_http(c, "key") for name, c in clients.items()}
+            for mode in MODES:
+                measured = await measure(recalls, questions, NAMESPACE, mode)
+                for where, (timing, found) in measured.items():
                     ranked = {q["id"]: hits for q, hits in zip(tests, found, strict=True)}
                     metrics = score.score(tests, ranked, [10])["ALL"]
                     quality = f"hit@10 {metrics['hit@10']:.3f}  nDCG@10 {metrics['ndcg@10']:.3f}"
@@ -428,11 +431,11 @@ async def synthetic(
         recalls = {"in-process": in_process(store, "content")}
         async with contextlib.AsyncExitStack() as stack:
             if http:
-                client = await stack.enter_async_context(http_client(database, taught))
-                recalls["http"] = over_http(client, "content")
-            for where, recall in recalls.items():
-                for mode in MODES:
-                    timing, found = await measure(recall, queries.texts, LONG_NAMESPACE, mode)
+                clients = await stack.enter_async_context(http_clients(database, taught))
+                recalls |= {name: over_http(c, "content") for name, c in clients.items()}
+            for mode in MODES:
+                measured = await measure(recalls, queries.texts, LONG_NAMESPACE, mode)
+                for where, (timing, found) in measured.items():
                     quality = ""
                     if mode == "vector":
                         quality = f"recall@10 {recall_at_10(found, queries.truth)[0]:.4f}"

@@ -73,7 +73,7 @@ def test_longdocs_benchmark_runs() -> None:
     abstracts with the local model first: minutes, so it is left to the real runs)."""
     out = _run("benchmarks.longdocs", "--no-scifact", *("--size", "300", "--queries", "12"))
     rows = {tuple(line.split()[:2]): line.split() for line in out.splitlines() if line.strip()}
-    for where in ("in-process", "http"):
+    for where in ("in-process", "http", "httpx"):
         for mode in ("vector", "keyword", "hybrid"):
             p50, p99 = float(rows[where, mode][2]), float(rows[where, mode][3])
             assert 0 < p50 <= p99

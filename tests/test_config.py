@@ -141,6 +141,16 @@ def test_garbage_settings_are_one_line_naming_the_setting(
     assert "\n" not in message
 
 
+def test_a_long_bad_value_is_cut_in_the_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGRECALL_NAMESPACE_TEMPLATES", "{" + '"a": "b", ' * 5000)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith('invalid settings: PGRECALL_NAMESPACE_TEMPLATES=\'{"a": "b", ')
+    assert "... (50003 characters)" in message
+    assert len(message) < 300
+
+
 def test_every_bad_value_is_on_the_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PGRECALL_REEMBED_RATE", "nan")
     monkeypatch.setenv("PGRECALL_SPACE_RECHECK_SECONDS", "1e308")

@@ -45,6 +45,7 @@ MAX_REEMBED_RATE = 1e6
 # A libpq keyword or URL parameter that carries a password.
 _PASSWORD_PARAMETER = re.compile(r"(password\s*=\s*)[^&\s]*", re.IGNORECASE)
 _HIDDEN = "<hidden>"
+_SHOWN_CHARS = 80  # of a bad value, in an error
 
 
 def redact_url(url: str) -> str:
@@ -430,13 +431,18 @@ def _env_name(location: tuple[int | str, ...]) -> str:
 
 
 def _shown(location: tuple[int | str, ...], value: object) -> str:
-    """A bad value as a message may show it: API keys never, URLs without their password."""
+    """A bad value as a message may show it: API keys never, URLs without their password, and
+    no more than ``_SHOWN_CHARS`` of it (a whole JSON file pasted into a variable is not a line
+    of error)."""
     field = _field(location)
     if field == "api_keys":
         return _HIDDEN
     if field in ("database_url", "ollama_url") and isinstance(value, str):
-        return repr(redact_url(value))
-    return repr(value)
+        value = redact_url(value)
+    shown = repr(value)
+    if len(shown) <= _SHOWN_CHARS:
+        return shown
+    return f"{shown[:_SHOWN_CHARS]}... ({len(shown)} characters)"
 
 
 def load_settings(**overrides: Any) -> Settings:

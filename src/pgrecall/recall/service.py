@@ -176,12 +176,8 @@ class QueryService:
             or options.as_of is not None
             or max(sizes.values()) <= self._settings.exact_scan_max_rows
         )
-        # Sizes are counted up to the exact-scan limit: a namespace above it is large too.
         largest = max(sizes.values())
-        postings = (
-            largest >= self._settings.keyword_postings_min_rows
-            or largest > self._settings.exact_scan_max_rows
-        )
+        postings = self._reaches(largest, self._settings.keyword_postings_min_rows)
         plan = "hnsw"
         if exact:
             plan = "copied" if self._copied(names, largest, options) else "exact"
@@ -213,17 +209,19 @@ class QueryService:
         after row; nor past versions, which have no copies)."""
         return (
             len(names) == 1
-            # Sizes are counted up to the exact-scan limit: a namespace above it is large too.
-            and (
-                largest >= self._settings.vector_copy_min_rows
-                or largest > self._settings.exact_scan_max_rows
-            )
+            and self._reaches(largest, self._settings.vector_copy_min_rows)
             and options.as_of is None
             and options.valid_at is None
             and options.created_after is None
             and options.created_before is None
             and not options.filter
         )
+
+    def _reaches(self, largest: int, minimum: int) -> bool:
+        """Whether a namespace of ``largest`` memories is at least ``minimum``. Sizes are
+        counted up to the exact-scan limit only (``NamespaceSizes``), so a namespace above that
+        limit reaches every minimum."""
+        return largest >= minimum or largest > self._settings.exact_scan_max_rows
 
     async def _fetch(
         self,
