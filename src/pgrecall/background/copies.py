@@ -15,18 +15,7 @@ changes (and the flag, so it is copied again) or when the row is deleted.
 
 from __future__ import annotations
 
-from pgrecall.background.movers import BatchMover
-
-# Namespaces of at least $1 memories with embedded rows not copied yet.
-_LARGE_WITH_BACKLOG = """
-    SELECT u.namespace FROM (
-        SELECT DISTINCT namespace FROM memories
-        WHERE NOT vector_copied AND embedding IS NOT NULL
-    ) AS u
-    WHERE (SELECT count(*) FROM (SELECT 1 FROM memories m WHERE m.namespace = u.namespace
-                                 LIMIT $1) AS bounded) >= $1
-    ORDER BY u.namespace
-"""
+from pgrecall.background.movers import BatchMover, large_with_backlog
 
 # Every reference names the namespace ($1): on Citus the statement runs on its shard alone. A
 # copy left by a row whose flag was reset outside the triggers is replaced, never doubled.
@@ -50,7 +39,7 @@ _COPY_BATCH = """
 class VectorCopier(BatchMover):
     """Copies the vectors of large namespaces' memories and flags them ``vector_copied``."""
 
-    backlog_sql = _LARGE_WITH_BACKLOG
+    backlog_sql = large_with_backlog("NOT vector_copied AND embedding IS NOT NULL")
     batch_sql = _COPY_BATCH
     what = "vectors copied into memory_vectors"
 

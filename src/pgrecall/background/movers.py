@@ -24,6 +24,21 @@ from pgrecall.errors import DatabaseUnavailableError
 logger = logging.getLogger(__name__)
 
 
+def large_with_backlog(unmoved: str) -> str:
+    """``backlog_sql`` of a mover whose rows still to move are those where ``unmoved`` holds (a
+    condition on ``memories``, fixed text): the distinct namespaces holding such rows, kept when
+    a bounded count finds $1 memories in them (one namespace per count, so Citus runs each on
+    its shard)."""
+    return f"""
+        SELECT u.namespace FROM (
+            SELECT DISTINCT namespace FROM memories WHERE {unmoved}
+        ) AS u
+        WHERE (SELECT count(*) FROM (SELECT 1 FROM memories m WHERE m.namespace = u.namespace
+                                     LIMIT $1) AS bounded) >= $1
+        ORDER BY u.namespace
+    """
+
+
 class BatchMover(ABC):
     """A mover of large namespaces' rows: ``backlog_sql`` lists the namespaces of at least $1
     rows with rows not moved, ``batch_sql`` moves up to $2 rows of namespace $1 (naming it in

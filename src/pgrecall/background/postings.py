@@ -16,17 +16,7 @@ changes (and its flag, so it is moved again) or when it is deleted.
 
 from __future__ import annotations
 
-from pgrecall.background.movers import BatchMover
-
-# Namespaces of at least $1 memories with rows not moved yet.
-_LARGE_WITH_BACKLOG = """
-    SELECT u.namespace FROM (
-        SELECT DISTINCT namespace FROM memories WHERE NOT terms_indexed
-    ) AS u
-    WHERE (SELECT count(*) FROM (SELECT 1 FROM memories m WHERE m.namespace = u.namespace
-                                 LIMIT $1) AS bounded) >= $1
-    ORDER BY u.namespace
-"""
+from pgrecall.background.movers import BatchMover, large_with_backlog
 
 # Every reference names the namespace ($1): on Citus the statement runs on its shard alone.
 _MOVE_BATCH = """
@@ -52,7 +42,7 @@ _MOVE_BATCH = """
 class PostingsMover(BatchMover):
     """Writes the postings of large namespaces' memories and flags them ``terms_indexed``."""
 
-    backlog_sql = _LARGE_WITH_BACKLOG
+    backlog_sql = large_with_backlog("NOT terms_indexed")
     batch_sql = _MOVE_BATCH
     what = "postings moved into memory_terms"
 
