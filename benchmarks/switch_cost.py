@@ -1,7 +1,7 @@
 """What changing the embedding model costs the hot paths: recall and ingest, before and after.
 
     python -m benchmarks.switch_cost [--cases a,b] [--rows 100000] [--queries 300]
-                                     [--single 300] [--batches 5]
+                                     [--single 300] [--batches 5] [--rounds 3]
 
 One process, one embedded PostgreSQL, the synthetic corpus of recall_latency: (a) one namespace
 of ``--rows`` (through the HNSW graph), (b) 100 namespaces of ``--rows / 100`` (exact scans).
@@ -10,17 +10,23 @@ into a second space and ``--switch``; after ``--rollback``; after switching forw
 second space holds the same vectors under another model name, so what differs between the
 states is the switch's doing (rows rewritten, the previous space's vectors kept in
 ``space_vectors``, the graph rebuilt), not the vectors. In each state: p50/p99 per recall mode
-(the same queries), and ``remember`` of one memory a call and of 1,000 a call into a namespace
-of that state's own. Ratios are to the first state, measured minutes before in the same process.
+(the same queries), the buffers of memories one vector recall touches (hit, or read from
+outside shared buffers), and ``remember`` of one memory a call and of 1,000 a call into a
+namespace of that state's own.
 
-Each state is measured in a settled database: ``VACUUM (ANALYZE)`` of the whole database first
-(a switch rewrites every row of ``memories`` and inserts and deletes as many in
-``space_vectors``), then ``common.settle`` (no autovacuum worker busy, a checkpoint), again
-before the ingest legs. A watcher samples ``pg_stat_activity`` every 0.5 s during each state;
-the share of samples with an autovacuum worker busy is printed beside its figures. (Autovacuum
-was suspected of the first run's slow batched ingest, 570-712/s; settled, it was busy in 0-3%
-of the samples and the legs stayed as slow: the cause is the ingest lookup's plan for a
-namespace the statistics have not seen, benchmarks/RESULTS.md, issue 21 session 11.)
+Ratios are to a copy of the database taken in its first space (``CREATE DATABASE ... TEMPLATE``,
+the same pages) and measured beside the state, the legs alternated for ``--rounds`` rounds, and
+given the same ingest. Measured minutes apart instead, the states' ratios carried the machine's
+drift: on an idle machine case (b)'s vector p50 came out 1.10-1.22x after a move in two runs,
+while the same states alternated in one process measured 0.94-1.06x (benchmarks/RESULTS.md,
+issue 21, session 12). In the first state both legs are the same store: their ratio is the
+noise floor.
+
+Each state is measured in settled databases: ``VACUUM (ANALYZE)`` first (a switch rewrites
+every row of ``memories`` and inserts and deletes as many in ``space_vectors``), then
+``common.settle`` (no autovacuum worker busy, a checkpoint), again before the ingest legs. A
+watcher samples ``pg_stat_activity`` every 0.5 s during each state; the share of samples with
+an autovacuum worker busy is printed beside its figures.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -40,6 +47,7 @@ from benchmarks.common import (
     Corpus,
     PrecomputedEmbedder,
     corpus,
+    database_url,
     embedded_server,
     fresh_database,
     machine,
@@ -55,10 +63,22 @@ from pgrecall.spaces import SpaceMover
 
 FIRST, SECOND = "precomputed", "precomputed-next"
 STATES = ("first space", "switched", "rolled back", "switched again")
+# The two legs of each state: the database moved, and its copy kept in the first space.
+STATE, COPY = "state", "first space's copy"
 WATCH_SECONDS = 0.5
 _AUTOVACUUM_BUSY = (
     "SELECT count(*) > 0 FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
 )
+# Buffers of memories (heap and indexes) found in shared buffers and read from outside them.
+_BUFFERS = """
+    SELECT heap_blks_hit + coalesce(idx_blks_hit, 0) AS hit,
+           heap_blks_read + coalesce(idx_blks_read, 0) AS read
+    FROM pg_statio_user_tables WHERE relname = 'memories'
+"""
+# A backend flushes its statistics when idle at most every 10 s (PGSTAT_IDLE_INTERVAL).
+STATS_FLUSH_SECONDS = 11.0
+WARMUP = 10  # the untimed calls common.timed makes first
+COPY_ATTEMPTS = 5
 
 
 def _settings(dsn: str) -> Settings:
@@ -121,27 +141,109 @@ async def _autovacuum_watch(dsn: str) -> AsyncIterator[list[int]]:
         await connection.close()
 
 
-async def _measure(
-    dsn: str, model: str, known: list[Corpus], queries: Queries, ingest: Corpus, single: int
-) -> dict[str, Any]:
-    """Every recall mode on ``queries``, then ingest, through a store on ``model``'s space, in
-    a settled database."""
-    result: dict[str, Any] = {"vacuum_seconds": await _vacuumed(dsn)}
-    embedder = _embedder(model, *known)
-    store = await MemoryStore.open(_settings(dsn), embedder=embedder)
+async def _buffers(dsn: str) -> tuple[int, int]:
+    """Blocks of memories hit in and read into shared buffers so far in ``dsn``'s database (as
+    far as its backends have flushed their statistics: see ``STATS_FLUSH_SECONDS``)."""
+    connection = await asyncpg.connect(dsn)
     try:
-        async with _autovacuum_watch(dsn) as autovacuum:
-            for mode in MODES:
-                latencies, _ = await run_mode(store, queries, mode)
-                p50, _, p99 = percentiles(latencies)
-                result[mode] = {"p50": p50, "p99": p99}
-            await settle(dsn)
-            result["ingest"] = await _ingest(store, ingest, single)
-        result["autovacuum_busy"] = autovacuum[0] / max(1, autovacuum[1])
-        return result
+        row = await connection.fetchrow(_BUFFERS)
     finally:
-        await store.close()
-        await embedder.aclose()
+        await connection.close()
+    assert row is not None
+    return int(row["hit"]), int(row["read"])
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Leg:
+    """A database measured in a state, and the model of the space active in it."""
+
+    dsn: str
+    model: str
+
+
+async def _measure(
+    legs: dict[str, Leg],
+    known: list[Corpus],
+    queries: Queries,
+    ingest: Corpus,
+    single: int,
+    rounds: int,
+    buffers: bool,
+) -> dict[str, dict[str, Any]]:
+    """Every recall mode on ``queries`` in each leg's database, the legs alternated for
+    ``rounds`` rounds (the order rotated each round), then (``buffers``) the buffers of one
+    vector pass per leg, then ingest of ``ingest`` into each; in settled databases."""
+    results: dict[str, dict[str, Any]] = {
+        name: {"vacuum_seconds": await _vacuumed(leg.dsn)} for name, leg in legs.items()
+    }
+    stores: dict[str, MemoryStore] = {}
+    embedders: list[PrecomputedEmbedder] = []
+    try:
+        for name, leg in legs.items():
+            embedders.append(_embedder(leg.model, *known))
+            stores[name] = await MemoryStore.open(_settings(leg.dsn), embedder=embedders[-1])
+        latencies: dict[str, dict[str, list[float]]] = {
+            name: {mode: [] for mode in MODES} for name in legs
+        }
+        async with _autovacuum_watch(next(iter(legs.values())).dsn) as autovacuum:
+            names = list(legs)
+            for round_ in range(rounds):
+                for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+                    for mode in MODES:
+                        latencies[name][mode] += (await run_mode(stores[name], queries, mode))[0]
+            if buffers:  # the exact scans of (b): how many pages a recall touches, from where
+                await _vector_buffers(legs, stores, queries, results)
+            for leg in legs.values():
+                await settle(leg.dsn)
+            for name in names:
+                results[name]["ingest"] = await _ingest(stores[name], ingest, single)
+        for name in names:
+            for mode in MODES:
+                p50, _, p99 = percentiles(latencies[name][mode])
+                results[name][mode] = {"p50": p50, "p99": p99}
+            results[name]["autovacuum_busy"] = autovacuum[0] / max(1, autovacuum[1])
+        return results
+    finally:
+        for store in stores.values():
+            await store.close()
+        for embedder in embedders:
+            await embedder.aclose()
+
+
+async def _vector_buffers(
+    legs: dict[str, Leg],
+    stores: dict[str, MemoryStore],
+    queries: Queries,
+    results: dict[str, dict[str, Any]],
+) -> None:
+    """One vector pass per leg: blocks of memories hit and read per recall, into ``results``."""
+    before = {name: await _buffers(leg.dsn) for name, leg in legs.items()}
+    for store in stores.values():
+        await run_mode(store, queries, "vector")
+    await asyncio.sleep(STATS_FLUSH_SECONDS)
+    for name, leg in legs.items():
+        after, calls = await _buffers(leg.dsn), len(queries.texts) + WARMUP
+        results[name]["vector_buffers"] = {
+            "hit": (after[0] - before[name][0]) / calls,
+            "read": (after[1] - before[name][1]) / calls,
+        }
+
+
+async def _copy(dsn: str, source: str, name: str) -> str:
+    """A copy of database ``source`` (its pages as they are) named ``name``; its DSN. Retried
+    while an autovacuum worker is still connected to the source."""
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for _ in range(COPY_ATTEMPTS):
+            try:
+                await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
+                return database_url(dsn, name)
+            except asyncpg.ObjectInUseError:
+                await settle(dsn)
+        raise RuntimeError(f"database {source} stayed in use: no copy made")
+    finally:
+        await admin.close()
 
 
 async def _move(dsn: str, known: list[Corpus], *, rollback: bool) -> dict[str, float]:
@@ -170,24 +272,38 @@ async def _move(dsn: str, known: list[Corpus], *, rollback: bool) -> dict[str, f
     }
 
 
-def _print(state: str, result: dict[str, Any], first: dict[str, Any]) -> None:
-    busy = result["autovacuum_busy"]
-    print(
-        f"  {state:<16}settled: VACUUM in {result['vacuum_seconds']:.1f} s, autovacuum {busy:.0%}"
-    )
-    for mode in MODES:
-        p50, p99 = result[mode]["p50"], result[mode]["p99"]
-        ratio = p50 / first[mode]["p50"]
-        print(f"  {state:<16}{mode:<9}p50 {p50:6.2f} ms  p99 {p99:6.2f}  x first {ratio:.2f}")
-    for shape, rate in result["ingest"].items():
-        ratio = rate / first["ingest"][shape]
-        print(f"  {state:<16}remember {shape:<16}{rate:8.0f}/s  x first {ratio:.2f}")
+def _print(state: str, results: dict[str, dict[str, Any]]) -> None:
+    """Each leg of a state, with its ratios to the first space's copy measured beside it."""
+    copy = results[COPY]
+    for leg in (STATE, COPY):
+        result = results[leg]
+        label = state if leg == STATE else "  first's copy"
+        busy, vacuum = result["autovacuum_busy"], result["vacuum_seconds"]
+        print(f"  {label:<16}settled: VACUUM in {vacuum:.1f} s, autovacuum {busy:.0%}")
+        for mode in MODES:
+            p50, p99 = result[mode]["p50"], result[mode]["p99"]
+            ratio = p50 / copy[mode]["p50"]
+            print(f"  {label:<16}{mode:<9}p50 {p50:6.2f} ms  p99 {p99:6.2f}  x copy {ratio:.2f}")
+        if "vector_buffers" in result:
+            hit, read = result["vector_buffers"]["hit"], result["vector_buffers"]["read"]
+            print(f"  {label:<16}vector buffers a recall: {hit:.0f} hit, {read:.1f} read")
+        for shape, rate in result["ingest"].items():
+            ratio = rate / copy["ingest"][shape]
+            print(f"  {label:<16}remember {shape:<16}{rate:8.0f}/s  x copy {ratio:.2f}")
 
 
 async def run_case(
-    dsn: str, name: str, data: Corpus, queries: Queries, single: int, batches: int
+    dsn: str,
+    name: str,
+    data: Corpus,
+    queries: Queries,
+    single: int,
+    batches: int,
+    rounds: int,
+    buffers: bool,
 ) -> dict[str, Any]:
-    """Load ``data`` into a fresh database, then measure it in each state of STATES."""
+    """Load ``data`` into a fresh database and keep a copy of it in its first space; then
+    measure the database in each state of STATES alternated with the copy."""
     case_dsn = await fresh_database(dsn, name)
     ingests = [corpus([(f"ingest-{i}", single + 1000 * batches)], seed=100 + i) for i in range(4)]
     known = [data, *ingests]
@@ -199,6 +315,8 @@ async def run_case(
     finally:
         await store.close()
         await loader.aclose()
+    await settle(dsn)
+    copy = Leg(await _copy(dsn, name, f"{name}_first"), FIRST)
     results: dict[str, Any] = {}
     for i, state in enumerate(STATES):
         move: dict[str, float] = {}
@@ -211,9 +329,10 @@ async def run_case(
                 "(graph rebuilt)"
             )
         model = SECOND if state.startswith("switched") else FIRST
-        results[state] = await _measure(case_dsn, model, known, queries, ingests[i], single)
+        legs = {STATE: Leg(case_dsn, model), COPY: copy}
+        results[state] = await _measure(legs, known, queries, ingests[i], single, rounds, buffers)
         results[state]["move"] = move
-        _print(state, results[state], results[STATES[0]])
+        _print(state, results[state])
     return results
 
 
@@ -224,6 +343,13 @@ async def main() -> None:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--single", type=int, default=300, help="memories remembered one a call")
     parser.add_argument("--batches", type=int, default=5, help="calls of 1,000 memories")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of alternated recall legs")
+    parser.add_argument(
+        "--buffers",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=f"count the buffers of a vector recall (waits {STATS_FLUSH_SECONDS:.0f} s a state)",
+    )
     arguments = parser.parse_args()
     cases = set(arguments.cases.split(","))
     rows = arguments.rows
@@ -235,14 +361,28 @@ async def main() -> None:
             data = corpus([("everything", rows)])
             queries = make_queries(data, None, arguments.queries)
             report["a"] = await run_case(
-                dsn, "switch_a", data, queries, arguments.single, arguments.batches
+                dsn,
+                "switch_a",
+                data,
+                queries,
+                arguments.single,
+                arguments.batches,
+                arguments.rounds,
+                arguments.buffers,
             )
         if "b" in cases:
             print(f"\n(b) 100 namespaces of {rows // 100}, recall inside one")
             data = corpus([(f"agent-{i:03d}", rows // 100) for i in range(100)])
             queries = make_queries(data, None, arguments.queries)
             report["b"] = await run_case(
-                dsn, "switch_b", data, queries, arguments.single, arguments.batches
+                dsn,
+                "switch_b",
+                data,
+                queries,
+                arguments.single,
+                arguments.batches,
+                arguments.rounds,
+                arguments.buffers,
             )
     write_json(OUT / "switch_cost.json", report)
 

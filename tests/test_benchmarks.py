@@ -184,6 +184,7 @@ def test_switch_cost_benchmark_runs() -> None:
     out = _run(
         "benchmarks.switch_cost",
         *("--cases", "b", "--rows", "2000", "--queries", "10", "--single", "5", "--batches", "1"),
+        *("--rounds", "1", "--no-buffers"),
     )
     # Four states, each settled, with every mode and both ingest shapes, and three moves
     # between them: two builds (the second only of what was written since) and a rollback.
@@ -192,7 +193,11 @@ def test_switch_cost_benchmark_runs() -> None:
         lines = [line for line in out.splitlines() if line[2:18].rstrip() == state]
         assert len(lines) == 6, (state, lines)
         assert "settled: VACUUM in " in lines[0]
-        assert all(" x first " in line for line in lines[1:])
+        assert all(" x copy " in line for line in lines[1:])
+    # Beside each state, the copy of the first space, measured against itself.
+    copies = [line for line in out.splitlines() if line.startswith("    first's copy")]
+    assert len(copies) == 4 * 6
+    assert all(line.endswith(" x copy 1.00") for line in copies if " x copy " in line)
 
 
 def test_console_load_benchmark_runs() -> None:

@@ -15,6 +15,7 @@ from types import TracebackType
 
 import asyncpg
 
+from pgrecall.background.copies import VectorCopier
 from pgrecall.background.indexer import Indexer
 from pgrecall.background.reembed import Reembedder
 from pgrecall.background.switch import Switched, drop_old, settle, switch
@@ -135,13 +136,20 @@ class SpaceMover:
 
     async def switch(self, *, rollback: bool = False) -> Switched:
         """Make the built space active (the previous one with ``rollback``); once processes on
-        the old settings have seen it, queue again what they wrote meanwhile, and rebuild the
-        graph of large namespaces."""
+        the old settings have seen it, queue again what they wrote meanwhile, copy the vectors
+        of large namespaces again and rebuild their graph.
+
+        The switch's triggers drop every copy of the old space (migration 0014); left to a
+        worker, a large namespace's exact recall read its long rows meanwhile: 1.2-1.8x slower
+        at 20,000 memories (benchmarks/RESULTS.md, issue 21 session 12). Copies first, as
+        ``MemoryStore.index`` does: flagging them rewrites the rows, which the graph's rebuild
+        then vacuums."""
         if not rollback:
             await self._require_configured_build()
         switched = await switch(self._pool, rollback=rollback)
         await asyncio.sleep(self.settings.space_recheck_seconds + _SETTLE_MARGIN_SECONDS)
         requeued = await settle(self._pool, switched.old)
+        await VectorCopier(self._pool, self.settings).catch_up()
         await Indexer(self._pool, self.settings).catch_up(rebuild=True)
         return dataclasses.replace(switched, requeued=switched.requeued + requeued)
 
