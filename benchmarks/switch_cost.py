@@ -356,27 +356,22 @@ async def main() -> None:
     report: dict[str, Any] = {"machine": machine(), "rows": rows}
     print(f"{machine()}; k=10, {arguments.queries} queries per mode\n")
     async with embedded_server() as dsn:
-        if "a" in cases:
-            print(f"(a) one namespace of {rows}")
-            data = corpus([("everything", rows)])
+        shapes = {
+            "a": (f"(a) one namespace of {rows}", [("everything", rows)]),
+            "b": (
+                f"\n(b) 100 namespaces of {rows // 100}, recall inside one",
+                [(f"agent-{i:03d}", rows // 100) for i in range(100)],
+            ),
+        }
+        for case, (title, namespaces) in shapes.items():
+            if case not in cases:
+                continue
+            print(title)
+            data = corpus(namespaces)
             queries = make_queries(data, None, arguments.queries)
-            report["a"] = await run_case(
+            report[case] = await run_case(
                 dsn,
-                "switch_a",
-                data,
-                queries,
-                arguments.single,
-                arguments.batches,
-                arguments.rounds,
-                arguments.buffers,
-            )
-        if "b" in cases:
-            print(f"\n(b) 100 namespaces of {rows // 100}, recall inside one")
-            data = corpus([(f"agent-{i:03d}", rows // 100) for i in range(100)])
-            queries = make_queries(data, None, arguments.queries)
-            report["b"] = await run_case(
-                dsn,
-                "switch_b",
+                f"switch_{case}",
                 data,
                 queries,
                 arguments.single,
