@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -40,7 +41,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -348,22 +349,30 @@ def _load() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
-async def run(args: argparse.Namespace) -> dict[str, object]:
-    load_before = _load()
+@contextlib.contextmanager
+def running_standin() -> Iterator[tuple[str, int]]:
+    """The Ollama stand-in in a process of its own (``_standin``): its URL and pid, until the
+    block ends."""
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
     standin = context.Process(target=_standin, args=(theirs,), daemon=True)
     standin.start()
     try:
-        ollama_url: str = ours.recv()
+        url: str = ours.recv()
         assert standin.pid is not None
-        async with embedded_server(args.data_dir) as admin_dsn:
-            result = await _measure(args, admin_dsn, ollama_url, standin.pid)
+        yield url, standin.pid
     finally:
         ours.close()
         standin.join(STOP_SECONDS)
         if standin.is_alive():
             standin.kill()
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    load_before = _load()
+    with running_standin() as (ollama_url, standin):
+        async with embedded_server(args.data_dir) as admin_dsn:
+            result = await _measure(args, admin_dsn, ollama_url, standin)
     result["load_before"] = load_before
     result["load_after"] = _load()
     return result

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import os
 import re
 from pathlib import Path
@@ -34,7 +33,7 @@ import asyncpg
 import numpy as np
 
 from benchmarks.common import database_url, embedded_server, sentences
-from benchmarks.http_load import DIMENSIONS, FLOOR_SQL, MODEL, STOP_SECONDS, _queries, _standin
+from benchmarks.http_load import DIMENSIONS, FLOOR_SQL, MODEL, _queries, running_standin
 from pgrecall import MemoryStore, RecallOptions, load_settings
 from pgrecall.db.vectors import register_vector_codec
 
@@ -144,21 +143,11 @@ def _namespace(args: tuple[Any, ...]) -> str:
 
 
 async def run(args: argparse.Namespace) -> None:
-    context = multiprocessing.get_context("spawn")
-    ours, theirs = context.Pipe()
-    standin = context.Process(target=_standin, args=(theirs,), daemon=True)
-    standin.start()
-    try:
-        ollama_url: str = ours.recv()
+    with running_standin() as (ollama_url, _):
         async with embedded_server(args.data_dir) as admin:
             dsn = database_url(admin, "http_load")
             statements = await capture(dsn, ollama_url, args)
             await measure(dsn, statements, args.rounds)
-    finally:
-        ours.close()
-        standin.join(STOP_SECONDS)
-        if standin.is_alive():
-            standin.kill()
 
 
 def main() -> None:
