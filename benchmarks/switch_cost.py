@@ -9,10 +9,10 @@ Each case is measured in four states, in turn: in its first space; after ``pgrec
 into a second space and ``--switch``; after ``--rollback``; after switching forward again. The
 second space holds the same vectors under another model name, so what differs between the
 states is the switch's doing (rows rewritten, the previous space's vectors kept in
-``space_vectors``, the graph rebuilt), not the vectors. In each state: p50/p99 per recall mode
-(the same queries), the buffers of memories one vector recall touches (hit, or read from
-outside shared buffers), and ``remember`` of one memory a call and of 1,000 a call into a
-namespace of that state's own.
+``space_vectors``, the graph rebuilt, the other indexes compacted), not the vectors. In each
+state: p50/p99 per recall mode (the same queries), the buffers of memories one vector recall
+touches (hit, or read from outside shared buffers), and ``remember`` of one memory a call and
+of 1,000 a call into a namespace of that state's own.
 
 Ratios are to a copy of the database taken in its first space (``CREATE DATABASE ... TEMPLATE``,
 the same pages) and measured beside the state, the legs alternated for ``--rounds`` rounds, and
@@ -249,7 +249,8 @@ async def _copy(dsn: str, source: str, name: str) -> str:
 async def _move(dsn: str, known: list[Corpus], *, rollback: bool) -> dict[str, float]:
     """Build the second space (what is missing in it) and switch to it, or roll back: vectors
     built, seconds of the build, seconds of the switch (its transaction, the wait for the
-    processes' recheck, the graph's rebuild and its VACUUM)."""
+    processes' recheck, the graph's rebuild and its VACUUM, the compaction of the other
+    indexes), and of the compaction alone (``SpaceMover.switch``'s own, as the CLI runs it)."""
     embedder = _embedder(SECOND, *known)
     built, build_seconds = 0, 0.0
     try:
@@ -264,11 +265,14 @@ async def _move(dsn: str, known: list[Corpus], *, rollback: bool) -> dict[str, f
             switch_seconds = time.perf_counter() - started
     finally:
         await embedder.aclose()
+    compaction = switched.compaction
     return {
         "built": built,
         "build_seconds": build_seconds,
         "moved": switched.moved,
         "switch_seconds": switch_seconds,
+        "compact_seconds": compaction.seconds if compaction else 0.0,
+        "compacted": len(compaction.rebuilt) if compaction else 0,
     }
 
 
@@ -326,7 +330,8 @@ async def run_case(
             print(
                 f"  {state}: built {move['built']:.0f} vectors in {move['build_seconds']:.1f} s "
                 f"({rate:.0f}/s), switched {move['moved']:.0f} in {move['switch_seconds']:.1f} s "
-                "(graph rebuilt)"
+                f"(graph rebuilt; {move['compacted']:.0f} indexes compacted in "
+                f"{move['compact_seconds']:.1f} s)"
             )
         model = SECOND if state.startswith("switched") else FIRST
         legs = {STATE: Leg(case_dsn, model), COPY: copy}

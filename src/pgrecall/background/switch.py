@@ -26,6 +26,7 @@ from typing import TypeAlias
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from pgrecall.background.compaction import Compaction
 from pgrecall.db.errors import database_errors
 from pgrecall.db.schema import HNSW_INDEX, SIZE_CHECK, hnsw_index_sql, size_check
 from pgrecall.embedding.guard import SPACE_LOCK_KEY, space_of
@@ -70,12 +71,14 @@ _SET_STATE = "UPDATE embedding_spaces SET state = $2 WHERE id = $1"
 @dataclass(frozen=True, slots=True)
 class Switched:
     """What a switch did: from which space to which, how many vectors moved, how many memories
-    were queued again (a rollback's memories changed since the switch)."""
+    were queued again (a rollback's memories changed since the switch), and the compaction of
+    the indexes the move left half-empty (``SpaceMover.switch`` runs it after the commit)."""
 
     old: SpaceState
     new: SpaceState
     moved: int
     requeued: int
+    compaction: Compaction | None = None
 
 
 async def _citus(connection: _Connection) -> None:
