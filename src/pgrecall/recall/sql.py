@@ -220,24 +220,32 @@ def keyword_ranking(
     else:
         ctes, documents, alive = scanned_postings(scope), "matched", ""
         count = f"(SELECT count(*) FROM memories WHERE namespace {scope.in_namespaces})"
-    frequency = """frequency AS (
-            SELECT lexeme, count(*)::float8 AS df FROM postings GROUP BY lexeme
-        )"""
+    # BM25's sum of idf x tf (k1 + 1) / (tf + k1 (1 - b + b dl / avgdl)), written so that a
+    # posting pays two multiplications, two additions and a division: the idf and (k1 + 1) once
+    # per lexeme (``weight``; MATERIALIZED, else the planner pulls the expression up above the
+    # join and takes the logarithm per posting again), k1 (1 - b) and k1 b / avgdl once per
+    # statement (``collection``). Scoring each posting in full cost SciFact's keyword
+    # statement 1.14x the backend CPU (benchmarks/RESULTS.md, issue 25).
     collection = f"""collection AS (
-            SELECT {count}::float8 AS n, (SELECT avg(dl) FROM {documents})::float8 AS avgdl
+            SELECT {k1_param} * (1 - {b_param}) AS fixed,
+                   {k1_param} * {b_param} / greatest(avgdl, 1) AS per_length, n
+            FROM (SELECT {count}::float8 AS n,
+                         (SELECT avg(dl) FROM {documents})::float8 AS avgdl) AS statistics
         )"""
-    scored = f"""scored AS (
+    frequency = f"""frequency AS MATERIALIZED (
+            SELECT f.lexeme, ln(1 + (c.n - f.df + 0.5) / (f.df + 0.5)) * ({k1_param} + 1)
+                   AS weight
+            FROM (SELECT lexeme, count(*)::float8 AS df FROM postings GROUP BY lexeme) AS f,
+                 collection c
+        )"""
+    scored = """scored AS (
             SELECT p.namespace, p.id,
-                   sum(ln(1 + (c.n - f.df + 0.5) / (f.df + 0.5))
-                       * p.tf * ({k1_param} + 1)
-                       / (p.tf + {k1_param} * (1 - {b_param} + {b_param} * p.dl
-                                               / greatest(c.avgdl, 1))))
-                   AS score
+                   sum(f.weight * p.tf / (p.tf + c.fixed + c.per_length * p.dl)) AS score
             FROM postings p JOIN frequency f USING (lexeme), collection c
             GROUP BY p.namespace, p.id
         )"""
     return Ranking(
-        ctes=(*ctes, frequency, collection, scored),
+        ctes=(*ctes, collection, frequency, scored),
         select=f"""
             SELECT namespace, id, score, row_number() OVER (ORDER BY score DESC, id) AS rank
             FROM (
