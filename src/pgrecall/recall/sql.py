@@ -214,7 +214,7 @@ def keyword_ranking(
     b_param = params.add(b, "float8")
     if postings and scope.source == "memories":
         ctes = keyword_postings(scope)
-        documents = "(SELECT DISTINCT namespace, id, dl FROM postings) AS documents"
+        documents = _matching_documents(scope)
         alive = _alive(scope)
         count = postings_count(scope)
     else:
@@ -257,6 +257,14 @@ def keyword_ranking(
             ) AS best
         """,
     )
+
+
+def _matching_documents(scope: Scope) -> str:
+    """The postings' distinct memories with their lengths (``avgdl`` is their average). In one
+    namespace the namespace is left out of the key: hashing it cost 3-4 % of SciFact's
+    keyword statement's backend CPU (benchmarks/RESULTS.md, issue 25)."""
+    key = "id" if scope.one_namespace else "namespace, id"
+    return f"(SELECT DISTINCT {key}, dl FROM postings) AS documents"
 
 
 def _alive(scope: Scope) -> str:
@@ -322,7 +330,9 @@ def keyword_postings(scope: Scope) -> tuple[str, ...]:
     only, in score order (``keyword_ranking``): on SciFact this read 2.1x faster than reading
     every matching tsvector, with identical top-10 lists (benchmarks/RESULTS.md, issue 25).
     """
-    moved = f"""moved AS MATERIALIZED (
+    # ``moved`` is read once, by ``postings``, which is materialized: materializing it as well
+    # cost 7 % of SciFact's keyword statement's backend CPU (a second copy of every posting).
+    moved = f"""moved AS (
             SELECT p.namespace, p.memory_id AS id, p.lexeme, p.tf::float8 AS tf,
                    p.dl::float8 AS dl
             FROM memory_terms p
