@@ -18,11 +18,19 @@ Variants (each alone; the scores change where a value is replaced, the work does
 - ``df literal``: document frequencies a constant instead of grouped from the postings;
 - ``no alive``: the scope's probe of the best-scored rows dropped;
 - ``no unmoved``: the branch of the rows not moved yet dropped (none here);
-- ``moved inline``: the ``moved`` CTE not materialized on its own;
 - ``no pending``: the pending count a constant;
 - ``score sum(tf)``: BM25's arithmetic replaced by a sum of the term frequencies;
-- ``N, avgdl, df literal``: the three statistics constants at once;
-- ``read only``: the postings read and counted, nothing else (the floor).
+- ``statistics literal``: N, avgdl and df constants at once;
+- ``read only``: the postings read and counted, nothing else (the floor);
+and the levers of session 13, each undone alone (same scores):
+- ``BM25 per posting``: the idf, (k1 + 1) and the length's factors computed per posting;
+- ``moved materialized``: the postings read copied once more, as a CTE of their own;
+- ``avgdl keyed by namespace``: the average length's DISTINCT over (namespace, id, dl);
+and with ``--baseline DIR`` (a checkout of another version, e.g. main), that version's keyword
+statement, captured in a child process running its code on the same database.
+
+Each leg's backend CPU per statement is read from ``/proc/<pid>/schedstat`` around it
+(nanoseconds on the CPU): on a shared machine it moves far less than the round trip.
 
 Then the Python side: each claim's ``MemoryStore.recall`` (keyword mode) against its
 statement's round trip, timed apart on the same connection pool; with ``--profile``, a
@@ -38,7 +46,10 @@ import io
 import json
 import os
 import pstats
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -51,10 +62,57 @@ from pgrecall import MemoryInput, MemoryStore, load_settings
 NAMESPACE = "scifact"
 WARMUP = 10
 FREQUENCY = "SELECT lexeme, count(*)::float8 AS df FROM postings GROUP BY lexeme"
-AVERAGE_LENGTH = (
-    "(SELECT avg(dl) FROM (SELECT DISTINCT namespace, id, dl FROM postings) AS documents)"
-)
+DOCUMENTS = "(SELECT DISTINCT id, dl FROM postings)"
+AVERAGE_LENGTH = f"(SELECT avg(dl) FROM {DOCUMENTS} AS documents)"
 PENDING = "(SELECT count(*) AS n FROM memories"
+BM25 = "sum(f.weight * p.tf / (p.tf + c.fixed + c.per_length * p.dl))"
+# BM25 before session 13: every factor computed per posting.
+PER_POSTING = """frequency AS (
+            SELECT lexeme, count(*)::float8 AS df FROM postings GROUP BY lexeme
+        ),
+collection AS (
+            SELECT {count}::float8 AS n, {average}::float8 AS avgdl
+        ),
+scored AS (
+            SELECT p.namespace, p.id,
+                   sum(ln(1 + (c.n - f.df + 0.5) / (f.df + 0.5))
+                       * p.tf * ($3::float8 + 1)
+                       / (p.tf + $3::float8 * (1 - $4::float8 + $4::float8 * p.dl
+                                               / greatest(c.avgdl, 1))))
+                   AS score
+            FROM postings p JOIN frequency f USING (lexeme), collection c
+            GROUP BY p.namespace, p.id
+        )"""
+# A child process on another checkout: its store's keyword statement for argv[2] on argv[1].
+BASELINE = """
+import asyncio, sys
+from benchmarks.common import CONTENT_ONLY, PrecomputedEmbedder
+from pgrecall import MemoryStore, load_settings
+
+async def main():
+    settings = load_settings(
+        database_url=sys.argv[1], worker=False, auto_migrate=False, **CONTENT_ONLY
+    )
+    store = await MemoryStore.open(settings, embedder=PrecomputedEmbedder())
+    pool, sent = store._query._pool, []
+
+    class Capture:
+        async def fetch(self, sql, *args):
+            sent.append(sql)
+            return await pool.fetch(sql, *args)
+
+        def __getattr__(self, name):
+            return getattr(pool, name)
+
+    store._query._pool = Capture()
+    try:
+        await store.recall(sys.argv[2], namespace=sys.argv[3], k=10, mode="keyword")
+    finally:
+        await store.close()
+    sys.stdout.write(sent[-1])
+
+asyncio.run(main())
+"""
 
 
 def _between(text: str, start: str, end: str) -> str:
@@ -76,32 +134,53 @@ def variants(shipped: str, documents: int, average: float) -> dict[str, str]:
     unmoved = _between(shipped, "UNION ALL\n            SELECT d.namespace", "unnest(d.hits) AS t")
     pending = _between(shipped, PENDING, ") AS pending")
     read = shipped[: shipped.index("unmoved AS MATERIALIZED")].rstrip().rstrip(",")
-    bm25 = _between(shipped, "sum(ln(1 + (c.n", "/ greatest(c.avgdl, 1))))")
+    scoring = _between(shipped, "collection AS (", "GROUP BY p.namespace, p.id\n        )")
+    constant_df = "SELECT lexeme, 100::float8 AS df FROM terms"
     statistics = _replaced(
         _replaced(_replaced(shipped, stored_n, f"{documents}"), AVERAGE_LENGTH, f"{average}"),
         FREQUENCY,
-        "SELECT lexeme, 100::float8 AS df FROM terms",
+        constant_df,
     )
+    per_posting = PER_POSTING.format(count=stored_n, average=AVERAGE_LENGTH)
     return {
         "shipped": shipped,
         "N literal": _replaced(shipped, stored_n, f"{documents}"),
         "avgdl literal": _replaced(shipped, AVERAGE_LENGTH, f"{average}"),
-        "df literal": _replaced(shipped, FREQUENCY, "SELECT lexeme, 100::float8 AS df FROM terms"),
+        "df literal": _replaced(shipped, FREQUENCY, constant_df),
         "no alive": _replaced(shipped, alive, ""),
         "no unmoved": _replaced(shipped, unmoved, ""),
-        "moved inline": _replaced(shipped, "moved AS MATERIALIZED", "moved AS"),
         "no pending": _replaced(shipped, pending, "(SELECT 0::bigint AS n) AS pending"),
         "score sum(tf)": _replaced(
-            shipped, bm25, "sum(p.tf + 0 * c.n * f.df * $3::float8 * $4::float8)"
+            shipped, BM25, "sum(p.tf + 0 * f.weight * c.fixed * c.per_length)"
         ),
-        "N, avgdl, df literal": statistics,
+        "statistics literal": statistics,
         "read only": read
         + (
             # k1 and b ($3, $4) kept as placeholders: every leg binds the same values.
             "\nSELECT count(*) AS pending, sum(tf) + 0 * $3::float8 * $4::float8 AS score"
             " FROM moved"
         ),
+        "BM25 per posting": _replaced(shipped, scoring, per_posting),
+        "moved materialized": _replaced(shipped, "moved AS (", "moved AS MATERIALIZED ("),
+        "avgdl keyed by namespace": _replaced(
+            shipped, DOCUMENTS, "(SELECT DISTINCT namespace, id, dl FROM postings)"
+        ),
     }
+
+
+def baseline(directory: Path, database: str, claim: str) -> str:
+    """The keyword statement of the checkout in ``directory`` for ``claim`` on ``database``."""
+    environment = dict(os.environ, PYTHONPATH=f"{directory / 'src'}:{directory}")
+    done = subprocess.run(
+        [sys.executable, "-c", BASELINE, database, claim, NAMESPACE],
+        cwd=directory,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return done.stdout
 
 
 class _Capture:
@@ -166,22 +245,34 @@ async def _plans(
     }
 
 
+def _on_cpu(pid: int) -> float:
+    """Seconds process ``pid`` has spent on a CPU (schedstat: nanoseconds, not clock ticks)."""
+    with open(f"/proc/{pid}/schedstat", encoding="ascii") as stat:
+        return int(stat.read().split()[0]) / 1e9
+
+
 async def _statements(
     connection: asyncpg.Connection, legs: dict[str, str], args: tuple[Any, ...], claims: list[str]
 ) -> None:
     """Every leg on every claim, prepared, alternated; prints the table."""
     prepared = {name: await connection.prepare(sql) for name, sql in legs.items()}
+    backend = await connection.fetchval("SELECT pg_backend_pid()")
+    cpu: dict[str, list[float]] = {name: [] for name in legs}
 
     async def run(name: str, claim: str) -> tuple[float, list[tuple[Any, float]]]:
+        before = _on_cpu(backend)
         started = time.perf_counter()
         rows = await prepared[name].fetch(args[0], claim, *args[2:])
         elapsed = time.perf_counter() - started
+        cpu[name].append(_on_cpu(backend) - before)
         return elapsed, [(row.get("id"), round(float(row["score"] or 0), 9)) for row in rows]
 
     for claim in claims[:WARMUP]:
         for name in legs:
             await run(name, claim)
     latencies: dict[str, list[float]] = {name: [] for name in legs}
+    for values in cpu.values():
+        values.clear()
     same = dict.fromkeys(legs, 0)
     for index, claim in enumerate(claims):
         found = {}
@@ -197,6 +288,7 @@ async def _statements(
     print("the shipped statement, the first claim:")
     print("\n".join(row[0] for row in shown))
     base = float(np.median(latencies["shipped"]))
+    base_cpu = float(np.mean(cpu["shipped"]))
     print(
         f"SciFact, {len(claims)} claims, keyword statement alone, one connection"
         f" ({_load_average()}):"
@@ -205,8 +297,9 @@ async def _statements(
         p50, p99 = float(np.median(values)), float(np.percentile(values, 99))
         executed, buffers = plans[name]
         print(
-            f"  {name:<14} p50 {p50 * 1000:6.2f} ms  p99 {p99 * 1000:6.2f} ms  "
-            f"saves {(base - p50) * 1000:5.2f} ms ({p50 / base:4.2f}x)  "
+            f"  {name:<24} p50 {p50 * 1000:6.2f} ms  p99 {p99 * 1000:6.2f} ms  "
+            f"saves {(base - p50) * 1000:5.2f} ms ({p50 / base:4.2f}x)  backend CPU mean "
+            f"{np.mean(cpu[name]) * 1000:5.2f} ms ({np.mean(cpu[name]) / base_cpu:4.2f}x)  "
             f"identical {same[name]}/{len(claims)}  "
             f"execution p50 {executed:5.2f} ms  buffers p50 {buffers:.0f}",
             flush=True,
@@ -247,6 +340,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--claims", type=int, default=300)
     parser.add_argument("--profile", action="store_true", help="cProfile the Python side")
+    parser.add_argument(
+        "--baseline", type=Path, default=None, help="a checkout whose keyword statement is a leg"
+    )
     arguments = parser.parse_args()
     claims = [q["question"] for q in _load("queries.jsonl", arguments.claims)]
     async with embedded_server() as dsn:
@@ -263,6 +359,8 @@ async def main() -> None:
                     "SELECT count(*), avg(length(search))::float8 FROM memories"
                 )
                 legs = variants(shipped, documents, average)
+                if arguments.baseline is not None:
+                    legs["baseline"] = baseline(arguments.baseline, database, claims[0])
                 await _statements(connection, legs, args, claims)
             finally:
                 await connection.close()
