@@ -225,7 +225,7 @@ def keyword_ranking(
     # per lexeme (``weight``; MATERIALIZED, else the planner pulls the expression up above the
     # join and takes the logarithm per posting again), k1 (1 - b) and k1 b / avgdl once per
     # statement (``collection``). Scoring each posting in full cost SciFact's keyword
-    # statement 1.14x the backend CPU (benchmarks/RESULTS.md, issue 25).
+    # statement 1.19x the backend CPU (300 claims alternated; benchmarks/RESULTS.md, issue 25).
     collection = f"""collection AS (
             SELECT {k1_param} * (1 - {b_param}) AS fixed,
                    {k1_param} * {b_param} / greatest(avgdl, 1) AS per_length, n
@@ -261,8 +261,8 @@ def keyword_ranking(
 
 def _matching_documents(scope: Scope) -> str:
     """The postings' distinct memories with their lengths (``avgdl`` is their average). In one
-    namespace the namespace is left out of the key: hashing it cost 3-4 % of SciFact's
-    keyword statement's backend CPU (benchmarks/RESULTS.md, issue 25)."""
+    namespace the namespace is left out of the key: hashing it cost 3 % of SciFact's
+    keyword statement's backend CPU (1.03x with it; benchmarks/RESULTS.md, issue 25)."""
     key = "id" if scope.one_namespace else "namespace, id"
     return f"(SELECT DISTINCT {key}, dl FROM postings) AS documents"
 
@@ -331,7 +331,7 @@ def keyword_postings(scope: Scope) -> tuple[str, ...]:
     every matching tsvector, with identical top-10 lists (benchmarks/RESULTS.md, issue 25).
     """
     # ``moved`` is read once, by ``postings``, which is materialized: materializing it as well
-    # cost 7 % of SciFact's keyword statement's backend CPU (a second copy of every posting).
+    # cost SciFact's keyword statement 1.05x the backend CPU (a second copy of every posting).
     moved = f"""moved AS (
             SELECT p.namespace, p.memory_id AS id, p.lexeme, p.tf::float8 AS tf,
                    p.dl::float8 AS dl
