@@ -1,7 +1,7 @@
 """Where BM25 from the keyword postings spends its time (issue 25): the store's keyword statement
 against variants that drop or replace one piece each, and the Python side of a recall.
 
-    python -m benchmarks.keyword_levers [--claims 300]
+    python -m benchmarks.keyword_levers [--claims 300] [--mode hybrid] [--baseline DIR] [--profile]
 
 SciFact's abstracts in one namespace (written through ``remember``, seeded vectors: keyword
 recall needs none), postings moved, tables analyzed. The store's keyword statement for the first
@@ -26,13 +26,15 @@ and the levers of session 13, each undone alone (same scores):
 - ``BM25 per posting``: the idf, (k1 + 1) and the length's factors computed per posting;
 - ``moved materialized``: the postings read copied once more, as a CTE of their own;
 - ``avgdl keyed by namespace``: the average length's DISTINCT over (namespace, id, dl);
-and with ``--baseline DIR`` (a checkout of another version, e.g. main), that version's keyword
-statement, captured in a child process running its code on the same database.
+``--mode hybrid`` measures the fused statement instead (seeded vectors, copied as the worker
+would), with the shipped leg and the levers undone only. With ``--baseline DIR`` (a checkout
+of another version, e.g. main), that version's statement is a leg too, captured in a child
+process running its code on the same database.
 
 Each leg's backend CPU per statement is read from ``/proc/<pid>/schedstat`` around it
 (nanoseconds on the CPU): on a shared machine it moves far less than the round trip.
 
-Then the Python side: each claim's ``MemoryStore.recall`` (keyword mode) against its
+Then the Python side: each claim's ``MemoryStore.recall`` (in that mode) against its
 statement's round trip, timed apart on the same connection pool; with ``--profile``, a
 cProfile of the recalls (the top functions by own time).
 """
@@ -46,6 +48,7 @@ import io
 import json
 import os
 import pstats
+import re
 import subprocess
 import sys
 import time
@@ -58,6 +61,8 @@ import numpy as np
 from benchmarks.common import CONTENT_ONLY, PrecomputedEmbedder, embedded_server, fresh_database
 from benchmarks.scifact import _load
 from pgrecall import MemoryInput, MemoryStore, load_settings
+from pgrecall.db.vectors import register_vector_codec
+from pgrecall.records import Mode
 
 NAMESPACE = "scifact"
 WARMUP = 10
@@ -76,8 +81,8 @@ collection AS (
 scored AS (
             SELECT p.namespace, p.id,
                    sum(ln(1 + (c.n - f.df + 0.5) / (f.df + 0.5))
-                       * p.tf * ($3::float8 + 1)
-                       / (p.tf + $3::float8 * (1 - $4::float8 + $4::float8 * p.dl
+                       * p.tf * ({k1} + 1)
+                       / (p.tf + {k1} * (1 - {b} + {b} * p.dl
                                                / greatest(c.avgdl, 1))))
                    AS score
             FROM postings p JOIN frequency f USING (lexeme), collection c
@@ -106,7 +111,7 @@ async def main():
 
     store._query._pool = Capture()
     try:
-        await store.recall(sys.argv[2], namespace=sys.argv[3], k=10, mode="keyword")
+        await store.recall(sys.argv[2], namespace=sys.argv[3], k=10, mode=sys.argv[4])
     finally:
         await store.close()
     sys.stdout.write(sent[-1])
@@ -127,6 +132,10 @@ def _replaced(text: str, old: str, new: str) -> str:
     return text.replace(old, new)
 
 
+# The levers of session 13, each undone alone (see ``variants``).
+UNDONE = ("BM25 per posting", "moved materialized", "avgdl keyed by namespace")
+
+
 def variants(shipped: str, documents: int, average: float) -> dict[str, str]:
     """The shipped keyword statement and one variant per piece (see the module's docstring)."""
     stored_n = _between(shipped, "((SELECT coalesce(sum(c.documents), 0)", "NOT m.terms_indexed))")
@@ -141,7 +150,12 @@ def variants(shipped: str, documents: int, average: float) -> dict[str, str]:
         FREQUENCY,
         constant_df,
     )
-    per_posting = PER_POSTING.format(count=stored_n, average=AVERAGE_LENGTH)
+    # BM25's k1 and b, placeholders of the statement: every leg binds the same values.
+    factors = re.search(r"SELECT (\$\d+::float8) \* \(1 - (\$\d+::float8)\) AS fixed", shipped)
+    if factors is None:
+        raise ValueError("the statement no longer holds BM25's k1 (1 - b)")
+    k1, b = factors.groups()
+    per_posting = PER_POSTING.format(count=stored_n, average=AVERAGE_LENGTH, k1=k1, b=b)
     return {
         "shipped": shipped,
         "N literal": _replaced(shipped, stored_n, f"{documents}"),
@@ -155,11 +169,7 @@ def variants(shipped: str, documents: int, average: float) -> dict[str, str]:
         ),
         "statistics literal": statistics,
         "read only": read
-        + (
-            # k1 and b ($3, $4) kept as placeholders: every leg binds the same values.
-            "\nSELECT count(*) AS pending, sum(tf) + 0 * $3::float8 * $4::float8 AS score"
-            " FROM moved"
-        ),
+        + (f"\nSELECT count(*) AS pending, sum(tf) + 0 * {k1} * {b} AS score FROM moved"),
         "BM25 per posting": _replaced(shipped, scoring, per_posting),
         "moved materialized": _replaced(shipped, "moved AS (", "moved AS MATERIALIZED ("),
         "avgdl keyed by namespace": _replaced(
@@ -168,11 +178,11 @@ def variants(shipped: str, documents: int, average: float) -> dict[str, str]:
     }
 
 
-def baseline(directory: Path, database: str, claim: str) -> str:
-    """The keyword statement of the checkout in ``directory`` for ``claim`` on ``database``."""
+def baseline(directory: Path, database: str, claim: str, mode: str) -> str:
+    """The ``mode`` statement of the checkout in ``directory`` for ``claim`` on ``database``."""
     environment = dict(os.environ, PYTHONPATH=f"{directory / 'src'}:{directory}")
     done = subprocess.run(
-        [sys.executable, "-c", BASELINE, database, claim, NAMESPACE],
+        [sys.executable, "-c", BASELINE, database, claim, NAMESPACE, mode],
         cwd=directory,
         env=environment,
         capture_output=True,
@@ -215,6 +225,7 @@ async def _store(database: str) -> tuple[MemoryStore, _Capture]:
             namespace=NAMESPACE,
         )
     await store.postings.catch_up()
+    await store.copies.catch_up()
     capture = _Capture(store._query._pool)
     store._query._pool = capture  # type: ignore[assignment]
     return store, capture
@@ -231,9 +242,7 @@ async def _plans(
         for name in list(legs) if index % 2 else list(legs)[::-1]:
             rows = await connection.fetch(
                 f"EXPLAIN (ANALYZE, TIMING OFF, BUFFERS, FORMAT JSON) {legs[name]}",
-                args[0],
-                claim,
-                *args[2:],
+                *_with_claim(args, claims[0], claim),
             )
             plan = json.loads(rows[0][0])[0]
             executed[name].append(plan["Execution Time"])
@@ -243,6 +252,11 @@ async def _plans(
     return {
         name: (float(np.median(executed[name])), float(np.median(buffers[name]))) for name in legs
     }
+
+
+def _with_claim(args: tuple[Any, ...], captured: str, claim: str) -> tuple[Any, ...]:
+    """The arguments of the statement captured for claim ``captured``, for ``claim``."""
+    return tuple(claim if value == captured else value for value in args)
 
 
 def _on_cpu(pid: int) -> float:
@@ -262,7 +276,7 @@ async def _statements(
     async def run(name: str, claim: str) -> tuple[float, list[tuple[Any, float]]]:
         before = _on_cpu(backend)
         started = time.perf_counter()
-        rows = await prepared[name].fetch(args[0], claim, *args[2:])
+        rows = await prepared[name].fetch(*_with_claim(args, claims[0], claim))
         elapsed = time.perf_counter() - started
         cpu[name].append(_on_cpu(backend) - before)
         return elapsed, [(row.get("id"), round(float(row["score"] or 0), 9)) for row in rows]
@@ -283,15 +297,14 @@ async def _statements(
             same[name] += found[name] == found["shipped"]
     plans = await _plans(connection, legs, args, claims)
     shown = await connection.fetch(
-        f"EXPLAIN (ANALYZE, TIMING OFF, BUFFERS) {legs['shipped']}", args[0], claims[0], *args[2:]
+        f"EXPLAIN (ANALYZE, TIMING OFF, BUFFERS) {legs['shipped']}", *args
     )
     print("the shipped statement, the first claim:")
     print("\n".join(row[0] for row in shown))
     base = float(np.median(latencies["shipped"]))
     base_cpu = float(np.mean(cpu["shipped"]))
     print(
-        f"SciFact, {len(claims)} claims, keyword statement alone, one connection"
-        f" ({_load_average()}):"
+        f"SciFact, {len(claims)} claims, the statement alone, one connection ({_load_average()}):"
     )
     for name, values in latencies.items():
         p50, p99 = float(np.median(values)), float(np.percentile(values, 99))
@@ -307,28 +320,28 @@ async def _statements(
 
 
 async def _python_side(
-    store: MemoryStore, capture: _Capture, claims: list[str], profile: bool
+    store: MemoryStore, capture: _Capture, claims: list[str], profile: bool, mode: Mode
 ) -> None:
     """Each claim's keyword recall against its statement's round trip (the rest is Python)."""
     for claim in claims[:WARMUP]:
-        await store.recall(claim, namespace=NAMESPACE, k=10, mode="keyword")
+        await store.recall(claim, namespace=NAMESPACE, k=10, mode=mode)
     profiler = cProfile.Profile() if profile else None
     totals, fetches = [], []
     for claim in claims:
         if profiler:
             profiler.enable()
         started = time.perf_counter()
-        await store.recall(claim, namespace=NAMESPACE, k=10, mode="keyword")
+        await store.recall(claim, namespace=NAMESPACE, k=10, mode=mode)
         totals.append(time.perf_counter() - started)
         if profiler:
             profiler.disable()
         fetches.append(capture.fetched)
     rest = [total - fetch for total, fetch in zip(totals, fetches, strict=True)]
     print(
-        f"keyword recall in-process ({_load_average()}): p50 {np.median(totals) * 1000:.2f} ms, "
+        f"{mode} recall in-process ({_load_average()}): p50 {np.median(totals) * 1000:.2f} ms, "
         f"its statement's round trip p50 {np.median(fetches) * 1000:.2f} ms, "
-        f"the rest (Python) p50 {np.median(rest) * 1000:.2f} ms, p99 "
-        f"{np.percentile(rest, 99) * 1000:.2f} ms"
+        f"the rest (Python; in hybrid, the query's embedding too) p50 "
+        f"{np.median(rest) * 1000:.2f} ms, p99 {np.percentile(rest, 99) * 1000:.2f} ms"
     )
     if profiler:
         text = io.StringIO()
@@ -340,6 +353,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--claims", type=int, default=300)
     parser.add_argument("--profile", action="store_true", help="cProfile the Python side")
+    parser.add_argument("--mode", choices=("keyword", "hybrid"), default="keyword")
     parser.add_argument(
         "--baseline", type=Path, default=None, help="a checkout whose keyword statement is a leg"
     )
@@ -350,21 +364,27 @@ async def main() -> None:
         store, capture = await _store(database)
         try:
             connection = await asyncpg.connect(database)
+            await register_vector_codec(connection)  # hybrid binds the query's vector
             try:
                 for table in ("memories", "memory_terms", "memory_term_counts"):
                     await connection.execute(f"VACUUM ANALYZE {table}")
-                await store.recall(claims[0], namespace=NAMESPACE, k=10, mode="keyword")
+                await store.recall(claims[0], namespace=NAMESPACE, k=10, mode=arguments.mode)
                 shipped, args = capture.last
-                documents, average = await connection.fetchrow(
-                    "SELECT count(*), avg(length(search))::float8 FROM memories"
+                documents = await connection.fetchval("SELECT count(*) FROM memories")
+                average = await connection.fetchval(
+                    "SELECT avg(length(search))::float8 FROM memories"
                 )
                 legs = variants(shipped, documents, average)
+                if arguments.mode == "hybrid":  # the same levers inside the fused statement
+                    legs = {name: legs[name] for name in ("shipped", *UNDONE)}
                 if arguments.baseline is not None:
-                    legs["baseline"] = baseline(arguments.baseline, database, claims[0])
+                    legs["baseline"] = baseline(
+                        arguments.baseline, database, claims[0], arguments.mode
+                    )
                 await _statements(connection, legs, args, claims)
             finally:
                 await connection.close()
-            await _python_side(store, capture, claims, arguments.profile)
+            await _python_side(store, capture, claims, arguments.profile, arguments.mode)
         finally:
             await store.close()
 
