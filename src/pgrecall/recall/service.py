@@ -327,7 +327,7 @@ class QueryService:
         them (``recall.sql.fused``, the same SQL), reads the winners that are still in scope
         and counts the pending memories."""
         settings = self._settings
-        generic = plan != "hnsw"
+        generic = shape.exact  # as in the one statement (see ``_fetch``)
 
         vector_params = SqlParams()
         scope = recall_scope(vector_params, names, options, generic=generic)
