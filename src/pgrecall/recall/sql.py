@@ -465,7 +465,15 @@ def recall_scope(
     )
 
 
-def fused_hits(scope: Scope, ranking: str, query: str | None, limit: str, embedding: str) -> str:
+def fused_hits(
+    scope: Scope,
+    ranking: str,
+    query: str | None,
+    limit: str,
+    embedding: str,
+    *,
+    recheck: bool = False,
+) -> str:
     """The best ``limit`` rows of a fused ranking, read whole.
 
     In a scope of one namespace each winner is read by a lateral lookup that repeats the
@@ -477,23 +485,35 @@ def fused_hits(scope: Scope, ranking: str, query: str | None, limit: str, embedd
     interleaved A/B showed no difference beyond the noise (benchmarks/RESULTS.md, "The fused
     hits' lookup"). Across namespaces the join stays: Citus cannot push a correlated subquery
     with an OFFSET down to several shards.
+
+    ``recheck``: the rankings came from statements run before this one (recall/split.py), so a
+    candidate may have left the scope since (expired, replaced, forgotten). The lookup then
+    checks the scope's conditions and the winners are the best ``limit`` that pass, read in
+    fused order until that many have.
     """
     vector_score = f"-(m.embedding <#> {query})" if query else "f.vector_score"
+    where = scope.conditions if recheck else f"m.namespace {scope.in_namespaces}"
     if scope.one_namespace:
         winners = f"""CROSS JOIN LATERAL (
             SELECT * FROM {scope.source} m
-            WHERE m.namespace {scope.in_namespaces} AND m.namespace = f.namespace
-              AND m.id = f.id OFFSET 0
+            WHERE {where} AND m.namespace = f.namespace AND m.id = f.id OFFSET 0
         ) AS m"""
     else:
-        winners = f"JOIN {scope.source} m ON m.namespace = f.namespace AND m.id = f.id"
+        on = f"{where} AND " if recheck else ""
+        winners = f"JOIN {scope.source} m ON {on}m.namespace = f.namespace AND m.id = f.id"
+    order = "fused DESC, vector_score DESC NULLS LAST, id"
+    if recheck:
+        candidates = f"SELECT * FROM ({ranking}) AS ranked ORDER BY {order}"
+        after = f"ORDER BY f.fused DESC, f.vector_score DESC NULLS LAST, f.id LIMIT {limit}"
+    else:
+        candidates = f"SELECT * FROM ({ranking}) AS ranked ORDER BY {order} LIMIT {limit}"
+        after = ""
     return f"""
         SELECT {HIT_COLUMNS}, f.fused AS score, {vector_score} AS vector_score,
                f.keyword_score, {embedding} AS embedding
-        FROM (SELECT * FROM ({ranking}) AS ranked
-              ORDER BY fused DESC, vector_score DESC NULLS LAST, id
-              LIMIT {limit}) AS f
+        FROM ({candidates}) AS f
         {winners}
+        {after}
     """
 
 
