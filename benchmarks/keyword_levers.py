@@ -93,10 +93,13 @@ BASELINE = """
 import asyncio, sys
 from benchmarks.common import CONTENT_ONLY, PrecomputedEmbedder
 from pgrecall import MemoryStore, load_settings
+from pgrecall.config import Settings
 
 async def main():
+    # One statement per recall, where the version can split hybrid recall in three.
+    split = {"hybrid_split": False} if "hybrid_split" in Settings.model_fields else {}
     settings = load_settings(
-        database_url=sys.argv[1], worker=False, auto_migrate=False, **CONTENT_ONLY
+        database_url=sys.argv[1], worker=False, auto_migrate=False, **CONTENT_ONLY, **split
     )
     store = await MemoryStore.open(settings, embedder=PrecomputedEmbedder())
     pool, sent = store._query._pool, []
@@ -212,9 +215,14 @@ class _Capture:
 
 
 async def _store(database: str) -> tuple[MemoryStore, _Capture]:
-    """SciFact written and its postings moved, in a store whose pool keeps its statements."""
+    """SciFact written and its postings moved, in a store whose pool keeps its statements
+    (one statement per recall: hybrid not split in three, recall/split.py)."""
     settings = load_settings(
-        database_url=database, worker=False, auto_migrate=False, **CONTENT_ONLY
+        database_url=database,
+        worker=False,
+        auto_migrate=False,
+        hybrid_split=False,
+        **CONTENT_ONLY,
     )
     store = await MemoryStore.open(settings, embedder=PrecomputedEmbedder())
     memories = _load("memories.jsonl")
