@@ -378,7 +378,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     return result
 
 
-async def _postmaster(dsn: str) -> int:
+async def postmaster(dsn: str) -> int:
     """The pid of the PostgreSQL server's postmaster: the parent of a backend."""
     connection = await asyncpg.connect(dsn)
     try:
@@ -441,7 +441,7 @@ async def _measure(
                     trees={
                         "server": server.process.pid,
                         "stand-in": standin,
-                        "PostgreSQL": await _postmaster(admin_dsn),
+                        "PostgreSQL": await postmaster(admin_dsn),
                     },
                     alone={"load generator": os.getpid()},
                 )

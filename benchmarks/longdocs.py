@@ -1,6 +1,7 @@
 """Recall on long documents: SciFact in one namespace and a synthetic namespace of long ones.
 
     python -m benchmarks.longdocs [--size 100000] [--queries N] [--no-http] [--no-synthetic]
+                                  [--split]
 
 SciFact (../shared/eval/scifact): the 5,183 abstracts (~215 words) in one namespace, every test
 claim in vector, keyword and hybrid mode, p50 and p99, in-process (``MemoryStore.recall``) and
@@ -16,7 +17,10 @@ the worker fills in the background, copied with the postings. ``--plans`` also m
 lever against its absence in-process (a second store whose threshold no namespace reaches):
 keyword and hybrid with the scan of every matching tsvector instead of the postings, vector and
 hybrid with the scan of the memories' rows instead of the copies, alternated query by query:
-p50 of each, the ratio, and how many top-10 lists are identical. ``--random-vectors`` skips the
+p50 of each, the ratio, and how many top-10 lists are identical. ``--split`` measures SciFact's
+hybrid recall also with its two rankings in one statement (``PGRECALL_HYBRID_SPLIT`` off, in
+process and over HTTP through the lean client), taking turns with the default's legs, which run
+them at once on two connections (recall/split.py). ``--random-vectors`` skips the
 model (seeded vectors): timing only, vector and hybrid quality then mean nothing.
 
 Synthetic: ``--size`` documents of ``LONG_WORDS`` Zipf words each in one namespace, above the
@@ -30,6 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import multiprocessing
+import os
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -53,6 +58,8 @@ from benchmarks.common import (
     sentences,
     unit_vectors,
 )
+from benchmarks.cpu import OTHER, CpuMeter
+from benchmarks.http_load import postmaster
 from benchmarks.lean_http import Client, HttpxClient, LeanConnection
 from benchmarks.recall_latency import make_queries, recall_at_10
 from benchmarks.scifact import _load, _score_module
@@ -249,8 +256,11 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _serve(dsn: str, port: int, taught: Taught, pipe: Connection) -> None:
-    """Child process: the HTTP API on ``port`` until the pipe closes (or an hour passes)."""
+def _serve(
+    dsn: str, port: int, taught: Taught, pipe: Connection, overrides: dict[str, Any]
+) -> None:
+    """Child process: the HTTP API on ``port`` until the pipe closes (or an hour passes), its
+    store's settings changed by ``overrides``."""
     import threading
 
     import uvicorn
@@ -258,7 +268,7 @@ def _serve(dsn: str, port: int, taught: Taught, pipe: Connection) -> None:
     from pgrecall.http.app import create_app
 
     async def main() -> None:
-        store = await _open(dsn, taught)
+        store = await _open(dsn, taught, **overrides)
         config = uvicorn.Config(
             create_app(store.settings, store=store),
             host="127.0.0.1",
@@ -283,13 +293,16 @@ def _serve(dsn: str, port: int, taught: Taught, pipe: Connection) -> None:
 
 
 @contextlib.asynccontextmanager
-async def http_clients(dsn: str, taught: Taught) -> AsyncIterator[dict[str, Client]]:
-    """Clients of the API served by a child process on the database ``dsn``: "http" (a lean
-    client, ``lean_http``: the server's own time) and "httpx"."""
+async def http_clients(
+    dsn: str, taught: Taught, **overrides: Any
+) -> AsyncIterator[dict[str, Client]]:
+    """Clients of the API served by a child process on the database ``dsn`` (its store's
+    settings changed by ``overrides``): "http" (a lean client, ``lean_http``: the server's own
+    time) and "httpx"."""
     port = _free_port()
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
-    child = context.Process(target=_serve, args=(dsn, port, taught, theirs))
+    child = context.Process(target=_serve, args=(dsn, port, taught, theirs, overrides))
     child.start()
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     try:
@@ -320,16 +333,22 @@ def _load_average() -> str:
 
 def _row(where: str, mode: str, timing: tuple[float, float], quality: str) -> str:
     p50, p99 = timing
-    return f"{where:<12}{mode:<9}{p50:>8.2f}{p99:>8.2f}{p99 / p50:>7.1f}x  {quality}"
+    return f"{where:<18}{mode:<9}{p50:>8.2f}{p99:>8.2f}{p99 / p50:>7.1f}x  {quality}"
 
 
-HEADER = f"{'where':<12}{'mode':<9}{'p50 ms':>8}{'p99 ms':>8}{'p99/50':>8}  quality"
+HEADER = f"{'where':<18}{'mode':<9}{'p50 ms':>8}{'p99 ms':>8}{'p99/50':>8}  quality"
+
+
+# ``--split``: hybrid recall's legs with its rankings in one statement (``PGRECALL_HYBRID_SPLIT``
+# off), beside the default's (two at once when a recall runs alone, recall/split.py).
+ONE_STATEMENT = " 1 stmt"
 
 
 async def scifact(
-    dsn: str, limit: int | None, http: bool, plans: bool, random_vectors: bool
+    dsn: str, limit: int | None, http: bool, plans: bool, random_vectors: bool, split: bool
 ) -> None:
-    """Every test claim (or the first ``limit``) in each mode, in-process and over HTTP."""
+    """Every test claim (or the first ``limit``) in each mode, in-process and over HTTP; with
+    ``split``, hybrid also with its rankings in one statement (``ONE_STATEMENT`` legs)."""
     memories = _load("memories.jsonl")
     tests = _load("queries.jsonl", limit)
     taught: Taught = []
@@ -368,15 +387,74 @@ async def scifact(
             if http:
                 clients = await stack.enter_async_context(http_clients(database, taught))
                 recalls |= {name: over_http(c, "key") for name, c in clients.items()}
+            one_statement: dict[str, Recall] = {}
+            if split:
+                one = await _open(database, taught, hybrid_split=False)
+                stack.push_async_callback(one.close)
+                one_statement["in-process" + ONE_STATEMENT] = in_process(one, "key")
+                if http:
+                    served = await stack.enter_async_context(
+                        http_clients(database, taught, hybrid_split=False)
+                    )
+                    one_statement["http" + ONE_STATEMENT] = over_http(served["http"], "key")
+            if split:
+                await split_cpu({"one statement": one, "split": store}, questions, dsn)
             for mode in MODES:
-                measured = await measure(recalls, questions, NAMESPACE, mode)
+                legs = recalls | one_statement if mode == "hybrid" else recalls
+                measured = await measure(legs, questions, NAMESPACE, mode)
                 for where, (timing, found) in measured.items():
                     ranked = {q["id"]: hits for q, hits in zip(tests, found, strict=True)}
                     metrics = score.score(tests, ranked, [10])["ALL"]
                     quality = f"hit@10 {metrics['hit@10']:.3f}  nDCG@10 {metrics['ndcg@10']:.3f}"
                     print(_row(where, mode, timing, quality) + f"  ({_load_average()})", flush=True)
+                if mode == "hybrid":
+                    _compare_split(measured)
     finally:
         await store.close()
+
+
+async def split_cpu(
+    stores: dict[str, MemoryStore], queries: list[str], dsn: str, rounds: int = 3
+) -> None:
+    """CPU milliseconds per hybrid recall in process, for each of ``stores``: this process's
+    and PostgreSQL's (every backend), from blocks of every query, the stores taking turns
+    block by block ``rounds`` times."""
+    meter = CpuMeter(trees={"PostgreSQL": await postmaster(dsn)}, alone={"client": os.getpid()})
+    spent = {name: {"client": 0.0, "PostgreSQL": 0.0, OTHER: 0.0} for name in stores}
+    for _ in range(rounds):
+        for name, store in stores.items():
+            before = meter.snapshot()
+            for query in queries:
+                await store.recall(query, namespace=NAMESPACE, k=10)
+            for process, seconds in (meter.snapshot() - before).items():
+                spent[name][process] += seconds
+    recalls = rounds * len(queries)
+    baseline = None
+    for name, seconds in spent.items():
+        total = (seconds["client"] + seconds["PostgreSQL"]) / recalls * 1000
+        baseline = baseline or total
+        print(
+            f"  CPU per hybrid recall, {name}: client {seconds['client'] / recalls * 1000:.2f} ms"
+            f" + PostgreSQL {seconds['PostgreSQL'] / recalls * 1000:.2f} = {total:.2f} ms"
+            f" ({total / baseline:.2f}x; other jobs {seconds[OTHER] / recalls * 1000:.2f} ms)"
+            f"  ({_load_average()})",
+            flush=True,
+        )
+
+
+def _compare_split(measured: dict[str, tuple[tuple[float, float], list[list[str]]]]) -> None:
+    """Each ``ONE_STATEMENT`` leg against its split twin: p50 ratio, identical top-10 lists."""
+    for one, (timing, found) in measured.items():
+        if not one.endswith(ONE_STATEMENT):
+            continue
+        twin, twin_found = measured[one.removesuffix(ONE_STATEMENT)]
+        same = sum(ours == theirs for ours, theirs in zip(twin_found, found, strict=True))
+        print(
+            f"  split {one.removesuffix(ONE_STATEMENT)}: p50 {twin[0]:.2f} ms against one "
+            f"statement {timing[0]:.2f} ms = {timing[0] / twin[0]:.2f}x faster, p99 "
+            f"{twin[1]:.2f} against {timing[1]:.2f}; identical top-10 {same}/{len(found)}",
+            flush=True,
+        )
 
 
 def long_corpus(size: int, seed: int = 5) -> Corpus:
@@ -461,6 +539,11 @@ async def main() -> None:
         "--random-vectors", action="store_true", help="SciFact without the model (timing only)"
     )
     parser.add_argument(
+        "--split",
+        action="store_true",
+        help="SciFact hybrid also with its rankings in one statement (PGRECALL_HYBRID_SPLIT off)",
+    )
+    parser.add_argument(
         "--postings-min-rows",
         type=int,
         default=None,
@@ -476,6 +559,7 @@ async def main() -> None:
                 not arguments.no_http,
                 arguments.plans,
                 arguments.random_vectors,
+                arguments.split,
             )
         if not arguments.no_synthetic:
             await synthetic(

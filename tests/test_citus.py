@@ -65,14 +65,16 @@ class CapturingStore:
         self.store: MemoryStore
         self.pool: asyncpg.Pool
 
-    async def open(self, dsn: str, embedder: Embedder, **overrides: object) -> MemoryStore:
+    async def open(
+        self, dsn: str, embedder: Embedder, connections: int = 1, **overrides: object
+    ) -> MemoryStore:
         settings = store_settings(worker=False, **overrides)
         # pgrecall's pool (db/pool.py) but with Citus logging the commands it sends to shards,
         # and the listeners put back at each acquire (asyncpg drops them at each release).
         self.pool = await asyncpg.create_pool(
             dsn,
-            min_size=1,
-            max_size=1,
+            min_size=connections,
+            max_size=connections,
             init=register_vector_codec,
             setup=self._listen,
             server_settings={
@@ -81,8 +83,10 @@ class CapturingStore:
                 "citus.log_remote_commands": "on",
             },
         )
-        async with self.pool.acquire() as connection:
-            connection.add_query_logger(self._sent)
+        async with AsyncExitStack() as held:
+            for _ in range(connections):
+                connection = await held.enter_async_context(self.pool.acquire())
+                connection.add_query_logger(self._sent)
         self.store = MemoryStore(settings, self.pool, dsn, embedder, AsyncExitStack())
         return self.store
 
@@ -342,6 +346,40 @@ async def test_keyword_postings_run_on_the_namespace_shard(
         sent = await capture.during(store.forget([ids[2].id], namespace=namespace))
         await _assert_one_shard(explainer, sent, namespace, "forget a moved memory")
         assert await explainer.fetchval(counted, namespace) == 2
+    finally:
+        await explainer.close()
+        await capture.close()
+
+
+@_KEEPS_ITS_LISTENER
+async def test_split_hybrid_recall_runs_on_one_shard(
+    citus_dsn: str, local_embedder: LocalEmbedder
+) -> None:
+    """A hybrid recall running alone on a pool of two connections (recall/split.py): its two
+    rankings (the copies and postings, before and after they are filled) and the statement that
+    fuses them from arrays, each on the namespace's shard alone."""
+    capture = CapturingStore()
+    store = await capture.open(
+        citus_dsn,
+        local_embedder,
+        connections=2,
+        vector_copy_min_rows=5,
+        keyword_postings_min_rows=5,
+    )
+    explainer = await asyncpg.connect(citus_dsn)
+    try:
+        await register_vector_codec(explainer)
+        await store.remember(["Elsewhere: a decoy about tea.", "Decoy two."], namespace="other")
+        texts = [f"Note {n}: the {w} arrives with tea on day {n}." for n, w in enumerate("abcdef")]
+        await store.remember(texts, namespace="split")
+        for moved in (False, True):
+            store._sizes.forget(["split"])
+            sent = await capture.during(store.recall("tea arrives", namespace="split"))
+            assert any("AS given (namespace, id, score, rank)" in s.query for s in sent)
+            assert any("memory_vectors" in s.query for s in sent), "copies not read"
+            await _assert_one_shard(explainer, sent, "split", f"split hybrid, moved {moved}")
+            assert len((await store.recall("tea arrives", namespace="split")).hits) == len(texts)
+            await store.index()
     finally:
         await explainer.close()
         await capture.close()

@@ -5,6 +5,7 @@ once; expiry, valid time, filters, updates and forget hold; writes leave the tab
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -181,3 +182,73 @@ async def test_valid_at_reads_past_facts_from_the_postings(
         assert [content for content, _ in past] == ["the ferry leaves at noon"]
     finally:
         await store.close()
+
+
+async def _textbook_bm25(
+    connection: asyncpg.Connection, query: str, k1: float, b: float
+) -> dict[str, float]:
+    """BM25 of the namespace's memories for ``query``, computed here from their tsvectors: N the
+    namespace's memories, df and the average length over those sharing a lexeme with the query,
+    tf a lexeme's positions, a memory's length its lexemes (``recall.sql.keyword_ranking``)."""
+    lexemes = set(
+        await connection.fetchval(
+            "SELECT tsvector_to_array(to_tsvector(pgrecall_text_config(), $1))", query
+        )
+    )
+    rows = await connection.fetch(
+        "SELECT m.id::text AS id, length(m.search) AS dl, t.lexeme,"
+        " cardinality(t.positions) AS tf FROM memories m, unnest(m.search) AS t"
+        " WHERE m.namespace = $1",
+        NAMESPACE,
+    )
+    total = await connection.fetchval(
+        "SELECT count(*) FROM memories WHERE namespace = $1", NAMESPACE
+    )
+    lengths = {row["id"]: row["dl"] for row in rows}
+    postings = [row for row in rows if row["lexeme"] in lexemes]
+    matching = {row["id"] for row in postings}
+    average = max(sum(lengths[memory] for memory in matching) / len(matching), 1)
+    frequency = {lexeme: sum(row["lexeme"] == lexeme for row in postings) for lexeme in lexemes}
+    scores = dict.fromkeys(matching, 0.0)
+    for row in postings:
+        df, tf = frequency[row["lexeme"]], row["tf"]
+        idf = math.log(1 + (total - df + 0.5) / (df + 0.5))
+        length = 1 - b + b * lengths[row["id"]] / average
+        scores[row["id"]] += idf * tf * (k1 + 1) / (tf + k1 * length)
+    return scores
+
+
+async def test_keyword_scores_are_textbook_bm25_from_postings_and_scan(
+    migrated_dsn: str, connection: asyncpg.Connection
+) -> None:
+    """The scores both plans compute (their arithmetic is arranged to be cheap per posting)
+    are BM25 as its formula is written, term by term, to 1e-9."""
+    postings = await _open(migrated_dsn, min_rows=5)
+    scanned = await _open(migrated_dsn, min_rows=1_000_000)
+    try:
+        await postings.remember(
+            [
+                "tomato seeds need warm soil and water every morning",
+                "water the tomato plants, water them again: tomato leaves wilt",
+                "a garden of roses and a garden of herbs",
+                "seeds of basil, seeds of parsley, seeds of dill",
+                "the kettle is on the stove",
+                "warm water for the tea",
+                "soil testing kit for the garden beds",
+            ],
+            namespace=NAMESPACE,
+        )
+        await postings.index()
+        assert await _moved(connection) == 7
+        settings = postings.settings
+        for query in ("tomato water", "garden seeds soil", "warm tea kettle", "basil"):
+            expected = await _textbook_bm25(connection, query, settings.bm25_k1, settings.bm25_b)
+            for store in (postings, scanned):
+                result = await store.recall(query, namespace=NAMESPACE, k=10, mode="keyword")
+                found = {str(hit.id): hit.score for hit in result}
+                assert found.keys() == expected.keys(), query
+                for memory, score in found.items():
+                    assert score == pytest.approx(expected[memory], rel=1e-9, abs=1e-12), query
+    finally:
+        await postings.close()
+        await scanned.close()

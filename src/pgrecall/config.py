@@ -313,6 +313,12 @@ class Settings(BaseSettings):
         default=1.0, description="weight of the keyword ranking in hybrid fusion"
     )
     hybrid_depth: int = _count(100, "candidates taken from each ranking before fusion", most=1000)
+    hybrid_split: bool = Field(
+        default=True,
+        description="a hybrid recall running alone (no other recall in flight in the process, "
+        "two pool connections free) runs its two rankings at once on two connections, then "
+        "fuses them in a third statement; under load, one statement",
+    )
     rrf_k: float = Field(
         default=5.0, gt=0, description="reciprocal-rank-fusion constant: 1 / (rrf_k + rank)"
     )

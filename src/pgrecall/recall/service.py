@@ -24,13 +24,18 @@ The exact scan of one namespace of ``vector_copy_min_rows`` memories or more rea
 its vectors (``memory_vectors``, written by the worker in the background) instead of the
 memories' long rows (``recall.sql.copied_nearest``).
 
+A hybrid recall running alone (``recall.split.SplitGate``) runs its two rankings at once on two
+connections, then fuses them in a third statement (``_fetch_split``); under load, one statement.
+
 Namespace sizes are counted with a bounded query and cached for a few seconds (``sizes``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -50,6 +55,7 @@ from pgrecall.recall.modes import MODE_RANKINGS
 from pgrecall.recall.neighbours import with_neighbours
 from pgrecall.recall.rerank import check_boosts, needs_candidates, rerank
 from pgrecall.recall.sizes import NamespaceSizes
+from pgrecall.recall.split import SplitGate, fused_statement, ranking_statement
 from pgrecall.recall.sql import (
     Fusion,
     fused,
@@ -135,11 +141,18 @@ class QueryService:
         self._settings = settings
         # Shared with ingestion and the worker in a store, so an outage is told once.
         self._health = health or EmbedderHealth()
+        self._split = SplitGate(pool, settings.hybrid_split)
 
     async def recall(
         self, query: str, namespaces: str | Sequence[str], options: RecallOptions
     ) -> RecallResult:
         """The ``k`` best memories for ``query`` inside ``namespaces``, best first."""
+        with self._split.recall():
+            return await self._recall(query, namespaces, options)
+
+    async def _recall(
+        self, query: str, namespaces: str | Sequence[str], options: RecallOptions
+    ) -> RecallResult:
         names = validation.namespaces(namespaces)
         text = validation.query(query)
         _check(options)
@@ -237,9 +250,19 @@ class QueryService:
     ) -> list[asyncpg.Record]:
         """The rows of the recall's statement: the vector ranking's ``plan`` ("exact",
         "copied" or "hnsw", ``recall.sql.nearest``), BM25 from the keyword ``postings`` or from
-        every matching tsvector."""
+        every matching tsvector. A hybrid recall running alone splits (``_fetch_split``)."""
         settings = self._settings
         exact = plan != "hnsw"
+        shape = _Shape.of(options, settings, exact)
+        embedding = "m.embedding" if options.diversity > 0 else "NULL::vector"
+        rankings = MODE_RANKINGS[mode]
+        if vector is not None and space_id is not None and rankings.vector:
+            if rankings.keyword and self._split.open():
+                return await self._fetch_split(
+                    text, names, vector, space_id, options, shape, plan=plan, postings=postings
+                )
+        else:
+            vector = None
         params = SqlParams()
         # Inside small namespaces the statement can settle on one generic plan: the LIMITs are
         # written out and one namespace is compared with "=", so a generic plan costs what a
@@ -250,36 +273,24 @@ class QueryService:
         # graph: with them written out, a generic plan took a 100k namespace for an average one
         # and sorted it exactly (100 ms a recall).
         scope = recall_scope(params, names, options, generic=exact)
-        reranking = needs_candidates(options)
-        wanted = max(options.k, settings.hybrid_depth) if reranking else options.k
-        depth = max(settings.hybrid_depth, wanted)
-        embedding = "m.embedding" if options.diversity > 0 else "NULL::vector"
-
-        def rows(count: int) -> str:
-            return row_limit(count) if exact else params.add(count, "int")
-
-        limit = rows(wanted)
+        limit = shape.rows(params, shape.wanted)
         query = space = None
         dimensions = 0  # the query's size: the graph's expression casts to it (sql.nearest)
-        rankings = MODE_RANKINGS[mode]
-        if rankings.vector and vector is not None and space_id is not None:
+        if vector is not None and space_id is not None:
             dimensions = len(vector)
             query = params.add(vector, "vector")
             space = params.add(space_id, "int")
-        # Through HNSW the vector ranking fetches a few more candidates than asked, for the
-        # exact re-sort.
-        candidates = wanted if exact else max(wanted, options.k * CANDIDATE_FACTOR)
         ctes: list[str] = []
         if not rankings.keyword and query is not None and space is not None:
-            size = rows(candidates)
+            size = shape.rows(params, shape.candidates)
             hits = vector_hits(scope, query, space, size, plan, limit, embedding, dimensions)
         else:
             ctes.extend(query_terms(params.add(text, "text")))
             vector_ranked = None
             if query is not None and space is not None:
-                size = rows(max(depth, candidates))
+                size = shape.rows(params, shape.vector_depth)
                 vector_ranked = vector_ranking(scope, query, space, size, plan, dimensions)
-            keyword_depth = rows(depth if vector_ranked else wanted)
+            keyword_depth = shape.rows(params, shape.depth if vector_ranked else shape.wanted)
             keyword_ranked = keyword_ranking(
                 params,
                 scope,
@@ -291,25 +302,119 @@ class QueryService:
             ctes.extend(keyword_ranked.ctes)
             fusion = None
             if vector_ranked is not None:
-                vector_weight = _weight(options.vector_weight, settings.hybrid_vector_weight)
-                keyword_weight = _weight(options.keyword_weight, settings.hybrid_keyword_weight)
-                fusion = Fusion(
-                    method=settings.hybrid_fusion,
-                    vector_weight=params.add(vector_weight, "float8"),
-                    keyword_weight=params.add(keyword_weight, "float8"),
-                    # Bound only where the statement reads it: every placeholder must be.
-                    rrf_k=(
-                        params.add(settings.rrf_k, "float8")
-                        if settings.hybrid_fusion == "rrf"
-                        else ""
-                    ),
-                    depth=keyword_depth,
-                )
+                fusion = self._fusion(params, options, keyword_depth)
             ranking = fused(vector_ranked, keyword_ranked, fusion)
             hits = fused_hits(scope, ranking, query, limit, embedding)
         sql = statement(ctes, scope, hits)
         with database_errors():
             return list(await self._pool.fetch(sql, *params.values))
+
+    async def _fetch_split(
+        self,
+        text: str,
+        names: list[str],
+        vector: list[float],
+        space_id: int,
+        options: RecallOptions,
+        shape: _Shape,
+        *,
+        plan: str,
+        postings: bool,
+    ) -> list[asyncpg.Record]:
+        """The rows of a hybrid recall as ``_fetch`` gives them, from three statements
+        (recall/split.py): the vector ranking and the keyword ranking at once on two
+        connections, each with the scope applied as in the one statement, then one that fuses
+        them (``recall.sql.fused``, the same SQL), reads the winners that are still in scope
+        and counts the pending memories."""
+        settings = self._settings
+        generic = shape.exact  # as in the one statement (see ``_fetch``)
+
+        vector_params = SqlParams()
+        scope = recall_scope(vector_params, names, options, generic=generic)
+        query = vector_params.add(vector, "vector")
+        space = vector_params.add(space_id, "int")
+        size = shape.rows(vector_params, shape.vector_depth)
+        vector_sql = ranking_statement(
+            (), vector_ranking(scope, query, space, size, plan, len(vector))
+        )
+
+        keyword_params = SqlParams()
+        scope = recall_scope(keyword_params, names, options, generic=generic)
+        terms = query_terms(keyword_params.add(text, "text"))
+        keyword_ranked = keyword_ranking(
+            keyword_params,
+            scope,
+            shape.rows(keyword_params, shape.depth),
+            settings.bm25_k1,
+            settings.bm25_b,
+            postings=postings,
+        )
+        keyword_sql = ranking_statement((*terms, *keyword_ranked.ctes), keyword_ranked)
+
+        with database_errors():
+            vector_rows, keyword_rows = await asyncio.gather(
+                self._pool.fetch(vector_sql, *vector_params.values),
+                self._pool.fetch(keyword_sql, *keyword_params.values),
+            )
+
+        params = SqlParams()
+        scope = recall_scope(params, names, options, generic=generic)
+        sql = fused_statement(
+            params,
+            scope,
+            (vector_rows, keyword_rows),
+            # The keyword ranking's depth written out: its list's length against it decides
+            # the floor of score fusion (a shorter list holds every matching row).
+            self._fusion(params, options, row_limit(shape.depth)),
+            params.add(vector, "vector"),
+            row_limit(shape.wanted),
+            "m.embedding" if options.diversity > 0 else "NULL::vector",
+        )
+        with database_errors():
+            return list(await self._pool.fetch(sql, *params.values))
+
+    def _fusion(self, params: SqlParams, options: RecallOptions, depth: str) -> Fusion:
+        """The fusion of hybrid recall: the store's method, the recall's weights or the
+        store's, bound in ``params``; ``depth`` is the keyword ranking's LIMIT."""
+        settings = self._settings
+        vector_weight = _weight(options.vector_weight, settings.hybrid_vector_weight)
+        keyword_weight = _weight(options.keyword_weight, settings.hybrid_keyword_weight)
+        return Fusion(
+            method=settings.hybrid_fusion,
+            vector_weight=params.add(vector_weight, "float8"),
+            keyword_weight=params.add(keyword_weight, "float8"),
+            # Bound only where the statement reads it: every placeholder must be.
+            rrf_k=(params.add(settings.rrf_k, "float8") if settings.hybrid_fusion == "rrf" else ""),
+            depth=depth,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """How many rows each part of a recall's statement keeps."""
+
+    exact: bool  # LIMITs written out (a generic plan settles); bound through the graph
+    wanted: int  # the rows fetched: k, or the candidates a re-ranking needs
+    depth: int  # each ranking's candidates before fusion
+    candidates: int  # the vector ranking's alone: through the graph a few more, re-sorted
+
+    @classmethod
+    def of(cls, options: RecallOptions, settings: Settings, exact: bool) -> _Shape:
+        wanted = max(options.k, settings.hybrid_depth) if needs_candidates(options) else options.k
+        # Through HNSW the vector ranking fetches a few more candidates than asked, for the
+        # exact re-sort.
+        candidates = wanted if exact else max(wanted, options.k * CANDIDATE_FACTOR)
+        depth = max(settings.hybrid_depth, wanted)
+        return cls(exact=exact, wanted=wanted, depth=depth, candidates=candidates)
+
+    @property
+    def vector_depth(self) -> int:
+        """The vector ranking's candidates in hybrid recall."""
+        return max(self.depth, self.candidates)
+
+    def rows(self, params: SqlParams, count: int) -> str:
+        """A LIMIT of ``count``: written out for the exact plans, bound for the graph's."""
+        return row_limit(count) if self.exact else params.add(count, "int")
 
 
 def _neighbours(options: RecallOptions, settings: Settings) -> int:

@@ -214,30 +214,38 @@ def keyword_ranking(
     b_param = params.add(b, "float8")
     if postings and scope.source == "memories":
         ctes = keyword_postings(scope)
-        documents = "(SELECT DISTINCT namespace, id, dl FROM postings) AS documents"
+        documents = _matching_documents(scope)
         alive = _alive(scope)
         count = postings_count(scope)
     else:
         ctes, documents, alive = scanned_postings(scope), "matched", ""
         count = f"(SELECT count(*) FROM memories WHERE namespace {scope.in_namespaces})"
-    frequency = """frequency AS (
-            SELECT lexeme, count(*)::float8 AS df FROM postings GROUP BY lexeme
-        )"""
+    # BM25's sum of idf x tf (k1 + 1) / (tf + k1 (1 - b + b dl / avgdl)), written so that a
+    # posting pays two multiplications, two additions and a division: the idf and (k1 + 1) once
+    # per lexeme (``weight``; MATERIALIZED, else the planner pulls the expression up above the
+    # join and takes the logarithm per posting again), k1 (1 - b) and k1 b / avgdl once per
+    # statement (``collection``). Scoring each posting in full cost SciFact's keyword
+    # statement 1.19x the backend CPU (300 claims alternated; benchmarks/RESULTS.md, issue 25).
     collection = f"""collection AS (
-            SELECT {count}::float8 AS n, (SELECT avg(dl) FROM {documents})::float8 AS avgdl
+            SELECT {k1_param} * (1 - {b_param}) AS fixed,
+                   {k1_param} * {b_param} / greatest(avgdl, 1) AS per_length, n
+            FROM (SELECT {count}::float8 AS n,
+                         (SELECT avg(dl) FROM {documents})::float8 AS avgdl) AS statistics
         )"""
-    scored = f"""scored AS (
+    frequency = f"""frequency AS MATERIALIZED (
+            SELECT f.lexeme, ln(1 + (c.n - f.df + 0.5) / (f.df + 0.5)) * ({k1_param} + 1)
+                   AS weight
+            FROM (SELECT lexeme, count(*)::float8 AS df FROM postings GROUP BY lexeme) AS f,
+                 collection c
+        )"""
+    scored = """scored AS (
             SELECT p.namespace, p.id,
-                   sum(ln(1 + (c.n - f.df + 0.5) / (f.df + 0.5))
-                       * p.tf * ({k1_param} + 1)
-                       / (p.tf + {k1_param} * (1 - {b_param} + {b_param} * p.dl
-                                               / greatest(c.avgdl, 1))))
-                   AS score
+                   sum(f.weight * p.tf / (p.tf + c.fixed + c.per_length * p.dl)) AS score
             FROM postings p JOIN frequency f USING (lexeme), collection c
             GROUP BY p.namespace, p.id
         )"""
     return Ranking(
-        ctes=(*ctes, frequency, collection, scored),
+        ctes=(*ctes, collection, frequency, scored),
         select=f"""
             SELECT namespace, id, score, row_number() OVER (ORDER BY score DESC, id) AS rank
             FROM (
@@ -249,6 +257,14 @@ def keyword_ranking(
             ) AS best
         """,
     )
+
+
+def _matching_documents(scope: Scope) -> str:
+    """The postings' distinct memories with their lengths (``avgdl`` is their average). In one
+    namespace the namespace is left out of the key: hashing it cost 3 % of SciFact's
+    keyword statement's backend CPU (1.03x with it; benchmarks/RESULTS.md, issue 25)."""
+    key = "id" if scope.one_namespace else "namespace, id"
+    return f"(SELECT DISTINCT {key}, dl FROM postings) AS documents"
 
 
 def _alive(scope: Scope) -> str:
@@ -314,7 +330,9 @@ def keyword_postings(scope: Scope) -> tuple[str, ...]:
     only, in score order (``keyword_ranking``): on SciFact this read 2.1x faster than reading
     every matching tsvector, with identical top-10 lists (benchmarks/RESULTS.md, issue 25).
     """
-    moved = f"""moved AS MATERIALIZED (
+    # ``moved`` is read once, by ``postings``, which is materialized: materializing it as well
+    # cost SciFact's keyword statement 1.05x the backend CPU (a second copy of every posting).
+    moved = f"""moved AS (
             SELECT p.namespace, p.memory_id AS id, p.lexeme, p.tf::float8 AS tf,
                    p.dl::float8 AS dl
             FROM memory_terms p
@@ -447,7 +465,15 @@ def recall_scope(
     )
 
 
-def fused_hits(scope: Scope, ranking: str, query: str | None, limit: str, embedding: str) -> str:
+def fused_hits(
+    scope: Scope,
+    ranking: str,
+    query: str | None,
+    limit: str,
+    embedding: str,
+    *,
+    recheck: bool = False,
+) -> str:
     """The best ``limit`` rows of a fused ranking, read whole.
 
     In a scope of one namespace each winner is read by a lateral lookup that repeats the
@@ -459,23 +485,35 @@ def fused_hits(scope: Scope, ranking: str, query: str | None, limit: str, embedd
     interleaved A/B showed no difference beyond the noise (benchmarks/RESULTS.md, "The fused
     hits' lookup"). Across namespaces the join stays: Citus cannot push a correlated subquery
     with an OFFSET down to several shards.
+
+    ``recheck``: the rankings came from statements run before this one (recall/split.py), so a
+    candidate may have left the scope since (expired, replaced, forgotten). The lookup then
+    checks the scope's conditions and the winners are the best ``limit`` that pass, read in
+    fused order until that many have.
     """
     vector_score = f"-(m.embedding <#> {query})" if query else "f.vector_score"
+    where = scope.conditions if recheck else f"m.namespace {scope.in_namespaces}"
     if scope.one_namespace:
         winners = f"""CROSS JOIN LATERAL (
             SELECT * FROM {scope.source} m
-            WHERE m.namespace {scope.in_namespaces} AND m.namespace = f.namespace
-              AND m.id = f.id OFFSET 0
+            WHERE {where} AND m.namespace = f.namespace AND m.id = f.id OFFSET 0
         ) AS m"""
     else:
-        winners = f"JOIN {scope.source} m ON m.namespace = f.namespace AND m.id = f.id"
+        on = f"{where} AND " if recheck else ""
+        winners = f"JOIN {scope.source} m ON {on}m.namespace = f.namespace AND m.id = f.id"
+    order = "fused DESC, vector_score DESC NULLS LAST, id"
+    if recheck:
+        candidates = f"SELECT * FROM ({ranking}) AS ranked ORDER BY {order}"
+        after = f"ORDER BY f.fused DESC, f.vector_score DESC NULLS LAST, f.id LIMIT {limit}"
+    else:
+        candidates = f"SELECT * FROM ({ranking}) AS ranked ORDER BY {order} LIMIT {limit}"
+        after = ""
     return f"""
         SELECT {HIT_COLUMNS}, f.fused AS score, {vector_score} AS vector_score,
                f.keyword_score, {embedding} AS embedding
-        FROM (SELECT * FROM ({ranking}) AS ranked
-              ORDER BY fused DESC, vector_score DESC NULLS LAST, id
-              LIMIT {limit}) AS f
+        FROM ({candidates}) AS f
         {winners}
+        {after}
     """
 
 
