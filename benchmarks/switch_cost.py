@@ -9,10 +9,10 @@ Each case is measured in four states, in turn: in its first space; after ``pgrec
 into a second space and ``--switch``; after ``--rollback``; after switching forward again. The
 second space holds the same vectors under another model name, so what differs between the
 states is the switch's doing (rows rewritten, the previous space's vectors kept in
-``space_vectors``, the graph rebuilt), not the vectors. In each state: p50/p99 per recall mode
-(the same queries), the buffers of memories one vector recall touches (hit, or read from
-outside shared buffers), and ``remember`` of one memory a call and of 1,000 a call into a
-namespace of that state's own.
+``space_vectors``, the graph rebuilt, the other indexes compacted), not the vectors. In each
+state: p50/p99 per recall mode (the same queries), the buffers of memories (heap and indexes)
+one vector and one keyword recall touch (hit, or read from outside shared buffers), and
+``remember`` of one memory a call and of 1,000 a call into a namespace of that state's own.
 
 Ratios are to a copy of the database taken in its first space (``CREATE DATABASE ... TEMPLATE``,
 the same pages) and measured beside the state, the legs alternated for ``--rounds`` rounds, and
@@ -78,6 +78,9 @@ _BUFFERS = """
 # A backend flushes its statistics when idle at most every 10 s (PGSTAT_IDLE_INTERVAL).
 STATS_FLUSH_SECONDS = 11.0
 WARMUP = 10  # the untimed calls common.timed makes first
+# The modes whose buffers are counted: the exact scan, and the statement the moves' half-empty
+# indexes cost most (87.4 -> 98.2 buffers, RESULTS.md issue 21 session 12).
+BUFFER_MODES = ("vector", "keyword")
 COPY_ATTEMPTS = 5
 
 
@@ -191,8 +194,9 @@ async def _measure(
                 for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
                     for mode in MODES:
                         latencies[name][mode] += (await run_mode(stores[name], queries, mode))[0]
-            if buffers:  # the exact scans of (b): how many pages a recall touches, from where
-                await _vector_buffers(legs, stores, queries, results)
+            if buffers:  # how many pages of memories a recall touches, from where
+                for mode in BUFFER_MODES:
+                    await _recall_buffers(legs, stores, queries, results, mode)
             for leg in legs.values():
                 await settle(leg.dsn)
             for name in names:
@@ -210,20 +214,22 @@ async def _measure(
             await embedder.aclose()
 
 
-async def _vector_buffers(
+async def _recall_buffers(
     legs: dict[str, Leg],
     stores: dict[str, MemoryStore],
     queries: Queries,
     results: dict[str, dict[str, Any]],
+    mode: str,
 ) -> None:
-    """One vector pass per leg: blocks of memories hit and read per recall, into ``results``."""
+    """One pass of ``mode`` per leg: blocks of memories hit and read per recall, into
+    ``results``."""
     before = {name: await _buffers(leg.dsn) for name, leg in legs.items()}
     for store in stores.values():
-        await run_mode(store, queries, "vector")
+        await run_mode(store, queries, mode)
     await asyncio.sleep(STATS_FLUSH_SECONDS)
     for name, leg in legs.items():
         after, calls = await _buffers(leg.dsn), len(queries.texts) + WARMUP
-        results[name]["vector_buffers"] = {
+        results[name][f"{mode}_buffers"] = {
             "hit": (after[0] - before[name][0]) / calls,
             "read": (after[1] - before[name][1]) / calls,
         }
@@ -249,7 +255,8 @@ async def _copy(dsn: str, source: str, name: str) -> str:
 async def _move(dsn: str, known: list[Corpus], *, rollback: bool) -> dict[str, float]:
     """Build the second space (what is missing in it) and switch to it, or roll back: vectors
     built, seconds of the build, seconds of the switch (its transaction, the wait for the
-    processes' recheck, the graph's rebuild and its VACUUM)."""
+    processes' recheck, the graph's rebuild and its VACUUM, the compaction of the other
+    indexes), and of the compaction alone (``SpaceMover.switch``'s own, as the CLI runs it)."""
     embedder = _embedder(SECOND, *known)
     built, build_seconds = 0, 0.0
     try:
@@ -264,11 +271,14 @@ async def _move(dsn: str, known: list[Corpus], *, rollback: bool) -> dict[str, f
             switch_seconds = time.perf_counter() - started
     finally:
         await embedder.aclose()
+    compaction = switched.compaction
     return {
         "built": built,
         "build_seconds": build_seconds,
         "moved": switched.moved,
         "switch_seconds": switch_seconds,
+        "compact_seconds": compaction.seconds if compaction else 0.0,
+        "compacted": len(compaction.rebuilt) if compaction else 0,
     }
 
 
@@ -284,9 +294,10 @@ def _print(state: str, results: dict[str, dict[str, Any]]) -> None:
             p50, p99 = result[mode]["p50"], result[mode]["p99"]
             ratio = p50 / copy[mode]["p50"]
             print(f"  {label:<16}{mode:<9}p50 {p50:6.2f} ms  p99 {p99:6.2f}  x copy {ratio:.2f}")
-        if "vector_buffers" in result:
-            hit, read = result["vector_buffers"]["hit"], result["vector_buffers"]["read"]
-            print(f"  {label:<16}vector buffers a recall: {hit:.0f} hit, {read:.1f} read")
+        for mode in BUFFER_MODES:
+            if f"{mode}_buffers" in result:
+                hit, read = result[f"{mode}_buffers"]["hit"], result[f"{mode}_buffers"]["read"]
+                print(f"  {label:<16}{mode} buffers a recall: {hit:.1f} hit, {read:.1f} read")
         for shape, rate in result["ingest"].items():
             ratio = rate / copy["ingest"][shape]
             print(f"  {label:<16}remember {shape:<16}{rate:8.0f}/s  x copy {ratio:.2f}")
@@ -326,7 +337,8 @@ async def run_case(
             print(
                 f"  {state}: built {move['built']:.0f} vectors in {move['build_seconds']:.1f} s "
                 f"({rate:.0f}/s), switched {move['moved']:.0f} in {move['switch_seconds']:.1f} s "
-                "(graph rebuilt)"
+                f"(graph rebuilt; {move['compacted']:.0f} indexes compacted in "
+                f"{move['compact_seconds']:.1f} s)"
             )
         model = SECOND if state.startswith("switched") else FIRST
         legs = {STATE: Leg(case_dsn, model), COPY: copy}
@@ -348,7 +360,8 @@ async def main() -> None:
         "--buffers",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help=f"count the buffers of a vector recall (waits {STATS_FLUSH_SECONDS:.0f} s a state)",
+        help="count the buffers of a vector and a keyword recall (waits "
+        f"{STATS_FLUSH_SECONDS * len(BUFFER_MODES):.0f} s a state)",
     )
     arguments = parser.parse_args()
     cases = set(arguments.cases.split(","))

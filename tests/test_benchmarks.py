@@ -189,6 +189,7 @@ def test_switch_cost_benchmark_runs() -> None:
     # Four states, each settled, with every mode and both ingest shapes, and three moves
     # between them: two builds (the second only of what was written since) and a rollback.
     assert out.count(" vectors in ") == 3
+    assert out.count(" indexes compacted in ") == 3  # each move ends with the compaction
     for state in ("first space", "switched", "rolled back", "switched again"):
         lines = [line for line in out.splitlines() if line[2:18].rstrip() == state]
         assert len(lines) == 6, (state, lines)

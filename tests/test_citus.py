@@ -783,11 +783,45 @@ async def _switch_cycle(
 
     # The rest through the mover (what the CLI's flags call; their output is test_reembed's).
     async with await SpaceMover.open(_new_settings(ollama), dsn=citus_dsn) as mover:
+        before = await _shard_results(explainer, _SHARD_PKEY_FILE)
         back = await mover.switch(rollback=True)
         assert (back.new.space.dimensions, back.moved) == (384, len(vectors))
+        # The compaction's REINDEX reached every shard: each primary key is a new file.
+        assert back.compaction is not None
+        assert "memories_pkey" in back.compaction.rebuilt
+        after = await _shard_results(explainer, _SHARD_PKEY_FILE)
+        assert after.keys() == before.keys()
+        assert all(after[shard] != before[shard] for shard in before)
         await asyncio.sleep(RECHECK)  # the old process reads the active space again
         assert len((await old_store.recall("topic 3", namespace="agent-2", k=5)).hits) == 5
         assert await mover.build() == 0  # the rolled-back vectors were kept
         assert (await mover.switch()).moved == len(vectors)
         assert (await mover.drop_old()).space.dimensions == 384
+        # A rebuild killed on a worker leaves its invalid index on the shard, where the
+        # coordinator's catalog does not show it: the next compaction drops it there. (A unique
+        # index on a constant fails on a shard of two rows or more, leaving it invalid.)
+        await explainer.fetch(_ON_SHARDS, _SHARD_FAILED_INDEX)
+        assert await _shard_invalid_indexes(explainer) > 0
+        await mover.compact()
+        assert await _shard_invalid_indexes(explainer) == 0
     assert await explainer.fetchval("SELECT count(*) FROM space_vectors") == 0
+
+
+_ON_SHARDS = "SELECT shardid, success, result FROM run_command_on_shards('memories', $1)"
+_SHARD_PKEY_FILE = (
+    "SELECT pg_relation_filenode(conindid) FROM pg_constraint "
+    "WHERE conrelid = '%s'::regclass AND contype = 'p'"
+)
+_SHARD_INVALID = "SELECT count(*) FROM pg_index WHERE indrelid = '%s'::regclass AND NOT indisvalid"
+_SHARD_FAILED_INDEX = "CREATE UNIQUE INDEX CONCURRENTLY %1$s_ccnew ON %1$s ((1))"
+
+
+async def _shard_results(connection: asyncpg.Connection, command: str) -> dict[int, str]:
+    """``command``'s answer on each shard of memories (``%s``: the shard's name)."""
+    rows = await connection.fetch(_ON_SHARDS, command)
+    assert all(row["success"] for row in rows), [row["result"] for row in rows]
+    return {row["shardid"]: row["result"] for row in rows}
+
+
+async def _shard_invalid_indexes(connection: asyncpg.Connection) -> int:
+    return sum(int(count) for count in (await _shard_results(connection, _SHARD_INVALID)).values())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -298,6 +299,12 @@ async def test_a_build_killed_half_way_resumes_in_two_processes_without_embeddin
     assert code == 0, stderr
     assert "switched to ollama:nomic-embed-text" in stdout
     assert "0 memories embedded by this process" in stdout
+    assert " indexes compacted in " in stdout  # the switch's last step
+    code, stdout, stderr = await _reembed(environment, "--compact")  # again, as after a kill
+    assert code == 0, stderr
+    compacted = re.match(r"(\d+) indexes compacted in ", stdout)
+    assert compacted is not None, stdout
+    assert int(compacted[1]) > 1
     code, _, stderr = await _reembed(environment, "--rollback", "--drop-old")
     assert code == 2
     assert stderr.strip().count("\n") == 0

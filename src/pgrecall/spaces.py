@@ -15,6 +15,7 @@ from types import TracebackType
 
 import asyncpg
 
+from pgrecall.background.compaction import Compaction, Progress, compact
 from pgrecall.background.copies import VectorCopier
 from pgrecall.background.indexer import Indexer
 from pgrecall.background.reembed import Reembedder
@@ -134,10 +135,13 @@ class SpaceMover:
         )
         return await worker.run(progress, stop)
 
-    async def switch(self, *, rollback: bool = False) -> Switched:
+    async def switch(
+        self, *, rollback: bool = False, compacting: Progress | None = None
+    ) -> Switched:
         """Make the built space active (the previous one with ``rollback``); once processes on
         the old settings have seen it, queue again what they wrote meanwhile, copy the vectors
-        of large namespaces again and rebuild their graph.
+        of large namespaces again, rebuild their graph, and compact the other indexes of
+        ``memories`` (``compacting`` follows it; see ``compact``).
 
         The switch's triggers drop every copy of the old space (migration 0014); left to a
         worker, a large namespace's exact recall read its long rows meanwhile: 1.2-1.8x slower
@@ -151,7 +155,16 @@ class SpaceMover:
         requeued = await settle(self._pool, switched.old)
         await VectorCopier(self._pool, self.settings).catch_up()
         await Indexer(self._pool, self.settings).catch_up(rebuild=True)
-        return dataclasses.replace(switched, requeued=switched.requeued + requeued)
+        # Last: the copies and the graph's flags rewrite the rows again.
+        compaction = await compact(self._pool, compacting)
+        return dataclasses.replace(
+            switched, requeued=switched.requeued + requeued, compaction=compaction
+        )
+
+    async def compact(self, progress: Progress | None = None) -> Compaction:
+        """Rebuild the indexes of ``memories`` a switch left half-empty (the end of ``switch``;
+        again after one was interrupted)."""
+        return await compact(self._pool, progress)
 
     async def drop_old(self) -> SpaceState:
         """Free the previous space's vectors (no rollback to it afterwards)."""

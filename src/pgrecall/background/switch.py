@@ -7,8 +7,10 @@ keeps the active vectors in ``space_vectors`` (for a rollback), moves the target
 ``memories.embedding`` (the column every hot path reads, so recall and ingest cost what they
 did), rebuilds the HNSW index, empty, for the target's size, and flips the states. Readers wait
 only for that last index swap; writers for the whole transaction (rows moved per second are in
-benchmarks/RESULTS.md). The graph is filled again after the commit (``Indexer.catch_up``). A
-check keeps ``memories`` to the active size; it is replaced in the same transaction.
+benchmarks/RESULTS.md). The graph is filled again after the commit (``Indexer.catch_up``), and
+the other indexes of ``memories``, which the move left half-empty, are rebuilt
+(``compaction.compact``). A check keeps ``memories`` to the active size; it is replaced in the
+same transaction.
 
 Processes still configured for the old space learn of the switch within their guard's recheck
 interval (guard.py) and are refused from then on. What they wrote in between carries the old
@@ -26,6 +28,7 @@ from typing import TypeAlias
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from pgrecall.background.compaction import Compaction
 from pgrecall.db.errors import database_errors
 from pgrecall.db.schema import HNSW_INDEX, SIZE_CHECK, hnsw_index_sql, size_check
 from pgrecall.embedding.guard import SPACE_LOCK_KEY, space_of
@@ -70,12 +73,14 @@ _SET_STATE = "UPDATE embedding_spaces SET state = $2 WHERE id = $1"
 @dataclass(frozen=True, slots=True)
 class Switched:
     """What a switch did: from which space to which, how many vectors moved, how many memories
-    were queued again (a rollback's memories changed since the switch)."""
+    were queued again (a rollback's memories changed since the switch), and the compaction of
+    the indexes the move left half-empty (``SpaceMover.switch`` runs it after the commit)."""
 
     old: SpaceState
     new: SpaceState
     moved: int
     requeued: int
+    compaction: Compaction | None = None
 
 
 async def _citus(connection: _Connection) -> None:

@@ -12,9 +12,43 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from pgrecall.background.compaction import Compaction
+from pgrecall.background.switch import Switched
 from pgrecall.cli.base import app, err, fail, out, run, settings
 from pgrecall.errors import InvalidInputError
 from pgrecall.spaces import SpaceMover
+
+
+def _bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err,
+    )
+
+
+async def _switch(mover: SpaceMover, *, rollback: bool) -> Switched:
+    """The switch (or rollback), with a bar over the indexes it compacts after the commit."""
+    with _bar() as progress:
+        task = progress.add_task("switching (waits for running processes to notice)", total=None)
+
+        def compacting(done: int, total: int, name: str) -> None:
+            label = f"compacting {name}" if name else "compacted"
+            progress.update(task, description=label, completed=done, total=total)
+
+        return await mover.switch(rollback=rollback, compacting=compacting)
+
+
+def _compacted(compaction: Compaction | None) -> str:
+    if compaction is None:
+        return ""
+    dropped = len(compaction.dropped)
+    leftovers = f", {dropped} left by an interrupted compaction dropped" if dropped else ""
+    return f"; {len(compaction.rebuilt)} indexes compacted in {compaction.seconds:.1f} s{leftovers}"
 
 
 async def _build(mover: SpaceMover) -> int:
@@ -23,27 +57,29 @@ async def _build(mover: SpaceMover) -> int:
         f"re-embedding from {active.space.describe()} into {build.space.describe()}",
         highlight=False,
     )
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=err,
-    ) as progress:
+    with _bar() as progress:
         task = progress.add_task("re-embedding", total=build.total, completed=build.done)
         return await mover.build(lambda count: progress.advance(task, count))
 
 
-async def _reembed(switch: bool, rollback: bool, drop_old: bool) -> None:
+async def _reembed(switch: bool, rollback: bool, drop_old: bool, compact: bool) -> None:
     async with await SpaceMover.open(settings()) as mover:
+        if compact:
+            with _bar() as progress:
+                task = progress.add_task("compacting", total=None)
+                compaction = await mover.compact(
+                    lambda done, total, name: progress.update(
+                        task, description=f"compacting {name}", completed=done, total=total
+                    )
+                )
+            out.print(_compacted(compaction).removeprefix("; "), highlight=False)
+            return
         if rollback:
-            done = await mover.switch(rollback=True)
+            done = await _switch(mover, rollback=True)
             out.print(
                 f"rolled back to {done.new.space.describe()}: {done.moved} vectors moved back, "
-                f"{done.requeued} memories changed since the switch queued to embed again; "
-                "restart every process with its settings",
+                f"{done.requeued} memories changed since the switch queued to embed again"
+                f"{_compacted(done.compaction)}; restart every process with its settings",
                 highlight=False,
             )
             return
@@ -54,12 +90,12 @@ async def _reembed(switch: bool, rollback: bool, drop_old: bool) -> None:
         embedded = await _build(mover)
         out.print(f"{embedded} memories embedded by this process", highlight=False)
         if switch:
-            err.print("switching (waits for running processes to notice)", highlight=False)
-            done = await mover.switch()
+            done = await _switch(mover, rollback=False)
             out.print(
                 f"switched to {done.new.space.describe()}: {done.moved} vectors moved, "
-                f"{done.requeued} written meanwhile queued to embed again; restart every process "
-                "with the new settings (pgrecall reembed --rollback goes back)",
+                f"{done.requeued} written meanwhile queued to embed again"
+                f"{_compacted(done.compaction)}; restart every process with the new settings "
+                "(pgrecall reembed --rollback goes back)",
                 highlight=False,
             )
         else:
@@ -77,11 +113,19 @@ def reembed_command(
     drop_old: bool = typer.Option(
         False, "--drop-old", help="free the previous space's vectors (no rollback afterwards)"
     ),
+    compact: bool = typer.Option(
+        False,
+        "--compact",
+        help="rebuild the indexes a switch left half-empty (its last step; run it again if it "
+        "was interrupted)",
+    ),
 ) -> None:
     """Re-embed every memory with the configured model, resumably.
 
     Safe in several processes at once; PGRECALL_REEMBED_RATE throttles each (texts/s).
     """
-    if switch + rollback + drop_old > 1:
-        raise fail(InvalidInputError("--switch, --rollback and --drop-old go one at a time"))
-    run(_reembed(switch, rollback, drop_old))
+    if switch + rollback + drop_old + compact > 1:
+        raise fail(
+            InvalidInputError("--switch, --rollback, --drop-old and --compact go one at a time")
+        )
+    run(_reembed(switch, rollback, drop_old, compact))
