@@ -9,10 +9,11 @@ Each case is measured in four states, in turn: in its first space; after ``pgrec
 into a second space and ``--switch``; after ``--rollback``; after switching forward again. The
 second space holds the same vectors under another model name, so what differs between the
 states is the switch's doing (rows rewritten, the previous space's vectors kept in
-``space_vectors``, the graph rebuilt, the other indexes compacted), not the vectors. In each
-state: p50/p99 per recall mode (the same queries), the buffers of memories (heap and indexes)
-one vector and one keyword recall touch (hit, or read from outside shared buffers), and
-``remember`` of one memory a call and of 1,000 a call into a namespace of that state's own.
+``space_vectors``, the graph rebuilt; with ``--compact`` the other indexes compacted), not the
+vectors. In each state: p50/p99 per recall mode (the same queries), the buffers of memories
+(heap and indexes) one vector and one keyword recall touch (hit, or read from outside shared
+buffers), and ``remember`` of one memory a call and of 1,000 a call into a namespace of that
+state's own.
 
 Ratios are to a copy of the database taken in its first space (``CREATE DATABASE ... TEMPLATE``,
 the same pages) and measured beside the state, the legs alternated for ``--rounds`` rounds, and
@@ -252,11 +253,14 @@ async def _copy(dsn: str, source: str, name: str) -> str:
         await admin.close()
 
 
-async def _move(dsn: str, known: list[Corpus], *, rollback: bool) -> dict[str, float]:
+async def _move(
+    dsn: str, known: list[Corpus], *, rollback: bool, compact: bool
+) -> dict[str, float]:
     """Build the second space (what is missing in it) and switch to it, or roll back: vectors
     built, seconds of the build, seconds of the switch (its transaction, the wait for the
-    processes' recheck, the graph's rebuild and its VACUUM, the compaction of the other
-    indexes), and of the compaction alone (``SpaceMover.switch``'s own, as the CLI runs it)."""
+    processes' recheck, the graph's rebuild and its VACUUM, with ``compact`` the compaction of
+    the other indexes), and of the compaction alone (``SpaceMover.switch``'s own, as
+    ``reembed --switch --compact`` runs it)."""
     embedder = _embedder(SECOND, *known)
     built, build_seconds = 0, 0.0
     try:
@@ -267,7 +271,7 @@ async def _move(dsn: str, known: list[Corpus], *, rollback: bool) -> dict[str, f
                 built = await mover.build()
                 build_seconds = time.perf_counter() - started
             started = time.perf_counter()
-            switched = await mover.switch(rollback=rollback)
+            switched = await mover.switch(rollback=rollback, compact_indexes=compact)
             switch_seconds = time.perf_counter() - started
     finally:
         await embedder.aclose()
@@ -312,6 +316,7 @@ async def run_case(
     batches: int,
     rounds: int,
     buffers: bool,
+    compact: bool,
 ) -> dict[str, Any]:
     """Load ``data`` into a fresh database and keep a copy of it in its first space; then
     measure the database in each state of STATES alternated with the copy."""
@@ -332,13 +337,17 @@ async def run_case(
     for i, state in enumerate(STATES):
         move: dict[str, float] = {}
         if i:
-            move = await _move(case_dsn, known, rollback=state == "rolled back")
+            move = await _move(case_dsn, known, rollback=state == "rolled back", compact=compact)
             rate = move["built"] / move["build_seconds"] if move["built"] else 0.0
+            compacted = (
+                f"; {move['compacted']:.0f} indexes compacted in {move['compact_seconds']:.1f} s"
+                if compact
+                else ""
+            )
             print(
                 f"  {state}: built {move['built']:.0f} vectors in {move['build_seconds']:.1f} s "
                 f"({rate:.0f}/s), switched {move['moved']:.0f} in {move['switch_seconds']:.1f} s "
-                f"(graph rebuilt; {move['compacted']:.0f} indexes compacted in "
-                f"{move['compact_seconds']:.1f} s)"
+                f"(graph rebuilt{compacted})"
             )
         model = SECOND if state.startswith("switched") else FIRST
         legs = {STATE: Leg(case_dsn, model), COPY: copy}
@@ -362,6 +371,11 @@ async def main() -> None:
         default=True,
         help="count the buffers of a vector and a keyword recall (waits "
         f"{STATS_FLUSH_SECONDS * len(BUFFER_MODES):.0f} s a state)",
+    )
+    parser.add_argument(
+        "--compact",
+        action="store_true",
+        help="end each move with the compaction of the indexes (reembed --switch --compact)",
     )
     arguments = parser.parse_args()
     cases = set(arguments.cases.split(","))
@@ -391,6 +405,7 @@ async def main() -> None:
                 arguments.batches,
                 arguments.rounds,
                 arguments.buffers,
+                arguments.compact,
             )
     write_json(OUT / "switch_cost.json", report)
 

@@ -184,7 +184,7 @@ def test_switch_cost_benchmark_runs() -> None:
     out = _run(
         "benchmarks.switch_cost",
         *("--cases", "b", "--rows", "2000", "--queries", "10", "--single", "5", "--batches", "1"),
-        *("--rounds", "1", "--no-buffers"),
+        *("--rounds", "1", "--no-buffers", "--compact"),
     )
     # Four states, each settled, with every mode and both ingest shapes, and three moves
     # between them: two builds (the second only of what was written since) and a rollback.

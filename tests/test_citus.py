@@ -784,7 +784,7 @@ async def _switch_cycle(
     # The rest through the mover (what the CLI's flags call; their output is test_reembed's).
     async with await SpaceMover.open(_new_settings(ollama), dsn=citus_dsn) as mover:
         before = await _shard_results(explainer, _SHARD_PKEY_FILE)
-        back = await mover.switch(rollback=True)
+        back = await mover.switch(rollback=True, compact_indexes=True)
         assert (back.new.space.dimensions, back.moved) == (384, len(vectors))
         # The compaction's REINDEX reached every shard: each primary key is a new file.
         assert back.compaction is not None

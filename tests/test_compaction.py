@@ -66,8 +66,10 @@ async def test_two_moves_leave_the_indexes_of_memories_no_larger_than_the_first_
         await mover.begin()
         assert await mover.build() == ROWS
         seen: list[tuple[int, int, str]] = []
-        switched = await mover.switch(compacting=lambda *step: seen.append(step))
-        back = await mover.switch(rollback=True)
+        switched = await mover.switch(
+            compact_indexes=True, compacting=lambda *step: seen.append(step)
+        )
+        back = await mover.switch(rollback=True, compact_indexes=True)
     await embedder.aclose()
     after = await _index_pages(connection)
     assert switched.compaction is not None

@@ -136,12 +136,23 @@ class SpaceMover:
         return await worker.run(progress, stop)
 
     async def switch(
-        self, *, rollback: bool = False, compacting: Progress | None = None
+        self,
+        *,
+        rollback: bool = False,
+        compact_indexes: bool = False,
+        compacting: Progress | None = None,
     ) -> Switched:
         """Make the built space active (the previous one with ``rollback``); once processes on
         the old settings have seen it, queue again what they wrote meanwhile, copy the vectors
-        of large namespaces again, rebuild their graph, and compact the other indexes of
-        ``memories`` (``compacting`` follows it; see ``compact``).
+        of large namespaces again and rebuild their graph; with ``compact_indexes``, compact
+        the other indexes of ``memories`` as well (``compacting`` follows it; see ``compact``).
+
+        The compaction is asked for, not a default: it took keyword recall after a move from
+        1.10-1.11x the first space's to 0.91-1.04x after the first two moves (1.00-1.14 after
+        the third; 98 buffers a statement -> 83, 87 before any move), but the first bulk import
+        after it ran 0.22-0.28x the rate of the first space's copy at 100,000 memories (calls
+        2-4 of 1,000 a call 2.7x slower in a scratch A/B: the rebuilt btrees, not cold pages
+        nor the GIN indexes). benchmarks/RESULTS.md, issue 21, session 13.
 
         The switch's triggers drop every copy of the old space (migration 0014); left to a
         worker, a large namespace's exact recall read its long rows meanwhile: 1.2-1.8x slower
@@ -156,7 +167,7 @@ class SpaceMover:
         await VectorCopier(self._pool, self.settings).catch_up()
         await Indexer(self._pool, self.settings).catch_up(rebuild=True)
         # Last: the copies and the graph's flags rewrite the rows again.
-        compaction = await compact(self._pool, compacting)
+        compaction = await compact(self._pool, compacting) if compact_indexes else None
         return dataclasses.replace(
             switched, requeued=switched.requeued + requeued, compaction=compaction
         )

@@ -31,8 +31,9 @@ def _bar() -> Progress:
     )
 
 
-async def _switch(mover: SpaceMover, *, rollback: bool) -> Switched:
-    """The switch (or rollback), with a bar over the indexes it compacts after the commit."""
+async def _switch(mover: SpaceMover, *, rollback: bool, compact: bool) -> Switched:
+    """The switch (or rollback), with a bar over the indexes it compacts after the commit when
+    asked (``compact``)."""
     with _bar() as progress:
         task = progress.add_task("switching (waits for running processes to notice)", total=None)
 
@@ -40,7 +41,7 @@ async def _switch(mover: SpaceMover, *, rollback: bool) -> Switched:
             label = f"compacting {name}" if name else "compacted"
             progress.update(task, description=label, completed=done, total=total)
 
-        return await mover.switch(rollback=rollback, compacting=compacting)
+        return await mover.switch(rollback=rollback, compact_indexes=compact, compacting=compacting)
 
 
 def _compacted(compaction: Compaction | None) -> str:
@@ -64,7 +65,7 @@ async def _build(mover: SpaceMover) -> int:
 
 async def _reembed(switch: bool, rollback: bool, drop_old: bool, compact: bool) -> None:
     async with await SpaceMover.open(settings()) as mover:
-        if compact:
+        if compact and not (switch or rollback):
             with _bar() as progress:
                 task = progress.add_task("compacting", total=None)
                 compaction = await mover.compact(
@@ -75,7 +76,7 @@ async def _reembed(switch: bool, rollback: bool, drop_old: bool, compact: bool) 
             out.print(_compacted(compaction).removeprefix("; "), highlight=False)
             return
         if rollback:
-            done = await _switch(mover, rollback=True)
+            done = await _switch(mover, rollback=True, compact=compact)
             out.print(
                 f"rolled back to {done.new.space.describe()}: {done.moved} vectors moved back, "
                 f"{done.requeued} memories changed since the switch queued to embed again"
@@ -90,7 +91,7 @@ async def _reembed(switch: bool, rollback: bool, drop_old: bool, compact: bool) 
         embedded = await _build(mover)
         out.print(f"{embedded} memories embedded by this process", highlight=False)
         if switch:
-            done = await _switch(mover, rollback=False)
+            done = await _switch(mover, rollback=False, compact=compact)
             out.print(
                 f"switched to {done.new.space.describe()}: {done.moved} vectors moved, "
                 f"{done.requeued} written meanwhile queued to embed again"
@@ -116,16 +117,20 @@ def reembed_command(
     compact: bool = typer.Option(
         False,
         "--compact",
-        help="rebuild the indexes a switch left half-empty (its last step; run it again if it "
-        "was interrupted)",
+        help="rebuild the indexes a switch left half-empty: alone, or as the last step of "
+        "--switch or --rollback (keyword recall reads ~12% fewer pages; the next bulk import "
+        "runs slower for a while)",
     ),
 ) -> None:
     """Re-embed every memory with the configured model, resumably.
 
     Safe in several processes at once; PGRECALL_REEMBED_RATE throttles each (texts/s).
     """
-    if switch + rollback + drop_old + compact > 1:
+    if switch + rollback + drop_old > 1 or (compact and drop_old):
         raise fail(
-            InvalidInputError("--switch, --rollback, --drop-old and --compact go one at a time")
+            InvalidInputError(
+                "--switch, --rollback and --drop-old go one at a time; "
+                "--compact alone or with --switch or --rollback"
+            )
         )
     run(_reembed(switch, rollback, drop_old, compact))
