@@ -7,12 +7,14 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
 
 from pgrecall.background.compaction import Compaction
+from pgrecall.background.compaction import Progress as Compacting
 from pgrecall.background.switch import Switched
 from pgrecall.cli.base import app, err, fail, out, run, settings
 from pgrecall.errors import InvalidInputError
@@ -31,17 +33,24 @@ def _bar() -> Progress:
     )
 
 
+def _compacting(progress: Progress, task: TaskID) -> Compacting:
+    """The compaction's steps shown on ``task``: the index being rebuilt, then the end."""
+
+    def step(done: int, total: int, name: str) -> None:
+        label = f"compacting {name}" if name else "compacted"
+        progress.update(task, description=label, completed=done, total=total)
+
+    return step
+
+
 async def _switch(mover: SpaceMover, *, rollback: bool, compact: bool) -> Switched:
     """The switch (or rollback), with a bar over the indexes it compacts after the commit when
     asked (``compact``)."""
     with _bar() as progress:
         task = progress.add_task("switching (waits for running processes to notice)", total=None)
-
-        def compacting(done: int, total: int, name: str) -> None:
-            label = f"compacting {name}" if name else "compacted"
-            progress.update(task, description=label, completed=done, total=total)
-
-        return await mover.switch(rollback=rollback, compact_indexes=compact, compacting=compacting)
+        return await mover.switch(
+            rollback=rollback, compact_indexes=compact, compacting=_compacting(progress, task)
+        )
 
 
 def _compacted(compaction: Compaction | None) -> str:
@@ -68,11 +77,7 @@ async def _reembed(switch: bool, rollback: bool, drop_old: bool, compact: bool) 
         if compact and not (switch or rollback):
             with _bar() as progress:
                 task = progress.add_task("compacting", total=None)
-                compaction = await mover.compact(
-                    lambda done, total, name: progress.update(
-                        task, description=f"compacting {name}", completed=done, total=total
-                    )
-                )
+                compaction = await mover.compact(_compacting(progress, task))
             out.print(_compacted(compaction).removeprefix("; "), highlight=False)
             return
         if rollback:

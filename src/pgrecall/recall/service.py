@@ -254,7 +254,7 @@ class QueryService:
         settings = self._settings
         exact = plan != "hnsw"
         shape = _Shape.of(options, settings, exact)
-        embedding = "m.embedding" if options.diversity > 0 else "NULL::vector"
+        embedding = shape.embedding
         rankings = MODE_RANKINGS[mode]
         if vector is not None and space_id is not None and rankings.vector:
             if rankings.keyword and self._split.open():
@@ -368,7 +368,7 @@ class QueryService:
             self._fusion(params, options, row_limit(shape.depth)),
             params.add(vector, "vector"),
             row_limit(shape.wanted),
-            "m.embedding" if options.diversity > 0 else "NULL::vector",
+            shape.embedding,
         )
         with database_errors():
             return list(await self._pool.fetch(sql, *params.values))
@@ -397,6 +397,7 @@ class _Shape:
     wanted: int  # the rows fetched: k, or the candidates a re-ranking needs
     depth: int  # each ranking's candidates before fusion
     candidates: int  # the vector ranking's alone: through the graph a few more, re-sorted
+    embedding: str  # the hits' vector column: read only for a diverse (MMR) re-ranking
 
     @classmethod
     def of(cls, options: RecallOptions, settings: Settings, exact: bool) -> _Shape:
@@ -405,7 +406,14 @@ class _Shape:
         # exact re-sort.
         candidates = wanted if exact else max(wanted, options.k * CANDIDATE_FACTOR)
         depth = max(settings.hybrid_depth, wanted)
-        return cls(exact=exact, wanted=wanted, depth=depth, candidates=candidates)
+        embedding = "m.embedding" if options.diversity > 0 else "NULL::vector"
+        return cls(
+            exact=exact,
+            wanted=wanted,
+            depth=depth,
+            candidates=candidates,
+            embedding=embedding,
+        )
 
     @property
     def vector_depth(self) -> int:
