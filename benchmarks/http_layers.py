@@ -68,11 +68,13 @@ async def asgi_call(app: FastAPI, method: str, path: str, body: bytes = b"") -> 
         "server": ("127.0.0.1", 80),
     }
     delivered = False
+    answered = asyncio.Event()
 
     async def receive() -> dict[str, Any]:
         nonlocal delivered
-        if delivered:  # asked again only once the answer is sent: the client stays
-            await asyncio.Event().wait()
+        if delivered:  # after the body: the client leaves once it has its answer, as over HTTP
+            await answered.wait()
+            return {"type": "http.disconnect"}
         delivered = True
         return {"type": "http.request", "body": body, "more_body": False}
 
@@ -80,6 +82,8 @@ async def asgi_call(app: FastAPI, method: str, path: str, body: bytes = b"") -> 
 
     async def send(message: dict[str, Any]) -> None:
         messages.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            answered.set()
 
     await app(scope, receive, send)
     if messages[0]["status"] != 200:
