@@ -3,10 +3,10 @@ errors, without its per-request machinery on the common path.
 
 FastAPI's handler, on every request, parses the content type through ``email.message``, reads
 the body, solves the endpoint's parameters (the body among them) through its dependency
-machinery and records telemetry, then runs the endpoint. For ``POST /v1/recall`` on SciFact that
-is most of what the app adds between the socket and the store: the app called in process
-answered a fixed recall in 198-240 us against 71-120 us for the same work written plainly
-(body, key, validation, rendering; benchmarks/RESULTS.md, issue 25 session 14).
+machinery and records telemetry, then runs the endpoint. The app called in process answered
+a fixed ten-hit SciFact recall in 198-240 us, the same work written plainly in 71-120 us; with
+this route 262 us against 312 (alternated, load 4; the rest is routing and the middleware
+stack; benchmarks/RESULTS.md, issue 25 session 14).
 
 ``LeanJsonRoute`` serves a body sent as ``application/json`` that the route's own body field
 (the same pydantic validation FastAPI runs) accepts by calling the endpoint at once. Anything
