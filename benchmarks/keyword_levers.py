@@ -2,6 +2,7 @@
 against variants that drop or replace one piece each, and the Python side of a recall.
 
     python -m benchmarks.keyword_levers [--claims 300] [--mode hybrid] [--baseline DIR] [--profile]
+                                        [--python]
 
 SciFact's abstracts in one namespace (written through ``remember``, seeded vectors: keyword
 recall needs none), postings moved, tables analyzed. The store's keyword statement for the first
@@ -26,6 +27,10 @@ and the levers of session 13, each undone alone (same scores):
 - ``BM25 per posting``: the idf, (k1 + 1) and the length's factors computed per posting;
 - ``moved materialized``: the postings read copied once more, as a CTE of their own;
 - ``avgdl keyed by namespace``: the average length's DISTINCT over (namespace, id, dl);
+``--python`` (keyword) measures instead the statement against BM25 scored in Python
+(recall/bm25.py: the postings statement, packed as bytes or as arrays, the scoring, the winners'
+statement), alternated claim by claim: round trips, the client's CPU (this thread) and the
+backend's, identical hits (ids in order, scores to 1e-9).
 ``--mode hybrid`` measures the fused statement instead (seeded vectors, copied as the worker
 would), with the shipped leg and the levers undone only. With ``--baseline DIR`` (a checkout
 of another version, e.g. main), that version's statement is a leg too, captured in a child
@@ -220,12 +225,14 @@ class _Capture:
 
 async def _store(database: str) -> tuple[MemoryStore, _Capture]:
     """SciFact written and its postings moved, in a store whose pool keeps its statements
-    (one statement per recall: hybrid not split in three, recall/split.py)."""
+    (one statement per recall: hybrid not split in three, recall/split.py; BM25 scored by
+    PostgreSQL, not in Python, recall/bm25.py)."""
     settings = load_settings(
         database_url=database,
         worker=False,
         auto_migrate=False,
         hybrid_split=False,
+        keyword_scoring="sql",  # the statement the variants rewrite
         **CONTENT_ONLY,
     )
     store = await MemoryStore.open(settings, embedder=PrecomputedEmbedder())
