@@ -18,7 +18,9 @@ namespace filter returns almost nothing for a small namespace inside a large tab
 
 Keyword ranking (BM25) of a namespace of ``keyword_postings_min_rows`` memories or more reads
 the postings of the query's lexemes (``memory_terms``, written by the worker in the background)
-instead of every matching row's tsvector (``recall.sql.keyword_postings``).
+instead of every matching row's tsvector (``recall.sql.keyword_postings``), and by default scores
+them in Python (``recall.bm25``, ``_fetch_scored``): one statement fetches them, one reads the
+winners.
 
 The exact scan of one namespace of ``vector_copy_min_rows`` memories or more reads copies of
 its vectors (``memory_vectors``, written by the worker in the background) instead of the
