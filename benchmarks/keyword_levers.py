@@ -28,9 +28,9 @@ and the levers of session 13, each undone alone (same scores):
 - ``moved materialized``: the postings read copied once more, as a CTE of their own;
 - ``avgdl keyed by namespace``: the average length's DISTINCT over (namespace, id, dl);
 ``--python`` (keyword) measures instead the statement against BM25 scored in Python
-(recall/bm25.py: the postings statement, packed as bytes or as arrays, the scoring, the winners'
-statement), alternated claim by claim: round trips, the client's CPU (this thread) and the
-backend's, identical hits (ids in order, scores to 1e-9).
+(recall/bm25.py: the postings statement, packed as bytes, as arrays or as one record a
+posting, the scoring, the winners' statement), alternated claim by claim: round trips, the
+client's CPU (this thread) and the backend's, identical hits (ids in order, scores to 1e-9).
 ``--mode hybrid`` measures the fused statement instead (seeded vectors, copied as the worker
 would), with the shipped leg and the levers undone only. With ``--baseline DIR`` (a checkout
 of another version, e.g. main), that version's statement is a leg too, captured in a child
@@ -374,8 +374,32 @@ ARRAYS = (
     ("string_agg(int4send(tf), ''::bytea) AS tfs", "array_agg(tf) AS tfs"),
     ("string_agg(int4send(dl), ''::bytea) AS dls", "array_agg(dl) AS dls"),
 )
+# ``--python``'s third leg: each posting packed as one 24-byte record by one aggregate.
+RECORDS = (
+    "string_agg(uuid_send(id), ''::bytea) AS ids",
+    "string_agg(uuid_send(id) || int4send(tf) || int4send(dl), ''::bytea) AS ids",
+)
+RECORD = np.dtype([("id", "V16"), ("tf", ">i4"), ("dl", ">i4")])
 # Candidates sent to the winners' statement before falling back to every scored memory.
 CANDIDATES = 20
+
+
+def _split_records(rows: list[asyncpg.Record]) -> list[dict[str, Any]]:
+    """Rows of the records variant split into the module's three columns."""
+    split = []
+    for row in rows:
+        records = np.frombuffer(row["ids"], RECORD)
+        split.append(
+            {
+                "namespace": row["namespace"],
+                "lexeme": row["lexeme"],
+                "ids": records["id"].tobytes(),
+                "tfs": records["tf"].tobytes(),
+                "dls": records["dl"].tobytes(),
+                "documents": row["documents"],
+            }
+        )
+    return split
 
 
 def _packed(rows: list[asyncpg.Record]) -> list[dict[str, Any]]:
@@ -398,8 +422,8 @@ class _PythonPlan:
     scoring, then the winners read in score order with the scope checked (``fused_hits``'
     recheck over the best ``CANDIDATES``; every scored memory when fewer pass)."""
 
-    def __init__(self, arrays: bool, k1: float, b: float) -> None:
-        self.arrays, self.k1, self.b = arrays, k1, b
+    def __init__(self, arrays: bool, k1: float, b: float, records: bool = False) -> None:
+        self.arrays, self.records, self.k1, self.b = arrays, records, k1, b
         params = SqlParams()
         text = params.add("", "text")
         self.postings_sql = bm25.postings_statement(
@@ -408,6 +432,8 @@ class _PythonPlan:
         if arrays:
             for old, new in ARRAYS:
                 self.postings_sql = _replaced(self.postings_sql, old, new)
+        if records:
+            self.postings_sql = _replaced(self.postings_sql, *RECORDS)
         self.parts: dict[str, list[float]] = {
             "postings": [],
             "numpy": [],
@@ -427,7 +453,7 @@ class _PythonPlan:
         started = time.perf_counter()
         rows = await connection.fetch(self.postings_sql, claim, NAMESPACE)
         fetched = time.perf_counter()
-        packed = _packed(rows) if self.arrays else rows
+        packed = _packed(rows) if self.arrays else _split_records(rows) if self.records else rows
         scored = bm25.ranked(packed, self.k1, self.b)
         scoring = time.perf_counter()
         sql, values = self.winners(scored, CANDIDATES)
@@ -441,7 +467,7 @@ class _PythonPlan:
         self.parts["postings"].append(fetched - started)
         self.parts["numpy"].append(scoring - fetched)
         self.parts["winners"].append(done - scoring)
-        self.parts["count"].append(sum(len(r["ids"]) for r in rows) / (1 if self.arrays else 16))
+        self.parts["count"].append(bm25.postings_read(packed))
         self.parts["fallback"].append(fallback)
         return list(hits)
 
@@ -469,6 +495,7 @@ async def _python_legs(
     plans = {
         "python (bytes)": _PythonPlan(False, k1, b),
         "python (arrays)": _PythonPlan(True, k1, b),
+        "python (records)": _PythonPlan(False, k1, b, records=True),
     }
 
     async def leg(name: str, claim: str) -> list[asyncpg.Record]:
