@@ -46,7 +46,13 @@ async def _lookup_index(connection: asyncpg.Connection) -> str:
     seen (estimated at one row: every index led by the namespace costs the same)."""
     hashes = [bytes([n]) * 32 for n in range(100)]
     plan = await connection.fetch(
-        f"EXPLAIN {FIND_EXISTING}", ["unseen"] * 100, hashes, [None] * 100, 1, [None] * 100, "unseen"
+        f"EXPLAIN {FIND_EXISTING}",
+        ["unseen"] * 100,
+        hashes,
+        [None] * 100,
+        1,
+        [None] * 100,
+        "unseen",
     )
     used = [row[0].split(" using ")[1].split()[0] for row in plan if " using " in row[0]]
     return used[0]
