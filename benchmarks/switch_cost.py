@@ -260,7 +260,7 @@ async def _move(
     built, seconds of the build, seconds of the switch (its transaction, the wait for the
     processes' recheck, the graph's rebuild and its VACUUM, with ``compact`` the compaction of
     the other indexes), and of the compaction alone (``SpaceMover.switch``'s own, as
-    ``reembed --switch --compact`` runs it)."""
+    ``reembed --switch`` runs it unless ``--no-compact``)."""
     embedder = _embedder(SECOND, *known)
     built, build_seconds = 0, 0.0
     try:
