@@ -81,6 +81,31 @@ async def test_only_large_namespaces_enter_the_graph_and_new_rows_are_found_at_o
         await store.close()
 
 
+async def test_index_waits_for_a_batch_another_worker_holds(
+    migrated_dsn: str, connection: asyncpg.Connection
+) -> None:
+    """A worker's batch, claimed and not yet committed, is what index() used to skip and return
+    before; it now waits for it, and moves the rows itself when that batch rolls back."""
+    store = await _open(migrated_dsn, worker=False, index_batch_size=100)
+    try:
+        await store.remember([f"large memory {i}" for i in range(LARGE)], namespace="large")
+        assert await store.index() == LARGE
+        # The only rows left are the batch a worker holds: index() has nothing else to do.
+        await store.remember([f"late memory {i}" for i in range(100)], namespace="large")
+        worker = store.indexer.batch_sql.format(locking="FOR UPDATE SKIP LOCKED")
+        held = connection.transaction()
+        await held.start()
+        assert await connection.execute(worker, "large", 100) == "UPDATE 100"
+        indexing = asyncio.ensure_future(store.index())
+        done, _ = await asyncio.wait({indexing}, timeout=1.5)
+        assert not done, "index() returned while a worker's batch was still open"
+        await held.rollback()  # the worker died: its 100 rows are index()'s to move
+        assert await asyncio.wait_for(indexing, 60) == 100
+        assert await _flagged(connection) == {"large": LARGE + 100}
+    finally:
+        await store.close()
+
+
 async def test_the_plan_uses_the_partial_index(
     migrated_dsn: str, connection: asyncpg.Connection
 ) -> None:

@@ -486,12 +486,13 @@ class MemoryStore:
         """Move the rows of large namespaces into the HNSW graph, their keyword postings into
         ``memory_terms`` and their vectors into ``memory_vectors``, now instead of waiting for
         the worker; ``rebuild`` rebuilds the graph in one pass (after a bulk load). Returns the
-        rows moved into the graph."""
+        rows moved into the graph here. On return every row of those namespaces written before
+        the call has been moved, by this call or by a worker it waited for."""
         # Postings and copies first: flagging rewrites the rows, which a rebuild's VACUUM then
         # cleans.
-        await self.postings.catch_up()
-        await self.copies.catch_up()
-        return await self.indexer.catch_up(rebuild=rebuild)
+        await self.postings.catch_up(wait=True)
+        await self.copies.catch_up(wait=True)
+        return await self.indexer.catch_up(wait=True, rebuild=rebuild)
 
     async def writes(
         self, scope: ExportScope | None = None, *, bucket: Bucket = "day", buckets: int = 30

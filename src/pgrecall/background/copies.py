@@ -23,7 +23,7 @@ _COPY_BATCH = """
     WITH batch AS (
         SELECT namespace, id, space_id, embedding FROM memories
         WHERE namespace = $1 AND NOT vector_copied AND embedding IS NOT NULL
-        LIMIT $2 FOR UPDATE SKIP LOCKED
+        LIMIT $2 {locking}
     ), copied AS (
         INSERT INTO memory_vectors (namespace, id, space_id, embedding)
         SELECT namespace, id, space_id, embedding FROM batch

@@ -49,7 +49,7 @@ _FLAG_BATCH = """
     UPDATE memories m SET hnsw_indexed = true
     FROM (SELECT namespace, id FROM memories
           WHERE namespace = $1 AND NOT hnsw_indexed AND embedding IS NOT NULL
-          LIMIT $2 FOR UPDATE SKIP LOCKED) AS batch
+          LIMIT $2 {locking}) AS batch
     WHERE m.namespace = batch.namespace AND m.id = batch.id
 """
 
@@ -77,15 +77,17 @@ class Indexer(BatchMover):
         self,
         stop: asyncio.Event | None = None,
         *,
+        wait: bool = False,
         rebuild: bool = False,
         maintenance_work_mem: str = "1GB",
     ) -> int:
         """Index every large namespace's backlog now (or until ``stop`` is set); returns the
-        rows flagged. ``rebuild`` drops the graph and builds it again in one pass (for bulk
-        loads; recall on large namespaces is exact, so slow, while it runs)."""
+        rows flagged. ``wait`` as for every mover; ``rebuild`` drops the graph and builds it
+        again in one pass (for bulk loads; recall on large namespaces is exact, so slow, while
+        it runs; its UPDATE waits for held rows by itself)."""
         if rebuild:
             return await self._rebuild(await self.large_namespaces_behind(), maintenance_work_mem)
-        return await super().catch_up(stop)
+        return await super().catch_up(stop, wait=wait)
 
     async def _rebuild(self, namespaces: list[str], maintenance_work_mem: str) -> int:
         if not _MEMORY_SIZE.fullmatch(maintenance_work_mem):  # before anything is dropped

@@ -23,7 +23,7 @@ _MOVE_BATCH = """
     WITH batch AS (
         SELECT namespace, id, search FROM memories
         WHERE namespace = $1 AND NOT terms_indexed
-        LIMIT $2 FOR UPDATE SKIP LOCKED
+        LIMIT $2 {locking}
     ), posted AS (
         INSERT INTO memory_terms (namespace, lexeme, memory_id, tf, dl)
         SELECT b.namespace, t.lexeme, b.id, cardinality(t.positions), length(b.search)
