@@ -2,6 +2,7 @@
 against variants that drop or replace one piece each, and the Python side of a recall.
 
     python -m benchmarks.keyword_levers [--claims 300] [--mode hybrid] [--baseline DIR] [--profile]
+                                        [--python]
 
 SciFact's abstracts in one namespace (written through ``remember``, seeded vectors: keyword
 recall needs none), postings moved, tables analyzed. The store's keyword statement for the first
@@ -26,6 +27,10 @@ and the levers of session 13, each undone alone (same scores):
 - ``BM25 per posting``: the idf, (k1 + 1) and the length's factors computed per posting;
 - ``moved materialized``: the postings read copied once more, as a CTE of their own;
 - ``avgdl keyed by namespace``: the average length's DISTINCT over (namespace, id, dl);
+``--python`` (keyword) measures instead the statement against BM25 scored in Python
+(recall/bm25.py: the postings statement, packed as bytes, as arrays or as one record a
+posting, the scoring, the winners' statement), alternated claim by claim: round trips, the
+client's CPU (this thread) and the backend's, identical hits (ids in order, scores to 1e-9).
 ``--mode hybrid`` measures the fused statement instead (seeded vectors, copied as the worker
 would), with the shipped leg and the levers undone only. With ``--baseline DIR`` (a checkout
 of another version, e.g. main), that version's statement is a leg too, captured in a child
@@ -61,8 +66,12 @@ import numpy as np
 from benchmarks.common import CONTENT_ONLY, PrecomputedEmbedder, embedded_server, fresh_database
 from benchmarks.scifact import _load
 from pgrecall import MemoryInput, MemoryStore, load_settings
+from pgrecall.db.params import SqlParams
 from pgrecall.db.vectors import register_vector_codec
-from pgrecall.records import Mode
+from pgrecall.recall import bm25
+from pgrecall.recall.split import given_ranking
+from pgrecall.recall.sql import fused, fused_hits, recall_scope, statement
+from pgrecall.records import Mode, RecallOptions
 
 NAMESPACE = "scifact"
 WARMUP = 10
@@ -216,12 +225,14 @@ class _Capture:
 
 async def _store(database: str) -> tuple[MemoryStore, _Capture]:
     """SciFact written and its postings moved, in a store whose pool keeps its statements
-    (one statement per recall: hybrid not split in three, recall/split.py)."""
+    (one statement per recall: hybrid not split in three, recall/split.py; BM25 scored by
+    PostgreSQL, not in Python, recall/bm25.py)."""
     settings = load_settings(
         database_url=database,
         worker=False,
         auto_migrate=False,
         hybrid_split=False,
+        keyword_scoring="sql",  # the statement the variants rewrite
         **CONTENT_ONLY,
     )
     store = await MemoryStore.open(settings, embedder=PrecomputedEmbedder())
@@ -357,11 +368,201 @@ async def _python_side(
         print(text.getvalue())
 
 
+# ``--python``: the postings packed as bytes per lexeme (the module's statement), or as arrays.
+ARRAYS = (
+    ("string_agg(uuid_send(id), ''::bytea) AS ids", "array_agg(id) AS ids"),
+    ("string_agg(int4send(tf), ''::bytea) AS tfs", "array_agg(tf) AS tfs"),
+    ("string_agg(int4send(dl), ''::bytea) AS dls", "array_agg(dl) AS dls"),
+)
+# ``--python``'s third leg: each posting packed as one 24-byte record by one aggregate.
+RECORDS = (
+    "string_agg(uuid_send(id), ''::bytea) AS ids",
+    "string_agg(uuid_send(id) || int4send(tf) || int4send(dl), ''::bytea) AS ids",
+)
+RECORD = np.dtype([("id", "V16"), ("tf", ">i4"), ("dl", ">i4")])
+# Candidates sent to the winners' statement before falling back to every scored memory.
+CANDIDATES = 20
+
+
+def _split_records(rows: list[asyncpg.Record]) -> list[dict[str, Any]]:
+    """Rows of the records variant split into the module's three columns."""
+    split = []
+    for row in rows:
+        records = np.frombuffer(row["ids"], RECORD)
+        split.append(
+            {
+                "namespace": row["namespace"],
+                "lexeme": row["lexeme"],
+                "ids": records["id"].tobytes(),
+                "tfs": records["tf"].tobytes(),
+                "dls": records["dl"].tobytes(),
+                "documents": row["documents"],
+            }
+        )
+    return split
+
+
+def _packed(rows: list[asyncpg.Record]) -> list[dict[str, Any]]:
+    """Rows of the arrays variant packed as the module's statement packs them."""
+    return [
+        {
+            "namespace": row["namespace"],
+            "lexeme": row["lexeme"],
+            "ids": b"".join(memory.bytes for memory in row["ids"]),
+            "tfs": np.asarray(row["tfs"], ">i4").tobytes(),
+            "dls": np.asarray(row["dls"], ">i4").tobytes(),
+            "documents": row["documents"],
+        }
+        for row in rows
+    ]
+
+
+class _PythonPlan:
+    """Keyword recall scored in Python (``pgrecall.recall.bm25``): the postings statement, the
+    scoring, then the winners read in score order with the scope checked (``fused_hits``'
+    recheck over the best ``CANDIDATES``; every scored memory when fewer pass)."""
+
+    def __init__(self, arrays: bool, k1: float, b: float, records: bool = False) -> None:
+        self.arrays, self.records, self.k1, self.b = arrays, records, k1, b
+        params = SqlParams()
+        text = params.add("", "text")
+        self.postings_sql = bm25.postings_statement(
+            bm25.namespaces_scope(params, [NAMESPACE], generic=True), text
+        )
+        if arrays:
+            for old, new in ARRAYS:
+                self.postings_sql = _replaced(self.postings_sql, old, new)
+        if records:
+            self.postings_sql = _replaced(self.postings_sql, *RECORDS)
+        self.parts: dict[str, list[float]] = {
+            "postings": [],
+            "numpy": [],
+            "winners": [],
+            "count": [],
+            "fallback": [],
+        }
+
+    def winners(self, scored: bm25.Scored, count: int) -> tuple[str, list[object]]:
+        params = SqlParams()
+        scope = recall_scope(params, [NAMESPACE], RecallOptions(mode="keyword"), generic=True)
+        given = given_ranking(params, scored.top(count))
+        hits = fused_hits(scope, fused(None, given, None), None, "10", "NULL::vector", recheck=True)
+        return statement([], scope, hits), params.values
+
+    async def run(self, connection: asyncpg.Connection, claim: str) -> list[asyncpg.Record]:
+        started = time.perf_counter()
+        rows = await connection.fetch(self.postings_sql, claim, NAMESPACE)
+        fetched = time.perf_counter()
+        packed = _packed(rows) if self.arrays else _split_records(rows) if self.records else rows
+        scored = bm25.ranked(packed, self.k1, self.b)
+        scoring = time.perf_counter()
+        sql, values = self.winners(scored, CANDIDATES)
+        hits = await connection.fetch(sql, *values)
+        found = sum(row["id"] is not None for row in hits)
+        fallback = found < 10 and len(scored) > CANDIDATES
+        if fallback:
+            sql, values = self.winners(scored, len(scored))
+            hits = await connection.fetch(sql, *values)
+        done = time.perf_counter()
+        self.parts["postings"].append(fetched - started)
+        self.parts["numpy"].append(scoring - fetched)
+        self.parts["winners"].append(done - scoring)
+        self.parts["count"].append(bm25.postings_read(packed))
+        self.parts["fallback"].append(fallback)
+        return list(hits)
+
+
+def _same(ours: list[tuple[Any, float]], theirs: list[tuple[Any, float]]) -> bool:
+    """The same ids in the same order, each score within 1e-9."""
+    return len(ours) == len(theirs) and all(
+        a == c and abs(b - d) <= 1e-9 * max(1.0, abs(d))
+        for (a, b), (c, d) in zip(ours, theirs, strict=True)
+    )
+
+
+async def _python_legs(
+    connection: asyncpg.Connection,
+    shipped: str,
+    args: tuple[Any, ...],
+    claims: list[str],
+    k1: float,
+    b: float,
+) -> None:
+    """The shipped statement against the Python plan (bytes and arrays), alternated claim by
+    claim: round trip, client CPU (this thread), backend CPU, identical hits, the plan's parts."""
+    prepared = await connection.prepare(shipped)
+    backend = await connection.fetchval("SELECT pg_backend_pid()")
+    plans = {
+        "python (bytes)": _PythonPlan(False, k1, b),
+        "python (arrays)": _PythonPlan(True, k1, b),
+        "python (records)": _PythonPlan(False, k1, b, records=True),
+    }
+
+    async def leg(name: str, claim: str) -> list[asyncpg.Record]:
+        if name == "shipped":
+            return list(await prepared.fetch(*_with_claim(args, claims[0], claim)))
+        return await plans[name].run(connection, claim)
+
+    names = ["shipped", *plans]
+    latency: dict[str, list[float]] = {name: [] for name in names}
+    client: dict[str, list[float]] = {name: [] for name in names}
+    server: dict[str, list[float]] = {name: [] for name in names}
+    same = dict.fromkeys(names, 0)
+    ties = 0
+    for turn, claim in enumerate(claims[:WARMUP] + claims):
+        found = {}
+        for name in names if turn % 2 else names[::-1]:
+            before, cpu, started = _on_cpu(backend), time.thread_time(), time.perf_counter()
+            rows = await leg(name, claim)
+            elapsed = time.perf_counter() - started
+            if turn >= WARMUP:
+                latency[name].append(elapsed)
+                client[name].append(time.thread_time() - cpu)
+                server[name].append(_on_cpu(backend) - before)
+            found[name] = [(row["id"], float(row["score"])) for row in rows if row["id"]]
+        if turn >= WARMUP:
+            scores = [score for _, score in found["shipped"]]
+            ties += len(set(scores)) < len(scores)
+            for name in names:
+                same[name] += _same(found[name], found["shipped"])
+    for plan in plans.values():
+        for values in plan.parts.values():
+            del values[:WARMUP]
+    base = float(np.median(latency["shipped"]))
+    print(
+        f"SciFact keyword, {len(claims)} claims, the shipped statement against BM25 scored in "
+        f"Python, one connection ({_load_average()}); claims with tied scores in the top 10: "
+        f"{ties}"
+    )
+    for name in names:
+        p50, p99 = float(np.median(latency[name])), float(np.percentile(latency[name], 99))
+        print(
+            f"  {name:<16} p50 {p50 * 1000:6.2f} ms ({p50 / base:4.2f}x)  p99 {p99 * 1000:6.2f} ms"
+            f"  client CPU mean {np.mean(client[name]) * 1000:5.2f} ms  backend CPU mean "
+            f"{np.mean(server[name]) * 1000:5.2f} ms  identical {same[name]}/{len(claims)}",
+            flush=True,
+        )
+    for name, plan in plans.items():
+        parts = plan.parts
+        print(
+            f"  {name}: postings statement p50 {np.median(parts['postings']) * 1000:.2f} ms, "
+            f"scoring {np.median(parts['numpy']) * 1000:.2f} ms (p99 "
+            f"{np.percentile(parts['numpy'], 99) * 1000:.2f}), winners "
+            f"{np.median(parts['winners']) * 1000:.2f} ms; postings a claim p50 "
+            f"{np.median(parts['count']):.0f}, p99 {np.percentile(parts['count'], 99):.0f}; "
+            f"fallbacks {sum(parts['fallback'])}",
+            flush=True,
+        )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--claims", type=int, default=300)
     parser.add_argument("--profile", action="store_true", help="cProfile the Python side")
     parser.add_argument("--mode", choices=("keyword", "hybrid"), default="keyword")
+    parser.add_argument(
+        "--python", action="store_true", help="keyword: BM25 scored in Python (recall/bm25.py)"
+    )
     parser.add_argument(
         "--baseline", type=Path, default=None, help="a checkout whose keyword statement is a leg"
     )
@@ -382,6 +583,12 @@ async def main() -> None:
                 average = await connection.fetchval(
                     "SELECT avg(length(search))::float8 FROM memories"
                 )
+                if arguments.python:
+                    settings = store.settings
+                    await _python_legs(
+                        connection, shipped, args, claims, settings.bm25_k1, settings.bm25_b
+                    )
+                    return
                 legs = variants(shipped, documents, average)
                 if arguments.mode == "hybrid":  # the same levers inside the fused statement
                     legs = {name: legs[name] for name in ("shipped", *UNDONE)}

@@ -9,8 +9,8 @@ Each case is measured in four states, in turn: in its first space; after ``pgrec
 into a second space and ``--switch``; after ``--rollback``; after switching forward again. The
 second space holds the same vectors under another model name, so what differs between the
 states is the switch's doing (rows rewritten, the previous space's vectors kept in
-``space_vectors``, the graph rebuilt; with ``--compact`` the other indexes compacted), not the
-vectors. In each state: p50/p99 per recall mode (the same queries), the buffers of memories
+``space_vectors``, the graph rebuilt, the other indexes compacted unless ``--no-compact``),
+not the vectors. In each state: p50/p99 per recall mode (the same queries), the buffers of memories
 (heap and indexes) one vector and one keyword recall touch (hit, or read from outside shared
 buffers), and ``remember`` of one memory a call and of 1,000 a call into a namespace of that
 state's own.
@@ -260,7 +260,7 @@ async def _move(
     built, seconds of the build, seconds of the switch (its transaction, the wait for the
     processes' recheck, the graph's rebuild and its VACUUM, with ``compact`` the compaction of
     the other indexes), and of the compaction alone (``SpaceMover.switch``'s own, as
-    ``reembed --switch --compact`` runs it)."""
+    ``reembed --switch`` runs it unless ``--no-compact``)."""
     embedder = _embedder(SECOND, *known)
     built, build_seconds = 0, 0.0
     try:
@@ -374,8 +374,10 @@ async def main() -> None:
     )
     parser.add_argument(
         "--compact",
-        action="store_true",
-        help="end each move with the compaction of the indexes (reembed --switch --compact)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="end each move with the compaction of the indexes, as reembed --switch does "
+        "unless --no-compact",
     )
     arguments = parser.parse_args()
     cases = set(arguments.cases.split(","))

@@ -295,11 +295,11 @@ async def test_a_build_killed_half_way_resumes_in_two_processes_without_embeddin
     assert COUNT <= texts <= COUNT + batch
 
     # The CLI switches (the build is complete), then refuses two actions at once in one line.
-    code, stdout, stderr = await _reembed(environment, "--switch", "--compact")
+    code, stdout, stderr = await _reembed(environment, "--switch")
     assert code == 0, stderr
     assert "switched to ollama:nomic-embed-text" in stdout
     assert "0 memories embedded by this process" in stdout
-    assert " indexes compacted in " in stdout  # the switch's last step, when asked
+    assert " indexes compacted in " in stdout  # the switch's last step, unless --no-compact
     code, stdout, stderr = await _reembed(environment, "--compact")  # again, as after a kill
     assert code == 0, stderr
     compacted = re.match(r"(\d+) indexes compacted in ", stdout)
@@ -312,6 +312,15 @@ async def test_a_build_killed_half_way_resumes_in_two_processes_without_embeddin
     code, _, stderr = await _reembed(environment, "--drop-old", "--compact")
     assert code == 2
     assert "--compact alone or with --switch or --rollback" in stderr
+    # Back and forth again without the compaction: no index rebuilt.
+    code, stdout, stderr = await _reembed(environment, "--rollback", "--no-compact")
+    assert code == 0, stderr
+    assert "rolled back to local:" in stdout
+    assert " compacted " not in stdout
+    code, stdout, stderr = await _reembed(environment, "--switch", "--no-compact")
+    assert code == 0, stderr
+    assert "switched to ollama:nomic-embed-text" in stdout
+    assert " compacted " not in stdout
     code, stdout, _ = await _reembed(environment, "--drop-old")
     assert code == 0
     assert "dropped the vectors of local:" in stdout

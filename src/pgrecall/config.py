@@ -319,6 +319,12 @@ class Settings(BaseSettings):
         "two pool connections free) runs its two rankings at once on two connections, then "
         "fuses them in a third statement; under load, one statement",
     )
+    keyword_scoring: Literal["python", "sql"] = Field(
+        default="python",
+        description="BM25 of namespaces that read the keyword postings: scored in the server "
+        "(numpy) from the query's postings, fetched by one statement, or in PostgreSQL's "
+        "statement",
+    )
     rrf_k: float = Field(
         default=5.0, gt=0, description="reciprocal-rank-fusion constant: 1 / (rrf_k + rank)"
     )

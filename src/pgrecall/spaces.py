@@ -139,20 +139,21 @@ class SpaceMover:
         self,
         *,
         rollback: bool = False,
-        compact_indexes: bool = False,
+        compact_indexes: bool = True,
         compacting: Progress | None = None,
     ) -> Switched:
         """Make the built space active (the previous one with ``rollback``); once processes on
         the old settings have seen it, queue again what they wrote meanwhile, copy the vectors
-        of large namespaces again and rebuild their graph; with ``compact_indexes``, compact
-        the other indexes of ``memories`` as well (``compacting`` follows it; see ``compact``).
+        of large namespaces again and rebuild their graph; then, unless ``compact_indexes`` is
+        false, compact the other indexes of ``memories`` (``compacting`` follows it; see
+        ``compact``).
 
-        The compaction is asked for, not a default: it took keyword recall after a move from
-        1.10-1.11x the first space's to 0.91-1.04x after the first two moves (1.00-1.14 after
-        the third; 98 buffers a statement -> 83, 87 before any move), but the first bulk import
-        after it ran 0.22-0.28x the rate of the first space's copy at 100,000 memories (calls
-        2-4 of 1,000 a call 2.7x slower in a scratch A/B: the rebuilt btrees, not cold pages
-        nor the GIN indexes). benchmarks/RESULTS.md, issue 21, session 13.
+        The compaction is the default: without it keyword recall after a move ran 1.10-1.11x
+        the first space's (98 buffers a statement against 87 before any move), with it
+        0.91-1.04x (83 buffers). It once made the first bulk import after the switch 0.22-0.28x
+        as fast, from the order its rebuilds gave the indexes' OIDs (a planner tie, see
+        ``compaction``); rebuilt in the right order, that import runs as fast as without it.
+        benchmarks/RESULTS.md, issue 21, sessions 13 and 14.
 
         The switch's triggers drop every copy of the old space (migration 0014); left to a
         worker, a large namespace's exact recall read its long rows meanwhile: 1.2-1.8x slower

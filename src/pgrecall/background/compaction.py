@@ -8,10 +8,20 @@ out 1.10-1.11x the first space's copy in switch_cost's case (b) (benchmarks/RESU
 21, session 12). ``compact`` rebuilds each of those indexes with ``REINDEX INDEX CONCURRENTLY``,
 one at a time: it never blocks readers or writers, and runs outside a transaction. Measured
 with it (RESULTS.md, session 13): keyword recall's statements read 83 buffers after a move,
-against 94 without it and 87 in the first space; 3-9 s at 100,000 memories. Found with it, not
-explained: the first bulk import after the switch ran at 0.22-0.28x the first space's copy in a
-store of one namespace of 100,000 (0.38-0.46x for the first import in a scratch A/B at 30,000,
-then as fast as without).
+against 94 without it and 87 in the first space; 3-9 s at 100,000 memories.
+
+The order of the rebuilds matters. Each REINDEX CONCURRENTLY gives its index a new OID, and the
+planner weighs a table's indexes newest OID first, keeping the first of two paths of equal
+cost. Ingest's lookup of a namespace the statistics have not seen yet (``FIND_EXISTING``: one
+row estimated for it) costs the same through ``memories_pkey`` (namespace only, content_hash
+filtered) as through ``memories_namespace_content_hash_key``; rebuilt in the order of their
+names, the primary key came out newer and won, and each of a call's 1,000 probes read every
+row of the new namespace written so far: the first bulk import after a switch ran at
+0.22-0.28x the first space's copy at 100,000 memories in one namespace, until autoanalyze saw
+the namespace (scratch A/B at 30,000, seconds a call of 1,000: 0.37 / 0.53 / 0.80 / 0.13 /
+0.11 rebuilt by name, 0.16 / 0.18 / 0.11 / 0.12 / 0.14 rebuilt in this order, 0.28 / 0.17 /
+0.12 / 0.12 / 0.10 not compacted; a plain REINDEX, which keeps the OIDs, was not slower, nor
+was the fill factor or a checkpoint the cause; benchmarks/RESULTS.md, issue 21, session 14).
 
 The HNSW graph is left alone: the switch builds it again (``Indexer.catch_up(rebuild=True)``).
 
@@ -54,10 +64,15 @@ _LEFTOVERS = f"""
       AND c.relname ~ '{_LEFTOVER_NAME}'
     ORDER BY c.relname
 """
+# The order of the rebuilds decides which index wins a tie in the planner (see the module's
+# docstring): the lookup indexes of a text or key (unique, not the primary key) are rebuilt
+# last, so they come out with the newest OIDs and win, as in a store made by the migrations.
+# The rest keep their order among themselves. Decided by kind, not by what a killed
+# compaction left, so a re-run ends in the same order.
 _INDEXES = f"""
     SELECT format('%I', c.relname) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
     WHERE i.indrelid = '{MEMORIES}'::regclass AND i.indisvalid AND c.relname <> $1
-    ORDER BY c.relname
+    ORDER BY i.indisunique AND NOT i.indisprimary, i.indexrelid
 """
 # On Citus, the leftovers of each shard of memories (%s: the shard's name), dropped there.
 _SHARD_LEFTOVERS = f"""

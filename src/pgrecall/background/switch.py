@@ -8,9 +8,9 @@ keeps the active vectors in ``space_vectors`` (for a rollback), moves the target
 did), rebuilds the HNSW index, empty, for the target's size, and flips the states. Readers wait
 only for that last index swap; writers for the whole transaction (rows moved per second are in
 benchmarks/RESULTS.md). The graph is filled again after the commit (``Indexer.catch_up``), and
-when asked, the other indexes of ``memories``, which the move left half-empty, are rebuilt
-(``compaction.compact``). A check keeps ``memories`` to the active size; it is replaced in the
-same transaction.
+then (unless ``reembed --no-compact``) the other indexes of ``memories``, which the move left
+half-empty, are rebuilt (``compaction.compact``). A check keeps ``memories`` to the active
+size; it is replaced in the same transaction.
 
 Processes still configured for the old space learn of the switch within their guard's recheck
 interval (guard.py) and are refused from then on. What they wrote in between carries the old
@@ -74,8 +74,8 @@ _SET_STATE = "UPDATE embedding_spaces SET state = $2 WHERE id = $1"
 class Switched:
     """What a switch did: from which space to which, how many vectors moved, how many memories
     were queued again (a rollback's memories changed since the switch), and the compaction of
-    the indexes the move left half-empty, when asked (``SpaceMover.switch`` runs it after the
-    commit)."""
+    the indexes the move left half-empty (``SpaceMover.switch`` runs it after the commit unless
+    told not to; None then)."""
 
     old: SpaceState
     new: SpaceState

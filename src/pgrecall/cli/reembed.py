@@ -44,8 +44,8 @@ def _compacting(progress: Progress, task: TaskID) -> Compacting:
 
 
 async def _switch(mover: SpaceMover, *, rollback: bool, compact: bool) -> Switched:
-    """The switch (or rollback), with a bar over the indexes it compacts after the commit when
-    asked (``compact``)."""
+    """The switch (or rollback), with a bar over the indexes it compacts after the commit
+    (``compact``: unless ``--no-compact``)."""
     with _bar() as progress:
         task = progress.add_task("switching (waits for running processes to notice)", total=None)
         return await mover.switch(
@@ -119,23 +119,29 @@ def reembed_command(
     drop_old: bool = typer.Option(
         False, "--drop-old", help="free the previous space's vectors (no rollback afterwards)"
     ),
-    compact: bool = typer.Option(
-        False,
-        "--compact",
-        help="rebuild the indexes a switch left half-empty: alone, or as the last step of "
-        "--switch or --rollback (keyword recall reads ~12% fewer pages; the next bulk import "
-        "runs slower for a while)",
+    compact: bool | None = typer.Option(
+        None,
+        "--compact/--no-compact",
+        help="rebuild the indexes a switch leaves half-empty (keyword recall reads ~12% fewer "
+        "pages): the last step of --switch and --rollback unless --no-compact; --compact alone "
+        "runs it by itself (again after an interrupted one)",
     ),
 ) -> None:
     """Re-embed every memory with the configured model, resumably.
 
     Safe in several processes at once; PGRECALL_REEMBED_RATE throttles each (texts/s).
     """
-    if switch + rollback + drop_old > 1 or (compact and drop_old):
+    moves = switch or rollback
+    if (
+        switch + rollback + drop_old > 1
+        or (compact is not None and drop_old)
+        or (compact is False and not moves)
+    ):
         raise fail(
             InvalidInputError(
                 "--switch, --rollback and --drop-old go one at a time; "
-                "--compact alone or with --switch or --rollback"
+                "--compact alone or with --switch or --rollback; --no-compact with --switch or "
+                "--rollback"
             )
         )
-    run(_reembed(switch, rollback, drop_old, compact))
+    run(_reembed(switch, rollback, drop_old, compact is not False if moves else bool(compact)))
