@@ -471,27 +471,31 @@ class QueryService:
         )
         keyword_sql = ranking_statement((*terms, *keyword_ranked.ctes), keyword_ranked)
 
+        # The fusion runs on the keyword ranking's connection, kept, not on a third
+        # acquisition (an acquire and a release cost ~60 us, the release a task of its own:
+        # benchmarks/RESULTS.md, issue 25 session 14); the vector ranking's goes back at once.
         with database_errors():
-            vector_rows, keyword_rows = await asyncio.gather(
-                self._pool.fetch(vector_sql, *vector_values),
-                self._pool.fetch(keyword_sql, *keyword_params.values),
-            )
-
-        params = SqlParams()
-        scope = recall_scope(params, names, options, generic=generic)
-        sql = fused_statement(
-            params,
-            scope,
-            (vector_rows, keyword_rows),
-            # The keyword ranking's depth written out: its list's length against it decides
-            # the floor of score fusion (a shorter list holds every matching row).
-            self._fusion(params, options, row_limit(shape.depth)),
-            params.add(vector, "vector"),
-            row_limit(shape.wanted),
-            shape.embedding,
-        )
-        with database_errors():
-            return list(await self._pool.fetch(sql, *params.values))
+            async with self._pool.acquire() as connection:
+                async with self._pool.acquire() as other:
+                    vector_rows, keyword_rows = await asyncio.gather(
+                        other.fetch(vector_sql, *vector_values),
+                        connection.fetch(keyword_sql, *keyword_params.values),
+                    )
+                params = SqlParams()
+                scope = recall_scope(params, names, options, generic=generic)
+                sql = fused_statement(
+                    params,
+                    scope,
+                    (vector_rows, keyword_rows),
+                    # The keyword ranking's depth written out: its list's length against it
+                    # decides the floor of score fusion (a shorter list holds every matching
+                    # row).
+                    self._fusion(params, options, row_limit(shape.depth)),
+                    params.add(vector, "vector"),
+                    row_limit(shape.wanted),
+                    shape.embedding,
+                )
+                return list(await connection.fetch(sql, *params.values))
 
     def _fusion(self, params: SqlParams, options: RecallOptions, depth: str) -> Fusion:
         """The fusion of hybrid recall: the store's method, the recall's weights or the
