@@ -41,7 +41,9 @@ def test_both_handlers_give_the_same_answers_and_errors(agent: httpx.Client) -> 
         # refused by the store: min_score in keyword mode
         {"query": "tides", "namespaces": ["agent-a"], "mode": "keyword", "min_score": 0.5},
     ]
-    raw = [json.dumps(body).encode() for body in bodies] + [b'{"query": ', b"null", b"[]"]
+    # Deeper than the json module recurses: RecursionError, not a ValueError.
+    deep = b'{"query": "tides", "filter": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    raw = [json.dumps(body).encode() for body in bodies] + [b'{"query": ', b"null", b"[]", deep]
     statuses = []
     for body in raw:
         lean, standard = _post(agent, body, LEAN), _post(agent, body, FASTAPI)

@@ -52,7 +52,7 @@ class LeanJsonRoute(APIRoute):
                 raw = await request.body()  # kept by the request for FastAPI's handler
                 try:
                     payload = json.loads(raw)
-                except ValueError:
+                except (ValueError, RecursionError):  # nested deeper than json recurses
                     payload = None
                 if payload is not None:
                     value, errors = body_field.validate(payload, {}, loc=("body",))
