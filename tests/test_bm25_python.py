@@ -113,6 +113,27 @@ async def test_python_scoring_finds_the_sql_plans_hits(
     assert all("word3 " not in hit.content for hit in expired.hits)
 
 
+async def test_hostile_query_text_stays_lexemes_in_the_python_plan(stores: Stores) -> None:
+    """Quotes, backslashes, tsquery operators and SQL in a query reach the postings statement
+    (and its tsquery over the rows not moved yet) as lexemes only: the same hits as the SQL
+    plan, and words among them still found."""
+    python, sql, sent = stores
+    for query in (
+        "O'Reilly's \\'; DROP TABLE memories; -- tides",
+        "tides:* | orchards & !glaciers <-> (x)",
+        "\\ \\' '' \\\\",
+        "the and of",  # stopwords only: no lexeme at all
+    ):
+        for mode in ("keyword", "hybrid"):
+            sent.clear()
+            ours = await python.recall(query, namespace="kb", mode=mode)  # type: ignore[arg-type]
+            theirs = await sql.recall(query, namespace="kb", mode=mode)  # type: ignore[arg-type]
+            assert _scored_in_python(sent), (query, mode)
+            assert _hits(ours) == _hits(theirs), (query, mode)
+            if "tides" in query and mode == "keyword":
+                assert any("tides" in hit.content for hit in ours.hits)
+
+
 async def test_too_few_passing_candidates_send_every_scored_memory(stores: Stores) -> None:
     """A narrow filter drops most of the best-scored memories: the winners' statement, given
     the best 2 x k, finds fewer than k and is sent again with every scored memory."""
