@@ -29,7 +29,14 @@ import numpy.typing as npt
 from asyncpg.pgproto.pgproto import UUID
 
 from pgrecall.db.params import SqlParams
-from pgrecall.recall.sql import QUERY_LEXEMES, Ranking, Scope, postings_count, query_terms
+from pgrecall.recall.sql import (
+    QUERY_LEXEMES,
+    Ranking,
+    Scope,
+    namespace_comparison,
+    postings_count,
+    query_terms,
+)
 
 # A memory id as the postings statement packs it (uuid_send), and a count (int4send).
 _ID = np.dtype("V16")
@@ -40,11 +47,11 @@ _COUNT = np.dtype(">i4")
 def namespaces_scope(params: SqlParams, names: Sequence[str], *, generic: bool) -> Scope:
     """The scope of the postings statement: the namespaces alone, compared as
     ``recall.sql.recall_scope`` compares them (the other conditions are the winners')."""
-    if generic and len(names) == 1:
-        in_namespaces = f"= {params.add(names[0], 'text')}"
-    else:
-        in_namespaces = f"= ANY({params.add(list(names), 'text[]')})"
-    return Scope(in_namespaces=in_namespaces, conditions="TRUE", one_namespace=len(names) == 1)
+    return Scope(
+        in_namespaces=namespace_comparison(params, names, generic=generic),
+        conditions="TRUE",
+        one_namespace=len(names) == 1,
+    )
 
 
 def postings_statement(scope: Scope, text: str) -> str:

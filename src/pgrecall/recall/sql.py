@@ -8,6 +8,7 @@ text. A ranking is a list of named subqueries (CTEs) plus a select with columns
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pgrecall.background.expiry import unexpired
@@ -427,6 +428,14 @@ def standardised(ranking: Ranking, floor: str) -> str:
     """
 
 
+def namespace_comparison(params: SqlParams, names: Sequence[str], *, generic: bool) -> str:
+    """How a statement compares its namespaces, after a column: "= $n" for one namespace when
+    ``generic`` (see the service on generic plans), else "= ANY($n)"."""
+    if generic and len(names) == 1:
+        return f"= {params.add(names[0], 'text')}"
+    return f"= ANY({params.add(list(names), 'text[]')})"
+
+
 def recall_scope(
     params: SqlParams, names: list[str], options: RecallOptions, *, generic: bool
 ) -> Scope:
@@ -434,10 +443,7 @@ def recall_scope(
     created range and passing the metadata filter; read from the versions current at
     ``as_of`` when asked. ``generic``: one namespace is compared with "=" (see the service on
     generic plans)."""
-    if generic and len(names) == 1:
-        in_namespaces = f"= {params.add(names[0], 'text')}"
-    else:
-        in_namespaces = f"= ANY({params.add(names, 'text[]')})"
+    in_namespaces = namespace_comparison(params, names, generic=generic)
     conditions = [
         f"m.namespace {in_namespaces}",
         unexpired("m"),
