@@ -106,7 +106,7 @@ async def scifact_store(dsn: str) -> tuple[str, Taught, MemoryStore]:
     """SciFact's abstracts in one namespace of a fresh database, postings and copies moved."""
     memories = _load("memories.jsonl")
     claims = [q["question"] for q in _load("queries.jsonl")]
-    documents, vectors = scifact_vectors([m["text"] for m in memories], claims)
+    documents, vectors = await scifact_vectors([m["text"] for m in memories], claims)
     taught: Taught = [([m["text"] for m in memories], documents), (claims, vectors)]
     database = await fresh_database(dsn, "http_layers")
     store = await _open(database, taught)

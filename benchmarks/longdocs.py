@@ -97,7 +97,7 @@ def scifact_cache() -> tuple[np.ndarray, np.ndarray] | None:
     return stored["documents"], stored["queries"]
 
 
-def scifact_vectors(abstracts: list[str], claims: list[str]) -> tuple[np.ndarray, np.ndarray]:
+async def scifact_vectors(abstracts: list[str], claims: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """The local model's vectors of the abstracts (document prefix) and the test claims (query
     prefix): computed once (minutes of CPU), then read from a cache named for the model."""
     cached = scifact_cache()
@@ -116,7 +116,7 @@ def scifact_vectors(abstracts: list[str], claims: list[str]) -> tuple[np.ndarray
             await embedder.aclose()
 
     print("embedding the SciFact abstracts and claims once (minutes)", flush=True)
-    documents, queries = asyncio.run(embed())
+    documents, queries = await embed()
     result = np.asarray(documents, dtype=np.float32), np.asarray(queries, dtype=np.float32)
     cache = _scifact_cache_path()
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -390,7 +390,7 @@ async def scifact(
     tests = _load("queries.jsonl", limit)
     taught: Taught = []
     if not random_vectors:
-        documents, claims = scifact_vectors(
+        documents, claims = await scifact_vectors(
             [m["text"] for m in memories], [q["question"] for q in _load("queries.jsonl")]
         )
         taught = [
