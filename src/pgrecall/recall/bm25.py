@@ -198,7 +198,7 @@ def checked_ranking(
     any more); the winners are read in fused order until enough are found
     (``recall.sql.fused_hits``' recheck), so it is skipped there, as a split recall skips its
     vector ranking's. Probing each of hybrid's ~100 best in SciFact's long rows cost its
-    winners' statement 1.68x (benchmarks/RESULTS.md, issue 25 session 15).
+    winners' statement 1.36-1.68x (benchmarks/RESULTS.md, issue 25 session 15).
 
     Otherwise the scope's probe per row in that order, as ``recall.sql.keyword_ranking``
     checks its best-scored rows (in one namespace a lateral probe per row, which keeps the

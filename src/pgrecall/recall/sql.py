@@ -130,7 +130,7 @@ def copied_nearest(
     vector and space (the triggers of migration 0014 drop a copy whose vector or space changes,
     or whose row is deleted), so every row of the namespace is a candidate once, exactly.
     Checking each candidate's scope by a primary-key probe into ``memories`` instead (a long
-    row a page, ~3 us a probe) cost hybrid's vector ranking at depth 100 1.09x on SciFact
+    row a page, ~3 us a probe) cost hybrid's vector ranking at depth 100 1.08x on SciFact
     (benchmarks/RESULTS.md, issue 25 session 15). ``columns`` are the candidates' (namespace,
     id)."""
     if scope.excluded is None:
