@@ -7,11 +7,37 @@ there is none yet, the pending state) replaces it, so a row never holds a stale 
 
 from pgrecall.ingest.plan import COLUMN_NAMES, column_types
 
+
+def _probe(identity: str, namespace: str, columns: str) -> str:
+    """A LATERAL subquery over memories for each wanted row ``w``: of the namespace
+    ``namespace`` (a parameter), the row whose ``identity`` (``content_hash``, of unkeyed rows,
+    or ``key``) is the least at or past ``w``'s, through the unique index of that identity kind,
+    as ``probed`` beside ``columns``; the statement keeps it only where ``probed`` equals
+    ``w``'s. Each probe reads at most one row of the namespace, whatever the statistics say.
+
+    The ordered range, not an equality, is what makes the probe one index's: for a namespace
+    the statistics have not seen (one large namespace's store, estimated at one row) the
+    primary key, led by the namespace too, costs the same as the unique index for an equality,
+    and the planner kept whichever it had met first: the newer OID, so after a ``REINDEX
+    CONCURRENTLY memories_pkey`` each probe read the whole new namespace through the primary
+    key, filtering the identity (a first bulk import into it 0.22-0.28x the rate; RESULTS.md,
+    issue 21, sessions 13-14). Ordered by the identity, only the unique index returns the first
+    row without sorting the namespace. A miss reads the next row of the namespace, if any.
+    """
+    unkeyed = " AND m.key IS NULL" if identity == "content_hash" else ""
+    return f"""CROSS JOIN LATERAL (
+            SELECT m.{identity} AS probed, {columns} FROM memories m
+            WHERE m.namespace = {namespace}::text AND m.namespace = w.namespace
+              AND m.{identity} >= w.{identity}{unkeyed}
+            ORDER BY m.{identity} LIMIT 1
+        ) AS m"""
+
+
 # Which of a chunk's memories already have a row (they are upserted; the others are copied in),
 # and which of those rows hold a vector this store can keep (their text is not embedded again);
 # one row: the positions found, whether each is reusable, and the server's clock (new rows of a
 # call are stamped from it, see COPY_COLUMNS). One branch per identity kind, each probing the
-# columns of its unique partial index for each wanted row (a join on "key IS NOT DISTINCT FROM"
+# unique index of its kind for each wanted row (``_probe``; a join on "key IS NOT DISTINCT FROM"
 # can use neither index and scanned the namespace or the table).
 #
 # Asked of one namespace at a time ($6, the namespace of every wanted row; the service groups a
@@ -21,7 +47,8 @@ from pgrecall.ingest.plan import COLUMN_NAMES, column_types
 # estimate one row for it), e.g. the first imports into a new namespace of a store holding one
 # large one: 380 ms for 400 wanted rows against 2.3 ms probing (30,000 rows in one namespace plus
 # 5,000 new; switch_cost's batched legs ran at 538-773 memories/s instead of ~8,000).
-FIND_EXISTING = """
+_FOUND = "m.embedding, m.space_id, m.search_text"
+FIND_EXISTING = f"""
     WITH wanted AS (
         SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $5::text[]) WITH ORDINALITY
                       AS w(namespace, content_hash, key, search_text, position)
@@ -30,27 +57,19 @@ FIND_EXISTING = """
                m.embedding IS NOT NULL AND m.space_id = $4
                AND m.search_text IS NOT DISTINCT FROM w.search_text AS reusable
         FROM wanted w
-        CROSS JOIN LATERAL (
-            SELECT m.embedding, m.space_id, m.search_text FROM memories m
-            WHERE m.namespace = $6::text AND m.namespace = w.namespace
-              AND m.content_hash = w.content_hash AND m.key IS NULL
-            LIMIT 1
-        ) AS m
-        WHERE w.key IS NULL
+        {_probe("content_hash", "$6", _FOUND)}
+        WHERE w.key IS NULL AND m.probed = w.content_hash
         UNION ALL
         SELECT w.position,
                m.content_hash = w.content_hash AND m.embedding IS NOT NULL AND m.space_id = $4
                AND m.search_text IS NOT DISTINCT FROM w.search_text
         FROM wanted w
-        CROSS JOIN LATERAL (
-            SELECT m.content_hash, m.embedding, m.space_id, m.search_text FROM memories m
-            WHERE m.namespace = $6::text AND m.namespace = w.namespace AND m.key = w.key
-            LIMIT 1
-        ) AS m
+        {_probe("key", "$6", "m.content_hash, " + _FOUND)}
+        WHERE m.probed = w.key
     )
     SELECT clock_timestamp() AS clock,
-           coalesce(array_agg(position), '{}') AS positions,
-           coalesce(array_agg(reusable), '{}') AS reusable
+           coalesce(array_agg(position), '{{}}') AS positions,
+           coalesce(array_agg(reusable), '{{}}') AS reusable
     FROM found
 """
 
@@ -67,6 +86,9 @@ _SETTLED = """m.status = 'embedded' AND m.embed_error IS NULL
               AND m.expires_at IS NOT DISTINCT FROM w.expires_at
               AND m.valid_from IS NOT DISTINCT FROM w.valid_from
               AND m.valid_until IS NOT DISTINCT FROM w.valid_until AND m.invalid_reason IS NULL"""
+_COMPARED = """m.id, m.content_hash, m.status, m.embed_error, m.embed_attempts, m.space_id,
+                   m.search_text, m.expires_at, m.valid_from, m.valid_until, m.invalid_reason,
+                   m.metadata"""
 FIND_UNCHANGED = f"""
     WITH wanted AS (
         SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $5::text[], $6::text[],
@@ -77,25 +99,16 @@ FIND_UNCHANGED = f"""
     )
     SELECT w.position, m.id
     FROM wanted w
-    CROSS JOIN LATERAL (
-        SELECT m.id FROM memories m
-        WHERE m.namespace = $10::text AND m.namespace = w.namespace
-          AND m.content_hash = w.content_hash AND m.key IS NULL
-          AND {_SETTLED}
-          AND m.metadata || w.metadata::jsonb = m.metadata
-        LIMIT 1
-    ) AS m
-    WHERE w.key IS NULL
+    {_probe("content_hash", "$10", _COMPARED)}
+    WHERE w.key IS NULL AND m.probed = w.content_hash
+      AND {_SETTLED}
+      AND m.metadata || w.metadata::jsonb = m.metadata
     UNION ALL
     SELECT w.position, m.id
     FROM wanted w
-    CROSS JOIN LATERAL (
-        SELECT m.id FROM memories m
-        WHERE m.namespace = $10::text AND m.namespace = w.namespace AND m.key = w.key
-          AND m.content_hash = w.content_hash AND {_SETTLED}
-          AND m.metadata = w.metadata::jsonb
-        LIMIT 1
-    ) AS m
+    {_probe("key", "$10", _COMPARED)}
+    WHERE m.probed = w.key AND m.content_hash = w.content_hash AND {_SETTLED}
+      AND m.metadata = w.metadata::jsonb
 """
 
 # New memories go in by binary COPY (ids made by the client), known ones by an upsert of the same
