@@ -8,27 +8,27 @@ there is none yet, the pending state) replaces it, so a row never holds a stale 
 from pgrecall.ingest.plan import COLUMN_NAMES, column_types
 
 
-def _probe(identity: str, namespace: str, columns: str) -> str:
-    """A LATERAL subquery over memories for each wanted row ``w``: of the namespace
-    ``namespace`` (a parameter), the row whose ``identity`` (``content_hash``, of unkeyed rows,
-    or ``key``) is the least at or past ``w``'s, through the unique index of that identity kind,
-    as ``probed`` beside ``columns``; the statement keeps it only where ``probed`` equals
-    ``w``'s. Each probe reads at most one row of the namespace, whatever the statistics say.
+def _probe(identity: str, namespace: str, columns: str, conditions: str = "") -> str:
+    """A LATERAL subquery returning ``columns`` of the row of memories, in the namespace
+    ``namespace`` (a parameter), whose ``identity`` (``content_hash``, of unkeyed rows, or
+    ``key``) is the wanted row ``w``'s and that meets ``conditions``: one probe of the unique
+    index of that identity kind, whatever the statistics say.
 
-    The ordered range, not an equality, is what makes the probe one index's: for a namespace
-    the statistics have not seen (one large namespace's store, estimated at one row) the
-    primary key, led by the namespace too, costs the same as the unique index for an equality,
-    and the planner kept whichever it had met first: the newer OID, so after a ``REINDEX
+    The identity is asked as an ordered range, ``BETWEEN`` it and itself ``ORDER BY`` it, not
+    as an equality: for a namespace the statistics have not seen (estimated at one row) the
+    primary key, led by the namespace too, cost the same as the unique index for an equality,
+    and the planner kept whichever it had met first (the newer OID), so after a ``REINDEX
     CONCURRENTLY memories_pkey`` each probe read the whole new namespace through the primary
-    key, filtering the identity (a first bulk import into it 0.22-0.28x the rate; RESULTS.md,
-    issue 21, sessions 13-14). Ordered by the identity, only the unique index returns the first
-    row without sorting the namespace. A miss reads the next row of the namespace, if any.
+    key, filtering the identity (a first bulk import 0.22-0.28x the rate; RESULTS.md, issue
+    21, sessions 13-14). Ordered, only the unique index returns the row without a sort. Both
+    bounds, not ``>=`` alone: with no upper bound the btree read the rest of the leaf page at
+    each probe, and remembering 100,000 known memories again took 1.45x the backends' CPU.
     """
     unkeyed = " AND m.key IS NULL" if identity == "content_hash" else ""
     return f"""CROSS JOIN LATERAL (
-            SELECT m.{identity} AS probed, {columns} FROM memories m
+            SELECT {columns} FROM memories m
             WHERE m.namespace = {namespace}::text AND m.namespace = w.namespace
-              AND m.{identity} >= w.{identity}{unkeyed}
+              AND m.{identity} BETWEEN w.{identity} AND w.{identity}{unkeyed}{conditions}
             ORDER BY m.{identity} LIMIT 1
         ) AS m"""
 
@@ -58,14 +58,13 @@ FIND_EXISTING = f"""
                AND m.search_text IS NOT DISTINCT FROM w.search_text AS reusable
         FROM wanted w
         {_probe("content_hash", "$6", _FOUND)}
-        WHERE w.key IS NULL AND m.probed = w.content_hash
+        WHERE w.key IS NULL
         UNION ALL
         SELECT w.position,
                m.content_hash = w.content_hash AND m.embedding IS NOT NULL AND m.space_id = $4
                AND m.search_text IS NOT DISTINCT FROM w.search_text
         FROM wanted w
         {_probe("key", "$6", "m.content_hash, " + _FOUND)}
-        WHERE m.probed = w.key
     )
     SELECT clock_timestamp() AS clock,
            coalesce(array_agg(position), '{{}}') AS positions,
@@ -86,9 +85,12 @@ _SETTLED = """m.status = 'embedded' AND m.embed_error IS NULL
               AND m.expires_at IS NOT DISTINCT FROM w.expires_at
               AND m.valid_from IS NOT DISTINCT FROM w.valid_from
               AND m.valid_until IS NOT DISTINCT FROM w.valid_until AND m.invalid_reason IS NULL"""
-_COMPARED = """m.id, m.content_hash, m.status, m.embed_error, m.embed_attempts, m.space_id,
-                   m.search_text, m.expires_at, m.valid_from, m.valid_until, m.invalid_reason,
-                   m.metadata"""
+# What an unchanged unkeyed row also holds: metadata the merge would not change; a keyed one:
+# the same text and metadata.
+_UNKEYED_UNCHANGED = f" AND {_SETTLED} AND m.metadata || w.metadata::jsonb = m.metadata"
+_KEYED_UNCHANGED = (
+    f" AND m.content_hash = w.content_hash AND {_SETTLED} AND m.metadata = w.metadata::jsonb"
+)
 FIND_UNCHANGED = f"""
     WITH wanted AS (
         SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $5::text[], $6::text[],
@@ -99,16 +101,12 @@ FIND_UNCHANGED = f"""
     )
     SELECT w.position, m.id
     FROM wanted w
-    {_probe("content_hash", "$10", _COMPARED)}
-    WHERE w.key IS NULL AND m.probed = w.content_hash
-      AND {_SETTLED}
-      AND m.metadata || w.metadata::jsonb = m.metadata
+    {_probe("content_hash", "$10", "m.id", _UNKEYED_UNCHANGED)}
+    WHERE w.key IS NULL
     UNION ALL
     SELECT w.position, m.id
     FROM wanted w
-    {_probe("key", "$10", _COMPARED)}
-    WHERE m.probed = w.key AND m.content_hash = w.content_hash AND {_SETTLED}
-      AND m.metadata = w.metadata::jsonb
+    {_probe("key", "$10", "m.id", _KEYED_UNCHANGED)}
 """
 
 # New memories go in by binary COPY (ids made by the client), known ones by an upsert of the same
