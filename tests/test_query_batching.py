@@ -89,7 +89,7 @@ async def test_a_busy_embedder_fails_every_recall_of_the_batch(
             *(store.recall(text, namespace="team", mode="vector") for text in MEMORIES[:3]),
             return_exceptions=True,
         )
-        assert all(isinstance(outcome, EmbedderBusyError) for outcome in outcomes)
+        assert all(isinstance(outcome, EmbedderBusyError) for outcome in outcomes), outcomes
         assert len(_embed_calls(ollama)) - before == 2
     finally:
         await store.close()

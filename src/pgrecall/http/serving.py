@@ -36,8 +36,9 @@ WORKER_HEALTHCHECK_SECONDS = 60
 
 # uvicorn's HTTP parser: httptools (C) rather than h11 (pure Python). One client, SciFact,
 # alternated claim by claim against the same store served with h11 (``python -m
-# benchmarks.http_layers --servers``, RESULTS.md, issue 25 session 15): ``GET /healthz``
-# 1.38 -> 1.08 ms, 1.30 -> 1.04, 1.54 -> 1.17 (0.76-0.80x) in three passes, locked, load 3.3-4.3.
+# benchmarks.http_layers --servers``, RESULTS.md, issue 25 session 15): ``GET /healthz``, the
+# floor of every request, 0.71-0.80x (1.15-1.54 -> 0.83-1.17 ms) in six passes over two runs,
+# the server's CPU per recall 0.07-0.50 ms lower in four of six.
 HTTP_PARSER = "httptools"
 
 
