@@ -14,7 +14,8 @@ process's for ``http`` (its user + system time from /proc).
 
 ``--servers`` names the uvicorn setups to serve with, each a server of its own whose ``http``
 and ``healthz`` legs take turns with the others (``SERVERS``: ``h11`` is uvicorn without its
-optional speedups, ``httptools`` its C parser, ``uvloop`` its event loop, ``both``).
+optional speedups, ``httptools`` its C parser (``pgrecall serve``'s, the default), ``uvloop``
+its event loop, ``both``).
 
 Written for issue 25 (benchmarks/RESULTS.md, session 14), where HTTP added 1.25-1.6 ms to each
 mode over the in-process recall and the question was which layer holds it; ``--servers`` for
@@ -165,7 +166,11 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--limit", type=int, default=None, help="SciFact claims (all: 300)")
     parser.add_argument("--modes", default=",".join(MODES))
-    parser.add_argument("--servers", default="h11", help=f"uvicorn setups, of {', '.join(SERVERS)}")
+    parser.add_argument(
+        "--servers",
+        default="httptools",
+        help=f"uvicorn setups (default: serve's), of {', '.join(SERVERS)}",
+    )
     arguments = parser.parse_args()
     print(f"{machine()}; {_load_average()}")
     questions = [q["question"] for q in _load("queries.jsonl", arguments.limit)]
