@@ -12,8 +12,14 @@ round trip to that server: the floor of any request). Then the CPU milliseconds 
 each way, in blocks of every claim: this process's for ``in-process`` and ``asgi``, the server
 process's for ``http`` (its user + system time from /proc).
 
+``--servers`` names the uvicorn setups to serve with, each a server of its own whose ``http``
+and ``healthz`` legs take turns with the others (``SERVERS``: ``h11`` is uvicorn without its
+optional speedups, ``httptools`` its C parser (``pgrecall serve``'s, the default), ``uvloop``
+its event loop, ``both``).
+
 Written for issue 25 (benchmarks/RESULTS.md, session 14), where HTTP added 1.25-1.6 ms to each
-mode over the in-process recall and the question was which layer holds it.
+mode over the in-process recall and the question was which layer holds it; ``--servers`` for
+session 15, which measured uvicorn's optional speedups for one client.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import psutil
 from fastapi import FastAPI
 
 from benchmarks.common import embedded_server, fresh_database, machine
+from benchmarks.lean_http import Client
 from benchmarks.longdocs import (
     MODES,
     NAMESPACE,
@@ -122,23 +129,32 @@ async def scifact_store(dsn: str) -> tuple[str, Taught, MemoryStore]:
     return database, taught, store
 
 
-def _server_process() -> psutil.Process:
-    """The HTTP server: the child multiprocessing spawned (not its resource tracker, not
-    PostgreSQL)."""
+# uvicorn setups to compare (``--servers``): its event loop and its HTTP parser.
+SERVERS = {
+    "h11": {"loop": "asyncio", "http": "h11"},
+    "httptools": {"loop": "asyncio", "http": "httptools"},
+    "uvloop": {"loop": "uvloop", "http": "h11"},
+    "both": {"loop": "uvloop", "http": "httptools"},
+}
+
+
+def _server_process(known: set[int]) -> psutil.Process:
+    """The HTTP server started last: the child multiprocessing spawned (not its resource
+    tracker, not PostgreSQL) that is not in ``known``."""
     for child in psutil.Process().children():
-        if "spawn_main" in " ".join(child.cmdline()):
+        if child.pid not in known and "spawn_main" in " ".join(child.cmdline()):
             return child
     raise RuntimeError("no server process found")
 
 
 async def cpu_per_recall(
-    ways: dict[str, Recall], questions: list[str], mode: str, server: psutil.Process
+    ways: dict[str, Recall], questions: list[str], mode: str, servers: dict[str, psutil.Process]
 ) -> dict[str, float]:
     """CPU milliseconds per recall of each way, a block of every claim each: the server's for
-    ``http``, this process's for the others."""
+    an ``http`` way (``servers``, by the way's name), this process's for the others."""
     spent = {}
     for name, recall in ways.items():
-        process = server if name == "http" else psutil.Process()
+        process = servers.get(name, psutil.Process())
         before = sum(process.cpu_times()[:2])
         for question in questions:
             await recall(question, NAMESPACE, mode)
@@ -150,51 +166,71 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--limit", type=int, default=None, help="SciFact claims (all: 300)")
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument(
+        "--servers",
+        default="httptools",
+        help=f"uvicorn setups (default: serve's), of {', '.join(SERVERS)}",
+    )
     arguments = parser.parse_args()
     print(f"{machine()}; {_load_average()}")
     questions = [q["question"] for q in _load("queries.jsonl", arguments.limit)]
+    setups = arguments.servers.split(",")
     async with embedded_server() as dsn, contextlib.AsyncExitStack() as stack:
         database, taught, store = await scifact_store(dsn)
         stack.push_async_callback(store.close)
         app = create_app(store.settings, store=store)
         app.state.store = store  # what the lifespan does with a store given
-        clients = await stack.enter_async_context(http_clients(database, taught))
-        lean = clients["http"]
-        server = _server_process()
-
-        async def healthz(query: str, namespace: str, mode: str) -> list[str]:
-            (await lean.get("/healthz")).raise_for_status()  # type: ignore[attr-defined]
-            return []
-
         ways: dict[str, Recall] = {
             "in-process": in_process(store, "key"),
             "asgi": through_asgi(app),
-            "http": over_http(lean, "key"),
         }
-        print(f"{'mode':<9}" + "".join(f"{name + ' p50':>16}" for name in [*ways, "healthz"]))
+        floors: dict[str, Recall] = {}
+        servers: dict[str, psutil.Process] = {}
+        for setup in setups:
+            clients = await stack.enter_async_context(
+                http_clients(database, taught, SERVERS[setup])
+            )
+            name = "http" if len(setups) == 1 else f"http-{setup}"
+            ways[name] = over_http(clients["http"], "key")
+            floors[name.replace("http", "healthz", 1)] = _healthz(clients["http"])
+            servers[name] = _server_process({process.pid for process in servers.values()})
+        legs = [*ways, *floors]
+        print(f"{'mode':<9}" + "".join(f"{name + ' p50':>22}" for name in legs))
         for mode in arguments.modes.split(","):
-            measured = await measure({**ways, "healthz": healthz}, questions, NAMESPACE, mode)
-            found = {name: hits for name, (_, hits) in measured.items() if name != "healthz"}
+            measured = await measure({**ways, **floors}, questions, NAMESPACE, mode)
+            found = {name: hits for name, (_, hits) in measured.items() if name in ways}
             same = sum(
                 len({json.dumps(hits[i]) for hits in found.values()}) == 1
                 for i in range(len(questions))
             )
             p50 = {name: timing[0] for name, (timing, _) in measured.items()}
+            p99 = {name: timing[1] for name, (timing, _) in measured.items()}
             print(
                 f"{mode:<9}"
-                + "".join(f"{p50[name]:>13.3f} ms" for name in [*ways, "healthz"])
-                + f"  asgi - in-process {p50['asgi'] - p50['in-process']:+.3f}, http - asgi"
-                f" {p50['http'] - p50['asgi']:+.3f}; identical {same}/{len(questions)}"
-                f"  ({_load_average()})",
+                + "".join(f"{p50[name]:>19.3f} ms" for name in legs)
+                + f"  asgi - in-process {p50['asgi'] - p50['in-process']:+.3f}, "
+                + ", ".join(f"{name} - asgi {p50[name] - p50['asgi']:+.3f}" for name in servers)
+                + f"; p99 {', '.join(f'{name} {p99[name]:.2f}' for name in ways)}"
+                + f"; identical {same}/{len(questions)}  ({_load_average()})",
                 flush=True,
             )
-            cpu = await cpu_per_recall(ways, questions, mode, server)
+            cpu = await cpu_per_recall(ways, questions, mode, servers)
             print(
                 f"{'':<9}CPU ms per recall: "
                 + ", ".join(f"{name} {seconds:.3f}" for name, seconds in cpu.items())
-                + f" (server)  ({_load_average()})",
+                + f" (http: the server's)  ({_load_average()})",
                 flush=True,
             )
+
+
+def _healthz(client: Client) -> Recall:
+    """A ``GET /healthz`` round trip on ``client``'s connection: the floor of any request."""
+
+    async def healthz(query: str, namespace: str, mode: str) -> list[str]:
+        (await client.get("/healthz")).raise_for_status()  # type: ignore[attr-defined]
+        return []
+
+    return healthz
 
 
 if __name__ == "__main__":

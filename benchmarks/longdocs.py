@@ -266,10 +266,16 @@ def _free_port() -> int:
 
 
 def _serve(
-    dsn: str, port: int, taught: Taught, pipe: Connection, overrides: dict[str, Any]
+    dsn: str,
+    port: int,
+    taught: Taught,
+    pipe: Connection,
+    overrides: dict[str, Any],
+    server_options: dict[str, str],
 ) -> None:
     """Child process: the HTTP API on ``port`` until the pipe closes (or an hour passes), its
-    store's settings changed by ``overrides``."""
+    store's settings changed by ``overrides``, uvicorn's by ``server_options`` (``loop``,
+    ``http``: its defaults pick uvloop and httptools when installed)."""
     import threading
 
     import uvicorn
@@ -284,6 +290,7 @@ def _serve(
             port=port,
             access_log=False,
             log_level="warning",
+            **server_options,  # type: ignore[arg-type]
         )
         server = uvicorn.Server(config)
 
@@ -303,15 +310,17 @@ def _serve(
 
 @contextlib.asynccontextmanager
 async def http_clients(
-    dsn: str, taught: Taught, **overrides: Any
+    dsn: str, taught: Taught, server_options: dict[str, str] | None = None, **overrides: Any
 ) -> AsyncIterator[dict[str, Client]]:
     """Clients of the API served by a child process on the database ``dsn`` (its store's
-    settings changed by ``overrides``): "http" (a lean client, ``lean_http``: the server's own
-    time) and "httpx"."""
+    settings changed by ``overrides``, uvicorn's by ``server_options``): "http" (a lean client,
+    ``lean_http``: the server's own time) and "httpx"."""
     port = _free_port()
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
-    child = context.Process(target=_serve, args=(dsn, port, taught, theirs, overrides))
+    child = context.Process(
+        target=_serve, args=(dsn, port, taught, theirs, overrides, server_options or {})
+    )
     child.start()
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     try:

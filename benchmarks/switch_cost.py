@@ -1,7 +1,8 @@
 """What changing the embedding model costs the hot paths: recall and ingest, before and after.
 
     python -m benchmarks.switch_cost [--cases a,b] [--rows 100000] [--queries 300]
-                                     [--single 300] [--batches 5] [--rounds 3]
+                                     [--single 300] [--batches 30] [--rounds 3]
+                                     [--statistics N] [--states 4]
 
 One process, one embedded PostgreSQL, the synthetic corpus of recall_latency: (a) one namespace
 of ``--rows`` (through the HNSW graph), (b) 100 namespaces of ``--rows / 100`` (exact scans).
@@ -10,24 +11,28 @@ into a second space and ``--switch``; after ``--rollback``; after switching forw
 second space holds the same vectors under another model name, so what differs between the
 states is the switch's doing (rows rewritten, the previous space's vectors kept in
 ``space_vectors``, the graph rebuilt, the other indexes compacted unless ``--no-compact``),
-not the vectors. In each state: p50/p99 per recall mode (the same queries), the buffers of memories
-(heap and indexes) one vector and one keyword recall touch (hit, or read from outside shared
-buffers), and ``remember`` of one memory a call and of 1,000 a call into a namespace of that
-state's own.
+not the vectors.
 
-Ratios are to a copy of the database taken in its first space (``CREATE DATABASE ... TEMPLATE``,
-the same pages) and measured beside the state, the legs alternated for ``--rounds`` rounds, and
-given the same ingest. Measured minutes apart instead, the states' ratios carried the machine's
-drift: on an idle machine case (b)'s vector p50 came out 1.10-1.22x after a move in two runs,
-while the same states alternated in one process measured 0.94-1.06x (benchmarks/RESULTS.md,
-issue 21, session 12). In the first state both legs are the same store: their ratio is the
-noise floor.
+Each state is measured beside a copy of the database taken in its first space (``CREATE
+DATABASE ... TEMPLATE``, the same pages), call by call: each query runs on the state and then
+on the copy, or the other way round (the order flipped from query to query and round to
+round), and each ``remember`` call (one memory a call, then 1,000 a call, into a namespace new
+to both) likewise. A cell's figure is the median of its pairs' ratios (state's time / copy's;
+above 1 is slower) with a bootstrap 95% interval over queries (benchmarks/paired.py), and the
+verdict against issue 21's 10%: within, beyond, or unresolved where the interval straddles
+1.10. Beside it: each leg's p50 and the ratio of the p50s, the CPU its backends spent a call
+(``/proc/<pid>/schedstat``) and their ratio, and for ``remember`` the WAL bytes a call. Measured
+leg by leg (each leg a pass of 300 queries or calls), the first state's A/A spread 0.83-1.17 for
+recall p50 and up to 1.58 for the ingest legs over three idle runs (RESULTS.md, issue 21, session
+14): too wide to resolve 10%.
 
 Each state is measured in settled databases: ``VACUUM (ANALYZE)`` first (a switch rewrites
-every row of ``memories`` and inserts and deletes as many in ``space_vectors``), then
-``common.settle`` (no autovacuum worker busy, a checkpoint), again before the ingest legs. A
-watcher samples ``pg_stat_activity`` every 0.5 s during each state; the share of samples with
-an autovacuum worker busy is printed beside its figures.
+every row of ``memories`` and inserts and deletes as many in ``space_vectors``), at
+``--statistics`` if given, then ``common.settle`` (no autovacuum worker busy, a checkpoint),
+again before the ingest legs. A watcher samples ``pg_stat_activity`` every 0.5 s during each
+state; the share of samples with an autovacuum worker busy is printed beside its figures. After
+the single calls, the heap pages their rows landed on in each leg are printed (a move leaves
+the heap half empty, and single inserts go where the free space map sends them).
 """
 
 from __future__ import annotations
@@ -57,8 +62,9 @@ from benchmarks.common import (
     settle,
     write_json,
 )
+from benchmarks.paired import backends_cpu, cpu_spent, paired_ratio
 from benchmarks.recall_latency import MODES, Queries, make_queries, run_mode
-from pgrecall import MemoryStore, load_settings
+from pgrecall import MemoryInput, MemoryStore, load_settings
 from pgrecall.config import Settings
 from pgrecall.spaces import SpaceMover
 
@@ -83,6 +89,20 @@ WARMUP = 10  # the untimed calls common.timed makes first
 # indexes cost most (87.4 -> 98.2 buffers, RESULTS.md issue 21 session 12).
 BUFFER_MODES = ("vector", "keyword")
 COPY_ATTEMPTS = 5
+# The two shapes of ingest measured: one memory a call, and 1,000 a call.
+ONE, THOUSAND = "one_a_call", "thousand_a_call"
+_WAL_POSITION = "SELECT pg_current_wal_insert_lsn()"
+_WAL_SINCE = "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), $1)::float8"
+# Where a namespace's rows lie in the heap: the check of the guess that after a move single
+# inserts land on pages the free space map hands out across the table (RESULTS.md, issue 21,
+# session 14) instead of the table's end.
+_LANDING = """
+    SELECT count(DISTINCT (ctid::text::point)[0])::int AS pages,
+           min((ctid::text::point)[0])::int AS first_page,
+           max((ctid::text::point)[0])::int AS last_page,
+           (pg_relation_size('memories') / current_setting('block_size')::int)::int AS heap_pages
+    FROM memories WHERE namespace = $1
+"""
 
 
 def _settings(dsn: str) -> Settings:
@@ -96,24 +116,14 @@ def _embedder(model: str, *corpora: Corpus) -> PrecomputedEmbedder:
     return embedder
 
 
-async def _ingest(store: MemoryStore, data: Corpus, single: int) -> dict[str, float]:
-    """Rates of ``remember``: the first ``single`` memories one a call, the rest 1,000 a call."""
-    started = time.perf_counter()
-    for i in range(single):
-        await store.remember(data.texts[i], namespace=data.namespaces[i], metadata=data.metadata[i])
-    one = single / (time.perf_counter() - started)
-    rest = Corpus(
-        data.texts[single:], data.metadata[single:], data.namespaces[single:], data.vectors[single:]
-    )
-    seconds = await remember_all(store, rest)
-    return {"one_a_call": one, "thousand_a_call": len(rest.texts) / seconds}
-
-
-async def _vacuumed(dsn: str) -> float:
-    """``VACUUM (ANALYZE)`` of every table of ``dsn``'s database, then ``settle``; seconds."""
+async def _vacuumed(dsn: str, statistics: int | None) -> float:
+    """``VACUUM (ANALYZE)`` of every table of ``dsn``'s database (with ``statistics``, at that
+    statistics target), then ``settle``; seconds."""
     started = time.perf_counter()
     connection = await asyncpg.connect(dsn)
     try:
+        if statistics is not None:
+            await connection.execute(f"SET default_statistics_target = {int(statistics)}")
         await connection.execute("VACUUM (ANALYZE)")
     finally:
         await connection.close()
@@ -158,57 +168,204 @@ async def _buffers(dsn: str) -> tuple[int, int]:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Options:
+    """How a case is measured: memories remembered one a call, calls of 1,000, rounds of the
+    recall pairs, whether buffers are counted, whether moves compact, the statistics target of
+    each state's ANALYZE (None: the server's), and how many of STATES are measured."""
+
+    single: int
+    batches: int
+    rounds: int
+    buffers: bool
+    compact: bool
+    statistics: int | None
+    states: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Leg:
-    """A database measured in a state, and the model of the space active in it."""
+    """A database measured in a state: its DSN, its name, and the model of its active space."""
 
     dsn: str
+    database: str
     model: str
 
 
+@dataclasses.dataclass(slots=True)
+class Pairs:
+    """The calls of one cell on both legs: each leg's seconds a call and CPU seconds of its
+    backends in all, and the ratios (state's time / copy's) grouped by query or call."""
+
+    seconds: dict[str, list[float]]
+    cpu: dict[str, float]
+    groups: list[list[float]]
+
+    @classmethod
+    def empty(cls, groups: int) -> Pairs:
+        return cls({STATE: [], COPY: []}, {STATE: 0.0, COPY: 0.0}, [[] for _ in range(groups)])
+
+    def summary(self) -> dict[str, Any]:
+        """p50/p99 (ms) and CPU a call (ms) per leg, the paired ratio, the CPU ratio."""
+        legs: dict[str, Any] = {}
+        for name, seconds in self.seconds.items():
+            p50, _, p99 = percentiles(seconds)
+            legs[name] = {"p50": p50, "p99": p99, "cpu": self.cpu[name] / len(seconds) * 1000}
+        paired = paired_ratio(self.groups)
+        return {
+            "legs": legs,
+            "paired": dataclasses.asdict(paired) | {"verdict": paired.verdict},
+            "p50_ratio": legs[STATE]["p50"] / legs[COPY]["p50"],
+            "cpu_ratio": self.cpu[STATE] / self.cpu[COPY],
+        }
+
+
+def _order(turn: int) -> tuple[str, str]:
+    """Which leg goes first at ``turn``: the state and the copy take turns."""
+    return (STATE, COPY) if turn % 2 == 0 else (COPY, STATE)
+
+
+async def _paired_recall(
+    admin: asyncpg.Connection,
+    legs: dict[str, Leg],
+    stores: dict[str, MemoryStore],
+    queries: Queries,
+    mode: str,
+    rounds: int,
+) -> Pairs:
+    """Each query in ``mode`` on both legs back to back, the order flipped from query to query
+    and from round to round, after WARMUP untimed calls on each."""
+    for store in stores.values():
+        embedder = store.embedder
+        assert isinstance(embedder, PrecomputedEmbedder)
+        embedder.learn(queries.texts, queries.vectors)
+
+    async def recall(name: str, i: int) -> float:
+        started = time.perf_counter()
+        await stores[name].recall(
+            queries.texts[i],
+            namespace=queries.namespaces[i],
+            mode=mode,  # type: ignore[arg-type]
+        )
+        return time.perf_counter() - started
+
+    for i in range(WARMUP):
+        for name in legs:
+            await recall(name, i)
+    pairs = Pairs.empty(len(queries.texts))
+    before = {name: await backends_cpu(admin, leg.database) for name, leg in legs.items()}
+    for round_ in range(rounds):
+        for i in range(len(queries.texts)):
+            took = {name: await recall(name, i) for name in _order(round_ + i)}
+            for name, seconds in took.items():
+                pairs.seconds[name].append(seconds)
+            pairs.groups[i].append(took[STATE] / took[COPY])
+    for name, leg in legs.items():
+        pairs.cpu[name] = cpu_spent(before[name], await backends_cpu(admin, leg.database))
+    return pairs
+
+
+async def _paired_ingest(
+    admin: asyncpg.Connection,
+    legs: dict[str, Leg],
+    stores: dict[str, MemoryStore],
+    calls: list[list[MemoryInput]],
+) -> tuple[Pairs, dict[str, float]]:
+    """Each call of ``calls`` on both legs back to back (the same memories into each, a
+    namespace new to both), the order flipped from call to call; and the WAL bytes each leg
+    wrote a call (the server's insert position read around each call, nothing else writing)."""
+    pairs = Pairs.empty(len(calls))
+    wal = {STATE: 0.0, COPY: 0.0}
+    before = {name: await backends_cpu(admin, leg.database) for name, leg in legs.items()}
+    for turn, items in enumerate(calls):
+        took: dict[str, float] = {}
+        for name in _order(turn):
+            position = await admin.fetchval(_WAL_POSITION)
+            started = time.perf_counter()
+            await stores[name].remember(items)
+            took[name] = time.perf_counter() - started
+            wal[name] += await admin.fetchval(_WAL_SINCE, position)
+        for name, seconds in took.items():
+            pairs.seconds[name].append(seconds)
+        pairs.groups[turn].append(took[STATE] / took[COPY])
+    for name, leg in legs.items():
+        pairs.cpu[name] = cpu_spent(before[name], await backends_cpu(admin, leg.database))
+    return pairs, {name: bytes_ / len(calls) for name, bytes_ in wal.items()}
+
+
+async def _landing(leg: Leg, namespace: str) -> dict[str, int]:
+    """Where ``namespace``'s rows lie in the heap of memories: distinct pages, the first and
+    last of them, and the heap's pages in all."""
+    connection = await asyncpg.connect(leg.dsn)
+    try:
+        row = await connection.fetchrow(_LANDING, namespace)
+    finally:
+        await connection.close()
+    assert row is not None
+    return dict(row)
+
+
+def _calls(data: Corpus, start: int, stop: int, per_call: int) -> list[list[MemoryInput]]:
+    """``data``'s memories ``start`` to ``stop``, ``per_call`` a call."""
+    return [
+        [
+            MemoryInput(data.texts[i], metadata=data.metadata[i], namespace=data.namespaces[i])
+            for i in range(first, min(first + per_call, stop))
+        ]
+        for first in range(start, stop, per_call)
+    ]
+
+
 async def _measure(
+    dsn: str,
     legs: dict[str, Leg],
     known: list[Corpus],
     queries: Queries,
     ingest: Corpus,
-    single: int,
-    rounds: int,
-    buffers: bool,
-) -> dict[str, dict[str, Any]]:
-    """Every recall mode on ``queries`` in each leg's database, the legs alternated for
-    ``rounds`` rounds (the order rotated each round), then (``buffers``) the buffers of one
-    vector pass per leg, then ingest of ``ingest`` into each; in settled databases."""
-    results: dict[str, dict[str, Any]] = {
-        name: {"vacuum_seconds": await _vacuumed(leg.dsn)} for name, leg in legs.items()
+    options: Options,
+) -> dict[str, Any]:
+    """Every recall mode on ``queries``, each query on both legs back to back for the options'
+    rounds, then (``buffers``) the buffers of one vector and keyword pass per leg, then
+    ``remember`` of ``ingest`` into both, call by call (``single`` one a call, then 1,000 a
+    call); in settled databases."""
+    results: dict[str, Any] = {
+        "vacuum_seconds": {
+            name: await _vacuumed(leg.dsn, options.statistics) for name, leg in legs.items()
+        }
     }
     stores: dict[str, MemoryStore] = {}
     embedders: list[PrecomputedEmbedder] = []
+    admin = await asyncpg.connect(dsn)
     try:
         for name, leg in legs.items():
             embedders.append(_embedder(leg.model, *known))
             stores[name] = await MemoryStore.open(_settings(leg.dsn), embedder=embedders[-1])
-        latencies: dict[str, dict[str, list[float]]] = {
-            name: {mode: [] for mode in MODES} for name in legs
-        }
-        async with _autovacuum_watch(next(iter(legs.values())).dsn) as autovacuum:
-            names = list(legs)
-            for round_ in range(rounds):
-                for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-                    for mode in MODES:
-                        latencies[name][mode] += (await run_mode(stores[name], queries, mode))[0]
-            if buffers:  # how many pages of memories a recall touches, from where
+        async with _autovacuum_watch(legs[STATE].dsn) as autovacuum:
+            for mode in MODES:
+                pairs = await _paired_recall(admin, legs, stores, queries, mode, options.rounds)
+                results[mode] = pairs.summary()
+            if options.buffers:  # how many pages of memories a recall touches, from where
                 for mode in BUFFER_MODES:
                     await _recall_buffers(legs, stores, queries, results, mode)
             for leg in legs.values():
                 await settle(leg.dsn)
-            for name in names:
-                results[name]["ingest"] = await _ingest(stores[name], ingest, single)
-        for name in names:
-            for mode in MODES:
-                p50, _, p99 = percentiles(latencies[name][mode])
-                results[name][mode] = {"p50": p50, "p99": p99}
-            results[name]["autovacuum_busy"] = autovacuum[0] / max(1, autovacuum[1])
+            total = len(ingest.texts)
+            for shape, (start, stop, per_call) in {
+                ONE: (0, options.single, 1),
+                THOUSAND: (options.single, total, 1000),
+            }.items():
+                pairs, wal = await _paired_ingest(
+                    admin, legs, stores, _calls(ingest, start, stop, per_call)
+                )
+                results[shape] = pairs.summary() | {"wal": wal}
+                if shape == ONE:
+                    namespace = ingest.namespaces[0]
+                    results["landing"] = {
+                        name: await _landing(leg, namespace) for name, leg in legs.items()
+                    }
+        results["autovacuum_busy"] = autovacuum[0] / max(1, autovacuum[1])
         return results
     finally:
+        await admin.close()
         for store in stores.values():
             await store.close()
         for embedder in embedders:
@@ -219,7 +376,7 @@ async def _recall_buffers(
     legs: dict[str, Leg],
     stores: dict[str, MemoryStore],
     queries: Queries,
-    results: dict[str, dict[str, Any]],
+    results: dict[str, Any],
     mode: str,
 ) -> None:
     """One pass of ``mode`` per leg: blocks of memories hit and read per recall, into
@@ -230,7 +387,7 @@ async def _recall_buffers(
     await asyncio.sleep(STATS_FLUSH_SECONDS)
     for name, leg in legs.items():
         after, calls = await _buffers(leg.dsn), len(queries.texts) + WARMUP
-        results[name][f"{mode}_buffers"] = {
+        results.setdefault(f"{mode}_buffers", {})[name] = {
             "hit": (after[0] - before[name][0]) / calls,
             "read": (after[1] - before[name][1]) / calls,
         }
@@ -286,25 +443,43 @@ async def _move(
     }
 
 
-def _print(state: str, results: dict[str, dict[str, Any]]) -> None:
-    """Each leg of a state, with its ratios to the first space's copy measured beside it."""
-    copy = results[COPY]
-    for leg in (STATE, COPY):
-        result = results[leg]
-        label = state if leg == STATE else "  first's copy"
-        busy, vacuum = result["autovacuum_busy"], result["vacuum_seconds"]
-        print(f"  {label:<16}settled: VACUUM in {vacuum:.1f} s, autovacuum {busy:.0%}")
-        for mode in MODES:
-            p50, p99 = result[mode]["p50"], result[mode]["p99"]
-            ratio = p50 / copy[mode]["p50"]
-            print(f"  {label:<16}{mode:<9}p50 {p50:6.2f} ms  p99 {p99:6.2f}  x copy {ratio:.2f}")
-        for mode in BUFFER_MODES:
-            if f"{mode}_buffers" in result:
-                hit, read = result[f"{mode}_buffers"]["hit"], result[f"{mode}_buffers"]["read"]
-                print(f"  {label:<16}{mode} buffers a recall: {hit:.1f} hit, {read:.1f} read")
-        for shape, rate in result["ingest"].items():
-            ratio = rate / copy["ingest"][shape]
-            print(f"  {label:<16}remember {shape:<16}{rate:8.0f}/s  x copy {ratio:.2f}")
+def _print(state: str, results: dict[str, Any]) -> None:
+    """A state's cells: each leg's p50 (or seconds a call) and CPU a call, the paired median
+    ratio state / copy with its interval and verdict, the p50 and CPU ratios beside it."""
+    busy, vacuum = results["autovacuum_busy"], results["vacuum_seconds"]
+    print(
+        f"  {state}: VACUUM in {vacuum[STATE]:.1f} / {vacuum[COPY]:.1f} s (state / copy), "
+        f"autovacuum busy {busy:.0%}"
+    )
+    for cell in (*MODES, ONE, THOUSAND):
+        result = results[cell]
+        legs, paired = result["legs"], result["paired"]
+        interval = f"{paired['median']:.3f} [{paired['low']:.3f}, {paired['high']:.3f}]"
+        wal = result.get("wal")
+        written = f"  WAL {wal[STATE]:,.0f} / {wal[COPY]:,.0f} B a call" if wal else ""
+        print(
+            f"    {cell:<16}p50 {legs[STATE]['p50']:7.2f} / {legs[COPY]['p50']:7.2f} ms "
+            f"(x {result['p50_ratio']:.2f})  CPU {legs[STATE]['cpu']:6.2f} / "
+            f"{legs[COPY]['cpu']:6.2f} ms (x {result['cpu_ratio']:.3f})  paired {interval} "
+            f"{paired['verdict']}{written}"
+        )
+    for mode in BUFFER_MODES:
+        if f"{mode}_buffers" in results:
+            counts = results[f"{mode}_buffers"]
+            print(
+                f"    {mode} buffers a recall, hit: {counts[STATE]['hit']:.1f} / "
+                f"{counts[COPY]['hit']:.1f}, read: {counts[STATE]['read']:.1f} / "
+                f"{counts[COPY]['read']:.1f}"
+            )
+    landing = results["landing"]
+    print(
+        "    one a call landed on (state / copy): "
+        + " / ".join(
+            f"{landing[leg]['pages']} pages {landing[leg]['first_page']}-"
+            f"{landing[leg]['last_page']} of {landing[leg]['heap_pages']}"
+            for leg in (STATE, COPY)
+        )
+    )
 
 
 async def run_case(
@@ -312,16 +487,14 @@ async def run_case(
     name: str,
     data: Corpus,
     queries: Queries,
-    single: int,
-    batches: int,
-    rounds: int,
-    buffers: bool,
-    compact: bool,
+    options: Options,
 ) -> dict[str, Any]:
     """Load ``data`` into a fresh database and keep a copy of it in its first space; then
-    measure the database in each state of STATES alternated with the copy."""
+    measure the database in each state of STATES (the first ``options.states``) beside the
+    copy."""
     case_dsn = await fresh_database(dsn, name)
-    ingests = [corpus([(f"ingest-{i}", single + 1000 * batches)], seed=100 + i) for i in range(4)]
+    size = options.single + 1000 * options.batches
+    ingests = [corpus([(f"ingest-{i}", size)], seed=100 + i) for i in range(len(STATES))]
     known = [data, *ingests]
     loader = _embedder(FIRST, data)
     store = await MemoryStore.open(_settings(case_dsn), embedder=loader)
@@ -332,12 +505,13 @@ async def run_case(
         await store.close()
         await loader.aclose()
     await settle(dsn)
-    copy = Leg(await _copy(dsn, name, f"{name}_first"), FIRST)
+    copy = Leg(await _copy(dsn, name, f"{name}_first"), f"{name}_first", FIRST)
     results: dict[str, Any] = {}
-    for i, state in enumerate(STATES):
+    for i, state in enumerate(STATES[: options.states]):
         move: dict[str, float] = {}
         if i:
-            move = await _move(case_dsn, known, rollback=state == "rolled back", compact=compact)
+            rollback, compact = state == "rolled back", options.compact
+            move = await _move(case_dsn, known, rollback=rollback, compact=compact)
             rate = move["built"] / move["build_seconds"] if move["built"] else 0.0
             compacted = (
                 f"; {move['compacted']:.0f} indexes compacted in {move['compact_seconds']:.1f} s"
@@ -350,8 +524,8 @@ async def run_case(
                 f"(graph rebuilt{compacted})"
             )
         model = SECOND if state.startswith("switched") else FIRST
-        legs = {STATE: Leg(case_dsn, model), COPY: copy}
-        results[state] = await _measure(legs, known, queries, ingests[i], single, rounds, buffers)
+        legs = {STATE: Leg(case_dsn, name, model), COPY: copy}
+        results[state] = await _measure(dsn, legs, known, queries, ingests[i], options)
         results[state]["move"] = move
         _print(state, results[state])
     return results
@@ -363,8 +537,8 @@ async def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--single", type=int, default=300, help="memories remembered one a call")
-    parser.add_argument("--batches", type=int, default=5, help="calls of 1,000 memories")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of alternated recall legs")
+    parser.add_argument("--batches", type=int, default=30, help="calls of 1,000 memories")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the recall pairs")
     parser.add_argument(
         "--buffers",
         action=argparse.BooleanOptionalAction,
@@ -379,7 +553,25 @@ async def main() -> None:
         help="end each move with the compaction of the indexes, as reembed --switch does "
         "unless --no-compact",
     )
+    parser.add_argument(
+        "--statistics",
+        type=int,
+        default=None,
+        help="the statistics target of each state's ANALYZE (default: the server's, 100)",
+    )
+    parser.add_argument(
+        "--states", type=int, default=len(STATES), help="measure the first N states only"
+    )
     arguments = parser.parse_args()
+    options = Options(
+        arguments.single,
+        arguments.batches,
+        arguments.rounds,
+        arguments.buffers,
+        arguments.compact,
+        arguments.statistics,
+        arguments.states,
+    )
     cases = set(arguments.cases.split(","))
     rows = arguments.rows
     report: dict[str, Any] = {"machine": machine(), "rows": rows}
@@ -403,11 +595,7 @@ async def main() -> None:
                 f"switch_{case}",
                 data,
                 queries,
-                arguments.single,
-                arguments.batches,
-                arguments.rounds,
-                arguments.buffers,
-                arguments.compact,
+                options,
             )
     write_json(OUT / "switch_cost.json", report)
 

@@ -183,7 +183,7 @@ def test_context_cost_benchmark_runs() -> None:
 def test_switch_cost_benchmark_runs() -> None:
     out = _run(
         "benchmarks.switch_cost",
-        *("--cases", "b", "--rows", "2000", "--queries", "10", "--single", "5", "--batches", "1"),
+        *("--cases", "b", "--rows", "2000", "--queries", "10", "--single", "5", "--batches", "2"),
         *("--rounds", "1", "--no-buffers", "--compact"),
     )
     # Four states, each settled, with every mode and both ingest shapes, and three moves
@@ -191,14 +191,17 @@ def test_switch_cost_benchmark_runs() -> None:
     assert out.count(" vectors in ") == 3
     assert out.count(" indexes compacted in ") == 3  # each move ends with the compaction
     for state in ("first space", "switched", "rolled back", "switched again"):
-        lines = [line for line in out.splitlines() if line[2:18].rstrip() == state]
-        assert len(lines) == 6, (state, lines)
-        assert "settled: VACUUM in " in lines[0]
-        assert all(" x copy " in line for line in lines[1:])
-    # Beside each state, the copy of the first space, measured against itself.
-    copies = [line for line in out.splitlines() if line.startswith("    first's copy")]
-    assert len(copies) == 4 * 6
-    assert all(line.endswith(" x copy 1.00") for line in copies if " x copy " in line)
+        lines = out.split(f"  {state}: VACUUM in ", 1)[1].splitlines()[1:7]
+        cells = [line.split()[0] for line in lines[:5]]
+        assert cells == ["vector", "keyword", "hybrid", "one_a_call", "thousand_a_call"]
+        # Each cell: the pairs' median ratio state / copy with its interval, and a verdict.
+        for line in lines[:5]:
+            median, low, high, verdict = line.split(" paired ")[1].split()[:4]
+            assert float(low.strip("[,")) <= float(median) <= float(high.strip("]"))
+            assert verdict in ("within", "beyond", "unresolved")
+        assert " WAL " in lines[3]  # remember: the WAL a call
+        assert lines[3].endswith(" B a call")
+        assert lines[5].startswith("    one a call landed on (state / copy): ")
 
 
 def test_console_load_benchmark_runs() -> None:

@@ -21,7 +21,13 @@ from pgrecall.db.vectors import vector_binary
 from pgrecall.ingest.ids import new_ids
 from pgrecall.ingest.plan import COLUMN_NAMES, Columns, arrays, chunk_bounds, column_types, rows
 from pgrecall.ingest.service import IngestionService
-from pgrecall.ingest.sql import COPY_COLUMNS, FIND_EXISTING, UPSERT_BY_CONTENT, UPSERT_BY_KEY
+from pgrecall.ingest.sql import (
+    COPY_COLUMNS,
+    FIND_EXISTING,
+    FIND_UNCHANGED,
+    UPSERT_BY_CONTENT,
+    UPSERT_BY_KEY,
+)
 
 from .conftest import store_settings
 from .fakes import DIMENSIONS, HashEmbedder
@@ -541,3 +547,50 @@ async def test_the_known_memory_lookup_probes_a_new_namespace_row_by_row(
         await store.close()
     root = json.loads(plan)[0]["Plan"]
     assert 0 < _rows_read(root) <= count
+
+
+def _indexes_scanned(node: dict[str, Any]) -> list[str]:
+    """The indexes of every index scan in the plan."""
+    own = [node["Index Name"]] if "Index Name" in node else []
+    return own + [name for child in node.get("Plans", []) for name in _indexes_scanned(child)]
+
+
+async def test_both_lookups_probe_the_unique_indexes_after_the_primary_key_is_rebuilt(
+    pg_migrated_dsn: str,
+) -> None:
+    # For a namespace the statistics have not seen (estimated at one row) the primary key, led
+    # by the namespace, cost the same as the unique index of a probe by equality, and the
+    # planner kept the index of the newer OID: after a REINDEX CONCURRENTLY of the primary key
+    # each probe read the whole new namespace through it, filtering the text's hash.
+    store = await MemoryStore.open(store_settings(), dsn=pg_migrated_dsn, embedder=HashEmbedder())
+    try:
+        # Unkeyed: the text's unique index then holds as many rows as the primary key.
+        await store.remember([f"old memory {i}" for i in range(2000)], namespace="large")
+    finally:
+        await store.close()
+    connection = await asyncpg.connect(pg_migrated_dsn)
+    try:
+        await connection.execute("VACUUM (ANALYZE) memories")
+        await connection.execute("REINDEX INDEX CONCURRENTLY memories_pkey")
+        count = 50
+        wanted = (
+            ["unseen"] * count,
+            [bytes([n]) * 32 for n in range(count)],
+            [f"k{n}" if n % 2 else None for n in range(count)],
+            1,
+            [None] * count,
+        )
+        unchanged = (["{}"] * count, *[[None] * count] * 3)
+        plans = [
+            await connection.fetchval("EXPLAIN (FORMAT JSON) " + FIND_EXISTING, *wanted, "unseen"),
+            await connection.fetchval(
+                "EXPLAIN (FORMAT JSON) " + FIND_UNCHANGED, *wanted, *unchanged, "unseen"
+            ),
+        ]
+    finally:
+        await connection.close()
+    for plan in plans:
+        assert sorted(_indexes_scanned(json.loads(plan)[0]["Plan"])) == [
+            "memories_namespace_content_hash_key",
+            "memories_namespace_key_key",
+        ]

@@ -8,9 +8,12 @@ import asyncio
 import pytest
 
 from pgrecall import MemoryStore
+from pgrecall.embedding.base import BatchOutput
+from pgrecall.embedding.coalesce import QueryCoalescer
 from pgrecall.errors import ConfigurationError, EmbedderBusyError, InputTooLongError
 
 from .conftest import store_settings
+from .fakes import SlowHashEmbedder, text_vector
 from .ollama_standin import Fault, OllamaStandin
 
 MEMORIES = [
@@ -86,7 +89,7 @@ async def test_a_busy_embedder_fails_every_recall_of_the_batch(
             *(store.recall(text, namespace="team", mode="vector") for text in MEMORIES[:3]),
             return_exceptions=True,
         )
-        assert all(isinstance(outcome, EmbedderBusyError) for outcome in outcomes)
+        assert all(isinstance(outcome, EmbedderBusyError) for outcome in outcomes), outcomes
         assert len(_embed_calls(ollama)) - before == 2
     finally:
         await store.close()
@@ -111,6 +114,58 @@ async def test_a_query_too_long_fails_alone(ollama: OllamaStandin, migrated_dsn:
         assert third[0].content == MEMORIES[2]
     finally:
         await store.close()
+
+
+class _TaskRecordingEmbedder(SlowHashEmbedder):
+    """Records the task each batch is embedded in, and the texts of each call."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(delay)
+        self.tasks: list[asyncio.Task[object] | None] = []
+        self.batches: list[list[str]] = []
+
+    async def _embed_batch(self, texts: list[str]) -> BatchOutput:
+        self.tasks.append(asyncio.current_task())
+        self.batches.append(list(texts))
+        return await super()._embed_batch(texts)
+
+
+async def test_a_lone_query_is_embedded_in_its_callers_task() -> None:
+    embedder = _TaskRecordingEmbedder(delay=0)
+    queries = QueryCoalescer(embedder, wait_seconds=0.05, max_batch=16)
+    vector = await queries.embed("who plays the cello?")
+    assert embedder.tasks == [asyncio.current_task()]
+    assert vector == pytest.approx(text_vector("who plays the cello?").tolist(), abs=1e-6)
+
+
+async def test_queries_asked_during_a_lone_call_share_the_next_one() -> None:
+    embedder = _TaskRecordingEmbedder(delay=0.05)
+    queries = QueryCoalescer(embedder, wait_seconds=0.02, max_batch=16)
+    texts = ["first", "second", "third", "fourth"]
+    vectors = await asyncio.gather(*(queries.embed(text) for text in texts))
+    assert embedder.batches == [["first"], ["second", "third", "fourth"]]
+    assert embedder.tasks[0] is not embedder.tasks[1]  # the shared call runs in a task of its own
+    for text, vector in zip(texts, vectors, strict=True):
+        assert vector == pytest.approx(text_vector(text).tolist(), abs=1e-6)
+
+
+class _RefusingEmbedder(_TaskRecordingEmbedder):
+    """Refuses every text that starts with "long", as a model refuses an input too long."""
+
+    async def _embed_batch(self, texts: list[str]) -> BatchOutput:
+        if any(text.startswith("long") for text in texts):
+            raise InputTooLongError("the input at position 0 is too long", position=0)
+        return await super()._embed_batch(texts)
+
+
+async def test_a_lone_querys_failure_is_raised_to_it_and_the_next_goes_alone() -> None:
+    embedder = _RefusingEmbedder(delay=0)
+    queries = QueryCoalescer(embedder, wait_seconds=0.05, max_batch=16)
+    with pytest.raises(InputTooLongError, match="position 0"):
+        await queries.embed("long " * 10)
+    vector = await queries.embed("after")
+    assert embedder.tasks == [asyncio.current_task()]  # not held behind a call still counted
+    assert vector == pytest.approx(text_vector("after").tolist(), abs=1e-6)
 
 
 @pytest.mark.parametrize("wait", [-1, 101])

@@ -18,9 +18,11 @@ import asyncpg
 import httpx
 import psutil
 import pytest
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from pgrecall.http.app import create_app
-from pgrecall.http.serving import default_workers
+from pgrecall.http.serving import HTTP_PARSER, default_workers
 from pgrecall.store import MemoryStore
 
 from .conftest import store_settings
@@ -112,6 +114,12 @@ async def test_a_line_per_request_only_with_access_log(
     logged = log.read_text()
     assert "Uvicorn running" in logged  # the log is captured at all
     assert ('"GET /healthz HTTP/1.1" 200' in logged) == bool(flag)
+
+
+def test_the_server_parses_http_with_httptools() -> None:
+    config = uvicorn.Config(create_app(store_settings()), http=HTTP_PARSER)
+    config.load()
+    assert config.http_protocol_class is HttpToolsProtocol
 
 
 def test_the_default_is_a_worker_per_two_cores() -> None:

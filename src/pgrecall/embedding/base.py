@@ -161,9 +161,13 @@ class BatchingEmbedder:
                 )
         prefixed = [prefix + text for text in texts]
         batches = plan_batches(prefixed, self._batch_size, self._batch_chars)
-        outputs = await asyncio.gather(
-            *(self._run_batch([prefixed[i] for i in batch], batch.start) for batch in batches)
-        )
+        outputs: Sequence[BatchOutput]
+        if len(batches) == 1:  # a query's one batch: awaited here, not a task (``gather``'s)
+            outputs = [await self._run_batch(prefixed, 0)]
+        else:
+            outputs = await asyncio.gather(
+                *(self._run_batch([prefixed[i] for i in batch], batch.start) for batch in batches)
+            )
         vectors: list[Vector] = []
         renormalised = truncated = 0
         for batch, output in zip(batches, outputs, strict=True):

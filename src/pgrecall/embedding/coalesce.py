@@ -12,6 +12,10 @@ Batching measured alone in ``benchmarks/http_load.py`` on a heavily loaded VM (R
 HTTP hybrid 0.41 -> 0.62 of the hand-written floor, vector 0.49 -> 0.62, in runs that scatter
 by about 0.2 (with the wait before every call; not re-run since).
 
+A lone query (nothing in flight) awaits the embedder in its caller's task: a task of its own, a
+future and a callback cost it 0.13-0.18 ms in process on SciFact (benchmarks/RESULTS.md, issue
+25 session 14) and bought nothing, for no other query shares that call.
+
 A failure of the call is every query's failure (the embedder is down, busy, or has no such
 model), except an input too long for the model (truncation off): then each query of the batch
 is embedded alone, so it gets its own answer or its own error, with its own position.
@@ -37,20 +41,30 @@ class QueryCoalescer:
         self._waiting: list[asyncio.Future[Vector]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._flushes: set[asyncio.Task[None]] = set()
+        self._lone = 0  # lone queries' calls in flight, each in its caller's task
 
     async def embed(self, text: str) -> Vector:
         """The query's vector (the space's query prefix applied)."""
         if self._wait <= 0:
             return (await self._embedder.embed_queries([text])).vectors[0]
+        if not self._in_flight() and not self._texts:  # nobody to wait for or share with
+            self._lone += 1
+            try:
+                return (await self._embedder.embed_queries([text])).vectors[0]
+            finally:
+                self._lone -= 1
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Vector] = loop.create_future()
         self._texts.append(text)
         self._waiting.append(answer)
-        if not self._flushes or len(self._texts) >= self._max_batch:
+        if not self._in_flight() or len(self._texts) >= self._max_batch:
             self._flush()  # nothing in flight (no reason to wait), or the batch is full
         elif self._timer is None:
             self._timer = loop.call_later(self._wait, self._flush)
         return await answer
+
+    def _in_flight(self) -> bool:
+        return self._lone > 0 or bool(self._flushes)
 
     def _flush(self) -> None:
         if self._timer is not None:

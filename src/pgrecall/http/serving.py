@@ -34,6 +34,14 @@ STOP_SECONDS = 30.0
 WORKER_HEALTHCHECK_SECONDS = 60
 
 
+# uvicorn's HTTP parser: httptools (C) rather than h11 (pure Python). One client, SciFact,
+# alternated claim by claim against the same store served with h11 (``python -m
+# benchmarks.http_layers --servers``, RESULTS.md, issue 25 session 15): ``GET /healthz``, the
+# floor of every request, 0.71-0.80x (1.15-1.54 -> 0.83-1.17 ms) in six passes over two runs,
+# the server's CPU per recall 0.07-0.50 ms lower in four of six.
+HTTP_PARSER = "httptools"
+
+
 def default_workers() -> int:
     """One worker per two cores: PostgreSQL, the embedder and the workers share the cores.
     On the 2-core VM that is one process: in two runs of issue 22 (RESULTS.md, sessions 10
@@ -100,7 +108,13 @@ class Background:
 def serve(settings: Settings, *, host: str, port: int, workers: int, access_log: bool) -> None:
     """Serve until interrupted; ``access_log`` prints a line per request (off: at hundreds of
     requests a second the line cost more than the routing)."""
-    options = {"host": host, "port": port, "proxy_headers": False, "access_log": access_log}
+    options = {
+        "host": host,
+        "port": port,
+        "proxy_headers": False,
+        "access_log": access_log,
+        "http": HTTP_PARSER,
+    }
     if workers == 1:
         uvicorn.run(create_app(settings, freeze_startup=True), log_level="info", **options)  # type: ignore[arg-type]
         return

@@ -7,11 +7,37 @@ there is none yet, the pending state) replaces it, so a row never holds a stale 
 
 from pgrecall.ingest.plan import COLUMN_NAMES, column_types
 
+
+def _probe(identity: str, namespace: str, columns: str, conditions: str = "") -> str:
+    """A LATERAL subquery returning ``columns`` of the row of memories, in the namespace
+    ``namespace`` (a parameter), whose ``identity`` (``content_hash``, of unkeyed rows, or
+    ``key``) is the wanted row ``w``'s and that meets ``conditions``: one probe of the unique
+    index of that identity kind, whatever the statistics say.
+
+    The identity is asked as an ordered range, ``BETWEEN`` it and itself ``ORDER BY`` it, not
+    as an equality: for a namespace the statistics have not seen (estimated at one row) the
+    primary key, led by the namespace too, cost the same as the unique index for an equality,
+    and the planner kept whichever it had met first (the newer OID), so after a ``REINDEX
+    CONCURRENTLY memories_pkey`` each probe read the whole new namespace through the primary
+    key, filtering the identity (a first bulk import 0.22-0.28x the rate; RESULTS.md, issue
+    21, sessions 13-14). Ordered, only the unique index returns the row without a sort. Both
+    bounds, not ``>=`` alone: with no upper bound the btree read the rest of the leaf page at
+    each probe, and remembering 100,000 known memories again took 1.45x the backends' CPU.
+    """
+    unkeyed = " AND m.key IS NULL" if identity == "content_hash" else ""
+    return f"""CROSS JOIN LATERAL (
+            SELECT {columns} FROM memories m
+            WHERE m.namespace = {namespace}::text AND m.namespace = w.namespace
+              AND m.{identity} BETWEEN w.{identity} AND w.{identity}{unkeyed}{conditions}
+            ORDER BY m.{identity} LIMIT 1
+        ) AS m"""
+
+
 # Which of a chunk's memories already have a row (they are upserted; the others are copied in),
 # and which of those rows hold a vector this store can keep (their text is not embedded again);
 # one row: the positions found, whether each is reusable, and the server's clock (new rows of a
 # call are stamped from it, see COPY_COLUMNS). One branch per identity kind, each probing the
-# columns of its unique partial index for each wanted row (a join on "key IS NOT DISTINCT FROM"
+# unique index of its kind for each wanted row (``_probe``; a join on "key IS NOT DISTINCT FROM"
 # can use neither index and scanned the namespace or the table).
 #
 # Asked of one namespace at a time ($6, the namespace of every wanted row; the service groups a
@@ -21,7 +47,8 @@ from pgrecall.ingest.plan import COLUMN_NAMES, column_types
 # estimate one row for it), e.g. the first imports into a new namespace of a store holding one
 # large one: 380 ms for 400 wanted rows against 2.3 ms probing (30,000 rows in one namespace plus
 # 5,000 new; switch_cost's batched legs ran at 538-773 memories/s instead of ~8,000).
-FIND_EXISTING = """
+_FOUND = "m.embedding, m.space_id, m.search_text"
+FIND_EXISTING = f"""
     WITH wanted AS (
         SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $5::text[]) WITH ORDINALITY
                       AS w(namespace, content_hash, key, search_text, position)
@@ -30,27 +57,18 @@ FIND_EXISTING = """
                m.embedding IS NOT NULL AND m.space_id = $4
                AND m.search_text IS NOT DISTINCT FROM w.search_text AS reusable
         FROM wanted w
-        CROSS JOIN LATERAL (
-            SELECT m.embedding, m.space_id, m.search_text FROM memories m
-            WHERE m.namespace = $6::text AND m.namespace = w.namespace
-              AND m.content_hash = w.content_hash AND m.key IS NULL
-            LIMIT 1
-        ) AS m
+        {_probe("content_hash", "$6", _FOUND)}
         WHERE w.key IS NULL
         UNION ALL
         SELECT w.position,
                m.content_hash = w.content_hash AND m.embedding IS NOT NULL AND m.space_id = $4
                AND m.search_text IS NOT DISTINCT FROM w.search_text
         FROM wanted w
-        CROSS JOIN LATERAL (
-            SELECT m.content_hash, m.embedding, m.space_id, m.search_text FROM memories m
-            WHERE m.namespace = $6::text AND m.namespace = w.namespace AND m.key = w.key
-            LIMIT 1
-        ) AS m
+        {_probe("key", "$6", "m.content_hash, " + _FOUND)}
     )
     SELECT clock_timestamp() AS clock,
-           coalesce(array_agg(position), '{}') AS positions,
-           coalesce(array_agg(reusable), '{}') AS reusable
+           coalesce(array_agg(position), '{{}}') AS positions,
+           coalesce(array_agg(reusable), '{{}}') AS reusable
     FROM found
 """
 
@@ -67,6 +85,12 @@ _SETTLED = """m.status = 'embedded' AND m.embed_error IS NULL
               AND m.expires_at IS NOT DISTINCT FROM w.expires_at
               AND m.valid_from IS NOT DISTINCT FROM w.valid_from
               AND m.valid_until IS NOT DISTINCT FROM w.valid_until AND m.invalid_reason IS NULL"""
+# What an unchanged unkeyed row also holds: metadata the merge would not change; a keyed one:
+# the same text and metadata.
+_UNKEYED_UNCHANGED = f" AND {_SETTLED} AND m.metadata || w.metadata::jsonb = m.metadata"
+_KEYED_UNCHANGED = (
+    f" AND m.content_hash = w.content_hash AND {_SETTLED} AND m.metadata = w.metadata::jsonb"
+)
 FIND_UNCHANGED = f"""
     WITH wanted AS (
         SELECT * FROM unnest($1::text[], $2::bytea[], $3::text[], $5::text[], $6::text[],
@@ -77,25 +101,12 @@ FIND_UNCHANGED = f"""
     )
     SELECT w.position, m.id
     FROM wanted w
-    CROSS JOIN LATERAL (
-        SELECT m.id FROM memories m
-        WHERE m.namespace = $10::text AND m.namespace = w.namespace
-          AND m.content_hash = w.content_hash AND m.key IS NULL
-          AND {_SETTLED}
-          AND m.metadata || w.metadata::jsonb = m.metadata
-        LIMIT 1
-    ) AS m
+    {_probe("content_hash", "$10", "m.id", _UNKEYED_UNCHANGED)}
     WHERE w.key IS NULL
     UNION ALL
     SELECT w.position, m.id
     FROM wanted w
-    CROSS JOIN LATERAL (
-        SELECT m.id FROM memories m
-        WHERE m.namespace = $10::text AND m.namespace = w.namespace AND m.key = w.key
-          AND m.content_hash = w.content_hash AND {_SETTLED}
-          AND m.metadata = w.metadata::jsonb
-        LIMIT 1
-    ) AS m
+    {_probe("key", "$10", "m.id", _KEYED_UNCHANGED)}
 """
 
 # New memories go in by binary COPY (ids made by the client), known ones by an upsert of the same
