@@ -87,7 +87,8 @@ def valid_time_condition(
 def validity_ended(alias: str = "m") -> str:
     """The complement of the current validity (``valid_time_condition`` without ``valid_at``,
     ``include_invalid`` or ``as_of``) for a fact with an end: the range of ``valid_until``
-    that the partial index ``memories_ended_ids`` (namespace, valid_until; migration 0016)
+    that the partial index ``memories_namespace_valid_until``
+    (namespace, valid_until; migration 0016)
     reads."""
     return f"{alias}.valid_until <= now()"
 

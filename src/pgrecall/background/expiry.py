@@ -37,7 +37,7 @@ def unexpired(alias: str = "") -> str:
 
 def expired(alias: str = "") -> str:
     """Its complement for a memory with an expiry: the range of ``expires_at`` that the partial
-    index ``memories_expired_ids`` (namespace, expires_at; migration 0016) reads."""
+    index ``memories_namespace_expiry`` (namespace, expires_at; migration 0016) reads."""
     column = f"{alias}.expires_at" if alias else "expires_at"
     return f"{column} <= now()"
 

@@ -44,6 +44,7 @@ class Scope:
     # The ids of the namespace's memories out of the scope (``scope_exclusions``), when the
     # scope is one namespace's current memories: candidates ``id NOT IN`` it need no probe.
     excluded: str | None = None
+    namespace: str | None = None  # with ``excluded``: that one namespace's value
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,29 +122,36 @@ def copied_nearest(
     scope: Scope, vector: str, space: str, depth: str, columns: str, where: str
 ) -> str:
     """The exact top ``depth`` of one namespace whose vectors are copied (``memory_vectors``,
-    background/copies.py): the copies of the space whose memory is in scope plus the rows not
-    copied yet, by distance.
+    background/copies.py): the copies of the space plus the rows not copied yet (those in
+    scope), by distance, without the memories out of scope.
 
-    A copy's memory is in scope unless its id is in the scope's exclusion set (expired, or its
-    validity ended: ``scope_exclusions``, read through two partial indexes, empty on most
-    namespaces), so no candidate's row is read until the winners are: a copy holds its row's
-    vector and space (the triggers of migration 0014 drop a copy whose vector or space changes,
-    or whose row is deleted), so every row of the namespace is a candidate once, exactly.
-    Checking each candidate's scope by a primary-key probe into ``memories`` instead (a long
-    row a page, ~3 us a probe) cost hybrid's vector ranking at depth 100 1.08x on SciFact
-    (benchmarks/RESULTS.md, issue 25 session 15). ``columns`` are the candidates' (namespace,
-    id)."""
-    if scope.excluded is None:
+    Those are the scope's exclusion set (expired, or validity ended: ``scope_exclusions``, two
+    partial index ranges, empty on most namespaces). The nearest ``depth`` + its size are kept
+    by a bounded sort, then the excluded dropped: exact, since at most that many of them lie
+    among the nearest, and every row of the namespace is a candidate once (a copy holds its
+    row's vector and space: the triggers of migration 0014 drop a copy whose vector or space
+    changes, or whose row is deleted). No candidate's row is read until the winners are. On
+    SciFact (RESULTS.md, issue 25 session 15), against a primary-key probe of each candidate's
+    row (a long row a page): hybrid's vector ranking at depth 100 1.05-1.09x; the exclusion
+    set checked on every copy instead of after the sort cost vector mode 0.93-0.95x.
+    Candidates carry no namespace through the sort (there is one, added after it). ``columns``
+    are the candidates' (namespace, id)."""
+    if scope.excluded is None or scope.namespace is None:
         raise ValueError("the copied plan needs a scope of one namespace's current memories")
     candidates = f"""
-        (SELECT v.namespace, v.id, v.embedding <#> {vector} AS distance FROM memory_vectors v
-         WHERE v.namespace {scope.in_namespaces} AND v.space_id = {space}
-           AND v.id NOT IN ({scope.excluded}) OFFSET 0)
+        (SELECT v.id, v.embedding <#> {vector} AS distance FROM memory_vectors v
+         WHERE v.namespace {scope.in_namespaces} AND v.space_id = {space} OFFSET 0)
         UNION ALL
-        (SELECT m.namespace, m.id, m.embedding <#> {vector} AS distance FROM memories m
+        (SELECT m.id, m.embedding <#> {vector} AS distance FROM memories m
          WHERE {where} AND NOT m.vector_copied OFFSET 0)"""
-    return f"""SELECT {columns}, m.distance
-        FROM ({candidates}) AS m ORDER BY m.distance, m.id LIMIT {depth}"""
+    nearest_and_excluded = f"""
+        SELECT * FROM ({candidates}) AS c ORDER BY c.distance, c.id
+        LIMIT {depth} + (SELECT count(*) FROM ({scope.excluded}) AS excluded)"""
+    return f"""SELECT {columns}, m.distance FROM (
+            SELECT {scope.namespace} AS namespace, c.id, c.distance
+            FROM ({nearest_and_excluded}) AS c WHERE c.id NOT IN ({scope.excluded})
+            ORDER BY c.distance, c.id LIMIT {depth}
+        ) AS m"""
 
 
 def vector_ranking(
@@ -421,6 +429,14 @@ def namespace_comparison(params: SqlParams, names: Sequence[str], *, generic: bo
     return f"= ANY({params.add(list(names), 'text[]')})"
 
 
+def compared_namespace(comparison: str) -> str:
+    """The value of a ``namespace_comparison`` of one namespace, as an expression of the same
+    parameter (a parameter no statement uses has no type, and PostgreSQL refuses it)."""
+    if comparison.startswith("= ANY(") and comparison.endswith(")"):
+        return f"({comparison[len('= ANY(') : -1]})[1]"
+    return comparison.removeprefix("= ")
+
+
 def recall_scope(
     params: SqlParams, names: list[str], options: RecallOptions, *, generic: bool
 ) -> Scope:
@@ -448,15 +464,17 @@ def recall_scope(
     if options.created_before is not None:
         conditions.append(f"m.created_at < {params.add(options.created_before, 'timestamptz')}")
     conditions.append(compile_filter(options.filter, params, column="m.metadata"))
-    excluded = None
+    excluded = namespace = None
     if current_memories(names, options):
         excluded = scope_exclusions(in_namespaces, include_invalid=options.include_invalid)
+        namespace = compared_namespace(in_namespaces)
     return Scope(
         in_namespaces=in_namespaces,
         conditions=" AND ".join(conditions),
         source=source,
         one_namespace=len(names) == 1,
         excluded=excluded,
+        namespace=namespace,
     )
 
 
