@@ -194,6 +194,68 @@ async def test_a_winner_that_expires_after_the_postings_were_read_gives_way(
         await connection.close()
 
 
+async def test_a_winner_forgotten_after_the_postings_were_read_gives_way(
+    stores: Stores, migrated_dsn: str
+) -> None:
+    """The best-scored memory is deleted between the postings statement and the winners': no
+    exclusion set can name it (its row is gone), so the winners' statement skips it as it
+    reads the hits; the others keep their order (the scores came from the postings read
+    before), and k are found."""
+    python, _, _ = stores
+    pool = python._query._pool
+    connection = await asyncpg.connect(migrated_dsn)
+    best: list[Any] = []
+
+    class ForgettingAfterPostings:
+        """The store's pool, deleting ``best`` right after the postings statement."""
+
+        async def fetch(self, statement: str, *args: Any) -> Any:
+            rows = await pool.fetch(statement, *args)
+            if "uuid_send" in statement:
+                await connection.execute("DELETE FROM memories WHERE id = $1", best[-1])
+            return rows
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(pool, name)
+
+    try:
+        for mode, query in (("keyword", "tides and orchards"), ("hybrid", "ledgers glaciers")):
+            before = await python.recall(query, namespace="kb", mode=mode, k=5)  # type: ignore[arg-type]
+            best.append(before.hits[0].id)
+            python._query._pool = ForgettingAfterPostings()  # type: ignore[assignment]
+            async with pool.acquire():  # one statement after the postings' (see above)
+                ours = await python.recall(query, namespace="kb", mode=mode, k=5)  # type: ignore[arg-type]
+            python._query._pool = pool
+            found = [hit.id for hit in ours.hits]
+            assert best[-1] not in found, mode
+            assert found[:4] == [hit.id for hit in before.hits[1:]], mode
+            assert len(found) == 5, mode
+    finally:
+        python._query._pool = pool
+        await connection.close()
+
+
+async def test_current_memories_are_checked_against_the_exclusion_set(stores: Stores) -> None:
+    """Hybrid's winners' statement checks the keyword candidates of one namespace's current
+    memories against its ids out of scope (no memory read); a filter, a created range, a past
+    validity or several namespaces probe each candidate's row, as keyword mode does."""
+    python, _, sent = stores
+    cases: list[tuple[list[str], dict[str, Any], bool]] = [
+        (["kb"], {}, True),
+        (["kb"], {"include_invalid": True}, True),
+        (["kb"], {"filter": {"topic": "tides"}}, False),
+        (["kb"], {"created_after": NOW - timedelta(days=4)}, False),
+        (["kb"], {"valid_at": NOW - timedelta(days=3)}, False),
+        (["kb", "kb2"], {}, False),
+    ]
+    for namespaces, options, excluded in cases:
+        for mode in ("keyword", "hybrid"):
+            sent.clear()
+            await python.recall("tides and orchards", namespace=namespaces, mode=mode, **options)  # type: ignore[arg-type]
+            winners = next(statement for statement in sent if bm25.CHECKED in statement)
+            assert ("NOT IN" in winners) == (excluded and mode == "hybrid"), (options, mode)
+
+
 def test_ties_are_ordered_by_id_as_postgresql_orders_uuids() -> None:
     """Equal scores are ordered by the id's bytes (uuid order), across namespaces too; and
     postings of one memory under two lexemes sum into one score."""

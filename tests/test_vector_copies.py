@@ -92,7 +92,7 @@ async def test_copies_rank_as_the_scan_of_the_rows_and_new_rows_are_found_at_onc
         best = await copied.recall("a late note about lighthouses", namespace=NAMESPACE, k=1)
         assert best.hits[0].content == "a late note about lighthouses"
         assert best.exact
-        # 15 of a query's nearest 20 expired: the bounded sort falls short, every row is sorted.
+        # 15 of a query's nearest 20 expired: the exclusion set leaves them out of the sort.
         nearest = await copied.recall(queries[0], namespace=NAMESPACE, k=20, mode="vector")
         expired = [hit.id for hit in nearest.hits[:15]]
         await connection.execute(

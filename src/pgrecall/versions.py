@@ -84,6 +84,15 @@ def valid_time_condition(
     return f"({alias}.valid_until IS NULL OR {alias}.valid_until > {as_of or 'now()'})"
 
 
+def validity_ended(alias: str = "m") -> str:
+    """The complement of the current validity (``valid_time_condition`` without ``valid_at``,
+    ``include_invalid`` or ``as_of``) for a fact with an end: the range of ``valid_until``
+    that the partial index ``memories_namespace_valid_until``
+    (namespace, valid_until; migration 0016)
+    reads."""
+    return f"{alias}.valid_until <= now()"
+
+
 _HISTORY = f"""
     SELECT version, content, metadata, key, current_from, superseded_at AS current_until,
            superseded_by, valid_from, valid_until, invalid_reason

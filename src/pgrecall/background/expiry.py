@@ -35,6 +35,13 @@ def unexpired(alias: str = "") -> str:
     return f"({column} IS NULL OR {column} > now())"
 
 
+def expired(alias: str = "") -> str:
+    """Its complement for a memory with an expiry: the range of ``expires_at`` that the partial
+    index ``memories_namespace_expiry`` (namespace, expires_at; migration 0016) reads."""
+    column = f"{alias}.expires_at" if alias else "expires_at"
+    return f"{column} <= now()"
+
+
 # Read-only and across namespaces (served by the partial expires_at index, migration 0009).
 _DUE_NAMESPACES = """
     SELECT DISTINCT namespace FROM memories

@@ -211,6 +211,17 @@ def build_metadata(dimensions: int) -> MetaData:
         Index("memories_pending_queue", "embed_after", postgresql_where=text("status = 'pending'")),
         # The sweeper's way to expired memories (expiry.py); rows without an expiry stay out.
         Index("memories_expiry", "expires_at", postgresql_where=text("expires_at IS NOT NULL")),
+        # Recall's scope exclusions (migration 0016): a namespace's ids out of scope, in ranges.
+        *(
+            Index(
+                f"memories_namespace_{name}",
+                "namespace",
+                column,
+                postgresql_include=["id"],
+                postgresql_where=text(f"{column} IS NOT NULL"),
+            )
+            for name, column in (("expiry", "expires_at"), ("valid_until", "valid_until"))
+        ),
         Index(
             "memories_unembedded_namespace",
             "namespace",

@@ -187,18 +187,31 @@ CHECKED = "keyword_checked"
 
 
 def checked_ranking(
-    params: SqlParams, scope: Scope, rows: list[dict[str, Any]], depth: str
+    params: SqlParams, scope: Scope, rows: list[dict[str, Any]], depth: str, *, fused: bool
 ) -> Ranking:
-    """The first ``depth`` of ``rows`` (best first) that are in ``scope``, ranked: the scope's
-    probe per row in that order, as ``recall.sql.keyword_ranking`` checks its best-scored rows
-    (in one namespace a lateral probe per row, which keeps the statement on one shard on Citus;
-    across namespaces a join, as ``recall.sql._alive`` explains). A CTE, so ``with_checked``
-    can count its rows."""
+    """The first ``depth`` of ``rows`` (best first) that are in ``scope``, ranked; a CTE, so
+    ``with_checked`` can count its rows.
+
+    A ranking to be ``fused`` (hybrid) in a scope of one namespace's current memories: the
+    rows whose id is not in the scope's exclusion set (``recall.sql.scope_exclusions``), no
+    memory read. A memory deleted since the postings were read passes it (no index names it
+    any more); the winners are read in fused order until enough are found
+    (``recall.sql.fused_hits``' recheck), so it is skipped there, as a split recall skips its
+    vector ranking's. Probing each of hybrid's ~100 best in SciFact's long rows cost its
+    winners' statement 1.36-1.68x (benchmarks/RESULTS.md, issue 25 session 15).
+
+    Otherwise the scope's probe per row in that order, as ``recall.sql.keyword_ranking``
+    checks its best-scored rows (in one namespace a lateral probe per row, which keeps the
+    statement on one shard on Citus; across namespaces a join, as ``recall.sql._alive``
+    explains). Keyword mode keeps it: its ~k probes read the pages its winners are then read
+    from, and a deleted memory gives way to the next."""
     namespaces = params.add([row["namespace"] for row in rows], "text[]")
     ids = params.add([row["id"] for row in rows], "uuid[]")
     scores = params.add([row["score"] for row in rows], "float8[]")
     key = "m.namespace = g.namespace AND m.id = g.id"
-    if scope.one_namespace:
+    if fused and scope.excluded is not None:
+        alive = f"WHERE g.id NOT IN ({scope.excluded})"
+    elif scope.one_namespace:
         alive = f"""CROSS JOIN LATERAL (
                     SELECT 1 FROM memories m WHERE {scope.conditions} AND {key} OFFSET 0
                 ) AS alive"""

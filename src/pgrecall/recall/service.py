@@ -61,6 +61,7 @@ from pgrecall.recall.sizes import NamespaceSizes
 from pgrecall.recall.split import SplitGate, fused_statement, given_ranking, ranking_statement
 from pgrecall.recall.sql import (
     Fusion,
+    current_memories,
     fused,
     fused_hits,
     keyword_ranking,
@@ -220,17 +221,12 @@ class QueryService:
 
     def _copied(self, names: list[str], largest: int, options: RecallOptions) -> bool:
         """Whether the exact scan reads the vector copies (``recall.sql.copied_nearest``): one
-        namespace large enough to have them, a scope of current memories that drops few rows
-        (no metadata filter, created range or past validity, which could make it probe row
-        after row; nor past versions, which have no copies)."""
-        return (
-            len(names) == 1
-            and self._reaches(largest, self._settings.vector_copy_min_rows)
-            and options.as_of is None
-            and options.valid_at is None
-            and options.created_after is None
-            and options.created_before is None
-            and not options.filter
+        namespace large enough to have them, its current memories in scope
+        (``recall.sql.current_memories``: those out of scope are an exclusion set, where a
+        metadata filter, created range or past validity would need each candidate's row; past
+        versions have no copies)."""
+        return current_memories(names, options) and self._reaches(
+            largest, self._settings.vector_copy_min_rows
         )
 
     def _reaches(self, largest: int, minimum: int) -> bool:
@@ -392,7 +388,7 @@ class QueryService:
         params = SqlParams()
         scope = recall_scope(params, names, options, generic=shape.exact)
         depth = shape.rows(params, shape.depth if vector is not None else shape.wanted)
-        keyword = bm25.checked_ranking(params, scope, keyword_rows, depth)
+        keyword = bm25.checked_ranking(params, scope, keyword_rows, depth, fused=vector is not None)
         vector_ranked = fusion = query = None
         if vector is not None and space_id is not None:
             query = params.add(vector, "vector")
@@ -404,14 +400,10 @@ class QueryService:
                 vector_ranked = vector_ranking(scope, query, space, size, plan, len(vector))
             fusion = self._fusion(params, options, depth)
         ranking = fused(vector_ranked, keyword, fusion)
-        # A vector ranking fetched before this statement: its rows are checked again here.
+        # The keyword ranking (and a vector ranking fetched at once with it) came from a
+        # statement before this one: its winners are checked again here, as they are read.
         hits = fused_hits(
-            scope,
-            ranking,
-            query,
-            shape.rows(params, shape.wanted),
-            shape.embedding,
-            recheck=vector_rows is not None,
+            scope, ranking, query, shape.rows(params, shape.wanted), shape.embedding, recheck=True
         )
         sql = bm25.with_checked(keyword, statement([], scope, hits))
         with database_errors():

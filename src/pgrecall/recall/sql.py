@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pgrecall.background.expiry import unexpired
+from pgrecall.background.expiry import expired, unexpired
 from pgrecall.config import FusionMethod
 from pgrecall.db.params import SqlParams
 from pgrecall.db.schema import indexed_embedding
 from pgrecall.recall.filters import compile_filter
 from pgrecall.records import RecallOptions
-from pgrecall.versions import as_of_relation, valid_time_condition
+from pgrecall.versions import as_of_relation, valid_time_condition, validity_ended
 
 # A memory's columns in a hit.
 HIT_COLUMNS = (
@@ -41,6 +41,10 @@ class Scope:
     conditions: str  # namespace, expiry, created range, valid time, metadata filter, over m
     source: str = "memories"  # the relation read as m: the table, or a CTE of past versions
     one_namespace: bool = False  # the scope names exactly one namespace
+    # The ids of the namespace's memories out of the scope (``scope_exclusions``), when the
+    # scope is one namespace's current memories: candidates ``id NOT IN`` it need no probe.
+    excluded: str | None = None
+    namespace: str | None = None  # with ``excluded``: that one namespace's value
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,51 +118,40 @@ def nearest(
     """
 
 
-# Nearest copies checked against the scope before the full sort is needed, per wanted row.
-COPIED_CANDIDATES_PER_ROW = 2
-
-
 def copied_nearest(
     scope: Scope, vector: str, space: str, depth: str, columns: str, where: str
 ) -> str:
     """The exact top ``depth`` of one namespace whose vectors are copied (``memory_vectors``,
-    background/copies.py): the copies of the space plus the rows not copied yet, by distance,
-    then the scope's conditions (``where``) checked on the memories in that order, one
-    primary-key probe each, until ``depth`` pass.
+    background/copies.py): the copies of the space plus the rows not copied yet (those in
+    scope), by distance, without the memories out of scope.
 
-    The nearest ``COPIED_CANDIDATES_PER_ROW`` x ``depth`` are kept by a bounded sort first;
-    only when fewer than ``depth`` of them pass the scope (many expired or invalid rows) is
-    every row sorted. Both are exact: every row of the namespace is a candidate once (a copy
-    holds its row's vector: the triggers of migration 0014 drop a copy whose vector changes),
-    and rows outside the bounded sort lie no nearer than those in it. Candidates carry no
-    namespace (one is in scope): on SciFact the bounded sort of (id, distance) took recall's
-    statement from 0.42x of the scan of the rows (a full sort of every candidate with its
-    namespace) to 0.23x (benchmarks/RESULTS.md, issue 25). Meant for scopes that drop few rows
-    (expiry, current validity): a narrow filter would probe row after row.
-    """
+    Those are the scope's exclusion set (expired, or validity ended: ``scope_exclusions``, two
+    partial index ranges, empty on most namespaces). The nearest ``depth`` + its size are kept
+    by a bounded sort, then the excluded dropped: exact, since at most that many of them lie
+    among the nearest, and every row of the namespace is a candidate once (a copy holds its
+    row's vector and space: the triggers of migration 0014 drop a copy whose vector or space
+    changes, or whose row is deleted). No candidate's row is read until the winners are. On
+    SciFact (RESULTS.md, issue 25 session 15), against a primary-key probe of each candidate's
+    row (a long row a page): hybrid's vector ranking at depth 100 1.05-1.09x; the exclusion
+    set checked on every copy instead of after the sort cost vector mode 0.93-0.95x.
+    Candidates carry no namespace through the sort (there is one, added after it). ``columns``
+    are the candidates' (namespace, id)."""
+    if scope.excluded is None or scope.namespace is None:
+        raise ValueError("the copied plan needs a scope of one namespace's current memories")
     candidates = f"""
-        SELECT * FROM (
-            (SELECT v.id, v.embedding <#> {vector} AS distance FROM memory_vectors v
-             WHERE v.namespace {scope.in_namespaces} AND v.space_id = {space} OFFSET 0)
-            UNION ALL
-            (SELECT m.id, m.embedding <#> {vector} AS distance FROM memories m
-             WHERE m.namespace {scope.in_namespaces} AND NOT m.vector_copied
-               AND m.embedding IS NOT NULL AND m.space_id = {space} OFFSET 0)
-        ) AS copies ORDER BY distance, id"""
-    passing = f"""
-        SELECT {columns}, c.distance FROM ({candidates} {{bound}}) AS c
-        CROSS JOIN LATERAL (
-            SELECT m.namespace, m.id FROM memories m WHERE {where} AND m.id = c.id OFFSET 0
-        ) AS m
-        ORDER BY c.distance, c.id LIMIT {depth}"""
-    nearest_first = passing.format(bound=f"LIMIT {depth} * {COPIED_CANDIDATES_PER_ROW}")
-    return f"""
-        WITH nearest_first AS MATERIALIZED ({nearest_first})
-        SELECT * FROM nearest_first WHERE (SELECT count(*) FROM nearest_first) >= {depth}
+        (SELECT v.id, v.embedding <#> {vector} AS distance FROM memory_vectors v
+         WHERE v.namespace {scope.in_namespaces} AND v.space_id = {space} OFFSET 0)
         UNION ALL
-        SELECT * FROM ({passing.format(bound="")}) AS every_row
-        WHERE (SELECT count(*) FROM nearest_first) < {depth}
-    """
+        (SELECT m.id, m.embedding <#> {vector} AS distance FROM memories m
+         WHERE {where} AND NOT m.vector_copied OFFSET 0)"""
+    nearest_and_excluded = f"""
+        SELECT * FROM ({candidates}) AS c ORDER BY c.distance, c.id
+        LIMIT {depth} + (SELECT count(*) FROM ({scope.excluded}) AS excluded)"""
+    return f"""SELECT {columns}, m.distance FROM (
+            SELECT {scope.namespace} AS namespace, c.id, c.distance
+            FROM ({nearest_and_excluded}) AS c WHERE c.id NOT IN ({scope.excluded})
+            ORDER BY c.distance, c.id LIMIT {depth}
+        ) AS m"""
 
 
 def vector_ranking(
@@ -436,6 +429,14 @@ def namespace_comparison(params: SqlParams, names: Sequence[str], *, generic: bo
     return f"= ANY({params.add(list(names), 'text[]')})"
 
 
+def compared_namespace(comparison: str) -> str:
+    """The value of a ``namespace_comparison`` of one namespace, as an expression of the same
+    parameter (a parameter no statement uses has no type, and PostgreSQL refuses it)."""
+    if comparison.startswith("= ANY(") and comparison.endswith(")"):
+        return f"({comparison[len('= ANY(') : -1]})[1]"
+    return comparison.removeprefix("= ")
+
+
 def recall_scope(
     params: SqlParams, names: list[str], options: RecallOptions, *, generic: bool
 ) -> Scope:
@@ -463,11 +464,46 @@ def recall_scope(
     if options.created_before is not None:
         conditions.append(f"m.created_at < {params.add(options.created_before, 'timestamptz')}")
     conditions.append(compile_filter(options.filter, params, column="m.metadata"))
+    excluded = namespace = None
+    if current_memories(names, options):
+        excluded = scope_exclusions(in_namespaces, include_invalid=options.include_invalid)
+        namespace = compared_namespace(in_namespaces)
     return Scope(
         in_namespaces=in_namespaces,
         conditions=" AND ".join(conditions),
         source=source,
         one_namespace=len(names) == 1,
+        excluded=excluded,
+        namespace=namespace,
+    )
+
+
+def current_memories(names: Sequence[str], options: RecallOptions) -> bool:
+    """Whether a recall's scope is one namespace's current memories: unexpired and valid now
+    (or any validity, with ``include_invalid``), no metadata filter, created range, past
+    validity (``valid_at``) or past versions (``as_of``). Its memories out of scope are then
+    those of ``scope_exclusions``."""
+    return (
+        len(names) == 1
+        and options.as_of is None
+        and options.valid_at is None
+        and options.created_after is None
+        and options.created_before is None
+        and not options.filter
+    )
+
+
+def scope_exclusions(in_namespaces: str, *, include_invalid: bool) -> str:
+    """A subquery of the ids of the namespace's memories that are expired or (unless
+    ``include_invalid``) whose validity has ended: the complement of ``current_memories``'
+    scope among its rows. Read through the partial indexes of migration 0016 (the rows with an
+    expiry, with an end of validity), which hold none of most namespaces' rows: the ranges
+    ``expires_at <= now()`` and ``valid_until <= now()`` are what the sweeper has not deleted
+    yet and the facts invalidated."""
+    ended = [expired("x")] if include_invalid else [expired("x"), validity_ended("x")]
+    return " UNION ALL ".join(
+        f"SELECT x.id FROM memories x WHERE x.namespace {in_namespaces} AND {condition}"
+        for condition in ended
     )
 
 
