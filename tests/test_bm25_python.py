@@ -150,6 +150,23 @@ async def test_too_few_passing_candidates_send_every_scored_memory(stores: Store
         assert all(hit.metadata["topic"] == "printers" for hit in ours.hits)
 
 
+class _AfterPostings:
+    """A store's pool that runs ``change`` on the last of ``best`` right after the postings
+    statement, on another connection."""
+
+    def __init__(self, pool: Any, connection: Any, change: str, best: list[Any]) -> None:
+        self._pool, self._connection, self._change, self._best = pool, connection, change, best
+
+    async def fetch(self, statement: str, *args: Any) -> Any:
+        rows = await self._pool.fetch(statement, *args)
+        if "uuid_send" in statement:
+            await self._connection.execute(self._change, self._best[-1])
+        return rows
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+
 async def test_a_winner_that_expires_after_the_postings_were_read_gives_way(
     stores: Stores, migrated_dsn: str
 ) -> None:
@@ -160,25 +177,13 @@ async def test_a_winner_that_expires_after_the_postings_were_read_gives_way(
     connection = await asyncpg.connect(migrated_dsn)
     best: list[Any] = []
 
-    class ExpiringAfterPostings:
-        """The store's pool, expiring ``best`` right after the postings statement."""
-
-        async def fetch(self, statement: str, *args: Any) -> Any:
-            rows = await pool.fetch(statement, *args)
-            if "uuid_send" in statement:
-                await connection.execute(
-                    "UPDATE memories SET expires_at = now() WHERE id = $1", best[-1]
-                )
-            return rows
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(pool, name)
-
     try:
         for mode, query in (("keyword", "tides and orchards"), ("hybrid", "ledgers glaciers")):
             before = await python.recall(query, namespace="kb", mode=mode, k=5)  # type: ignore[arg-type]
             best.append(before.hits[0].id)
-            python._query._pool = ExpiringAfterPostings()  # type: ignore[assignment]
+            python._query._pool = _AfterPostings(  # type: ignore[assignment]
+                pool, connection, "UPDATE memories SET expires_at = now() WHERE id = $1", best
+            )
             # One of the two connections held: hybrid recall stays one statement after the
             # postings' (split, its vector ranking could run before the expiry, and the
             # fusion's standardisation would count the expired row, as recall/split.py says).
@@ -206,23 +211,13 @@ async def test_a_winner_forgotten_after_the_postings_were_read_gives_way(
     connection = await asyncpg.connect(migrated_dsn)
     best: list[Any] = []
 
-    class ForgettingAfterPostings:
-        """The store's pool, deleting ``best`` right after the postings statement."""
-
-        async def fetch(self, statement: str, *args: Any) -> Any:
-            rows = await pool.fetch(statement, *args)
-            if "uuid_send" in statement:
-                await connection.execute("DELETE FROM memories WHERE id = $1", best[-1])
-            return rows
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(pool, name)
-
     try:
         for mode, query in (("keyword", "tides and orchards"), ("hybrid", "ledgers glaciers")):
             before = await python.recall(query, namespace="kb", mode=mode, k=5)  # type: ignore[arg-type]
             best.append(before.hits[0].id)
-            python._query._pool = ForgettingAfterPostings()  # type: ignore[assignment]
+            python._query._pool = _AfterPostings(  # type: ignore[assignment]
+                pool, connection, "DELETE FROM memories WHERE id = $1", best
+            )
             async with pool.acquire():  # one statement after the postings' (see above)
                 ours = await python.recall(query, namespace="kb", mode=mode, k=5)  # type: ignore[arg-type]
             python._query._pool = pool
