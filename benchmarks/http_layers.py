@@ -14,8 +14,9 @@ process's for ``http`` (its user + system time from /proc).
 
 ``--servers`` names the uvicorn setups to serve with, each a server of its own whose ``http``
 and ``healthz`` legs take turns with the others (``SERVERS``: ``h11`` is uvicorn without its
-optional speedups, ``httptools`` its C parser (``pgrecall serve``'s, the default), ``uvloop``
-its event loop, ``both``).
+optional speedups, as ``pgrecall serve`` runs it; ``httptools`` its C parser, which bounds no
+request head, so serve keeps h11; ``uvloop`` its event loop; ``both``). The last three need
+their packages installed.
 
 Written for issue 25 (benchmarks/RESULTS.md, session 14), where HTTP added 1.25-1.6 ms to each
 mode over the in-process recall and the question was which layer holds it; ``--servers`` for
@@ -168,7 +169,7 @@ async def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument(
         "--servers",
-        default="httptools",
+        default="h11",
         help=f"uvicorn setups (default: serve's), of {', '.join(SERVERS)}",
     )
     arguments = parser.parse_args()

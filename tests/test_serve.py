@@ -19,7 +19,7 @@ import httpx
 import psutil
 import pytest
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from pgrecall.http.app import create_app
 from pgrecall.http.serving import HTTP_PARSER, default_workers
@@ -116,10 +116,10 @@ async def test_a_line_per_request_only_with_access_log(
     assert ('"GET /healthz HTTP/1.1" 200' in logged) == bool(flag)
 
 
-def test_the_server_parses_http_with_httptools() -> None:
+def test_the_server_parses_http_with_h11_which_bounds_a_request_head() -> None:
     config = uvicorn.Config(create_app(store_settings()), http=HTTP_PARSER)
     config.load()
-    assert config.http_protocol_class is HttpToolsProtocol
+    assert config.http_protocol_class is H11Protocol
 
 
 def test_the_default_is_a_worker_per_two_cores() -> None:

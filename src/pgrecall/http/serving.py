@@ -34,12 +34,13 @@ STOP_SECONDS = 30.0
 WORKER_HEALTHCHECK_SECONDS = 60
 
 
-# uvicorn's HTTP parser: httptools (C) rather than h11 (pure Python). One client, SciFact,
-# alternated claim by claim against the same store served with h11 (``python -m
-# benchmarks.http_layers --servers``, RESULTS.md, issue 25 session 15): ``GET /healthz``, the
-# floor of every request, 0.71-0.80x (1.15-1.54 -> 0.83-1.17 ms) in six passes over two runs,
-# the server's CPU per recall 0.07-0.50 ms lower in four of six.
-HTTP_PARSER = "httptools"
+# uvicorn's HTTP parser: h11, which refuses a request whose head outgrows 16 KB (400). uvicorn's
+# httptools protocol sets no such limit: a request with a 20 MB header line was read whole and
+# answered 200 (h11: 400 at 200 kB, the connection reset at 20 MB), so a hostile client could
+# make the server buffer any size it likes. httptools would cut the floor of every request,
+# ``GET /healthz``, to 0.71-0.80x for one client (``python -m benchmarks.http_layers --servers
+# h11,httptools`` with httptools installed; RESULTS.md, issue 25 session 15): not at that price.
+HTTP_PARSER = "h11"
 
 
 def default_workers() -> int:
