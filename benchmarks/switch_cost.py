@@ -440,6 +440,8 @@ async def _move(
         "switch_seconds": switch_seconds,
         "compact_seconds": compaction.seconds if compaction else 0.0,
         "compacted": len(compaction.rebuilt) if compaction else 0,
+        "heap_before": switched.heap_pages[0] if switched.heap_pages else 0,
+        "heap_after": switched.heap_pages[1] if switched.heap_pages else 0,
     }
 
 
@@ -521,7 +523,8 @@ async def run_case(
             print(
                 f"  {state}: built {move['built']:.0f} vectors in {move['build_seconds']:.1f} s "
                 f"({rate:.0f}/s), switched {move['moved']:.0f} in {move['switch_seconds']:.1f} s "
-                f"(graph rebuilt{compacted})"
+                f"(graph rebuilt{compacted}); the heap {move['heap_before']:,.0f} pages before "
+                f"the move, {move['heap_after']:,.0f} after"
             )
         model = SECOND if state.startswith("switched") else FIRST
         legs = {STATE: Leg(case_dsn, name, model), COPY: copy}

@@ -300,6 +300,12 @@ async def test_a_build_killed_half_way_resumes_in_two_processes_without_embeddin
     assert "switched to ollama:nomic-embed-text" in stdout
     assert "0 memories embedded by this process" in stdout
     assert " indexes compacted in " in stdout  # the switch's last step, unless --no-compact
+    heap = re.search(r"the heap of memories ([\d,]+) pages before the move, ([\d,]+) after", stdout)
+    assert heap is not None, stdout
+    before, after = (int(pages.replace(",", "")) for pages in heap.groups())
+    # Twice the pages for twice the dimensions (501 -> 1,000 measured), not twice again for
+    # the move's dead half (tests/test_compaction.py holds the size in one space).
+    assert 0 < after <= 2.1 * before, stdout
     code, stdout, stderr = await _reembed(environment, "--compact")  # again, as after a kill
     assert code == 0, stderr
     compacted = re.match(r"(\d+) indexes compacted in ", stdout)

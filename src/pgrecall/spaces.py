@@ -17,6 +17,7 @@ import asyncpg
 
 from pgrecall.background.compaction import Compaction, Progress, compact
 from pgrecall.background.copies import VectorCopier
+from pgrecall.background.heap import local_heap_pages
 from pgrecall.background.indexer import Indexer
 from pgrecall.background.reembed import Reembedder
 from pgrecall.background.switch import Switched, drop_old, settle, switch
@@ -162,15 +163,20 @@ class SpaceMover:
         then vacuums."""
         if not rollback:
             await self._require_configured_build()
+        pages_before = await local_heap_pages(self._pool)
         switched = await switch(self._pool, rollback=rollback)
         await asyncio.sleep(self.settings.space_recheck_seconds + _SETTLE_MARGIN_SECONDS)
         requeued = await settle(self._pool, switched.old)
         await VectorCopier(self._pool, self.settings).catch_up()
+        # The heap too is compacted there, while the graph is down (heap.compact_heap).
         await Indexer(self._pool, self.settings).catch_up(rebuild=True)
         # Last: the copies and the graph's flags rewrite the rows again.
         compaction = await compact(self._pool, compacting) if compact_indexes else None
         return dataclasses.replace(
-            switched, requeued=switched.requeued + requeued, compaction=compaction
+            switched,
+            requeued=switched.requeued + requeued,
+            compaction=compaction,
+            heap_pages=_pages(pages_before, await local_heap_pages(self._pool)),
         )
 
     async def compact(self, progress: Progress | None = None) -> Compaction:
@@ -190,6 +196,10 @@ class SpaceMover:
                 f"{building.space.describe()} is being built, but these settings describe "
                 f"{configured.describe()}: switch with the settings of the space built"
             )
+
+
+def _pages(before: int | None, after: int | None) -> tuple[int, int] | None:
+    return None if before is None or after is None else (before, after)
 
 
 def _same_model(built: EmbeddingSpace, configured: EmbeddingSpace) -> bool:

@@ -7,19 +7,23 @@ graph from then on. Small namespaces are searched exactly and never enter it. Re
 graph's candidates with an exact scan of the scope's unflagged rows, so results are right at
 any point; the indexer only makes large namespaces fast.
 
-``catch_up(rebuild=True)`` is for bulk loads: it flags every row at once and builds the graph
-in one parallel ``CREATE INDEX``, which is several times faster than growing it row by row.
+``catch_up(rebuild=True)`` is for bulk loads and switches of space: it flags every row at once
+and builds the graph in one parallel ``CREATE INDEX``, which is several times faster than
+growing it row by row. While the graph is down it compacts the heap (``heap.compact_heap``):
+the flags, like a switch's move, wrote every row again at the heap's end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from typing import TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from pgrecall.background.heap import compact_heap
 from pgrecall.background.movers import BatchMover
 from pgrecall.db.errors import database_errors
 from pgrecall.db.inspect import on_citus, vector_dimensions
@@ -27,6 +31,8 @@ from pgrecall.db.schema import HNSW_INDEX, hnsw_index_sql
 from pgrecall.errors import SchemaError
 
 _Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
+
+logger = logging.getLogger(__name__)
 
 # A memory size as PostgreSQL reads it: SET takes no parameter, so the value is checked before
 # it is written into the statement.
@@ -101,9 +107,20 @@ class Indexer(BatchMover):
                 await connection.execute(f"DROP INDEX IF EXISTS {HNSW_INDEX}")
                 try:
                     status = await connection.execute(_FLAG_ALL, namespaces)
+                    # Now, while no graph takes each moved row in again.
+                    if not await on_citus(connection):
+                        heap = await compact_heap(connection)
+                        logger.info(
+                            "heap of memories compacted: %d pages to %d, %d rows moved in %.1f s",
+                            heap.pages_before,
+                            heap.pages_after,
+                            heap.moved,
+                            heap.seconds,
+                        )
                 finally:
                     await _build_graph(connection, dimensions, maintenance_work_mem)
-                # The flagging left a dead version of every row it touched behind.
+                # The heap's compaction left a dead version of every row it moved behind (on
+                # Citus the flagging did).
                 await connection.execute("VACUUM (ANALYZE) memories")
         return int(status.split()[-1])
 

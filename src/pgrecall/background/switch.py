@@ -73,15 +73,17 @@ _SET_STATE = "UPDATE embedding_spaces SET state = $2 WHERE id = $1"
 @dataclass(frozen=True, slots=True)
 class Switched:
     """What a switch did: from which space to which, how many vectors moved, how many memories
-    were queued again (a rollback's memories changed since the switch), and the compaction of
+    were queued again (a rollback's memories changed since the switch), the compaction of
     the indexes the move left half-empty (``SpaceMover.switch`` runs it after the commit unless
-    told not to; None then)."""
+    told not to; None then), and the heap's pages before the move and after the steps that
+    follow it (the heap compacted while the graph is rebuilt: ``heap.compact_heap``)."""
 
     old: SpaceState
     new: SpaceState
     moved: int
     requeued: int
     compaction: Compaction | None = None
+    heap_pages: tuple[int, int] | None = None
 
 
 async def _citus(connection: _Connection) -> None:

@@ -53,6 +53,13 @@ async def _switch(mover: SpaceMover, *, rollback: bool, compact: bool) -> Switch
         )
 
 
+def _heap(done: Switched) -> str:
+    if done.heap_pages is None:
+        return ""
+    before, after = done.heap_pages
+    return f"; the heap of memories {before:,} pages before the move, {after:,} after"
+
+
 def _compacted(compaction: Compaction | None) -> str:
     if compaction is None:
         return ""
@@ -85,7 +92,8 @@ async def _reembed(switch: bool, rollback: bool, drop_old: bool, compact: bool) 
             out.print(
                 f"rolled back to {done.new.space.describe()}: {done.moved} vectors moved back, "
                 f"{done.requeued} memories changed since the switch queued to embed again"
-                f"{_compacted(done.compaction)}; restart every process with its settings",
+                f"{_compacted(done.compaction)}{_heap(done)}; restart every process with its "
+                "settings",
                 highlight=False,
             )
             return
@@ -100,7 +108,8 @@ async def _reembed(switch: bool, rollback: bool, drop_old: bool, compact: bool) 
             out.print(
                 f"switched to {done.new.space.describe()}: {done.moved} vectors moved, "
                 f"{done.requeued} written meanwhile queued to embed again"
-                f"{_compacted(done.compaction)}; restart every process with the new settings "
+                f"{_compacted(done.compaction)}{_heap(done)}; restart every process with the new "
+                "settings "
                 "(pgrecall reembed --rollback goes back)",
                 highlight=False,
             )

@@ -1,0 +1,158 @@
+"""Compacting the heap of ``memories`` after its rows were all written again.
+
+A move of embedding space (``switch._MOVE_IN``) and the graph's flags (``indexer``) each
+UPDATE every row they touch in one statement, so no new version can take an old one's place:
+the new versions go to the end of the heap, and VACUUM frees the old ones' pages but keeps
+them. After a switch and a rollback the heap held 84,282 pages for the 43,208 of the same rows
+never moved (case (b) at 100,000 memories), and the planner prices plans by the heap's pages:
+there the keyword statement's generic plan cost 1,415 against its custom plans' 938, so
+PostgreSQL planned every call afresh (0.55 ms) into a plan slower than the generic one, and
+keyword recall ran 1.40-1.50x the unmoved copy's (benchmarks/RESULTS.md, issue 21, session 15).
+
+``compact_heap`` moves the tail's rows into the free pages before it, then lets VACUUM cut off
+the empty tail:
+
+1. VACUUM, so the free space map knows the freed pages.
+2. The target: the pages the live rows fill at the median rows a page of the pages that hold
+   any (rows larger than the median's fill the free pages first: step 3 stops there). Nothing
+   is moved when the pages past it are fewer than VACUUM would cut off (a sixteenth of the
+   heap, or 1,000 pages).
+3. From the end down to the target, a batch of pages at a time, each in a transaction: every
+   row there is written again unchanged (``status = status``: a column no trigger watches, so
+   no version is kept and no postings or copies are dropped). PostgreSQL keeps a new version
+   on its page when it fits there and otherwise puts it where the free space map says, so the
+   rows that stayed are written once more in the same transaction, when their own versions
+   have taken that room. A batch whose rows would land at or past its own pages (the free
+   pages are full) is rolled back and tried again at half its pages, down to one page, where
+   the compaction stops.
+4. VACUUM: the emptied tail is cut off (when it can take its lock within VACUUM's 5 s).
+
+Readers see the same rows throughout; a writer waits only for a batch's rows. Every index
+gets an entry for each moved row, so this runs while the graph is down
+(``Indexer.catch_up(rebuild=True)``) and before the other indexes are rebuilt
+(``compaction.compact``). Not on Citus: the coordinator's ``memories`` holds no rows of its
+own.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import TypeAlias
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from pgrecall.db.inspect import on_citus
+from pgrecall.db.schema import MEMORIES
+
+_Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
+
+# Rows a batch moves, about: a transaction of ~1,000 rows holds their locks for ~0.1 s.
+BATCH_ROWS = 1000
+# Writes of a batch's rows within its transaction before the rows still on their pages are
+# left there: the second write finds the room the first one took (see the docstring).
+_WRITES = 3
+
+# VACUUM cuts the empty end off only when it is at least this many pages, or this fraction of
+# the heap (vacuumlazy.c: REL_TRUNCATE_MINIMUM, REL_TRUNCATE_FRACTION): a shorter end is left.
+_TRUNCATE_MINIMUM = 1000
+_TRUNCATE_FRACTION = 16
+
+_HEAP_PAGES = f"SELECT pg_relation_size('{MEMORIES}') / current_setting('block_size')::int"
+# The live rows, and the median of rows a page over the pages holding any.
+_DENSITY = f"""
+    SELECT coalesce(sum(live), 0)::bigint,
+           coalesce(percentile_disc(0.5) WITHIN GROUP (ORDER BY live), 0)::bigint
+    FROM (SELECT count(*) AS live FROM {MEMORIES} GROUP BY (ctid::text::point)[0]) AS pages
+"""
+# The rows on pages [$1, $2) written again unchanged: how many, how many of the new versions
+# are still on those pages, and how many landed on pages at or past $2 (the end moved).
+_WRITE_AGAIN = f"""
+    WITH written AS (
+        UPDATE {MEMORIES} SET status = status
+        WHERE ctid >= format('(%s,0)', $1::bigint)::tid
+          AND ctid < format('(%s,0)', $2::bigint)::tid
+        RETURNING (ctid::text::point)[0] AS page
+    )
+    SELECT count(*)::bigint AS rows,
+           count(*) FILTER (WHERE page >= $1 AND page < $2)::bigint AS stayed,
+           count(*) FILTER (WHERE page >= $2)::bigint AS beyond
+    FROM written
+"""
+
+
+async def heap_pages(connection: _Connection) -> int:
+    """The pages of ``memories``' heap."""
+    return int(await connection.fetchval(_HEAP_PAGES))
+
+
+async def local_heap_pages(pool: asyncpg.Pool) -> int | None:
+    """The pages of ``memories``' heap; None on Citus (the rows are in the workers' shards)."""
+    async with pool.acquire() as connection:
+        return None if await on_citus(connection) else await heap_pages(connection)
+
+
+@dataclass(frozen=True, slots=True)
+class HeapCompaction:
+    """What ``compact_heap`` did: the heap's pages before and after, the rows it moved
+    forward, and how long it took."""
+
+    pages_before: int
+    pages_after: int
+    moved: int
+    seconds: float
+
+
+class _Full(Exception):
+    """A batch's rows found no free page before their own: it is rolled back."""
+
+
+async def compact_heap(connection: _Connection) -> HeapCompaction:
+    """Move the rows at the end of ``memories``' heap into its free pages and cut the emptied
+    end off (outside a transaction: it runs VACUUM)."""
+    started = time.perf_counter()
+    await connection.execute(f"VACUUM {MEMORIES}")
+    before = await heap_pages(connection)
+    rows, per_page = (await connection.fetch(_DENSITY))[0]
+    moved = 0
+    target = math.ceil(rows / per_page) if per_page else before
+    if before - target >= min(_TRUNCATE_MINIMUM, before / _TRUNCATE_FRACTION):
+        step = max(1, BATCH_ROWS // per_page)
+        end = before
+        while end > target:
+            start = max(target, end - step)
+            try:
+                moved += await _move_pages(connection, start, end)
+            except _Full:
+                if step == 1:
+                    break
+                # The free pages hold part of a batch: narrow in on it. VACUUM first: the
+                # rolled-back batch extended the heap, and this backend would go on filling
+                # those new pages (its cached target page) until they are cut off again.
+                await connection.execute(f"VACUUM {MEMORIES}")
+                step //= 2
+                continue
+            end = start
+        if moved:
+            await connection.execute(f"VACUUM {MEMORIES}")
+    after = await heap_pages(connection)
+    return HeapCompaction(before, after, moved, time.perf_counter() - started)
+
+
+async def _move_pages(connection: _Connection, start: int, end: int) -> int:
+    """Write the rows of pages [start, end) again until they leave those pages (``_WRITES``
+    at most); the rows that left. Raises ``_Full``, the batch rolled back, when any landed at
+    or past ``end``."""
+    async with connection.transaction():
+        first = 0
+        for write in range(_WRITES):
+            rows, stayed, beyond = (await connection.fetch(_WRITE_AGAIN, start, end))[0]
+            if beyond:
+                raise _Full
+            if write == 0:
+                first = rows
+            if not stayed:
+                return int(first)
+        return int(first - stayed)
