@@ -4,13 +4,14 @@ pages freed before it and the emptied end is cut off; no row changes, no trigger
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 import pytest
 
 from pgrecall import MemoryInput, MemoryStore
-from pgrecall.background.heap import HeapCompaction, compact_heap
+from pgrecall.background.heap import STOPPED, HeapCompaction, compact_heap
 from pgrecall.db.pool import create_pool
 
 from .conftest import store_settings
@@ -111,4 +112,144 @@ async def test_a_heap_with_no_free_pages_is_left_as_it_is(
     done = await _compacted(migrated_dsn)
     assert (done.pages_before, done.pages_after) == (pages, pages)
     assert done.moved == 0
+    assert done.stopped == STOPPED["compact"]
     assert await connection.fetchval(_ROWS_DIGEST) == digest
+
+
+async def test_an_empty_store_rebuilds_its_graph_with_nothing_to_compact(
+    migrated_dsn: str, connection: asyncpg.Connection
+) -> None:
+    assert await _pages(connection) == 0
+    done = await _compacted(migrated_dsn)
+    assert (done.pages_after, done.moved, done.stopped) == (0, 0, STOPPED["empty"])
+    store = await MemoryStore.open(store_settings(worker=False), dsn=migrated_dsn)
+    try:
+        assert await store.index(rebuild=True) == 0
+    finally:
+        await store.close()
+
+
+async def _grown(dsn: str, connection: asyncpg.Connection) -> int:
+    """A heap of ``ROWS`` written again whole: its pages before."""
+    await _remembered(dsn)
+    await connection.execute("VACUUM memories")
+    first = await _pages(connection)
+    await connection.execute("UPDATE memories SET hnsw_indexed = hnsw_indexed")
+    await connection.execute("VACUUM memories")
+    return first
+
+
+async def test_a_lone_row_on_a_roomy_last_page_is_written_until_it_leaves(
+    migrated_dsn: str, connection: asyncpg.Connection
+) -> None:
+    first = await _grown(migrated_dsn, connection)
+    # All but one row of the last page forgotten: the room left keeps a rewritten row there
+    # (PostgreSQL keeps a new version on its page when it fits), so it is written again until
+    # its own versions have filled that room.
+    last = await _pages(connection) - 1
+    await connection.execute(
+        "DELETE FROM memories WHERE ctid >= format('(%s,2)', $1::bigint)::tid", last
+    )
+    await connection.execute("VACUUM memories")
+    done = await _compacted(migrated_dsn)
+    assert done.stopped == STOPPED["done"], done
+    assert done.pages_after <= 1.02 * first, (first, done)
+
+
+async def _waiting_for_a_lock(connection: asyncpg.Connection, pid: int) -> None:
+    for _ in range(300):  # bounded: 30 s
+        waiting = await connection.fetchval(
+            "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the compaction never waited for a row")
+
+
+async def _last_row(connection: asyncpg.Connection, before: int = 0) -> asyncpg.Record:
+    """The namespace and id of the heap's last row, or of the last row ``before`` pages from
+    the end."""
+    row = await connection.fetchrow(
+        "SELECT namespace, id FROM memories "
+        "WHERE ctid < format('(%s,0)', (SELECT max((ctid::text::point)[0]) FROM memories)::bigint"
+        " - $1::bigint + 1)::tid ORDER BY ctid DESC LIMIT 1",
+        before,
+    )
+    assert row is not None
+    return row
+
+
+async def test_a_row_another_transaction_holds_stops_the_compaction_and_keeps_every_row(
+    migrated_dsn: str, connection: asyncpg.Connection
+) -> None:
+    await _grown(migrated_dsn, connection)
+    digest = await connection.fetchval(_ROWS_DIGEST)
+    last = await _last_row(connection)
+    holder = await asyncpg.connect(migrated_dsn)
+    try:
+        async with holder.transaction():
+            await holder.execute(
+                "SELECT 1 FROM memories WHERE namespace = $1 AND id = $2 FOR UPDATE", *last
+            )
+            done = await asyncio.wait_for(_compacted(migrated_dsn), 60)
+    finally:
+        await holder.close()
+    # It gave way after LOCK_TIMEOUT instead of waiting for the holder, the batch rolled back.
+    assert done.stopped == STOPPED["locked"], done
+    assert done.moved == 0
+    assert done.pages_after <= done.pages_before
+    assert await connection.fetchval(_ROWS_DIGEST) == digest
+
+
+async def test_a_writer_of_two_rows_in_a_deadlock_with_the_compaction_commits(
+    migrated_dsn: str, connection: asyncpg.Connection
+) -> None:
+    await _grown(migrated_dsn, connection)
+    last, earlier = await _last_row(connection), await _last_row(connection, before=2)
+    writer = await asyncpg.connect(migrated_dsn)
+    pool = await create_pool(migrated_dsn, min_size=1, max_size=1)
+    try:
+        async with writer.transaction(), pool.acquire() as held:
+            # The writer holds the last row, the compaction waits for it, holding the earlier
+            # rows of its batch; the writer then asks for one of those: a cycle.
+            await writer.execute(
+                "UPDATE memories SET metadata = '{\"a\": 1}' WHERE namespace = $1 AND id = $2",
+                *last,
+            )
+            pid = await held.fetchval("SELECT pg_backend_pid()")
+            compaction = asyncio.create_task(compact_heap(held))
+            await _waiting_for_a_lock(connection, pid)
+            await writer.execute(
+                "UPDATE memories SET metadata = '{\"b\": 1}' WHERE namespace = $1 AND id = $2",
+                *earlier,
+            )
+            done = await asyncio.wait_for(compaction, 60)
+    finally:
+        await pool.close()
+        await writer.close()
+    assert done.stopped == STOPPED["locked"], done
+    written = await connection.fetch(
+        "SELECT metadata::text FROM memories WHERE (namespace, id) IN (($1, $2), ($3, $4))",
+        *last,
+        *earlier,
+    )
+    assert sorted(row[0] for row in written) == ['{"a": 1}', '{"b": 1}']
+
+
+async def test_dead_rows_an_older_snapshot_holds_leave_the_heap_alone(
+    migrated_dsn: str, connection: asyncpg.Connection
+) -> None:
+    await _remembered(migrated_dsn)
+    await connection.execute("VACUUM memories")
+    reader = await asyncpg.connect(migrated_dsn)
+    try:
+        # A long reader (an export, pg_dump) whose snapshot is older than the move.
+        async with reader.transaction(isolation="repeatable_read"):
+            await reader.fetchval("SELECT count(*) FROM memories")
+            await connection.execute("UPDATE memories SET hnsw_indexed = hnsw_indexed")
+            done = await _compacted(migrated_dsn)
+    finally:
+        await reader.close()
+    assert done.stopped == STOPPED["held"], done
+    assert (done.moved, done.pages_after) == (0, done.pages_before)

@@ -51,9 +51,28 @@ _Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 
 # Rows a batch moves, about: a transaction of ~1,000 rows holds their locks for ~0.1 s.
 BATCH_ROWS = 1000
-# Writes of a batch's rows within its transaction before the rows still on their pages are
-# left there: the second write finds the room the first one took (see the docstring).
-_WRITES = 3
+# Writes of a batch's rows within its transaction before a row still on its page is left
+# there. Each write of a row that stays takes room and a line pointer on its page (the
+# transaction's own dead versions cannot be pruned), so it leaves within as many writes as a
+# page holds tuples (MaxHeapTuplesPerPage, 291 at 8 kB); most leave at the second.
+_WRITES = 300
+# How long a batch waits for a row another transaction holds (a writer, a deadlock cycle
+# with one) before it gives way: the compaction stops rather than hold the batch's rows.
+LOCK_TIMEOUT = "1s"
+LOCKED = (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError)
+# Dead rows VACUUM could not remove (a snapshot older than the move holds them), as a share of
+# the live rows, above which nothing is moved: the freed pages are not free yet.
+_HELD_DEAD_SHARE = 0.01
+# Why a compaction stopped where it did.
+STOPPED = {
+    "done": "the end is cut down to the pages the rows fill",
+    "empty": "no rows",
+    "compact": "already compact",
+    "held": "dead rows are held by an older snapshot",
+    "full": "the free pages are full",
+    "stayed": "a row stayed on its page",
+    "locked": "another transaction held a row",
+}
 
 # VACUUM cuts the empty end off only when it is at least this many pages, or this fraction of
 # the heap (vacuumlazy.c: REL_TRUNCATE_MINIMUM, REL_TRUNCATE_FRACTION): a shorter end is left.
@@ -61,6 +80,7 @@ _TRUNCATE_MINIMUM = 1000
 _TRUNCATE_FRACTION = 16
 
 _HEAP_PAGES = f"SELECT pg_relation_size('{MEMORIES}') / current_setting('block_size')::int"
+_HELD_DEAD = f"SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = '{MEMORIES}'::regclass"
 # The live rows, and the median of rows a page over the pages holding any.
 _DENSITY = f"""
     SELECT coalesce(sum(live), 0)::bigint,
@@ -97,16 +117,23 @@ async def local_heap_pages(pool: asyncpg.Pool) -> int | None:
 @dataclass(frozen=True, slots=True)
 class HeapCompaction:
     """What ``compact_heap`` did: the heap's pages before and after, the rows it moved
-    forward, and how long it took."""
+    forward, how long it took, and why it stopped where it did (``STOPPED``)."""
 
     pages_before: int
     pages_after: int
     moved: int
     seconds: float
+    stopped: str
 
 
-class _Full(Exception):
-    """A batch's rows found no free page before their own: it is rolled back."""
+class _Stuck(Exception):
+    """A batch's rows could not all leave their pages: the batch is rolled back (``full``: they
+    found no free page before their own) or kept (a row stayed, or was locked)."""
+
+    def __init__(self, reason: str, moved: int = 0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.moved = moved
 
 
 async def compact_heap(connection: _Connection) -> HeapCompaction:
@@ -115,44 +142,64 @@ async def compact_heap(connection: _Connection) -> HeapCompaction:
     started = time.perf_counter()
     await connection.execute(f"VACUUM {MEMORIES}")
     before = await heap_pages(connection)
-    rows, per_page = (await connection.fetch(_DENSITY))[0]
-    moved = 0
-    target = math.ceil(rows / per_page) if per_page else before
-    if before - target >= min(_TRUNCATE_MINIMUM, before / _TRUNCATE_FRACTION):
-        step = max(1, BATCH_ROWS // per_page)
-        end = before
-        while end > target:
-            start = max(target, end - step)
-            try:
-                moved += await _move_pages(connection, start, end)
-            except _Full:
-                if step == 1:
-                    break
-                # The free pages hold part of a batch: narrow in on it. VACUUM first: the
-                # rolled-back batch extended the heap, and this backend would go on filling
-                # those new pages (its cached target page) until they are cut off again.
-                await connection.execute(f"VACUUM {MEMORIES}")
-                step //= 2
-                continue
-            end = start
-        if moved:
-            await connection.execute(f"VACUUM {MEMORIES}")
+    moved, stopped = await _move_tail(connection, before)
+    if moved:
+        await connection.execute(f"VACUUM {MEMORIES}")
     after = await heap_pages(connection)
-    return HeapCompaction(before, after, moved, time.perf_counter() - started)
+    return HeapCompaction(before, after, moved, time.perf_counter() - started, stopped)
+
+
+async def _move_tail(connection: _Connection, pages: int) -> tuple[int, str]:
+    """Step 3 of the docstring on a heap of ``pages``: the rows moved, and why it stopped."""
+    rows, per_page = (await connection.fetch(_DENSITY))[0]
+    if not rows:
+        return 0, STOPPED["empty"]
+    target = math.ceil(rows / per_page)
+    if pages - target < min(_TRUNCATE_MINIMUM, pages / _TRUNCATE_FRACTION):
+        return 0, STOPPED["compact"]
+    if await connection.fetchval(_HELD_DEAD) > rows * _HELD_DEAD_SHARE:
+        return 0, STOPPED["held"]
+    moved, step, end = 0, max(1, BATCH_ROWS // per_page), pages
+    while end > target:
+        start = max(target, end - step)
+        try:
+            moved += await _move_pages(connection, start, end)
+        except _Stuck as stuck:
+            moved += stuck.moved
+            if stuck.reason != "full":
+                return moved, STOPPED[stuck.reason]
+            if step == 1:
+                return moved, STOPPED["full"]
+            # The free pages hold part of a batch: narrow in on it. VACUUM first: the
+            # rolled-back batch extended the heap, and this backend would go on filling
+            # those new pages (its cached target page) until they are cut off again.
+            await connection.execute(f"VACUUM {MEMORIES}")
+            step //= 2
+            continue
+        end = start
+    return moved, STOPPED["done"]
 
 
 async def _move_pages(connection: _Connection, start: int, end: int) -> int:
-    """Write the rows of pages [start, end) again until they leave those pages (``_WRITES``
-    at most); the rows that left. Raises ``_Full``, the batch rolled back, when any landed at
-    or past ``end``."""
-    async with connection.transaction():
-        first = 0
-        for write in range(_WRITES):
-            rows, stayed, beyond = (await connection.fetch(_WRITE_AGAIN, start, end))[0]
-            if beyond:
-                raise _Full
-            if write == 0:
-                first = rows
-            if not stayed:
-                return int(first)
-        return int(first - stayed)
+    """Write the rows of pages [start, end) again until they all leave those pages; the rows
+    that left. Raises ``_Stuck``: "full" (the batch rolled back) when any landed at or past
+    ``end``; "stayed" or "locked" (the batch kept) when a row stayed after ``_WRITES`` writes
+    or another transaction held one past ``LOCK_TIMEOUT``."""
+    moved = 0
+    try:
+        async with connection.transaction():
+            await connection.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+            first = None
+            for _ in range(_WRITES):
+                rows, stayed, beyond = (await connection.fetch(_WRITE_AGAIN, start, end))[0]
+                if beyond:
+                    raise _Stuck("full")
+                first = rows if first is None else first
+                moved = int(first - stayed)
+                if not stayed:
+                    return moved
+    except LOCKED:
+        # Rolled back: another transaction holds a row (a deadlock's victim, or past the
+        # timeout). Not retried: the compaction is an optimisation, and it stops here.
+        raise _Stuck("locked") from None
+    raise _Stuck("stayed", moved)

@@ -109,20 +109,33 @@ class Indexer(BatchMover):
                     status = await connection.execute(_FLAG_ALL, namespaces)
                     # Now, while no graph takes each moved row in again.
                     if not await on_citus(connection):
-                        heap = await compact_heap(connection)
-                        logger.info(
-                            "heap of memories compacted: %d pages to %d, %d rows moved in %.1f s",
-                            heap.pages_before,
-                            heap.pages_after,
-                            heap.moved,
-                            heap.seconds,
-                        )
+                        await _compact_heap(connection)
                 finally:
                     await _build_graph(connection, dimensions, maintenance_work_mem)
                 # The heap's compaction left a dead version of every row it moved behind (on
                 # Citus the flagging did).
                 await connection.execute("VACUUM (ANALYZE) memories")
         return int(status.split()[-1])
+
+
+async def _compact_heap(connection: _Connection) -> None:
+    """``heap.compact_heap``, logged; a database error there is logged, not raised: the rows
+    are as they were (each batch is a transaction) and the heap is only larger than it could
+    be, where the rebuild must go on to build the graph."""
+    try:
+        heap = await compact_heap(connection)
+    except asyncpg.PostgresError as exc:
+        # The class alone: the server's text may quote a row.
+        logger.warning("heap of memories not compacted: %s", type(exc).__name__)
+        return
+    logger.info(
+        "heap of memories: %d pages to %d, %d rows moved in %.1f s (%s)",
+        heap.pages_before,
+        heap.pages_after,
+        heap.moved,
+        heap.seconds,
+        heap.stopped,
+    )
 
 
 async def _build_graph(connection: _Connection, dimensions: int, maintenance_work_mem: str) -> None:
