@@ -7,9 +7,10 @@ keeps the active vectors in ``space_vectors`` (for a rollback), moves the target
 ``memories.embedding`` (the column every hot path reads, so recall and ingest cost what they
 did), rebuilds the HNSW index, empty, for the target's size, and flips the states. Readers wait
 only for that last index swap; writers for the whole transaction (rows moved per second are in
-benchmarks/RESULTS.md). The graph is filled again after the commit (``Indexer.catch_up``), and
-then (unless ``reembed --no-compact``) the other indexes of ``memories``, which the move left
-half-empty, are rebuilt (``compaction.compact``). A check keeps ``memories`` to the active
+benchmarks/RESULTS.md). The graph is filled again after the commit (``Indexer.catch_up``),
+the heap compacted meanwhile (``heap.compact_heap``: the move left it up to twice its rows),
+and then (unless ``reembed --no-compact``) the other indexes of ``memories``, which the move
+left half-empty, are rebuilt (``compaction.compact``). A check keeps ``memories`` to the active
 size; it is replaced in the same transaction.
 
 Processes still configured for the old space learn of the switch within their guard's recheck
