@@ -17,9 +17,10 @@ primary key's order, then lets VACUUM cut off the emptied end:
    any (rows larger than the median's fill the free pages first: step 3 stops there). Nothing
    is moved when the pages past it are fewer than VACUUM would cut off (a sixteenth of the
    heap, or 1,000 pages).
-3. The rows on pages past the target, ~1,000 at a time in (namespace, id) order, each batch in
-   a transaction: written again unchanged (``status = status``: a column no trigger watches,
-   so no version is kept and no postings or copies are dropped). They land where the free
+3. The rows on pages past the target, in (namespace, id) order, each batch (those among
+   1,000 keys) in a transaction: written again unchanged (``status = status``: a column no
+   trigger watches, so no version is kept and no postings or copies are dropped), by where
+   they are (a TID scan), in one pass over the primary key. They land where the free
    space map says, from the heap's start, so a namespace's rows end up side by side and in
    the order of its index: the move had left them in its join's order, which the planner
    reads in ``pg_stats.correlation`` (0.9999 for the namespace before a move, 0.15-0.57
@@ -93,40 +94,20 @@ _DENSITY = f"""
            coalesce(percentile_disc(0.5) WITHIN GROUP (ORDER BY live), 0)::bigint
     FROM (SELECT count(*) AS live FROM {MEMORIES} GROUP BY (ctid::text::point)[0]) AS pages
 """
-# The keys of the next rows past page $3 after the key ($1, $2), in the primary key's order.
-_NEXT_KEYS = f"""
-    SELECT namespace, id FROM {MEMORIES}
-    WHERE (namespace, id) > ($1, $2) AND ctid >= format('(%s,0)', $3::bigint)::tid
-    ORDER BY namespace, id LIMIT $4
+# The next rows after the key ($1, $2) in the primary key's order, with where they are: a
+# walk of the primary key, each batch from the last key on (filtered on the page in a
+# condition, the plan scanned and sorted the whole table for each batch).
+_NEXT_ROWS = f"""
+    SELECT namespace, id, ctid FROM {MEMORIES}
+    WHERE (namespace, id) > ($1, $2) ORDER BY namespace, id LIMIT $3
 """
-# The rows past page $5 with keys after ($1, $2) and up to ($3, $4), written again unchanged
-# in key order (the primary key's range scan): how many, how many of the new versions are
-# still past page $5, how many landed past the heap's end, page $6.
-_WRITE_KEYS = f"""
-    WITH written AS (
-        UPDATE {MEMORIES} SET status = status
-        WHERE (namespace, id) > ($1, $2) AND (namespace, id) <= ($3, $4)
-          AND ctid >= format('(%s,0)', $5::bigint)::tid
-        RETURNING (ctid::text::point)[0] AS page
-    )
-    SELECT count(*)::bigint AS rows,
-           count(*) FILTER (WHERE page >= $5 AND page < $6)::bigint AS stayed,
-           count(*) FILTER (WHERE page >= $6)::bigint AS beyond
-    FROM written
-"""
-# The rows on pages [$1, $2) written again unchanged: how many, how many of the new versions
-# are still on those pages, and how many landed on pages at or past $2.
+# Rows written again unchanged, by where they are (a TID scan): where they are now.
+_WRITE_ROWS = f"UPDATE {MEMORIES} SET status = status WHERE ctid = ANY($1::tid[]) RETURNING ctid"
+# The rows on pages [$1, $2) written again unchanged: where they are now.
 _WRITE_PAGES = f"""
-    WITH written AS (
-        UPDATE {MEMORIES} SET status = status
-        WHERE ctid >= format('(%s,0)', $1::bigint)::tid
-          AND ctid < format('(%s,0)', $2::bigint)::tid
-        RETURNING (ctid::text::point)[0] AS page
-    )
-    SELECT count(*)::bigint AS rows,
-           count(*) FILTER (WHERE page >= $1 AND page < $2)::bigint AS stayed,
-           count(*) FILTER (WHERE page >= $2)::bigint AS beyond
-    FROM written
+    UPDATE {MEMORIES} SET status = status
+    WHERE ctid >= format('(%s,0)', $1::bigint)::tid AND ctid < format('(%s,0)', $2::bigint)::tid
+    RETURNING ctid
 """
 # Before the first key: namespaces are never empty (validation.py).
 _FIRST_KEY = ("", uuid.UUID(int=0))
@@ -190,18 +171,20 @@ async def _move_tail(connection: _Connection, pages: int) -> tuple[int, str]:
         return 0, STOPPED["held"]
     moved, after = 0, _FIRST_KEY
     while True:
-        keys = await connection.fetch(_NEXT_KEYS, *after, target, BATCH_ROWS)
-        if not keys:
+        rows = await connection.fetch(_NEXT_ROWS, *after, BATCH_ROWS)
+        if not rows:
             return moved, STOPPED["done"]
-        last = (keys[-1]["namespace"], keys[-1]["id"])
+        after = (rows[-1]["namespace"], rows[-1]["id"])
+        where = [row["ctid"] for row in rows if row["ctid"][0] >= target]
+        if not where:
+            continue
         try:
-            moved += await _written(connection, _WRITE_KEYS, *after, *last, target, pages)
+            moved += await _written(connection, target, pages, _WRITE_ROWS, where)
         except _Stuck as stuck:
             moved += stuck.moved
             if stuck.reason != "full":
                 return moved, STOPPED[stuck.reason]
             break
-        after = last
     # The free pages before the target are full (rows larger than the median page's): the
     # rest goes from the end down into the room the batches left past the target. VACUUM
     # first, for that room, and to cut off what the rolled-back batch added to the heap.
@@ -219,7 +202,7 @@ async def _pack_end(
     while end > target:
         start = max(target, end - step)
         try:
-            moved += await _written(connection, _WRITE_PAGES, start, end)
+            moved += await _written(connection, start, end, _WRITE_PAGES, start, end)
         except _Stuck as stuck:
             moved += stuck.moved
             if stuck.reason != "full":
@@ -236,24 +219,28 @@ async def _pack_end(
     return moved, STOPPED["done"]
 
 
-async def _written(connection: _Connection, statement: str, *bounds: object) -> int:
-    """Run ``statement`` (``_WRITE_KEYS``, ``_WRITE_PAGES``) until none of its rows stays
-    within its bounds; the rows that left. Raises ``_Stuck``: "full" (the batch rolled back)
-    when any landed beyond them; "stayed" or "locked" (the batch kept) when a row stayed after
-    ``_WRITES`` writes or another transaction held one past ``LOCK_TIMEOUT``."""
+async def _written(
+    connection: _Connection, start: int, end: int, statement: str, *values: object
+) -> int:
+    """Write rows on pages [``start``, ``end``) again by ``statement`` (``_WRITE_ROWS``,
+    ``_WRITE_PAGES``), then those still there by where they are now, until none is; the rows
+    that left. Raises ``_Stuck``: "full" (the batch rolled back) when any landed at or past
+    ``end``; "stayed" or "locked" (the batch kept) when a row stayed after ``_WRITES`` writes
+    or another transaction held one past ``LOCK_TIMEOUT``."""
     moved = 0
     try:
         async with connection.transaction():
             await connection.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-            first = None
+            written = await connection.fetch(statement, *values)
             for _ in range(_WRITES):
-                rows, stayed, beyond = (await connection.fetch(statement, *bounds))[0]
-                if beyond:
+                pages = [row["ctid"][0] for row in written]
+                if any(page >= end for page in pages):
                     raise _Stuck("full")
-                first = rows if first is None else first
-                moved = int(first - stayed)
+                stayed = [row["ctid"] for row in written if row["ctid"][0] >= start]
+                moved += len(written) - len(stayed)
                 if not stayed:
                     return moved
+                written = await connection.fetch(_WRITE_ROWS, stayed)
     except LOCKED:
         # Rolled back: another transaction holds a row (a deadlock's victim, or past the
         # timeout). Not retried: the compaction is an optimisation, and it stops here.
