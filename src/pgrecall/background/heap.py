@@ -127,7 +127,8 @@ async def local_heap_pages(pool: asyncpg.Pool) -> int | None:
 @dataclass(frozen=True, slots=True)
 class HeapCompaction:
     """What ``compact_heap`` did: the heap's pages before and after, the rows it moved
-    forward, how long it took, and why it stopped where it did (``STOPPED``)."""
+    forward (a row packed from the end down twice counts twice), how long it took, and why it
+    stopped where it did (``STOPPED``)."""
 
     pages_before: int
     pages_after: int
@@ -224,22 +225,23 @@ async def _written(
 ) -> int:
     """Write rows on pages [``start``, ``end``) again by ``statement`` (``_WRITE_ROWS``,
     ``_WRITE_PAGES``), then those still there by where they are now, until none is; the rows
-    that left. Raises ``_Stuck``: "full" (the batch rolled back) when any landed at or past
-    ``end``; "stayed" or "locked" (the batch kept) when a row stayed after ``_WRITES`` writes
-    or another transaction held one past ``LOCK_TIMEOUT``."""
+    that left. Raises ``_Stuck``: "full" or "locked" (the batch rolled back) when any landed
+    at or past ``end`` or another transaction held one past ``LOCK_TIMEOUT``; "stayed" (the
+    batch kept) when a row was still there after ``_WRITES`` writes."""
     moved = 0
     try:
         async with connection.transaction():
             await connection.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
             written = await connection.fetch(statement, *values)
-            for _ in range(_WRITES):
-                pages = [row["ctid"][0] for row in written]
-                if any(page >= end for page in pages):
+            for write in range(1, _WRITES + 1):
+                if any(row["ctid"][0] >= end for row in written):
                     raise _Stuck("full")
                 stayed = [row["ctid"] for row in written if row["ctid"][0] >= start]
                 moved += len(written) - len(stayed)
                 if not stayed:
                     return moved
+                if write == _WRITES:
+                    break
                 written = await connection.fetch(_WRITE_ROWS, stayed)
     except LOCKED:
         # Rolled back: another transaction holds a row (a deadlock's victim, or past the
