@@ -173,6 +173,14 @@ def migrated_dsn(request: pytest.FixtureRequest, engine: str) -> str:
 
 
 @pytest.fixture
+async def connection(migrated_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to ``migrated_dsn``, for a test to read and write what it checks."""
+    opened = await asyncpg.connect(migrated_dsn)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
 async def pg_empty_dsn(server_dsn: str) -> AsyncIterator[str]:
     """A new, empty database for one test."""
     name = f"pgrecall_test_{uuid.uuid4().hex[:12]}"

@@ -5,7 +5,6 @@ is dropped by the next compaction."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -32,13 +31,6 @@ _INVALID = """
     SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
     WHERE i.indrelid = 'memories'::regclass AND NOT i.indisvalid
 """
-
-
-@pytest.fixture
-async def connection(migrated_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    opened = await asyncpg.connect(migrated_dsn)
-    yield opened
-    await opened.close()
 
 
 async def _lookup_index(connection: asyncpg.Connection) -> str:

@@ -5,7 +5,7 @@ pages freed before it and the emptied end is cut off; no row changes, no trigger
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import asyncpg
 import pytest
@@ -33,13 +33,6 @@ _KEPT_BY_TRIGGERS = """
 _NAMESPACE_ORDER = (
     "SELECT correlation FROM pg_stats WHERE tablename = 'memories' AND attname = 'namespace'"
 )
-
-
-@pytest.fixture
-async def connection(migrated_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    opened = await asyncpg.connect(migrated_dsn)
-    yield opened
-    await opened.close()
 
 
 def _note(i: int) -> str:

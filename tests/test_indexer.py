@@ -4,11 +4,9 @@ during and after, small namespaces never enter it, and bulk rebuilds produce the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import asyncpg
 import numpy as np
-import pytest
 
 from pgrecall import MemoryStore
 
@@ -17,13 +15,6 @@ from .fakes import HashEmbedder, text_vector
 
 THRESHOLD = 300
 LARGE = 1200
-
-
-@pytest.fixture
-async def connection(migrated_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    opened = await asyncpg.connect(migrated_dsn)
-    yield opened
-    await opened.close()
 
 
 async def _open(dsn: str, **overrides: object) -> MemoryStore:

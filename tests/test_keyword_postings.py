@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -30,13 +29,6 @@ def _scifact(name: str, count: int) -> list[dict[str, str]]:
         pytest.skip(f"{path} is not here (../shared/eval)")
     with path.open(encoding="utf-8") as lines:
         return [json.loads(line) for _, line in zip(range(count), lines, strict=False)]
-
-
-@pytest.fixture
-async def connection(migrated_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    opened = await asyncpg.connect(migrated_dsn)
-    yield opened
-    await opened.close()
 
 
 async def _open(dsn: str, min_rows: int) -> MemoryStore:

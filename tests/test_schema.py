@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -9,13 +8,6 @@ import pytest
 from pgrecall.db import inspect
 
 from .conftest import TEST_DIMENSIONS
-
-
-@pytest.fixture
-async def connection(migrated_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(migrated_dsn)
-    yield connection
-    await connection.close()
 
 
 def _digest(text: str) -> bytes:

@@ -6,12 +6,10 @@ leave the table alone."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import pytest
 
 from pgrecall import MemoryInput, MemoryStore
 from pgrecall.db.pool import create_pool
@@ -23,13 +21,6 @@ from .ollama_standin import OllamaStandin
 
 NAMESPACE = "kb"
 ROWS = 300
-
-
-@pytest.fixture
-async def connection(migrated_dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    opened = await asyncpg.connect(migrated_dsn)
-    yield opened
-    await opened.close()
 
 
 async def _open(dsn: str, min_rows: int, sent: list[str] | None = None) -> MemoryStore:
