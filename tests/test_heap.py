@@ -253,3 +253,45 @@ async def test_dead_rows_an_older_snapshot_holds_leave_the_heap_alone(
         await reader.close()
     assert done.stopped == STOPPED["held"], done
     assert (done.moved, done.pages_after) == (0, done.pages_before)
+
+
+async def _compacted_beside_a_reader(dsn: str, holds_for: float | None) -> HeapCompaction:
+    """``compact_heap`` while a reader's snapshot, taken after the move was vacuumed (an
+    autovacuum ANALYZE, a report), is held for ``holds_for`` seconds (None: throughout)."""
+    reader = await asyncpg.connect(dsn)
+    try:
+        async with reader.transaction(isolation="repeatable_read"):
+            await reader.fetchval("SELECT count(*) FROM memories")
+            compaction = asyncio.create_task(_compacted(dsn))
+            if holds_for is None:
+                return await asyncio.wait_for(compaction, 60)
+            await asyncio.sleep(holds_for)
+        return await asyncio.wait_for(compaction, 60)
+    finally:
+        await reader.close()
+
+
+async def test_an_end_a_snapshot_keeps_is_cut_when_it_goes_or_left_to_autovacuum(
+    migrated_dsn: str, connection: asyncpg.Connection
+) -> None:
+    first = await _grown(migrated_dsn, connection)
+    digest = await connection.fetchval(_ROWS_DIGEST)
+
+    # Held throughout: every row moved, the end not cut, and it says so.
+    done = await _compacted_beside_a_reader(migrated_dsn, None)
+    assert done.stopped == STOPPED["uncut"], done
+    assert done.moved >= 0.9 * ROWS, done
+    assert done.pages_after == done.pages_before
+    # The next VACUUM (autovacuum's, called by the dead rows) cuts it.
+    await connection.execute("VACUUM memories")
+    assert await _pages(connection) <= 1.02 * first
+    assert await connection.fetchval(_ROWS_DIGEST) == digest
+
+    # Let go within the waits (3.75 s in all) after the first VACUUM: the next one cuts.
+    await connection.execute("UPDATE memories SET hnsw_indexed = hnsw_indexed")
+    await connection.execute("VACUUM memories")
+    done = await _compacted_beside_a_reader(migrated_dsn, 1.0)
+    assert done.stopped == STOPPED["done"], done
+    assert done.seconds >= 1.0, done
+    assert done.pages_after <= 1.02 * first, (first, done)
+    assert await connection.fetchval(_ROWS_DIGEST) == digest
