@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -11,9 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pgrecall import MemoryInput, MemoryStore
+from pgrecall.db.plan_cache import generic_plans
 from pgrecall.db.pool import create_pool
 from pgrecall.db.schema import HNSW_INDEX
 from pgrecall.embedding.guard import SpaceRegistry
+from pgrecall.recall.plans import GenericPlanGate
 from pgrecall.recall.service import QueryService
 from pgrecall.recall.sizes import NamespaceSizes
 from pgrecall.recall.sql import row_limit
@@ -25,6 +29,14 @@ from .fakes import HashEmbedder, text_vector
 BIG = 2500
 SMALL = 40
 THRESHOLD = 500
+# EXPLAIN (GENERIC_PLAN) of a statement with parameters, run from SQL: the extended protocol
+# would ask for their values.
+_GENERIC_PLAN_FUNCTION = (
+    "CREATE FUNCTION pg_temp.generic_plan(statement text) RETURNS SETOF text"
+    " LANGUAGE plpgsql AS"
+    " $$ BEGIN RETURN QUERY EXECUTE 'EXPLAIN (GENERIC_PLAN) ' || statement; END $$"
+)
+_GENERIC_ROWS = re.compile(r"rows=(\d+)")
 
 
 @pytest.fixture
@@ -107,6 +119,34 @@ async def test_large_namespace_uses_the_index_and_stays_near_exact(
     assert sum(overlaps) / len(overlaps) >= 0.95
 
 
+async def _plans_after_rounds(
+    store: MemoryStore, dsn: str, namespace: str, rounds: int
+) -> list[asyncpg.Record]:
+    """The recall statements prepared on a one-connection pool after ``rounds`` recalls of
+    ``namespace`` in each mode, with their generic and custom plans counted."""
+    settings = store.settings
+    pool = await create_pool(dsn, min_size=1, max_size=1, hnsw_ef_search=settings.hnsw_ef_search)
+    try:
+        service = QueryService(
+            pool,
+            store.embedder,
+            SpaceRegistry(pool, store.text_identity),
+            NamespaceSizes(pool, settings.exact_scan_max_rows),
+            settings,
+        )
+        for i in range(rounds):
+            for mode in ("vector", "keyword", "hybrid"):
+                options = RecallOptions(mode=mode)
+                assert len(await service.recall(f"memory {i}", namespace, options)) == 10
+        return await pool.fetch(
+            "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
+            " WHERE statement LIKE '%AS pending%'"
+            " AND statement NOT LIKE '%pg_prepared_statements%'"
+        )
+    finally:
+        await pool.close()
+
+
 async def test_recall_reuses_a_generic_plan_only_inside_small_namespaces(
     plan_store: MemoryStore, migrated_dsn: str
 ) -> None:
@@ -117,42 +157,16 @@ async def test_recall_reuses_a_generic_plan_only_inside_small_namespaces(
     # so that even a generic plan, which knows neither the namespace nor the LIMITs, walks the
     # graph: with the LIMITs written out, one took a 100k namespace for an average one and
     # sorted it exactly (100 ms).
-    settings = plan_store.settings
-
-    async def plans_after_ten_rounds(namespace: str) -> list[asyncpg.Record]:
-        pool = await create_pool(
-            migrated_dsn, min_size=1, max_size=1, hnsw_ef_search=settings.hnsw_ef_search
-        )
-        try:
-            service = QueryService(
-                pool,
-                plan_store.embedder,
-                SpaceRegistry(pool, plan_store.text_identity),
-                NamespaceSizes(pool, settings.exact_scan_max_rows),
-                settings,
-            )
-            for i in range(10):
-                for mode in ("vector", "keyword", "hybrid"):
-                    options = RecallOptions(mode=mode)
-                    assert len(await service.recall(f"memory {i}", namespace, options)) == 10
-            return await pool.fetch(
-                "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
-                " WHERE statement LIKE '%AS pending%'"
-                " AND statement NOT LIKE '%pg_prepared_statements%'"
-            )
-        finally:
-            await pool.close()
-
     for group in range(20):
         await plan_store.remember(
             [f"small memory {group} {i}" for i in range(SMALL)], namespace=f"tiny-{group}"
         )
     await _analyze(migrated_dsn)  # as autovacuum would: the outcome must not hang on its timing
-    small = await plans_after_ten_rounds("tiny-3")
+    small = await _plans_after_rounds(plan_store, migrated_dsn, "tiny-3", 10)
     await plan_store.remember([f"big memory {i}" for i in range(BIG)], namespace="everyone")
     await plan_store.index()
     await _analyze(migrated_dsn)
-    large = await plans_after_ten_rounds("everyone")
+    large = await _plans_after_rounds(plan_store, migrated_dsn, "everyone", 10)
     assert len(small) == len(large) == 3  # one statement per mode
     assert all(plan["generic_plans"] >= 5 for plan in small), [
         (p["generic_plans"], p["custom_plans"]) for p in small
@@ -161,18 +175,88 @@ async def test_recall_reuses_a_generic_plan_only_inside_small_namespaces(
     assert len(walking) == 2  # vector and hybrid
     connection = await asyncpg.connect(migrated_dsn)
     try:
-        # EXPLAIN (GENERIC_PLAN) of a statement with parameters, run from SQL: the extended
-        # protocol would ask for their values.
-        await connection.execute(
-            "CREATE FUNCTION pg_temp.generic_plan(statement text) RETURNS SETOF text"
-            " LANGUAGE plpgsql AS"
-            " $$ BEGIN RETURN QUERY EXECUTE 'EXPLAIN (GENERIC_PLAN) ' || statement; END $$"
-        )
+        await connection.execute(_GENERIC_PLAN_FUNCTION)
         for statement in walking:
             plan = await connection.fetch("SELECT * FROM pg_temp.generic_plan($1)", statement)
             assert any(HNSW_INDEX in row[0] for row in plan), "\n".join(row[0] for row in plan)
     finally:
         await connection.close()
+
+
+async def test_a_small_namespace_runs_generic_plans_from_its_first_recall_where_they_fit(
+    plan_store: MemoryStore, migrated_dsn: str
+) -> None:
+    # Twenty namespaces of 40: a generic plan expects 40 rows of any, a small namespace's.
+    for group in range(20):
+        await plan_store.remember(
+            [f"small memory {group} {i}" for i in range(SMALL)], namespace=f"tiny-{group}"
+        )
+    await _analyze(migrated_dsn)
+    plans = await _plans_after_rounds(plan_store, migrated_dsn, "tiny-3", 3)
+    assert len(plans) == 3
+    # Forced: not the five custom plans PostgreSQL plans first when the choice is its own.
+    assert [(p["generic_plans"], p["custom_plans"]) for p in plans] == [(3, 0)] * 3
+
+
+async def test_beside_a_far_larger_namespace_postgresql_keeps_the_choice(
+    plan_store: MemoryStore, migrated_dsn: str
+) -> None:
+    # One namespace of 2,500 and one of 40: a generic plan expects 1,270 rows of either, above
+    # the 500 the exact plans are written for.
+    await plan_store.remember([f"big memory {i}" for i in range(BIG)], namespace="everyone")
+    await plan_store.remember([f"small memory {i}" for i in range(SMALL)], namespace="tiny")
+    await _analyze(migrated_dsn)
+    plans = await _plans_after_rounds(plan_store, migrated_dsn, "tiny", 3)
+    assert len(plans) == 3
+    assert all(p["custom_plans"] >= 1 for p in plans), [
+        (p["generic_plans"], p["custom_plans"]) for p in plans
+    ]
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [[SMALL] * 20, [BIG, SMALL], [BIG, SMALL, SMALL, 7, 300], [5]],
+    ids=["like-sized", "one-far-larger", "mixed", "one"],
+)
+async def test_the_gate_expects_the_rows_the_planner_expects_of_a_namespace(
+    plan_store: MemoryStore, migrated_dsn: str, sizes: list[int]
+) -> None:
+    for n, size in enumerate(sizes):
+        await plan_store.remember([f"memory {n} {i}" for i in range(size)], namespace=f"ns-{n}")
+    await _analyze(migrated_dsn)
+    connection = await asyncpg.connect(migrated_dsn)
+    try:
+        # EXPLAIN (GENERIC_PLAN) run from SQL: the extended protocol would ask for $1's value.
+        await connection.execute(_GENERIC_PLAN_FUNCTION)
+        plan = await connection.fetchval(
+            "SELECT * FROM pg_temp.generic_plan($1)",
+            "SELECT id FROM memories WHERE namespace = $1",
+        )
+    finally:
+        await connection.close()
+    match = _GENERIC_ROWS.search(plan)
+    assert match is not None, plan
+    gate = GenericPlanGate(plan_store._pool, THRESHOLD)
+    expected = await gate.average_namespace()
+    assert expected is not None
+    # The planner rounds its estimate to whole rows.
+    assert abs(expected - int(match.group(1))) <= 1, (expected, plan)
+    assert await gate.open() is (expected <= THRESHOLD)
+
+
+async def test_connections_run_generic_plans_inside_the_block_only(migrated_dsn: str) -> None:
+    pool = await create_pool(migrated_dsn, min_size=1, max_size=1)
+    try:
+        assert await pool.fetchval("SHOW plan_cache_mode") == "auto"
+        with generic_plans():
+            assert await pool.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+            # The tasks the block starts wish the same.
+            modes = await asyncio.gather(pool.fetchval("SHOW plan_cache_mode"))
+            assert modes == ["force_generic_plan"]
+        # The same connection, handed out again outside the block.
+        assert await pool.fetchval("SHOW plan_cache_mode") == "auto"
+    finally:
+        await pool.close()
 
 
 names = st.text(alphabet="abcdefgh", min_size=1, max_size=6)

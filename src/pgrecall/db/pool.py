@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from pgrecall.db.errors import CONNECT_ERRORS, connect_failure
+from pgrecall.db.plan_cache import PlanCacheConnection, hand_out
 from pgrecall.db.vectors import register_vector_codec
 from pgrecall.errors import SchemaError
 
@@ -27,8 +28,9 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 
     asyncpg's default reset (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL) is a round trip on
     every release: 0.1-0.3 ms on every recall. pgrecall's pool connections hold no session state
-    to undo: their settings come with the connection, its advisory locks are transaction-scoped,
-    it keeps no cursors, and LISTEN runs on a connection of its own.
+    to undo: their settings come with the connection (``plan_cache_mode`` is set again at the
+    next acquisition when it must change: ``plan_cache.hand_out``), its advisory locks are
+    transaction-scoped, it keeps no cursors, and LISTEN runs on a connection of its own.
     """
 
 
@@ -50,7 +52,8 @@ async def create_pool(
     not one) or SchemaError, never asyncpg's.
 
     HNSW scans keep going until enough rows pass the namespace and metadata filters
-    (``iterative_scan``), from a candidate list of ``hnsw_ef_search``.
+    (``iterative_scan``), from a candidate list of ``hnsw_ef_search``. A connection is handed
+    out with generic plans forced inside ``plan_cache.generic_plans()`` only.
     """
     try:
         pool = await asyncpg.create_pool(
@@ -59,6 +62,8 @@ async def create_pool(
             max_size=max_size,
             init=_init_connection,
             reset=_keep_session,
+            setup=hand_out,
+            connection_class=PlanCacheConnection,
             statement_cache_size=STATEMENT_CACHE_SIZE,
             server_settings={
                 "hnsw.ef_search": str(hnsw_ef_search),

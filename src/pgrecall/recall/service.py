@@ -35,6 +35,7 @@ Namespace sizes are counted with a bounded query and cached for a few seconds (`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from pgrecall import validation
 from pgrecall.config import FUSION_WEIGHT_RANGE, Settings, fusion_weight_allowed
 from pgrecall.db.errors import database_errors
 from pgrecall.db.params import SqlParams
+from pgrecall.db.plan_cache import generic_plans
 from pgrecall.db.rows import from_row
 from pgrecall.embedding.base import Embedder
 from pgrecall.embedding.coalesce import QueryCoalescer
@@ -56,6 +58,7 @@ from pgrecall.recall import bm25
 from pgrecall.recall.filters import compile_filter
 from pgrecall.recall.modes import MODE_RANKINGS
 from pgrecall.recall.neighbours import with_neighbours
+from pgrecall.recall.plans import GenericPlanGate
 from pgrecall.recall.rerank import check_boosts, needs_candidates, rerank
 from pgrecall.recall.sizes import NamespaceSizes
 from pgrecall.recall.split import SplitGate, fused_statement, given_ranking, ranking_statement
@@ -146,6 +149,7 @@ class QueryService:
         # Shared with ingestion and the worker in a store, so an outage is told once.
         self._health = health or EmbedderHealth()
         self._split = SplitGate(pool, settings.hybrid_split)
+        self._plans = GenericPlanGate(pool, settings.exact_scan_max_rows)
 
     async def recall(
         self, query: str, namespaces: str | Sequence[str], options: RecallOptions
@@ -198,9 +202,18 @@ class QueryService:
         plan = "hnsw"
         if exact:
             plan = "copied" if self._copied(names, largest, options) else "exact"
-        rows = await self._fetch(
-            text, names, vector, space_id, mode, options, plan=plan, postings=postings
+        # One small namespace: its statements are written to settle on generic plans
+        # (``_fetch``), and run so from the first call, never tipped into planning each one.
+        generic = (
+            exact
+            and len(names) == 1
+            and largest <= self._settings.exact_scan_max_rows
+            and await self._plans.open()
         )
+        with generic_plans() if generic else contextlib.nullcontext():
+            rows = await self._fetch(
+                text, names, vector, space_id, mode, options, plan=plan, postings=postings
+            )
         pending = rows[0]["pending"] if rows else 0
         # Off the loop when large: MMR over 100 candidates (the fewest a diverse recall
         # fetches by default) took 1-4 ms, decoding 1,000 rows' metadata up to 0.3 s.

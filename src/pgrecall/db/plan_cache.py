@@ -1,0 +1,66 @@
+"""Which plans a pool connection's prepared statements run: PostgreSQL's choice, or generic.
+
+asyncpg prepares every statement, and PostgreSQL plans its first five executions with the
+values given (custom plans, 0.3-0.55 ms of planning each for a recall), then keeps one generic
+plan when that plan's estimated cost is not above the custom plans' average. The exact recall
+of one namespace is written to settle there (``recall/service.py``), but the comparison can
+tip: in one state of issue 21's switch benchmark the keyword statement's generic plan was
+priced at 1,415 against its custom plans' 938, so every call was planned again and ran
+1.39-1.50x its unmoved copy's; with generic plans forced the two were level (1.02-1.06)
+(benchmarks/RESULTS.md, issue 21, sessions 15-17).
+
+A block run inside ``generic_plans()`` gets its connections from the pool with
+``plan_cache_mode = force_generic_plan``; every other acquisition gets them with PostgreSQL's
+choice (``auto``). The pool's ``setup`` hook (``hand_out``) sets the mode only when it
+differs from what the connection last ran, so a run of recalls, or of writes, costs no round
+trip; a change costs one (~0.05 ms). The wish travels in a context variable, which the tasks a
+block starts (``asyncio.gather``) inherit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, cast
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+_GENERIC_WANTED: ContextVar[bool] = ContextVar("pgrecall_generic_plans", default=False)
+
+_MODES = {True: "force_generic_plan", False: "auto"}
+
+
+class PlanCacheConnection(asyncpg.Connection):
+    """A pool connection that remembers the ``plan_cache_mode`` it was last handed out with."""
+
+    __slots__ = ("_generic_plans",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._generic_plans = False
+
+    async def plan_generically(self, wanted: bool) -> None:
+        """Force generic plans on this connection, or leave the choice to PostgreSQL."""
+        if self._generic_plans != wanted:
+            await self.execute(f"SET plan_cache_mode = {_MODES[wanted]}")
+            self._generic_plans = wanted
+
+
+@contextmanager
+def generic_plans() -> Iterator[None]:
+    """Hand out the pool's connections with generic plans forced for as long as the block runs
+    (in this task, and in the tasks it starts)."""
+    token = _GENERIC_WANTED.set(True)
+    try:
+        yield
+    finally:
+        _GENERIC_WANTED.reset(token)
+
+
+async def hand_out(proxy: PoolConnectionProxy[asyncpg.Record]) -> None:
+    """The pool's ``setup``: the connection's ``plan_cache_mode`` set to what the acquiring
+    block wants, when it is not already."""
+    # The proxy hands every attribute on to the pool's connection, of the class above.
+    await cast(PlanCacheConnection, proxy).plan_generically(_GENERIC_WANTED.get())
