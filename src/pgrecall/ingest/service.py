@@ -47,6 +47,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from pgrecall.audit import AUDIT_COPY_COLUMNS
 from pgrecall.db.errors import database_errors
+from pgrecall.db.plan_cache import generic_plans
 from pgrecall.db.retry import with_replays
 from pgrecall.embedding.guard import SpaceRegistry
 from pgrecall.embedding.policy import EmbedOrDefer, announce_pending
@@ -134,7 +135,12 @@ class IngestionService:
         async def find(
             sql: str, namespace: str, memories: list[Prepared], *extra: object
         ) -> list[asyncpg.Record]:
-            with database_errors():
+            # Generic plans, forced: the probes read the same unique index whatever the
+            # values (``sql._probe``), and planning the statement afresh costs 0.5-0.9 ms, which
+            # a moved store's statistics made PostgreSQL pay at every call in one state of each
+            # switch benchmark run (one memory a call 1.16-1.20x its copy, its backends' CPU
+            # 1.40-1.50x; benchmarks/RESULTS.md, issue 21, session 17).
+            with database_errors(), generic_plans():
                 return await self.pool.fetch(
                     sql,
                     [m.namespace for m in memories],
