@@ -120,10 +120,11 @@ async def test_large_namespace_uses_the_index_and_stays_near_exact(
 
 
 async def _plans_after_rounds(
-    store: MemoryStore, dsn: str, namespace: str, rounds: int
+    store: MemoryStore, dsn: str, namespace: str, rounds: int, pattern: str = "AS pending"
 ) -> list[asyncpg.Record]:
-    """The recall statements prepared on a one-connection pool after ``rounds`` recalls of
-    ``namespace`` in each mode, with their generic and custom plans counted."""
+    """The statements holding ``pattern`` (the recall's, by default) prepared on a
+    one-connection pool after ``rounds`` recalls of ``namespace`` in each mode, with their
+    generic and custom plans counted."""
     settings = store.settings
     pool = await create_pool(dsn, min_size=1, max_size=1, hnsw_ef_search=settings.hnsw_ef_search)
     try:
@@ -140,8 +141,9 @@ async def _plans_after_rounds(
                 assert len(await service.recall(f"memory {i}", namespace, options)) == 10
         return await pool.fetch(
             "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
-            " WHERE statement LIKE '%AS pending%'"
-            " AND statement NOT LIKE '%pg_prepared_statements%'"
+            " WHERE statement LIKE '%' || $1 || '%'"
+            " AND statement NOT LIKE '%pg_prepared_statements%'",
+            pattern,
         )
     finally:
         await pool.close()
@@ -196,6 +198,9 @@ async def test_a_small_namespace_runs_generic_plans_from_its_first_recall_where_
     assert len(plans) == 3
     # Forced: not the five custom plans PostgreSQL plans first when the choice is its own.
     assert [(p["generic_plans"], p["custom_plans"]) for p in plans] == [(3, 0)] * 3
+    # The namespace's bounded count too (recall/sizes.py), counted once and cached.
+    counts = await _plans_after_rounds(plan_store, migrated_dsn, "tiny-3", 3, "AS bounded")
+    assert [(p["generic_plans"], p["custom_plans"]) for p in counts] == [(1, 0)]
 
 
 async def test_beside_a_far_larger_namespace_postgresql_keeps_the_choice(

@@ -164,7 +164,12 @@ class QueryService:
         names = validation.namespaces(namespaces)
         text = validation.query(query)
         _check(options)
-        sizes = await self._sizes.sizes(names)
+        # Generic plans fit the namespaces' statistics (recall/plans.py): the bounded counts,
+        # one namespace each, run so too, so a connection is not set back to PostgreSQL's
+        # choice between them and the recall's statement (a round trip each way).
+        fits = await self._plans.open()
+        with generic_plans() if fits else contextlib.nullcontext():
+            sizes = await self._sizes.sizes(names)
         unknown = [name for name in names if not sizes.get(name)]
         if unknown:
             raise NotFoundError(f"no memories in namespace {', '.join(map(repr, unknown))}")
@@ -205,10 +210,7 @@ class QueryService:
         # One small namespace: its statements are written to settle on generic plans
         # (``_fetch``), and run so from the first call, never tipped into planning each one.
         generic = (
-            exact
-            and len(names) == 1
-            and largest <= self._settings.exact_scan_max_rows
-            and await self._plans.open()
+            exact and len(names) == 1 and largest <= self._settings.exact_scan_max_rows and fits
         )
         with generic_plans() if generic else contextlib.nullcontext():
             rows = await self._fetch(
