@@ -8,6 +8,9 @@ never moved (case (b) at 100,000 memories), and the planner prices plans by the 
 there the keyword statement's generic plan cost 1,415 against its custom plans' 938, so
 PostgreSQL planned every call afresh (0.55 ms) into a plan slower than the generic one, and
 keyword recall ran 1.40-1.50x the unmoved copy's (benchmarks/RESULTS.md, issue 21, session 15).
+Compacted, the heap came back to the copy's pages and hybrid recall in (b) to within 10%, but
+keyword still tipped in one state (session 16): generic plans, forced where they fit, level it
+(``db/plan_cache.py``, session 17).
 
 ``compact_heap`` moves the rows past the pages they need into the free pages before, in the
 primary key's order, then lets VACUUM cut off the emptied end:

@@ -1,19 +1,20 @@
 """Which plans a pool connection's prepared statements run: PostgreSQL's choice, or generic.
 
 asyncpg prepares every statement, and PostgreSQL plans its first five executions with the
-values given (custom plans, 0.3-0.55 ms of planning each for a recall), then keeps one generic
-plan when that plan's estimated cost is not above the custom plans' average. The exact recall
-of one namespace is written to settle there (``recall/service.py``), but the comparison can
-tip: in one state of issue 21's switch benchmark the keyword statement's generic plan was
-priced at 1,415 against its custom plans' 938, so every call was planned again and ran
-1.39-1.50x its unmoved copy's; with generic plans forced the two were level (1.02-1.06)
-(benchmarks/RESULTS.md, issue 21, sessions 15-17).
+values given (custom plans), then keeps one generic plan when that plan's estimated cost is not
+above the custom plans' average. That comparison can tip: in one state of each run of issue
+21's switch benchmark PostgreSQL priced the keyword recall's generic plan at 1,415 against its
+custom plans' 938 and planned every call again (1.39-1.50x its unmoved copy), and one memory a
+call ran 1.16-1.20x (planning the known-memory lookup costs 0.5-0.9 ms). With generic plans
+forced every figure of case (b) was within 10% of the copy in all four states
+(benchmarks/RESULTS.md, issue 21, session 17). Callers: the exact recall of one small
+namespace (``recall/plans.py`` gates it) and the lookups of known memories (``ingest``).
 
 A block run inside ``generic_plans()`` gets its connections from the pool with
 ``plan_cache_mode = force_generic_plan``; every other acquisition gets them with PostgreSQL's
 choice (``auto``). The pool's ``setup`` hook (``hand_out``) sets the mode only when it
 differs from what the connection last ran, so a run of recalls, or of writes, costs no round
-trip; a change costs one (~0.05 ms). The wish travels in a context variable, which the tasks a
+trip; a change costs one (the ``SET``). The wish travels in a context variable, which the tasks a
 block starts (``asyncio.gather``) inherit.
 """
 
