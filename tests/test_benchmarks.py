@@ -204,6 +204,26 @@ def test_switch_cost_benchmark_runs() -> None:
         assert lines[5].startswith("    one a call landed on (state / copy): ")
 
 
+def test_plan_cache_benchmark_runs() -> None:
+    out = _run(
+        "benchmarks.plan_cache",
+        *("--rows", "2000", "--queries", "10", "--rounds", "1", "--single", "10"),
+    )
+    lines = out.split(" queries x 1\n", 1)[1].splitlines()[:5]
+    assert [line.split(" p50 ")[0].strip() for line in lines] == [
+        "vector",
+        "keyword",
+        "hybrid",
+        "one a call",
+        "remember+recall",
+    ]
+    for line in lines:
+        # Each leg: both p50s, and the pairs' median ratio generic / choice with its interval.
+        assert "(generic / choice)" in line
+        median, low, high = line.split(" paired ")[1].split()[:3]
+        assert float(low.strip("[,")) <= float(median) <= float(high.strip("]"))
+
+
 def test_console_load_benchmark_runs() -> None:
     if not (shutil.which("chromium") or shutil.which("chromium-browser")) or not shutil.which(
         "chromedriver"

@@ -249,6 +249,21 @@ async def test_the_gate_expects_the_rows_the_planner_expects_of_a_namespace(
     assert await gate.open() is (expected <= THRESHOLD)
 
 
+@pytest.mark.engines
+async def test_the_gate_opens_on_statistics_and_never_on_citus(
+    plan_store: MemoryStore, migrated_dsn: str, engine: str
+) -> None:
+    gate = GenericPlanGate(plan_store._pool, THRESHOLD)
+    assert not await gate.open()  # no statistics yet
+    for n in range(3):
+        await plan_store.remember([f"memory {n} {i}" for i in range(SMALL)], namespace=f"ns-{n}")
+    await _analyze(migrated_dsn)
+    # Read again (the gate's cache is per process and minute): Citus plans for the shards.
+    assert await GenericPlanGate(plan_store._pool, THRESHOLD).open() is (engine == "postgres")
+    hits = await plan_store.recall("memory 1", namespace="ns-1", k=5, mode="hybrid")
+    assert len(hits) == 5
+
+
 async def test_connections_run_generic_plans_inside_the_block_only(migrated_dsn: str) -> None:
     pool = await create_pool(migrated_dsn, min_size=1, max_size=1)
     try:

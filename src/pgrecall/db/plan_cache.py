@@ -28,6 +28,8 @@ from typing import Any, cast
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from pgrecall.db.inspect import on_citus
+
 _GENERIC_WANTED: ContextVar[bool] = ContextVar("pgrecall_generic_plans", default=False)
 
 _MODES = {True: "force_generic_plan", False: "auto"}
@@ -36,14 +38,20 @@ _MODES = {True: "force_generic_plan", False: "auto"}
 class PlanCacheConnection(asyncpg.Connection):
     """A pool connection that remembers the ``plan_cache_mode`` it was last handed out with."""
 
-    __slots__ = ("_generic_plans",)
+    __slots__ = ("_citus", "_generic_plans")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._generic_plans = False
+        self._citus: bool | None = None  # asked the first time generic plans are wanted
 
     async def plan_generically(self, wanted: bool) -> None:
-        """Force generic plans on this connection, or leave the choice to PostgreSQL."""
+        """Force generic plans on this connection, or leave the choice to PostgreSQL. Never on
+        Citus: its coordinator plans for the shards from the values ("could not create
+        distributed plan" for the known-memory lookup's generic plan)."""
+        if wanted and self._citus is None:
+            self._citus = await on_citus(self)
+        wanted = wanted and not self._citus
         if self._generic_plans != wanted:
             await self.execute(f"SET plan_cache_mode = {_MODES[wanted]}")
             self._generic_plans = wanted

@@ -6,8 +6,8 @@ table over its namespaces, capped by the most common namespace's share (selfuncs
 index as a custom plan reads it; beside a far larger one it is not (1M rows and two of 1,000:
 334,000 rows, a sequential scan for every recall of a small one). So generic plans are forced
 only while that average namespace is within ``exact_scan_max_rows``, the largest namespace the
-exact plans are written for. Without statistics (a table never analysed; Citus, whose
-coordinator holds none for ``memories``) PostgreSQL keeps the choice.
+exact plans are written for. Without statistics (a table never analysed) PostgreSQL keeps the
+choice, and on Citus, whose coordinator holds none for ``memories`` and plans for the shards.
 
 The statistics change when the table is analysed: they are read again after
 ``GATE_CACHE_SECONDS``.
@@ -20,6 +20,7 @@ import time
 import asyncpg
 
 from pgrecall.db.errors import database_errors
+from pgrecall.db.inspect import on_citus
 from pgrecall.db.schema import MEMORIES
 
 GATE_CACHE_SECONDS = 60.0
@@ -58,9 +59,16 @@ class GenericPlanGate:
         self._max_rows = max_rows
         self._open = False
         self._read_at: float | None = None
+        self._citus: bool | None = None
 
     async def open(self) -> bool:
         """Whether generic plans may be forced now."""
+        if self._citus is None:
+            with database_errors():
+                async with self._pool.acquire() as connection:
+                    self._citus = await on_citus(connection)
+        if self._citus:
+            return False
         now = time.monotonic()
         if self._read_at is None or now - self._read_at >= GATE_CACHE_SECONDS:
             average = await self.average_namespace()
