@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pgrecall import MemoryInput, MemoryStore
-from pgrecall.db.plan_cache import generic_plans
+from pgrecall.db.plan_cache import PlanCacheConnection, generic_plans
 from pgrecall.db.pool import create_pool
 from pgrecall.db.schema import HNSW_INDEX
 from pgrecall.embedding.guard import SpaceRegistry
@@ -262,6 +262,43 @@ async def test_the_gate_opens_on_statistics_and_never_on_citus(
     assert await GenericPlanGate(plan_store._pool, THRESHOLD).open() is (engine == "postgres")
     hits = await plan_store.recall("memory 1", namespace="ns-1", k=5, mode="hybrid")
     assert len(hits) == 5
+
+
+async def test_remembers_and_small_recalls_keep_a_connection_in_one_mode(
+    plan_store: MemoryStore, migrated_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for group in range(20):
+        await plan_store.remember(
+            [f"small memory {group} {i}" for i in range(SMALL)], namespace=f"tiny-{group}"
+        )
+    await _analyze(migrated_dsn)
+    modes: list[str] = []
+
+    async def counted(self: PlanCacheConnection, query: str, *args: object) -> str:
+        if "plan_cache_mode" in query:
+            modes.append(query)
+        return await asyncpg.Connection.execute(self, query, *args)
+
+    monkeypatch.setattr(PlanCacheConnection, "execute", counted)
+    store = await MemoryStore.open(
+        store_settings(
+            exact_scan_max_rows=THRESHOLD, pool_min_size=1, pool_max_size=1, worker=False
+        ),
+        dsn=migrated_dsn,
+        embedder=HashEmbedder(),
+    )
+    try:
+        # The first round reads what is cached afterwards (the space, the gate's statistics).
+        for i in range(11):
+            if i == 1:
+                modes.clear()
+            await store.remember(f"a new memory {i}", namespace="tiny-3")
+            assert await store.recall(f"memory {i}", namespace="tiny-4", k=3, mode="hybrid")
+    finally:
+        await store.close()
+    # A remember's lookup and write, and a recall of a small namespace with its count, all run
+    # generic plans: the connection is never set again.
+    assert modes == []
 
 
 async def test_connections_run_generic_plans_inside_the_block_only(migrated_dsn: str) -> None:

@@ -8,14 +8,16 @@ custom plans' 938 and planned every call again (1.39-1.50x its unmoved copy), an
 call ran 1.16-1.20x (planning the known-memory lookup costs 0.5-0.9 ms). With generic plans
 forced every figure of case (b) was within 10% of the copy in all four states
 (benchmarks/RESULTS.md, issue 21, session 17). Callers: the exact recall of one small
-namespace (``recall/plans.py`` gates it) and the lookups of known memories (``ingest``).
+namespace (``recall/plans.py`` gates it), and remember's lookups of known memories and its
+write (``ingest``).
 
 A block run inside ``generic_plans()`` gets its connections from the pool with
 ``plan_cache_mode = force_generic_plan``; every other acquisition gets them with PostgreSQL's
-choice (``auto``). The pool's ``setup`` hook (``hand_out``) sets the mode only when it
-differs from what the connection last ran, so a run of recalls, or of writes, costs no round
-trip; a change costs one (the ``SET``). The wish travels in a context variable, which the tasks a
-block starts (``asyncio.gather``) inherit.
+choice (the mode reset: ``auto`` unless the database or role sets another). The pool's
+``setup`` hook (``hand_out``) sets the mode only when it differs from what the connection last
+ran, so a run of recalls, or of remembers, costs no round trip; a change costs one (a ``SET``
+or ``RESET``). The wish travels in a context variable, which the tasks a block starts
+(``asyncio.gather``) inherit.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from pgrecall.db.inspect import on_citus
 
 _GENERIC_WANTED: ContextVar[bool] = ContextVar("pgrecall_generic_plans", default=False)
 
-_MODES = {True: "force_generic_plan", False: "auto"}
+# RESET: back to the value the database, role or server gives (``auto`` unless set there).
+_MODES = {True: "SET plan_cache_mode = force_generic_plan", False: "RESET plan_cache_mode"}
 
 
 class PlanCacheConnection(asyncpg.Connection):
@@ -53,7 +56,7 @@ class PlanCacheConnection(asyncpg.Connection):
             self._citus = await on_citus(self)
         wanted = wanted and not self._citus
         if self._generic_plans != wanted:
-            await self.execute(f"SET plan_cache_mode = {_MODES[wanted]}")
+            await self.execute(_MODES[wanted])
             self._generic_plans = wanted
 
 

@@ -208,7 +208,11 @@ class IngestionService:
             to_upsert = planned.upserts
             if not planned.copied and not to_upsert:
                 return written
-            with database_errors():
+            # In the lookups' mode (generic plans): a remember then keeps its connection in one
+            # mode, where switching back between the lookup and the write cost a SET each way
+            # (two round trips a call). The upsert's plan is its conflict probes whatever the
+            # values; a COPY is not planned.
+            with database_errors(), generic_plans():
                 async with self.pool.acquire() as connection:
                     if planned.copied:
                         try:

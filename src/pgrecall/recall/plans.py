@@ -25,9 +25,14 @@ from pgrecall.db.schema import MEMORIES
 
 GATE_CACHE_SECONDS = 60.0
 
-# The table's rows, and the statistics of its namespace column.
+# The table's rows as the planner counts them (its rows a page when last analysed, times its
+# pages now: plancat.c estimate_rel_size), and the statistics of its namespace column.
 _NAMESPACE_STATISTICS = f"""
-    SELECT c.reltuples::float8 AS rows, s.null_frac, s.n_distinct,
+    SELECT CASE WHEN c.relpages > 0 AND c.reltuples >= 0
+                THEN c.reltuples / c.relpages
+                     * (pg_relation_size(c.oid) / current_setting('block_size')::int)
+                ELSE c.reltuples END::float8 AS rows,
+           s.null_frac, s.n_distinct,
            (s.most_common_freqs)[1]::float8 AS most_common
     FROM pg_class c
     JOIN pg_namespace n ON n.oid = c.relnamespace
