@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from pgrecall import MemoryStore
 from pgrecall.config import redact_url
 from pgrecall.db import migrate
 from pgrecall.db.errors import database_errors
@@ -27,7 +28,8 @@ from pgrecall.errors import (
     SchemaError,
 )
 
-from .conftest import TEST_DIMENSIONS
+from .conftest import TEST_DIMENSIONS, store_settings
+from .fakes import HashEmbedder
 
 
 def _unit_vector(seed: int) -> list[float]:
@@ -242,3 +244,34 @@ def test_database_errors_carry_no_database_text(
         assert str(raised) not in record.getMessage()
     if isinstance(raised, asyncpg.PostgresError) and expected is not DatabaseUnavailableError:
         assert f"SQLSTATE {raised.sqlstate}" in caplog.text
+
+
+async def test_connections_whose_server_processes_were_terminated_fail_as_unavailable(
+    migrated_dsn: str,
+) -> None:
+    store = await MemoryStore.open(
+        store_settings(worker=False, pool_min_size=2, pool_max_size=2),
+        dsn=migrated_dsn,
+        embedder=HashEmbedder(),
+    )
+    admin = await asyncpg.connect(migrated_dsn)
+    try:
+        await store.remember("a memory kept", namespace="ns")
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        outcomes = []
+        for _ in range(4):  # bounded: each broken connection fails once, then is replaced
+            try:
+                hits = await store.recall("a memory", namespace="ns", mode="keyword")
+            except DatabaseUnavailableError:
+                outcomes.append("unavailable")
+            else:
+                outcomes.append(hits[0].content)
+        # Never asyncpg's own error; the pool recovers.
+        assert outcomes[-1] == "a memory kept", outcomes
+        assert set(outcomes) <= {"unavailable", "a memory kept"}
+    finally:
+        await admin.close()
+        await store.close()

@@ -37,6 +37,9 @@ CONNECTION_LOST = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.InterfaceError,
+    # A connection whose server process was terminated while the pool handed it out: its
+    # protocol state is broken ("cannot switch to state 15"), and the pool closes it.
+    asyncpg.InternalClientError,
 )
 
 
