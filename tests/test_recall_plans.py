@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import numpy as np
@@ -13,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pgrecall import MemoryInput, MemoryStore
+from pgrecall.background.expiry import unexpired
 from pgrecall.db.plan_cache import PlanCacheConnection, generic_plans
 from pgrecall.db.pool import create_pool
 from pgrecall.db.schema import HNSW_INDEX
@@ -299,6 +302,42 @@ async def test_remembers_and_small_recalls_keep_a_connection_in_one_mode(
     # A remember's lookup and write, and a recall of a small namespace with its count, all run
     # generic plans: the connection is never set again.
     assert modes == []
+
+
+async def test_a_backlog_in_another_namespace_is_not_read_by_a_recall(
+    plan_store: MemoryStore, migrated_dsn: str
+) -> None:
+    # Every recall counts its scope's pending memories; the worker's queue index holds those of
+    # every namespace, so the count read them all (60,600 of another namespace made recall
+    # 6.6x slower after a rollback, benchmarks/RESULTS.md issue 21 session 17).
+    await plan_store.remember([f"memory {i}" for i in range(SMALL)], namespace="mine")
+    await plan_store.remember([f"backlog {i}" for i in range(2000)], namespace="backlog")
+    connection = await asyncpg.connect(migrated_dsn)
+    try:
+        # Waiting for a new model, as after a rollback.
+        await connection.execute(
+            "UPDATE memories SET status = 'pending', embedding = NULL, space_id = NULL"
+            " WHERE namespace = 'backlog'"
+        )
+        await connection.execute("VACUUM (ANALYZE) memories")
+        plan = await connection.fetchval(
+            "EXPLAIN (ANALYZE, FORMAT JSON) SELECT count(*) FROM memories"
+            f" WHERE namespace = ANY($1) AND status = 'pending' AND {unexpired()}",
+            ["mine"],
+        )
+    finally:
+        await connection.close()
+    scans = _memories_scans(json.loads(plan)[0]["Plan"])
+    assert [scan["Index Name"] for scan in scans] == ["memories_pending_namespace"], scans
+    assert sum(scan.get("Rows Removed by Filter", 0) for scan in scans) == 0, scans
+    hits = await plan_store.recall("memory 3", namespace="mine", k=3)
+    assert (len(hits), hits.pending) == (3, 0)
+
+
+def _memories_scans(node: dict[str, Any]) -> list[dict[str, Any]]:
+    """The plan's scans of ``memories``."""
+    own = [node] if node.get("Relation Name") == "memories" else []
+    return own + [scan for child in node.get("Plans", []) for scan in _memories_scans(child)]
 
 
 async def test_connections_run_generic_plans_inside_the_block_only(migrated_dsn: str) -> None:

@@ -209,6 +209,10 @@ def build_metadata(dimensions: int) -> MetaData:
         ),
         Index("memories_search_gin", "search", postgresql_using="gin"),
         Index("memories_pending_queue", "embed_after", postgresql_where=text("status = 'pending'")),
+        # A namespace's pending memories, which every recall counts (migration 0017).
+        Index(
+            "memories_pending_namespace", "namespace", postgresql_where=text("status = 'pending'")
+        ),
         # The sweeper's way to expired memories (expiry.py); rows without an expiry stay out.
         Index("memories_expiry", "expires_at", postgresql_where=text("expires_at IS NOT NULL")),
         # Recall's scope exclusions (migration 0016): a namespace's ids out of scope, in ranges.
