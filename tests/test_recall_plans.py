@@ -122,6 +122,16 @@ async def test_large_namespace_uses_the_index_and_stays_near_exact(
     assert sum(overlaps) / len(overlaps) >= 0.95
 
 
+async def _twenty_small_namespaces(store: MemoryStore, dsn: str) -> None:
+    """Twenty namespaces ``tiny-0``..``tiny-19`` of SMALL memories, analysed (as autovacuum
+    would: an outcome must not hang on its timing)."""
+    for group in range(20):
+        await store.remember(
+            [f"small memory {group} {i}" for i in range(SMALL)], namespace=f"tiny-{group}"
+        )
+    await _analyze(dsn)
+
+
 async def _plans_after_rounds(
     store: MemoryStore, dsn: str, namespace: str, rounds: int, pattern: str = "AS pending"
 ) -> list[asyncpg.Record]:
@@ -162,11 +172,7 @@ async def test_recall_reuses_a_generic_plan_only_inside_small_namespaces(
     # so that even a generic plan, which knows neither the namespace nor the LIMITs, walks the
     # graph: with the LIMITs written out, one took a 100k namespace for an average one and
     # sorted it exactly (100 ms).
-    for group in range(20):
-        await plan_store.remember(
-            [f"small memory {group} {i}" for i in range(SMALL)], namespace=f"tiny-{group}"
-        )
-    await _analyze(migrated_dsn)  # as autovacuum would: the outcome must not hang on its timing
+    await _twenty_small_namespaces(plan_store, migrated_dsn)
     small = await _plans_after_rounds(plan_store, migrated_dsn, "tiny-3", 10)
     await plan_store.remember([f"big memory {i}" for i in range(BIG)], namespace="everyone")
     await plan_store.index()
@@ -192,11 +198,7 @@ async def test_a_small_namespace_runs_generic_plans_from_its_first_recall_where_
     plan_store: MemoryStore, migrated_dsn: str
 ) -> None:
     # Twenty namespaces of 40: a generic plan expects 40 rows of any, a small namespace's.
-    for group in range(20):
-        await plan_store.remember(
-            [f"small memory {group} {i}" for i in range(SMALL)], namespace=f"tiny-{group}"
-        )
-    await _analyze(migrated_dsn)
+    await _twenty_small_namespaces(plan_store, migrated_dsn)
     plans = await _plans_after_rounds(plan_store, migrated_dsn, "tiny-3", 3)
     assert len(plans) == 3
     # Forced: not the five custom plans PostgreSQL plans first when the choice is its own.
@@ -270,11 +272,7 @@ async def test_the_gate_opens_on_statistics_and_never_on_citus(
 async def test_remembers_and_small_recalls_keep_a_connection_in_one_mode(
     plan_store: MemoryStore, migrated_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for group in range(20):
-        await plan_store.remember(
-            [f"small memory {group} {i}" for i in range(SMALL)], namespace=f"tiny-{group}"
-        )
-    await _analyze(migrated_dsn)
+    await _twenty_small_namespaces(plan_store, migrated_dsn)
     modes: list[str] = []
 
     async def counted(self: PlanCacheConnection, query: str, *args: object) -> str:
