@@ -237,11 +237,12 @@ async def test_a_writer_of_two_rows_in_a_deadlock_with_the_compaction_commits(
     assert sorted(row[0] for row in written) == ['{"a": 1}', '{"b": 1}']
 
 
-async def test_dead_rows_an_older_snapshot_holds_leave_the_heap_alone(
+async def test_dead_rows_an_older_snapshot_holds_leave_the_heap_alone_until_it_goes(
     migrated_dsn: str, connection: asyncpg.Connection
 ) -> None:
     await _remembered(migrated_dsn)
     await connection.execute("VACUUM memories")
+    first = await _pages(connection)
     reader = await asyncpg.connect(migrated_dsn)
     try:
         # A long reader (an export, pg_dump) whose snapshot is older than the move.
@@ -249,10 +250,18 @@ async def test_dead_rows_an_older_snapshot_holds_leave_the_heap_alone(
             await reader.fetchval("SELECT count(*) FROM memories")
             await connection.execute("UPDATE memories SET hnsw_indexed = hnsw_indexed")
             done = await _compacted(migrated_dsn)
+            # Held again, and let go within the waits (an autovacuum ANALYZE's moment).
+            await connection.execute("UPDATE memories SET hnsw_indexed = hnsw_indexed")
+            compaction = asyncio.create_task(_compacted(migrated_dsn))
+            await asyncio.sleep(1.0)
+        released = await asyncio.wait_for(compaction, 60)
     finally:
         await reader.close()
     assert done.stopped == STOPPED["held"], done
     assert (done.moved, done.pages_after) == (0, done.pages_before)
+    assert released.stopped == STOPPED["done"], released
+    assert released.seconds >= 1.0, released
+    assert released.pages_after <= 1.02 * first, (first, released)
 
 
 async def _compacted_beside_a_reader(dsn: str, holds_for: float | None) -> HeapCompaction:

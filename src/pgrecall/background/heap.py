@@ -15,7 +15,10 @@ keyword still tipped in one state (session 16): generic plans, forced where they
 ``compact_heap`` moves the rows past the pages they need into the free pages before, in the
 primary key's order, then lets VACUUM cut off the emptied end:
 
-1. VACUUM, so the free space map knows the freed pages.
+1. VACUUM, so the free space map knows the freed pages. Nothing is moved while a snapshot
+   older than the move holds its dead rows: VACUUM is tried again after ``_CUT_WAITS`` (an
+   autovacuum ANALYZE holds one for a moment: a CI run's rollback left 500 pages where 250
+   were due), past them the compaction stops ("held").
 2. The target: the pages the live rows fill at the median rows a page of the pages that hold
    any (rows larger than the median's fill the free pages first: step 3 stops there). Nothing
    is moved when the pages past it are fewer than VACUUM would cut off (a sixteenth of the
@@ -187,6 +190,19 @@ async def _cut(connection: _Connection, pages: int, *, retry: bool) -> int:
     return after
 
 
+async def _released(connection: _Connection, rows: int) -> bool:
+    """Whether the dead rows VACUUM could not remove are at most ``_HELD_DEAD_SHARE`` of the
+    ``rows``: checked again after each of ``_CUT_WAITS``, each time after another VACUUM (the
+    snapshot holding them may be a moment's: an autovacuum ANALYZE, a recall)."""
+    for wait in (0.0, *_CUT_WAITS):
+        if wait:
+            await asyncio.sleep(wait)
+            await connection.execute(f"VACUUM {MEMORIES}")
+        if await connection.fetchval(_HELD_DEAD) <= rows * _HELD_DEAD_SHARE:
+            return True
+    return False
+
+
 async def _move_tail(connection: _Connection, pages: int) -> tuple[int, str]:
     """Step 3 of the docstring on a heap of ``pages``: the rows moved, and why it stopped."""
     rows, per_page = (await connection.fetch(_DENSITY))[0]
@@ -195,8 +211,9 @@ async def _move_tail(connection: _Connection, pages: int) -> tuple[int, str]:
     target = math.ceil(rows / per_page)
     if pages - target < min(_TRUNCATE_MINIMUM, pages / _TRUNCATE_FRACTION):
         return 0, STOPPED["compact"]
-    if await connection.fetchval(_HELD_DEAD) > rows * _HELD_DEAD_SHARE:
+    if not await _released(connection, rows):
         return 0, STOPPED["held"]
+    pages = await heap_pages(connection)  # a VACUUM run again there may have cut the end
     moved, after = 0, _FIRST_KEY
     while True:
         rows = await connection.fetch(_NEXT_ROWS, *after, BATCH_ROWS)
