@@ -209,19 +209,23 @@ def test_plan_cache_benchmark_runs() -> None:
         "benchmarks.plan_cache",
         *("--rows", "2000", "--queries", "10", "--rounds", "1", "--single", "10"),
     )
-    lines = out.split(" queries x 1\n", 1)[1].splitlines()[:5]
-    assert [line.split(" p50 ")[0].strip() for line in lines] == [
-        "vector",
-        "keyword",
-        "hybrid",
-        "one a call",
-        "remember+recall",
-    ]
-    for line in lines:
-        # Each leg: both p50s, and the pairs' median ratio generic / choice with its interval.
-        assert "(generic / choice)" in line
-        median, low, high = line.split(" paired ")[1].split()[:3]
-        assert float(low.strip("[,")) <= float(median) <= float(high.strip("]"))
+    blocks = out.split(" queries x 1\n")
+    assert [block.splitlines()[-1] for block in blocks[:-1]][1:] == ["(b) 100 namespaces of 20, 10"]
+    assert blocks[0].endswith("(a) one namespace of 2000, 10")
+    for block in blocks[1:]:
+        lines = block.splitlines()[:5]
+        assert [line.split(" p50 ")[0].strip() for line in lines] == [
+            "vector",
+            "keyword",
+            "hybrid",
+            "one a call",
+            "remember+recall",
+        ]
+        for line in lines:
+            # Each leg: both p50s, and the pairs' median ratio generic / choice, its interval.
+            assert "(generic / choice)" in line
+            median, low, high = line.split(" paired ")[1].split()[:3]
+            assert float(low.strip("[,")) <= float(median) <= float(high.strip("]"))
 
 
 def test_console_load_benchmark_runs() -> None:

@@ -392,3 +392,30 @@ async def test_namespaces_never_leak(
 def test_a_row_limit_is_written_only_from_a_non_negative_int(count: object) -> None:
     with pytest.raises(ValueError, match="row limit"):
         row_limit(count)  # type: ignore[arg-type]
+
+
+async def test_the_winners_of_a_large_namespace_run_a_generic_plan_beside_a_backlog(
+    plan_store: MemoryStore, migrated_dsn: str
+) -> None:
+    # BM25 scored in Python, then one statement reads the winners it names and counts the
+    # pending memories. Beside another namespace's backlog the count's generic plan is priced
+    # at an average namespace's backlog, and PostgreSQL planned every call afresh (keyword
+    # recall 1.19-1.23x in switch_cost's case (a) after a rollback): it runs generic, forced.
+    await plan_store.remember([f"big memory {i}" for i in range(BIG)], namespace="everyone")
+    await plan_store.index()
+    await plan_store.remember([f"backlog {i}" for i in range(2000)], namespace="backlog")
+    connection = await asyncpg.connect(migrated_dsn)
+    try:
+        await connection.execute(
+            "UPDATE memories SET status = 'pending', embedding = NULL, space_id = NULL"
+            " WHERE namespace = 'backlog'"
+        )
+        await connection.execute("VACUUM (ANALYZE) memories")
+    finally:
+        await connection.close()
+    plans = await _plans_after_rounds(plan_store, migrated_dsn, "everyone", 8, "keyword_checked")
+    # Hybrid on one connection computes its vector ranking in the same statement, through the
+    # graph: that one stays PostgreSQL's choice.
+    given = [p for p in plans if "hnsw_indexed" not in p["statement"]]
+    assert (len(plans), len(given)) == (2, 1), [p["statement"] for p in plans]
+    assert (given[0]["generic_plans"], given[0]["custom_plans"]) == (8, 0)

@@ -421,7 +421,16 @@ class QueryService:
             scope, ranking, query, shape.rows(params, shape.wanted), shape.embedding, recheck=True
         )
         sql = bm25.with_checked(keyword, statement([], scope, hits))
-        with database_errors():
+        # Given its rankings, the statement reads the rows it names by their ids and counts
+        # the scope's pending memories by their index, whatever the statistics: on generic
+        # plans forced. Left to PostgreSQL, a backlog in another namespace (after a rollback,
+        # 60,300 pending of 90,600 rows) priced the count's generic plan at the average
+        # namespace's backlog, 28,830 against 9,850 custom, and it planned every call afresh:
+        # keyword recall ran 1.19-1.23x the unmoved copy's in case (a) at 30,000, 1.00x forced
+        # (benchmarks/RESULTS.md, issue 21 session 18). A vector ranking computed here stays
+        # PostgreSQL's choice (``_fetch``).
+        given = vector is None or vector_rows is not None
+        with database_errors(), generic_plans() if given else contextlib.nullcontext():
             return list(await self._pool.fetch(sql, *params.values))
 
     def _vector_statement(
