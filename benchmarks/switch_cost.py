@@ -26,7 +26,9 @@ leg by leg (each leg a pass of 300 queries or calls), the first state's A/A spre
 recall p50 and up to 1.58 for the ingest legs over three idle runs (RESULTS.md, issue 21, session
 14): too wide to resolve 10%.
 
-Each state is measured in settled databases: ``VACUUM (ANALYZE)`` first (a switch rewrites
+Each state is measured with both legs caught up as a worker would leave them (the ingest
+namespace of the state before, 30,300 memories, taken into the graph; a move's rebuild does
+that on the state's leg) and in settled databases: ``VACUUM (ANALYZE)`` first (a switch rewrites
 every row of ``memories`` and inserts and deletes as many in ``space_vectors``), at
 ``--statistics`` if given, then ``common.settle`` (no autovacuum worker busy, a checkpoint),
 again before the ingest legs. A watcher samples ``pg_stat_activity`` every 0.5 s during each
@@ -114,6 +116,22 @@ def _embedder(model: str, *corpora: Corpus) -> PrecomputedEmbedder:
     for data in corpora:
         embedder.learn(data.texts, data.vectors)
     return embedder
+
+
+async def _caught_up(leg: Leg, known: list[Corpus]) -> None:
+    """``leg`` as a worker would have left it (the benchmark runs none): the namespaces the
+    previous state's ingest legs made large (30,300 memories) in the graph, with their postings
+    and vector copies. A move does that on its own leg (its rebuild takes in every large
+    namespace); without this the state's graph held an ingest namespace the copy's did not, and
+    hybrid recall, whose vector ranking reads 100 rows of the namespace through the shared
+    graph, ran 1.12-1.27x the copy's in case (a) (benchmarks/RESULTS.md, issue 21, session 18)."""
+    embedder = _embedder(leg.model, *known)
+    store = await MemoryStore.open(_settings(leg.dsn), embedder=embedder)
+    try:
+        await store.index()
+    finally:
+        await store.close()
+        await embedder.aclose()
 
 
 async def _vacuumed(dsn: str, statistics: int | None) -> float:
@@ -327,6 +345,8 @@ async def _measure(
     rounds, then (``buffers``) the buffers of one vector and keyword pass per leg, then
     ``remember`` of ``ingest`` into both, call by call (``single`` one a call, then 1,000 a
     call); in settled databases."""
+    for leg in legs.values():
+        await _caught_up(leg, known)
     results: dict[str, Any] = {
         "vacuum_seconds": {
             name: await _vacuumed(leg.dsn, options.statistics) for name, leg in legs.items()
