@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from pgrecall import MemoryInput, MemoryStore
 from pgrecall.background.expiry import unexpired
-from pgrecall.db.plan_cache import PlanCacheConnection, generic_plans
+from pgrecall.db.plan_cache import PlanCacheConnection, custom_plans, generic_plans
 from pgrecall.db.pool import create_pool
 from pgrecall.db.schema import HNSW_INDEX
 from pgrecall.embedding.guard import SpaceRegistry
@@ -347,6 +347,10 @@ async def test_connections_run_generic_plans_inside_the_block_only(migrated_dsn:
             # The tasks the block starts wish the same.
             modes = await asyncio.gather(pool.fetchval("SHOW plan_cache_mode"))
             assert modes == ["force_generic_plan"]
+            # Custom plans inside, for a statement whose values' sizes decide its plan.
+            with custom_plans():
+                assert await pool.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
+            assert await pool.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
         # The same connection, handed out again outside the block.
         assert await pool.fetchval("SHOW plan_cache_mode") == "auto"
     finally:
@@ -419,3 +423,55 @@ async def test_the_winners_of_a_large_namespace_run_a_generic_plan_beside_a_back
     given = [p for p in plans if "hnsw_indexed" not in p["statement"]]
     assert (len(plans), len(given)) == (2, 1), [p["statement"] for p in plans]
     assert (given[0]["generic_plans"], given[0]["custom_plans"]) == (8, 0)
+
+
+async def test_the_whole_list_of_scored_memories_is_read_on_custom_plans(
+    migrated_dsn: str,
+) -> None:
+    # Four namespaces where every memory shares the query's word, three memories with the tag:
+    # the shortened list (2 x k) holds too few in scope, so the whole list (2,400) is sent.
+    # A generic plan takes it for 10 rows and probes every id; planned with it, the statement
+    # can read the filter's index instead.
+    settings = store_settings(
+        keyword_postings_min_rows=100, exact_scan_max_rows=THRESHOLD, worker=False
+    )
+    store = await MemoryStore.open(settings, dsn=migrated_dsn, embedder=HashEmbedder())
+    try:
+        for n in range(4):
+            await store.remember(
+                [
+                    MemoryInput(
+                        content=f"memory {n} {i}",
+                        metadata={"tag": "rare" if (n, i) in {(0, 7), (2, 9), (3, 1)} else "x"},
+                    )
+                    for i in range(600)
+                ],
+                namespace=f"ns-{n}",
+            )
+        await store.index()
+    finally:
+        await store.close()
+    await _analyze(migrated_dsn)
+    pool = await create_pool(migrated_dsn, min_size=1, max_size=1)
+    try:
+        service = QueryService(
+            pool,
+            HashEmbedder(),
+            SpaceRegistry(pool, store.text_identity),
+            NamespaceSizes(pool, settings.exact_scan_max_rows),
+            settings,
+        )
+        names = [f"ns-{n}" for n in range(4)]
+        options = RecallOptions(mode="keyword", filter={"tag": "rare"})
+        for _ in range(6):
+            hits = await service.recall("memory", names, options)
+            assert sorted(hit.content for hit in hits) == ["memory 0 7", "memory 2 9", "memory 3 1"]
+        plans = await pool.fetch(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+            " WHERE statement LIKE '%keyword_checked%'"
+            " AND statement NOT LIKE '%pg_prepared_statements%'"
+        )
+    finally:
+        await pool.close()
+    # One statement: the shortened list on its generic plan, the whole list planned each time.
+    assert [(p["generic_plans"], p["custom_plans"]) for p in plans] == [(6, 6)]

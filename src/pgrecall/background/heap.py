@@ -167,11 +167,11 @@ async def compact_heap(connection: _Connection) -> HeapCompaction:
     started = time.perf_counter()
     await connection.execute(f"VACUUM {MEMORIES}")
     before = await heap_pages(connection)
-    moved, stopped = await _move_tail(connection, before)
-    after = before
+    moved, stopped, start = await _move_tail(connection, before)
+    after = start
     if moved:
-        after = await _cut(connection, before, retry=stopped == STOPPED["done"])
-        if stopped == STOPPED["done"] and after >= before:
+        after = await _cut(connection, start, retry=stopped == STOPPED["done"])
+        if stopped == STOPPED["done"] and after >= start:
             stopped = STOPPED["uncut"]
     return HeapCompaction(before, after, moved, time.perf_counter() - started, stopped)
 
@@ -203,22 +203,27 @@ async def _released(connection: _Connection, rows: int) -> bool:
     return False
 
 
-async def _move_tail(connection: _Connection, pages: int) -> tuple[int, str]:
-    """Step 3 of the docstring on a heap of ``pages``: the rows moved, and why it stopped."""
+async def _move_tail(connection: _Connection, pages: int) -> tuple[int, str, int]:
+    """Step 3 of the docstring on a heap of ``pages``: the rows moved, why it stopped, and the
+    heap's pages it started from (fewer when a VACUUM run again while dead rows were held cut
+    the end)."""
     rows, per_page = (await connection.fetch(_DENSITY))[0]
     if not rows:
-        return 0, STOPPED["empty"]
+        return 0, STOPPED["empty"], pages
     target = math.ceil(rows / per_page)
-    if pages - target < min(_TRUNCATE_MINIMUM, pages / _TRUNCATE_FRACTION):
-        return 0, STOPPED["compact"]
-    if not await _released(connection, rows):
-        return 0, STOPPED["held"]
-    pages = await heap_pages(connection)  # a VACUUM run again there may have cut the end
+    if _compact(pages, target):
+        return 0, STOPPED["compact"], pages
+    released = await _released(connection, rows)
+    pages = await heap_pages(connection)
+    if not released:
+        return 0, STOPPED["held"], pages
+    if _compact(pages, target):
+        return 0, STOPPED["compact"], pages
     moved, after = 0, _FIRST_KEY
     while True:
         rows = await connection.fetch(_NEXT_ROWS, *after, BATCH_ROWS)
         if not rows:
-            return moved, STOPPED["done"]
+            return moved, STOPPED["done"], pages
         after = (rows[-1]["namespace"], rows[-1]["id"])
         where = [row["ctid"] for row in rows if row["ctid"][0] >= target]
         if not where:
@@ -228,14 +233,20 @@ async def _move_tail(connection: _Connection, pages: int) -> tuple[int, str]:
         except _Stuck as stuck:
             moved += stuck.moved
             if stuck.reason != "full":
-                return moved, STOPPED[stuck.reason]
+                return moved, STOPPED[stuck.reason], pages
             break
     # The free pages before the target are full (rows larger than the median page's): the
     # rest goes from the end down into the room the batches left past the target. VACUUM
     # first, for that room, and to cut off what the rolled-back batch added to the heap.
     await connection.execute(f"VACUUM {MEMORIES}")
     packed, stopped = await _pack_end(connection, await heap_pages(connection), target, per_page)
-    return moved + packed, stopped
+    return moved + packed, stopped, pages
+
+
+def _compact(pages: int, target: int) -> bool:
+    """Whether a heap of ``pages`` is too close to the ``target`` its rows fill for VACUUM to
+    cut off what lies past it (``_TRUNCATE_MINIMUM``)."""
+    return pages - target < min(_TRUNCATE_MINIMUM, pages / _TRUNCATE_FRACTION)
 
 
 async def _pack_end(

@@ -46,7 +46,7 @@ from pgrecall import validation
 from pgrecall.config import FUSION_WEIGHT_RANGE, Settings, fusion_weight_allowed
 from pgrecall.db.errors import database_errors
 from pgrecall.db.params import SqlParams
-from pgrecall.db.plan_cache import generic_plans
+from pgrecall.db.plan_cache import custom_plans, generic_plans
 from pgrecall.db.rows import from_row
 from pgrecall.embedding.base import Embedder
 from pgrecall.embedding.coalesce import QueryCoalescer
@@ -381,7 +381,15 @@ class QueryService:
         )
         if rows[0]["checked"] < depth and candidates < len(scored):
             rows = await self._fetch_winners(
-                scored.top(len(scored)), names, vector, space_id, vector_rows, options, shape, plan
+                scored.top(len(scored)),
+                names,
+                vector,
+                space_id,
+                vector_rows,
+                options,
+                shape,
+                plan,
+                whole=True,
             )
         return rows
 
@@ -395,11 +403,15 @@ class QueryService:
         options: RecallOptions,
         shape: _Shape,
         plan: str,
+        *,
+        whole: bool = False,
     ) -> list[asyncpg.Record]:
         """The statement after the Python scoring (``_fetch_scored``): the scope checked on the
         ``keyword_rows`` in order until the ranking's depth pass, fused with the vector ranking
         (``vector_rows`` fetched already, or computed here) as the one statement fuses them,
-        the winners read whole; with the column ``checked`` (``bm25.with_checked``)."""
+        the winners read whole; with the column ``checked`` (``bm25.with_checked``). The
+        ``keyword_rows`` are every scored memory (``whole``) when a shortened list had too few
+        in scope."""
         params = SqlParams()
         scope = recall_scope(params, names, options, generic=shape.exact)
         depth = shape.rows(params, shape.depth if vector is not None else shape.wanted)
@@ -421,16 +433,24 @@ class QueryService:
             scope, ranking, query, shape.rows(params, shape.wanted), shape.embedding, recheck=True
         )
         sql = bm25.with_checked(keyword, statement([], scope, hits))
-        # Given its rankings, the statement reads the rows it names by their ids and counts
-        # the scope's pending memories by their index, whatever the statistics: on generic
-        # plans forced. Left to PostgreSQL, a backlog in another namespace (after a rollback,
-        # 60,300 pending of 90,600 rows) priced the count's generic plan at the average
-        # namespace's backlog, 28,830 against 9,850 custom, and it planned every call afresh:
-        # keyword recall ran 1.19-1.23x the unmoved copy's in case (a) at 30,000, 1.00x forced
-        # (benchmarks/RESULTS.md, issue 21 session 18). A vector ranking computed here stays
-        # PostgreSQL's choice (``_fetch``).
-        given = vector is None or vector_rows is not None
-        with database_errors(), generic_plans() if given else contextlib.nullcontext():
+        # Given its rankings and a shortened list, the statement probes the few rows it names
+        # by their ids and counts the scope's pending memories by their index, whatever the
+        # statistics: on generic plans, forced. Left to PostgreSQL, a backlog in another
+        # namespace (after a rollback, 60,300 pending of 90,600 rows) priced the count's
+        # generic plan at the average namespace's backlog, 28,830 against 9,850 custom, and it
+        # planned every call afresh: keyword recall ran 1.19-1.23x the unmoved copy's in case
+        # (a) at 30,000, 1.00x forced (benchmarks/RESULTS.md, issue 21 session 18). Not with a
+        # vector ranking computed here (``_fetch`` decides). The whole list runs custom plans,
+        # forced: a generic plan (PostgreSQL's choice too, once the short lists' plans made it
+        # look cheap) takes any list for 10 rows and probed each of 30,000 ids across
+        # namespaces where the custom plan read a selective filter's index (the statement
+        # 5.6x slower, measured in a review).
+        plans: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        if whole:
+            plans = custom_plans()
+        elif vector is None or vector_rows is not None:
+            plans = generic_plans()
+        with database_errors(), plans:
             return list(await self._pool.fetch(sql, *params.values))
 
     def _vector_statement(
