@@ -53,7 +53,9 @@ async def _store(
 ) -> MemoryStore:
     """A store on ``dsn`` whose pool is pgrecall's (``generic``) or has no setup hook."""
     if leg == GENERIC:
-        pool = await create_pool(dsn, max_size=settings.pool_max_size)
+        pool = await create_pool(
+            dsn, max_size=settings.pool_max_size, hnsw_ef_search=settings.hnsw_ef_search
+        )
     else:
         pool = await asyncpg.create_pool(
             dsn,
