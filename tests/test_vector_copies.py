@@ -6,13 +6,16 @@ leave the table alone."""
 from __future__ import annotations
 
 import asyncio
+import json
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+from asyncpg.connection import LoggedQuery
 
 from pgrecall import MemoryInput, MemoryStore
 from pgrecall.db.pool import create_pool
+from pgrecall.db.vectors import register_vector_codec
 from pgrecall.spaces import SpaceMover
 
 from .conftest import store_settings
@@ -23,7 +26,7 @@ NAMESPACE = "kb"
 ROWS = 300
 
 
-async def _open(dsn: str, min_rows: int, sent: list[str] | None = None) -> MemoryStore:
+async def _open(dsn: str, min_rows: int, sent: list[LoggedQuery] | None = None) -> MemoryStore:
     """A store whose copies start at ``min_rows``; with ``sent``, on a pool of one connection
     whose statements are logged there (asyncpg keeps query loggers across releases)."""
     settings = store_settings(worker=False, vector_copy_min_rows=min_rows)
@@ -31,7 +34,7 @@ async def _open(dsn: str, min_rows: int, sent: list[str] | None = None) -> Memor
         return await MemoryStore.open(settings, dsn=dsn, embedder=HashEmbedder())
     pool = await create_pool(dsn, min_size=1, max_size=1)
     async with pool.acquire() as connection:
-        connection.add_query_logger(lambda record: sent.append(record.query))
+        connection.add_query_logger(sent.append)
     resources = AsyncExitStack()
     resources.push_async_callback(pool.close)
     return MemoryStore(settings, pool, dsn, HashEmbedder(), resources)
@@ -46,20 +49,20 @@ async def _copies(connection: asyncpg.Connection) -> int:
     return int(await connection.fetchval("SELECT count(*) FROM memory_vectors"))
 
 
-async def _plan(store: MemoryStore, sent: list[str], query: str, **options: object) -> str:
+async def _plan(store: MemoryStore, sent: list[LoggedQuery], query: str, **options: object) -> str:
     """Which rows ``store``'s vector recall of ``query`` scans, read from the statement."""
     sent.clear()
     await store.recall(query, namespace=NAMESPACE, k=3, mode="vector", **options)  # type: ignore[arg-type]
-    [recall] = [sql for sql in sent if "ORDER BY distance" in sql]
+    [recall] = [logged.query for logged in sent if "ORDER BY distance" in logged.query]
     return "copies" if "memory_vectors" in recall else "rows"
 
 
 async def test_copies_rank_as_the_scan_of_the_rows_and_new_rows_are_found_at_once(
     migrated_dsn: str, connection: asyncpg.Connection
 ) -> None:
-    sent: list[str] = []
+    sent: list[LoggedQuery] = []
     copied = await _open(migrated_dsn, min_rows=100, sent=sent)
-    scanned_sent: list[str] = []  # the same store, the old plan:
+    scanned_sent: list[LoggedQuery] = []  # the same store, the old plan:
     scanned = await _open(migrated_dsn, min_rows=1_000_000, sent=scanned_sent)
     try:
         texts = [f"note {i} on topic {i % 17} with word{i % 29}" for i in range(ROWS)]
@@ -103,10 +106,68 @@ async def test_copies_rank_as_the_scan_of_the_rows_and_new_rows_are_found_at_onc
         await scanned.close()
 
 
+def _rows_out(plan: dict[str, object], relation: str) -> float:
+    """Rows the plan's scans of ``relation`` passed on, over all their loops."""
+    own = 0.0
+    if plan.get("Relation Name") == relation and "Scan" in str(plan["Node Type"]):
+        own = float(plan["Actual Rows"]) * float(plan["Actual Loops"])  # type: ignore[arg-type]
+    children = plan.get("Plans", [])
+    assert isinstance(children, list)
+    return own + sum(_rows_out(child, relation) for child in children)
+
+
+async def test_the_distance_bound_spares_the_sort_most_copies_and_keeps_ties(
+    migrated_dsn: str, connection: asyncpg.Connection
+) -> None:
+    sent: list[LoggedQuery] = []
+    copied = await _open(migrated_dsn, min_rows=100, sent=sent)
+    scanned = await _open(migrated_dsn, min_rows=1_000_000)
+    rows = 1_000  # more than the bound's sample of 203 copies for ten hits
+    try:
+        texts = [f"record {i} of series {i % 31} tagged t{i % 37}" for i in range(rows)]
+        await copied.remember(texts, namespace=NAMESPACE)
+        await copied.index()
+        assert await _copies(connection) == rows
+        query = "series 5 tagged t5"
+        assert await _plan(copied, sent, query) == "copies"
+        [recall] = [logged for logged in sent if "ORDER BY distance" in logged.query]
+        await register_vector_codec(connection)
+        explained = await connection.fetchval(
+            f"EXPLAIN (ANALYZE, FORMAT JSON) {recall.query}", *recall.args
+        )
+        # Passed on by the scans of the copies: the sample's 203 and the few within its bound,
+        # where the sort took all 1,000 without it.
+        assert _rows_out(json.loads(explained)[0]["Plan"], "memory_vectors") < 0.5 * rows
+        assert await _vector(copied, query) == await _vector(scanned, query)
+
+        # Three vectors, each a third of the namespace's: the tenth nearest ties with three
+        # hundred more, in the sample and out of it; ties are broken by id either way.
+        ids = [row["id"] for row in await connection.fetch("SELECT id FROM memories ORDER BY id")]
+        for seed in range(3):
+            await connection.execute(
+                "UPDATE memories SET embedding = (SELECT embedding FROM memories WHERE id = $1) "
+                "WHERE id = ANY($2)",
+                ids[seed],
+                ids[seed::3],
+            )
+        await copied.index()
+        assert await _copies(connection) == rows
+        for text in (query, *texts[:3]):
+            assert await _vector(copied, text) == await _vector(scanned, text), text
+            both = [
+                [hit.id for hit in await store.recall(text, namespace=NAMESPACE, k=10)]
+                for store in (copied, scanned)
+            ]
+            assert both[0] == both[1], text
+    finally:
+        await copied.close()
+        await scanned.close()
+
+
 async def test_expired_invalid_filtered_changed_and_forgotten_memories_hold(
     migrated_dsn: str, connection: asyncpg.Connection
 ) -> None:
-    sent: list[str] = []
+    sent: list[LoggedQuery] = []
     store = await _open(migrated_dsn, min_rows=10, sent=sent)
     try:
         filler = [MemoryInput(f"filler note number {i} about gardens") for i in range(20)]
@@ -172,7 +233,7 @@ async def test_expired_invalid_filtered_changed_and_forgotten_memories_hold(
 
 
 async def test_a_past_validity_scans_the_rows(migrated_dsn: str) -> None:
-    sent: list[str] = []
+    sent: list[LoggedQuery] = []
     store = await _open(migrated_dsn, min_rows=5, sent=sent)
     try:
         start = datetime.now(UTC) - timedelta(days=10)

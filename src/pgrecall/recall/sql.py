@@ -8,6 +8,7 @@ text. A ranking is a list of named subqueries (CTEs) plus a select with columns
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -118,6 +119,13 @@ def nearest(
     """
 
 
+# Copies read for the copied plan's bound: 64 x sqrt(depth), 203 for a vector recall of 10,
+# 640 for hybrid's ranking of 100. On SciFact's 5,183 (random vectors, in process, alternated
+# with no bound): vector recall 0.89-0.91x at 160-320 copies, 0.97x at 40; hybrid 0.95-0.96x at
+# 400-800, 1.07x at 3,200 (RESULTS.md, issue 25 session 19).
+_BOUND_SAMPLE_PER_ROOT_OF_DEPTH = 64
+
+
 def copied_nearest(
     scope: Scope, vector: str, space: str, depth: str, columns: str, where: str
 ) -> str:
@@ -135,23 +143,46 @@ def copied_nearest(
     row (a long row a page): hybrid's vector ranking at depth 100 1.05-1.09x; the exclusion
     set checked on every copy instead of after the sort cost vector mode 0.93-0.95x.
     Candidates carry no namespace through the sort (there is one, added after it). ``columns``
-    are the candidates' (namespace, id)."""
+    are the candidates' (namespace, id).
+
+    Only the copies within ``_distance_bound`` reach the sort: each copy the sort takes is
+    copied into it (~0.15 us), where the bound rejects it for one comparison."""
     if scope.excluded is None or scope.namespace is None:
         raise ValueError("the copied plan needs a scope of one namespace's current memories")
+    copies = f"v.namespace {scope.in_namespaces} AND v.space_id = {space}"
+    kept = f"{depth} + (SELECT count(*) FROM ({scope.excluded}) AS excluded)"
+    bound = _distance_bound(copies, vector, kept, depth)
     candidates = f"""
         (SELECT v.id, v.embedding <#> {vector} AS distance FROM memory_vectors v
-         WHERE v.namespace {scope.in_namespaces} AND v.space_id = {space} OFFSET 0)
+         WHERE {copies} AND v.embedding <#> {vector} <= {bound} OFFSET 0)
         UNION ALL
         (SELECT m.id, m.embedding <#> {vector} AS distance FROM memories m
          WHERE {where} AND NOT m.vector_copied OFFSET 0)"""
     nearest_and_excluded = f"""
-        SELECT * FROM ({candidates}) AS c ORDER BY c.distance, c.id
-        LIMIT {depth} + (SELECT count(*) FROM ({scope.excluded}) AS excluded)"""
+        SELECT * FROM ({candidates}) AS c ORDER BY c.distance, c.id LIMIT {kept}"""
     return f"""SELECT {columns}, m.distance FROM (
             SELECT {scope.namespace} AS namespace, c.id, c.distance
             FROM ({nearest_and_excluded}) AS c WHERE c.id NOT IN ({scope.excluded})
             ORDER BY c.distance, c.id LIMIT {depth}
         ) AS m"""
+
+
+def _distance_bound(copies: str, vector: str, kept: str, depth: str) -> str:
+    """A distance no nearer than the ``kept``-th nearest candidate's: the ``kept``-th nearest
+    of a sample of the copies (the first few the scan meets), or infinity if the sample holds
+    fewer. Any ``kept`` candidates are at least as far as the ``kept`` nearest, so every
+    candidate the bounded sort would keep is within it, ties included (``<=``): the answer is
+    the same, only the sort sees fewer rows. A sample far from the query costs a looser bound,
+    never a wrong answer. ``depth`` is written out (the copied plan is exact; ``row_limit``)."""
+    if not depth.isdigit():
+        raise ValueError(f"the copied plan's depth is written out, not {depth!r}")
+    sample = row_limit(math.ceil(_BOUND_SAMPLE_PER_ROOT_OF_DEPTH * math.sqrt(int(depth))))
+    return f"""coalesce((
+            SELECT max(s.distance) FROM (
+                SELECT v.embedding <#> {vector} AS distance
+                FROM (SELECT v.embedding FROM memory_vectors v WHERE {copies} LIMIT {sample}) v
+                ORDER BY distance LIMIT {kept}) AS s
+            HAVING count(*) = {kept}), 'Infinity')"""
 
 
 def vector_ranking(
