@@ -33,6 +33,7 @@ from pgrecall.recall.sql import (
     QUERY_LEXEMES,
     Ranking,
     Scope,
+    bound_rows,
     namespace_comparison,
     postings_count,
     query_terms,
@@ -205,9 +206,7 @@ def checked_ranking(
     statement on one shard on Citus; across namespaces a join, as ``recall.sql._alive``
     explains). Keyword mode keeps it: its ~k probes read the pages its winners are then read
     from, and a deleted memory gives way to the next."""
-    namespaces = params.add([row["namespace"] for row in rows], "text[]")
-    ids = params.add([row["id"] for row in rows], "uuid[]")
-    scores = params.add([row["score"] for row in rows], "float8[]")
+    given = bound_rows(params, scope, rows)
     key = "m.namespace = g.namespace AND m.id = g.id"
     if fused and scope.excluded is not None:
         alive = f"WHERE g.id NOT IN ({scope.excluded})"
@@ -223,8 +222,7 @@ def checked_ranking(
             SELECT g.namespace, g.id, g.score, row_number() OVER (ORDER BY g.place) AS rank
             FROM (
                 SELECT g.namespace, g.id, g.score, g.place
-                FROM unnest({namespaces}, {ids}, {scores}) WITH ORDINALITY
-                     AS g (namespace, id, score, place)
+                FROM {given} AS g (namespace, id, score, place)
                 {alive}
                 ORDER BY g.place
                 LIMIT {depth}

@@ -420,7 +420,7 @@ class QueryService:
         if vector is not None and space_id is not None:
             query = params.add(vector, "vector")
             if vector_rows is not None:
-                vector_ranked = given_ranking(params, vector_rows)
+                vector_ranked = given_ranking(params, scope, vector_rows)
             else:
                 space = params.add(space_id, "int")
                 size = shape.rows(params, shape.vector_depth)

@@ -14,17 +14,22 @@ first two returned, bound as arrays (``given_ranking``), with the same SQL as th
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
 
 import asyncpg
 
 from pgrecall.db.params import SqlParams
-from pgrecall.recall.sql import Fusion, Ranking, Scope, fused, fused_hits, statement
-
-# A ranking's rows as ``ranking_statement`` returns them: namespace, id, score.
-RankedRows = Sequence[asyncpg.Record | Mapping[str, Any]]
+from pgrecall.recall.sql import (
+    Fusion,
+    RankedRows,
+    Ranking,
+    Scope,
+    bound_rows,
+    fused,
+    fused_hits,
+    statement,
+)
 
 # Connections a split recall holds at once: one per ranking.
 SPLIT_CONNECTIONS = 2
@@ -67,18 +72,14 @@ def ranking_statement(ctes: Sequence[str], ranking: Ranking) -> str:
         SELECT namespace, id, score FROM ({ranking.select}) AS ranked ORDER BY rank"""
 
 
-def given_ranking(params: SqlParams, rows: RankedRows) -> Ranking:
-    """A ranking a ``ranking_statement`` returned, bound as arrays: (namespace, id, score, rank),
-    its rank the row's place in ``rows``."""
-    namespaces = params.add([row["namespace"] for row in rows], "text[]")
-    ids = params.add([row["id"] for row in rows], "uuid[]")
-    scores = params.add([row["score"] for row in rows], "float8[]")
+def given_ranking(params: SqlParams, scope: Scope, rows: RankedRows) -> Ranking:
+    """A ranking a ``ranking_statement`` returned in ``scope``, bound as arrays (``bound_rows``):
+    (namespace, id, score, rank), its rank the row's place in ``rows``."""
     return Ranking(
         ctes=(),
         select=f"""
             SELECT namespace, id, score, rank
-            FROM unnest({namespaces}, {ids}, {scores}) WITH ORDINALITY
-                 AS given (namespace, id, score, rank)
+            FROM {bound_rows(params, scope, rows)} AS given (namespace, id, score, rank)
         """,
     )
 
@@ -96,5 +97,7 @@ def fused_statement(
     fuses them, the best ``limit`` still in ``scope`` read whole (a candidate may have left it
     since its ranking ran: ``fused_hits``' recheck), and the pending count (``statement``)."""
     vector, keyword = rankings
-    ranking = fused(given_ranking(params, vector), given_ranking(params, keyword), fusion)
+    ranking = fused(
+        given_ranking(params, scope, vector), given_ranking(params, scope, keyword), fusion
+    )
     return statement([], scope, fused_hits(scope, ranking, query, limit, embedding, recheck=True))
