@@ -397,15 +397,17 @@ async def scifact(
     ``split``, hybrid also with its rankings in one statement (``ONE_STATEMENT`` legs)."""
     memories = _load("memories.jsonl")
     tests = _load("queries.jsonl", limit)
-    taught: Taught = []
-    if not random_vectors:
-        documents, claims = await scifact_vectors(
-            [m["text"] for m in memories], [q["question"] for q in _load("queries.jsonl")]
-        )
-        taught = [
-            ([m["text"] for m in memories], documents),
-            ([q["question"] for q in _load("queries.jsonl")], claims),
-        ]
+    abstracts, questions = (
+        [m["text"] for m in memories],
+        [q["question"] for q in _load("queries.jsonl")],
+    )
+    if random_vectors:  # taught too: a vector made per query would be timed with the recall
+        generator = np.random.default_rng(7)
+        documents = unit_vectors(len(abstracts), generator)
+        claims = unit_vectors(len(questions), generator)
+    else:
+        documents, claims = await scifact_vectors(abstracts, questions)
+    taught: Taught = [(abstracts, documents), (questions, claims)]
     score = _score_module()
     database = await fresh_database(dsn, "longdocs_scifact")
     store = await _open(database, taught)
