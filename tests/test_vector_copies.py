@@ -19,7 +19,7 @@ from pgrecall.db.vectors import register_vector_codec
 from pgrecall.spaces import SpaceMover
 
 from .conftest import store_settings
-from .fakes import HashEmbedder
+from .fakes import HashEmbedder, text_vector
 from .ollama_standin import OllamaStandin
 
 NAMESPACE = "kb"
@@ -106,14 +106,15 @@ async def test_copies_rank_as_the_scan_of_the_rows_and_new_rows_are_found_at_onc
         await scanned.close()
 
 
-def _rows_out(plan: dict[str, object], relation: str) -> float:
-    """Rows the plan's scans of ``relation`` passed on, over all their loops."""
+def _sorted_copies(plan: dict[str, object]) -> float:
+    """Rows the copied plan's scan of the copies passes on to its sort (the scan filtered by
+    the distance bound), over all its loops."""
     own = 0.0
-    if plan.get("Relation Name") == relation and "Scan" in str(plan["Node Type"]):
+    if plan.get("Relation Name") == "memory_vectors" and "<=" in str(plan.get("Filter")):
         own = float(plan["Actual Rows"]) * float(plan["Actual Loops"])  # type: ignore[arg-type]
     children = plan.get("Plans", [])
     assert isinstance(children, list)
-    return own + sum(_rows_out(child, relation) for child in children)
+    return own + sum(_sorted_copies(child) for child in children)
 
 
 async def test_the_distance_bound_spares_the_sort_most_copies_and_keeps_ties(
@@ -123,26 +124,48 @@ async def test_the_distance_bound_spares_the_sort_most_copies_and_keeps_ties(
     copied = await _open(migrated_dsn, min_rows=100, sent=sent)
     scanned = await _open(migrated_dsn, min_rows=1_000_000)
     rows = 1_000  # more than the bound's sample of 203 copies for ten hits
+    query = "series 5 tagged t5"
+    nearest = "[" + ",".join(map(str, text_vector(query).tolist())) + "]"
     try:
+        # Copies at the query's very vector, the newest by id (the bound's sample is the
+        # newest), that are no candidates: another namespace's, and copies of another space in
+        # this one. A sample reading them would bound the distance below every candidate's.
         texts = [f"record {i} of series {i % 31} tagged t{i % 37}" for i in range(rows)]
         await copied.remember(texts, namespace=NAMESPACE)
+        await copied.remember([f"elsewhere {i}" for i in range(400)], namespace="elsewhere")
+        await connection.execute(
+            "UPDATE memories SET embedding = $1::vector WHERE namespace = 'elsewhere'", nearest
+        )
         await copied.index()
-        assert await _copies(connection) == rows
-        query = "series 5 tagged t5"
+        space = await connection.fetchval("SELECT space_id FROM memories LIMIT 1")
+        await connection.execute(
+            "INSERT INTO memory_vectors (namespace, id, space_id, embedding) "
+            "SELECT $1, ('ffffffff-ffff-4fff-8fff-' || lpad(g::text, 12, '0'))::uuid, $2, "
+            "$3::vector FROM generate_series(1, 400) AS g",
+            NAMESPACE,
+            space + 1,
+            nearest,
+        )
+        assert await _copies(connection) == rows + 800
         assert await _plan(copied, sent, query) == "copies"
         [recall] = [logged for logged in sent if "ORDER BY distance" in logged.query]
         await register_vector_codec(connection)
         explained = await connection.fetchval(
             f"EXPLAIN (ANALYZE, FORMAT JSON) {recall.query}", *recall.args
         )
-        # Passed on by the scans of the copies: the sample's 203 and the few within its bound,
-        # where the sort took all 1,000 without it.
-        assert _rows_out(json.loads(explained)[0]["Plan"], "memory_vectors") < 0.5 * rows
-        assert await _vector(copied, query) == await _vector(scanned, query)
+        # The sort takes the few within the bound, where it took all 1,000 without it.
+        assert 0 < _sorted_copies(json.loads(explained)[0]["Plan"]) < 0.2 * rows
+        for text in (query, texts[7], "nothing like it"):
+            assert await _vector(copied, text) == await _vector(scanned, text), text
 
         # Three vectors, each a third of the namespace's: the tenth nearest ties with three
         # hundred more, in the sample and out of it; ties are broken by id either way.
-        ids = [row["id"] for row in await connection.fetch("SELECT id FROM memories ORDER BY id")]
+        ids = [
+            row["id"]
+            for row in await connection.fetch(
+                "SELECT id FROM memories WHERE namespace = $1 ORDER BY id", NAMESPACE
+            )
+        ]
         for seed in range(3):
             await connection.execute(
                 "UPDATE memories SET embedding = (SELECT embedding FROM memories WHERE id = $1) "
@@ -151,7 +174,7 @@ async def test_the_distance_bound_spares_the_sort_most_copies_and_keeps_ties(
                 ids[seed::3],
             )
         await copied.index()
-        assert await _copies(connection) == rows
+        assert await _copies(connection) == rows + 800
         for text in (query, *texts[:3]):
             assert await _vector(copied, text) == await _vector(scanned, text), text
             both = [
@@ -159,6 +182,47 @@ async def test_the_distance_bound_spares_the_sort_most_copies_and_keeps_ties(
                 for store in (copied, scanned)
             ]
             assert both[0] == both[1], text
+    finally:
+        await copied.close()
+        await scanned.close()
+
+
+async def test_an_exclusion_set_larger_than_the_sample_keeps_the_bound(
+    migrated_dsn: str, connection: asyncpg.Connection
+) -> None:
+    sent: list[LoggedQuery] = []
+    copied = await _open(migrated_dsn, min_rows=100, sent=sent)
+    scanned = await _open(migrated_dsn, min_rows=1_000_000)
+    rows = 1_000
+    try:
+        texts = [f"fact {i} about harbour {i % 23} and ship s{i % 41}" for i in range(rows)]
+        ids = [memory.id for memory in await copied.remember(texts, namespace=NAMESPACE)]
+        await copied.index()
+        # 400 invalidated, more than the 203 copies of the sample: the query's nearest 20 and
+        # the oldest.
+        query = "harbour 3 and ship s3"
+        nearest = await copied.recall(query, namespace=NAMESPACE, k=20, mode="vector")
+        invalid = [hit.id for hit in nearest]
+        invalid += [memory for memory in ids if memory not in invalid][: 400 - len(invalid)]
+        await connection.execute(
+            "UPDATE memories SET valid_until = now() - interval '1 second' WHERE id = ANY($1)",
+            invalid,
+        )
+        assert await _plan(copied, sent, query) == "copies"
+        [recall] = [logged for logged in sent if "ORDER BY distance" in logged.query]
+        await register_vector_codec(connection)
+        explained = await connection.fetchval(
+            f"EXPLAIN (ANALYZE, FORMAT JSON) {recall.query}", *recall.args
+        )
+        assert 0 < _sorted_copies(json.loads(explained)[0]["Plan"]) < 0.5 * rows
+        for text in (query, texts[11], "nothing like it"):
+            found = await _vector(copied, text)
+            assert found == await _vector(scanned, text), text
+            assert len(found) == 10
+        everything = await copied.recall(
+            query, namespace=NAMESPACE, k=10, mode="vector", include_invalid=True
+        )
+        assert [hit.id for hit in everything] == invalid[:10]
     finally:
         await copied.close()
         await scanned.close()
