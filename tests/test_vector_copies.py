@@ -106,15 +106,28 @@ async def test_copies_rank_as_the_scan_of_the_rows_and_new_rows_are_found_at_onc
         await scanned.close()
 
 
-def _sorted_copies(plan: dict[str, object]) -> float:
-    """Rows the copied plan's scan of the copies passes on to its sort (the scan filtered by
-    the distance bound), over all its loops."""
-    own = 0.0
-    if plan.get("Relation Name") == "memory_vectors" and "<=" in str(plan.get("Filter")):
-        own = float(plan["Actual Rows"]) * float(plan["Actual Loops"])  # type: ignore[arg-type]
-    children = plan.get("Plans", [])
-    assert isinstance(children, list)
-    return own + sum(_sorted_copies(child) for child in children)
+async def _copies_sorted(
+    store: MemoryStore, sent: list[LoggedQuery], connection: asyncpg.Connection, query: str
+) -> float:
+    """How many copies ``store``'s vector recall of ``query`` passes on to its sort: the rows
+    of its scan of the copies filtered by the distance bound (EXPLAIN ANALYZE of the statement
+    it sent)."""
+    assert await _plan(store, sent, query) == "copies"
+    [recall] = [logged for logged in sent if "ORDER BY distance" in logged.query]
+    await register_vector_codec(connection)
+    explained = await connection.fetchval(
+        f"EXPLAIN (ANALYZE, FORMAT JSON) {recall.query}", *recall.args
+    )
+
+    def passed(plan: dict[str, object]) -> float:
+        own = 0.0
+        if plan.get("Relation Name") == "memory_vectors" and "<=" in str(plan.get("Filter")):
+            own = float(plan["Actual Rows"]) * float(plan["Actual Loops"])  # type: ignore[arg-type]
+        children = plan.get("Plans", [])
+        assert isinstance(children, list)
+        return own + sum(passed(child) for child in children)
+
+    return passed(json.loads(explained)[0]["Plan"])
 
 
 async def test_the_distance_bound_spares_the_sort_most_copies_and_keeps_ties(
@@ -147,14 +160,8 @@ async def test_the_distance_bound_spares_the_sort_most_copies_and_keeps_ties(
             nearest,
         )
         assert await _copies(connection) == rows + 800
-        assert await _plan(copied, sent, query) == "copies"
-        [recall] = [logged for logged in sent if "ORDER BY distance" in logged.query]
-        await register_vector_codec(connection)
-        explained = await connection.fetchval(
-            f"EXPLAIN (ANALYZE, FORMAT JSON) {recall.query}", *recall.args
-        )
         # The sort takes the few within the bound, where it took all 1,000 without it.
-        assert 0 < _sorted_copies(json.loads(explained)[0]["Plan"]) < 0.2 * rows
+        assert 0 < await _copies_sorted(copied, sent, connection, query) < 0.2 * rows
         for text in (query, texts[7], "nothing like it"):
             assert await _vector(copied, text) == await _vector(scanned, text), text
 
@@ -208,13 +215,7 @@ async def test_an_exclusion_set_larger_than_the_sample_keeps_the_bound(
             "UPDATE memories SET valid_until = now() - interval '1 second' WHERE id = ANY($1)",
             invalid,
         )
-        assert await _plan(copied, sent, query) == "copies"
-        [recall] = [logged for logged in sent if "ORDER BY distance" in logged.query]
-        await register_vector_codec(connection)
-        explained = await connection.fetchval(
-            f"EXPLAIN (ANALYZE, FORMAT JSON) {recall.query}", *recall.args
-        )
-        assert 0 < _sorted_copies(json.loads(explained)[0]["Plan"]) < 0.5 * rows
+        assert 0 < await _copies_sorted(copied, sent, connection, query) < 0.5 * rows
         for text in (query, texts[11], "nothing like it"):
             found = await _vector(copied, text)
             assert found == await _vector(scanned, text), text
