@@ -18,7 +18,9 @@ from __future__ import annotations
 from pgrecall.background.movers import BatchMover, large_with_backlog
 
 # Every reference names the namespace ($1): on Citus the statement runs on its shard alone. A
-# copy left by a row whose flag was reset outside the triggers is replaced, never doubled.
+# copy left by a row whose flag was reset outside the triggers is replaced, never doubled, and
+# marked as written now (``copied_by``, as an insert's default marks it), so the processes'
+# caches of the namespace's copies read it again (recall/vector_cache.py).
 _COPY_BATCH = """
     WITH batch AS (
         SELECT namespace, id, space_id, embedding FROM memories
@@ -28,7 +30,8 @@ _COPY_BATCH = """
         INSERT INTO memory_vectors (namespace, id, space_id, embedding)
         SELECT namespace, id, space_id, embedding FROM batch
         ON CONFLICT (namespace, id)
-        DO UPDATE SET space_id = EXCLUDED.space_id, embedding = EXCLUDED.embedding
+        DO UPDATE SET space_id = EXCLUDED.space_id, embedding = EXCLUDED.embedding,
+                      copied_by = pg_current_xact_id()
     )
     UPDATE memories m SET vector_copied = true
     FROM batch b

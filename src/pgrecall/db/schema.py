@@ -9,6 +9,8 @@ distribution column); `embedding_spaces` is small and would become a reference t
 
 from __future__ import annotations
 
+from typing import Any
+
 from pgvector.sqlalchemy import VECTOR
 from sqlalchemy import (
     BigInteger,
@@ -34,6 +36,8 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR, UUID
+from sqlalchemy.dialects.postgresql.base import ischema_names
+from sqlalchemy.types import UserDefinedType
 
 MEMORIES = "memories"
 MEMORY_VERSIONS = "memory_versions"
@@ -50,6 +54,19 @@ HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 64
 # What a space may be (migration 0012): one active, at most one building.
 SPACE_STATES = ("active", "building", "previous", "retired")
+
+
+class Xid8(UserDefinedType[int]):
+    """PostgreSQL's 64-bit transaction id (``xid8``), which SQLAlchemy does not know."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "XID8"
+
+
+# Reflection (alembic's comparison with this module) reads the type by its name.
+ischema_names["xid8"] = Xid8
 
 
 def indexed_embedding(dimensions: int, alias: str = "") -> str:
@@ -284,7 +301,10 @@ def _memory_vectors(metadata: MetaData) -> None:
         Column("id", UUID(as_uuid=True), nullable=False),
         Column("space_id", Integer, nullable=False),
         Column("embedding", VECTOR(), nullable=False),
+        # The transaction that wrote the copy (migration 0018; NULL: written before it).
+        Column("copied_by", Xid8(), server_default=text("pg_current_xact_id()")),
         PrimaryKeyConstraint("namespace", "id", name="memory_vectors_pkey"),
+        Index("memory_vectors_copied_by", "namespace", "copied_by"),
     )
 
 
