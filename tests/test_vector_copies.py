@@ -27,9 +27,11 @@ ROWS = 300
 
 
 async def _open(dsn: str, min_rows: int, sent: list[LoggedQuery] | None = None) -> MemoryStore:
-    """A store whose copies start at ``min_rows``; with ``sent``, on a pool of one connection
-    whose statements are logged there (asyncpg keeps query loggers across releases)."""
-    settings = store_settings(worker=False, vector_copy_min_rows=min_rows)
+    """A store whose copies start at ``min_rows``, whose copied plan scans them in the statement
+    (no cache of them in the process: tests/test_vector_cache.py); with ``sent``, on a pool of
+    one connection whose statements are logged there (asyncpg keeps query loggers across
+    releases)."""
+    settings = store_settings(worker=False, vector_copy_min_rows=min_rows, vector_cache_mb=0)
     if sent is None:
         return await MemoryStore.open(settings, dsn=dsn, embedder=HashEmbedder())
     pool = await create_pool(dsn, min_size=1, max_size=1)

@@ -284,6 +284,15 @@ class Settings(BaseSettings):
     vector_copy_batch_size: int = _count(
         1000, "memories whose vectors the worker copies per transaction", most=100_000
     )
+    # SciFact's 5,183 copies of 384 dimensions take 8 MB; a namespace at the exact-scan limit
+    # (20,000) of 768, 61 MB (recall/vector_cache.py).
+    vector_cache_mb: int = Field(
+        default=256,
+        ge=0,
+        le=1_000_000,
+        description="megabytes of vector copies each process keeps to score exact recall of "
+        "copied namespaces in memory (0: off, every recall scans the copies in PostgreSQL)",
+    )
     space_recheck_seconds: float = _seconds(
         2.0,
         "how often a process reads the store's active embedding space again (learns of a "

@@ -164,6 +164,7 @@ class MemoryStore:
             pool, embedding, self._spaces, self.templates, settings.max_content_chars, self.context
         )
         self._query = QueryService(pool, embedder, self._spaces, self._sizes, settings, health)
+        resources.push_async_callback(self._query.aclose)  # before the pool closes
         self.worker = EmbeddingWorker(pool, dsn, embedding, self._spaces, settings)
         self.indexer = Indexer(pool, settings)
         self.postings = PostingsMover(pool, settings)

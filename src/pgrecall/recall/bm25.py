@@ -233,10 +233,16 @@ def checked_ranking(
     )
 
 
-def with_checked(keyword: Ranking, body: str) -> str:
+def with_checked(
+    keyword: Ranking, body: str, *, vector: Ranking | None = None, columns: str = ""
+) -> str:
     """``body`` (a ``recall.sql.statement`` that reads ``keyword``, a ``checked_ranking``) with
     ``keyword``'s CTE and a column ``checked``: how many rows passed the scope. Fewer than the
-    depth from a shortened list of candidates means the list must be sent whole."""
-    return f"""WITH {", ".join(keyword.ctes)}
-        SELECT (SELECT count(*) FROM {CHECKED}) AS checked, body.* FROM ({body}) AS body
+    depth from a shortened list of candidates means the list must be sent whole. A ``vector``
+    ranking's CTEs and ``columns`` on it too (``recall.sql.proven_ranking``)."""
+    ctes = (*keyword.ctes, *(vector.ctes if vector is not None else ()))
+    reported = f"{columns}, " if columns else ""
+    return f"""WITH {", ".join(ctes)}
+        SELECT (SELECT count(*) FROM {CHECKED}) AS checked, {reported}body.*
+        FROM ({body}) AS body
         ORDER BY body.score DESC NULLS LAST, body.vector_score DESC NULLS LAST, body.id"""

@@ -63,11 +63,13 @@ from pgrecall.recall.rerank import check_boosts, needs_candidates, rerank
 from pgrecall.recall.sizes import NamespaceSizes
 from pgrecall.recall.split import SplitGate, fused_statement, given_ranking, ranking_statement
 from pgrecall.recall.sql import (
+    CachedCandidates,
     Fusion,
     current_memories,
     fused,
     fused_hits,
     keyword_ranking,
+    proven_ranking,
     query_terms,
     recall_scope,
     row_limit,
@@ -75,6 +77,7 @@ from pgrecall.recall.sql import (
     vector_hits,
     vector_ranking,
 )
+from pgrecall.recall.vector_cache import Candidates, VectorCache, candidate_count
 from pgrecall.records import Hit, Mode, RecallOptions, RecallResult
 
 # HNSW candidates fetched per wanted hit, before the exact re-sort.
@@ -150,6 +153,11 @@ class QueryService:
         self._health = health or EmbedderHealth()
         self._split = SplitGate(pool, settings.hybrid_split)
         self._plans = GenericPlanGate(pool, settings.exact_scan_max_rows)
+        self._vectors = VectorCache(pool, settings.vector_cache_mb * 2**20)
+
+    async def aclose(self) -> None:
+        """Stop the vector cache's loads in flight (before the pool closes)."""
+        await self._vectors.aclose()
 
     async def recall(
         self, query: str, namespaces: str | Sequence[str], options: RecallOptions
@@ -234,6 +242,21 @@ class QueryService:
             degraded=degraded,
         )
 
+    def _candidates(
+        self,
+        names: list[str],
+        vector: list[float] | None,
+        space_id: int | None,
+        plan: str,
+        depth: int,
+    ) -> Candidates | None:
+        """The cached copies a copied plan's ranking of ``depth`` rows is given
+        (``recall.vector_cache``), or None: not the copied plan, or the namespace not cached
+        (yet)."""
+        if plan != "copied" or vector is None or space_id is None:
+            return None
+        return self._vectors.candidates(names[0], space_id, vector, candidate_count(depth))
+
     def _copied(self, names: list[str], largest: int, options: RecallOptions) -> bool:
         """Whether the exact scan reads the vector copies (``recall.sql.copied_nearest``): one
         namespace large enough to have them, its current memories in scope
@@ -261,9 +284,11 @@ class QueryService:
         *,
         plan: str,
         postings: bool,
+        cache: bool = True,
     ) -> list[asyncpg.Record]:
         """The rows of the recall's statement: the vector ranking's ``plan`` ("exact",
-        "copied" or "hnsw", ``recall.sql.nearest``), BM25 from the keyword ``postings`` or from
+        "copied" or "hnsw", ``recall.sql.nearest``; the copied plan given the process's cached
+        candidates when it has them and ``cache``), BM25 from the keyword ``postings`` or from
         every matching tsvector. A hybrid recall running alone splits (``_fetch_split``)."""
         settings = self._settings
         exact = plan != "hnsw"
@@ -283,7 +308,7 @@ class QueryService:
             and options.as_of is None
         ):
             return await self._fetch_scored(
-                text, names, vector, space_id, options, shape, plan=plan, split=split
+                text, names, vector, space_id, options, shape, plan=plan, split=split, cache=cache
             )
         if split and vector is not None and space_id is not None:
             return await self._fetch_split(
@@ -307,9 +332,24 @@ class QueryService:
             query = params.add(vector, "vector")
             space = params.add(space_id, "int")
         ctes: list[str] = []
+        candidates = cached = None
         if not rankings.keyword and query is not None and space is not None:
-            size = shape.rows(params, shape.candidates)
-            hits = vector_hits(scope, query, space, size, plan, limit, embedding, dimensions)
+            depth = shape.candidates
+            candidates = self._candidates(names, vector, space_id, plan if cache else "", depth)
+            if candidates is not None:
+                cached = self._cached(params, candidates)
+            size = shape.rows(params, depth)
+            hits = vector_hits(
+                scope,
+                query,
+                space,
+                size,
+                "cached" if cached else plan,
+                limit,
+                embedding,
+                dimensions,
+                cached,
+            )
         else:
             ctes.extend(query_terms(params.add(text, "text")))
             vector_ranked = None
@@ -333,7 +373,24 @@ class QueryService:
             hits = fused_hits(scope, ranking, query, limit, embedding)
         sql = statement(ctes, scope, hits)
         with database_errors():
-            return list(await self._pool.fetch(sql, *params.values))
+            rows = list(await self._pool.fetch(sql, *params.values))
+        if candidates is not None and space_id is not None:
+            nearest = [-row["vector_score"] for row in rows if row["id"] is not None]
+            farthest = nearest[-1] if nearest else None
+            if not candidates.certified(len(nearest), farthest, shape.candidates):
+                self._vectors.unproven(names[0], space_id)
+                return await self._fetch(
+                    text,
+                    names,
+                    vector,
+                    space_id,
+                    mode,
+                    options,
+                    plan=plan,
+                    postings=postings,
+                    cache=False,
+                )
+        return rows
 
     async def _fetch_scored(
         self,
@@ -346,28 +403,33 @@ class QueryService:
         *,
         plan: str,
         split: bool,
+        cache: bool = True,
     ) -> list[asyncpg.Record]:
         """The rows of a keyword or hybrid recall as ``_fetch`` gives them, BM25 scored in
         Python (recall/bm25.py): the query's postings by one statement (at once with the vector
         ranking's when the hybrid recall ``split``s), scored, then one statement that checks the
         scope on the best in score order, fuses them with the vector ranking (computed there,
         or the one fetched) and reads the winners. On SciFact the keyword statement's round trip
-        took 0.66x the SQL plan's (benchmarks/RESULTS.md, issue 25)."""
+        took 0.66x the SQL plan's (benchmarks/RESULTS.md, issue 25).
+
+        With the namespace's copies cached (and ``cache``), the vector ranking is the cached
+        plan's (``recall.vector_cache``): split, its own statement, sent once numpy has ranked
+        the copies while the postings statement runs (``_split_rankings``); otherwise part of
+        the winners' statement, whose answer the recall runs again on the copied plan when it
+        is not proven."""
         settings = self._settings
         params = SqlParams()
         scope = bm25.namespaces_scope(params, names, generic=shape.exact)
         postings_sql = bm25.postings_statement(scope, params.add(text, "text"))
-        vector_rows = None
+        vector_rows = nearest = None
         with database_errors():
             if split and vector is not None and space_id is not None:
-                vector_sql, vector_values = self._vector_statement(
-                    names, vector, space_id, options, shape, plan
-                )
-                vector_rows, postings = await asyncio.gather(
-                    self._pool.fetch(vector_sql, *vector_values),
-                    self._pool.fetch(postings_sql, *params.values),
+                postings, vector_rows = await self._split_rankings(
+                    (postings_sql, params.values), names, vector, space_id, options, shape, plan
                 )
             else:
+                if vector is not None and cache:
+                    nearest = self._candidates(names, vector, space_id, plan, shape.vector_depth)
                 postings = await self._pool.fetch(postings_sql, *params.values)
         # A thousand postings an item for the offload's policy: ~0.25 ms of scoring.
         scored = await off_loop(
@@ -377,7 +439,15 @@ class QueryService:
         depth = shape.depth if vector is not None else shape.wanted
         candidates = bm25.CANDIDATES_PER_ROW * depth
         rows = await self._fetch_winners(
-            scored.top(candidates), names, vector, space_id, vector_rows, options, shape, plan
+            scored.top(candidates),
+            names,
+            vector,
+            space_id,
+            vector_rows,
+            options,
+            shape,
+            plan,
+            nearest=nearest,
         )
         if rows[0]["checked"] < depth and candidates < len(scored):
             rows = await self._fetch_winners(
@@ -390,7 +460,23 @@ class QueryService:
                 shape,
                 plan,
                 whole=True,
+                nearest=nearest,
             )
+        if nearest is not None and space_id is not None:
+            found, farthest = rows[0]["vector_found"], rows[0]["vector_farthest"]
+            if not nearest.certified(found, farthest, shape.vector_depth):
+                self._vectors.unproven(names[0], space_id)
+                return await self._fetch_scored(
+                    text,
+                    names,
+                    vector,
+                    space_id,
+                    options,
+                    shape,
+                    plan=plan,
+                    split=split,
+                    cache=False,
+                )
         return rows
 
     async def _fetch_winners(
@@ -405,18 +491,21 @@ class QueryService:
         plan: str,
         *,
         whole: bool = False,
+        nearest: Candidates | None = None,
     ) -> list[asyncpg.Record]:
         """The statement after the Python scoring (``_fetch_scored``): the scope checked on the
         ``keyword_rows`` in order until the ranking's depth pass, fused with the vector ranking
         (``vector_rows`` fetched already, or computed here) as the one statement fuses them,
         the winners read whole; with the column ``checked`` (``bm25.with_checked``). The
         ``keyword_rows`` are every scored memory (``whole``) when a shortened list had too few
-        in scope."""
+        in scope. Given the cached ``nearest`` copies, the vector ranking is the cached plan's,
+        and the statement reports what its proof needs (``recall.sql.proven_ranking``)."""
         params = SqlParams()
         scope = recall_scope(params, names, options, generic=shape.exact)
         depth = shape.rows(params, shape.depth if vector is not None else shape.wanted)
         keyword = bm25.checked_ranking(params, scope, keyword_rows, depth, fused=vector is not None)
         vector_ranked = fusion = query = None
+        proof = ""
         if vector is not None and space_id is not None:
             query = params.add(vector, "vector")
             if vector_rows is not None:
@@ -424,7 +513,12 @@ class QueryService:
             else:
                 space = params.add(space_id, "int")
                 size = shape.rows(params, shape.vector_depth)
-                vector_ranked = vector_ranking(scope, query, space, size, plan, len(vector))
+                cached = None
+                if nearest is not None:
+                    plan, cached = "cached", self._cached(params, nearest)
+                vector_ranked = vector_ranking(scope, query, space, size, plan, len(vector), cached)
+                if cached is not None:
+                    vector_ranked, proof = proven_ranking(vector_ranked)
             fusion = self._fusion(params, options, depth)
         ranking = fused(vector_ranked, keyword, fusion)
         # The keyword ranking (and a vector ranking fetched at once with it) came from a
@@ -432,7 +526,12 @@ class QueryService:
         hits = fused_hits(
             scope, ranking, query, shape.rows(params, shape.wanted), shape.embedding, recheck=True
         )
-        sql = bm25.with_checked(keyword, statement([], scope, hits))
+        sql = bm25.with_checked(
+            keyword,
+            statement([], scope, hits),
+            vector=vector_ranked if proof else None,
+            columns=proof,
+        )
         # Given its rankings and a shortened list, the statement probes the few rows it names
         # by their ids and counts the scope's pending memories by their index, whatever the
         # statistics: on generic plans, forced. Left to PostgreSQL, a backlog in another
@@ -453,6 +552,47 @@ class QueryService:
         with database_errors(), plans:
             return list(await self._pool.fetch(sql, *params.values))
 
+    async def _split_rankings(
+        self,
+        postings: tuple[str, list[object]],
+        names: list[str],
+        vector: list[float],
+        space_id: int,
+        options: RecallOptions,
+        shape: _Shape,
+        plan: str,
+    ) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+        """A split hybrid recall's postings (``postings``: the statement and its values) and
+        vector ranking, on two connections at once. With the namespace's copies cached, the
+        postings statement is sent first and numpy ranks the copies while it runs; the cached
+        plan's ranking then runs beside it, and on the copied plan if it is not proven."""
+        postings_sql, postings_values = postings
+        fetched = asyncio.ensure_future(self._pool.fetch(postings_sql, *postings_values))
+        try:
+            await asyncio.sleep(0)  # the postings statement on its way before numpy's work
+            nearest = self._candidates(names, vector, space_id, plan, shape.vector_depth)
+            vector_sql, vector_values = self._vector_statement(
+                names, vector, space_id, options, shape, plan, nearest
+            )
+            vector_rows = await self._pool.fetch(vector_sql, *vector_values)
+            if nearest is not None and not nearest.certified(
+                len(vector_rows),
+                -vector_rows[-1]["score"] if vector_rows else None,
+                shape.vector_depth,
+            ):
+                self._vectors.unproven(names[0], space_id)
+                vector_sql, vector_values = self._vector_statement(
+                    names, vector, space_id, options, shape, plan
+                )
+                vector_rows = await self._pool.fetch(vector_sql, *vector_values)
+            return await fetched, vector_rows
+        finally:
+            if not fetched.done():  # the vector ranking failed, or this recall was cancelled
+                fetched.cancel()
+                await asyncio.wait([fetched])
+            if not fetched.cancelled():
+                fetched.exception()  # retrieved: the error raised here is the one to report
+
     def _vector_statement(
         self,
         names: list[str],
@@ -461,15 +601,28 @@ class QueryService:
         options: RecallOptions,
         shape: _Shape,
         plan: str,
+        nearest: Candidates | None = None,
     ) -> tuple[str, list[object]]:
-        """A split hybrid recall's vector ranking as a statement of its own, and its values."""
+        """A split hybrid recall's vector ranking as a statement of its own, and its values:
+        the cached plan's, given the ``nearest`` cached copies."""
         params = SqlParams()
         scope = recall_scope(params, names, options, generic=shape.exact)
         query = params.add(vector, "vector")
         space = params.add(space_id, "int")
         size = shape.rows(params, shape.vector_depth)
-        sql = ranking_statement((), vector_ranking(scope, query, space, size, plan, len(vector)))
-        return sql, params.values
+        cached = None
+        if nearest is not None:
+            plan, cached = "cached", self._cached(params, nearest)
+        ranking = vector_ranking(scope, query, space, size, plan, len(vector), cached)
+        return ranking_statement((), ranking), params.values
+
+    @staticmethod
+    def _cached(params: SqlParams, nearest: Candidates) -> CachedCandidates:
+        """The cached plan's placeholders of ``nearest``, bound in ``params``."""
+        return CachedCandidates(
+            ids=params.add(nearest.ids, "uuid[]"),
+            snapshot=params.add(nearest.snapshot, "text"),
+        )
 
     async def _fetch_split(
         self,

@@ -20,6 +20,7 @@ from pgrecall.config import FusionMethod
 from pgrecall.db.params import SqlParams
 from pgrecall.db.schema import indexed_embedding
 from pgrecall.recall.filters import compile_filter
+from pgrecall.recall.vector_cache import newer_copies
 from pgrecall.records import RecallOptions
 from pgrecall.versions import as_of_relation, valid_time_condition, validity_ended
 
@@ -91,22 +92,44 @@ def query_terms(text: str) -> tuple[str, ...]:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class CachedCandidates:
+    """The placeholders of a recall's candidates from the process's cache of the namespace's
+    copies (``recall.vector_cache``): their ids, and the snapshot the cache was read under."""
+
+    ids: str  # uuid[]
+    snapshot: str  # a pg_snapshot's text
+
+
 def nearest(
-    scope: Scope, vector: str, space: str, depth: str, plan: str, columns: str, dimensions: int
+    scope: Scope,
+    vector: str,
+    space: str,
+    depth: str,
+    plan: str,
+    columns: str,
+    dimensions: int,
+    cached: CachedCandidates | None = None,
 ) -> str:
     """``columns`` and ``distance`` of the top ``depth`` rows by inner product, nearest first.
 
     ``plan`` "exact" sorts the scope read through the namespace btree; "copied" sorts the
     same rows exactly too, their vectors read from the narrow copies (see ``copied_nearest``);
-    "hnsw" walks the HNSW index and adds the rows not in it yet (the graph holds the rows of
-    large namespaces, see indexer.py; the few it has not taken in yet are sorted exactly, so
-    new memories are found at once), then sorts the candidates exactly. The graph is built on
+    "cached" sorts the ``cached`` candidates and what the cache cannot know (see
+    ``cached_nearest``); "hnsw" walks the HNSW index and adds the rows not in it yet (the
+    graph holds the rows of large namespaces, see indexer.py; the few it has not taken in yet
+    are sorted exactly, so new memories are found at once), then sorts the candidates
+    exactly. The graph is built on
     the vectors cast to their size (``dimensions``, the query's), and its branch orders by that
     same expression.
     """
     where = f"{scope.conditions} AND m.embedding IS NOT NULL AND m.space_id = {space}"
     if plan == "copied":
         return copied_nearest(scope, vector, space, depth, columns, where)
+    if plan == "cached":
+        if cached is None:
+            raise ValueError("the cached plan needs its candidates")
+        return cached_nearest(scope, vector, space, depth, columns, where, cached)
     scored = f"SELECT {columns}, m.embedding <#> {vector} AS distance FROM {scope.source} m"
     # Sorting a subquery's output (the OFFSET 0 keeps it one) keeps the planner off the HNSW
     # index, and computes each row's distance once.
@@ -174,6 +197,43 @@ def copied_nearest(
         ) AS m"""
 
 
+def cached_nearest(
+    scope: Scope,
+    vector: str,
+    space: str,
+    depth: str,
+    columns: str,
+    where: str,
+    cached: CachedCandidates,
+) -> str:
+    """The exact top ``depth`` of one namespace's current memories, as ``copied_nearest``
+    gives it, among the copies a process's cache chose (``cached.ids``, read by their key),
+    the copies written since the cache's snapshot (``vector_cache.newer_copies``, an index
+    range) and the rows not copied yet; the exclusion set dropped. Exact when the cache's
+    proof holds (``vector_cache.Candidates.certified``): no copy left out is nearer than the
+    ``depth``-th. A candidate deleted since is not found; one replaced since is read once, as
+    a candidate (the copies written since are checked against the candidates, not each
+    candidate against the snapshot: those are few, these ~100)."""
+    if scope.excluded is None or scope.namespace is None:
+        raise ValueError("the cached plan needs a scope of one namespace's current memories")
+    copies = f"v.namespace {scope.in_namespaces} AND v.space_id = {space}"
+    candidates = f"""
+        (SELECT v.id, v.embedding <#> {vector} AS distance FROM memory_vectors v
+         WHERE {copies} AND v.id = ANY({cached.ids}) OFFSET 0)
+        UNION ALL
+        (SELECT v.id, v.embedding <#> {vector} AS distance FROM memory_vectors v
+         WHERE {copies} AND {newer_copies("v", cached.snapshot)} AND v.id <> ALL({cached.ids})
+         OFFSET 0)
+        UNION ALL
+        (SELECT m.id, m.embedding <#> {vector} AS distance FROM memories m
+         WHERE {where} AND NOT m.vector_copied OFFSET 0)"""
+    return f"""SELECT {columns}, m.distance FROM (
+            SELECT {scope.namespace} AS namespace, c.id, c.distance
+            FROM ({candidates}) AS c WHERE c.id NOT IN ({scope.excluded})
+            ORDER BY c.distance, c.id LIMIT {depth}
+        ) AS m"""
+
+
 def _distance_bound(copies: str, vector: str, excluded: str, depth: str) -> str:
     """A distance no nearer than the ``depth``-th nearest memory in scope: the ``depth``-th
     nearest of a sample of the namespace's copies not ``excluded``, or infinity if the sample
@@ -203,10 +263,16 @@ def _distance_bound(copies: str, vector: str, excluded: str, depth: str) -> str:
 
 
 def vector_ranking(
-    scope: Scope, vector: str, space: str, depth: str, plan: str, dimensions: int
+    scope: Scope,
+    vector: str,
+    space: str,
+    depth: str,
+    plan: str,
+    dimensions: int,
+    cached: CachedCandidates | None = None,
 ) -> Ranking:
     """Top ``depth`` by inner product (see ``nearest``), ranked for fusion."""
-    inner = nearest(scope, vector, space, depth, plan, "m.namespace, m.id", dimensions)
+    inner = nearest(scope, vector, space, depth, plan, "m.namespace, m.id", dimensions, cached)
     return Ranking(
         ctes=(),
         select=f"""
@@ -214,6 +280,25 @@ def vector_ranking(
                    row_number() OVER (ORDER BY distance, id) AS rank
             FROM ({inner}) AS nearest
         """,
+    )
+
+
+# The cached plan's vector ranking in hybrid recall, a CTE its statement reports on.
+VECTOR_RANKED = "vector_ranked"
+
+
+def proven_ranking(ranking: Ranking) -> tuple[Ranking, str]:
+    """A cached plan's vector ranking read from a CTE, and the columns that report what its
+    proof needs (``vector_cache.Candidates.certified``): ``vector_found``, its rows, and
+    ``vector_farthest``, the last one's distance."""
+    cte = f"{VECTOR_RANKED} AS MATERIALIZED ({ranking.select})"
+    return (
+        Ranking(
+            ctes=(*ranking.ctes, cte),
+            select=f"SELECT namespace, id, score, rank FROM {VECTOR_RANKED}",
+        ),
+        f"""(SELECT count(*) FROM {VECTOR_RANKED}) AS vector_found,
+            (SELECT -min(score) FROM {VECTOR_RANKED}) AS vector_farthest""",
     )
 
 
@@ -226,11 +311,12 @@ def vector_hits(
     limit: str,
     embedding: str,
     dimensions: int,
+    cached: CachedCandidates | None = None,
 ) -> str:
     """Vector mode alone: the hits of the ranking, without fusion (0.2 ms of planning instead
     of 0.4). The ranking sorts narrow rows and only the winners are read whole: carrying every
     candidate's text through the sort cost 2.5 ms on 5,000 abstracts."""
-    inner = nearest(scope, vector, space, depth, plan, "m.namespace, m.id", dimensions)
+    inner = nearest(scope, vector, space, depth, plan, "m.namespace, m.id", dimensions, cached)
     return f"""
         SELECT {HIT_COLUMNS}, -n.distance AS score, -n.distance AS vector_score,
                NULL::float8 AS keyword_score, {embedding} AS embedding
