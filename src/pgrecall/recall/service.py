@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -284,16 +284,15 @@ class QueryService:
         *,
         plan: str,
         postings: bool,
-        cache: bool = True,
     ) -> list[asyncpg.Record]:
         """The rows of the recall's statement: the vector ranking's ``plan`` ("exact",
         "copied" or "hnsw", ``recall.sql.nearest``; the copied plan given the process's cached
-        candidates when it has them and ``cache``), BM25 from the keyword ``postings`` or from
-        every matching tsvector. A hybrid recall running alone splits (``_fetch_split``)."""
+        candidates when it has them and they prove the answer), BM25 from the keyword
+        ``postings`` or from every matching tsvector. A hybrid recall running alone splits
+        (``_fetch_split``)."""
         settings = self._settings
         exact = plan != "hnsw"
         shape = _Shape.of(options, settings, exact)
-        embedding = shape.embedding
         rankings = MODE_RANKINGS[mode]
         split = False
         if vector is not None and space_id is not None and rankings.vector:
@@ -308,12 +307,59 @@ class QueryService:
             and options.as_of is None
         ):
             return await self._fetch_scored(
-                text, names, vector, space_id, options, shape, plan=plan, split=split, cache=cache
+                text, names, vector, space_id, options, shape, plan=plan, split=split
             )
         if split and vector is not None and space_id is not None:
             return await self._fetch_split(
-                text, names, vector, space_id, options, shape, plan=plan, postings=postings
+                text,
+                names,
+                vector,
+                space_id,
+                options,
+                shape,
+                plan=plan,
+                postings=postings,
             )
+        rows, proven = await self._fetch_one(
+            text, names, vector, space_id, mode, options, shape, plan=plan, postings=postings
+        )
+        if not proven and space_id is not None:
+            self._vectors.unproven(names[0], space_id)
+            rows, _ = await self._fetch_one(
+                text,
+                names,
+                vector,
+                space_id,
+                mode,
+                options,
+                shape,
+                plan=plan,
+                postings=postings,
+                cache=False,
+            )
+        return rows
+
+    async def _fetch_one(
+        self,
+        text: str,
+        names: list[str],
+        vector: list[float] | None,
+        space_id: int | None,
+        mode: Mode,
+        options: RecallOptions,
+        shape: _Shape,
+        *,
+        plan: str,
+        postings: bool,
+        cache: bool = True,
+    ) -> tuple[list[asyncpg.Record], bool]:
+        """The rows of the recall as one statement (``_fetch``'s), and whether they are proven:
+        false when the cached plan's candidates (``cache``) could not prove its vector ranking
+        (``vector_cache.Candidates.certified``)."""
+        settings = self._settings
+        rankings = MODE_RANKINGS[mode]
+        embedding = shape.embedding
+        exact = shape.exact
         params = SqlParams()
         # Inside small namespaces the statement can settle on one generic plan: the LIMITs are
         # written out and one namespace is compared with "=", so a generic plan costs what a
@@ -333,6 +379,7 @@ class QueryService:
             space = params.add(space_id, "int")
         ctes: list[str] = []
         candidates = cached = None
+        proof = ""  # the columns the cached plan's proof reads, with a vector ranking
         if not rankings.keyword and query is not None and space is not None:
             depth = shape.candidates
             candidates = self._candidates(names, vector, space_id, plan if cache else "", depth)
@@ -354,8 +401,18 @@ class QueryService:
             ctes.extend(query_terms(params.add(text, "text")))
             vector_ranked = None
             if query is not None and space is not None:
+                candidates = self._candidates(
+                    names, vector, space_id, plan if cache else "", shape.vector_depth
+                )
+                if candidates is not None:
+                    cached = self._cached(params, candidates)
                 size = shape.rows(params, shape.vector_depth)
-                vector_ranked = vector_ranking(scope, query, space, size, plan, dimensions)
+                vector_ranked = vector_ranking(
+                    scope, query, space, size, "cached" if cached else plan, dimensions, cached
+                )
+                if cached is not None:
+                    vector_ranked, proof = proven_ranking(vector_ranked)
+                    ctes.extend(vector_ranked.ctes)
             keyword_depth = shape.rows(params, shape.depth if vector_ranked else shape.wanted)
             keyword_ranked = keyword_ranking(
                 params,
@@ -371,26 +428,21 @@ class QueryService:
                 fusion = self._fusion(params, options, keyword_depth)
             ranking = fused(vector_ranked, keyword_ranked, fusion)
             hits = fused_hits(scope, ranking, query, limit, embedding)
-        sql = statement(ctes, scope, hits)
+        sql = statement(ctes, scope, hits, columns=proof)
         with database_errors():
             rows = list(await self._pool.fetch(sql, *params.values))
-        if candidates is not None and space_id is not None:
+        if candidates is None:
+            return rows, True
+        if proof:
+            depth, found, farthest = (
+                shape.vector_depth,
+                rows[0]["vector_found"],
+                rows[0]["vector_farthest"],
+            )
+        else:  # vector mode: the hits are the ranking
             nearest = [-row["vector_score"] for row in rows if row["id"] is not None]
-            farthest = nearest[-1] if nearest else None
-            if not candidates.certified(len(nearest), farthest, shape.candidates):
-                self._vectors.unproven(names[0], space_id)
-                return await self._fetch(
-                    text,
-                    names,
-                    vector,
-                    space_id,
-                    mode,
-                    options,
-                    plan=plan,
-                    postings=postings,
-                    cache=False,
-                )
-        return rows
+            depth, found, farthest = shape.candidates, len(nearest), (nearest or [None])[-1]
+        return rows, candidates.certified(found, farthest, depth)
 
     async def _fetch_scored(
         self,
@@ -425,7 +477,14 @@ class QueryService:
         with database_errors():
             if split and vector is not None and space_id is not None:
                 postings, vector_rows = await self._split_rankings(
-                    (postings_sql, params.values), names, vector, space_id, options, shape, plan
+                    self._pool.fetch(postings_sql, *params.values),
+                    self._pool.fetch,
+                    names,
+                    vector,
+                    space_id,
+                    options,
+                    shape,
+                    plan if cache else "",
                 )
             else:
                 if vector is not None and cache:
@@ -554,7 +613,8 @@ class QueryService:
 
     async def _split_rankings(
         self,
-        postings: tuple[str, list[object]],
+        keyword: Awaitable[list[asyncpg.Record]],
+        fetch: Callable[..., Awaitable[list[asyncpg.Record]]],
         names: list[str],
         vector: list[float],
         space_id: int,
@@ -562,19 +622,19 @@ class QueryService:
         shape: _Shape,
         plan: str,
     ) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
-        """A split hybrid recall's postings (``postings``: the statement and its values) and
-        vector ranking, on two connections at once. With the namespace's copies cached, the
-        postings statement is sent first and numpy ranks the copies while it runs; the cached
-        plan's ranking then runs beside it, and on the copied plan if it is not proven."""
-        postings_sql, postings_values = postings
-        fetched = asyncio.ensure_future(self._pool.fetch(postings_sql, *postings_values))
+        """A split hybrid recall's two statements at once: the ``keyword`` one's rows (the
+        postings, or the SQL ranking) and the vector ranking's, run by ``fetch`` (a connection's
+        or the pool's). The keyword statement is sent first; with the namespace's copies cached,
+        numpy ranks them while it runs, and the cached plan's ranking then runs beside it, on the
+        copied plan if it is not proven."""
+        fetched = asyncio.ensure_future(keyword)
         try:
-            await asyncio.sleep(0)  # the postings statement on its way before numpy's work
+            await asyncio.sleep(0)  # the keyword statement on its way before numpy's work
             nearest = self._candidates(names, vector, space_id, plan, shape.vector_depth)
             vector_sql, vector_values = self._vector_statement(
                 names, vector, space_id, options, shape, plan, nearest
             )
-            vector_rows = await self._pool.fetch(vector_sql, *vector_values)
+            vector_rows = await fetch(vector_sql, *vector_values)
             if nearest is not None and not nearest.certified(
                 len(vector_rows),
                 -vector_rows[-1]["score"] if vector_rows else None,
@@ -584,7 +644,7 @@ class QueryService:
                 vector_sql, vector_values = self._vector_statement(
                     names, vector, space_id, options, shape, plan
                 )
-                vector_rows = await self._pool.fetch(vector_sql, *vector_values)
+                vector_rows = await fetch(vector_sql, *vector_values)
             return await fetched, vector_rows
         finally:
             if not fetched.done():  # the vector ranking failed, or this recall was cancelled
@@ -637,16 +697,13 @@ class QueryService:
         postings: bool,
     ) -> list[asyncpg.Record]:
         """The rows of a hybrid recall as ``_fetch`` gives them, from three statements
-        (recall/split.py): the vector ranking and the keyword ranking at once on two
-        connections, each with the scope applied as in the one statement, then one that fuses
-        them (``recall.sql.fused``, the same SQL), reads the winners that are still in scope
-        and counts the pending memories."""
+        (recall/split.py): the vector ranking (the cached plan's when it may, see
+        ``_split_rankings``) and the keyword ranking at once on two connections, each with the
+        scope applied as in the one statement, then one that fuses them (``recall.sql.fused``,
+        the same SQL), reads the winners that are still in scope and counts the pending
+        memories."""
         settings = self._settings
         generic = shape.exact  # as in the one statement (see ``_fetch``)
-        vector_sql, vector_values = self._vector_statement(
-            names, vector, space_id, options, shape, plan
-        )
-
         keyword_params = SqlParams()
         scope = recall_scope(keyword_params, names, options, generic=generic)
         terms = query_terms(keyword_params.add(text, "text"))
@@ -666,9 +723,15 @@ class QueryService:
         with database_errors():
             async with self._pool.acquire() as connection:
                 async with self._pool.acquire() as other:
-                    vector_rows, keyword_rows = await asyncio.gather(
-                        other.fetch(vector_sql, *vector_values),
+                    keyword_rows, vector_rows = await self._split_rankings(
                         connection.fetch(keyword_sql, *keyword_params.values),
+                        other.fetch,
+                        names,
+                        vector,
+                        space_id,
+                        options,
+                        shape,
+                        plan,
                     )
                 params = SqlParams()
                 scope = recall_scope(params, names, options, generic=generic)

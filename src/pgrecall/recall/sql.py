@@ -709,12 +709,14 @@ def fused_hits(
     """
 
 
-def statement(ctes: list[str], scope: Scope, hits: str) -> str:
+def statement(ctes: list[str], scope: Scope, hits: str, columns: str = "") -> str:
     """The whole recall: the CTEs the rankings need, the scope's pending count (one row even
-    without hits), and the hits best first."""
+    without hits), the ``columns`` a ranking reports (``proven_ranking``), and the hits best
+    first."""
     prefix = "WITH " + ",\n".join(ctes) if ctes else ""
+    reported = f"{columns}, " if columns else ""
     return f"""{prefix}
-        SELECT pending.n AS pending, hits.* FROM
+        SELECT pending.n AS pending, {reported}hits.* FROM
             (SELECT count(*) AS n FROM memories
              WHERE namespace {scope.in_namespaces} AND status = 'pending'
                AND {unexpired()}) AS pending

@@ -1,0 +1,285 @@
+"""The process's cache of a copied namespace's vectors (issue 25, recall/vector_cache.py): recall
+given the cached candidates ranks exactly as the copied plan scanning every copy in PostgreSQL,
+through writes, copies written since the cache was read, replaced copies, updates, forgets,
+expiry and invalidation; an answer it cannot prove runs the copied plan; numpy's distances lie
+within the proof's error bound of pgvector's."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+
+import asyncpg
+import numpy as np
+import pytest
+from asyncpg.connection import LoggedQuery
+
+from pgrecall import MemoryStore
+from pgrecall.db.pool import create_pool
+from pgrecall.db.vectors import register_vector_codec
+from pgrecall.recall import vector_cache
+from pgrecall.recall.vector_cache import SPARE_CANDIDATES, VectorCache
+
+from .conftest import store_settings
+from .fakes import DIMENSIONS, HashEmbedder, text_vector
+
+NAMESPACE = "kb"
+ROWS = 400
+QUERIES = [f"topic {i} and word{i % 7}" for i in range(20)]
+
+
+async def _store(
+    dsn: str, sent: list[LoggedQuery] | None = None, **settings: object
+) -> MemoryStore:
+    """A store whose namespaces get copies from 100 rows; with ``sent``, on a pool whose
+    statements are logged there."""
+    chosen = store_settings(
+        worker=False, vector_copy_min_rows=100, keyword_postings_min_rows=100, **settings
+    )
+    if sent is None:
+        return await MemoryStore.open(chosen, dsn=dsn, embedder=HashEmbedder())
+    pool = await create_pool(dsn, min_size=3, max_size=3)
+    async with AsyncExitStack() as held:  # every connection of the pool at once
+        for _ in range(3):
+            connection = await held.enter_async_context(pool.acquire())
+            connection.add_query_logger(sent.append)
+    resources = AsyncExitStack()
+    resources.push_async_callback(pool.close)
+    return MemoryStore(chosen, pool, dsn, HashEmbedder(), resources)
+
+
+async def _answers(store: MemoryStore, query: str, k: int = 10) -> list[list[tuple[str, float]]]:
+    """The vector and hybrid answers to ``query``: (content, score) best first."""
+    answers = []
+    for mode in ("vector", "hybrid"):
+        result = await store.recall(query, namespace=NAMESPACE, k=k, mode=mode)  # type: ignore[arg-type]
+        answers.append([(hit.content, round(hit.score, 6)) for hit in result])
+    return answers
+
+
+def _cached_statements(sent: list[LoggedQuery]) -> int:
+    return sum("v.id = ANY(" in logged.query for logged in sent)
+
+
+async def _until_cached(store: MemoryStore, sent: list[LoggedQuery]) -> None:
+    """Recall until a statement is given cached candidates (the first recall starts the load
+    in the background); at most 200 tries, 20 ms apart."""
+    for _ in range(200):
+        sent.clear()
+        await store.recall(QUERIES[0], namespace=NAMESPACE, k=5, mode="vector")
+        if _cached_statements(sent):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the namespace's copies were never cached")
+
+
+@contextlib.asynccontextmanager
+async def _stores(
+    dsn: str, **settings: object
+) -> AsyncIterator[tuple[MemoryStore, MemoryStore, list[LoggedQuery]]]:
+    """A store that caches the copies (its statements logged) and one that scans them in
+    PostgreSQL, both with ``settings``, on the same database, its namespace copied."""
+    sent: list[LoggedQuery] = []
+    cached = await _store(dsn, sent, **settings)
+    scanned = await _store(dsn, vector_cache_mb=0, **settings)
+    try:
+        texts = [f"note {i} on topic {i % 17} with word{i % 29}" for i in range(ROWS)]
+        await cached.remember(texts, namespace=NAMESPACE)
+        await cached.index()
+        await _until_cached(cached, sent)
+        yield cached, scanned, sent
+    finally:
+        await cached.close()
+        await scanned.close()
+
+
+@pytest.fixture
+async def stores(
+    migrated_dsn: str,
+) -> AsyncIterator[tuple[MemoryStore, MemoryStore, list[LoggedQuery]]]:
+    async with _stores(migrated_dsn) as both:
+        yield both
+
+
+async def _same(cached: MemoryStore, scanned: MemoryStore, queries: list[str]) -> None:
+    for query in queries:
+        assert await _answers(cached, query) == await _answers(scanned, query), query
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},  # hybrid: BM25 in Python, split (two connections) when alone
+        {"hybrid_split": False},  # the cached ranking in the winners' statement
+        {"keyword_scoring": "sql"},  # split, BM25 in SQL
+        {"keyword_scoring": "sql", "hybrid_split": False},  # the one statement
+    ],
+    ids=["python-split", "python-one", "sql-split", "sql-one"],
+)
+async def test_cached_candidates_rank_as_the_scan_of_every_copy_through_writes(
+    migrated_dsn: str, connection: asyncpg.Connection, settings: dict[str, object]
+) -> None:
+    async with _stores(migrated_dsn, **settings) as (cached, scanned, sent):
+        await _rank_as_the_scan_through_writes(cached, scanned, sent, connection)
+
+
+async def _rank_as_the_scan_through_writes(
+    cached: MemoryStore,
+    scanned: MemoryStore,
+    sent: list[LoggedQuery],
+    connection: asyncpg.Connection,
+) -> None:
+    sent.clear()
+    await _same(cached, scanned, QUERIES)
+    assert _cached_statements(sent) == 2 * len(QUERIES)  # every recall was given candidates
+
+    # Written after the cache was read: found at once (not copied yet), then as copies written
+    # since its snapshot.
+    late = [f"a late note about lighthouses {i}" for i in range(5)]
+    await cached.remember(late, namespace=NAMESPACE)
+    await _same(cached, scanned, [*late, *QUERIES[:5]])
+    await cached.index()
+    assert await connection.fetchval(
+        "SELECT count(*) FROM memory_vectors WHERE namespace = $1", NAMESPACE
+    ) == ROWS + len(late)
+    for text in late:
+        best = await cached.recall(text, namespace=NAMESPACE, k=1, mode="vector")
+        assert best.hits[0].content == text
+    await _same(cached, scanned, QUERIES[:5])
+
+    # The nearest of a query forgotten, updated (a new vector, copied again), expired and
+    # invalidated: the cache still holds their old copies.
+    nearest = (await cached.recall(QUERIES[1], namespace=NAMESPACE, k=12, mode="vector")).hits
+    await cached.forget([hit.id for hit in nearest[:3]])
+    await cached.update(nearest[3].id, content="rewritten: nothing like it was")
+    await connection.execute(
+        "UPDATE memories SET expires_at = now() - interval '1 second' WHERE id = ANY($1)",
+        [hit.id for hit in nearest[4:6]],
+    )
+    await connection.execute(
+        "UPDATE memories SET valid_until = now() - interval '1 second' WHERE id = ANY($1)",
+        [hit.id for hit in nearest[6:8]],
+    )
+    sent.clear()
+    await _same(cached, scanned, QUERIES)
+    assert _cached_statements(sent) == 2 * len(QUERIES)
+    await cached.index()
+    await _same(cached, scanned, QUERIES)
+    left = {hit.content for hit in await cached.recall(QUERIES[1], namespace=NAMESPACE, k=20)}
+    assert not left & {hit.content for hit in nearest[:8]}
+
+
+async def test_a_copy_replaced_since_the_cache_was_read_is_ranked_by_its_new_vector(
+    stores: tuple[MemoryStore, MemoryStore, list[LoggedQuery]],
+    migrated_dsn: str,
+    connection: asyncpg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A copy left wrong (its row's flag reset outside the triggers) is cached wrong, far from
+    its text; the copier's conflict update replaces it, and the statement reads the replacement
+    as a copy written since the cache's snapshot (no refresh in between)."""
+    cached, scanned, _ = stores
+    monkeypatch.setattr(vector_cache, "REFRESH_SECONDS", 3600.0)
+    await register_vector_codec(connection)
+    text = "note 7 on topic 7 with word7"
+    target = (await scanned.recall(text, namespace=NAMESPACE, k=1, mode="vector")).hits[0]
+    assert target.content == text
+    await connection.execute(
+        "UPDATE memory_vectors SET embedding = $3 WHERE namespace = $1 AND id = $2",
+        NAMESPACE,
+        target.id,
+        (-text_vector(text)).tolist(),
+    )
+    await connection.execute("UPDATE memories SET vector_copied = false WHERE id = $1", target.id)
+    sent: list[LoggedQuery] = []
+    fresh = await _store(migrated_dsn, sent)
+    try:
+        await _until_cached(fresh, sent)  # its cache holds the wrong copy
+        await cached.index()  # the copier replaces it
+        sent.clear()
+        found = await fresh.recall(text, namespace=NAMESPACE, k=1, mode="vector")
+        assert _cached_statements(sent) == 1
+        assert found.hits[0].id == target.id
+        await _same(fresh, scanned, [text, *QUERIES[:3]])
+    finally:
+        await fresh.close()
+
+
+async def test_copies_written_since_are_read_into_the_cache(
+    stores: tuple[MemoryStore, MemoryStore, list[LoggedQuery]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cached, scanned, _ = stores
+    monkeypatch.setattr(vector_cache, "REFRESH_SECONDS", 0.0)
+    late = [f"a later note about harbours {i}" for i in range(30)]
+    await cached.remember(late, namespace=NAMESPACE)
+    await cached.index()
+    held = cached._query._vectors._copies
+    for _ in range(200):  # each recall starts a refresh once the last one is done
+        await cached.recall(late[0], namespace=NAMESPACE, k=1, mode="vector")
+        if sum(len(copies.ids) for copies in held.values()) == ROWS + len(late):
+            break
+        await asyncio.sleep(0.02)
+    assert sum(len(copies.ids) for copies in held.values()) == ROWS + len(late)
+    await _same(cached, scanned, [*late[:3], *QUERIES[:5]])
+
+
+async def test_an_answer_the_cache_cannot_prove_runs_the_copied_plan(
+    stores: tuple[MemoryStore, MemoryStore, list[LoggedQuery]], connection: asyncpg.Connection
+) -> None:
+    """The query's nearest invalidated, more than the spare candidates: fewer than k candidates
+    remain in scope, the proof fails, and the copied plan answers."""
+    cached, scanned, sent = stores
+    nearest = await scanned.recall(QUERIES[2], namespace=NAMESPACE, k=60, mode="vector")
+    await connection.execute(
+        "UPDATE memories SET valid_until = now() - interval '1 second' WHERE id = ANY($1)",
+        [hit.id for hit in nearest.hits[: SPARE_CANDIDATES + 5]],
+    )
+    sent.clear()
+    answer = await cached.recall(QUERIES[2], namespace=NAMESPACE, k=10, mode="vector")
+    statements = [logged.query for logged in sent if "memory_vectors" in logged.query]
+    assert len(statements) == 2
+    assert "v.id = ANY(" in statements[0]  # given candidates, unproven
+    assert "ORDER BY v.id DESC" in statements[1]  # the copied plan's bound
+    expected = await scanned.recall(QUERIES[2], namespace=NAMESPACE, k=10, mode="vector")
+    assert [hit.id for hit in answer] == [hit.id for hit in expected]
+    assert [hit.id for hit in answer] == [
+        hit.id for hit in nearest.hits[SPARE_CANDIDATES + 5 :][:10]
+    ]
+    await _same(cached, scanned, [QUERIES[2]])
+
+
+async def test_numpy_distances_lie_within_the_error_bound_of_pgvectors(
+    connection: asyncpg.Connection,
+) -> None:
+    """Vectors of many norms and a few thousand queries' worth of sums: pgvector's distance
+    (the statement's) and numpy's (the cache's) never differ by more than the bound the proof
+    allows for."""
+    await register_vector_codec(connection)
+    generator = np.random.default_rng(25)
+    vectors = generator.standard_normal((2000, DIMENSIONS)).astype(np.float32)
+    vectors *= generator.uniform(0.01, 30, (2000, 1)).astype(np.float32)
+    await connection.execute("CREATE TEMP TABLE probe (n int, v vector)")
+    await connection.executemany(
+        "INSERT INTO probe VALUES ($1, $2)", [(n, row.tolist()) for n, row in enumerate(vectors)]
+    )
+    worst = 0.0
+    for scale in (1.0, 0.05, 12.0):
+        query = (generator.standard_normal(DIMENSIONS) * scale).astype(np.float32)
+        rows = await connection.fetch(
+            "SELECT n, v <#> $1 AS d FROM probe ORDER BY n", query.tolist()
+        )
+        theirs = np.array([row["d"] for row in rows])
+        ours = -np.vecdot(vectors, query).astype(np.float64)
+        bound = vector_cache._error_bound(query, float(np.linalg.norm(vectors, axis=1).max()))
+        worst = max(worst, float(np.abs(theirs - ours).max()) / bound)
+    assert 0 < worst < 1
+
+
+def test_a_namespace_larger_than_the_cache_is_not_cached() -> None:
+    """The budget is checked before a namespace is kept (its load's bytes, then dropped)."""
+    cache = VectorCache(pool=None, max_bytes=0)  # type: ignore[arg-type]
+    assert not cache.enabled
+    assert cache.candidates(NAMESPACE, 1, [0.0] * DIMENSIONS, 10) is None
