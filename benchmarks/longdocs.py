@@ -176,24 +176,30 @@ async def compare_plans(
         )
 
 
-# Each lever alone: the settings of a store without it (no namespace reaches the threshold),
-# and the modes whose statements it changes.
-LEVERS: dict[str, tuple[dict[str, int], tuple[str, ...]]] = {
-    "postings": ({"keyword_postings_min_rows": 10**9}, ("keyword", "hybrid")),
-    "copies": ({"vector_copy_min_rows": 10**9}, ("vector", "hybrid")),
+# Each lever alone: the settings of a store with it (beside the defaults) and of one without it
+# (no namespace reaches the threshold, or the cache off), and the modes whose statements it
+# changes. The copies are measured without the cache of them, which reads them.
+LEVERS: dict[str, tuple[dict[str, int], dict[str, int], tuple[str, ...]]] = {
+    "postings": ({}, {"keyword_postings_min_rows": 10**9}, ("keyword", "hybrid")),
+    "copies": ({"vector_cache_mb": 0}, {"vector_copy_min_rows": 10**9}, ("vector", "hybrid")),
+    "cache": ({}, {"vector_cache_mb": 0}, ("vector", "hybrid")),
 }
 
 
 async def _compare_levers(
     store: MemoryStore, database: str, taught: Taught, queries: list[str], namespace: str
 ) -> None:
-    """``compare_plans`` for each of ``LEVERS``: ``store`` against one without that lever."""
-    for lever, (without, modes) in LEVERS.items():
-        other = await _open(database, taught, **without)
-        try:
-            await compare_plans(lever, (store, other), queries, namespace, modes)
-        finally:
-            await other.close()
+    """``compare_plans`` for each of ``LEVERS``: a store with the lever (``store`` when that
+    takes the defaults) against one without it."""
+    for lever, (with_it, without, modes) in LEVERS.items():
+        async with contextlib.AsyncExitStack() as stack:
+            ours = store
+            if with_it:
+                ours = await _open(database, taught, **with_it)
+                stack.push_async_callback(ours.close)
+            other = await _open(database, taught, **without)
+            stack.push_async_callback(other.close)
+            await compare_plans(lever, (ours, other), queries, namespace, modes)
 
 
 async def _postings_size(database: str) -> str:
@@ -360,9 +366,9 @@ HEADER = f"{'where':<18}{'mode':<9}{'p50 ms':>8}{'p99 ms':>8}{'p99/50':>8}  qual
 # ``--split``: hybrid recall's legs with its rankings in one statement (``PGRECALL_HYBRID_SPLIT``
 # off), beside the default's (two at once when a recall runs alone, recall/split.py).
 ONE_STATEMENT = " 1 stmt"
-# ``--against``: keyword and hybrid recall's legs with a setting changed.
+# ``--against``: recall's legs with a setting changed, in every mode.
 AGAINST = " alt"
-AGAINST_MODES = ("keyword", "hybrid")
+AGAINST_MODES = MODES
 
 
 @contextlib.asynccontextmanager
@@ -684,7 +690,7 @@ async def main() -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="keyword and hybrid also with this setting changed (e.g. keyword_scoring=sql)",
+        help="every mode also with this setting changed (e.g. keyword_scoring=sql)",
     )
     parser.add_argument(
         "--build-niced",

@@ -278,8 +278,34 @@ async def test_numpy_distances_lie_within_the_error_bound_of_pgvectors(
     assert 0 < worst < 1
 
 
-def test_a_namespace_larger_than_the_cache_is_not_cached() -> None:
-    """The budget is checked before a namespace is kept (its load's bytes, then dropped)."""
+async def test_a_cache_of_no_bytes_is_off() -> None:
     cache = VectorCache(pool=None, max_bytes=0)  # type: ignore[arg-type]
     assert not cache.enabled
-    assert cache.candidates(NAMESPACE, 1, [0.0] * DIMENSIONS, 10) is None
+    assert await cache.candidates(NAMESPACE, 1, [0.0] * DIMENSIONS, 10) is None
+
+
+async def test_a_namespace_larger_than_the_cache_is_not_kept(
+    stores: tuple[MemoryStore, MemoryStore, list[LoggedQuery]],
+) -> None:
+    """Its load is read, found larger than the budget, dropped, and not read again; the
+    recall runs the copied plan meanwhile."""
+    cached, _, _ = stores
+    space_id = await cached._spaces.require(cached.embedder.space)
+    query = text_vector(QUERIES[0]).tolist()
+    small = VectorCache(cached._pool, max_bytes=ROWS * DIMENSIONS * 4 - 1)
+    roomy = VectorCache(cached._pool, max_bytes=ROWS * DIMENSIONS * 4 + ROWS * 16)
+    try:
+        for cache in (small, roomy):
+            assert await cache.candidates(NAMESPACE, space_id, query, 10) is None
+            for _ in range(200):  # the load in the background
+                if not cache._tasks:
+                    break
+                await asyncio.sleep(0.01)
+        assert await small.candidates(NAMESPACE, space_id, query, 10) is None
+        assert not small._tasks  # not read again
+        found = await roomy.candidates(NAMESPACE, space_id, query, 10)
+        assert found is not None
+        assert len(found.ids) == 10
+    finally:
+        await small.aclose()
+        await roomy.aclose()

@@ -242,7 +242,7 @@ class QueryService:
             degraded=degraded,
         )
 
-    def _candidates(
+    async def _candidates(
         self,
         names: list[str],
         vector: list[float] | None,
@@ -255,7 +255,7 @@ class QueryService:
         (yet)."""
         if plan != "copied" or vector is None or space_id is None:
             return None
-        return self._vectors.candidates(names[0], space_id, vector, candidate_count(depth))
+        return await self._vectors.candidates(names[0], space_id, vector, candidate_count(depth))
 
     def _copied(self, names: list[str], largest: int, options: RecallOptions) -> bool:
         """Whether the exact scan reads the vector copies (``recall.sql.copied_nearest``): one
@@ -382,7 +382,9 @@ class QueryService:
         proof = ""  # the columns the cached plan's proof reads, with a vector ranking
         if not rankings.keyword and query is not None and space is not None:
             depth = shape.candidates
-            candidates = self._candidates(names, vector, space_id, plan if cache else "", depth)
+            candidates = await self._candidates(
+                names, vector, space_id, plan if cache else "", depth
+            )
             if candidates is not None:
                 cached = self._cached(params, candidates)
             size = shape.rows(params, depth)
@@ -401,7 +403,7 @@ class QueryService:
             ctes.extend(query_terms(params.add(text, "text")))
             vector_ranked = None
             if query is not None and space is not None:
-                candidates = self._candidates(
+                candidates = await self._candidates(
                     names, vector, space_id, plan if cache else "", shape.vector_depth
                 )
                 if candidates is not None:
@@ -488,7 +490,9 @@ class QueryService:
                 )
             else:
                 if vector is not None and cache:
-                    nearest = self._candidates(names, vector, space_id, plan, shape.vector_depth)
+                    nearest = await self._candidates(
+                        names, vector, space_id, plan, shape.vector_depth
+                    )
                 postings = await self._pool.fetch(postings_sql, *params.values)
         # A thousand postings an item for the offload's policy: ~0.25 ms of scoring.
         scored = await off_loop(
@@ -630,7 +634,7 @@ class QueryService:
         fetched = asyncio.ensure_future(keyword)
         try:
             await asyncio.sleep(0)  # the keyword statement on its way before numpy's work
-            nearest = self._candidates(names, vector, space_id, plan, shape.vector_depth)
+            nearest = await self._candidates(names, vector, space_id, plan, shape.vector_depth)
             vector_sql, vector_values = self._vector_statement(
                 names, vector, space_id, options, shape, plan, nearest
             )
