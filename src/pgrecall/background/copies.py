@@ -19,8 +19,9 @@ from pgrecall.background.movers import BatchMover, large_with_backlog
 
 # Every reference names the namespace ($1): on Citus the statement runs on its shard alone. A
 # copy left by a row whose flag was reset outside the triggers is replaced, never doubled, and
-# marked as written now (``copied_by``, as an insert's default marks it), so the processes'
-# caches of the namespace's copies read it again (recall/vector_cache.py).
+# marked as written now (``copied_by``: the insert's default, since Citus refuses a function in
+# DO UPDATE SET), so the processes' caches of the namespace's copies read it again
+# (recall/vector_cache.py).
 _COPY_BATCH = """
     WITH batch AS (
         SELECT namespace, id, space_id, embedding FROM memories
@@ -31,7 +32,7 @@ _COPY_BATCH = """
         SELECT namespace, id, space_id, embedding FROM batch
         ON CONFLICT (namespace, id)
         DO UPDATE SET space_id = EXCLUDED.space_id, embedding = EXCLUDED.embedding,
-                      copied_by = pg_current_xact_id()
+                      copied_by = EXCLUDED.copied_by
     )
     UPDATE memories m SET vector_copied = true
     FROM batch b
