@@ -251,6 +251,38 @@ async def test_an_answer_the_cache_cannot_prove_runs_the_copied_plan(
     await _same(cached, scanned, [QUERIES[2]])
 
 
+async def test_memories_out_of_scope_when_read_take_no_candidates_place(
+    stores: tuple[MemoryStore, MemoryStore, list[LoggedQuery]],
+    migrated_dsn: str,
+    connection: asyncpg.Connection,
+) -> None:
+    """Superseded facts crowd their successors: the query's 60 nearest invalidated before the
+    cache is read are marked so, the candidates reach past them, and the answer is proven
+    without the copied plan; one of them valid again is still found (they stay candidates)."""
+    _, scanned, _ = stores
+    nearest = await scanned.recall(QUERIES[3], namespace=NAMESPACE, k=70, mode="vector")
+    invalid = [hit.id for hit in nearest.hits[:60]]
+    await connection.execute(
+        "UPDATE memories SET valid_until = now() - interval '1 second' WHERE id = ANY($1)",
+        invalid,
+    )
+    sent: list[LoggedQuery] = []
+    fresh = await _store(migrated_dsn, sent)  # its cache is read after the invalidation
+    try:
+        await _until_cached(fresh, sent)
+        sent.clear()
+        await _same(fresh, scanned, [QUERIES[3]])
+        statements = [logged.query for logged in sent if "memory_vectors" in logged.query]
+        assert statements
+        assert all("v.id = ANY(" in statement for statement in statements)  # all proven
+        await connection.execute("UPDATE memories SET valid_until = NULL WHERE id = $1", invalid[0])
+        best = await fresh.recall(QUERIES[3], namespace=NAMESPACE, k=1, mode="vector")
+        assert best.hits[0].id == invalid[0]
+        await _same(fresh, scanned, [QUERIES[3]])
+    finally:
+        await fresh.close()
+
+
 async def test_numpy_distances_lie_within_the_error_bound_of_pgvectors(
     connection: asyncpg.Connection,
 ) -> None:

@@ -20,7 +20,6 @@ from pgrecall.config import FusionMethod
 from pgrecall.db.params import SqlParams
 from pgrecall.db.schema import indexed_embedding
 from pgrecall.recall.filters import compile_filter
-from pgrecall.recall.vector_cache import newer_copies
 from pgrecall.records import RecallOptions
 from pgrecall.versions import as_of_relation, valid_time_condition, validity_ended
 
@@ -195,6 +194,17 @@ def copied_nearest(
             FROM ({nearest_and_excluded}) AS c WHERE c.id NOT IN ({scope.excluded})
             ORDER BY c.distance, c.id LIMIT {depth}
         ) AS m"""
+
+
+def newer_copies(alias: str, snapshot: str) -> str:
+    """The condition on ``alias`` (``memory_vectors``) of the copies written since
+    ``snapshot`` (a placeholder of a ``pg_snapshot``'s text): committed after it was taken. An
+    index range from its xmin (``memory_vectors_copied_by``); NULL (written before migration
+    0018) is older than any snapshot."""
+    return (
+        f"{alias}.copied_by >= pg_snapshot_xmin({snapshot}::pg_snapshot) "
+        f"AND NOT pg_visible_in_snapshot({alias}.copied_by, {snapshot}::pg_snapshot)"
+    )
 
 
 def cached_nearest(

@@ -19,7 +19,10 @@ bound). If the statement's ``depth``-th nearest lies strictly nearer (``certifie
 left out could be among the ``depth`` nearest; otherwise the recall runs the copied plan. A
 copy deleted since the cache was loaded is a candidate the statement does not find (it scores
 the copies by id), so a stale cache costs candidates, never a wrong answer; a copy replaced
-(the copier's conflict update) is read again as written since.
+(the copier's conflict update) is read again as written since. Memories out of scope when the
+copies were read (expired, or their validity ended: a fact's superseded versions lie next to
+it) are marked, and the candidates reach past them: they stay candidates, but take none of the
+``depth`` + 32 places, so a crowd of them does not void the proof.
 
 **Kept fresh in the background.** A namespace is loaded the first time a recall asks for it,
 while that recall runs the copied plan; the copies written since are read in every
@@ -48,6 +51,7 @@ from pgrecall.db.errors import database_errors
 from pgrecall.db.inspect import on_citus
 from pgrecall.errors import PgRecallError
 from pgrecall.offload import off_loop
+from pgrecall.recall.sql import newer_copies, scope_exclusions
 
 log = logging.getLogger(__name__)
 
@@ -71,30 +75,23 @@ _ID = np.dtype("V16")
 _ITEM_VALUES = 384_000
 
 # The copies of one namespace and space: all of them (``_LOAD``), or those written since a
-# snapshot (``_NEWER``), with the snapshot of the statement that read them.
-_COPIES = """
+# snapshot (``_NEWER``), with the snapshot of the statement that read them; and whether each
+# memory was then out of a recall's scope (expired, or its validity ended: ``excluded``).
+_EXCLUDED = scope_exclusions("= $1::text", include_invalid=False)
+_COPIES = f"""
     SELECT pg_current_snapshot()::text AS snapshot, count(*) AS copies,
            coalesce(string_agg(uuid_send(v.id), ''::bytea), ''::bytea) AS ids,
-           coalesce(string_agg(vector_send(v.embedding), ''::bytea), ''::bytea) AS vectors
+           coalesce(string_agg(vector_send(v.embedding), ''::bytea), ''::bytea) AS vectors,
+           coalesce(string_agg(CASE WHEN v.id IN ({_EXCLUDED}) THEN '\\x01'::bytea
+                                    ELSE '\\x00'::bytea END, ''::bytea), ''::bytea) AS excluded
     FROM memory_vectors v
-    WHERE v.namespace = $1::text AND v.space_id = $2::int {newer}
+    WHERE v.namespace = $1::text AND v.space_id = $2::int {{newer}}
 """
 
 
 def candidate_count(depth: int) -> int:
     """How many candidates a ranking of ``depth`` rows gives its statement."""
     return depth + SPARE_CANDIDATES
-
-
-def newer_copies(alias: str, snapshot: str) -> str:
-    """The condition on ``alias`` (``memory_vectors``) of the copies written since
-    ``snapshot`` (a placeholder of a ``pg_snapshot``'s text): committed after it was taken. An
-    index range from its xmin (``memory_vectors_copied_by``); NULL (written before migration
-    0018) is older than any snapshot."""
-    return (
-        f"{alias}.copied_by >= pg_snapshot_xmin({snapshot}::pg_snapshot) "
-        f"AND NOT pg_visible_in_snapshot({alias}.copied_by, {snapshot}::pg_snapshot)"
-    )
 
 
 _LOAD = _COPIES.format(newer="")
@@ -124,6 +121,7 @@ class Candidates:
 class _Copies:
     ids: npt.NDArray[np.void]
     vectors: npt.NDArray[np.float32]  # one row a copy
+    excluded: npt.NDArray[np.bool_]  # out of scope when read: expired, or validity ended
     snapshot: str
     largest_norm: float
     loaded: float  # time.monotonic() of the load its copies came from
@@ -132,7 +130,7 @@ class _Copies:
 
     @property
     def size(self) -> int:
-        return int(self.ids.nbytes + self.vectors.nbytes)
+        return int(self.ids.nbytes + self.vectors.nbytes + self.excluded.nbytes)
 
 
 class VectorCache:
@@ -173,20 +171,24 @@ class VectorCache:
         # PostgreSQL backends; vecdot's loop takes one (0.51 ms for SciFact's 5,183 x 384).
         vectors = copies.vectors  # a refresh replaces the arrays, never changes them
         distances = await off_loop(vectors.size // _ITEM_VALUES, lambda: -np.vecdot(vectors, query))
-        total = len(distances)
-        if count >= total:
+        # The ``count`` nearest of the copies in scope when read, and every copy as near: the
+        # excluded ones (superseded facts crowd their successors) stay candidates, for an
+        # expiry or validity may have changed since, but take no place of the ``count``.
+        ranked = np.where(copies.excluded, np.inf, distances)
+        complete = count >= len(distances) - int(copies.excluded.sum())
+        if complete:
             chosen = np.argsort(distances, kind="stable")
             beyond = math.inf
         else:
-            chosen = np.argpartition(distances, count - 1)[:count]
+            last = np.partition(ranked, count - 1)[count - 1]
+            chosen = np.flatnonzero(distances <= last)
             chosen = chosen[np.argsort(distances[chosen], kind="stable")]
-            error = _error_bound(query, copies.largest_norm)
-            beyond = float(distances[chosen[-1]]) - error
+            beyond = float(last) - _error_bound(query, copies.largest_norm)
         return Candidates(
             ids=_uuids(copies.ids[chosen]),
             snapshot=copies.snapshot,
             beyond=beyond,
-            complete=count >= total,
+            complete=complete,
         )
 
     def unproven(self, namespace: str, space_id: int) -> None:
@@ -229,16 +231,17 @@ class VectorCache:
             return
         ids = np.frombuffer(row["ids"], _ID)
         vectors = _vectors(row["vectors"], len(ids))
+        excluded = np.frombuffer(row["excluded"], np.bool_)
         if not (full or cached is None):
             # Newer copies merge into the copies they were read against, still cached; a
             # snapshot's newer copies alone are not the namespace.
             if self._copies.get(key) is not cached or vectors is None:
                 return
-            merged = _merged(cached, ids, vectors)
+            merged = _merged(cached, ids, vectors, excluded)
             if merged is None:
                 self._copies.pop(key, None)
                 return
-            ids, vectors = merged
+            ids, vectors, excluded = merged
         if vectors is None:  # copies of several sizes: not one space's
             self._copies.pop(key, None)
             return
@@ -251,6 +254,7 @@ class VectorCache:
         self._copies[key] = _Copies(
             ids=ids,
             vectors=vectors,
+            excluded=excluded,
             snapshot=row["snapshot"],
             largest_norm=float(norms.max()),
             loaded=now if full or cached is None else cached.loaded,
@@ -309,17 +313,20 @@ def _vectors(packed: bytes, count: int) -> npt.NDArray[np.float32] | None:
 
 
 def _merged(
-    cached: _Copies, ids: npt.NDArray[np.void], vectors: npt.NDArray[np.float32]
-) -> tuple[npt.NDArray[np.void], npt.NDArray[np.float32]] | None:
+    cached: _Copies,
+    ids: npt.NDArray[np.void],
+    vectors: npt.NDArray[np.float32],
+    excluded: npt.NDArray[np.bool_],
+) -> tuple[npt.NDArray[np.void], npt.NDArray[np.float32], npt.NDArray[np.bool_]] | None:
     """The cached copies with those written since: a replaced copy (the same id) takes its new
     vector, a new one is added; None if their sizes differ."""
     if len(ids) == 0:
-        return cached.ids, cached.vectors
+        return cached.ids, cached.vectors, cached.excluded
     if vectors.shape[1] != cached.vectors.shape[1]:
         return None
     raw = cached.ids.tobytes()
     position = {raw[start : start + 16]: start // 16 for start in range(0, len(raw), 16)}
-    merged_ids, merged_vectors = cached.ids.copy(), cached.vectors.copy()
+    merged_vectors, merged_excluded = cached.vectors.copy(), cached.excluded.copy()
     added: list[int] = []
     new = ids.tobytes()
     for place in range(len(ids)):
@@ -328,7 +335,9 @@ def _merged(
             added.append(place)
         else:
             merged_vectors[known] = vectors[place]
+            merged_excluded[known] = excluded[place]
     return (
-        np.concatenate([merged_ids, ids[added]]),
+        np.concatenate([cached.ids, ids[added]]),
         np.concatenate([merged_vectors, vectors[added]]),
+        np.concatenate([merged_excluded, excluded[added]]),
     )
