@@ -316,23 +316,33 @@ async def test_a_cache_of_no_bytes_is_off() -> None:
     assert await cache.candidates(NAMESPACE, 1, [0.0] * DIMENSIONS, 10) is None
 
 
-async def test_a_namespace_larger_than_the_cache_is_not_kept(
+# What a namespace of ``ROWS`` copies takes in the cache: vectors, ids, marks.
+CACHED_BYTES = ROWS * (DIMENSIONS * 4 + 16 + 1)
+
+
+async def _settled(cache: VectorCache) -> None:
+    """Until the cache's loads in flight are done (at most 2 s)."""
+    for _ in range(200):
+        if not cache._tasks:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("a load of the cache never ended")
+
+
+async def test_a_namespace_larger_than_the_cache_is_not_read(
     stores: tuple[MemoryStore, MemoryStore, list[LoggedQuery]],
 ) -> None:
-    """Its load is read, found larger than the budget, dropped, and not read again; the
-    recall runs the copied plan meanwhile."""
+    """Its size is read first: too large, its copies are not read, and not asked again
+    before ``RELOAD_SECONDS``; the recall runs the copied plan meanwhile."""
     cached, _, _ = stores
     space_id = await cached._spaces.require(cached.embedder.space)
     query = text_vector(QUERIES[0]).tolist()
-    small = VectorCache(cached._pool, max_bytes=ROWS * DIMENSIONS * 4 - 1)
-    roomy = VectorCache(cached._pool, max_bytes=ROWS * DIMENSIONS * 4 + ROWS * 16)
+    small = VectorCache(cached._pool, max_bytes=CACHED_BYTES - 1)
+    roomy = VectorCache(cached._pool, max_bytes=CACHED_BYTES)
     try:
         for cache in (small, roomy):
             assert await cache.candidates(NAMESPACE, space_id, query, 10) is None
-            for _ in range(200):  # the load in the background
-                if not cache._tasks:
-                    break
-                await asyncio.sleep(0.01)
+            await _settled(cache)
         assert await small.candidates(NAMESPACE, space_id, query, 10) is None
         assert not small._tasks  # not read again
         found = await roomy.candidates(NAMESPACE, space_id, query, 10)
@@ -341,3 +351,57 @@ async def test_a_namespace_larger_than_the_cache_is_not_kept(
     finally:
         await small.aclose()
         await roomy.aclose()
+
+
+async def test_loads_that_fail_find_nothing_or_take_turns_are_not_repeated_on_every_recall(
+    migrated_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A namespace recalled before its copies exist is read again once they do (after
+    ``RELOAD_SECONDS``); a load that fails, or two namespaces taking turns in a budget for
+    one, start at most one load a namespace per ``RELOAD_SECONDS``."""
+    monkeypatch.setattr(vector_cache, "RELOAD_SECONDS", 1.5)
+    store = await _store(migrated_dsn, vector_cache_mb=0)
+    try:
+        for namespace in ("a", "b"):
+            await store.remember([f"{namespace} note {i}" for i in range(150)], namespace=namespace)
+        space_id = await store._spaces.require(store.embedder.space)
+        query = text_vector("a note 1").tolist()
+        loads: list[str] = []
+        cache = VectorCache(store._pool, max_bytes=150 * (DIMENSIONS * 4 + 17))  # one of two
+        counted = cache._load
+
+        async def load(key: tuple[str, int]) -> None:
+            loads.append(key[0])
+            await counted(key)
+
+        monkeypatch.setattr(cache, "_load", load)
+        try:
+            for _ in range(5):  # no copies yet: nothing kept, one load
+                assert await cache.candidates("a", space_id, query, 10) is None
+                await _settled(cache)
+            assert loads == ["a"]
+            await store.index()
+            await asyncio.sleep(1.5)
+            assert await cache.candidates("a", space_id, query, 10) is None
+            await _settled(cache)
+            assert await cache.candidates("a", space_id, query, 10) is not None
+            loads.clear()
+            monkeypatch.setattr(vector_cache, "RELOAD_SECONDS", 3600.0)
+            for turn in range(40):  # taking turns: "b" evicts "a", then neither is read again
+                await cache.candidates("ab"[turn % 2], space_id, query, 10)
+                await _settled(cache)
+            assert loads == ["b"]
+            monkeypatch.setattr(vector_cache, "_LOAD", "SELECT no_such_column FROM memory_vectors")
+            monkeypatch.setattr(vector_cache, "RELOAD_SECONDS", 0.0)
+            cache._not_before.clear()
+            cache._drop(("b", space_id))
+            monkeypatch.setattr(vector_cache, "RELOAD_SECONDS", 3600.0)
+            loads.clear()
+            for _ in range(20):  # failing
+                assert await cache.candidates("b", space_id, query, 10) is None
+                await _settled(cache)
+            assert loads == ["b"]
+        finally:
+            await cache.aclose()
+    finally:
+        await store.close()

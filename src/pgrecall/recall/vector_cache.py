@@ -26,10 +26,23 @@ it) are marked, and the candidates reach past them: they stay candidates, but ta
 
 **Kept fresh in the background.** A namespace is loaded the first time a recall asks for it,
 while that recall runs the copied plan; the copies written since are read in every
-``REFRESH_SECONDS`` while recalls ask for it, and a namespace is loaded again when a proof
-fails (deleted copies crowding the candidates). The cache holds at most ``PGRECALL_VECTOR_CACHE_MB``
-(least recently used namespaces go first); 0 turns it off. Not on Citus, whose shards keep
-their own transaction ids.
+``REFRESH_SECONDS`` while recalls ask for it, each refresh a segment of its own (nothing cached
+is copied: a merge into 166k cached copies held the event loop 0.6 s in a review), and a
+namespace is loaded again when a proof fails (deleted copies crowding the candidates), when it
+has grown by a quarter, or after 16 segments. Loads and refreshes decode in a worker thread.
+The cache holds at most ``PGRECALL_VECTOR_CACHE_MB`` (least recently used namespaces go first);
+0 turns it off. A load that fails, finds no copy, would not fit (its size is asked first), or
+whose namespace was evicted, is not tried again for ``RELOAD_SECONDS``: a review found a
+namespace recalled before its copies existed never cached, a failing load and two namespaces
+taking turns in too small a budget each read on every recall.
+
+**Where it does not hold.** Not on Citus, whose shards keep their own transaction ids (the
+cache turns itself off). ``copied_by`` is this cluster's transaction id: a database restored
+from a dump carries another cluster's, which the statements then take for copies written
+since (every recall scores them exactly, as the copied plan did; ``UPDATE memory_vectors SET
+copied_by = NULL`` once restored); a logical replica applies the publisher's, which can hide
+copies from a cache, so processes reading one run with the cache off. A transaction left open
+keeps the snapshots' xmin back, and the range of copies written since grows with it.
 """
 
 from __future__ import annotations
@@ -40,7 +53,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import asyncpg
 import numpy as np
@@ -68,8 +81,11 @@ SPARE_CANDIDATES = 32
 # A namespace whose proofs fail is loaded again at most this often (a load reads every copy).
 RELOAD_SECONDS = 10.0
 
-# A float32 (pgvector's and numpy's sums): the unit roundoff, 2^-24.
+# A float32 (pgvector's and numpy's sums): the unit roundoff, 2^-24, and the smallest subnormal.
 _UNIT_ROUNDOFF = 2.0**-24
+_SUBNORMAL = 2.0**-149
+# Refreshes a namespace takes as segments of their own before it is loaded whole again.
+_MOST_SEGMENTS = 16
 _ID = np.dtype("V16")
 # Vector values ranked per item of the offload's policy: a thousand copies of 384 dimensions.
 _ITEM_VALUES = 384_000
@@ -95,6 +111,14 @@ def candidate_count(depth: int) -> int:
 
 
 _LOAD = _COPIES.format(newer="")
+# What a load would read, before it reads it: the copies and their size.
+_SIZE = """
+    SELECT (SELECT count(*) FROM memory_vectors v
+            WHERE v.namespace = $1::text AND v.space_id = $2::int) AS copies,
+           coalesce((SELECT vector_dims(v.embedding) FROM memory_vectors v
+                     WHERE v.namespace = $1::text AND v.space_id = $2::int LIMIT 1), 0)
+           AS dimensions
+"""
 _NEWER = _COPIES.format(newer="AND " + newer_copies("v", "$3::text"))
 
 
@@ -117,20 +141,71 @@ class Candidates:
         return found >= depth and farthest is not None and farthest < self.beyond
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Copies:
-    ids: npt.NDArray[np.void]
-    vectors: npt.NDArray[np.float32]  # one row a copy
+    """A namespace's cached copies: those its load read, then those each refresh read, as
+    segments of vectors (a refresh appends one: nothing cached is copied or changed)."""
+
+    ids: npt.NDArray[np.void]  # every segment's, in order
     excluded: npt.NDArray[np.bool_]  # out of scope when read: expired, or validity ended
-    snapshot: str
+    vectors: tuple[npt.NDArray[np.float32], ...]  # the segments, one row a copy
     largest_norm: float
-    loaded: float  # time.monotonic() of the load its copies came from
-    read: float  # of the statement its snapshot is (a load or a refresh)
-    used: float  # of the last recall that read it
+    snapshot: str
+    loaded: float  # time.monotonic() of the load its first segment came from
 
     @property
     def size(self) -> int:
-        return int(self.ids.nbytes + self.vectors.nbytes + self.excluded.nbytes)
+        return int(self.ids.nbytes + self.excluded.nbytes + sum(v.nbytes for v in self.vectors))
+
+    @property
+    def dimensions(self) -> int:
+        return int(self.vectors[0].shape[1])
+
+    def distances(self, query: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """numpy's distance (``<#>``, the negative inner product) of every copy to ``query``.
+        vecdot, not ``@``: OpenBLAS runs a matrix-vector product this size on every core
+        (0.22 ms, but 2.0 cores busy, its threads spinning after it), taking them from the
+        PostgreSQL backends; vecdot's loop takes one (0.51 ms for SciFact's 5,183 x 384)."""
+        return np.concatenate([-np.vecdot(segment, query) for segment in self.vectors])
+
+    def with_segment(self, read: _Read) -> _Copies:
+        """These copies and those a refresh read (a copy replaced since is in both: its old
+        vector only costs a candidate's place, the statement reads it by id)."""
+        return _Copies(
+            ids=np.concatenate([self.ids, read.ids]),
+            excluded=np.concatenate([self.excluded, read.excluded]),
+            vectors=(*self.vectors, read.vectors),
+            largest_norm=max(self.largest_norm, read.largest_norm),
+            snapshot=read.snapshot,
+            loaded=self.loaded,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """The copies one statement read (``_COPIES``), decoded."""
+
+    ids: npt.NDArray[np.void]
+    excluded: npt.NDArray[np.bool_]
+    vectors: npt.NDArray[np.float32]
+    largest_norm: float
+    snapshot: str
+
+    @classmethod
+    def of(cls, row: asyncpg.Record) -> _Read | None:
+        """The copies of ``row``; None if their sizes differ (not one space's)."""
+        ids = np.frombuffer(row["ids"], _ID)
+        vectors = _vectors(row["vectors"], len(ids))
+        if vectors is None:
+            return None
+        norms = np.linalg.norm(vectors, axis=1) if len(vectors) else np.zeros(1)
+        return cls(
+            ids=ids,
+            excluded=np.frombuffer(row["excluded"], np.bool_),
+            vectors=vectors,
+            largest_norm=float(norms.max()),
+            snapshot=row["snapshot"],
+        )
 
 
 class VectorCache:
@@ -140,8 +215,11 @@ class VectorCache:
         self._pool = pool
         self._max_bytes = max_bytes
         self._copies: dict[tuple[str, int], _Copies] = {}
+        self._used: dict[tuple[str, int], float] = {}  # time.monotonic() of the last recall
+        self._read: dict[tuple[str, int], float] = {}  # of the statement its snapshot is
+        # No load before then: the last one failed, found nothing or too much, or was evicted.
+        self._not_before: dict[tuple[str, int], float] = {}
         self._tasks: dict[tuple[str, int], asyncio.Task[None]] = {}
-        self._too_large: set[tuple[str, int]] = set()
         self._citus: bool | None = None  # asked before the first load
 
     @property
@@ -157,20 +235,17 @@ class VectorCache:
         key = (namespace, space_id)
         copies = self._copies.get(key)
         if copies is None:
-            if key not in self._too_large:
-                self._start(key, full=True)
+            self._start(key, full=True)
             return None
-        query = np.asarray(vector, dtype=np.float32)
-        if query.shape != copies.vectors.shape[1:]:
-            return None
-        copies.used = now = time.monotonic()
-        if now - copies.read >= REFRESH_SECONDS:
+        now = self._used[key] = time.monotonic()
+        if now - self._read[key] >= REFRESH_SECONDS:
             self._start(key, full=False)
-        # vecdot, not ``@``: OpenBLAS runs a matrix-vector product this size on every core
-        # (0.22 ms, but 2.0 cores busy, its threads spinning after it), taking them from the
-        # PostgreSQL backends; vecdot's loop takes one (0.51 ms for SciFact's 5,183 x 384).
-        vectors = copies.vectors  # a refresh replaces the arrays, never changes them
-        distances = await off_loop(vectors.size // _ITEM_VALUES, lambda: -np.vecdot(vectors, query))
+        query = np.asarray(vector, dtype=np.float32)
+        if query.shape != (copies.dimensions,):
+            return None
+        distances = await off_loop(
+            len(copies.ids) * len(query) // _ITEM_VALUES, lambda: copies.distances(query)
+        )
         # The ``count`` nearest of the copies in scope when read, and every copy as near: the
         # excluded ones (superseded facts crowd their successors) stay candidates, for an
         # expiry or validity may have changed since, but take no place of the ``count``.
@@ -203,15 +278,68 @@ class VectorCache:
     def _start(self, key: tuple[str, int], *, full: bool) -> None:
         if not self.enabled or key in self._tasks:
             return
-        task = asyncio.create_task(self._read(key, full=full))
+        if full and time.monotonic() < self._not_before.get(key, 0.0):
+            return
+        task = asyncio.create_task(self._load(key) if full else self._refresh(key))
         self._tasks[key] = task
         task.add_done_callback(lambda _: self._tasks.pop(key, None))
 
-    async def _read(self, key: tuple[str, int], *, full: bool) -> None:
-        """Load the namespace's copies (``full``) or read in those written since the cache's
-        snapshot. A failure leaves the cache as it was: recall runs the copied plan meanwhile."""
+    async def _load(self, key: tuple[str, int]) -> None:
+        """Read the namespace's copies whole, if they fit; else, or on a failure or none, no
+        load again for ``RELOAD_SECONDS`` (the copied plan serves meanwhile)."""
         namespace, space_id = key
-        cached = self._copies.get(key)
+        self._not_before[key] = time.monotonic() + RELOAD_SECONDS
+        row = await self._fetch(key, _SIZE, namespace, space_id)
+        if row is None or not row["copies"]:
+            return
+        if row["copies"] * (row["dimensions"] * 4 + _ID.itemsize + 1) > self._max_bytes:
+            self._drop(key)
+            return
+        row = await self._fetch(key, _LOAD, namespace, space_id)
+        read = None if row is None else await asyncio.to_thread(_Read.of, row)
+        if read is None or not len(read.ids) or read.vectors.nbytes > self._max_bytes:
+            self._drop(key)
+            return
+        self._keep(
+            key,
+            _Copies(
+                ids=read.ids,
+                excluded=read.excluded,
+                vectors=(read.vectors,),
+                largest_norm=read.largest_norm,
+                snapshot=read.snapshot,
+                loaded=time.monotonic(),
+            ),
+        )
+        self._not_before.pop(key, None)
+
+    async def _refresh(self, key: tuple[str, int]) -> None:
+        """Read in the copies written since the cache's snapshot, as a segment of its own; a
+        namespace grown by a quarter since its load, or in 16 segments, is loaded again."""
+        copies = self._copies.get(key)
+        if copies is None:
+            return
+        namespace, space_id = key
+        row = await self._fetch(key, _NEWER, namespace, space_id, copies.snapshot)
+        read = None if row is None else await asyncio.to_thread(_Read.of, row)
+        if read is None or self._copies.get(key) is not copies:
+            return  # failed, or evicted or loaded again meanwhile
+        if not len(read.ids):
+            self._read[key] = time.monotonic()  # the same copies, as of a later snapshot
+            self._copies[key] = replace(copies, snapshot=read.snapshot)
+            return
+        if read.vectors.shape[1] != copies.dimensions:
+            self._drop(key)
+            return
+        grown = copies.with_segment(read)
+        self._keep(key, grown)
+        if len(grown.vectors) > _MOST_SEGMENTS or len(grown.ids) > 1.25 * len(copies.vectors[0]):
+            await self._load(key)
+
+    async def _fetch(
+        self, key: tuple[str, int], sql: str, *values: object
+    ) -> asyncpg.Record | None:
+        """``sql``'s row, or None: a failure (logged) or Citus (the cache turns itself off)."""
         try:
             with database_errors():
                 if self._citus is None:
@@ -219,58 +347,36 @@ class VectorCache:
                         self._citus = await on_citus(connection)
                 if self._citus:
                     self._max_bytes = 0
-                    return
-                if full or cached is None:
-                    row = await self._pool.fetchrow(_LOAD, namespace, space_id)
-                else:
-                    row = await self._pool.fetchrow(_NEWER, namespace, space_id, cached.snapshot)
+                    return None
+                row: asyncpg.Record | None = await self._pool.fetchrow(sql, *values)
+                return row
         except PgRecallError as exc:
-            log.warning("vector cache: reading %r failed: %s", namespace, exc)
-            return
-        if row is None:
-            return
-        ids = np.frombuffer(row["ids"], _ID)
-        vectors = _vectors(row["vectors"], len(ids))
-        excluded = np.frombuffer(row["excluded"], np.bool_)
-        if not (full or cached is None):
-            # Newer copies merge into the copies they were read against, still cached; a
-            # snapshot's newer copies alone are not the namespace.
-            if self._copies.get(key) is not cached or vectors is None:
-                return
-            merged = _merged(cached, ids, vectors, excluded)
-            if merged is None:
-                self._copies.pop(key, None)
-                return
-            ids, vectors, excluded = merged
-        if vectors is None:  # copies of several sizes: not one space's
-            self._copies.pop(key, None)
-            return
-        if ids.nbytes + vectors.nbytes > self._max_bytes:
-            self._too_large.add(key)
-            self._copies.pop(key, None)
-            return
-        norms = np.linalg.norm(vectors, axis=1) if len(vectors) else np.zeros(1)
+            log.warning("vector cache: reading %r failed: %s", key[0], exc)
+            return None
+
+    def _keep(self, key: tuple[str, int], copies: _Copies) -> None:
         now = time.monotonic()
-        self._copies[key] = _Copies(
-            ids=ids,
-            vectors=vectors,
-            excluded=excluded,
-            snapshot=row["snapshot"],
-            largest_norm=float(norms.max()),
-            loaded=now if full or cached is None else cached.loaded,
-            read=now,
-            used=now,
-        )
+        self._copies[key] = copies
+        self._read[key] = self._used[key] = now
         self._evict(keep=key)
 
+    def _drop(self, key: tuple[str, int]) -> None:
+        self._copies.pop(key, None)
+        self._read.pop(key, None)
+        self._used.pop(key, None)
+
     def _evict(self, keep: tuple[str, int]) -> None:
-        """Drop the least recently used namespaces until the cache fits ``max_bytes``."""
+        """Drop the least recently used namespaces until the cache fits ``max_bytes``; one
+        dropped is not loaded again for ``RELOAD_SECONDS`` (namespaces taking turns in too
+        small a budget would each be read whole on every recall)."""
         total = sum(copies.size for copies in self._copies.values())
-        for key in sorted(self._copies, key=lambda k: self._copies[k].used):
+        for key in sorted(self._copies, key=lambda k: self._used[k]):
             if total <= self._max_bytes:
                 break
             if key != keep:
-                total -= self._copies.pop(key).size
+                total -= self._copies[key].size
+                self._drop(key)
+                self._not_before[key] = time.monotonic() + RELOAD_SECONDS
 
     async def aclose(self) -> None:
         """Stop the loads in flight (before the pool closes)."""
@@ -285,11 +391,12 @@ class VectorCache:
 def _error_bound(query: npt.NDArray[np.float32], largest_norm: float) -> float:
     """How far numpy's distance may lie from pgvector's for any cached copy: each is a float32
     sum of ``d`` products, off the exact inner product by at most gamma_d |q| |v| (gamma_d = d u
-    / (1 - d u), whatever the order of the sum), so they differ by twice that; doubled again
-    for the rounding of the products and the norms themselves."""
+    / (1 - d u), whatever the order of the sum, fused multiply-adds or not), so they differ by
+    twice that; doubled again for margin, plus ``d`` of float32's smallest subnormal for each
+    sum (products that underflow fall outside the relative bound)."""
     d = len(query)
     gamma = d * _UNIT_ROUNDOFF / (1 - d * _UNIT_ROUNDOFF)
-    return 4.0 * gamma * float(np.linalg.norm(query)) * largest_norm
+    return 4.0 * gamma * float(np.linalg.norm(query)) * largest_norm + 4.0 * d * _SUBNORMAL
 
 
 def _uuids(ids: npt.NDArray[np.void]) -> list[UUID]:
@@ -310,34 +417,3 @@ def _vectors(packed: bytes, count: int) -> npt.NDArray[np.float32] | None:
     if (width - 4) % 4 or not np.all(dimensions == (width - 4) // 4):
         return None
     return np.ascontiguousarray(rows[:, 4:]).view(">f4").astype(np.float32)
-
-
-def _merged(
-    cached: _Copies,
-    ids: npt.NDArray[np.void],
-    vectors: npt.NDArray[np.float32],
-    excluded: npt.NDArray[np.bool_],
-) -> tuple[npt.NDArray[np.void], npt.NDArray[np.float32], npt.NDArray[np.bool_]] | None:
-    """The cached copies with those written since: a replaced copy (the same id) takes its new
-    vector, a new one is added; None if their sizes differ."""
-    if len(ids) == 0:
-        return cached.ids, cached.vectors, cached.excluded
-    if vectors.shape[1] != cached.vectors.shape[1]:
-        return None
-    raw = cached.ids.tobytes()
-    position = {raw[start : start + 16]: start // 16 for start in range(0, len(raw), 16)}
-    merged_vectors, merged_excluded = cached.vectors.copy(), cached.excluded.copy()
-    added: list[int] = []
-    new = ids.tobytes()
-    for place in range(len(ids)):
-        known = position.get(new[place * 16 : place * 16 + 16])
-        if known is None:
-            added.append(place)
-        else:
-            merged_vectors[known] = vectors[place]
-            merged_excluded[known] = excluded[place]
-    return (
-        np.concatenate([cached.ids, ids[added]]),
-        np.concatenate([merged_vectors, vectors[added]]),
-        np.concatenate([merged_excluded, excluded[added]]),
-    )
