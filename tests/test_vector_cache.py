@@ -283,6 +283,32 @@ async def test_memories_out_of_scope_when_read_take_no_candidates_place(
         await fresh.close()
 
 
+async def test_a_query_among_mostly_marked_copies_runs_the_copied_plan(
+    stores: tuple[MemoryStore, MemoryStore, list[LoggedQuery]],
+    migrated_dsn: str,
+    connection: asyncpg.Connection,
+) -> None:
+    """Half the namespace invalidated, all of it nearer the query than the rest: the
+    candidates would be most of the copies, probed one by one, so the copied plan scans them."""
+    _, scanned, _ = stores
+    nearest = await scanned.recall(QUERIES[4], namespace=NAMESPACE, k=ROWS, mode="vector")
+    await connection.execute(
+        "UPDATE memories SET valid_until = now() - interval '1 second' WHERE id = ANY($1)",
+        [hit.id for hit in nearest.hits[: ROWS // 2]],
+    )
+    sent: list[LoggedQuery] = []
+    fresh = await _store(migrated_dsn, sent)
+    try:
+        await _until_cached(fresh, sent)  # QUERIES[0]'s candidates: a few marked among them
+        sent.clear()
+        await _same(fresh, scanned, [QUERIES[4]])
+        statements = [logged.query for logged in sent if "memory_vectors" in logged.query]
+        assert statements
+        assert not any("v.id = ANY(" in statement for statement in statements)
+    finally:
+        await fresh.close()
+
+
 async def test_numpy_distances_lie_within_the_error_bound_of_pgvectors(
     connection: asyncpg.Connection,
 ) -> None:
