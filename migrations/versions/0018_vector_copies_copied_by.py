@@ -21,7 +21,6 @@ Create Date: 2026-12-03
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from alembic import op
 
 from pgrecall.db.schema import MEMORY_VECTORS
