@@ -108,16 +108,20 @@ async def _same(cached: MemoryStore, scanned: MemoryStore, queries: list[str]) -
         assert await _answers(cached, query) == await _answers(scanned, query), query
 
 
-@pytest.mark.parametrize(
+# Hybrid recall's four paths (recall/service.py), each given the cached candidates.
+HYBRID_PATHS = pytest.mark.parametrize(
     "settings",
     [
-        {},  # hybrid: BM25 in Python, split (two connections) when alone
+        {},  # BM25 in Python, split (two connections) when alone
         {"hybrid_split": False},  # the cached ranking in the winners' statement
         {"keyword_scoring": "sql"},  # split, BM25 in SQL
         {"keyword_scoring": "sql", "hybrid_split": False},  # the one statement
     ],
     ids=["python-split", "python-one", "sql-split", "sql-one"],
 )
+
+
+@HYBRID_PATHS
 async def test_cached_candidates_rank_as_the_scan_of_every_copy_through_writes(
     migrated_dsn: str, connection: asyncpg.Connection, settings: dict[str, object]
 ) -> None:
@@ -249,6 +253,25 @@ async def test_an_answer_the_cache_cannot_prove_runs_the_copied_plan(
         hit.id for hit in nearest.hits[SPARE_CANDIDATES + 5 :][:10]
     ]
     await _same(cached, scanned, [QUERIES[2]])
+
+
+@HYBRID_PATHS
+async def test_an_unproven_hybrid_answer_runs_the_copied_plan(
+    migrated_dsn: str, connection: asyncpg.Connection, settings: dict[str, object]
+) -> None:
+    async with _stores(migrated_dsn, **settings) as (cached, scanned, sent):
+        nearest = await scanned.recall(QUERIES[2], namespace=NAMESPACE, k=60, mode="vector")
+        await connection.execute(
+            "UPDATE memories SET valid_until = now() - interval '1 second' WHERE id = ANY($1)",
+            [hit.id for hit in nearest.hits[: SPARE_CANDIDATES + 5]],
+        )
+        sent.clear()
+        answer = await cached.recall(QUERIES[2], namespace=NAMESPACE, k=10, mode="hybrid")
+        statements = [logged.query for logged in sent if "memory_vectors" in logged.query]
+        assert any("v.id = ANY(" in statement for statement in statements)  # unproven
+        assert any("ORDER BY v.id DESC" in statement for statement in statements)  # copied
+        expected = await scanned.recall(QUERIES[2], namespace=NAMESPACE, k=10, mode="hybrid")
+        assert [(hit.id, hit.score) for hit in answer] == [(hit.id, hit.score) for hit in expected]
 
 
 async def test_memories_out_of_scope_when_read_take_no_candidates_place(

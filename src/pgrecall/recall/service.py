@@ -382,9 +382,8 @@ class QueryService:
         proof = ""  # the columns the cached plan's proof reads, with a vector ranking
         if not rankings.keyword and query is not None and space is not None:
             depth = shape.candidates
-            candidates = await self._candidates(
-                names, vector, space_id, plan if cache else "", depth
-            )
+            if cache:
+                candidates = await self._candidates(names, vector, space_id, plan, depth)
             if candidates is not None:
                 cached = self._cached(params, candidates)
             size = shape.rows(params, depth)
@@ -403,9 +402,10 @@ class QueryService:
             ctes.extend(query_terms(params.add(text, "text")))
             vector_ranked = None
             if query is not None and space is not None:
-                candidates = await self._candidates(
-                    names, vector, space_id, plan if cache else "", shape.vector_depth
-                )
+                if cache:
+                    candidates = await self._candidates(
+                        names, vector, space_id, plan, shape.vector_depth
+                    )
                 if candidates is not None:
                     cached = self._cached(params, candidates)
                 size = shape.rows(params, shape.vector_depth)
@@ -486,7 +486,8 @@ class QueryService:
                     space_id,
                     options,
                     shape,
-                    plan if cache else "",
+                    plan,
+                    cache=cache,
                 )
             else:
                 if vector is not None and cache:
@@ -625,16 +626,20 @@ class QueryService:
         options: RecallOptions,
         shape: _Shape,
         plan: str,
+        *,
+        cache: bool = True,
     ) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
         """A split hybrid recall's two statements at once: the ``keyword`` one's rows (the
         postings, or the SQL ranking) and the vector ranking's, run by ``fetch`` (a connection's
-        or the pool's). The keyword statement is sent first; with the namespace's copies cached,
-        numpy ranks them while it runs, and the cached plan's ranking then runs beside it, on the
-        copied plan if it is not proven."""
+        or the pool's). The keyword statement is sent first; with the namespace's copies cached
+        (and ``cache``), numpy ranks them while it runs, and the cached plan's ranking then runs
+        beside it, on the copied plan if it is not proven."""
         fetched = asyncio.ensure_future(keyword)
         try:
             await asyncio.sleep(0)  # the keyword statement on its way before numpy's work
-            nearest = await self._candidates(names, vector, space_id, plan, shape.vector_depth)
+            nearest = None
+            if cache:
+                nearest = await self._candidates(names, vector, space_id, plan, shape.vector_depth)
             vector_sql, vector_values = self._vector_statement(
                 names, vector, space_id, options, shape, plan, nearest
             )
