@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from typing import Any
 
 import asyncpg
 import numpy as np
@@ -103,6 +104,18 @@ async def stores(
         yield both
 
 
+async def _invalidate(connection: asyncpg.Connection, ids: list[Any]) -> None:
+    """End the validity of these memories (as a newer fact superseding them would)."""
+    await connection.execute(
+        "UPDATE memories SET valid_until = now() - interval '1 second' WHERE id = ANY($1)", ids
+    )
+
+
+def _vector_statements(sent: list[LoggedQuery]) -> list[str]:
+    """The logged statements that read the vector copies."""
+    return [logged.query for logged in sent if "memory_vectors" in logged.query]
+
+
 async def _same(cached: MemoryStore, scanned: MemoryStore, queries: list[str]) -> None:
     for query in queries:
         assert await _answers(cached, query) == await _answers(scanned, query), query
@@ -162,10 +175,7 @@ async def _rank_as_the_scan_through_writes(
         "UPDATE memories SET expires_at = now() - interval '1 second' WHERE id = ANY($1)",
         [hit.id for hit in nearest[4:6]],
     )
-    await connection.execute(
-        "UPDATE memories SET valid_until = now() - interval '1 second' WHERE id = ANY($1)",
-        [hit.id for hit in nearest[6:8]],
-    )
+    await _invalidate(connection, [hit.id for hit in nearest[6:8]])
     sent.clear()
     await _same(cached, scanned, QUERIES)
     assert _cached_statements(sent) == 2 * len(QUERIES)
@@ -237,13 +247,10 @@ async def test_an_answer_the_cache_cannot_prove_runs_the_copied_plan(
     remain in scope, the proof fails, and the copied plan answers."""
     cached, scanned, sent = stores
     nearest = await scanned.recall(QUERIES[2], namespace=NAMESPACE, k=60, mode="vector")
-    await connection.execute(
-        "UPDATE memories SET valid_until = now() - interval '1 second' WHERE id = ANY($1)",
-        [hit.id for hit in nearest.hits[: SPARE_CANDIDATES + 5]],
-    )
+    await _invalidate(connection, [hit.id for hit in nearest.hits[: SPARE_CANDIDATES + 5]])
     sent.clear()
     answer = await cached.recall(QUERIES[2], namespace=NAMESPACE, k=10, mode="vector")
-    statements = [logged.query for logged in sent if "memory_vectors" in logged.query]
+    statements = _vector_statements(sent)
     assert len(statements) == 2
     assert "v.id = ANY(" in statements[0]  # given candidates, unproven
     assert "ORDER BY v.id DESC" in statements[1]  # the copied plan's bound
@@ -261,13 +268,10 @@ async def test_an_unproven_hybrid_answer_runs_the_copied_plan(
 ) -> None:
     async with _stores(migrated_dsn, **settings) as (cached, scanned, sent):
         nearest = await scanned.recall(QUERIES[2], namespace=NAMESPACE, k=60, mode="vector")
-        await connection.execute(
-            "UPDATE memories SET valid_until = now() - interval '1 second' WHERE id = ANY($1)",
-            [hit.id for hit in nearest.hits[: SPARE_CANDIDATES + 5]],
-        )
+        await _invalidate(connection, [hit.id for hit in nearest.hits[: SPARE_CANDIDATES + 5]])
         sent.clear()
         answer = await cached.recall(QUERIES[2], namespace=NAMESPACE, k=10, mode="hybrid")
-        statements = [logged.query for logged in sent if "memory_vectors" in logged.query]
+        statements = _vector_statements(sent)
         assert any("v.id = ANY(" in statement for statement in statements)  # unproven
         assert any("ORDER BY v.id DESC" in statement for statement in statements)  # copied
         expected = await scanned.recall(QUERIES[2], namespace=NAMESPACE, k=10, mode="hybrid")
@@ -285,17 +289,14 @@ async def test_memories_out_of_scope_when_read_take_no_candidates_place(
     _, scanned, _ = stores
     nearest = await scanned.recall(QUERIES[3], namespace=NAMESPACE, k=70, mode="vector")
     invalid = [hit.id for hit in nearest.hits[:60]]
-    await connection.execute(
-        "UPDATE memories SET valid_until = now() - interval '1 second' WHERE id = ANY($1)",
-        invalid,
-    )
+    await _invalidate(connection, invalid)
     sent: list[LoggedQuery] = []
     fresh = await _store(migrated_dsn, sent)  # its cache is read after the invalidation
     try:
         await _until_cached(fresh, sent)
         sent.clear()
         await _same(fresh, scanned, [QUERIES[3]])
-        statements = [logged.query for logged in sent if "memory_vectors" in logged.query]
+        statements = _vector_statements(sent)
         assert statements
         assert all("v.id = ANY(" in statement for statement in statements)  # all proven
         await connection.execute("UPDATE memories SET valid_until = NULL WHERE id = $1", invalid[0])
@@ -315,17 +316,14 @@ async def test_a_query_among_mostly_marked_copies_runs_the_copied_plan(
     candidates would be most of the copies, probed one by one, so the copied plan scans them."""
     _, scanned, _ = stores
     nearest = await scanned.recall(QUERIES[4], namespace=NAMESPACE, k=ROWS, mode="vector")
-    await connection.execute(
-        "UPDATE memories SET valid_until = now() - interval '1 second' WHERE id = ANY($1)",
-        [hit.id for hit in nearest.hits[: ROWS // 2]],
-    )
+    await _invalidate(connection, [hit.id for hit in nearest.hits[: ROWS // 2]])
     sent: list[LoggedQuery] = []
     fresh = await _store(migrated_dsn, sent)
     try:
         await _until_cached(fresh, sent)  # QUERIES[0]'s candidates: a few marked among them
         sent.clear()
         await _same(fresh, scanned, [QUERIES[4]])
-        statements = [logged.query for logged in sent if "memory_vectors" in logged.query]
+        statements = _vector_statements(sent)
         assert statements
         assert not any("v.id = ANY(" in statement for statement in statements)
     finally:
