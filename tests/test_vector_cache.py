@@ -20,7 +20,7 @@ from asyncpg.connection import LoggedQuery
 from pgrecall import MemoryStore
 from pgrecall.db.pool import create_pool
 from pgrecall.db.vectors import register_vector_codec
-from pgrecall.recall import vector_cache
+from pgrecall.recall import process_cache, vector_cache
 from pgrecall.recall.vector_cache import SPARE_CANDIDATES, VectorCache
 
 from .conftest import store_settings
@@ -195,7 +195,7 @@ async def test_a_copy_replaced_since_the_cache_was_read_is_ranked_by_its_new_vec
     its text; the copier's conflict update replaces it, and the statement reads the replacement
     as a copy written since the cache's snapshot (no refresh in between)."""
     cached, scanned, _ = stores
-    monkeypatch.setattr(vector_cache, "REFRESH_SECONDS", 3600.0)
+    monkeypatch.setattr(process_cache, "REFRESH_SECONDS", 3600.0)
     await register_vector_codec(connection)
     text = "note 7 on topic 7 with word7"
     target = (await scanned.recall(text, namespace=NAMESPACE, k=1, mode="vector")).hits[0]
@@ -226,11 +226,11 @@ async def test_copies_written_since_are_read_into_the_cache(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     cached, scanned, _ = stores
-    monkeypatch.setattr(vector_cache, "REFRESH_SECONDS", 0.0)
+    monkeypatch.setattr(process_cache, "REFRESH_SECONDS", 0.0)
     late = [f"a later note about harbours {i}" for i in range(30)]
     await cached.remember(late, namespace=NAMESPACE)
     await cached.index()
-    held = cached._query._vectors._copies
+    held = cached._query._vectors._entries
     for _ in range(200):  # each recall starts a refresh once the last one is done
         await cached.recall(late[0], namespace=NAMESPACE, k=1, mode="vector")
         if sum(len(copies.ids) for copies in held.values()) == ROWS + len(late):
@@ -406,7 +406,7 @@ async def test_loads_that_fail_find_nothing_or_take_turns_are_not_repeated_on_ev
     """A namespace recalled before its copies exist is read again once they do (after
     ``RELOAD_SECONDS``); a load that fails, or two namespaces taking turns in a budget for
     one, start at most one load a namespace per ``RELOAD_SECONDS``."""
-    monkeypatch.setattr(vector_cache, "RELOAD_SECONDS", 1.5)
+    monkeypatch.setattr(process_cache, "RELOAD_SECONDS", 1.5)
     store = await _store(migrated_dsn, vector_cache_mb=0)
     try:
         for namespace in ("a", "b"):
@@ -433,16 +433,16 @@ async def test_loads_that_fail_find_nothing_or_take_turns_are_not_repeated_on_ev
             await _settled(cache)
             assert await cache.candidates("a", space_id, query, 10) is not None
             loads.clear()
-            monkeypatch.setattr(vector_cache, "RELOAD_SECONDS", 3600.0)
+            monkeypatch.setattr(process_cache, "RELOAD_SECONDS", 3600.0)
             for turn in range(40):  # taking turns: "b" evicts "a", then neither is read again
                 await cache.candidates("ab"[turn % 2], space_id, query, 10)
                 await _settled(cache)
             assert loads == ["b"]
             monkeypatch.setattr(vector_cache, "_LOAD", "SELECT no_such_column FROM memory_vectors")
-            monkeypatch.setattr(vector_cache, "RELOAD_SECONDS", 0.0)
+            monkeypatch.setattr(process_cache, "RELOAD_SECONDS", 0.0)
             cache._not_before.clear()
-            cache._drop(("b", space_id))
-            monkeypatch.setattr(vector_cache, "RELOAD_SECONDS", 3600.0)
+            cache._dropped(("b", space_id))
+            monkeypatch.setattr(process_cache, "RELOAD_SECONDS", 3600.0)
             loads.clear()
             for _ in range(20):  # failing
                 assert await cache.candidates("b", space_id, query, 10) is None

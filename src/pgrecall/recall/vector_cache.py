@@ -48,8 +48,6 @@ keeps the snapshots' xmin back, and the range of copies written since grows with
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import math
 import time
 from collections.abc import Sequence
@@ -60,26 +58,15 @@ import numpy as np
 import numpy.typing as npt
 from asyncpg.pgproto.pgproto import UUID
 
-from pgrecall.db.errors import database_errors
-from pgrecall.db.inspect import on_citus
-from pgrecall.errors import PgRecallError
 from pgrecall.offload import off_loop
+from pgrecall.recall.process_cache import Connection, NamespaceCache
 from pgrecall.recall.sql import newer_copies, scope_exclusions
 
-log = logging.getLogger(__name__)
-
-# How often a cached namespace reads in the copies written since its snapshot, while recalls
-# ask for it: until then its statements score them exactly (an index range, ~0.4 us a copy as
-# the copied plan pays for every copy), at most what the copier wrote in that time.
-REFRESH_SECONDS = 2.0
 # Candidates a recall gives its statement beyond the rows its ranking keeps: the proof fails
 # only when the depth-th nearest lies within the error bound (~5e-5 for unit vectors of 384
 # dimensions) of the last candidate, or when excluded or deleted copies take the spare places.
 # Each costs the statement a probe by its key (~2.5 us).
 SPARE_CANDIDATES = 32
-
-# A namespace whose proofs fail is loaded again at most this often (a load reads every copy).
-RELOAD_SECONDS = 10.0
 
 # A float32 (pgvector's and numpy's sums): the unit roundoff, 2^-24, and the smallest subnormal.
 _UNIT_ROUNDOFF = 2.0**-24
@@ -211,23 +198,10 @@ class _Read:
         )
 
 
-class VectorCache:
+class VectorCache(NamespaceCache[tuple[str, int], _Copies]):
     """The copies of the namespaces recent recalls asked for, at most ``max_bytes``."""
 
-    def __init__(self, pool: asyncpg.Pool, max_bytes: int) -> None:
-        self._pool = pool
-        self._max_bytes = max_bytes
-        self._copies: dict[tuple[str, int], _Copies] = {}
-        self._used: dict[tuple[str, int], float] = {}  # time.monotonic() of the last recall
-        self._read: dict[tuple[str, int], float] = {}  # of the statement its snapshot is
-        # No load before then: the last one failed, found nothing or too much, or was evicted.
-        self._not_before: dict[tuple[str, int], float] = {}
-        self._tasks: dict[tuple[str, int], asyncio.Task[None]] = {}
-        self._citus: bool | None = None  # asked before the first load
-
-    @property
-    def enabled(self) -> bool:
-        return self._max_bytes > 0
+    what = "vector cache"
 
     async def candidates(
         self, namespace: str, space_id: int, vector: Sequence[float], count: int
@@ -235,14 +209,9 @@ class VectorCache:
         """The ``count`` cached copies nearest ``vector``, or None when the namespace is not
         cached (its load is then started, for the recalls after this one). Ranked in a worker
         thread when large (``offload``: a thousand 384-d copies an item, ~0.1 ms)."""
-        key = (namespace, space_id)
-        copies = self._copies.get(key)
+        copies = self._entry((namespace, space_id))
         if copies is None:
-            self._start(key, full=True)
             return None
-        now = self._used[key] = time.monotonic()
-        if now - self._read[key] >= REFRESH_SECONDS:
-            self._start(key, full=False)
         query = np.asarray(vector, dtype=np.float32)
         if query.shape != (copies.dimensions,):
             return None
@@ -275,122 +244,63 @@ class VectorCache:
         """A statement given this namespace's candidates could not prove its answer: load the
         namespace again (deleted copies among the candidates are the likely cause), at most
         every ``RELOAD_SECONDS``."""
-        key = (namespace, space_id)
-        copies = self._copies.get(key)
-        if copies is None or time.monotonic() - copies.loaded >= RELOAD_SECONDS:
-            self._start(key, full=True)
-
-    def _start(self, key: tuple[str, int], *, full: bool) -> None:
-        if not self.enabled or key in self._tasks:
-            return
-        if full and time.monotonic() < self._not_before.get(key, 0.0):
-            return
-        task = asyncio.create_task(self._load(key) if full else self._refresh(key))
-        self._tasks[key] = task
-        task.add_done_callback(lambda _: self._tasks.pop(key, None))
+        self._outdated((namespace, space_id))
 
     async def _load(self, key: tuple[str, int]) -> None:
         """Read the namespace's copies whole, if they fit; else, or on a failure or none, no
         load again for ``RELOAD_SECONDS`` (the copied plan serves meanwhile)."""
-        namespace, space_id = key
-        self._not_before[key] = time.monotonic() + RELOAD_SECONDS
-        row = await self._fetch(key, _SIZE, namespace, space_id)
+        self._loading(key)
+        row = await self._fetch_row(key, _SIZE, *key)
         if row is None or not row["copies"]:
             return
-        if row["copies"] * (row["dimensions"] * 4 + _ID.itemsize + 1) > self._max_bytes:
-            self._drop(key)
+        if not self._fits(row["copies"] * (row["dimensions"] * 4 + _ID.itemsize + 1)):
+            self._dropped(key)
             return
-        row = await self._fetch(key, _LOAD, namespace, space_id)
+        row = await self._fetch_row(key, _LOAD, *key)
         read = None if row is None else await asyncio.to_thread(_Read.of, row)
-        if read is None or not len(read.ids) or read.vectors.nbytes > self._max_bytes:
-            self._drop(key)
+        if read is None or not len(read.ids) or not self._fits(read.vectors.nbytes):
+            self._dropped(key)
             return
-        self._keep(
-            key,
-            _Copies(
-                ids=read.ids,
-                excluded=read.excluded,
-                vectors=(read.vectors,),
-                largest_norm=read.largest_norm,
-                snapshot=read.snapshot,
-                loaded=time.monotonic(),
-            ),
+        copies = _Copies(
+            ids=read.ids,
+            excluded=read.excluded,
+            vectors=(read.vectors,),
+            largest_norm=read.largest_norm,
+            snapshot=read.snapshot,
+            loaded=time.monotonic(),
         )
-        self._not_before.pop(key, None)
+        self._kept(key, copies, loaded=True)
 
     async def _refresh(self, key: tuple[str, int]) -> None:
         """Read in the copies written since the cache's snapshot, as a segment of its own; a
         namespace grown by a quarter since its load, or in 16 segments, is loaded again."""
-        copies = self._copies.get(key)
+        copies = self._entries.get(key)
         if copies is None:
             return
-        namespace, space_id = key
-        row = await self._fetch(key, _NEWER, namespace, space_id, copies.snapshot)
+        row = await self._fetch_row(key, _NEWER, *key, copies.snapshot)
         read = None if row is None else await asyncio.to_thread(_Read.of, row)
-        if read is None or self._copies.get(key) is not copies:
+        if read is None or self._entries.get(key) is not copies:
             return  # failed, or evicted or loaded again meanwhile
         if not len(read.ids):
             self._read[key] = time.monotonic()  # the same copies, as of a later snapshot
-            self._copies[key] = replace(copies, snapshot=read.snapshot)
+            self._entries[key] = replace(copies, snapshot=read.snapshot)
             return
         if read.vectors.shape[1] != copies.dimensions:
-            self._drop(key)
+            self._dropped(key)
             return
         grown = copies.with_segment(read)
-        self._keep(key, grown)
+        self._kept(key, grown, loaded=False)
         if len(grown.vectors) > _MOST_SEGMENTS or len(grown.ids) > 1.25 * len(copies.vectors[0]):
             await self._load(key)
 
-    async def _fetch(
+    async def _fetch_row(
         self, key: tuple[str, int], sql: str, *values: object
     ) -> asyncpg.Record | None:
-        """``sql``'s row, or None: a failure (logged) or Citus (the cache turns itself off)."""
-        try:
-            with database_errors():
-                if self._citus is None:
-                    async with self._pool.acquire() as connection:
-                        self._citus = await on_citus(connection)
-                if self._citus:
-                    self._max_bytes = 0
-                    return None
-                row: asyncpg.Record | None = await self._pool.fetchrow(sql, *values)
-                return row
-        except PgRecallError as exc:
-            log.warning("vector cache: reading %r failed: %s", key[0], exc)
-            return None
+        async def read(connection: Connection) -> asyncpg.Record | None:
+            row: asyncpg.Record | None = await connection.fetchrow(sql, *values)
+            return row
 
-    def _keep(self, key: tuple[str, int], copies: _Copies) -> None:
-        now = time.monotonic()
-        self._copies[key] = copies
-        self._read[key] = self._used[key] = now
-        self._evict(keep=key)
-
-    def _drop(self, key: tuple[str, int]) -> None:
-        self._copies.pop(key, None)
-        self._read.pop(key, None)
-        self._used.pop(key, None)
-
-    def _evict(self, keep: tuple[str, int]) -> None:
-        """Drop the least recently used namespaces until the cache fits ``max_bytes``; one
-        dropped is not loaded again for ``RELOAD_SECONDS`` (namespaces taking turns in too
-        small a budget would each be read whole on every recall)."""
-        total = sum(copies.size for copies in self._copies.values())
-        for key in sorted(self._copies, key=lambda k: self._used[k]):
-            if total <= self._max_bytes:
-                break
-            if key != keep:
-                total -= self._copies[key].size
-                self._drop(key)
-                self._not_before[key] = time.monotonic() + RELOAD_SECONDS
-
-    async def aclose(self) -> None:
-        """Stop the loads in flight (before the pool closes)."""
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        return await self._fetch(key, read)
 
 
 def _error_bound(query: npt.NDArray[np.float32], largest_norm: float) -> float:
