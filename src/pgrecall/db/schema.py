@@ -287,6 +287,8 @@ def _memory_term_counts(metadata: MetaData) -> None:
         metadata,
         Column("namespace", Text, nullable=False),
         Column("documents", BigInteger, nullable=False),
+        # Moved memories whose postings were dropped since, only ever growing (migration 0019).
+        Column("dropped", BigInteger, nullable=False, server_default=text("0")),
         PrimaryKeyConstraint("namespace", name="memory_term_counts_pkey"),
     )
 
@@ -320,6 +322,8 @@ def _memory_terms(metadata: MetaData) -> None:
         Column("memory_id", UUID(as_uuid=True), nullable=False),
         Column("tf", Integer, nullable=False),  # occurrences of the lexeme (positions kept)
         Column("dl", Integer, nullable=False),  # the memory's distinct lexemes, as length()
+        # The transaction that moved the posting (migration 0019; NULL: moved before it).
+        Column("moved_by", Xid8(), server_default=text("pg_current_xact_id()")),
         # tf and dl in the index: read by index-only scans (migration 0013 says why).
         PrimaryKeyConstraint(
             "namespace",
@@ -327,6 +331,12 @@ def _memory_terms(metadata: MetaData) -> None:
             "memory_id",
             name="memory_terms_pkey",
             postgresql_include=["tf", "dl"],
+        ),
+        Index(
+            "memory_terms_moved_by",
+            "namespace",
+            "moved_by",
+            postgresql_where=text("moved_by IS NOT NULL"),
         ),
     )
 
