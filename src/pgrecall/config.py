@@ -293,6 +293,14 @@ class Settings(BaseSettings):
         description="megabytes of vector copies each process keeps to score exact recall of "
         "copied namespaces in memory (0: off, every recall scans the copies in PostgreSQL)",
     )
+    # SciFact's 5,183 abstracts hold ~600,000 postings: ~6 MB (recall/keyword_cache.py).
+    keyword_cache_mb: int = Field(
+        default=256,
+        ge=0,
+        le=1_000_000,
+        description="megabytes of keyword postings each process keeps to score BM25 of large "
+        "namespaces in memory (0: off, every recall reads its postings from PostgreSQL)",
+    )
     space_recheck_seconds: float = _seconds(
         2.0,
         "how often a process reads the store's active embedding space again (learns of a "

@@ -37,6 +37,7 @@ from pgrecall.recall.sql import (
     namespace_comparison,
     postings_count,
     query_terms,
+    written_since,
 )
 
 # A memory id as the postings statement packs it (uuid_send), and a count (int4send).
@@ -60,28 +61,76 @@ def postings_statement(scope: Scope, text: str) -> str:
     documents), one row per namespace and lexeme; ``text`` is the query's placeholder. The moved
     rows' from ``memory_terms`` (an index-only range per lexeme), the others' from their
     tsvectors, as ``recall.sql.keyword_postings`` reads them."""
-    terms, query = query_terms(text)
-    return f"""
-        WITH {terms},
-        {query},
-        postings AS (
+    moved = f"""moved AS (
             SELECT p.namespace, p.lexeme, p.memory_id AS id, p.tf, p.dl
             FROM memory_terms p
             WHERE p.namespace {scope.in_namespaces}
               AND p.lexeme = ANY(ARRAY(SELECT lexeme FROM terms))
+        )"""
+    return f"""
+        WITH {_postings(scope, text, moved)}
+        SELECT *, {postings_count(scope)} AS documents FROM ({_GROUPED}) AS grouped
+    """
+
+
+def postings_since_statement(scope: Scope, text: str, snapshot: str) -> str:
+    """What a process's cache of one namespace's postings, read under ``snapshot`` (a
+    placeholder of its text), lacks for the query (``recall.keyword_cache``): the postings moved
+    since and the rows not moved, as ``postings_statement`` gives them, each row with the
+    query's lexemes, BM25's N and the namespace's count of dropped postings (``dropped``:
+    the cache holds every posting still there only while it is the cache's). One row with
+    NULL postings when there are none.
+
+    The postings moved since are read by the index of ``moved_by`` alone (materialized, then
+    the lexemes kept): with the lexemes in the same scan, the planner reads them by the primary
+    key, and each posting's heap row for ``moved_by``."""
+    moved = f"""written AS MATERIALIZED (
+            SELECT p.namespace, p.lexeme, p.memory_id AS id, p.tf, p.dl
+            FROM memory_terms p
+            WHERE p.namespace {scope.in_namespaces} AND {written_since("p.moved_by", snapshot)}
+        ),
+        moved AS (
+            SELECT * FROM written WHERE lexeme = ANY(ARRAY(SELECT lexeme FROM terms))
+        )"""
+    return f"""
+        WITH {_postings(scope, text, moved)}
+        SELECT h.lexemes, h.dropped, h.documents, g.*
+        FROM (
+            SELECT (SELECT array_agg(lexeme) FROM terms) AS lexemes,
+                   (SELECT c.dropped FROM memory_term_counts c
+                    WHERE c.namespace {scope.in_namespaces}) AS dropped,
+                   {postings_count(scope)} AS documents
+        ) AS h
+        LEFT JOIN ({_GROUPED}) AS g ON true
+    """
+
+
+def _postings(scope: Scope, text: str, moved: str) -> str:
+    """The CTEs of a postings statement: the query's ``terms``, and ``postings`` (namespace,
+    lexeme, id, tf, dl): the ``moved`` CTE's and the rows' not moved yet, from their
+    tsvectors."""
+    terms, query = query_terms(text)
+    return f"""{terms},
+        {query},
+        {moved},
+        postings AS (
+            SELECT namespace, lexeme, id, tf, dl FROM moved
             UNION ALL
             SELECT m.namespace, t.lexeme, m.id, cardinality(t.positions), length(m.search)
             FROM memories m, query, unnest({QUERY_LEXEMES}) AS t
             WHERE m.namespace {scope.in_namespaces} AND NOT m.terms_indexed
               AND m.search @@ query.tsq
-        )
-        SELECT namespace, lexeme,
-               string_agg(uuid_send(id), ''::bytea) AS ids,
-               string_agg(int4send(tf), ''::bytea) AS tfs,
-               string_agg(int4send(dl), ''::bytea) AS dls,
-               {postings_count(scope)} AS documents
-        FROM postings GROUP BY namespace, lexeme
-    """
+        )"""
+
+
+# The postings packed, one row per namespace and lexeme (the module's docstring says how).
+_GROUPED = """
+    SELECT namespace, lexeme,
+           string_agg(uuid_send(id), ''::bytea) AS ids,
+           string_agg(int4send(tf), ''::bytea) AS tfs,
+           string_agg(int4send(dl), ''::bytea) AS dls
+    FROM postings GROUP BY namespace, lexeme
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,30 +176,53 @@ def ranked(rows: Sequence[Any], k1: float, b: float) -> Scored:
     names = sorted({row["namespace"] for row in rows})
     if not rows:
         return Scored(names, np.empty(0, np.intp), np.empty(0, _ID), np.empty(0, np.float64))
-    n = float(rows[0]["documents"])
+    # By lexeme: each memory's score is summed in the lexemes' order, as the process's cache
+    # sums it (``recall.keyword_cache``), so both give the same bits.
+    rows = sorted(rows, key=lambda row: (row["lexeme"], row["namespace"]))
     sizes = [len(row["ids"]) // _ID.itemsize for row in rows]
     df: dict[str, int] = {}
     for row, size in zip(rows, sizes, strict=True):
         df[row["lexeme"]] = df.get(row["lexeme"], 0) + size
-    # BM25's factors as the SQL plan arranges them (recall.sql.keyword_ranking): the idf and
-    # (k1 + 1) once per lexeme, k1 (1 - b) and k1 b / avgdl once. math.log is the C library's,
-    # as PostgreSQL's ln.
+    ids = np.frombuffer(b"".join([row["ids"] for row in rows]), _ID)
+    tf = np.frombuffer(b"".join([row["tfs"] for row in rows]), _COUNT).astype(np.float64)
+    dl = np.frombuffer(b"".join([row["dls"] for row in rows]), _COUNT).astype(np.float64)
+    spaces = np.repeat([names.index(row["namespace"]) for row in rows], sizes)
+    group, first = memories(ids, spaces)
+    weight = np.repeat(
+        idf_weights(float(rows[0]["documents"]), df, k1, [r["lexeme"] for r in rows]), sizes
+    )
+    scores = bm25_sums(weight, tf, dl, group, len(first), float(dl[first].mean()), k1, b)
+    return Scored(names, spaces[first], ids[first], scores)
+
+
+def idf_weights(n: float, df: dict[str, int], k1: float, lexemes: Sequence[str]) -> list[float]:
+    """Each of ``lexemes``' idf times (k1 + 1), once per lexeme as the SQL plan arranges BM25's
+    factors (``recall.sql.keyword_ranking``); ``df`` the postings of each. math.log is the C
+    library's, as PostgreSQL's ln."""
     weights = {
         lexeme: math.log(1 + (n - count + 0.5) / (count + 0.5)) * (k1 + 1)
         for lexeme, count in df.items()
     }
-    ids = np.frombuffer(b"".join([row["ids"] for row in rows]), _ID)
-    tf = np.frombuffer(b"".join([row["tfs"] for row in rows]), _COUNT).astype(np.float64)
-    dl = np.frombuffer(b"".join([row["dls"] for row in rows]), _COUNT).astype(np.float64)
-    weight = np.repeat([weights[row["lexeme"]] for row in rows], sizes)
-    spaces = np.repeat([names.index(row["namespace"]) for row in rows], sizes)
-    group, first = _memories(ids, spaces)
-    avgdl = float(dl[first].mean())
+    return [weights[lexeme] for lexeme in lexemes]
+
+
+def bm25_sums(
+    weight: npt.NDArray[np.float64],
+    tf: npt.NDArray[np.float64],
+    dl: npt.NDArray[np.float64],
+    group: npt.NDArray[np.intp],
+    groups: int,
+    avgdl: float,
+    k1: float,
+    b: float,
+) -> npt.NDArray[np.float64]:
+    """The BM25 score of each of ``groups`` memories: the sum, in the postings' order, of
+    their postings' ``weight`` (``idf_weights``) tf / (tf + k1 (1 - b) + k1 b dl / avgdl),
+    k1 (1 - b) and k1 b / avgdl computed once as the SQL plan does."""
     fixed = k1 * (1 - b)
     per_length = k1 * b / max(avgdl, 1.0)
     per_posting = weight * tf / (tf + fixed + per_length * dl)
-    scores = np.asarray(np.bincount(group, weights=per_posting), dtype=np.float64)
-    return Scored(names, spaces[first], ids[first], scores)
+    return np.asarray(np.bincount(group, weights=per_posting, minlength=groups), dtype=np.float64)
 
 
 def postings_read(rows: Sequence[Any]) -> int:
@@ -158,13 +230,15 @@ def postings_read(rows: Sequence[Any]) -> int:
     return sum(len(row["ids"]) for row in rows) // _ID.itemsize
 
 
-def _memories(
+def memories(
     ids: npt.NDArray[np.void], spaces: npt.NDArray[np.intp]
 ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
     """Each posting's memory (a group number) and each memory's first posting. Sorted by the
     id's first 8 bytes (an integer sort, which merges the lexemes' runs already sorted by the
     index: 0.19 ms for 5,900 postings, where sorting the 16-byte ids took 1.0 ms); fully only if
     two memories share them or a namespace differs."""
+    if not len(ids):
+        return np.empty(0, np.intp), np.empty(0, np.intp)
     halves = ids.view(_HALVES).reshape(-1, 2)
     high = halves[:, 0].astype(np.uint64)
     order = np.argsort(high, kind="stable")

@@ -14,8 +14,10 @@ first two returned, bound as arrays (``given_ranking``), with the same SQL as th
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TypeVar
 
 import asyncpg
 
@@ -33,6 +35,27 @@ from pgrecall.recall.sql import (
 
 # Connections a split recall holds at once: one per ranking.
 SPLIT_CONNECTIONS = 2
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+
+async def alongside(statement: Awaitable[T], work: Callable[[], Awaitable[U]]) -> tuple[T, U]:
+    """``statement``'s result and ``work()``'s, the statement sent first and ``work`` done
+    while it runs (numpy ranking a cache, another statement). If ``work`` fails or the caller
+    is cancelled, the statement is cancelled, and its own error is retrieved: the one raised is
+    ``work``'s."""
+    sent = asyncio.ensure_future(statement)
+    try:
+        await asyncio.sleep(0)  # the statement on its way before the work
+        done = await work()
+        return await sent, done
+    finally:
+        if not sent.done():
+            sent.cancel()
+            await asyncio.wait([sent])
+        if not sent.cancelled():
+            sent.exception()
 
 
 class SplitGate:

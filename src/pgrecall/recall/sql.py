@@ -196,15 +196,21 @@ def copied_nearest(
         ) AS m"""
 
 
+def written_since(column: str, snapshot: str) -> str:
+    """The condition that ``column`` (an xid8, the transaction that wrote the row) committed
+    after ``snapshot`` (a placeholder of a ``pg_snapshot``'s text) was taken, whatever order the
+    writers committed in. An index range from the snapshot's xmin; NULL (written before the
+    column) is older than any snapshot."""
+    return (
+        f"{column} >= pg_snapshot_xmin({snapshot}::pg_snapshot) "
+        f"AND NOT pg_visible_in_snapshot({column}, {snapshot}::pg_snapshot)"
+    )
+
+
 def newer_copies(alias: str, snapshot: str) -> str:
     """The condition on ``alias`` (``memory_vectors``) of the copies written since
-    ``snapshot`` (a placeholder of a ``pg_snapshot``'s text): committed after it was taken. An
-    index range from its xmin (``memory_vectors_copied_by``); NULL (written before migration
-    0018) is older than any snapshot."""
-    return (
-        f"{alias}.copied_by >= pg_snapshot_xmin({snapshot}::pg_snapshot) "
-        f"AND NOT pg_visible_in_snapshot({alias}.copied_by, {snapshot}::pg_snapshot)"
-    )
+    ``snapshot``: an index range of ``memory_vectors_copied_by`` (migration 0018)."""
+    return written_since(f"{alias}.copied_by", snapshot)
 
 
 def cached_nearest(
