@@ -257,13 +257,17 @@ class QueryService:
         space_id: int | None,
         plan: str,
         depth: int,
+        *,
+        beside: bool = False,
     ) -> Candidates | None:
         """The cached copies a copied plan's ranking of ``depth`` rows is given
         (``recall.vector_cache``), or None: not the copied plan, or the namespace not cached
-        (yet)."""
+        (yet); ranked in a worker thread when ``beside`` other work."""
         if plan != "copied" or vector is None or space_id is None:
             return None
-        return await self._vectors.candidates(names[0], space_id, vector, candidate_count(depth))
+        return await self._vectors.candidates(
+            names[0], space_id, vector, candidate_count(depth), beside=beside
+        )
 
     def _copied(self, names: list[str], largest: int, options: RecallOptions) -> bool:
         """Whether the exact scan reads the vector copies (``recall.sql.copied_nearest``): one
@@ -484,6 +488,7 @@ class QueryService:
         postings_sql, postings_values = self._postings_statement(text, names, shape, cached)
         postings_sent = self._pool.fetch(postings_sql, *postings_values)
         vector_rows = nearest = None
+        scored: bm25.Scored | None = None
         with database_errors():
             # The split pays off while the postings statement is long: with the postings
             # cached it is a fraction of a millisecond, and the split's extra round trip and
@@ -501,14 +506,22 @@ class QueryService:
                     cache=cache,
                 )
             else:
-
-                async def cached_nearest() -> Candidates | None:
+                # numpy ranks the cached copies in a worker thread (it lets go of the GIL) while
+                # the postings statement runs and BM25 is scored here.
+                async def nearest_cached() -> Candidates | None:
                     if vector is None or not cache:
                         return None
-                    return await self._candidates(names, vector, space_id, plan, shape.vector_depth)
+                    return await self._candidates(
+                        names, vector, space_id, plan, shape.vector_depth, beside=True
+                    )
 
-                postings, nearest = await alongside(postings_sent, cached_nearest)
-        scored = await self._bm25(postings, cached, text, names, shape)
+                async def postings_scored() -> tuple[list[asyncpg.Record], bm25.Scored]:
+                    found = await postings_sent
+                    return found, await self._bm25(found, cached, text, names, shape)
+
+                nearest, (postings, scored) = await alongside(nearest_cached(), postings_scored)
+        if scored is None:
+            scored = await self._bm25(postings, cached, text, names, shape)
         depth = shape.depth if vector is not None else shape.wanted
         candidates = bm25.CANDIDATES_PER_ROW * depth
         rows = await self._fetch_winners(

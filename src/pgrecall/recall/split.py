@@ -40,22 +40,22 @@ T = TypeVar("T")
 U = TypeVar("U")
 
 
-async def alongside(statement: Awaitable[T], work: Callable[[], Awaitable[U]]) -> tuple[T, U]:
-    """``statement``'s result and ``work()``'s, the statement sent first and ``work`` done
-    while it runs (numpy ranking a cache, another statement). If ``work`` fails or the caller
-    is cancelled, the statement is cancelled, and its own error is retrieved: the one raised is
-    ``work``'s."""
-    sent = asyncio.ensure_future(statement)
+async def alongside(started: Awaitable[T], work: Callable[[], Awaitable[U]]) -> tuple[T, U]:
+    """``started``'s result and ``work()``'s, ``started`` set going first (a statement sent, a
+    ranking in a worker thread) and ``work`` done while it runs. If ``work`` fails or the
+    caller is cancelled, ``started`` is cancelled, and its own error is retrieved: the one
+    raised is ``work``'s."""
+    going = asyncio.ensure_future(started)
     try:
-        await asyncio.sleep(0)  # the statement on its way before the work
+        await asyncio.sleep(0)  # ``started`` on its way before the work
         done = await work()
-        return await sent, done
+        return await going, done
     finally:
-        if not sent.done():
-            sent.cancel()
-            await asyncio.wait([sent])
-        if not sent.cancelled():
-            sent.exception()
+        if not going.done():
+            going.cancel()
+            await asyncio.wait([going])
+        if not going.cancelled():
+            going.exception()
 
 
 class SplitGate:

@@ -204,20 +204,29 @@ class VectorCache(NamespaceCache[tuple[str, int], _Copies]):
     what = "vector cache"
 
     async def candidates(
-        self, namespace: str, space_id: int, vector: Sequence[float], count: int
+        self,
+        namespace: str,
+        space_id: int,
+        vector: Sequence[float],
+        count: int,
+        *,
+        beside: bool = False,
     ) -> Candidates | None:
         """The ``count`` cached copies nearest ``vector``, or None when the namespace is not
         cached (its load is then started, for the recalls after this one). Ranked in a worker
-        thread when large (``offload``: a thousand 384-d copies an item, ~0.1 ms)."""
+        thread when large (``offload``: a thousand 384-d copies an item, ~0.1 ms), or when the
+        caller does other work ``beside`` it (numpy lets go of the GIL while it sums)."""
         copies = self._entry((namespace, space_id))
         if copies is None:
             return None
         query = np.asarray(vector, dtype=np.float32)
         if query.shape != (copies.dimensions,):
             return None
-        distances = await off_loop(
-            len(copies.ids) * len(query) // _ITEM_VALUES, lambda: copies.distances(query)
-        )
+        items = len(copies.ids) * len(query) // _ITEM_VALUES
+        if beside:
+            distances = await asyncio.to_thread(copies.distances, query)
+        else:
+            distances = await off_loop(items, lambda: copies.distances(query))
         # The ``count`` nearest of the copies in scope when read, and every copy as near: the
         # excluded ones (superseded facts crowd their successors) stay candidates, for an
         # expiry or validity may have changed since, but take no place of the ``count``.
