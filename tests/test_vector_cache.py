@@ -125,7 +125,8 @@ async def _same(cached: MemoryStore, scanned: MemoryStore, queries: list[str]) -
 HYBRID_PATHS = pytest.mark.parametrize(
     "settings",
     [
-        {},  # BM25 in Python, split (two connections) when alone
+        # BM25 in Python, split (two connections) when alone: not with the postings cached.
+        {"keyword_cache_mb": 0},
         {"hybrid_split": False},  # the cached ranking in the winners' statement
         {"keyword_scoring": "sql"},  # split, BM25 in SQL
         {"keyword_scoring": "sql", "hybrid_split": False},  # the one statement

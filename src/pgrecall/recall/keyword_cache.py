@@ -26,13 +26,17 @@ lexemes' order, as ``bm25.ranked`` sums it, so the scores are the same bits.
 
 **Kept fresh** as ``recall.process_cache`` says: the postings moved since are read in every
 ``REFRESH_SECONDS`` as a segment of their own, and a namespace is loaded again after 16 or when
-it has grown by a quarter. Loads read under one snapshot (a repeatable-read transaction): the
-memories with postings, then the postings by lexeme through a cursor, decoded chunk by chunk
-in a worker thread. ``PGRECALL_KEYWORD_CACHE_MB`` bounds the cache; 0 turns it off.
+it has grown by a quarter; one not read for ``STALE_SECONDS`` is not used until a refresh has
+read it in. Loads read under one snapshot (a repeatable-read transaction): the memories with
+postings, then the postings by lexeme through a cursor, each naming its memory by number
+(PostgreSQL numbers them in the join: mapping 14 million uuids to numbers in numpy took 2.7 s),
+decoded in a worker thread (SciFact's 524,551 postings: 0.8 s to read, 0.09 s to decode).
+``PGRECALL_KEYWORD_CACHE_MB`` bounds the cache; 0 turns it off.
 
 **Where it does not hold.** Not on Citus (``recall.process_cache``). ``moved_by`` is this
-cluster's transaction id: a restored dump or a logical replica carries another's, as
-``recall.vector_cache`` says of ``copied_by`` (``UPDATE memory_terms SET moved_by = NULL`` once
+cluster's transaction id: a restored dump or a logical replica carries another's. Ids above any
+this cluster has given are seen, and the namespace is not cached (they would read as moved
+since, and count twice); ids below are not (``UPDATE memory_terms SET moved_by = NULL`` once
 restored; run a replica's processes with the cache off).
 """
 
@@ -49,14 +53,22 @@ import numpy as np
 import numpy.typing as npt
 
 from pgrecall.recall import bm25
-from pgrecall.recall.process_cache import Connection, NamespaceCache
+from pgrecall.recall.process_cache import REFRESH_SECONDS, Connection, NamespaceCache
 from pgrecall.recall.sql import written_since
 
+# Postings dated by a transaction this snapshot cannot have seen begin: another cluster's ids
+# (a restored dump, a logical replica), which the statements would take for postings moved since
+# the cache's snapshot, and count twice. A namespace with any is not cached (an index range of
+# ``memory_terms_moved_by`` above the snapshot's xmax, empty otherwise).
+_FOREIGN = """EXISTS (
+        SELECT 1 FROM memory_terms p WHERE p.namespace = $1::text
+          AND p.moved_by >= pg_snapshot_xmax(pg_current_snapshot()))"""
 # What a load reads first, in its snapshot: the namespace's count of dropped postings and its
-# size (NULL: no postings moved yet).
-_HEADER = """
+# size (no row: no postings moved yet).
+_HEADER = f"""
     SELECT pg_current_snapshot()::text AS snapshot, c.dropped, c.documents,
-           (SELECT count(*) FROM memory_terms p WHERE p.namespace = $1::text) AS postings
+           (SELECT count(*) FROM memory_terms p WHERE p.namespace = $1::text) AS postings,
+           {_FOREIGN} AS foreign_ids
     FROM memory_term_counts c WHERE c.namespace = $1::text
 """
 # The memories with postings, numbered in uuid order; the load's postings name them by number.
@@ -76,8 +88,8 @@ _LOAD = """
     WHERE p.namespace = $1::text
     GROUP BY p.lexeme
 """
-_REFRESH_HEADER = """
-    SELECT pg_current_snapshot()::text AS snapshot, c.dropped
+_REFRESH_HEADER = f"""
+    SELECT pg_current_snapshot()::text AS snapshot, c.dropped, {_FOREIGN} AS foreign_ids
     FROM memory_term_counts c WHERE c.namespace = $1::text
 """
 # The postings moved since a snapshot, naming their memories (new ones) by id.
@@ -90,13 +102,16 @@ _REFRESH = f"""
     GROUP BY p.lexeme
 """
 
+# Cached postings read longer ago than this are not used until a refresh has read in what was
+# moved since: after an idle spell under heavy writes, every posting moved meanwhile.
+STALE_SECONDS = 10 * REFRESH_SECONDS
 # Lexemes a cursor fetch brings (one row each, ~30 postings a lexeme on SciFact's abstracts).
 _CHUNK_ROWS = 2_000
 # Bytes a load counts per posting (a memory index and a term frequency, int32 each), per memory
-# (its id and length) and per lexeme (the dictionary's entry and string, ~100 bytes).
+# (its id and length) and per lexeme (the dictionary's entry, its string and tuple, ~200 bytes).
 _POSTING_BYTES = 8
 _MEMORY_BYTES = 16 + 8
-_LEXEME_BYTES = 100
+_LEXEME_BYTES = 200
 # Refreshes a namespace takes as segments of their own before it is loaded whole again.
 _MOST_SEGMENTS = 16
 _ID = np.dtype("V16")
@@ -134,8 +149,9 @@ class Postings:
         return int(self.ids.nbytes + self.lengths.nbytes) + sum(s.size for s in self.segments)
 
     def read(self, lexemes: Sequence[str]) -> int:
-        """How many cached postings ``lexemes`` have (the scoring's size)."""
-        return sum(
+        """The scoring's size: the cached postings of ``lexemes``, and the memories (``ranked``
+        counts over all of them)."""
+        return len(self.ids) + sum(
             stop - start
             for segment in self.segments
             for start, stop in (segment.lexemes.get(lexeme, (0, 0)) for lexeme in lexemes)
@@ -216,8 +232,10 @@ class KeywordCache(NamespaceCache[str, Postings]):
     what = "keyword cache"
 
     def postings(self, namespace: str) -> Postings | None:
-        """The namespace's cached postings, or None (their load is then started)."""
-        return self._entry(namespace)
+        """The namespace's cached postings, or None (their load is then started): not while
+        they were read more than ``STALE_SECONDS`` ago (the statement would read every posting
+        moved since; a refresh reads them in the background first)."""
+        return self._entry(namespace, stale_after=STALE_SECONDS)
 
     def outdated(self, namespace: str) -> None:
         """A statement found postings dropped since the cache's snapshot: the cache is no
@@ -242,14 +260,14 @@ class KeywordCache(NamespaceCache[str, Postings]):
             first_read=len(read.ids),
         )
         if not self._fits(postings.size):
-            self._dropped(key)
+            self._too_large(key)
             return
         self._kept(key, postings, loaded=True)
 
     async def _read_all(self, connection: Connection, namespace: str) -> _Read | None:
         async with connection.transaction(isolation="repeatable_read", readonly=True):
             header = await connection.fetchrow(_HEADER, namespace)
-            if header is None or not header["postings"]:
+            if header is None or not header["postings"] or header["foreign_ids"]:
                 return None
             size = (
                 header["postings"] * _POSTING_BYTES
@@ -257,6 +275,7 @@ class KeywordCache(NamespaceCache[str, Postings]):
                 + _LEXEME_BYTES
             )
             if not self._fits(size):
+                self._too_large(namespace)
                 return None
             packed = await connection.fetchval(_MEMORIES, namespace)
             ids = np.frombuffer(packed, _ID)
@@ -300,7 +319,7 @@ class KeywordCache(NamespaceCache[str, Postings]):
     ) -> _Read | None:
         async with connection.transaction(isolation="repeatable_read", readonly=True):
             header = await connection.fetchrow(_REFRESH_HEADER, namespace)
-            if header is None:
+            if header is None or header["foreign_ids"]:
                 return None
             chunks = await _chunks(connection, _REFRESH, namespace, postings.snapshot)
         return await asyncio.to_thread(_decoded, header, None, chunks)

@@ -8,10 +8,11 @@ time a recall asks for it and kept fresh in the background, within a budget of b
   key at a time.
 - **Within a budget.** The entries hold at most ``max_bytes``; the least recently used go
   first. 0 turns the cache off.
-- **Not read again and again.** A load that fails, finds nothing, would not fit, or whose entry
-  was evicted, is not tried again for ``RELOAD_SECONDS``: a review of the vector cache found a
-  namespace recalled before it had copies never cached, a failing load and two namespaces
-  taking turns in too small a budget each read on every recall.
+- **Not read again and again.** A load that fails, finds nothing, or whose entry was evicted,
+  is not tried again for ``RELOAD_SECONDS``; one that would not fit, for ``TOO_LARGE_SECONDS``:
+  a review of the vector cache found a namespace recalled before it had copies never cached, a
+  failing load and two namespaces taking turns in too small a budget each read on every
+  recall.
 - **Off on Citus**, whose shards keep their own transaction ids: the snapshots that date an
   entry are the coordinator's (the cache turns itself off at its first read).
 """
@@ -42,6 +43,9 @@ REFRESH_SECONDS = 2.0
 # An entry whose statements find it out of date is loaded again at most this often (a load
 # reads the namespace's copies or postings whole).
 RELOAD_SECONDS = 10.0
+# A namespace too large for the budget is asked its size again at most this often (a count
+# over its copies or postings, which a review found repeated every RELOAD_SECONDS).
+TOO_LARGE_SECONDS = 300.0
 
 Connection: TypeAlias = "asyncpg.Connection | PoolConnectionProxy[asyncpg.Record]"
 K = TypeVar("K", bound=Hashable)
@@ -82,9 +86,11 @@ class NamespaceCache(abc.ABC, Generic[K, E]):
     def enabled(self) -> bool:
         return self._max_bytes > 0
 
-    def _entry(self, key: K) -> E | None:
+    def _entry(self, key: K, *, stale_after: float | None = None) -> E | None:
         """The entry of ``key`` for a recall, or None (its load then started); a refresh is
-        started when the entry was read ``REFRESH_SECONDS`` ago or more."""
+        started when the entry was read ``REFRESH_SECONDS`` ago or more, and the entry is not
+        used while it was read more than ``stale_after`` seconds ago (what was written since,
+        which the statement would read, can be a backlog after an idle spell)."""
         entry = self._entries.get(key)
         if entry is None:
             self._start(key, full=True)
@@ -92,6 +98,8 @@ class NamespaceCache(abc.ABC, Generic[K, E]):
         now = self._used[key] = time.monotonic()
         if now - self._read[key] >= REFRESH_SECONDS:
             self._start(key, full=False)
+        if stale_after is not None and now - self._read[key] > stale_after:
+            return None
         return entry
 
     def _outdated(self, key: K) -> None:
@@ -158,6 +166,11 @@ class NamespaceCache(abc.ABC, Generic[K, E]):
 
     def _fits(self, size: int) -> bool:
         return size <= self._max_bytes
+
+    def _too_large(self, key: K) -> None:
+        """The entry of ``key`` would not fit: none, and no load for ``TOO_LARGE_SECONDS``."""
+        self._dropped(key)
+        self._not_before[key] = time.monotonic() + TOO_LARGE_SECONDS
 
     def _dropped(self, key: K) -> None:
         self._entries.pop(key, None)

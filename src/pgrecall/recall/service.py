@@ -486,16 +486,18 @@ class QueryService:
         postings statement returns only what the cache lacks, and numpy scores the rest."""
         cached = self._keywords.postings(names[0]) if len(names) == 1 else None
         postings_sql, postings_values = self._postings_statement(text, names, shape, cached)
-        postings_sent = self._pool.fetch(postings_sql, *postings_values)
         vector_rows = nearest = None
         scored: bm25.Scored | None = None
         with database_errors():
             # The split pays off while the postings statement is long: with the postings
-            # cached it is a fraction of a millisecond, and the split's extra round trip and
-            # rankings bound as arrays cost more than it saves (SciFact hybrid 1.09x).
-            if split and cached is None and vector is not None and space_id is not None:
+            # cached it is a fraction of a millisecond, and with the copies ranked in the
+            # process too the split's extra round trip and rankings bound as arrays cost more
+            # than it saves (SciFact hybrid 1.09x).
+            if cached is not None and plan == "copied":
+                split = False
+            if split and vector is not None and space_id is not None:
                 postings, vector_rows = await self._split_rankings(
-                    postings_sent,
+                    self._pool.fetch(postings_sql, *postings_values),
                     self._pool.fetch,
                     names,
                     vector,
@@ -516,7 +518,7 @@ class QueryService:
                     )
 
                 async def postings_scored() -> tuple[list[asyncpg.Record], bm25.Scored]:
-                    found = await postings_sent
+                    found = await self._pool.fetch(postings_sql, *postings_values)
                     return found, await self._bm25(found, cached, text, names, shape)
 
                 nearest, (postings, scored) = await alongside(nearest_cached(), postings_scored)

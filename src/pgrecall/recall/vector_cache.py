@@ -31,10 +31,11 @@ is copied: a merge into 166k cached copies held the event loop 0.6 s in a review
 namespace is loaded again when a proof fails (deleted copies crowding the candidates), when it
 has grown by a quarter, or after 16 segments. Loads and refreshes decode in a worker thread.
 The cache holds at most ``PGRECALL_VECTOR_CACHE_MB`` (least recently used namespaces go first);
-0 turns it off. A load that fails, finds no copy, would not fit (its size is asked first), or
-whose namespace was evicted, is not tried again for ``RELOAD_SECONDS``: a review found a
-namespace recalled before its copies existed never cached, a failing load and two namespaces
-taking turns in too small a budget each read on every recall.
+0 turns it off. A load that fails, finds no copy, or whose namespace was evicted, is not tried
+again for ``RELOAD_SECONDS``, one that would not fit (its size is asked first) for
+``TOO_LARGE_SECONDS``: a review found a namespace recalled before its copies existed never
+cached, a failing load and two namespaces taking turns in too small a budget each read on
+every recall.
 
 **Where it does not hold.** Not on Citus, whose shards keep their own transaction ids (the
 cache turns itself off). ``copied_by`` is this cluster's transaction id: a database restored
@@ -263,7 +264,7 @@ class VectorCache(NamespaceCache[tuple[str, int], _Copies]):
         if row is None or not row["copies"]:
             return
         if not self._fits(row["copies"] * (row["dimensions"] * 4 + _ID.itemsize + 1)):
-            self._dropped(key)
+            self._too_large(key)
             return
         row = await self._fetch_row(key, _LOAD, *key)
         read = None if row is None else await asyncio.to_thread(_Read.of, row)
