@@ -42,7 +42,7 @@ def _since_statements(sent: list[LoggedQuery]) -> int:
 def _whole_statements(sent: list[LoggedQuery]) -> int:
     """The logged statements that read the query's postings whole."""
     return sum(
-        "memory_terms p" in logged.query and "h.lexemes" not in logged.query for logged in sent
+        "WITH terms AS" in logged.query and "h.lexemes" not in logged.query for logged in sent
     )
 
 
@@ -274,7 +274,7 @@ async def test_postings_dated_by_another_clusters_transactions_are_not_cached(
         await cached.index()
         await connection.execute(
             "UPDATE memory_terms SET moved_by = '4000000000000'::xid8 WHERE namespace = $1"
-            " AND memory_id = (SELECT min(memory_id) FROM memory_terms WHERE namespace = $1)",
+            " AND memory_id = (SELECT memory_id FROM memory_terms WHERE namespace = $1 LIMIT 1)",
             NAMESPACE,
         )
         for _ in range(20):
