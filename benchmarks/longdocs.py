@@ -618,7 +618,9 @@ async def synthetic(
             for mode in MODES:
                 legs = recalls | changed if mode in AGAINST_MODES else recalls
                 # Its postings cache loads once, at keyword's warm-up, in every process at once.
-                settle = SYNTHETIC_CACHE_LOAD_SECONDS if mode == "keyword" else CACHE_LOAD_SECONDS
+                settle = CACHE_LOAD_SECONDS
+                if mode == "keyword":  # in proportion to the postings, 180 s at 100,000
+                    settle = max(settle, SYNTHETIC_CACHE_LOAD_SECONDS * size / 100_000)
                 measured = await measure(legs, queries.texts, LONG_NAMESPACE, mode, settle)
                 for where, (timing, found) in measured.items():
                     quality = ""
