@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from pgrecall.config import Settings
 from pgrecall.http.app import create_app
+from pgrecall.http.serving import HTTP_PARSER
 
 _START_SECONDS = 30.0
 
@@ -29,7 +30,9 @@ class ServerThread:
         self._socket.bind(("127.0.0.1", 0))
         port = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
-        config = uvicorn.Config(create_app(settings), log_level="warning", lifespan="on")
+        config = uvicorn.Config(
+            create_app(settings), log_level="warning", lifespan="on", http=HTTP_PARSER
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
@@ -57,15 +60,18 @@ def api_client(server: ServerThread, key: str, *, header: str = "Authorization")
 
 
 @contextlib.asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[str]:
-    """Serve ``app`` with uvicorn on 127.0.0.1 in the running event loop; yield its base URL.
+async def serving(
+    app: FastAPI, http: str | type[asyncio.Protocol] = HTTP_PARSER
+) -> AsyncIterator[str]:
+    """Serve ``app`` with uvicorn on 127.0.0.1 in the running event loop, its HTTP parsed by
+    ``http`` (``pgrecall serve``'s by default); yield its base URL.
 
     The server shares the caller's loop, as every request of one process shares it: whatever
     holds the loop holds every other request."""
     listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listening.bind(("127.0.0.1", 0))
     port = listening.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", http=http))
     task = asyncio.create_task(server.serve(sockets=[listening]))
     try:
         deadline = time.monotonic() + _START_SECONDS

@@ -19,9 +19,9 @@ import httpx
 import psutil
 import pytest
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from pgrecall.http.app import create_app
+from pgrecall.http.protocol import BoundedHttpToolsProtocol
 from pgrecall.http.serving import HTTP_PARSER, default_workers
 from pgrecall.store import MemoryStore
 
@@ -116,10 +116,10 @@ async def test_a_line_per_request_only_with_access_log(
     assert ('"GET /healthz HTTP/1.1" 200' in logged) == bool(flag)
 
 
-def test_the_server_parses_http_with_h11_which_bounds_a_request_head() -> None:
+def test_the_server_parses_http_with_httptools_its_head_bounded() -> None:
     config = uvicorn.Config(create_app(store_settings()), http=HTTP_PARSER)
     config.load()
-    assert config.http_protocol_class is H11Protocol
+    assert config.http_protocol_class is BoundedHttpToolsProtocol
 
 
 def test_the_default_is_a_worker_per_two_cores() -> None:

@@ -24,6 +24,7 @@ from fastapi import FastAPI
 from pgrecall.config import ENV_PREFIX, Settings, load_settings
 from pgrecall.db.embedded import database_dsn
 from pgrecall.http.app import create_app
+from pgrecall.http.protocol import BoundedHttpToolsProtocol
 from pgrecall.store import MemoryStore
 
 # Seconds the supervisor waits for its background work to stop after the workers have.
@@ -34,13 +35,9 @@ STOP_SECONDS = 30.0
 WORKER_HEALTHCHECK_SECONDS = 60
 
 
-# uvicorn's HTTP parser: h11, which refuses a request whose head outgrows 16 KB (400). uvicorn's
-# httptools protocol sets no such limit: a request with a 20 MB header line was read whole and
-# answered 200 (h11: 400 at 200 kB, the connection reset at 20 MB), so a hostile client could
-# make the server buffer any size it likes. httptools would cut the floor of every request,
-# ``GET /healthz``, to 0.71-0.80x for one client (``python -m benchmarks.http_layers --servers
-# h11,httptools`` with httptools installed; RESULTS.md, issue 25 session 15): not at that price.
-HTTP_PARSER = "h11"
+# uvicorn's HTTP protocol: httptools' parser, a request's head bounded as h11 bounds it
+# (``http/protocol.py``).
+HTTP_PARSER = BoundedHttpToolsProtocol
 
 
 def default_workers() -> int:
