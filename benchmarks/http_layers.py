@@ -13,10 +13,10 @@ each way, in blocks of every claim: this process's for ``in-process`` and ``asgi
 process's for ``http`` (its user + system time from /proc).
 
 ``--servers`` names the uvicorn setups to serve with, each a server of its own whose ``http``
-and ``healthz`` legs take turns with the others (``SERVERS``: ``h11`` is uvicorn without its
-optional speedups, as ``pgrecall serve`` runs it; ``httptools`` its C parser, which bounds no
-request head, so serve keeps h11; ``uvloop`` its event loop; ``both``). The last three need
-their packages installed.
+and ``healthz`` legs take turns with the others (``SERVERS``: ``serve`` as ``pgrecall serve``
+runs it, httptools' parser with a request's head bounded, ``http/protocol.py``; ``h11``
+uvicorn's pure-Python parser, which serve ran until session 22; ``httptools`` its C parser
+unbounded; ``uvloop`` its event loop; ``both``). The last two need uvloop installed.
 
 Written for issue 25 (benchmarks/RESULTS.md, session 14), where HTTP added 1.25-1.6 ms to each
 mode over the in-process recall and the question was which layer holds it; ``--servers`` for
@@ -39,6 +39,7 @@ from benchmarks.lean_http import Client
 from benchmarks.longdocs import (
     MODES,
     NAMESPACE,
+    SERVE,
     Recall,
     Taught,
     _load_average,
@@ -131,7 +132,8 @@ async def scifact_store(dsn: str) -> tuple[str, Taught, MemoryStore]:
 
 
 # uvicorn setups to compare (``--servers``): its event loop and its HTTP parser.
-SERVERS = {
+SERVERS: dict[str, dict[str, Any]] = {
+    "serve": SERVE,
     "h11": {"loop": "asyncio", "http": "h11"},
     "httptools": {"loop": "asyncio", "http": "httptools"},
     "uvloop": {"loop": "uvloop", "http": "h11"},
@@ -169,7 +171,7 @@ async def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument(
         "--servers",
-        default="h11",
+        default="serve",
         help=f"uvicorn setups (default: serve's), of {', '.join(SERVERS)}",
     )
     arguments = parser.parse_args()

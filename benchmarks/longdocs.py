@@ -72,6 +72,7 @@ from benchmarks.recall_latency import make_queries, recall_at_10
 from benchmarks.scifact import _load, _score_module
 from pgrecall import MemoryInput, MemoryStore, load_settings
 from pgrecall.db.params import SqlParams
+from pgrecall.http.serving import HTTP_PARSER
 from pgrecall.recall import bm25
 
 NAMESPACE = "scifact"
@@ -82,6 +83,8 @@ MODES = ("vector", "keyword", "hybrid")
 # once, took more than 60 s (the first keyword recalls measured ran without it).
 CACHE_LOAD_SECONDS = 3.0
 SYNTHETIC_CACHE_LOAD_SECONDS = 180.0
+# How ``pgrecall serve`` runs uvicorn (http/serving.py): the servers measured run so.
+SERVE: dict[str, Any] = {"loop": "asyncio", "http": HTTP_PARSER}
 LONG_WORDS = 200  # words of a synthetic document: SciFact's abstracts average ~215
 WARMUP = 10
 Taught = list[tuple[list[str], np.ndarray]]  # texts, and the vectors the embedder answers
@@ -297,11 +300,11 @@ def _serve(
     taught: Taught,
     pipe: Connection,
     overrides: dict[str, Any],
-    server_options: dict[str, str],
+    server_options: dict[str, Any],
 ) -> None:
     """Child process: the HTTP API on ``port`` until the pipe closes (or an hour passes), its
     store's settings changed by ``overrides``, uvicorn's by ``server_options`` (``loop``,
-    ``http``: its defaults pick uvloop and httptools when installed)."""
+    ``http``: uvicorn's own defaults pick uvloop and httptools when installed)."""
     import threading
 
     import uvicorn
@@ -336,16 +339,16 @@ def _serve(
 
 @contextlib.asynccontextmanager
 async def http_clients(
-    dsn: str, taught: Taught, server_options: dict[str, str] | None = None, **overrides: Any
+    dsn: str, taught: Taught, server_options: dict[str, Any] | None = None, **overrides: Any
 ) -> AsyncIterator[dict[str, Client]]:
     """Clients of the API served by a child process on the database ``dsn`` (its store's
-    settings changed by ``overrides``, uvicorn's by ``server_options``): "http" (a lean client,
-    ``lean_http``: the server's own time) and "httpx"."""
+    settings changed by ``overrides``, uvicorn's by ``server_options``, ``pgrecall serve``'s
+    by default): "http" (a lean client, ``lean_http``: the server's own time) and "httpx"."""
     port = _free_port()
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
     child = context.Process(
-        target=_serve, args=(dsn, port, taught, theirs, overrides, server_options or {})
+        target=_serve, args=(dsn, port, taught, theirs, overrides, server_options or SERVE)
     )
     child.start()
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
