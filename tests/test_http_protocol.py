@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 from fastapi import FastAPI, Request
 
-from pgrecall.http.protocol import HEAD_BYTES, HEAD_TOO_LARGE
+from pgrecall.http.protocol import HEAD_BYTES, HEAD_TOO_LARGE, MOST_PIPELINED
 
 from .http_server import serving
 
@@ -115,12 +115,78 @@ async def test_a_large_body_after_a_small_head_is_not_counted_as_head() -> None:
 
 
 async def test_the_bound_is_per_request_on_a_kept_alive_connection() -> None:
-    """Forty requests of 1 KB of headers each on one connection (40 KB of heads in all), one at
-    a time and then pipelined in one write: every one served."""
+    """Requests of 1 KB of headers each on one connection, twenty one at a time and then
+    sixteen pipelined in one write (more than the bound's bytes of heads in all): every one
+    served."""
     async with _connection() as (reader, writer):
         for _ in range(20):
             writer.write(_request(header_bytes=1024))
             assert await _answer(reader) == (200, b'{"received":2}')
-        writer.write(b"".join(_request(header_bytes=1024) for _ in range(20)))
-        for _ in range(20):
+        assert MOST_PIPELINED * len(_request(header_bytes=1024)) > HEAD_BYTES
+        writer.write(b"".join(_request(header_bytes=1024) for _ in range(MOST_PIPELINED)))
+        for _ in range(MOST_PIPELINED):
             assert await _answer(reader) == (200, b'{"received":2}')
+
+
+async def test_headers_counted_by_their_bytes_on_the_wire_at_the_least() -> None:
+    """Headers written ``name:value`` (no space) up to the bound are served."""
+    count = (HEAD_BYTES - 200) // len(b"h0000:v\r\n")
+    padding = "".join(f"h{i:04d}:v\r\n" for i in range(count)).encode()
+    async with _connection() as (reader, writer):
+        writer.write(_request().replace(b"\r\n\r\n", b"\r\n" + padding + b"\r\n", 1))
+        assert await _answer(reader) == (200, b'{"received":2}')
+
+
+def _chunked(trailers: bytes, head_bytes: int = 0) -> bytes:
+    padding = f"x-padding: {'a' * head_bytes}\r\n" if head_bytes else ""
+    return (
+        "POST /echo HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+        f"transfer-encoding: chunked\r\n{padding}\r\n2\r\n{{}}\r\n0\r\n"
+    ).encode() + trailers
+
+
+async def test_trailers_have_a_bound_of_their_own() -> None:
+    """A 15 KB head and 2 KB of trailers are served; an endless trailer line is cut off (the
+    connection closed: the answer may be on its way) and the next connection served."""
+    async with _connection() as (reader, writer):
+        writer.write(_chunked(b"x-t: " + b"t" * 2048 + b"\r\n\r\n", HEAD_BYTES - 1024))
+        assert await _answer(reader) == (200, b'{"received":2}')
+    async with serving(_app()) as url:
+        address = urlsplit(url)
+        reader, writer = await asyncio.open_connection(address.hostname, address.port)
+        sent = 0
+        with contextlib.suppress(ConnectionError):
+            writer.write(_chunked(b"x-t: "))
+            while sent < 20 * 1024 * 1024 and not reader.at_eof():
+                writer.write(b"t" * 65_536)
+                await asyncio.wait_for(writer.drain(), ANSWER_SECONDS)
+                sent += 65_536
+            await asyncio.wait_for(reader.read(), ANSWER_SECONDS)
+        writer.close()
+        assert sent < 4 * 1024 * 1024
+        reader, writer = await asyncio.open_connection(address.hostname, address.port)
+        writer.write(_request())
+        assert await _answer(reader) == (200, b'{"received":2}')
+        writer.close()
+
+
+async def test_requests_pipelined_beyond_the_bound_close_the_connection() -> None:
+    """Sixteen requests in one write are each answered; two hundred, sent without reading an
+    answer, close the connection after at most the bound's, not two hundred queued."""
+    async with _connection() as (reader, writer):
+        writer.write(_request() * MOST_PIPELINED)
+        for _ in range(MOST_PIPELINED):
+            assert await _answer(reader) == (200, b'{"received":2}')
+    async with _connection() as (reader, writer):
+        writer.write(_request() * 200)
+        answered = await asyncio.wait_for(reader.read(), ANSWER_SECONDS)
+    assert answered.count(b"HTTP/1.1 200 ") <= MOST_PIPELINED + 1
+
+
+async def test_a_body_of_many_small_chunks_is_served() -> None:
+    """Chunks' framing is not head: 20,000 chunks of one byte (~100 KB of framing) served."""
+    body = b'"' + b"c" * 19_998 + b'"'
+    chunks = b"".join(b"1\r\n%c\r\n" % byte for byte in body)
+    async with _connection() as (reader, writer):
+        writer.write(_chunked(b"\r\n").replace(b"2\r\n{}\r\n", chunks, 1))
+        assert await _answer(reader) == (200, b'{"received":20000}')
