@@ -2,11 +2,11 @@
 
 uvicorn parses HTTP with h11 (pure Python) or httptools (llhttp, C). httptools cut the floor
 every request pays, ``GET /healthz`` over a kept-alive connection, to 0.72-0.76x of h11's for
-one client, and SciFact recall over HTTP by 0.17-0.21 ms (``python -m benchmarks.http_layers
---servers h11,serve``; benchmarks/RESULTS.md, issue 25 session 22). But uvicorn's httptools
-protocol bounds what a client makes it hold where h11 holds ~16 KB: a 20 MB header line or
-trailer was read whole, and requests pipelined without waiting for answers were each queued (a
-reading client had 199,000 queued, 420 MB, after 15 s). Here:
+one client, and SciFact recall over HTTP by 0.12-0.21 ms (``python -m benchmarks.http_layers
+--servers h11,serve``, two runs; benchmarks/RESULTS.md, issue 25 session 22). But uvicorn's
+httptools protocol bounds what a client makes it hold where h11 holds ~16 KB: a 20 MB header
+line or trailer was read whole, and requests pipelined without waiting for answers were each
+queued (a reading client had 199,000 queued, 420 MB, after 15 s). Here:
 
 - a request's head is at most ``HEAD_BYTES``, and so are its trailers, counted exactly as the
   parser hands over their parts (the target, each header);
