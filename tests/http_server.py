@@ -60,18 +60,17 @@ def api_client(server: ServerThread, key: str, *, header: str = "Authorization")
 
 
 @contextlib.asynccontextmanager
-async def serving(
-    app: FastAPI, http: str | type[asyncio.Protocol] = HTTP_PARSER
-) -> AsyncIterator[str]:
-    """Serve ``app`` with uvicorn on 127.0.0.1 in the running event loop, its HTTP parsed by
-    ``http`` (``pgrecall serve``'s by default); yield its base URL.
+async def serving(app: FastAPI) -> AsyncIterator[str]:
+    """Serve ``app`` with uvicorn on 127.0.0.1 in the running event loop, with ``pgrecall
+    serve``'s HTTP protocol; yield its base URL.
 
     The server shares the caller's loop, as every request of one process shares it: whatever
     holds the loop holds every other request."""
     listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listening.bind(("127.0.0.1", 0))
     port = listening.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", http=http))
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", http=HTTP_PARSER)
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[listening]))
     try:
         deadline = time.monotonic() + _START_SECONDS

@@ -35,8 +35,8 @@ STOP_SECONDS = 30.0
 WORKER_HEALTHCHECK_SECONDS = 60
 
 
-# uvicorn's HTTP protocol: httptools' parser, a request's head bounded as h11 bounds it
-# (``http/protocol.py``).
+# uvicorn's HTTP protocol: httptools' parser within h11's bounds on a request's head, its
+# trailers and the requests pipelined behind it (``http/protocol.py``).
 HTTP_PARSER = BoundedHttpToolsProtocol
 
 
