@@ -1,5 +1,6 @@
-"""The HTTP protocol ``pgrecall serve`` runs (``http/protocol.py``): httptools' parser with a
-request's head bounded as h11 bounds it, over a real socket on 127.0.0.1."""
+"""The HTTP protocol ``pgrecall serve`` runs (``http/protocol.py``): httptools' parser within
+h11's bounds on a request's head, its trailers and pipelined requests, over a real socket on
+127.0.0.1."""
 
 from __future__ import annotations
 
